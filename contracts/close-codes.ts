@@ -1,0 +1,19 @@
+/**
+ * WebSocket close codes the edge sends. y-websocket stops reconnecting on 4400-4499 (the
+ * client must change something); every other code makes it reconnect and resync.
+ */
+export const CloseCode = {
+  /** Edge is draining for a restart; reconnect elsewhere. */
+  ServiceRestart: 1012,
+  /** A dependency (JetStream, state load) failed; reconnect and resync, nothing is lost. */
+  TryAgainLater: 1013,
+  /** Frame or URL the protocol does not allow. */
+  BadRequest: 4400,
+  /** Missing, forged or expired token. */
+  Unauthorized: 4401,
+  /** Token is valid but does not cover this document. */
+  Forbidden: 4403,
+  /** A single message above the edge's size limit. */
+  MessageTooBig: 4413,
+} as const
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode]

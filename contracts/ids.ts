@@ -1,0 +1,53 @@
+import { z } from 'zod'
+
+/** Tenant ids are subject tokens and NATS account names, so they stay lowercase ASCII. */
+export const TenantId = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]{0,30}[a-z0-9]$/, 'tenant: 2-32 chars of a-z, 0-9 and "-", starting with a letter')
+export type TenantId = z.infer<typeof TenantId>
+
+/** Doc ids are whatever the editor names a room: 1-256 characters, no control characters. */
+export const DocId = z
+  .string()
+  .min(1, 'docId: empty')
+  .max(256, 'docId: longer than 256 characters')
+  // eslint-disable-next-line no-control-regex
+  .regex(/^[^\u0000-\u001f\u007f]+$/, 'docId: contains control characters')
+export type DocId = z.infer<typeof DocId>
+
+const PLAIN = /[A-Za-z0-9_-]/
+const HEX_BYTE = /^~[0-9A-F]{2}/
+
+/**
+ * A doc id as one NATS subject token: [A-Za-z0-9_-] kept, every other UTF-8 byte as ~HH.
+ * Reversible and readable for the ids editors usually use ("spec-2024_q3").
+ */
+export function docKey(docId: string): string {
+  let out = ''
+  for (const ch of docId) {
+    if (PLAIN.test(ch)) out += ch
+    else for (const b of Buffer.from(ch, 'utf8')) out += '~' + b.toString(16).toUpperCase().padStart(2, '0')
+  }
+  return out
+}
+
+/** Inverse of docKey; throws on a token docKey cannot have produced. */
+export function docIdFromKey(key: string): string {
+  const bytes: number[] = []
+  for (let i = 0; i < key.length; ) {
+    const ch = key[i]!
+    if (ch === '~') {
+      if (!HEX_BYTE.test(key.slice(i, i + 3))) throw new Error(`bad doc key escape at ${i}: ${key}`)
+      bytes.push(parseInt(key.slice(i + 1, i + 3), 16))
+      i += 3
+    } else if (PLAIN.test(ch)) {
+      bytes.push(ch.charCodeAt(0))
+      i += 1
+    } else {
+      throw new Error(`bad doc key character ${JSON.stringify(ch)}: ${key}`)
+    }
+  }
+  const docId = new TextDecoder('utf-8', { fatal: true }).decode(Uint8Array.from(bytes))
+  if (docKey(docId) !== key) throw new Error(`non-canonical doc key: ${key}`)
+  return DocId.parse(docId)
+}

@@ -1,0 +1,8 @@
+export * from './ids.ts'
+export * from './subjects.ts'
+export * from './streams.ts'
+export * from './envelope.ts'
+export * from './service-messages.ts'
+export * from './auth.ts'
+export * from './close-codes.ts'
+export { decodeFailureReason } from './codec.ts'

@@ -1,0 +1,86 @@
+import { TenantId, docKey, docIdFromKey } from './ids.ts'
+
+/**
+ * Every edit stream is split into this many partitions by nats-server itself (an account
+ * mapping hashes the doc token), so one document always lands in one partition and one
+ * core worker sees it in order. Changing it reshuffles documents: drain the streams first.
+ */
+export const EDIT_PARTITIONS = 16
+
+/** Subject an edge publishes a document update to; the server inserts the partition token. */
+export function editIngestSubject(tenant: string, docId: string): string {
+  return `ten.${TenantId.parse(tenant)}.ed.${docKey(docId)}`
+}
+
+/** The subject an update is stored under once nats-server has mapped it. */
+export function editStoredSubject(tenant: string, partition: number, docId: string): string {
+  return `ten.${TenantId.parse(tenant)}.ed.${partitionToken(partition)}.${docKey(docId)}`
+}
+
+/** Filter of one partition's consumer, across tenants. */
+export function editPartitionFilter(partition: number): string {
+  return `ten.*.ed.${partitionToken(partition)}.*`
+}
+
+/** Subjects of a stream holding stored (partitioned) edits: one tenant's, or every tenant's with '*'. */
+export function storedEditSubjects(tenant: string | '*'): string {
+  return `ten.${tenant === '*' ? '*' : TenantId.parse(tenant)}.ed.*.*`
+}
+
+/** Every edit subject of one tenant (ingest and stored forms). */
+export function tenantEditSubjects(tenant: string): string {
+  return `ten.${TenantId.parse(tenant)}.ed.>`
+}
+
+export interface StoredEditSubject {
+  tenant: string
+  partition: number
+  docId: string
+}
+
+/** Parses a stored edit subject; throws with the reason on anything else. */
+export function parseEditSubject(subject: string): StoredEditSubject {
+  const parts = subject.split('.')
+  if (parts.length !== 5 || parts[0] !== 'ten' || parts[2] !== 'ed') {
+    throw new Error(`not an edit subject: ${subject}`)
+  }
+  const tenant = TenantId.parse(parts[1])
+  const partition = Number(parts[3])
+  if (!Number.isInteger(partition) || partition < 0 || partition >= EDIT_PARTITIONS || parts[3] !== String(partition)) {
+    throw new Error(`bad partition token in ${subject}`)
+  }
+  return { tenant, partition, docId: docIdFromKey(parts[4]!) }
+}
+
+function partitionToken(partition: number): string {
+  if (!Number.isInteger(partition) || partition < 0 || partition >= EDIT_PARTITIONS) {
+    throw new Error(`partition out of range 0..${EDIT_PARTITIONS - 1}: ${partition}`)
+  }
+  return String(partition)
+}
+
+/**
+ * The account mapping that adds the partition token. `tenant` null means one mapping for
+ * every tenant (single-account mode); otherwise the per-tenant form used in a tenant account.
+ */
+export function partitionMapping(tenant: string | null): [from: string, to: string] {
+  if (tenant === null) {
+    return ['ten.*.ed.*', `ten.{{wildcard(1)}}.ed.{{partition(${EDIT_PARTITIONS},1,2)}}.{{wildcard(2)}}`]
+  }
+  const t = TenantId.parse(tenant)
+  return [`ten.${t}.ed.*`, `ten.${t}.ed.{{partition(${EDIT_PARTITIONS},1)}}.{{wildcard(1)}}`]
+}
+
+/** Core-NATS subjects between edges and core; never stored. */
+export const ServiceSubjects = {
+  /** Durable (acked) updates and presence of one document, fanned out across edges. */
+  fan: (tenant: string, docId: string) => `df.fan.${TenantId.parse(tenant)}.${docKey(docId)}`,
+  /** Edges holding a document answer with its state, so a new room starts current. */
+  room: (tenant: string, docId: string) => `df.room.${TenantId.parse(tenant)}.${docKey(docId)}`,
+  /** Core answers with the materialized state of a document (queue group). */
+  coreState: 'df.core.state',
+} as const
+
+export const QueueGroups = {
+  coreState: 'core-state',
+} as const

@@ -1,0 +1,34 @@
+import * as Y from 'yjs'
+
+/**
+ * What an update did to a document:
+ * - applied: it changed the document;
+ * - pending: Yjs holds it until the clocks it depends on arrive (a sequence gap);
+ * - duplicate: everything in it was already applied (a retry).
+ */
+export type ApplyOutcome = 'applied' | 'pending' | 'duplicate'
+
+/** Applies a Yjs update and says what it did. The update must already decode (Y.decodeUpdate). */
+export function applyTracked(doc: Y.Doc, update: Uint8Array): ApplyOutcome {
+  const store = doc.store
+  const pendingBefore = store.pendingStructs?.update
+  const pendingDsBefore = store.pendingDs
+  let changed = false
+  const onUpdate = () => {
+    changed = true
+  }
+  doc.on('update', onUpdate)
+  try {
+    Y.applyUpdate(doc, update)
+  } finally {
+    doc.off('update', onUpdate)
+  }
+  if (changed) return 'applied'
+  if (!sameBytes(store.pendingStructs?.update, pendingBefore) || !sameBytes(store.pendingDs, pendingDsBefore)) return 'pending'
+  return 'duplicate'
+}
+
+function sameBytes(a: Uint8Array | null | undefined, b: Uint8Array | null | undefined): boolean {
+  if (!a || !b) return !a === !b
+  return a === b || Buffer.compare(a, b) === 0
+}

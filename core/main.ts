@@ -1,0 +1,59 @@
+import { hostname } from 'node:os'
+import { z } from 'zod'
+import { EDITS_STREAM, storedEditSubjects } from '../contracts/mod.ts'
+import { JwtSecret, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { createLogger } from '../runtime/log.ts'
+import { connectNats } from '../runtime/nats.ts'
+import { Core } from './core.ts'
+
+const Config = z.object({
+  port: Port.default(8081),
+  host: z.string().default('0.0.0.0'),
+  natsUrl: z.string().default('nats://127.0.0.1:4222'),
+  natsUser: z.string().optional(),
+  natsPass: z.string().optional(),
+  databaseUrl: z.string().min(1, 'required (postgres://...)'),
+  jwtSecret: JwtSecret,
+  stream: z.string().default(EDITS_STREAM),
+  maxBatch: PositiveInt.default(512),
+  maxDocs: PositiveInt.default(2_000),
+  ackWaitMs: PositiveInt.default(30_000),
+  maxAckPending: PositiveInt.default(1_024),
+  leaseRetryMs: PositiveInt.default(2_000),
+  retryDelayMs: PositiveInt.default(1_000),
+})
+
+const log = createLogger('core')
+const config = loadConfigOrExit(Config, {
+  port: 'CORE_PORT',
+  host: 'CORE_HOST',
+  natsUrl: 'NATS_URL',
+  natsUser: 'CORE_NATS_USER',
+  natsPass: 'CORE_NATS_PASS',
+  databaseUrl: 'DATABASE_URL',
+  jwtSecret: 'DOCFLOW_JWT_SECRET',
+  stream: 'CORE_STREAM',
+  maxBatch: 'CORE_MAX_BATCH',
+  maxDocs: 'CORE_MAX_DOCS',
+  ackWaitMs: 'CORE_ACK_WAIT_MS',
+  maxAckPending: 'CORE_MAX_ACK_PENDING',
+  leaseRetryMs: 'CORE_LEASE_RETRY_MS',
+  retryDelayMs: 'CORE_RETRY_DELAY_MS',
+})
+const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: `core-${hostname()}-${process.pid}` }, log)
+const core = new Core({ ...config, streamSubjects: [storedEditSubjects('*')] }, nc, log)
+const port = await core.start()
+log.info({ port }, 'core listening')
+
+let stopping = false
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return
+  stopping = true
+  log.info({ signal }, 'core draining')
+  await core.stop()
+  await nc.drain()
+  log.info('core stopped')
+  process.exit(0)
+}
+process.on('SIGTERM', () => void shutdown('SIGTERM'))
+process.on('SIGINT', () => void shutdown('SIGINT'))

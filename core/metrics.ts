@@ -1,0 +1,20 @@
+import { Counter, Gauge, Histogram, LATENCY_BUCKETS, createRegistry, type Registry } from '../runtime/metrics.ts'
+
+export type CoreMetrics = ReturnType<typeof createCoreMetrics>
+
+export function createCoreMetrics(registry: Registry = createRegistry('core')) {
+  const registers = [registry]
+  return {
+    registry,
+    leasesHeld: new Gauge({ name: 'docflow_core_leases_held', help: 'Partitions this process owns', registers }),
+    batches: new Counter({ name: 'docflow_core_batches_total', help: 'Batches committed to PostgreSQL', registers }),
+    batchSize: new Histogram({ name: 'docflow_core_batch_messages', help: 'Messages per committed batch', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], registers }),
+    updates: new Counter({ name: 'docflow_core_updates_total', help: 'Stream messages by outcome', labelNames: ['outcome'], registers }),
+    deadLetters: new Counter({ name: 'docflow_core_dead_letters_total', help: 'Messages dead-lettered, by reason class', labelNames: ['reason'], registers }),
+    commitSeconds: new Histogram({ name: 'docflow_core_commit_seconds', help: 'PostgreSQL transaction time per batch', buckets: LATENCY_BUCKETS, registers }),
+    ingestToCommitSeconds: new Histogram({ name: 'docflow_core_ingest_to_commit_seconds', help: 'Edge ingest to PostgreSQL commit, per update', buckets: LATENCY_BUCKETS, registers }),
+    workerErrors: new Counter({ name: 'docflow_core_worker_errors_total', help: 'Partition worker failures (it resets to its checkpoint)', labelNames: ['partition'], registers }),
+    stateRequests: new Counter({ name: 'docflow_core_state_requests_total', help: 'Document state requests from edges, by result', labelNames: ['result'], registers }),
+    readRequests: new Counter({ name: 'docflow_core_read_requests_total', help: 'Read API requests by status', labelNames: ['status'], registers }),
+  }
+}

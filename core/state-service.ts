@@ -1,0 +1,44 @@
+import * as Y from 'yjs'
+import type { NatsConnection, Subscription } from '@nats-io/transport-node'
+import type pg from 'pg'
+import { QueueGroups, ServiceSubjects, decodeStateRequest, encodeStateReply, type StateReply } from '../contracts/mod.ts'
+import type { Logger } from '../runtime/log.ts'
+import type { CoreMetrics } from './metrics.ts'
+import { readDocState } from './store.ts'
+
+/**
+ * Answers edges asking for a document's state when they open a room: the owning worker's
+ * in-memory doc when this process has it (newest), else the committed row.
+ */
+export function serveDocState(
+  nc: NatsConnection,
+  pool: pg.Pool,
+  cachedDoc: (tenant: string, docId: string) => Y.Doc | undefined,
+  log: Logger,
+  metrics: CoreMetrics,
+): Subscription {
+  return nc.subscribe(ServiceSubjects.coreState, {
+    queue: QueueGroups.coreState,
+    callback: (err, msg) => {
+      if (err) return log.warn({ err }, 'state subscription error')
+      void answer(msg.data).then((reply) => {
+        metrics.stateRequests.inc({ result: reply.status })
+        msg.respond(encodeStateReply(reply))
+      })
+    },
+  })
+
+  async function answer(data: Uint8Array): Promise<StateReply> {
+    try {
+      const req = decodeStateRequest(data)
+      const sv = req.stateVector ?? new Uint8Array([0])
+      const doc = cachedDoc(req.tenant, req.docId)
+      if (doc) return { status: 'found', update: Y.encodeStateAsUpdate(doc, sv) }
+      const state = await readDocState(pool, req.tenant, req.docId)
+      return state ? { status: 'found', update: Y.diffUpdate(state, sv) } : { status: 'missing' }
+    } catch (err) {
+      log.error({ err }, 'state request failed')
+      return { status: 'error', message: (err as Error).message }
+    }
+  }
+}

@@ -1,0 +1,54 @@
+import { hostname } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import { z } from 'zod'
+import { JwtSecret, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { createLogger } from '../runtime/log.ts'
+import { connectNats } from '../runtime/nats.ts'
+import { Edge } from './edge.ts'
+
+const Config = z.object({
+  port: Port.default(8080),
+  host: z.string().default('0.0.0.0'),
+  natsUrl: z.string().default('nats://127.0.0.1:4222'),
+  natsUser: z.string().optional(),
+  natsPass: z.string().optional(),
+  jwtSecret: JwtSecret,
+  maxMessageBytes: PositiveInt.default(16 * 1024 * 1024),
+  stateTimeoutMs: PositiveInt.default(3_000),
+  resyncDelayMs: PositiveInt.default(1_500),
+  publishAckTimeoutMs: PositiveInt.default(2_000),
+  publishAttempts: PositiveInt.default(5),
+})
+
+const log = createLogger('edge')
+const config = loadConfigOrExit(Config, {
+  port: 'EDGE_PORT',
+  host: 'EDGE_HOST',
+  natsUrl: 'NATS_URL',
+  natsUser: 'EDGE_NATS_USER',
+  natsPass: 'EDGE_NATS_PASS',
+  jwtSecret: 'DOCFLOW_JWT_SECRET',
+  maxMessageBytes: 'EDGE_MAX_MESSAGE_BYTES',
+  stateTimeoutMs: 'EDGE_STATE_TIMEOUT_MS',
+  resyncDelayMs: 'EDGE_RESYNC_DELAY_MS',
+  publishAckTimeoutMs: 'EDGE_PUBLISH_ACK_TIMEOUT_MS',
+  publishAttempts: 'EDGE_PUBLISH_ATTEMPTS',
+})
+const edgeId = `edge-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
+const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: edgeId }, log)
+const edge = new Edge({ ...config, edgeId }, nc, log)
+const port = await edge.start()
+log.info({ port, edgeId }, 'edge listening')
+
+let stopping = false
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return
+  stopping = true
+  log.info({ signal }, 'edge draining')
+  await edge.stop()
+  await nc.drain()
+  log.info('edge stopped')
+  process.exit(0)
+}
+process.on('SIGTERM', () => void shutdown('SIGTERM'))
+process.on('SIGINT', () => void shutdown('SIGINT'))

@@ -1,0 +1,111 @@
+import * as encoding from 'lib0/encoding'
+import * as decoding from 'lib0/decoding'
+import * as syncProtocol from 'y-protocols/sync'
+import * as Y from 'yjs'
+
+/** Top-level message types of the y-websocket protocol. */
+export const MessageType = { Sync: 0, Awareness: 1, Auth: 2, QueryAwareness: 3 } as const
+
+export type ClientMessage =
+  | { type: 'sync-step1'; stateVector: Uint8Array }
+  | { type: 'update'; update: Uint8Array }
+  | { type: 'awareness'; update: Uint8Array }
+  | { type: 'query-awareness' }
+
+export class ProtocolError extends Error {
+  override name = 'ProtocolError'
+}
+
+/** Parses one client frame; throws ProtocolError on anything the protocol does not allow. */
+export function parseClientMessage(frame: Uint8Array): ClientMessage {
+  try {
+    const d = decoding.createDecoder(frame)
+    const type = decoding.readVarUint(d)
+    let msg: ClientMessage
+    switch (type) {
+      case MessageType.Sync: {
+        const sub = decoding.readVarUint(d)
+        const payload = decoding.readVarUint8Array(d)
+        if (sub === syncProtocol.messageYjsSyncStep1) msg = { type: 'sync-step1', stateVector: payload }
+        else if (sub === syncProtocol.messageYjsSyncStep2 || sub === syncProtocol.messageYjsUpdate) msg = { type: 'update', update: payload }
+        else throw new ProtocolError(`unknown sync message type ${sub}`)
+        break
+      }
+      case MessageType.Awareness:
+        msg = { type: 'awareness', update: decoding.readVarUint8Array(d) }
+        break
+      case MessageType.QueryAwareness:
+        msg = { type: 'query-awareness' }
+        break
+      default:
+        throw new ProtocolError(`unknown message type ${type}`)
+    }
+    if (decoding.hasContent(d)) throw new ProtocolError('trailing bytes after message')
+    return msg
+  } catch (err) {
+    if (err instanceof ProtocolError) throw err
+    throw new ProtocolError(`malformed frame: ${(err as Error).message}`)
+  }
+}
+
+export function syncStep1Message(doc: Y.Doc): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, MessageType.Sync)
+  syncProtocol.writeSyncStep1(e, doc)
+  return encoding.toUint8Array(e)
+}
+
+export function syncStep2Message(doc: Y.Doc, stateVector: Uint8Array): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, MessageType.Sync)
+  syncProtocol.writeSyncStep2(e, doc, stateVector)
+  return encoding.toUint8Array(e)
+}
+
+export function updateMessage(update: Uint8Array): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, MessageType.Sync)
+  syncProtocol.writeUpdate(e, update)
+  return encoding.toUint8Array(e)
+}
+
+export function awarenessMessage(awarenessUpdate: Uint8Array): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, MessageType.Awareness)
+  encoding.writeVarUint8Array(e, awarenessUpdate)
+  return encoding.toUint8Array(e)
+}
+
+export interface UpdateShape {
+  /** Struct ranges per client: [clientId, firstClock, endClock). */
+  structs: Map<number, [number, number]>
+  hasDeletes: boolean
+}
+
+/**
+ * Decodes a Yjs update far enough to prove it is one and to see what it touches;
+ * throws ProtocolError on bytes that are not a Yjs v1 update.
+ */
+export function inspectUpdate(update: Uint8Array): UpdateShape {
+  let decoded: ReturnType<typeof Y.decodeUpdate>
+  try {
+    decoded = Y.decodeUpdate(update)
+  } catch (err) {
+    throw new ProtocolError(`not a Yjs update: ${(err as Error).message}`)
+  }
+  const structs = new Map<number, [number, number]>()
+  for (const s of decoded.structs) {
+    const range = structs.get(s.id.client)
+    const end = s.id.clock + s.length
+    if (!range) structs.set(s.id.client, [s.id.clock, end])
+    else range[1] = Math.max(range[1], end)
+  }
+  return { structs, hasDeletes: decoded.ds.clients.size > 0 }
+}
+
+/** True when a state vector already covers every struct of the update and it deletes nothing. */
+export function isCoveredBy(shape: UpdateShape, stateVector: Map<number, number>): boolean {
+  if (shape.hasDeletes) return false
+  for (const [client, [, end]] of shape.structs) if ((stateVector.get(client) ?? 0) < end) return false
+  return true
+}

@@ -1,0 +1,84 @@
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
+import { createServer } from 'node:net'
+import { existsSync, openSync, readFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+
+/** A port that was free a moment ago (bind to 0, read it, close). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.unref()
+    srv.on('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number }
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+/** Polls `check` until it returns true; throws `what` with the last error after `timeoutMs`. */
+export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000, everyMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      if (await check()) return
+    } catch (err) {
+      last = err
+    }
+    await new Promise((r) => setTimeout(r, everyMs))
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`)
+}
+
+/** Starts a long-running program with its output appended to `logFile`. */
+export function spawnLogged(cmd: string, args: string[], logFile: string, opts: SpawnOptions = {}): ChildProcess {
+  const fd = openSync(logFile, 'a')
+  return spawn(cmd, args, { ...opts, stdio: ['ignore', fd, fd] })
+}
+
+/** Resolves when the process has exited (at once if it already has). */
+export function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
+  return new Promise((r) => child.once('exit', () => r()))
+}
+
+/** Sends `signal`, then SIGKILL if the process is still there after `graceMs`. */
+export async function terminate(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  child.kill(signal)
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs)
+  await exited(child)
+  clearTimeout(timer)
+}
+
+/** True while a process with this pid exists. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/**
+ * Stops the process named on the first line of `pidFile` if it still runs and its command
+ * line contains `program` (a recycled pid is left alone), and waits for it.
+ */
+export function stopStale(pidFile: string, program: string, signal: NodeJS.Signals, timeoutMs = 30_000): void {
+  if (!existsSync(pidFile)) return
+  const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0])
+  if (!pid || pid === process.pid || !alive(pid)) return
+  let cmdline = ''
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  if (!cmdline.includes(program)) return
+  process.kill(pid, signal)
+  const deadline = Date.now() + timeoutMs
+  while (alive(pid) && Date.now() < deadline) execFileSync('sleep', ['0.1'])
+  if (alive(pid)) process.kill(pid, 'SIGKILL')
+}

@@ -1,0 +1,68 @@
+import t from 'tap'
+import { setup, token } from '../helpers/setup.ts'
+import { readState, until, yclient } from '../helpers/client.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+const core = await stack.core()
+const edgeA = await stack.edge()
+const edgeB = await stack.edge()
+
+t.test('edge - two stock y-websocket clients on one edge converge', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const a = yclient(edgeA.url, 'same-edge', tok)
+  const b = yclient(edgeA.url, 'same-edge', tok)
+  t.teardown(() => (a.destroy(), b.destroy()))
+  await Promise.all([a.synced(), b.synced()])
+  a.text.insert(0, 'hello ')
+  b.text.insert(0, 'world ')
+  await until('both clients see both edits', () => a.text.toString().length === 12 && a.text.toString() === b.text.toString())
+  t.equal(a.text.toString(), b.text.toString())
+  t.match(a.text.toString(), /hello/)
+  t.match(a.text.toString(), /world/)
+})
+
+t.test('edge - clients on two edges converge through NATS and the edit is materialized', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const a = yclient(edgeA.url, 'cross-edge', tok)
+  const b = yclient(edgeB.url, 'cross-edge', tok)
+  t.teardown(() => (a.destroy(), b.destroy()))
+  await Promise.all([a.synced(), b.synced()])
+  a.text.insert(0, 'from A')
+  await until('B sees A', () => b.text.toString() === 'from A')
+  b.text.insert(6, ', from B')
+  await until('A sees B', () => a.text.toString() === 'from A, from B')
+  await until('read API has both', async () => {
+    const doc = await readState(core.url, 'cross-edge', tok)
+    return typeof doc !== 'number' && doc.getText('t').toString() === 'from A, from B'
+  })
+  t.pass('converged across edges and materialized')
+})
+
+t.test('edge - a doc opened on a fresh edge starts from the materialized state', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const a = yclient(edgeA.url, 'fresh-edge', tok)
+  await a.synced()
+  a.text.insert(0, 'persisted text')
+  await until('materialized', async () => {
+    const doc = await readState(core.url, 'fresh-edge', tok)
+    return typeof doc !== 'number' && doc.getText('t').toString() === 'persisted text'
+  })
+  a.destroy()
+  const edgeC = await stack.edge()
+  const c = yclient(edgeC.url, 'fresh-edge', tok)
+  t.teardown(() => c.destroy())
+  await c.synced()
+  t.equal(c.text.toString(), 'persisted text')
+})
+
+t.test('edge - awareness (presence) reaches clients on another edge', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const a = yclient(edgeA.url, 'presence', tok)
+  const b = yclient(edgeB.url, 'presence', tok)
+  t.teardown(() => (a.destroy(), b.destroy()))
+  await Promise.all([a.synced(), b.synced()])
+  a.provider.awareness.setLocalStateField('cursor', { index: 3 })
+  await until('B sees A cursor', () => (b.provider.awareness.getStates().get(a.doc.clientID) as { cursor?: { index: number } } | undefined)?.cursor?.index === 3)
+  t.pass('presence fanned out')
+})
