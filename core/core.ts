@@ -55,7 +55,7 @@ export class Core {
   ) {
     this.metrics = metrics ?? createCoreMetrics()
     this.pool = new pg.Pool({ connectionString: o.databaseUrl, max: 8, application_name: 'docflow-core-read' })
-    this.pool.on('error', (err) => log.warn({ err }, 'idle PostgreSQL connection failed'))
+    this.pool.on('error', (err) => log.warn({ error: err.message }, 'idle PostgreSQL connection failed'))
   }
 
   /** Migrates, ensures the stream, starts the workers and the read API; resolves with the port. */

@@ -1,0 +1,117 @@
+// `npm start`: the whole pipeline on this machine — nats-server with JetStream, PostgreSQL
+// (unless DATABASE_URL is set), core and edge — with its data under data/. SIGTERM or
+// Ctrl-C drains and stops everything it started.
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { z } from 'zod'
+import { Port, loadConfigOrExit } from '../runtime/config.ts'
+import { startNatsServer } from './lib/nats-server.ts'
+import { startPostgres } from './lib/postgres.ts'
+import { claimPidFile, portFree } from './lib/single-instance.ts'
+import { stopStale } from './lib/proc.ts'
+import { Service } from './lib/service.ts'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+
+const config = loadConfigOrExit(
+  z.object({
+    dataDir: z.string().default(join(ROOT, 'data')),
+    edgePort: Port.default(8080),
+    corePort: Port.default(8081),
+    natsPort: Port.default(4222),
+    natsMonitorPort: Port.default(8222),
+    pgPort: Port.default(55432),
+    databaseUrl: z.string().optional(),
+  }),
+  {
+    dataDir: 'DOCFLOW_DATA_DIR',
+    edgePort: 'EDGE_PORT',
+    corePort: 'CORE_PORT',
+    natsPort: 'NATS_PORT',
+    natsMonitorPort: 'NATS_MONITOR_PORT',
+    pgPort: 'PG_PORT',
+    databaseUrl: 'DATABASE_URL',
+  },
+)
+
+const logsDir = join(config.dataDir, 'logs')
+mkdirSync(logsDir, { recursive: true })
+const pidFile = join(config.dataDir, 'docflow.pid')
+const other = claimPidFile(pidFile)
+if (other) {
+  console.error(`docflow: already running (pid ${other}). Stop it with \`npm stop\` or Ctrl-C in its terminal.`)
+  process.exit(1)
+}
+
+// A supervisor killed with -9 leaves its children running: stop them before checking ports.
+const runDir = join(config.dataDir, 'run')
+mkdirSync(runDir, { recursive: true })
+const pidOf = (name: string) => join(runDir, `${name}.pid`)
+stopStale(pidOf('edge'), 'edge/main.ts', 'SIGTERM')
+stopStale(pidOf('core'), 'core/main.ts', 'SIGTERM')
+stopStale(join(config.dataDir, 'nats', 'nats-server.pid'), 'nats-server', 'SIGTERM')
+stopStale(join(config.dataDir, 'pg', 'pgdata', 'postmaster.pid'), 'postgres', 'SIGINT')
+
+const ports: [string, number][] = [
+  ['EDGE_PORT', config.edgePort],
+  ['CORE_PORT', config.corePort],
+  ['NATS_PORT', config.natsPort],
+  ['NATS_MONITOR_PORT', config.natsMonitorPort],
+  ...(config.databaseUrl ? [] : ([['PG_PORT', config.pgPort]] as [string, number][])),
+]
+for (const [name, port] of ports) {
+  if (!(await portFree(port))) {
+    rmSync(pidFile, { force: true })
+    console.error(`docflow: port ${port} is taken by another program; free it or set ${name} to another port.`)
+    process.exit(1)
+  }
+}
+
+const stoppers: (() => Promise<void>)[] = []
+let stopping = false
+async function shutdown(reason: string, code = 0): Promise<never> {
+  if (!stopping) {
+    stopping = true
+    console.log(`docflow: ${reason}; draining and stopping`)
+    for (const stop of stoppers.reverse()) {
+      await stop().catch((err: unknown) => console.error(`docflow: stop step failed: ${(err as Error).message}`))
+    }
+    rmSync(pidFile, { force: true })
+    console.log('docflow: stopped')
+  }
+  process.exit(code)
+}
+process.on('SIGINT', () => void shutdown('SIGINT'))
+process.on('SIGTERM', () => void shutdown('SIGTERM'))
+
+try {
+  console.log('docflow: starting nats-server')
+  const nats = await startNatsServer({ dir: join(config.dataDir, 'nats'), port: config.natsPort, monitorPort: config.natsMonitorPort })
+  stoppers.push(() => nats.stop())
+  let databaseUrl = config.databaseUrl
+  if (!databaseUrl) {
+    console.log('docflow: starting PostgreSQL')
+    const pg = await startPostgres({ dir: join(config.dataDir, 'pg'), port: config.pgPort })
+    stoppers.push(() => pg.stop())
+    databaseUrl = pg.url
+  }
+  const env = { NATS_URL: nats.url, DATABASE_URL: databaseUrl, CORE_PORT: String(config.corePort), EDGE_PORT: String(config.edgePort) }
+  const core = new Service('core', join(ROOT, 'core/main.ts'), env, `http://127.0.0.1:${config.corePort}/healthz`, logsDir, pidOf('core'))
+  stoppers.push(() => core.stop())
+  await core.start()
+  const edge = new Service('edge', join(ROOT, 'edge/main.ts'), env, `http://127.0.0.1:${config.edgePort}/healthz`, logsDir, pidOf('edge'))
+  stoppers.push(() => edge.stop())
+  await edge.start()
+  writeFileSync(join(config.dataDir, 'endpoints.json'), JSON.stringify({ edge: `ws://127.0.0.1:${config.edgePort}`, core: `http://127.0.0.1:${config.corePort}`, nats: nats.url, databaseUrl }, null, 2))
+  console.log(`
+DocFlow is running.
+  edge (y-websocket)  ws://localhost:${config.edgePort}/<docId>?token=<jwt>
+  core (read API)     http://localhost:${config.corePort}/v1/docs/<docId>/state
+  dev token           npm run token -- --tenant acme
+  logs                ${logsDir}
+Ctrl-C (or npm stop) drains and stops everything.`)
+} catch (err) {
+  console.error(`docflow: start failed: ${(err as Error).message}`)
+  await shutdown('start failed', 1)
+}

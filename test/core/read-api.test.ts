@@ -1,0 +1,31 @@
+import t from 'tap'
+import { setup, token } from '../helpers/setup.ts'
+import { readState, until, yclient } from '../helpers/client.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+const core = await stack.core()
+const edge = await stack.edge()
+
+t.test('core - read API answers 200 with the document, 404/401/403 otherwise', async (t) => {
+  const tok = await token({ tenant: 'acme', docs: ['notes/*'] })
+  const c = yclient(edge.url, 'notes/2026 plan ü', tok)
+  t.teardown(() => c.destroy())
+  await c.synced()
+  c.text.insert(0, 'unicode ok')
+  await until('materialized', async () => {
+    const doc = await readState(core.url, 'notes/2026 plan ü', tok)
+    return typeof doc !== 'number' && doc.getText('t').toString() === 'unicode ok'
+  })
+  const res = await fetch(`${core.url}/v1/docs/${encodeURIComponent('notes/2026 plan ü')}/state`, { headers: { authorization: `Bearer ${tok}` } })
+  t.equal(res.status, 200)
+  t.equal(res.headers.get('content-type'), 'application/octet-stream')
+  t.equal(await readState(core.url, 'notes/none', tok), 404, 'unknown doc')
+  t.equal(await readState(core.url, 'other/doc', tok), 403, 'doc outside the token')
+  t.equal(await readState(core.url, 'notes/2026 plan ü', await token({ tenant: 'acme' }, -5)), 401, 'expired token')
+  t.equal((await fetch(`${core.url}/v1/docs/x/state`)).status, 401, 'no token')
+  t.equal((await fetch(`${core.url}/healthz`)).status, 200)
+  const metrics = await (await fetch(`${core.url}/metrics`)).text()
+  t.match(metrics, /docflow_core_updates_total\{outcome="applied"/)
+  t.equal((await fetch(`${core.url}/v1/nothing`)).status, 404)
+})
