@@ -11,9 +11,11 @@ export const CloseCode = {
   BadRequest: 4400,
   /** Missing, forged or expired token. */
   Unauthorized: 4401,
-  /** Token is valid but does not cover this document. */
+  /** Token is valid but does not cover this document, or its tenant is suspended or unknown. */
   Forbidden: 4403,
   /** A single message above the edge's size limit. */
   MessageTooBig: 4413,
+  /** The tenant's storage quota is full; the client keeps its edits and retries (4500-4599 reconnect). */
+  QuotaExceeded: 4507,
 } as const
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode]

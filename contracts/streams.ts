@@ -1,13 +1,14 @@
 import { EDIT_PARTITIONS, editPartitionFilter } from './subjects.ts'
 
-/** The edit stream core reads; in single-account mode it holds every tenant's updates. */
-export const EDITS_STREAM = 'EDITS'
 
 /** Window within which a republished Nats-Msg-Id is dropped by JetStream. */
 export const EDIT_DEDUP_WINDOW_MS = 120_000
 
 /** Raw edits stay in the stream this long; core beats it by far, the archive keeps a year. */
 export const EDIT_STREAM_MAX_AGE_MS = 7 * 24 * 3_600_000
+
+/** AGG only carries edits to core, which reads them within milliseconds; tenant streams keep a week. */
+export const AGG_MAX_AGE_MS = 3 * 24 * 3_600_000
 
 /** Durable name of the core consumer that owns one partition. */
 export function coreConsumerName(partition: number): string {

@@ -22,9 +22,9 @@ export function editPartitionFilter(partition: number): string {
   return `ten.*.ed.${partitionToken(partition)}.*`
 }
 
-/** Subjects of a stream holding stored (partitioned) edits: one tenant's, or every tenant's with '*'. */
-export function storedEditSubjects(tenant: string | '*'): string {
-  return `ten.${tenant === '*' ? '*' : TenantId.parse(tenant)}.ed.*.*`
+/** Subjects of a tenant's edit stream: the stored (partitioned) form. */
+export function storedEditSubjects(tenant: string): string {
+  return `ten.${TenantId.parse(tenant)}.ed.*.*`
 }
 
 /** Every edit subject of one tenant (ingest and stored forms). */
@@ -59,14 +59,8 @@ function partitionToken(partition: number): string {
   return String(partition)
 }
 
-/**
- * The account mapping that adds the partition token. `tenant` null means one mapping for
- * every tenant (single-account mode); otherwise the per-tenant form used in a tenant account.
- */
-export function partitionMapping(tenant: string | null): [from: string, to: string] {
-  if (tenant === null) {
-    return ['ten.*.ed.*', `ten.{{wildcard(1)}}.ed.{{partition(${EDIT_PARTITIONS},1,2)}}.{{wildcard(2)}}`]
-  }
+/** The tenant-account mapping by which nats-server adds the partition token (hash of the doc token). */
+export function partitionMapping(tenant: string): [from: string, to: string] {
   const t = TenantId.parse(tenant)
   return [`ten.${t}.ed.*`, `ten.${t}.ed.{{partition(${EDIT_PARTITIONS},1)}}.{{wildcard(1)}}`]
 }

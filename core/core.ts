@@ -10,7 +10,7 @@ import { createCoreMetrics, type CoreMetrics } from './metrics.ts'
 import { migrate } from './migrate.ts'
 import { createReadApi } from './read-api.ts'
 import { serveDocState } from './state-service.ts'
-import { ensureEditStream } from './streams.ts'
+import { waitForStream } from './streams.ts'
 import { PartitionWorker } from './worker.ts'
 
 export interface CoreOptions {
@@ -20,10 +20,8 @@ export interface CoreOptions {
   host: string
   databaseUrl: string
   jwtSecret: string
-  /** Stream the partition consumers read. */
+  /** Stream the partition consumers read (AGG; created by provisioning). */
   stream: string
-  /** Subjects of that stream, used when core has to create it. */
-  streamSubjects: string[]
   /** Most messages per transaction. Default 512. */
   maxBatch: number
   /** Documents in memory per partition worker. Default 2_000. */
@@ -58,7 +56,7 @@ export class Core {
     this.pool.on('error', (err) => log.warn({ error: err.message }, 'idle PostgreSQL connection failed'))
   }
 
-  /** Migrates, ensures the stream, starts the workers and the read API; resolves with the port. */
+  /** Migrates, waits for the stream, starts the workers and the read API; resolves with the port. */
   async start(): Promise<number> {
     const client = await this.pool.connect()
     try {
@@ -68,7 +66,7 @@ export class Core {
       client.release()
     }
     const jsm = await jetstreamManager(this.nc)
-    await ensureEditStream(jsm, this.o.stream, this.o.streamSubjects)
+    await waitForStream(jsm, this.o.stream, () => this.log.warn({ stream: this.o.stream }, 'waiting for the aggregate stream; provision a tenant (npm run tenant -- add <name>)'))
     const js = jetstream(this.nc)
     for (const p of corePartitions()) {
       const worker = new PartitionWorker({ ...this.o, ...p }, js, jsm, this.log, this.metrics)

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
 import { z } from 'zod'
-import { EDITS_STREAM, storedEditSubjects } from '../contracts/mod.ts'
+import { AGG_STREAM } from '../contracts/mod.ts'
 import { JwtSecret, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
 import { createLogger } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
@@ -14,7 +14,7 @@ const Config = z.object({
   natsPass: z.string().optional(),
   databaseUrl: z.string().min(1, 'required (postgres://...)'),
   jwtSecret: JwtSecret,
-  stream: z.string().default(EDITS_STREAM),
+  stream: z.string().default(AGG_STREAM),
   maxBatch: PositiveInt.default(512),
   maxDocs: PositiveInt.default(2_000),
   ackWaitMs: PositiveInt.default(30_000),
@@ -41,7 +41,7 @@ const config = loadConfigOrExit(Config, {
   retryDelayMs: 'CORE_RETRY_DELAY_MS',
 })
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: `core-${hostname()}-${process.pid}` }, log)
-const core = new Core({ ...config, streamSubjects: [storedEditSubjects('*')] }, nc, log)
+const core = new Core(config, nc, log)
 const port = await core.start()
 log.info({ port }, 'core listening')
 

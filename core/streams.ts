@@ -1,37 +1,7 @@
-import {
-  AckPolicy,
-  DeliverPolicy,
-  DiscardPolicy,
-  JetStreamApiCodes,
-  JetStreamApiError,
-  RetentionPolicy,
-  StorageType,
-  type JetStreamManager,
-} from '@nats-io/jetstream'
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream'
 import { nanos } from '@nats-io/nats-core'
-import { EDIT_DEDUP_WINDOW_MS, EDIT_STREAM_MAX_AGE_MS } from '../contracts/mod.ts'
 
 const isCode = (err: unknown, code: number) => err instanceof JetStreamApiError && err.code === code
-
-/** Creates the edit stream when it is missing; an existing one is left as it is. */
-export async function ensureEditStream(jsm: JetStreamManager, name: string, subjects: string[]): Promise<void> {
-  try {
-    await jsm.streams.info(name)
-    return
-  } catch (err) {
-    if (!isCode(err, JetStreamApiCodes.StreamNotFound)) throw err
-  }
-  await jsm.streams.add({
-    name,
-    subjects,
-    storage: StorageType.File,
-    retention: RetentionPolicy.Limits,
-    discard: DiscardPolicy.Old,
-    max_age: nanos(EDIT_STREAM_MAX_AGE_MS),
-    duplicate_window: nanos(EDIT_DEDUP_WINDOW_MS),
-    num_replicas: 1,
-  })
-}
 
 export interface PartitionConsumer {
   stream: string
@@ -63,4 +33,18 @@ export async function resetConsumer(jsm: JetStreamManager, c: PartitionConsumer,
     max_ack_pending: c.maxAckPending,
     max_deliver: -1,
   })
+}
+
+/** Resolves once `stream` exists; logs while it waits (provisioning creates it). */
+export async function waitForStream(jsm: JetStreamManager, stream: string, onWait: () => void, everyMs = 1_000): Promise<void> {
+  for (;;) {
+    try {
+      await jsm.streams.info(stream)
+      return
+    } catch (err) {
+      if (!isCode(err, JetStreamApiCodes.StreamNotFound)) throw err
+    }
+    onWait()
+    await new Promise((r) => setTimeout(r, everyMs))
+  }
 }

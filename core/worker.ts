@@ -121,6 +121,8 @@ export class PartitionWorker {
         )
       },
     })
+    // stop() may have run while we were setting up, when there was nothing to stop yet.
+    if (this.stopped) this.messages.stop()
     this.log.info({ partition: this.o.partition, fromSeq: this.checkpoint + 1 }, 'partition owned')
     const ended = this.messages.closed().then((err) => {
       if (err && !this.stopped) throw err

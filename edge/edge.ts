@@ -8,6 +8,7 @@ import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts'
 import { ProtocolError, parseClientMessage } from './protocol.ts'
 import { UpdatePublisher } from './publisher.ts'
 import { Room, type RoomClient } from './room.ts'
+import { TenantDirectory } from './tenants.ts'
 
 export interface EdgeOptions {
   /** Listen port; 0 picks a free one. Default 8080. */
@@ -28,6 +29,8 @@ export interface EdgeOptions {
   publishAckTimeoutMs: number
   /** Publish attempts before the room resyncs its clients. Default 5. */
   publishAttempts: number
+  /** Dev only: provision a tenant seen for the first time. Default false. */
+  autoProvisionTenants: boolean
 }
 
 /** What a socket carries from upgrade to close. */
@@ -43,6 +46,7 @@ export class Edge {
   private readonly rooms = new Map<string, Room>()
   private readonly publisher: UpdatePublisher
   private readonly inFlight = new Set<Promise<void>>()
+  private tenants: TenantDirectory | null = null
   private listenSocket: uWS.us_listen_socket | null = null
   private stopping = false
 
@@ -58,6 +62,7 @@ export class Edge {
 
   /** Starts listening; resolves with the bound port. */
   async start(): Promise<number> {
+    this.tenants = await TenantDirectory.open(this.nc, { autoProvision: this.opts.autoProvisionTenants, provisionTimeoutMs: 15_000 }, this.log, (tenant, reason) => this.revoke(tenant, reason))
     const app = uWS.App()
     serveHealth(app, () => !this.stopping && !this.nc.isClosed(), this.metrics.registry)
     app.ws<SocketData>('/*', {
@@ -84,6 +89,7 @@ export class Edge {
   /** Stops taking sockets, tells clients to reconnect elsewhere (1012), waits for in-flight publishes. */
   async stop(): Promise<void> {
     this.stopping = true
+    this.tenants?.stop()
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket)
     this.listenSocket = null
     await Promise.allSettled([...this.inFlight])
@@ -122,6 +128,11 @@ export class Edge {
       return { ok: false, code: CloseCode.Unauthorized, reason: isTokenError(err) ? err.message : 'invalid token' }
     }
     if (!docAllowed(claims, docId)) return { ok: false, code: CloseCode.Forbidden, reason: 'token does not cover this document' }
+    const admission = await this.tenants!.admit(claims.tenant)
+    if (!admission.ok) {
+      this.metrics.tenantRefusals.inc()
+      return { ok: false, code: CloseCode.Forbidden, reason: admission.reason }
+    }
     return { ok: true, tenant: claims.tenant, docId, claims }
   }
 
@@ -159,6 +170,16 @@ export class Edge {
     data.client.markClosed()
     this.metrics.connections.dec()
     data.room?.leave(data.client)
+  }
+
+  /** A tenant was suspended or removed: its sockets go now, not at their next reconnect. */
+  private revoke(tenant: string, reason: string): void {
+    for (const room of [...this.rooms.values()]) {
+      if (room.tenant !== tenant) continue
+      this.metrics.tenantRefusals.inc(room.size)
+      room.fail(CloseCode.Forbidden, reason)
+    }
+    this.log.warn({ tenant, reason }, 'tenant revoked; its sockets were closed')
   }
 
   private room(tenant: string, docId: string): Room {

@@ -3,10 +3,17 @@ export class RoomLoadError extends Error {
   override name = 'RoomLoadError'
 }
 
-/** JetStream did not take an update (after retries); `cause` is the last NATS error. */
+/**
+ * JetStream did not take an update (after retries); `cause` is the last NATS error. `quota`:
+ * the tenant's storage is full; `unavailable`: anything else (the client should resync later).
+ */
 export class PublishError extends Error {
   override name = 'PublishError'
-  constructor(message: string, options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    readonly kind: 'quota' | 'unavailable',
+    options?: { cause?: unknown },
+  ) {
     super(message, options)
   }
 }

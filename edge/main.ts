@@ -18,6 +18,7 @@ const Config = z.object({
   resyncDelayMs: PositiveInt.default(1_500),
   publishAckTimeoutMs: PositiveInt.default(2_000),
   publishAttempts: PositiveInt.default(5),
+  autoProvisionTenants: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
 })
 
 const log = createLogger('edge')
@@ -33,6 +34,7 @@ const config = loadConfigOrExit(Config, {
   resyncDelayMs: 'EDGE_RESYNC_DELAY_MS',
   publishAckTimeoutMs: 'EDGE_PUBLISH_ACK_TIMEOUT_MS',
   publishAttempts: 'EDGE_PUBLISH_ATTEMPTS',
+  autoProvisionTenants: 'EDGE_AUTO_PROVISION_TENANTS',
 })
 const edgeId = `edge-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: edgeId }, log)

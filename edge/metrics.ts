@@ -12,6 +12,8 @@ export function createEdgeMetrics(registry: Registry = createRegistry('edge')) {
     updatesPublished: new Counter({ name: 'docflow_edge_updates_published_total', help: 'Updates acked by JetStream', registers }),
     updatesDuplicate: new Counter({ name: 'docflow_edge_updates_duplicate_total', help: 'Updates JetStream dropped as duplicates of an earlier msg id', registers }),
     publishFailures: new Counter({ name: 'docflow_edge_publish_failures_total', help: 'Updates JetStream did not take after retries', registers }),
+    quotaRejections: new Counter({ name: 'docflow_edge_quota_rejections_total', help: 'Updates refused because the tenant storage quota is full', labelNames: ['tenant'], registers }),
+    tenantRefusals: new Counter({ name: 'docflow_edge_tenant_refusals_total', help: 'Sockets refused or closed because their tenant is unknown, suspended or removed', registers }),
     publishSeconds: new Histogram({ name: 'docflow_edge_publish_seconds', help: 'Client update received to JetStream ack', buckets: LATENCY_BUCKETS, registers }),
     viewerUpdatesDropped: new Counter({ name: 'docflow_edge_viewer_updates_dropped_total', help: 'Updates sent by viewers, never applied', registers }),
     rejectedFrames: new Counter({ name: 'docflow_edge_rejected_frames_total', help: 'Client frames refused as malformed', labelNames: ['reason'], registers }),

@@ -23,7 +23,7 @@ import {
   type ClientMessage,
 } from './protocol.ts'
 import type { EdgeMetrics } from './metrics.ts'
-import { RoomLoadError } from './errors.ts'
+import { RoomLoadError, isPublishError } from './errors.ts'
 
 /** One client socket as a room sees it. */
 export interface RoomClient {
@@ -73,6 +73,10 @@ export class Room {
     this.subs.push(o.nc.subscribe(ServiceSubjects.fan(o.tenant, o.docId), { callback: (err, msg) => (err ? this.o.log.warn({ err }, 'fan subscription') : this.onFan(msg.data)) }))
     this.subs.push(o.nc.subscribe(ServiceSubjects.room(o.tenant, o.docId), { callback: (_err, msg) => void (this.ready && msg.respond(encodeStateReply({ status: 'found', update: Y.encodeStateAsUpdate(this.doc) }))) }))
     void this.load()
+  }
+
+  get tenant(): string {
+    return this.o.tenant
   }
 
   get size(): number {
@@ -210,6 +214,12 @@ export class Room {
         if (!this.closed) Y.applyUpdate(this.doc, update, client)
       },
       (err: unknown) => {
+        if (isPublishError(err) && err.kind === 'quota') {
+          // Only the writer goes: it keeps its edit and resends it once the quota allows.
+          this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId }, 'tenant storage quota exceeded; edit refused')
+          client.close(CloseCode.QuotaExceeded, 'tenant storage quota exceeded')
+          return
+        }
         this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId }, 'publish failed; closing room so clients resync')
         this.fail(CloseCode.TryAgainLater, 'edit not saved, resyncing')
       },

@@ -212,7 +212,7 @@ async function main(stack: Stack): Promise<void> {
   console.log(JSON.stringify(result))
 }
 
-const stack = await setup()
+const stack = await setup({ tenants: { acme: 1024 ** 3, bench: 1024 ** 3 } })
 let cleaning: Promise<void> | null = null
 const cleanup = () => (cleaning ??= stack.cleanup())
 let code = 0

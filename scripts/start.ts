@@ -6,13 +6,19 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
 import { Port, loadConfigOrExit } from '../runtime/config.ts'
-import { startNatsServer } from './lib/nats-server.ts'
+import { ServiceUser } from '../contracts/mod.ts'
+import { natsFiles, startNatsServer } from './lib/nats-server.ts'
+import { Provisioner } from './lib/provisioner.ts'
+import { Registry } from './lib/registry.ts'
 import { startPostgres } from './lib/postgres.ts'
 import { claimPidFile, portFree } from './lib/single-instance.ts'
 import { stopStale } from './lib/proc.ts'
 import { Service } from './lib/service.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
+/** Tenants every dev stack has; others are added on first sight (dev only) or with `npm run tenant`. */
+const DEV_TENANTS = ['acme', 'globex']
+const DEV_TENANT_QUOTA_BYTES = 1024 ** 3
 
 const config = loadConfigOrExit(
   z.object({
@@ -96,7 +102,24 @@ try {
     stoppers.push(() => pg.stop())
     databaseUrl = pg.url
   }
-  const env = { NATS_URL: nats.url, DATABASE_URL: databaseUrl, CORE_PORT: String(config.corePort), EDGE_PORT: String(config.edgePort) }
+  console.log('docflow: provisioning tenants')
+  const provisioner = await Provisioner.open({ natsDir: nats.dir, natsUrl: nats.url, databaseUrl, progress: (line) => console.log(`docflow:   ${line}`) })
+  stoppers.push(() => provisioner.close())
+  await provisioner.init()
+  for (const tenant of DEV_TENANTS) await provisioner.ensure(tenant, DEV_TENANT_QUOTA_BYTES)
+  provisioner.serveAutoProvisioning(DEV_TENANT_QUOTA_BYTES, (err, tenant) => console.error(`docflow: auto-provisioning ${tenant} failed: ${(err as Error).message}`))
+  const registry = Registry.open(natsFiles(nats.dir).registry)
+  const env = {
+    NATS_URL: nats.url,
+    DATABASE_URL: databaseUrl,
+    CORE_PORT: String(config.corePort),
+    EDGE_PORT: String(config.edgePort),
+    CORE_NATS_USER: ServiceUser.Core,
+    CORE_NATS_PASS: registry.servicePassword(ServiceUser.Core),
+    EDGE_NATS_USER: ServiceUser.Edge,
+    EDGE_NATS_PASS: registry.servicePassword(ServiceUser.Edge),
+    EDGE_AUTO_PROVISION_TENANTS: 'true',
+  }
   const core = new Service('core', join(ROOT, 'core/main.ts'), env, `http://127.0.0.1:${config.corePort}/healthz`, logsDir, pidOf('core'))
   stoppers.push(() => core.stop())
   await core.start()
@@ -109,6 +132,7 @@ DocFlow is running.
   edge (y-websocket)  ws://localhost:${config.edgePort}/<docId>?token=<jwt>
   core (read API)     http://localhost:${config.corePort}/v1/docs/<docId>/state
   dev token           npm run token -- --tenant acme
+  tenants             npm run tenant -- list   (acme, globex; others are added on first sight in dev)
   logs                ${logsDir}
 Ctrl-C (or npm stop) drains and stops everything.`)
 } catch (err) {

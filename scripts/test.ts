@@ -23,9 +23,9 @@ const tap = spawn(process.execPath, ['node_modules/.bin/tap', '--reporter=tap', 
   stdio: ['ignore', 'pipe', 'inherit'],
 })
 
+const failuresInFile = new Map<string, number>()
 const root = new Parser()
 root.on('child', (file: Parser) => {
-  let failedInFile = 0
   file.on('child', (test: Parser) =>
     test.on('assert', (leaf: Result) => {
       if (!leaf.ok) failures.push(describe(`${file.name} › ${test.name} › ${leaf.name}`, leaf))
@@ -37,18 +37,17 @@ root.on('child', (file: Parser) => {
       process.stdout.write(`  ok      ${file.name} › ${r.name}\n`)
     } else {
       failed++
-      failedInFile++
+      failuresInFile.set(file.name, (failuresInFile.get(file.name) ?? 0) + 1)
       process.stdout.write(`  FAILED  ${file.name} › ${r.name}${r.skip || r.todo ? ' (skipped: a skipped test is a defect)' : ''}\n`)
     }
   })
-  file.on('complete', () => {
-    // A file that crashed or timed out outside any named test still counts as a failure.
-    if (!file.ok && failedInFile === 0) {
-      failed++
-      failures.push(`${file.name}: the file failed outside its named tests (crash, timeout or top-level error)`)
-      process.stdout.write(`  FAILED  ${file.name} (crashed or timed out)\n`)
-    }
-  })
+})
+// A file that crashed or timed out outside its named tests still counts as a failure.
+root.on('assert', (r: Result) => {
+  if (r.ok || (failuresInFile.get(r.name) ?? 0) > 0) return
+  failed++
+  failures.push(describe(`${r.name} (crashed or timed out outside its named tests)`, r))
+  process.stdout.write(`  FAILED  ${r.name} (crashed or timed out)\n`)
 })
 tap.stdout.on('data', (chunk: Buffer) => root.write(chunk))
 

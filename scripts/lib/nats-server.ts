@@ -1,18 +1,17 @@
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { natsServerBin } from './binaries.mjs'
-import { exited, spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
-import { renderNatsConfig } from './nats-config.ts'
+import { GaveUp, alive, exited, lastLines, spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
+import { renderNatsConfig, type NatsConfigOptions } from './nats-config.ts'
+import { Registry } from './registry.ts'
 
 export interface NatsServer {
   url: string
   port: number
   monitorPort: number
-  configFile: string
+  dir: string
   process: ChildProcess
-  /** Re-reads the configuration without dropping connections (SIGHUP). */
-  reload(): void
   stop(): Promise<void>
 }
 
@@ -20,34 +19,85 @@ export interface NatsServerOptions {
   dir: string
   port: number
   monitorPort: number
+  /** JetStream file storage of the server; every account quota is reserved out of it. Default 100GB. */
   maxFileStore?: string
+  /** Quota of the service account (AGG, KV). Default 10 GiB. */
+  serviceMaxFileBytes?: number
 }
 
-/** Starts nats-server with JetStream under `dir` and waits until it is healthy. */
+/** Files of one nats-server under its folder. */
+export function natsFiles(dir: string) {
+  return {
+    config: join(dir, 'nats-server.conf'),
+    registry: join(dir, 'accounts.json'),
+    options: join(dir, 'server.json'),
+    pid: join(dir, 'nats-server.pid'),
+    log: join(dir, 'nats-server.log'),
+  }
+}
+
+/** (Re)generates nats-server.conf from the server options and the tenant registry. */
+export function writeNatsConfig(dir: string): void {
+  const f = natsFiles(dir)
+  const options = JSON.parse(readFileSync(f.options, 'utf8')) as NatsConfigOptions
+  const tmp = `${f.config}.tmp`
+  writeFileSync(tmp, renderNatsConfig(options, Registry.open(f.registry).file), { mode: 0o600 })
+  renameSync(tmp, f.config)
+}
+
+/**
+ * Applies the registry to a running server: regenerate the config, SIGHUP (a reload keeps
+ * every connection), and wait until the server's accounts match the registry.
+ */
+export async function reloadNats(dir: string): Promise<void> {
+  const f = natsFiles(dir)
+  writeNatsConfig(dir)
+  const pid = Number(readFileSync(f.pid, 'utf8').trim())
+  if (!pid || !alive(pid)) throw new Error(`nats-server is not running (no live pid in ${f.pid})`)
+  process.kill(pid, 'SIGHUP')
+  const { monitorPort } = JSON.parse(readFileSync(f.options, 'utf8')) as NatsConfigOptions
+  const want = Registry.open(f.registry)
+    .tenants()
+    .map(([t]) => t)
+  await waitFor('nats-server to load the new accounts', async () => {
+    const { accounts } = (await (await fetch(`http://127.0.0.1:${monitorPort}/accountz`)).json()) as { accounts: string[] }
+    const tenants = accounts.filter((a) => !a.startsWith('$') && a !== 'SVC')
+    return tenants.length === want.length && want.every((t) => tenants.includes(t))
+  }, 15_000)
+}
+
+/** Starts nats-server with JetStream and the generated accounts under `dir`; waits until healthy. */
 export async function startNatsServer(o: NatsServerOptions): Promise<NatsServer> {
   const bin = natsServerBin()
   if (!bin) throw new Error('nats-server is not installed (apt-get install nats-server; npm start installs it)')
   mkdirSync(o.dir, { recursive: true })
-  const configFile = join(o.dir, 'nats-server.conf')
-  const pidFile = join(o.dir, 'nats-server.pid')
+  const f = natsFiles(o.dir)
   // A server left running by a killed supervisor still holds the store.
-  stopStale(pidFile, 'nats-server', 'SIGTERM')
-  writeFileSync(configFile, renderNatsConfig({ port: o.port, monitorPort: o.monitorPort, storeDir: join(o.dir, 'jetstream'), pidFile, maxFileStore: o.maxFileStore ?? '10GB' }))
-  const child = spawnLogged(bin, ['-c', configFile], join(o.dir, 'nats-server.log'))
+  stopStale(f.pid, 'nats-server', 'SIGTERM')
+  const options: NatsConfigOptions = {
+    port: o.port,
+    monitorPort: o.monitorPort,
+    storeDir: join(o.dir, 'jetstream'),
+    pidFile: f.pid,
+    maxFileStore: o.maxFileStore ?? '100GB',
+    serviceMaxFileBytes: o.serviceMaxFileBytes ?? 10 * 1024 ** 3,
+  }
+  writeFileSync(f.options, JSON.stringify(options, null, 2))
+  if (!existsSync(f.registry)) Registry.open(f.registry).save()
+  writeNatsConfig(o.dir)
+  const child = spawnLogged(bin, ['-c', f.config], f.log)
   let died = false
   void exited(child).then(() => (died = true))
-  await waitFor(`nats-server on port ${o.port} (log: ${join(o.dir, 'nats-server.log')})`, async () => {
-    if (died) throw new Error('nats-server exited')
-    const res = await fetch(`http://127.0.0.1:${o.monitorPort}/healthz?js-enabled-only=true`)
-    return res.ok
+  await waitFor(`nats-server on port ${o.port} (log: ${f.log})`, async () => {
+    if (died) throw new GaveUp(`nats-server exited: ${lastLines(f.log)}`)
+    return (await fetch(`http://127.0.0.1:${o.monitorPort}/healthz?js-enabled-only=true`)).ok
   })
   return {
     url: `nats://127.0.0.1:${o.port}`,
     port: o.port,
     monitorPort: o.monitorPort,
-    configFile,
+    dir: o.dir,
     process: child,
-    reload: () => void child.kill('SIGHUP'),
     stop: () => terminate(child, 'SIGTERM'),
   }
 }

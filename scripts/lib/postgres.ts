@@ -3,7 +3,7 @@ import { chownSync, existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
 import { postgresBinDir } from './binaries.mjs'
-import { exited, spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
+import { GaveUp, exited, lastLines, spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
 
 export interface Postgres {
   /** URL of the `docflow` database. */
@@ -59,7 +59,7 @@ export async function startPostgres(o: PostgresOptions): Promise<Postgres> {
   void exited(child).then(() => (died = true))
   const adminUrl = `postgres://${SUPERUSER}@127.0.0.1:${o.port}/postgres`
   await waitFor(`PostgreSQL on port ${o.port} (log: ${join(o.dir, 'postgres.log')})`, async () => {
-    if (died) throw new Error('postgres exited')
+    if (died) throw new GaveUp(`postgres exited: ${lastLines(join(o.dir, 'postgres.log'))}`)
     const c = new pg.Client(adminUrl)
     await c.connect()
     try {

@@ -16,6 +16,11 @@ export function freePort(): Promise<number> {
   })
 }
 
+/** Thrown by a waitFor check to stop waiting at once (the process it waits for has died). */
+export class GaveUp extends Error {
+  override name = 'GaveUp'
+}
+
 /** Polls `check` until it returns true; throws `what` with the last error after `timeoutMs`. */
 export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000, everyMs = 100): Promise<void> {
   const deadline = Date.now() + timeoutMs
@@ -24,6 +29,7 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
     try {
       if (await check()) return
     } catch (err) {
+      if (err instanceof GaveUp) throw new Error(`${what}: ${err.message}`)
       last = err
     }
     await new Promise((r) => setTimeout(r, everyMs))
@@ -81,4 +87,13 @@ export function stopStale(pidFile: string, program: string, signal: NodeJS.Signa
   const deadline = Date.now() + timeoutMs
   while (alive(pid) && Date.now() < deadline) execFileSync('sleep', ['0.1'])
   if (alive(pid)) process.kill(pid, 'SIGKILL')
+}
+
+/** The last lines of a log file, for an error message. */
+export function lastLines(file: string, n = 5): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-n).join('\n')
+  } catch (err) {
+    return `(no log: ${(err as Error).message})`
+  }
 }

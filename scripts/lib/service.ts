@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { rmSync, writeFileSync } from 'node:fs'
-import { spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
+import { GaveUp, lastLines, spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
 
 const MAX_RESTART_DELAY_MS = 10_000
 
@@ -26,7 +26,7 @@ export class Service {
     stopStale(this.pidFile, this.entry, 'SIGTERM')
     this.spawn()
     await waitFor(`${this.name} health at ${this.healthUrl} (log: ${this.logFile})`, async () => {
-      if (!this.child || this.child.exitCode !== null) throw new Error(`${this.name} exited during start`)
+      if (!this.child || this.child.exitCode !== null) throw new GaveUp(`${this.name} exited during start: ${lastLines(this.logFile)}`)
       return (await fetch(this.healthUrl)).ok
     }, 60_000)
   }

@@ -1,11 +1,11 @@
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
-import { EDITS_STREAM, storedEditSubjects, type Claims } from '../../contracts/mod.ts'
+import { AGG_STREAM, ServiceUser, type Claims } from '../../contracts/mod.ts'
 import { Core, type CoreOptions } from '../../core/core.ts'
 import { Edge, type EdgeOptions } from '../../edge/edge.ts'
 import { mintToken } from '../../runtime/jwt.ts'
@@ -14,20 +14,32 @@ import { connectNats } from '../../runtime/nats.ts'
 import { createCoreMetrics } from '../../core/metrics.ts'
 import { createEdgeMetrics } from '../../edge/metrics.ts'
 import { createRegistry } from '../../runtime/metrics.ts'
-import { startNatsServer, type NatsServer } from '../../scripts/lib/nats-server.ts'
+import { natsFiles, startNatsServer, type NatsServer } from '../../scripts/lib/nats-server.ts'
 import { startPostgres, type Postgres } from '../../scripts/lib/postgres.ts'
 import { exited, freePort, terminate, waitFor } from '../../scripts/lib/proc.ts'
+import { Provisioner } from '../../scripts/lib/provisioner.ts'
+import { Registry } from '../../scripts/lib/registry.ts'
 
 export const JWT_SECRET = 'test-secret-0123456789abcdef'
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const log = createLogger('test', process.env.TEST_LOG_LEVEL ?? 'silent')
+const SERVICE_MAX_FILE_BYTES = 512 * 1024 ** 2
 
-/** A real nats-server and PostgreSQL on free ports in a temp dir, and what tests start on them. */
+export interface SetupOptions {
+  /** Tenants provisioned before the test starts, with their storage quota. Default acme and globex, 64 MiB each. */
+  tenants?: Record<string, number>
+}
+
+/** A real nats-server (generated tenant accounts) and PostgreSQL on free ports in a temp dir. */
 export interface Stack {
   dir: string
   nats: NatsServer
   pg: Postgres
   db: pg.Pool
+  /** Provisioning as `npm run tenant` does it, against this stack. */
+  provisioner: Provisioner
+  /** Credentials of a service-account user or of a tenant's user. */
+  credentials(who: ServiceUser | { tenant: string; kind: 'admin' | 'app' }): { user: string; pass: string }
   /** Starts an in-process core; stopped by cleanup(). */
   core(overrides?: Partial<CoreOptions>): Promise<RunningCore>
   /** Starts an in-process edge; stopped by cleanup(). */
@@ -38,8 +50,8 @@ export interface Stack {
   restartNats(signal: NodeJS.Signals): Promise<void>
   /** Stops PostgreSQL with `signal` and starts it again on the same cluster and port. */
   restartPostgres(signal: NodeJS.Signals): Promise<void>
-  /** A NATS connection for the test itself. */
-  connect(): Promise<NatsConnection>
+  /** A NATS connection for the test itself; the service `edge` user unless told otherwise. */
+  connect(who?: ServiceUser | { tenant: string; kind: 'admin' | 'app' }): Promise<NatsConnection>
   cleanup(): Promise<void>
 }
 
@@ -59,36 +71,58 @@ export interface ServiceProcess {
   kill9(): Promise<void>
 }
 
-export async function setup(): Promise<Stack> {
+export async function setup(o: SetupOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'docflow-test-'))
   chmodSync(dir, 0o755) // PostgreSQL runs as another user when tests run as root
   const [natsPort, monitorPort, pgPort] = [await freePort(), await freePort(), await freePort()]
-  const nats = await startNatsServer({ dir: join(dir, 'nats'), port: natsPort, monitorPort, maxFileStore: '1GB' })
+  const natsDir = join(dir, 'nats')
+  const natsOptions = { dir: natsDir, port: natsPort, monitorPort, maxFileStore: '8GB', serviceMaxFileBytes: SERVICE_MAX_FILE_BYTES }
+  const registryPath = natsFiles(natsDir).registry
+  // Tenants known before the server starts are in its first config: no reload needed.
+  mkdirSync(natsDir, { recursive: true })
+  const registry = Registry.open(registryPath)
+  for (const [tenant, bytes] of Object.entries(o.tenants ?? { acme: 64 * 1024 ** 2, globex: 64 * 1024 ** 2 })) registry.addTenant(tenant, bytes)
+  registry.save()
+  const nats = await startNatsServer(natsOptions)
   const pgServer = await startPostgres({ dir: join(dir, 'pg'), port: pgPort, fsync: false })
   const db = new pg.Pool({ connectionString: pgServer.url, max: 4 })
   db.on('error', (err) => log.debug({ err }, 'test pool connection lost (database restarted)'))
+  const provisioner = await Provisioner.open({ natsDir, natsUrl: nats.url, databaseUrl: pgServer.url })
+  await provisioner.init()
   const stoppers: (() => Promise<void>)[] = []
   // If the test process dies without cleanup (a timeout), take the servers with it.
   process.once('exit', () => {
     stack.nats.process.kill('SIGKILL')
     stack.pg.process.kill('SIGKILL')
   })
-  const coreEnv = () => ({ databaseUrl: stack.pg.url, jwtSecret: JWT_SECRET, stream: EDITS_STREAM, streamSubjects: [storedEditSubjects('*')] })
+  const credentials: Stack['credentials'] = (who) => {
+    const registry = Registry.open(registryPath)
+    if (typeof who === 'string') return { user: who, pass: registry.servicePassword(who) }
+    const entry = registry.tenant(who.tenant)
+    if (!entry) throw new Error(`no tenant ${who.tenant} in this stack`)
+    return { user: `${who.tenant}-${who.kind}`, pass: entry.passwords[who.kind] }
+  }
+  const serviceNats = async (user: ServiceUser, name: string) => {
+    const c = credentials(user)
+    return connectNats({ servers: stack.nats.url, user: c.user, pass: c.pass, name }, log)
+  }
 
   const stack: Stack = {
     dir,
     nats,
     pg: pgServer,
     db,
-    async connect() {
-      const nc = await connect({ servers: stack.nats.url })
+    provisioner,
+    credentials,
+    async connect(who = ServiceUser.Edge) {
+      const nc = await connect({ servers: stack.nats.url, ...credentials(who) })
       stoppers.push(() => nc.close())
       return nc
     },
     async core(overrides = {}) {
-      const nc = await connectNats({ servers: stack.nats.url, name: 'core-test' }, log)
+      const nc = await serviceNats(ServiceUser.Core, 'core-test')
       const core = new Core(
-        { port: 0, host: '127.0.0.1', maxBatch: 512, maxDocs: 100, ackWaitMs: 30_000, maxAckPending: 1_024, leaseRetryMs: 200, retryDelayMs: 200, ...coreEnv(), ...overrides },
+        { port: 0, host: '127.0.0.1', databaseUrl: stack.pg.url, jwtSecret: JWT_SECRET, stream: AGG_STREAM, maxBatch: 512, maxDocs: 100, ackWaitMs: 30_000, maxAckPending: 1_024, leaseRetryMs: 200, retryDelayMs: 200, ...overrides },
         nc,
         log,
         createCoreMetrics(createRegistry('core', false)),
@@ -105,9 +139,9 @@ export async function setup(): Promise<Stack> {
       return { core, url: `http://127.0.0.1:${port}`, stop }
     },
     async edge(overrides = {}) {
-      const nc = await connectNats({ servers: stack.nats.url, name: 'edge-test' }, log)
+      const nc = await serviceNats(ServiceUser.Edge, 'edge-test')
       const edge = new Edge(
-        { port: 0, host: '127.0.0.1', edgeId: `edge-test-${Math.random().toString(36).slice(2, 8)}`, jwtSecret: JWT_SECRET, maxMessageBytes: 16 * 1024 * 1024, stateTimeoutMs: 2_000, resyncDelayMs: 500, publishAckTimeoutMs: 2_000, publishAttempts: 3, ...overrides },
+        { port: 0, host: '127.0.0.1', edgeId: `edge-test-${Math.random().toString(36).slice(2, 8)}`, jwtSecret: JWT_SECRET, maxMessageBytes: 16 * 1024 * 1024, stateTimeoutMs: 2_000, resyncDelayMs: 500, publishAckTimeoutMs: 2_000, publishAttempts: 3, autoProvisionTenants: false, ...overrides },
         nc,
         log,
         createEdgeMetrics(createRegistry('edge', false)),
@@ -125,9 +159,11 @@ export async function setup(): Promise<Stack> {
     },
     async process(service, fixedPort) {
       const port = fixedPort ?? (await freePort())
+      const user = service === 'core' ? ServiceUser.Core : ServiceUser.Edge
+      const { pass } = credentials(user)
       const env: NodeJS.ProcessEnv = { ...process.env, NATS_URL: stack.nats.url, DATABASE_URL: stack.pg.url, DOCFLOW_JWT_SECRET: JWT_SECRET, LOG_LEVEL: 'warn' }
-      if (service === 'core') Object.assign(env, { CORE_PORT: String(port), CORE_HOST: '127.0.0.1', CORE_LEASE_RETRY_MS: '200', CORE_RETRY_DELAY_MS: '200' })
-      else Object.assign(env, { EDGE_PORT: String(port), EDGE_HOST: '127.0.0.1', EDGE_RESYNC_DELAY_MS: '500' })
+      if (service === 'core') Object.assign(env, { CORE_PORT: String(port), CORE_HOST: '127.0.0.1', CORE_NATS_USER: user, CORE_NATS_PASS: pass, CORE_LEASE_RETRY_MS: '200', CORE_RETRY_DELAY_MS: '200' })
+      else Object.assign(env, { EDGE_PORT: String(port), EDGE_HOST: '127.0.0.1', EDGE_NATS_USER: user, EDGE_NATS_PASS: pass, EDGE_RESYNC_DELAY_MS: '500' })
       const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, service, 'main.ts')], { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] })
       const kill9 = async () => {
         child.kill('SIGKILL')
@@ -139,7 +175,7 @@ export async function setup(): Promise<Stack> {
     },
     async restartNats(signal) {
       await terminate(stack.nats.process, signal)
-      stack.nats = await startNatsServer({ dir: join(dir, 'nats'), port: natsPort, monitorPort, maxFileStore: '1GB' })
+      stack.nats = await startNatsServer(natsOptions)
     },
     async restartPostgres(signal) {
       await terminate(stack.pg.process, signal)
@@ -147,6 +183,7 @@ export async function setup(): Promise<Stack> {
     },
     async cleanup() {
       for (const stop of stoppers.reverse()) await stop()
+      await provisioner.close().catch((err: unknown) => log.debug({ err }, 'provisioner connection already closed'))
       await db.end()
       await stack.pg.stop()
       await stack.nats.stop()

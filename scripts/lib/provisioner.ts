@@ -1,0 +1,299 @@
+import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node'
+import { DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, StorageType, jetstreamManager, type JetStreamManager, type StreamSource } from '@nats-io/jetstream'
+import { Kvm, type KV } from '@nats-io/kv'
+import { nanos } from '@nats-io/nats-core'
+import pg from 'pg'
+import {
+  AGG_MAX_AGE_MS,
+  AGG_STREAM,
+  EDIT_DEDUP_WINDOW_MS,
+  EDIT_STREAM_MAX_AGE_MS,
+  ServiceUser,
+  TENANTS_BUCKET,
+  TENANT_ENSURE_SUBJECT,
+  TenantId,
+  TenantStatus,
+  decodeEnsureRequest,
+  encodeEnsureReply,
+  encodeTenantRecord,
+  storedEditSubjects,
+  tenantEditSubjects,
+  tenantSourceApi,
+  tenantSourceDeliver,
+  tenantStreamName,
+  tenantUser,
+  type TenantRecord,
+} from '../../contracts/mod.ts'
+import { readFileSync } from 'node:fs'
+import { natsFiles, reloadNats } from './nats-server.ts'
+import type { NatsConfigOptions } from './nats-config.ts'
+import { Registry, formatSize, parseSize } from './registry.ts'
+
+export interface ProvisionerOptions {
+  /** Folder of the nats-server (registry, config, pid). */
+  natsDir: string
+  natsUrl: string
+  /** Needed to purge a removed tenant's rows and to count documents in `list`. */
+  databaseUrl?: string
+  /** Progress lines for long steps. */
+  progress?: (line: string) => void
+}
+
+export interface TenantUsage extends TenantRecord {
+  streamBytes: number
+  streamMessages: number
+  /** Messages of this tenant still in AGG. */
+  aggMessages: number
+  docs: number | null
+}
+
+const isCode = (err: unknown, code: number) => err instanceof JetStreamApiError && err.code === code
+
+/**
+ * AGG's own byte cap as a share of the service account's quota: on 2.9 a source whose target
+ * account is over quota drops messages silently (NATS-TENANCY pitfall 1), so AGG discards its
+ * oldest (long consumed) messages well before the account can fill.
+ */
+const AGG_SHARE_OF_SERVICE_QUOTA = 0.8
+
+/**
+ * Adds, suspends, resumes, removes and lists tenants: the registry (→ accounts config → reload),
+ * the tenant's stream in its own account, its source in AGG, and its record in the KV bucket
+ * edges and core watch. Every step is idempotent, so a half-done run is finished by rerunning.
+ */
+export class Provisioner {
+  private queue: Promise<unknown> = Promise.resolve()
+
+  private constructor(
+    private readonly o: ProvisionerOptions,
+    private readonly nc: NatsConnection,
+    private readonly jsm: JetStreamManager,
+    private readonly kv: KV,
+  ) {}
+
+  static async open(o: ProvisionerOptions): Promise<Provisioner> {
+    const registry = Registry.open(natsFiles(o.natsDir).registry)
+    const nc = await connect({ servers: o.natsUrl, user: ServiceUser.Admin, pass: registry.servicePassword(ServiceUser.Admin), name: 'docflow-provisioner' })
+    const jsm = await jetstreamManager(nc)
+    const kv = await new Kvm(nc).create(TENANTS_BUCKET, { history: 1 })
+    return new Provisioner(o, nc, jsm, kv)
+  }
+
+  async close(): Promise<void> {
+    await this.nc.drain()
+  }
+
+  /**
+   * Dev only: answers edges that meet an unknown tenant by adding it with `maxStorageBytes`.
+   * Requests run one at a time, since each rewrites the registry and reloads the server.
+   */
+  serveAutoProvisioning(maxStorageBytes: number, onError: (err: unknown, tenant: string) => void): Subscription {
+    return this.nc.subscribe(TENANT_ENSURE_SUBJECT, {
+      callback: (_err, msg) => {
+        let tenant = '?'
+        this.queue = this.queue.then(async () => {
+          try {
+            tenant = decodeEnsureRequest(msg.data).tenant
+            msg.respond(encodeEnsureReply({ status: 'ok', record: await this.ensure(tenant, maxStorageBytes) }))
+          } catch (err) {
+            onError(err, tenant)
+            msg.respond(encodeEnsureReply({ status: 'error', message: (err as Error).message }))
+          }
+        })
+      },
+    })
+  }
+
+  private get registry(): Registry {
+    return Registry.open(natsFiles(this.o.natsDir).registry)
+  }
+
+  /** Makes streams, AGG sources and KV records match the registry (start-up, or after a crash mid-change). */
+  async init(): Promise<void> {
+    const registry = this.registry
+    for (const [tenant] of registry.tenants()) await this.ensureTenantStream(tenant, registry)
+    await this.ensureAggregate(registry.tenants().map(([t]) => t))
+    for (const [tenant] of registry.tenants()) await this.kv.put(tenant, encodeTenantRecord(registry.record(tenant)))
+  }
+
+  async add(tenant: string, maxStorageBytes: number): Promise<TenantRecord> {
+    TenantId.parse(tenant)
+    const registry = this.registry
+    if (registry.tenant(tenant)) throw new Error(`tenant ${tenant} already exists`)
+    registry.addTenant(tenant, maxStorageBytes)
+    this.checkStorageBudget(registry)
+    this.say(`adding tenant ${tenant}: account and quota`)
+    registry.save()
+    await reloadNats(this.o.natsDir)
+    this.say(`adding tenant ${tenant}: edit stream and aggregate source`)
+    await this.ensureTenantStream(tenant, registry)
+    await this.ensureAggregate(registry.tenants().map(([t]) => t))
+    const record = registry.record(tenant)
+    await this.kv.put(tenant, encodeTenantRecord(record))
+    return record
+  }
+
+  /** Adds the tenant with `maxStorageBytes` unless it exists (dev auto-provisioning). */
+  async ensure(tenant: string, maxStorageBytes: number): Promise<TenantRecord> {
+    const existing = this.registry.tenant(tenant)
+    return existing ? this.registry.record(tenant) : this.add(tenant, maxStorageBytes)
+  }
+
+  /** Suspended: data kept, ingest import removed (nothing can write), edges refuse its sockets. */
+  async setStatus(tenant: string, status: TenantStatus): Promise<TenantRecord> {
+    return this.change(tenant, { status })
+  }
+
+  async setQuota(tenant: string, maxStorageBytes: number): Promise<TenantRecord> {
+    return this.change(tenant, { maxStorageBytes })
+  }
+
+  /** Deletes the tenant everywhere its data was copied: AGG, its stream, KV, PostgreSQL, the account. */
+  async remove(tenant: string): Promise<void> {
+    const registry = this.registry
+    if (!registry.tenant(tenant)) throw new Error(`unknown tenant ${tenant}`)
+    this.say(`removing tenant ${tenant}: aggregate source`)
+    await this.ensureAggregate(registry.tenants().map(([t]) => t).filter((t) => t !== tenant))
+    // Purges do not propagate from a source (NATS-TENANCY pitfall 4): purge AGG explicitly.
+    const purged = await this.jsm.streams.purge(AGG_STREAM, { filter: tenantEditSubjects(tenant) })
+    this.say(`removing tenant ${tenant}: purged ${purged.purged} messages from ${AGG_STREAM}`)
+    await this.withTenantAdmin(tenant, registry, async (jsm) => {
+      try {
+        await jsm.streams.delete(tenantStreamName(tenant))
+      } catch (err) {
+        if (!isCode(err, JetStreamApiCodes.StreamNotFound)) throw err
+      }
+    })
+    await this.kv.purge(tenant)
+    if (this.o.databaseUrl) {
+      const db = new pg.Client(this.o.databaseUrl)
+      await db.connect()
+      try {
+        for (const table of ['op_log', 'docs', 'dead_letters']) {
+          const r = await db.query(`DELETE FROM ${table} WHERE tenant = $1`, [tenant])
+          this.say(`removing tenant ${tenant}: deleted ${r.rowCount} rows from ${table}`)
+        }
+      } finally {
+        await db.end()
+      }
+    } else {
+      this.say(`removing tenant ${tenant}: no DATABASE_URL, PostgreSQL rows left in place`)
+    }
+    registry.removeTenant(tenant)
+    registry.save()
+    await reloadNats(this.o.natsDir)
+  }
+
+  async list(): Promise<TenantUsage[]> {
+    const registry = this.registry
+    const db = this.o.databaseUrl ? new pg.Client(this.o.databaseUrl) : null
+    await db?.connect()
+    try {
+      const out: TenantUsage[] = []
+      for (const [tenant] of registry.tenants()) {
+        const stream = await this.withTenantAdmin(tenant, registry, (jsm) => jsm.streams.info(tenantStreamName(tenant)).catch(() => null))
+        const agg = await this.jsm.streams.info(AGG_STREAM, { subjects_filter: tenantEditSubjects(tenant) }).catch(() => null)
+        const aggMessages = Object.values(agg?.state.subjects ?? {}).reduce((a, b) => a + b, 0)
+        const docs = db ? Number((await db.query('SELECT count(*) AS n FROM docs WHERE tenant = $1', [tenant])).rows[0].n) : null
+        out.push({ ...registry.record(tenant), streamBytes: stream?.state.bytes ?? 0, streamMessages: stream?.state.messages ?? 0, aggMessages, docs })
+      }
+      return out
+    } finally {
+      await db?.end()
+    }
+  }
+
+  private async change(tenant: string, change: { status?: TenantStatus; maxStorageBytes?: number }): Promise<TenantRecord> {
+    const registry = this.registry
+    registry.setTenant(tenant, change)
+    this.checkStorageBudget(registry)
+    registry.save()
+    await reloadNats(this.o.natsDir)
+    const record = registry.record(tenant)
+    await this.kv.put(tenant, encodeTenantRecord(record))
+    return record
+  }
+
+  /**
+   * nats-server reserves every account's JetStream quota out of its own max_file_store and
+   * refuses the whole config when they do not fit (err 10047), so check before writing it.
+   */
+  private checkStorageBudget(registry: Registry): void {
+    const server = this.serverOptions()
+    const budget = parseSize(server.maxFileStore)
+    const wanted = server.serviceMaxFileBytes + registry.tenants().reduce((sum, [, t]) => sum + t.maxStorageBytes, 0)
+    if (wanted > budget) {
+      throw new Error(`tenant quotas plus the service account need ${formatSize(wanted)} but nats-server offers ${formatSize(budget)} (max_file_store); lower a quota or raise the server's storage`)
+    }
+  }
+
+  private async ensureTenantStream(tenant: string, registry: Registry): Promise<void> {
+    await this.withTenantAdmin(tenant, registry, async (jsm) => {
+      const config = {
+        name: tenantStreamName(tenant),
+        subjects: [storedEditSubjects(tenant)],
+        storage: StorageType.File,
+        retention: RetentionPolicy.Limits,
+        // Never drop an edit core may not have read: a full quota rejects new ones instead.
+        discard: DiscardPolicy.New,
+        max_age: nanos(EDIT_STREAM_MAX_AGE_MS),
+        duplicate_window: nanos(EDIT_DEDUP_WINDOW_MS),
+        deny_delete: true,
+        deny_purge: true,
+        num_replicas: 1,
+      }
+      try {
+        await jsm.streams.info(config.name)
+      } catch (err) {
+        if (!isCode(err, JetStreamApiCodes.StreamNotFound)) throw err
+        await jsm.streams.add(config)
+      }
+    })
+  }
+
+  /** Creates AGG or sets its sources to exactly `tenants`. */
+  private async ensureAggregate(tenants: string[]): Promise<void> {
+    const sources: StreamSource[] = tenants.map((t) => ({ name: tenantStreamName(t), external: { api: tenantSourceApi(t), deliver: tenantSourceDeliver(t) } }))
+    let exists = true
+    try {
+      await this.jsm.streams.info(AGG_STREAM)
+    } catch (err) {
+      if (!isCode(err, JetStreamApiCodes.StreamNotFound)) throw err
+      exists = false
+    }
+    if (exists) {
+      await this.jsm.streams.update(AGG_STREAM, { sources })
+      return
+    }
+    await this.jsm.streams.add({
+      name: AGG_STREAM,
+      storage: StorageType.File,
+      retention: RetentionPolicy.Limits,
+      discard: DiscardPolicy.Old,
+      max_bytes: Math.floor(this.serverOptions().serviceMaxFileBytes * AGG_SHARE_OF_SERVICE_QUOTA),
+      max_age: nanos(AGG_MAX_AGE_MS),
+      duplicate_window: nanos(EDIT_DEDUP_WINDOW_MS),
+      num_replicas: 1,
+      sources,
+    })
+  }
+
+  private async withTenantAdmin<T>(tenant: string, registry: Registry, fn: (jsm: JetStreamManager) => Promise<T>): Promise<T> {
+    const entry = registry.tenant(tenant)
+    if (!entry) throw new Error(`unknown tenant ${tenant}`)
+    const nc = await connect({ servers: this.o.natsUrl, user: tenantUser(tenant, 'admin'), pass: entry.passwords.admin, name: `docflow-provisioner-${tenant}` })
+    try {
+      return await fn(await jetstreamManager(nc))
+    } finally {
+      await nc.close()
+    }
+  }
+
+  private serverOptions(): NatsConfigOptions {
+    return JSON.parse(readFileSync(natsFiles(this.o.natsDir).options, 'utf8')) as NatsConfigOptions
+  }
+
+  private say(line: string): void {
+    this.o.progress?.(line)
+  }
+}

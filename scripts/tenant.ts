@@ -1,0 +1,122 @@
+// `npm run tenant -- <command>`: tenants of the running `npm start` stack.
+//   add <tenant> [--max-storage 1GB]     account, quota, edit stream, aggregate source
+//   quota <tenant> --max-storage 20GB    change the storage quota
+//   suspend <tenant> | resume <tenant>   stop / restore writes (data kept)
+//   remove <tenant> --yes                delete everything the tenant has, everywhere
+//   list [--json]                        tenants with their usage
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { TenantId, TenantStatus } from '../contracts/mod.ts'
+import { natsFiles } from './lib/nats-server.ts'
+import type { NatsConfigOptions } from './lib/nats-config.ts'
+import { Provisioner } from './lib/provisioner.ts'
+import { formatSize, parseSize } from './lib/registry.ts'
+
+const USAGE = `usage: npm run tenant -- add <tenant> [--max-storage 1GB]
+       npm run tenant -- quota <tenant> --max-storage <size>
+       npm run tenant -- suspend <tenant> | resume <tenant>
+       npm run tenant -- remove <tenant> --yes
+       npm run tenant -- list [--json]`
+
+const dataDir = process.env.DOCFLOW_DATA_DIR ?? join(fileURLToPath(new URL('..', import.meta.url)), 'data')
+
+function fail(message: string, code = 2): never {
+  console.error(`docflow tenant: ${message}`)
+  if (code === 2) console.error(USAGE)
+  process.exit(code)
+}
+
+const { values, positionals } = (() => {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: { 'max-storage': { type: 'string' }, yes: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    })
+  } catch (err) {
+    return fail((err as Error).message)
+  }
+})()
+if (values.help) {
+  console.log(USAGE)
+  process.exit(0)
+}
+const [command, tenantArg, ...extra] = positionals
+if (!command) fail('missing command')
+if (!['add', 'quota', 'suspend', 'resume', 'remove', 'list'].includes(command)) fail(`unknown command ${JSON.stringify(command)}`)
+if (extra.length > 0) fail(`unexpected arguments: ${extra.join(' ')}`)
+const tenant = command === 'list' ? '' : parseTenant(tenantArg)
+
+function parseTenant(name: string | undefined): string {
+  if (!name) fail(`${command} needs a tenant name`)
+  const parsed = TenantId.safeParse(name)
+  if (!parsed.success) fail(`bad tenant name ${JSON.stringify(name)}: ${parsed.error.issues[0]?.message}`)
+  return parsed.data
+}
+
+function size(required: boolean): number {
+  const text = values['max-storage']
+  if (!text) return required ? fail('--max-storage is required') : 1024 ** 3
+  try {
+    return parseSize(text)
+  } catch (err) {
+    return fail((err as Error).message)
+  }
+}
+
+const files = natsFiles(join(dataDir, 'nats'))
+if (!existsSync(files.options)) fail(`no DocFlow stack in ${dataDir}; run \`npm start\` first`, 1)
+const server = JSON.parse(readFileSync(files.options, 'utf8')) as NatsConfigOptions
+const endpoints = join(dataDir, 'endpoints.json')
+const databaseUrl = process.env.DATABASE_URL ?? (existsSync(endpoints) ? (JSON.parse(readFileSync(endpoints, 'utf8')) as { databaseUrl?: string }).databaseUrl : undefined)
+
+let provisioner: Provisioner
+try {
+  provisioner = await Provisioner.open({ natsDir: join(dataDir, 'nats'), natsUrl: `nats://127.0.0.1:${server.port}`, databaseUrl, progress: (line) => console.log(`  ${line}`) })
+} catch (err) {
+  fail(`cannot reach nats-server on port ${server.port} (is \`npm start\` running?): ${(err as Error).message}`, 1)
+}
+
+try {
+  switch (command) {
+    case 'add': {
+      const r = await provisioner.add(tenant, size(false))
+      console.log(`added ${r.tenant} (quota ${formatSize(r.maxStorageBytes)})`)
+      break
+    }
+    case 'quota': {
+      const r = await provisioner.setQuota(tenant, size(true))
+      console.log(`${r.tenant}: quota ${formatSize(r.maxStorageBytes)}`)
+      break
+    }
+    case 'suspend':
+    case 'resume': {
+      const r = await provisioner.setStatus(tenant, command === 'suspend' ? TenantStatus.Suspended : TenantStatus.Active)
+      console.log(`${r.tenant}: ${r.status}`)
+      break
+    }
+    case 'remove':
+      if (!values.yes) fail(`remove deletes every edit and document of ${tenant}; add --yes to confirm`)
+      await provisioner.remove(tenant)
+      console.log(`removed ${tenant}`)
+      break
+    case 'list': {
+      const rows = await provisioner.list()
+      if (values.json) {
+        console.log(JSON.stringify(rows, null, 2))
+        break
+      }
+      console.log(['tenant', 'status', 'quota', 'stored', 'used', 'messages', 'docs'].map((h) => h.padEnd(12)).join(''))
+      for (const r of rows) {
+        const used = `${((100 * r.streamBytes) / r.maxStorageBytes).toFixed(1)}%`
+        console.log([r.tenant, r.status, formatSize(r.maxStorageBytes), formatSize(r.streamBytes), used, String(r.streamMessages), r.docs === null ? '-' : String(r.docs)].map((c) => c.padEnd(12)).join(''))
+      }
+      break
+    }
+  }
+} catch (err) {
+  fail((err as Error).message, 1)
+} finally {
+  await provisioner.close()
+}
