@@ -10,6 +10,7 @@ import { createCoreMetrics, type CoreMetrics } from './metrics.ts'
 import { migrate } from './migrate.ts'
 import { createReadApi } from './read-api.ts'
 import { serveDocState } from './state-service.ts'
+import { StreamMonitor } from './stream-monitor.ts'
 import { waitForStream } from './streams.ts'
 import { PartitionWorker } from './worker.ts'
 
@@ -34,6 +35,8 @@ export interface CoreOptions {
   leaseRetryMs: number
   /** Pause after a worker failure before resuming from its checkpoint. Default 1_000. */
   retryDelayMs: number
+  /** How often stream usage and partition lag are sampled for metrics. Default 15_000. */
+  monitorIntervalMs: number
 }
 
 /** Merge consumers, the doc-state service for edges and the read API of one core process. */
@@ -43,6 +46,7 @@ export class Core {
   private readonly workers: PartitionWorker[] = []
   private server: Server | null = null
   private stateSub: Subscription | null = null
+  private monitor: StreamMonitor | null = null
   private ready = false
 
   constructor(
@@ -73,6 +77,8 @@ export class Core {
       this.workers.push(worker)
       worker.start()
     }
+    this.monitor = new StreamMonitor(jsm, this.o.stream, this.workers, this.o.monitorIntervalMs, this.log, this.metrics)
+    this.monitor.start()
     this.stateSub = serveDocState(this.nc, this.pool, (t, d) => this.cachedDoc(t, d), this.log, this.metrics)
     this.server = createReadApi({ jwtSecret: this.o.jwtSecret, healthy: () => this.ready && !this.nc.isClosed() }, this.pool, this.log, this.metrics)
     this.server.listen(this.o.port, this.o.host)
@@ -84,6 +90,7 @@ export class Core {
   /** Stops the workers (each commits and acks what it holds), then the API and the pool. */
   async stop(): Promise<void> {
     this.ready = false
+    this.monitor?.stop()
     this.stateSub?.unsubscribe()
     await Promise.all(this.workers.map((w) => w.stop()))
     if (this.server) {

@@ -21,6 +21,7 @@ const Config = z.object({
   maxAckPending: PositiveInt.default(1_024),
   leaseRetryMs: PositiveInt.default(2_000),
   retryDelayMs: PositiveInt.default(1_000),
+  monitorIntervalMs: PositiveInt.default(15_000),
 })
 
 const log = createLogger('core')
@@ -39,6 +40,7 @@ const config = loadConfigOrExit(Config, {
   maxAckPending: 'CORE_MAX_ACK_PENDING',
   leaseRetryMs: 'CORE_LEASE_RETRY_MS',
   retryDelayMs: 'CORE_RETRY_DELAY_MS',
+  monitorIntervalMs: 'CORE_MONITOR_INTERVAL_MS',
 })
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: `core-${hostname()}-${process.pid}` }, log)
 const core = new Core(config, nc, log)

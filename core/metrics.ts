@@ -14,6 +14,8 @@ export function createCoreMetrics(registry: Registry = createRegistry('core')) {
     commitSeconds: new Histogram({ name: 'docflow_core_commit_seconds', help: 'PostgreSQL transaction time per batch', buckets: LATENCY_BUCKETS, registers }),
     ingestToCommitSeconds: new Histogram({ name: 'docflow_core_ingest_to_commit_seconds', help: 'Edge ingest to PostgreSQL commit, per update', buckets: LATENCY_BUCKETS, registers }),
     workerErrors: new Counter({ name: 'docflow_core_worker_errors_total', help: 'Partition worker failures (it resets to its checkpoint)', labelNames: ['partition'], registers }),
+    aggUsageRatio: new Gauge({ name: 'docflow_core_agg_usage_ratio', help: 'Bytes in the aggregate stream over its byte cap (alert above 0.8)', registers }),
+    consumerPending: new Gauge({ name: 'docflow_core_consumer_pending', help: 'Messages not yet committed by an owned partition', labelNames: ['partition'], registers }),
     stateRequests: new Counter({ name: 'docflow_core_state_requests_total', help: 'Document state requests from edges, by result', labelNames: ['result'], registers }),
     readRequests: new Counter({ name: 'docflow_core_read_requests_total', help: 'Read API requests by status', labelNames: ['status'], registers }),
   }

@@ -54,6 +54,14 @@ export class PartitionWorker {
     return this.lease !== null
   }
 
+  get partition(): number {
+    return this.o.partition
+  }
+
+  get durable(): string {
+    return this.o.durable
+  }
+
   /** The in-memory doc, when this worker has it (it may hold updates not yet committed). */
   cachedDoc(tenant: string, docId: string): Y.Doc | undefined {
     return this.cache.get(tenant, docId)?.doc

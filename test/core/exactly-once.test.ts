@@ -1,7 +1,8 @@
 import t from 'tap'
 import * as Y from 'yjs'
 import { jetstream } from '@nats-io/jetstream'
-import { editIngestSubject, editMsgId, encodeEnvelope } from '../../contracts/mod.ts'
+import { editIngestSubject, encodeEnvelope } from '../../contracts/mod.ts'
+import { edit, publishEdit } from '../helpers/edits.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { readState, until } from '../helpers/client.ts'
 
@@ -11,17 +12,7 @@ let core = await stack.core()
 const nc = await stack.connect()
 const js = jetstream(nc)
 
-function edit(text: string, clientID: number): Uint8Array {
-  const doc = new Y.Doc()
-  doc.clientID = clientID
-  doc.getText('t').insert(0, text)
-  return Y.encodeStateAsUpdate(doc)
-}
-
-async function publish(docId: string, update: Uint8Array, msgID = editMsgId('acme', docId, update)) {
-  const env = encodeEnvelope({ v: 1, tenant: 'acme', docId, userId: 'u', update, ingestTs: Date.now(), edgeId: 'test' })
-  return js.publish(editIngestSubject('acme', docId), env, { msgID })
-}
+const publish = (docId: string, update: Uint8Array, msgID?: string) => publishEdit(js, 'acme', docId, update, msgID)
 
 const opRows = async (docId: string) => (await stack.db.query('SELECT count(*)::int AS n FROM op_log WHERE doc_id = $1', [docId])).rows[0].n as number
 

@@ -1,0 +1,37 @@
+import t from 'tap'
+import { jetstream } from '@nats-io/jetstream'
+import { EDIT_PARTITIONS, ServiceUser } from '../../contracts/mod.ts'
+import { setup } from '../helpers/setup.ts'
+import { until } from '../helpers/client.ts'
+import { edit, publishEdit } from '../helpers/edits.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+
+/** Partitions each live PostgreSQL session holds, from pg_locks (the leases themselves). */
+async function leaseHolders(): Promise<Map<number, number>> {
+  const r = await stack.db.query(`SELECT objid::int AS partition, pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND granted`, [0x64660002])
+  const holders = new Map<number, number>()
+  for (const row of r.rows) holders.set(row.partition, (holders.get(row.partition) ?? 0) + 1)
+  return holders
+}
+
+t.test('core - exactly one worker owns each partition; a standby core takes over on kill -9', async (t) => {
+  const first = await stack.process('core')
+  await until('first core owns every partition', async () => (await leaseHolders()).size === EDIT_PARTITIONS)
+  const standby = await stack.core()
+  await new Promise((r) => setTimeout(r, 600))
+  const holders = await leaseHolders()
+  t.equal(holders.size, EDIT_PARTITIONS, 'every partition is owned')
+  t.ok([...holders.values()].every((n) => n === 1), 'by exactly one session each')
+  t.equal(await standby.core.metrics.leasesHeld.get().then((m) => m.values[0]?.value ?? 0), 0, 'the second core waits as a standby')
+
+  const js = jetstream(await stack.connect(ServiceUser.Edge))
+  for (let i = 0; i < 20; i++) await publishEdit(js, 'acme', `lease-${i}`, edit(`before ${i}`, 100 + i))
+  await until('edits before the crash committed', async () => (await stack.db.query('SELECT count(*)::int AS n FROM op_log')).rows[0].n === 20)
+  await first.kill9()
+  for (let i = 0; i < 20; i++) await publishEdit(js, 'acme', `lease-${i}`, edit(`after ${i}`, 200 + i))
+  await until('standby owns every partition', async () => (await standby.core.metrics.leasesHeld.get()).values[0]?.value === EDIT_PARTITIONS, 15_000)
+  await until('edits after the crash committed by the standby', async () => (await stack.db.query('SELECT count(*)::int AS n FROM op_log')).rows[0].n === 40, 15_000)
+  t.equal((await stack.db.query('SELECT count(DISTINCT msg_id)::int AS n FROM op_log')).rows[0].n, 40, 'each edit logged once')
+})
