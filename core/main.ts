@@ -4,6 +4,7 @@ import { AGG_STREAM } from '../contracts/mod.ts'
 import { JwtSecret, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
 import { createLogger } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
+import { drainOnSignal } from '../runtime/shutdown.ts'
 import { Core } from './core.ts'
 
 const Config = z.object({
@@ -47,15 +48,4 @@ const core = new Core(config, nc, log)
 const port = await core.start()
 log.info({ port }, 'core listening')
 
-let stopping = false
-async function shutdown(signal: string): Promise<void> {
-  if (stopping) return
-  stopping = true
-  log.info({ signal }, 'core draining')
-  await core.stop()
-  await nc.drain()
-  log.info('core stopped')
-  process.exit(0)
-}
-process.on('SIGTERM', () => void shutdown('SIGTERM'))
-process.on('SIGINT', () => void shutdown('SIGINT'))
+drainOnSignal('core', core, nc, log)

@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { JwtSecret, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
 import { createLogger } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
+import { drainOnSignal } from '../runtime/shutdown.ts'
 import { Edge } from './edge.ts'
 
 const Config = z.object({
@@ -42,15 +43,4 @@ const edge = new Edge({ ...config, edgeId }, nc, log)
 const port = await edge.start()
 log.info({ port, edgeId }, 'edge listening')
 
-let stopping = false
-async function shutdown(signal: string): Promise<void> {
-  if (stopping) return
-  stopping = true
-  log.info({ signal }, 'edge draining')
-  await edge.stop()
-  await nc.drain()
-  log.info('edge stopped')
-  process.exit(0)
-}
-process.on('SIGTERM', () => void shutdown('SIGTERM'))
-process.on('SIGINT', () => void shutdown('SIGINT'))
+drainOnSignal('edge', edge, nc, log)

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { setup, token } from '../helpers/setup.ts'
-import { readState, until, yclient } from '../helpers/client.ts'
+import { materializedText, until, yclient } from '../helpers/client.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -12,11 +12,6 @@ async function type(c: ReturnType<typeof yclient>, text: string, gapMs: number, 
     c.text.insert(c.text.length, text[i]!)
     await new Promise((r) => setTimeout(r, gapMs))
   }
-}
-
-async function materialized(coreUrl: string, docId: string, tok: string): Promise<string | null> {
-  const doc = await readState(coreUrl, docId, tok).catch(() => 404)
-  return typeof doc === 'number' ? null : doc.getText('t').toString()
 }
 
 t.test('core - kill -9 of core while a client types: every character materialized exactly once', async (t) => {
@@ -34,7 +29,7 @@ t.test('core - kill -9 of core while a client types: every character materialize
       core = await stack.process('core')
     },
   })
-  await until('materialized text equals what was typed', async () => (await materialized(core.url, 'typing', tok)) === text, 60_000)
+  await until('materialized text equals what was typed', async () => (await materializedText(core.url, 'typing', tok)) === text, 60_000)
   const rows = (await stack.db.query("SELECT count(*)::int AS n, count(DISTINCT msg_id)::int AS d FROM op_log WHERE doc_id = 'typing'")).rows[0]
   t.equal(rows.n, text.length, 'one op-log row per typed character')
   t.equal(rows.d, rows.n, 'no op logged twice')
@@ -58,7 +53,7 @@ t.test('core - kill -9 of every process (nats, postgres, edge, core) while a cli
       edge = await stack.process('edge', Number(edgePort))
     },
   })
-  await until('materialized text equals what the client holds', async () => (await materialized(core.url, 'whole-stack', tok)) === text, 90_000)
+  await until('materialized text equals what the client holds', async () => (await materializedText(core.url, 'whole-stack', tok)) === text, 90_000)
   t.equal(c.text.toString(), text, 'the client kept every character')
   const dup = (await stack.db.query("SELECT count(*)::int AS n FROM (SELECT msg_id FROM op_log WHERE doc_id = 'whole-stack' GROUP BY msg_id HAVING count(*) > 1) d")).rows[0].n
   t.equal(dup, 0, 'no op logged twice')
@@ -72,7 +67,7 @@ t.test('core - a clean restart of every server keeps all state', async (t) => {
   const c = yclient(edge.url, 'restart', tok)
   await c.synced()
   c.text.insert(0, 'kept across restarts')
-  await until('materialized', async () => (await materialized(core.url, 'restart', tok)) === 'kept across restarts')
+  await until('materialized', async () => (await materializedText(core.url, 'restart', tok)) === 'kept across restarts')
   c.destroy()
   await edge.stop()
   await core.stop()
@@ -80,7 +75,7 @@ t.test('core - a clean restart of every server keeps all state', async (t) => {
   await stack.restartPostgres('SIGINT')
   core = await stack.core()
   edge = await stack.edge()
-  t.equal(await materialized(core.url, 'restart', tok), 'kept across restarts', 'read API after restart')
+  t.equal(await materializedText(core.url, 'restart', tok), 'kept across restarts', 'read API after restart')
   const fresh = yclient(edge.url, 'restart', tok)
   t.teardown(() => fresh.destroy())
   await fresh.synced()

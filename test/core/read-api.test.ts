@@ -1,6 +1,6 @@
 import t from 'tap'
 import { setup, token } from '../helpers/setup.ts'
-import { readState, until, yclient } from '../helpers/client.ts'
+import { materializedText, readState, until, yclient } from '../helpers/client.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -13,10 +13,7 @@ t.test('core - read API answers 200 with the document, 404/401/403 otherwise', a
   t.teardown(() => c.destroy())
   await c.synced()
   c.text.insert(0, 'unicode ok')
-  await until('materialized', async () => {
-    const doc = await readState(core.url, 'notes/2026 plan ü', tok)
-    return typeof doc !== 'number' && doc.getText('t').toString() === 'unicode ok'
-  })
+  await until('materialized', async () => (await materializedText(core.url, 'notes/2026 plan ü', tok)) === 'unicode ok')
   const res = await fetch(`${core.url}/v1/docs/${encodeURIComponent('notes/2026 plan ü')}/state`, { headers: { authorization: `Bearer ${tok}` } })
   t.equal(res.status, 200)
   t.equal(res.headers.get('content-type'), 'application/octet-stream')

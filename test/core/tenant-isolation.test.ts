@@ -1,6 +1,6 @@
 import t from 'tap'
 import { setup, token } from '../helpers/setup.ts'
-import { readState, until, yclient } from '../helpers/client.ts'
+import { materializedText, readState, until, yclient } from '../helpers/client.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -20,10 +20,7 @@ t.test('core - the same doc id in two tenants stays apart (socket and read API)'
     [acme, 'acme secret'],
     [globex, 'globex plan'],
   ] as const) {
-    await until(`read API shows ${want}`, async () => {
-      const doc = await readState(core.url, 'roadmap', tok)
-      return typeof doc !== 'number' && doc.getText('t').toString() === want
-    })
+    await until(`read API shows ${want}`, async () => (await materializedText(core.url, 'roadmap', tok)) === want)
   }
   t.equal(a.text.toString(), 'acme secret', 'acme socket never got globex edits')
   t.equal(g.text.toString(), 'globex plan', 'globex socket never got acme edits')

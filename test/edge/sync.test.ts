@@ -1,6 +1,6 @@
 import t from 'tap'
 import { setup, token } from '../helpers/setup.ts'
-import { readState, until, yclient } from '../helpers/client.ts'
+import { materializedText, until, yclient } from '../helpers/client.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -32,10 +32,7 @@ t.test('edge - clients on two edges converge through NATS and the edit is materi
   await until('B sees A', () => b.text.toString() === 'from A')
   b.text.insert(6, ', from B')
   await until('A sees B', () => a.text.toString() === 'from A, from B')
-  await until('read API has both', async () => {
-    const doc = await readState(core.url, 'cross-edge', tok)
-    return typeof doc !== 'number' && doc.getText('t').toString() === 'from A, from B'
-  })
+  await until('read API has both', async () => (await materializedText(core.url, 'cross-edge', tok)) === 'from A, from B')
   t.pass('converged across edges and materialized')
 })
 
@@ -44,10 +41,7 @@ t.test('edge - a doc opened on a fresh edge starts from the materialized state',
   const a = yclient(edgeA.url, 'fresh-edge', tok)
   await a.synced()
   a.text.insert(0, 'persisted text')
-  await until('materialized', async () => {
-    const doc = await readState(core.url, 'fresh-edge', tok)
-    return typeof doc !== 'number' && doc.getText('t').toString() === 'persisted text'
-  })
+  await until('materialized', async () => (await materializedText(core.url, 'fresh-edge', tok)) === 'persisted text')
   a.destroy()
   const edgeC = await stack.edge()
   const c = yclient(edgeC.url, 'fresh-edge', tok)

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { setup, token } from '../helpers/setup.ts'
-import { readState, until, yclient } from '../helpers/client.ts'
+import { materializedText, readState, until, yclient } from '../helpers/client.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -23,10 +23,7 @@ t.test('edge - a viewer gets the document and presence but its edits never land'
 
   viewer.text.insert(0, 'VIEWER ')
   editor.text.insert(9, '!')
-  await until('materialized the editor follow-up', async () => {
-    const doc = await readState(core.url, 'shared', editorTok)
-    return typeof doc !== 'number' && doc.getText('t').toString() === 'by editor!'
-  })
+  await until('materialized the editor follow-up', async () => (await materializedText(core.url, 'shared', editorTok)) === 'by editor!')
   await until('editor has its follow-up', () => editor.text.toString() === 'by editor!')
   t.equal(editor.text.toString(), 'by editor!', 'the editor never sees the viewer edit')
   const rows = await stack.db.query("SELECT count(*)::int AS n FROM op_log WHERE user_id = 'vi'")

@@ -68,3 +68,9 @@ export async function readState(coreUrl: string, docId: string, token: string): 
   Y.applyUpdate(doc, new Uint8Array(await res.arrayBuffer()))
   return doc
 }
+
+/** The materialized text of `docId` (its "t" Y.Text), or null while the read API has no such doc. */
+export async function materializedText(coreUrl: string, docId: string, token: string): Promise<string | null> {
+  const doc = await readState(coreUrl, docId, token)
+  return typeof doc === 'number' ? null : doc.getText('t').toString()
+}

@@ -102,6 +102,13 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     if (!entry) throw new Error(`no tenant ${who.tenant} in this stack`)
     return { user: `${who.tenant}-${who.kind}`, pass: entry.passwords[who.kind] }
   }
+  /** Registers a stop for cleanup(); calling it earlier stops once. */
+  const track = (stop: () => Promise<void>) => {
+    let done: Promise<void> | null = null
+    const once = () => (done ??= stop())
+    stoppers.push(once)
+    return once
+  }
   const serviceNats = async (user: ServiceUser, name: string) => {
     const c = credentials(user)
     return connectNats({ servers: stack.nats.url, user: c.user, pass: c.pass, name }, log)
@@ -128,14 +135,10 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
         createCoreMetrics(createRegistry('core', false)),
       )
       const port = await core.start()
-      let stopped = false
-      const stop = async () => {
-        if (stopped) return
-        stopped = true
+      const stop = track(async () => {
         await core.stop()
         await nc.close()
-      }
-      stoppers.push(stop)
+      })
       return { core, url: `http://127.0.0.1:${port}`, stop }
     },
     async edge(overrides = {}) {
@@ -147,14 +150,10 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
         createEdgeMetrics(createRegistry('edge', false)),
       )
       const port = await edge.start()
-      let stopped = false
-      const stop = async () => {
-        if (stopped) return
-        stopped = true
+      const stop = track(async () => {
         await edge.stop()
         await nc.close()
-      }
-      stoppers.push(stop)
+      })
       return { edge, url: `ws://127.0.0.1:${port}`, stop }
     },
     async process(service, fixedPort) {

@@ -3,7 +3,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
 import { AGG_STREAM, CloseCode, ServiceUser, TENANTS_BUCKET, TenantStatus, tenantEditSubjects } from '../../contracts/mod.ts'
 import { setup, token } from '../helpers/setup.ts'
-import { readState, until, yclient } from '../helpers/client.ts'
+import { materializedText, until, yclient } from '../helpers/client.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
 
 const stack = await setup()
@@ -11,10 +11,7 @@ t.teardown(() => stack.cleanup())
 const core = await stack.core()
 const edge = await stack.edge()
 
-const materialized = async (tenant: string, docId: string) => {
-  const doc = await readState(core.url, docId, await token({ tenant }))
-  return typeof doc === 'number' ? null : doc.getText('t').toString()
-}
+const materialized = async (tenant: string, docId: string) => materializedText(core.url, docId, await token({ tenant }))
 
 t.test('tenancy - adding a tenant at runtime keeps every existing connection', async (t) => {
   const acme = yclient(edge.url, 'live', await token({ tenant: 'acme' }))

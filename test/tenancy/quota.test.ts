@@ -1,17 +1,14 @@
 import t from 'tap'
 import { CloseCode } from '../../contracts/mod.ts'
 import { setup, token } from '../helpers/setup.ts'
-import { readState, until, yclient } from '../helpers/client.ts'
+import { materializedText, until, yclient } from '../helpers/client.ts'
 
 const stack = await setup({ tenants: { tiny: 128 * 1024, acme: 64 * 1024 ** 2 } })
 t.teardown(() => stack.cleanup())
 const core = await stack.core()
 const edge = await stack.edge()
 
-const materialized = async (tenant: string, docId: string) => {
-  const doc = await readState(core.url, docId, await token({ tenant }))
-  return typeof doc === 'number' ? null : doc.getText('t').toString()
-}
+const materialized = async (tenant: string, docId: string) => materializedText(core.url, docId, await token({ tenant }))
 
 t.test('tenancy - a tenant over its quota fails alone, with 4507, and loses nothing once raised', async (t) => {
   const tiny = yclient(edge.url, 'big-doc', await token({ tenant: 'tiny' }))
