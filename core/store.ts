@@ -114,6 +114,8 @@ export async function commitBatch(c: pg.ClientBase, b: Batch): Promise<void> {
     )
     await c.query('COMMIT')
   } catch (err) {
+    // A failed ROLLBACK means the session is gone, which aborts the transaction anyway;
+    // the commit error is the one worth reporting.
     await c.query('ROLLBACK').catch(() => undefined)
     throw err
   }

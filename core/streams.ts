@@ -1,7 +1,6 @@
-import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream'
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, type JetStreamManager } from '@nats-io/jetstream'
 import { nanos } from '@nats-io/nats-core'
-
-const isCode = (err: unknown, code: number) => err instanceof JetStreamApiError && err.code === code
+import { isJetStreamApiError, streamInfo } from '../runtime/nats.ts'
 
 export interface PartitionConsumer {
   stream: string
@@ -21,7 +20,7 @@ export async function resetConsumer(jsm: JetStreamManager, c: PartitionConsumer,
   try {
     await jsm.consumers.delete(c.stream, c.durable)
   } catch (err) {
-    if (!isCode(err, JetStreamApiCodes.ConsumerNotFound)) throw err
+    if (!isJetStreamApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err
   }
   await jsm.consumers.add(c.stream, {
     durable_name: c.durable,
@@ -37,13 +36,7 @@ export async function resetConsumer(jsm: JetStreamManager, c: PartitionConsumer,
 
 /** Resolves once `stream` exists; logs while it waits (provisioning creates it). */
 export async function waitForStream(jsm: JetStreamManager, stream: string, onWait: () => void, everyMs = 1_000): Promise<void> {
-  for (;;) {
-    try {
-      await jsm.streams.info(stream)
-      return
-    } catch (err) {
-      if (!isCode(err, JetStreamApiCodes.StreamNotFound)) throw err
-    }
+  while (!(await streamInfo(jsm, stream))) {
     onWait()
     await new Promise((r) => setTimeout(r, everyMs))
   }

@@ -1,6 +1,7 @@
-import { JetStreamApiError, jetstream, type JetStreamClient } from '@nats-io/jetstream'
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { JS_ACCOUNT_RESOURCES_EXCEEDED, editIngestSubject, editMsgId, encodeEnvelope, type EditEnvelope } from '../contracts/mod.ts'
+import { isJetStreamApiError } from '../runtime/nats.ts'
 import type { EdgeMetrics } from './metrics.ts'
 import { PublishError } from './errors.ts'
 
@@ -36,7 +37,7 @@ export class UpdatePublisher {
       else this.metrics.updatesPublished.inc()
       this.metrics.publishSeconds.observe((Date.now() - ingestTs) / 1000)
     } catch (err) {
-      const quota = err instanceof JetStreamApiError && err.code === JS_ACCOUNT_RESOURCES_EXCEEDED
+      const quota = isJetStreamApiError(err, JS_ACCOUNT_RESOURCES_EXCEEDED)
       if (quota) this.metrics.quotaRejections.inc({ tenant })
       else this.metrics.publishFailures.inc()
       throw new PublishError(`update for ${tenant}/${docId} not stored: ${(err as Error).message}`, quota ? 'quota' : 'unavailable', { cause: err })

@@ -1,4 +1,5 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node'
+import { JetStreamApiCodes, JetStreamApiError, type JetStreamManager, type StreamInfo, type StreamInfoRequestOptions } from '@nats-io/jetstream'
 import type { Logger } from './log.ts'
 
 export interface NatsOptions {
@@ -27,4 +28,19 @@ export async function connectNats(opts: NatsOptions, log: Logger): Promise<NatsC
     }
   })()
   return nc
+}
+
+/** True when `err` is a JetStream API error with that err_code. */
+export function isJetStreamApiError(err: unknown, code: number): boolean {
+  return err instanceof JetStreamApiError && err.code === code
+}
+
+/** A stream's info, or null when it does not exist; any other failure throws. */
+export async function streamInfo(jsm: JetStreamManager, name: string, opts?: Partial<StreamInfoRequestOptions>): Promise<StreamInfo | null> {
+  try {
+    return await jsm.streams.info(name, opts)
+  } catch (err) {
+    if (isJetStreamApiError(err, JetStreamApiCodes.StreamNotFound)) return null
+    throw err
+  }
 }

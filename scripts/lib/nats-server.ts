@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
+import { SERVICE_ACCOUNT } from '../../contracts/mod.ts'
 import { natsServerBin } from './binaries.mjs'
 import { GaveUp, alive, exited, lastLines, spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
 import { renderNatsConfig, type NatsConfigOptions } from './nats-config.ts'
@@ -61,7 +62,7 @@ export async function reloadNats(dir: string): Promise<void> {
     .map(([t]) => t)
   await waitFor('nats-server to load the new accounts', async () => {
     const { accounts } = (await (await fetch(`http://127.0.0.1:${monitorPort}/accountz`)).json()) as { accounts: string[] }
-    const tenants = accounts.filter((a) => !a.startsWith('$') && a !== 'SVC')
+    const tenants = accounts.filter((a) => !a.startsWith('$') && a !== SERVICE_ACCOUNT)
     return tenants.length === want.length && want.every((t) => tenants.includes(t))
   }, 15_000)
 }

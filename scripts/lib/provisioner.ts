@@ -1,5 +1,5 @@
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node'
-import { DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, StorageType, jetstreamManager, type JetStreamManager, type StreamSource } from '@nats-io/jetstream'
+import { DiscardPolicy, JetStreamApiCodes, RetentionPolicy, StorageType, jetstreamManager, type JetStreamManager, type StreamSource } from '@nats-io/jetstream'
 import { Kvm, type KV } from '@nats-io/kv'
 import { nanos } from '@nats-io/nats-core'
 import pg from 'pg'
@@ -25,6 +25,7 @@ import {
   type TenantRecord,
 } from '../../contracts/mod.ts'
 import { readFileSync } from 'node:fs'
+import { isJetStreamApiError, streamInfo } from '../../runtime/nats.ts'
 import { natsFiles, reloadNats } from './nats-server.ts'
 import type { NatsConfigOptions } from './nats-config.ts'
 import { Registry, formatSize, parseSize } from './registry.ts'
@@ -46,8 +47,6 @@ export interface TenantUsage extends TenantRecord {
   aggMessages: number
   docs: number | null
 }
-
-const isCode = (err: unknown, code: number) => err instanceof JetStreamApiError && err.code === code
 
 /**
  * AGG's own byte cap as a share of the service account's quota: on 2.9 a source whose target
@@ -161,7 +160,7 @@ export class Provisioner {
       try {
         await jsm.streams.delete(tenantStreamName(tenant))
       } catch (err) {
-        if (!isCode(err, JetStreamApiCodes.StreamNotFound)) throw err
+        if (!isJetStreamApiError(err, JetStreamApiCodes.StreamNotFound)) throw err
       }
     })
     await this.kv.purge(tenant)
@@ -191,8 +190,8 @@ export class Provisioner {
     try {
       const out: TenantUsage[] = []
       for (const [tenant] of registry.tenants()) {
-        const stream = await this.withTenantAdmin(tenant, registry, (jsm) => jsm.streams.info(tenantStreamName(tenant)).catch(() => null))
-        const agg = await this.jsm.streams.info(AGG_STREAM, { subjects_filter: tenantEditSubjects(tenant) }).catch(() => null)
+        const stream = await this.withTenantAdmin(tenant, registry, (jsm) => streamInfo(jsm, tenantStreamName(tenant)))
+        const agg = await streamInfo(this.jsm, AGG_STREAM, { subjects_filter: tenantEditSubjects(tenant) })
         const aggMessages = Object.values(agg?.state.subjects ?? {}).reduce((a, b) => a + b, 0)
         const docs = db ? Number((await db.query('SELECT count(*) AS n FROM docs WHERE tenant = $1', [tenant])).rows[0].n) : null
         out.push({ ...registry.record(tenant), streamBytes: stream?.state.bytes ?? 0, streamMessages: stream?.state.messages ?? 0, aggMessages, docs })
@@ -242,26 +241,14 @@ export class Provisioner {
         deny_purge: true,
         num_replicas: 1,
       }
-      try {
-        await jsm.streams.info(config.name)
-      } catch (err) {
-        if (!isCode(err, JetStreamApiCodes.StreamNotFound)) throw err
-        await jsm.streams.add(config)
-      }
+      if (!(await streamInfo(jsm, config.name))) await jsm.streams.add(config)
     })
   }
 
   /** Creates AGG or sets its sources to exactly `tenants`. */
   private async ensureAggregate(tenants: string[]): Promise<void> {
     const sources: StreamSource[] = tenants.map((t) => ({ name: tenantStreamName(t), external: { api: tenantSourceApi(t), deliver: tenantSourceDeliver(t) } }))
-    let exists = true
-    try {
-      await this.jsm.streams.info(AGG_STREAM)
-    } catch (err) {
-      if (!isCode(err, JetStreamApiCodes.StreamNotFound)) throw err
-      exists = false
-    }
-    if (exists) {
+    if (await streamInfo(this.jsm, AGG_STREAM)) {
       await this.jsm.streams.update(AGG_STREAM, { sources })
       return
     }

@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
-import { AGG_STREAM, ServiceUser, type Claims } from '../../contracts/mod.ts'
+import { AGG_STREAM, ServiceUser, tenantUser, type Claims } from '../../contracts/mod.ts'
 import { Core, type CoreOptions } from '../../core/core.ts'
 import { Edge, type EdgeOptions } from '../../edge/edge.ts'
 import { mintToken } from '../../runtime/jwt.ts'
@@ -100,7 +100,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     if (typeof who === 'string') return { user: who, pass: registry.servicePassword(who) }
     const entry = registry.tenant(who.tenant)
     if (!entry) throw new Error(`no tenant ${who.tenant} in this stack`)
-    return { user: `${who.tenant}-${who.kind}`, pass: entry.passwords[who.kind] }
+    return { user: tenantUser(who.tenant, who.kind), pass: entry.passwords[who.kind] }
   }
   /** Registers a stop for cleanup(); calling it earlier stops once. */
   const track = (stop: () => Promise<void>) => {
