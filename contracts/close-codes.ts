@@ -13,9 +13,13 @@ export const CloseCode = {
   Unauthorized: 4401,
   /** Token is valid but does not cover this document, or its tenant is suspended or unknown. */
   Forbidden: 4403,
-  /** A single message above the edge's size limit. */
+  /** A frame, update or presence state above the edge's size limit (below NATS max_payload); do not resend it. */
   MessageTooBig: 4413,
+  /** A well-formed Yjs update that does not apply to the document (poisoned); do not resend it. */
+  InvalidUpdate: 4422,
   /** The tenant's storage quota is full; the client keeps its edits and retries (4500-4599 reconnect). */
   QuotaExceeded: 4507,
+  /** The client stopped reading and its send buffer passed the limit; it reconnects and resyncs by state vector. */
+  SlowClient: 4508,
 } as const
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode]

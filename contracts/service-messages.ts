@@ -31,5 +31,23 @@ export const StateReply = z.discriminatedUnion('status', [
   z.object({ status: z.literal('error'), message: z.string() }),
 ])
 export type StateReply = z.infer<typeof StateReply>
-export const encodeStateReply = (m: StateReply) => pack(m)
-export const decodeStateReply = (b: Uint8Array) => unpack(StateReply, b)
+
+/**
+ * Largest state bytes in one reply message. A document's state can outgrow nats-server's
+ * max_payload (8 MB here, 1 MB by default), so a reply is a run of parts of at most this size.
+ */
+export const STATE_PART_BYTES = 512 * 1024
+
+/**
+ * One message of a state reply on the wire: `found` states are split into `parts` messages
+ * that share a `transfer` id (several peers may answer one request; the asker keeps the first
+ * transfer and ignores the rest).
+ */
+export const StateReplyPart = z.discriminatedUnion('status', [
+  z.object({ status: z.literal('found'), transfer: z.string().min(1).max(64), part: z.number().int().min(0), parts: z.number().int().min(1).max(65_536), update: Bytes }),
+  z.object({ status: z.literal('missing'), transfer: z.string().min(1).max(64) }),
+  z.object({ status: z.literal('error'), transfer: z.string().min(1).max(64), message: z.string() }),
+]).refine((m) => m.status !== 'found' || m.part < m.parts, 'part beyond parts')
+export type StateReplyPart = z.infer<typeof StateReplyPart>
+export const encodeStateReplyPart = (m: StateReplyPart) => pack(m)
+export const decodeStateReplyPart = (b: Uint8Array) => unpack(StateReplyPart, b)

@@ -5,6 +5,7 @@ import pg from 'pg'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import { corePartitions } from '../contracts/mod.ts'
+import type { TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { createCoreMetrics, type CoreMetrics } from './metrics.ts'
 import { migrate } from './migrate.ts'
@@ -20,7 +21,8 @@ export interface CoreOptions {
   /** Listen address. Default 0.0.0.0. */
   host: string
   databaseUrl: string
-  jwtSecret: string
+  /** How client tokens are verified. */
+  tokens: TokenPolicy
   /** Stream the partition consumers read (AGG; created by provisioning). */
   stream: string
   /** Most messages per transaction. Default 512. */
@@ -80,7 +82,7 @@ export class Core {
     this.monitor = new StreamMonitor(jsm, this.o.stream, this.workers, this.o.monitorIntervalMs, this.log, this.metrics)
     this.monitor.start()
     this.stateSub = serveDocState(this.nc, this.pool, (t, d) => this.cachedDoc(t, d), this.log, this.metrics)
-    this.server = createReadApi({ jwtSecret: this.o.jwtSecret, healthy: () => this.ready && !this.nc.isClosed() }, this.pool, this.log, this.metrics)
+    this.server = createReadApi({ tokens: this.o.tokens, healthy: () => this.ready && !this.nc.isClosed() }, this.pool, this.log, this.metrics)
     this.server.listen(this.o.port, this.o.host)
     await once(this.server, 'listening')
     this.ready = true

@@ -1,7 +1,8 @@
 import { hostname } from 'node:os'
 import { z } from 'zod'
 import { AGG_STREAM } from '../contracts/mod.ts'
-import { JwtSecret, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { tokenPolicy } from '../runtime/jwt.ts'
 import { createLogger } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
 import { drainOnSignal } from '../runtime/shutdown.ts'
@@ -14,7 +15,7 @@ const Config = z.object({
   natsUser: z.string().optional(),
   natsPass: z.string().optional(),
   databaseUrl: z.string().min(1, 'required (postgres://...)'),
-  jwtSecret: JwtSecret,
+  ...JwtConfig,
   stream: z.string().default(AGG_STREAM),
   maxBatch: PositiveInt.default(512),
   maxDocs: PositiveInt.default(2_000),
@@ -33,7 +34,7 @@ const config = loadConfigOrExit(Config, {
   natsUser: 'CORE_NATS_USER',
   natsPass: 'CORE_NATS_PASS',
   databaseUrl: 'DATABASE_URL',
-  jwtSecret: 'DOCFLOW_JWT_SECRET',
+  ...JWT_VARS,
   stream: 'CORE_STREAM',
   maxBatch: 'CORE_MAX_BATCH',
   maxDocs: 'CORE_MAX_DOCS',
@@ -44,7 +45,7 @@ const config = loadConfigOrExit(Config, {
   monitorIntervalMs: 'CORE_MONITOR_INTERVAL_MS',
 })
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: `core-${hostname()}-${process.pid}` }, log)
-const core = new Core(config, nc, log)
+const core = new Core({ ...config, tokens: tokenPolicy(config) }, nc, log)
 const port = await core.start()
 log.info({ port }, 'core listening')
 

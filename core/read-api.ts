@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type pg from 'pg'
 import { DocId, docAllowed } from '../contracts/mod.ts'
-import { isTokenError, verifyToken } from '../runtime/jwt.ts'
+import { isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
 import { readDocState } from './store.ts'
@@ -9,7 +9,7 @@ import { readDocState } from './store.ts'
 const STATE_PATH = /^\/v1\/docs\/(.+)\/state$/
 
 export interface ReadApiOptions {
-  jwtSecret: string
+  tokens: TokenPolicy
   healthy: () => boolean
 }
 
@@ -42,7 +42,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
     if (!auth.startsWith('Bearer ')) return count(reply(res, 401, { error: 'missing bearer token' }))
     let tenant: string
     try {
-      const claims = await verifyToken(auth.slice(7).trim(), o.jwtSecret)
+      const claims = await verifyToken(auth.slice(7).trim(), o.tokens)
       if (!docAllowed(claims, docId)) return count(reply(res, 403, { error: 'token does not cover this document' }))
       tenant = claims.tenant
     } catch (err) {

@@ -1,7 +1,8 @@
 import * as Y from 'yjs'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import type pg from 'pg'
-import { QueueGroups, ServiceSubjects, decodeStateRequest, encodeStateReply, type StateReply } from '../contracts/mod.ts'
+import { QueueGroups, ServiceSubjects, decodeStateRequest, type StateReply } from '../contracts/mod.ts'
+import { respondState } from '../runtime/state-transfer.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
 import { readDocState } from './store.ts'
@@ -21,10 +22,12 @@ export function serveDocState(
     queue: QueueGroups.coreState,
     callback: (err, msg) => {
       if (err) return log.warn({ err }, 'state subscription error')
-      void answer(msg.data).then((reply) => {
-        metrics.stateRequests.inc({ result: reply.status })
-        msg.respond(encodeStateReply(reply))
-      })
+      answer(msg.data)
+        .then((reply) => {
+          metrics.stateRequests.inc({ result: reply.status })
+          respondState(msg, reply)
+        })
+        .catch((err: unknown) => log.warn({ err }, 'state reply not sent'))
     },
   })
 

@@ -1,7 +1,7 @@
 import uWS from 'uWebSockets.js'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { CloseCode, DocId, Role, docAllowed, type Claims } from '../contracts/mod.ts'
-import { isTokenError, verifyToken } from '../runtime/jwt.ts'
+import { isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { serveHealth } from './http.ts'
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts'
@@ -17,8 +17,8 @@ export interface EdgeOptions {
   host: string
   /** Unique per process; fan-out skips its own messages by it. */
   edgeId: string
-  /** HS256 secret of client tokens. */
-  jwtSecret: string
+  /** How client tokens are verified. */
+  tokens: TokenPolicy
   /** Largest client frame accepted. Default 16 MiB (a first sync of a big doc). */
   maxMessageBytes: number
   /** Wait for core's / peers' state when a room opens. Default 3_000. */
@@ -122,7 +122,7 @@ export class Edge {
     }
     let claims: Claims
     try {
-      claims = await verifyToken(token, this.opts.jwtSecret)
+      claims = await verifyToken(token, this.opts.tokens)
     } catch (err) {
       if (!isTokenError(err)) this.log.error({ err }, 'token verification crashed')
       return { ok: false, code: CloseCode.Unauthorized, reason: isTokenError(err) ? err.message : 'invalid token' }

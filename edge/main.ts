@@ -1,7 +1,8 @@
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
-import { JwtSecret, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { tokenPolicy } from '../runtime/jwt.ts'
 import { createLogger } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
 import { drainOnSignal } from '../runtime/shutdown.ts'
@@ -13,7 +14,7 @@ const Config = z.object({
   natsUrl: z.string().default('nats://127.0.0.1:4222'),
   natsUser: z.string().optional(),
   natsPass: z.string().optional(),
-  jwtSecret: JwtSecret,
+  ...JwtConfig,
   maxMessageBytes: PositiveInt.default(16 * 1024 * 1024),
   stateTimeoutMs: PositiveInt.default(3_000),
   resyncDelayMs: PositiveInt.default(1_500),
@@ -29,7 +30,7 @@ const config = loadConfigOrExit(Config, {
   natsUrl: 'NATS_URL',
   natsUser: 'EDGE_NATS_USER',
   natsPass: 'EDGE_NATS_PASS',
-  jwtSecret: 'DOCFLOW_JWT_SECRET',
+  ...JWT_VARS,
   maxMessageBytes: 'EDGE_MAX_MESSAGE_BYTES',
   stateTimeoutMs: 'EDGE_STATE_TIMEOUT_MS',
   resyncDelayMs: 'EDGE_RESYNC_DELAY_MS',
@@ -39,7 +40,7 @@ const config = loadConfigOrExit(Config, {
 })
 const edgeId = `edge-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: edgeId }, log)
-const edge = new Edge({ ...config, edgeId }, nc, log)
+const edge = new Edge({ ...config, edgeId, tokens: tokenPolicy(config) }, nc, log)
 const port = await edge.start()
 log.info({ port, edgeId }, 'edge listening')
 

@@ -6,12 +6,10 @@ import {
   FanKind,
   ServiceSubjects,
   decodeFan,
-  decodeStateReply,
   encodeFan,
-  encodeStateReply,
-  encodeStateRequest,
   type StateReply,
 } from '../contracts/mod.ts'
+import { requestState, respondState } from '../runtime/state-transfer.ts'
 import type { Logger } from '../runtime/log.ts'
 import {
   awarenessMessage,
@@ -71,7 +69,7 @@ export class Room {
     this.awareness.on('update', (change: AwarenessChange, origin: unknown) => this.onAwarenessUpdate(change, origin))
     // Subscribe before loading so nothing acked meanwhile is missed.
     this.subs.push(o.nc.subscribe(ServiceSubjects.fan(o.tenant, o.docId), { callback: (err, msg) => (err ? this.o.log.warn({ err }, 'fan subscription') : this.onFan(msg.data)) }))
-    this.subs.push(o.nc.subscribe(ServiceSubjects.room(o.tenant, o.docId), { callback: (_err, msg) => void (this.ready && msg.respond(encodeStateReply({ status: 'found', update: Y.encodeStateAsUpdate(this.doc) }))) }))
+    this.subs.push(o.nc.subscribe(ServiceSubjects.room(o.tenant, o.docId), { callback: (_err, msg) => void (this.ready && respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(this.doc) })) }))
     void this.load()
   }
 
@@ -145,16 +143,10 @@ export class Room {
 
   /** Core's state or null when nobody answered; throws when core answered with an error. */
   private async requestState(subject: string): Promise<StateReply | null> {
-    const request = encodeStateRequest({ tenant: this.o.tenant, docId: this.o.docId, stateVector: Y.encodeStateVector(this.doc) })
-    try {
-      const reply = decodeStateReply((await this.o.nc.request(subject, request, { timeout: this.o.stateTimeoutMs })).data)
-      if (reply.status === 'error') throw new RoomLoadError(`state source failed: ${reply.message}`)
-      return reply
-    } catch (err) {
-      if (err instanceof RoomLoadError) throw err
-      // No responders (no peer has the doc open) or a timeout: this source has nothing for us.
-      return null
-    }
+    // Null: no responders (no peer has the doc open) or a timeout; this source has nothing for us.
+    const reply = await requestState(this.o.nc, subject, { tenant: this.o.tenant, docId: this.o.docId, stateVector: Y.encodeStateVector(this.doc) }, this.o.stateTimeoutMs)
+    if (reply?.status === 'error') throw new RoomLoadError(`state source failed: ${reply.message}`)
+    return reply
   }
 
   /** Pulls what core materialized that this room lacks (updates acked before we subscribed). */

@@ -50,8 +50,28 @@ export const PositiveInt = z.coerce.number().int().positive()
 /** Dev default for DOCFLOW_JWT_SECRET; production refuses to run with it. */
 export const DEV_JWT_SECRET = 'docflow-dev-secret-do-not-use-in-production'
 
+/** HS256 needs a key at least as long as its 256-bit output (RFC 7518 §3.2). */
+export const JWT_MIN_SECRET_BYTES = 32
+
 export const JwtSecret = z
   .string()
-  .min(16, 'at least 16 characters')
+  .refine((s) => Buffer.byteLength(s, 'utf8') >= JWT_MIN_SECRET_BYTES, `at least ${JWT_MIN_SECRET_BYTES} bytes (HS256)`)
   .default(DEV_JWT_SECRET)
   .refine((s) => s !== DEV_JWT_SECRET || process.env.NODE_ENV !== 'production', 'DOCFLOW_JWT_SECRET must be set when NODE_ENV=production')
+
+/** Token settings every process that verifies client tokens reads; spread into its config schema. */
+export const JwtConfig = {
+  jwtSecret: JwtSecret,
+  jwtIssuer: z.string().min(1).optional(),
+  jwtAudience: z.string().min(1).optional(),
+  /** Accepted clock skew between the token issuer and us. Default 30 s. */
+  jwtClockToleranceS: z.coerce.number().int().min(0).max(300).default(30),
+}
+
+/** Environment variables of JwtConfig. */
+export const JWT_VARS = {
+  jwtSecret: 'DOCFLOW_JWT_SECRET',
+  jwtIssuer: 'DOCFLOW_JWT_ISSUER',
+  jwtAudience: 'DOCFLOW_JWT_AUDIENCE',
+  jwtClockToleranceS: 'DOCFLOW_JWT_CLOCK_TOLERANCE_S',
+} as const

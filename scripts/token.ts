@@ -1,5 +1,6 @@
 // `npm run token -- --tenant acme [--user alice] [--docs 'team-a/*,spec'] [--role viewer] [--ttl 8h]`
-// Mints a DocFlow JWT signed with DOCFLOW_JWT_SECRET (the dev default when unset).
+// Mints a DocFlow JWT signed with DOCFLOW_JWT_SECRET (the dev default when unset), with
+// DOCFLOW_JWT_ISSUER / DOCFLOW_JWT_AUDIENCE as iss / aud when set.
 import { parseArgs } from 'node:util'
 import { z } from 'zod'
 import { Claims } from '../contracts/mod.ts'
@@ -32,7 +33,8 @@ try {
   if (!values.tenant) throw new Error('--tenant is required')
   const claims = Claims.omit({ exp: true }).parse({ sub: values.user, tenant: values.tenant, docs: values.docs.split(',').map((d) => d.trim()), role: values.role })
   const secret = JwtSecret.parse(process.env.DOCFLOW_JWT_SECRET || undefined)
-  console.log(await mintToken(claims, secret, Ttl.parse(values.ttl)))
+  const extra = { issuer: process.env.DOCFLOW_JWT_ISSUER || undefined, audience: process.env.DOCFLOW_JWT_AUDIENCE || undefined }
+  console.log(await mintToken(claims, secret, Ttl.parse(values.ttl), extra as { issuer?: string; audience?: string }))
 } catch (err) {
   const msg = err instanceof z.ZodError ? err.issues.map((i) => `${i.path.join('.') || 'value'}: ${i.message}`).join('; ') : (err as Error).message
   console.error(`docflow token: ${msg}\n${USAGE}`)

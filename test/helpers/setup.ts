@@ -20,7 +20,7 @@ import { exited, freePort, terminate, waitFor } from '../../scripts/lib/proc.ts'
 import { Provisioner } from '../../scripts/lib/provisioner.ts'
 import { Registry } from '../../scripts/lib/registry.ts'
 
-export const JWT_SECRET = 'test-secret-0123456789abcdef'
+export const JWT_SECRET = 'test-secret-0123456789abcdef-0123456789'
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const log = createLogger('test', process.env.TEST_LOG_LEVEL ?? 'silent')
 const SERVICE_MAX_FILE_BYTES = 512 * 1024 ** 2
@@ -129,7 +129,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     async core(overrides = {}) {
       const nc = await serviceNats(ServiceUser.Core, 'core-test')
       const core = new Core(
-        { port: 0, host: '127.0.0.1', databaseUrl: stack.pg.url, jwtSecret: JWT_SECRET, stream: AGG_STREAM, maxBatch: 512, maxDocs: 100, ackWaitMs: 30_000, maxAckPending: 1_024, leaseRetryMs: 200, retryDelayMs: 200, monitorIntervalMs: 200, ...overrides },
+        { port: 0, host: '127.0.0.1', databaseUrl: stack.pg.url, tokens: { secret: JWT_SECRET }, stream: AGG_STREAM, maxBatch: 512, maxDocs: 100, ackWaitMs: 30_000, maxAckPending: 1_024, leaseRetryMs: 200, retryDelayMs: 200, monitorIntervalMs: 200, ...overrides },
         nc,
         log,
         createCoreMetrics(createRegistry('core', false)),
@@ -144,7 +144,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     async edge(overrides = {}) {
       const nc = await serviceNats(ServiceUser.Edge, 'edge-test')
       const edge = new Edge(
-        { port: 0, host: '127.0.0.1', edgeId: `edge-test-${Math.random().toString(36).slice(2, 8)}`, jwtSecret: JWT_SECRET, maxMessageBytes: 16 * 1024 * 1024, stateTimeoutMs: 2_000, resyncDelayMs: 500, publishAckTimeoutMs: 2_000, publishAttempts: 3, autoProvisionTenants: false, ...overrides },
+        { port: 0, host: '127.0.0.1', edgeId: `edge-test-${Math.random().toString(36).slice(2, 8)}`, tokens: { secret: JWT_SECRET }, maxMessageBytes: 16 * 1024 * 1024, stateTimeoutMs: 2_000, resyncDelayMs: 500, publishAckTimeoutMs: 2_000, publishAttempts: 3, autoProvisionTenants: false, ...overrides },
         nc,
         log,
         createEdgeMetrics(createRegistry('edge', false)),
