@@ -3,6 +3,8 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { CloseCode, DocId, Role, docAllowed, type Claims } from '../contracts/mod.ts'
 import { isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
+import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
+import { EdgeOptionsError } from './errors.ts'
 import { serveHealth } from './http.ts'
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts'
 import { ProtocolError, parseClientMessage } from './protocol.ts'
@@ -15,12 +17,23 @@ export interface EdgeOptions {
   port: number
   /** Listen address. Default 0.0.0.0. */
   host: string
+  /** Private ops port serving /metrics and /healthz; 0 picks a free one. Default 9080. */
+  opsPort: number
+  /** Ops listen address. Default 127.0.0.1. */
+  opsHost?: string
   /** Unique per process; fan-out skips its own messages by it. */
   edgeId: string
   /** How client tokens are verified. */
   tokens: TokenPolicy
-  /** Largest client frame accepted. Default 16 MiB (a first sync of a big doc). */
-  maxMessageBytes: number
+  /**
+   * Largest client frame (so also update) accepted; a larger one closes its writer with 4413.
+   * Must leave ENVELOPE_MARGIN_BYTES below the server's max_payload. Default: exactly that.
+   */
+  maxMessageBytes?: number | undefined
+  /** Send backlog (beyond the largest frame sent) after which a client is closed with 4508. Default 4 MiB. */
+  maxBufferedBytes?: number | undefined
+  /** Wait for a tenant's KV record before closing the socket with 1013. Default 2_000. */
+  tenantReadTimeoutMs?: number | undefined
   /** Wait for core's / peers' state when a room opens. Default 3_000. */
   stateTimeoutMs: number
   /** Second look at core's state after a room opens. Default 1_500. */
@@ -32,6 +45,13 @@ export interface EdgeOptions {
   /** Dev only: provision a tenant seen for the first time. Default false. */
   autoProvisionTenants: boolean
 }
+
+/** Room kept under nats-server's max_payload for the envelope, headers and AGG's source headers. */
+export const ENVELOPE_MARGIN_BYTES = 64 * 1024
+/** Frames up to this size are read and refused with 4413; uWS cuts larger ones with 1009. */
+export const FRAME_READ_LIMIT_BYTES = 64 * 1024 * 1024
+export const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024
+export const DEFAULT_TENANT_READ_TIMEOUT_MS = 2_000
 
 /** What a socket carries from upgrade to close. */
 type SocketData =
@@ -48,7 +68,11 @@ export class Edge {
   private readonly inFlight = new Set<Promise<void>>()
   private tenants: TenantDirectory | null = null
   private listenSocket: uWS.us_listen_socket | null = null
+  private ops: OpsServer | null = null
   private stopping = false
+  /** Frame and update limit, checked against the server's max_payload at construction. */
+  private readonly maxMessageBytes: number
+  private readonly maxBufferedBytes: number
 
   constructor(
     private readonly opts: EdgeOptions,
@@ -57,16 +81,35 @@ export class Edge {
     metrics?: EdgeMetrics,
   ) {
     this.metrics = metrics ?? createEdgeMetrics()
+    this.maxMessageBytes = messageLimit(opts.maxMessageBytes, nc.info?.max_payload)
+    this.maxBufferedBytes = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES
+    if (!(this.maxBufferedBytes > 0)) throw new EdgeOptionsError(`maxBufferedBytes must be positive, got ${this.maxBufferedBytes}`)
     this.publisher = new UpdatePublisher(nc, opts.edgeId, this.metrics, { ackTimeoutMs: opts.publishAckTimeoutMs, attempts: opts.publishAttempts })
   }
 
-  /** Starts listening; resolves with the bound port. */
+  /** The bound ops port (after start). */
+  get opsPort(): number {
+    if (!this.ops) throw new Error('edge not started')
+    return this.ops.port
+  }
+
+  /** Starts listening; resolves with the bound public port. */
   async start(): Promise<number> {
-    this.tenants = await TenantDirectory.open(this.nc, { autoProvision: this.opts.autoProvisionTenants, provisionTimeoutMs: 15_000 }, this.log, (tenant, reason) => this.revoke(tenant, reason))
+    this.tenants = await TenantDirectory.open(
+      this.nc,
+      { autoProvision: this.opts.autoProvisionTenants, provisionTimeoutMs: 15_000, readTimeoutMs: this.opts.tenantReadTimeoutMs ?? DEFAULT_TENANT_READ_TIMEOUT_MS, watchRetryMs: 1_000 },
+      this.log,
+      (tenant, reason) => this.revoke(tenant, reason),
+    )
+    const healthy = () => !this.stopping && !this.nc.isClosed()
+    this.ops = await serveOps({ port: this.opts.opsPort, host: this.opts.opsHost ?? '127.0.0.1', registry: this.metrics.registry, healthy })
     const app = uWS.App()
-    serveHealth(app, () => !this.stopping && !this.nc.isClosed(), this.metrics.registry)
+    serveHealth(app, healthy)
     app.ws<SocketData>('/*', {
-      maxPayloadLength: this.opts.maxMessageBytes,
+      // Read frames past our limit so their writer gets 4413, not uWS's bare 1009.
+      maxPayloadLength: Math.max(FRAME_READ_LIMIT_BYTES, this.maxMessageBytes + 1),
+      // SocketClient enforces the send backlog itself (4508); uWS must never drop a frame silently.
+      maxBackpressure: 0,
       idleTimeout: 60,
       sendPingsAutomatically: true,
       upgrade: (res, req, context) => this.upgrade(res, req, context),
@@ -94,6 +137,8 @@ export class Edge {
     this.listenSocket = null
     await Promise.allSettled([...this.inFlight])
     for (const room of [...this.rooms.values()]) room.fail(CloseCode.ServiceRestart, 'edge restarting')
+    await this.ops?.close()
+    this.ops = null
   }
 
   private upgrade(res: uWS.HttpResponse, req: uWS.HttpRequest, context: uWS.us_socket_context_t): void {
@@ -106,10 +151,18 @@ export class Edge {
     res.onAborted(() => {
       aborted = true
     })
-    // Always upgrade: a close code is the only refusal a browser WebSocket can read.
-    void this.authorize(path, token).then((data) => {
-      if (!aborted) res.cork(() => res.upgrade(data, key, protocol, extensions, context))
-    })
+    // Always upgrade: a close code is the only refusal a browser WebSocket can read. Whatever
+    // fails on the way (NATS slow or away) refuses this socket with 1013, never the process.
+    this.authorize(path, token)
+      .catch((err: unknown): SocketData => {
+        this.metrics.admissionFailures.inc()
+        this.log.warn({ err, path }, 'could not authorize a socket; refusing it with 1013')
+        return { ok: false, code: CloseCode.TryAgainLater, reason: 'admission unavailable, retry' }
+      })
+      .then((data) => {
+        if (!aborted) res.cork(() => res.upgrade(data, key, protocol, extensions, context))
+      })
+      .catch((err: unknown) => this.log.error({ err, path }, 'upgrade failed'))
   }
 
   private async authorize(path: string, token: string): Promise<SocketData> {
@@ -144,7 +197,7 @@ export class Edge {
       return
     }
     this.metrics.connections.inc()
-    const client = new SocketClient(ws, data.claims, this.metrics)
+    const client = new SocketClient(ws, data, this.maxBufferedBytes, this.metrics, this.log)
     const room = this.room(data.tenant, data.docId)
     data.client = client
     data.room = room
@@ -154,13 +207,26 @@ export class Edge {
   private message(ws: Socket, message: ArrayBuffer): void {
     const data = ws.getUserData()
     if (!data.ok || !data.room || !data.client) return
+    if (message.byteLength > this.maxMessageBytes) {
+      // Only the writer goes; 4413 tells a stock client not to resend it.
+      this.metrics.tooBigRejections.inc({ tenant: data.tenant })
+      this.log.warn({ tenant: data.tenant, docId: data.docId, userId: data.claims.sub, bytes: message.byteLength, limit: this.maxMessageBytes }, 'frame above the size limit; writer closed')
+      data.client.close(CloseCode.MessageTooBig, `frame above ${this.maxMessageBytes} bytes`)
+      return
+    }
     try {
       // uWS reuses the buffer after this callback returns.
       data.room.receive(data.client, parseClientMessage(new Uint8Array(message.slice(0))))
     } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err
-      this.metrics.rejectedFrames.inc({ reason: 'frame' })
-      data.client.close(CloseCode.BadRequest, err.message)
+      if (err instanceof ProtocolError) {
+        this.metrics.rejectedFrames.inc({ reason: 'frame' })
+        data.client.close(CloseCode.BadRequest, err.message)
+        return
+      }
+      // A throw out of a uWS callback would kill the process: this socket goes instead.
+      this.metrics.rejectedFrames.inc({ reason: 'internal' })
+      this.log.error({ err, tenant: data.tenant, docId: data.docId, userId: data.claims.sub }, 'handling a frame failed; socket closed')
+      data.client.close(CloseCode.TryAgainLater, 'internal error, resyncing')
     }
   }
 
@@ -215,23 +281,42 @@ export class Edge {
   }
 }
 
-/** A uWS socket as a room client; sends after close are dropped, not thrown. */
+/** uWS's ws.send result when the frame was not queued at all. */
+const SEND_DROPPED = 2
+
+/**
+ * A uWS socket as a room client; sends after close are dropped, not thrown. Invariant: a client
+ * either gets every frame the room sends it, in order, or is closed (4508 when it stopped
+ * reading) and resyncs by state vector on reconnect: never a silent gap. One frame, however
+ * large (a big doc's first sync), never makes a client slow; only a backlog past
+ * `maxBufferedBytes` on top of the largest frame sent does.
+ */
 class SocketClient implements RoomClient {
   readonly userId: string
   readonly canEdit: boolean
   private open = true
+  private largestFrameBytes = 0
 
   constructor(
     private readonly ws: Socket,
-    claims: Claims,
+    private readonly socket: { tenant: string; docId: string; claims: Claims },
+    private readonly maxBufferedBytes: number,
     private readonly metrics: EdgeMetrics,
+    private readonly log: Logger,
   ) {
-    this.userId = claims.sub
-    this.canEdit = claims.role === Role.Editor
+    this.userId = socket.claims.sub
+    this.canEdit = socket.claims.role === Role.Editor
   }
 
   send(frame: Uint8Array): void {
-    if (this.open) this.ws.send(frame, true)
+    if (!this.open) return
+    this.largestFrameBytes = Math.max(this.largestFrameBytes, frame.byteLength)
+    const buffered = this.ws.getBufferedAmount()
+    if (buffered > this.maxBufferedBytes + this.largestFrameBytes || this.ws.send(frame, true) === SEND_DROPPED) {
+      this.metrics.slowClients.inc({ tenant: this.socket.tenant })
+      this.log.warn({ tenant: this.socket.tenant, docId: this.socket.docId, userId: this.userId, bufferedBytes: buffered, limit: this.maxBufferedBytes }, 'client stopped reading; closed so it resyncs')
+      this.close(CloseCode.SlowClient, 'send buffer full; reconnect to resync')
+    }
   }
 
   close(code: number, reason: string): void {
@@ -244,4 +329,19 @@ class SocketClient implements RoomClient {
   markClosed(): void {
     this.open = false
   }
+}
+
+/** The frame limit: the option when it fits the server's max_payload with margin, else a clear error. */
+function messageLimit(maxMessageBytes: number | undefined, maxPayload: number | undefined): number {
+  if (maxPayload === undefined) throw new EdgeOptionsError('the NATS connection has no server info (max_payload); connect before constructing the edge')
+  const fits = maxPayload - ENVELOPE_MARGIN_BYTES
+  if (fits <= 0) throw new EdgeOptionsError(`nats-server max_payload ${maxPayload} leaves no room for updates (${ENVELOPE_MARGIN_BYTES} bytes are kept for the envelope)`)
+  if (maxMessageBytes === undefined) return fits
+  if (!Number.isInteger(maxMessageBytes) || maxMessageBytes <= 0) throw new EdgeOptionsError(`maxMessageBytes must be a positive integer, got ${maxMessageBytes}`)
+  if (maxMessageBytes > fits) {
+    throw new EdgeOptionsError(
+      `maxMessageBytes ${maxMessageBytes} does not fit nats-server's max_payload ${maxPayload} minus ${ENVELOPE_MARGIN_BYTES} bytes for the envelope; use at most ${fits} (EDGE_MAX_MESSAGE_BYTES) or raise max_payload`,
+    )
+  }
+  return maxMessageBytes
 }

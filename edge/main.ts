@@ -7,15 +7,21 @@ import { createLogger } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
 import { drainOnSignal } from '../runtime/shutdown.ts'
 import { Edge } from './edge.ts'
+import { EdgeOptionsError } from './errors.ts'
 
 const Config = z.object({
   port: Port.default(8080),
   host: z.string().default('0.0.0.0'),
+  opsPort: Port.default(9080),
+  opsHost: z.string().default('127.0.0.1'),
   natsUrl: z.string().default('nats://127.0.0.1:4222'),
   natsUser: z.string().optional(),
   natsPass: z.string().optional(),
   ...JwtConfig,
-  maxMessageBytes: PositiveInt.default(16 * 1024 * 1024),
+  // Default: the server's max_payload minus the envelope margin (the edge checks it at start).
+  maxMessageBytes: PositiveInt.optional(),
+  maxBufferedBytes: PositiveInt.default(4 * 1024 * 1024),
+  tenantReadTimeoutMs: PositiveInt.default(2_000),
   stateTimeoutMs: PositiveInt.default(3_000),
   resyncDelayMs: PositiveInt.default(1_500),
   publishAckTimeoutMs: PositiveInt.default(2_000),
@@ -27,11 +33,15 @@ const log = createLogger('edge')
 const config = loadConfigOrExit(Config, {
   port: 'EDGE_PORT',
   host: 'EDGE_HOST',
+  opsPort: 'EDGE_OPS_PORT',
+  opsHost: 'EDGE_OPS_HOST',
   natsUrl: 'NATS_URL',
   natsUser: 'EDGE_NATS_USER',
   natsPass: 'EDGE_NATS_PASS',
   ...JWT_VARS,
   maxMessageBytes: 'EDGE_MAX_MESSAGE_BYTES',
+  maxBufferedBytes: 'EDGE_MAX_BUFFERED_BYTES',
+  tenantReadTimeoutMs: 'EDGE_TENANT_READ_TIMEOUT_MS',
   stateTimeoutMs: 'EDGE_STATE_TIMEOUT_MS',
   resyncDelayMs: 'EDGE_RESYNC_DELAY_MS',
   publishAckTimeoutMs: 'EDGE_PUBLISH_ACK_TIMEOUT_MS',
@@ -40,8 +50,15 @@ const config = loadConfigOrExit(Config, {
 })
 const edgeId = `edge-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: edgeId }, log)
-const edge = new Edge({ ...config, edgeId, tokens: tokenPolicy(config) }, nc, log)
+let edge: Edge
+try {
+  edge = new Edge({ ...config, edgeId, tokens: tokenPolicy(config) }, nc, log)
+} catch (err) {
+  if (!(err instanceof EdgeOptionsError)) throw err
+  process.stderr.write(`invalid edge configuration: ${err.message}\n`)
+  process.exit(2)
+}
 const port = await edge.start()
-log.info({ port, edgeId }, 'edge listening')
+log.info({ port, opsPort: edge.opsPort, edgeId }, 'edge listening')
 
 drainOnSignal('edge', edge, nc, log)

@@ -21,5 +21,8 @@ export function createEdgeMetrics(registry: Registry = createRegistry('edge')) {
     fanReceived: new Counter({ name: 'docflow_edge_fan_received_total', help: 'Updates and presence received from other edges', labelNames: ['kind'], registers }),
     roomLoadSeconds: new Histogram({ name: 'docflow_edge_room_load_seconds', help: 'Time to load a document when a room opens', buckets: LATENCY_BUCKETS, registers }),
     roomLoadFailures: new Counter({ name: 'docflow_edge_room_load_failures_total', help: 'Rooms that could not load state', registers }),
+    tooBigRejections: new Counter({ name: 'docflow_edge_too_big_rejections_total', help: 'Frames or updates above the size limit; their writer was closed with 4413', labelNames: ['tenant'], registers }),
+    slowClients: new Counter({ name: 'docflow_edge_slow_clients_total', help: 'Sockets closed with 4508 because their send buffer passed the limit', labelNames: ['tenant'], registers }),
+    admissionFailures: new Counter({ name: 'docflow_edge_admission_failures_total', help: 'Sockets closed with 1013 because authorizing them failed (NATS slow or away)', registers }),
   }
 }

@@ -63,10 +63,14 @@ export interface RunningCore {
 export interface RunningEdge {
   edge: Edge
   url: string
+  /** The edge's private ops port (/metrics, /healthz). */
+  opsUrl: string
   stop(): Promise<void>
 }
 export interface ServiceProcess {
   url: string
+  /** An edge process's private ops port (/metrics, /healthz). */
+  opsUrl?: string
   child: ChildProcess
   kill9(): Promise<void>
 }
@@ -144,7 +148,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     async edge(overrides = {}) {
       const nc = await serviceNats(ServiceUser.Edge, 'edge-test')
       const edge = new Edge(
-        { port: 0, host: '127.0.0.1', edgeId: `edge-test-${Math.random().toString(36).slice(2, 8)}`, tokens: { secret: JWT_SECRET }, maxMessageBytes: 16 * 1024 * 1024, stateTimeoutMs: 2_000, resyncDelayMs: 500, publishAckTimeoutMs: 2_000, publishAttempts: 3, autoProvisionTenants: false, ...overrides },
+        { port: 0, host: '127.0.0.1', edgeId: `edge-test-${Math.random().toString(36).slice(2, 8)}`, tokens: { secret: JWT_SECRET }, opsPort: 0, stateTimeoutMs: 2_000, resyncDelayMs: 500, publishAckTimeoutMs: 2_000, publishAttempts: 3, autoProvisionTenants: false, ...overrides },
         nc,
         log,
         createEdgeMetrics(createRegistry('edge', false)),
@@ -154,7 +158,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
         await edge.stop()
         await nc.close()
       })
-      return { edge, url: `ws://127.0.0.1:${port}`, stop }
+      return { edge, url: `ws://127.0.0.1:${port}`, opsUrl: `http://127.0.0.1:${edge.opsPort}`, stop }
     },
     async process(service, fixedPort) {
       const port = fixedPort ?? (await freePort())
@@ -162,7 +166,8 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
       const { pass } = credentials(user)
       const env: NodeJS.ProcessEnv = { ...process.env, NATS_URL: stack.nats.url, DATABASE_URL: stack.pg.url, DOCFLOW_JWT_SECRET: JWT_SECRET, LOG_LEVEL: 'warn' }
       if (service === 'core') Object.assign(env, { CORE_PORT: String(port), CORE_HOST: '127.0.0.1', CORE_NATS_USER: user, CORE_NATS_PASS: pass, CORE_LEASE_RETRY_MS: '200', CORE_RETRY_DELAY_MS: '200' })
-      else Object.assign(env, { EDGE_PORT: String(port), EDGE_HOST: '127.0.0.1', EDGE_NATS_USER: user, EDGE_NATS_PASS: pass, EDGE_RESYNC_DELAY_MS: '500' })
+      const edgeOpsPort = service === 'edge' ? await freePort() : undefined
+      if (service === 'edge') Object.assign(env, { EDGE_PORT: String(port), EDGE_HOST: '127.0.0.1', EDGE_OPS_PORT: String(edgeOpsPort), EDGE_NATS_USER: user, EDGE_NATS_PASS: pass, EDGE_RESYNC_DELAY_MS: '500' })
       const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, service, 'main.ts')], { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] })
       const kill9 = async () => {
         child.kill('SIGKILL')
@@ -170,7 +175,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
       }
       stoppers.push(kill9)
       await waitFor(`${service} process health`, async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 30_000)
-      return { url: `${service === 'core' ? 'http' : 'ws'}://127.0.0.1:${port}`, child, kill9 }
+      return { url: `${service === 'core' ? 'http' : 'ws'}://127.0.0.1:${port}`, ...(edgeOpsPort ? { opsUrl: `http://127.0.0.1:${edgeOpsPort}` } : {}), child, kill9 }
     },
     async restartNats(signal) {
       await terminate(stack.nats.process, signal)
