@@ -5,12 +5,17 @@ import { Bytes, pack, unpack } from './codec.ts'
 export const FanKind = { Update: 'u', Awareness: 'a' } as const
 export type FanKind = (typeof FanKind)[keyof typeof FanKind]
 
-/** What edges exchange about one document: a durable update or a presence change. */
-export const FanMessage = z.object({
-  kind: z.enum([FanKind.Update, FanKind.Awareness]),
-  edgeId: z.string().min(1),
-  payload: Bytes,
-})
+/**
+ * What edges exchange about one document: a durable (JetStream-acked) update or a presence
+ * change. An update names its sender's fan stream (`stream`: one per room instance on one
+ * edge) and a `seq` that grows by one per update on that stream, so a receiver that sees a
+ * seq other than the last plus one knows it missed a fan-out and fetches it from core.
+ * Presence is best effort and carries no sequence.
+ */
+export const FanMessage = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal(FanKind.Update), edgeId: z.string().min(1), stream: z.string().min(1).max(128), seq: z.number().int().min(1), payload: Bytes }),
+  z.object({ kind: z.literal(FanKind.Awareness), edgeId: z.string().min(1), payload: Bytes }),
+])
 export type FanMessage = z.infer<typeof FanMessage>
 export const encodeFan = (m: FanMessage) => pack(m)
 export const decodeFan = (b: Uint8Array) => unpack(FanMessage, b)

@@ -79,7 +79,8 @@ export function awarenessMessage(awarenessUpdate: Uint8Array): Uint8Array {
 export interface UpdateShape {
   /** Struct ranges per client: [clientId, firstClock, endClock). */
   structs: Map<number, [number, number]>
-  hasDeletes: boolean
+  /** Deleted ranges per client: [clock, length]. */
+  deletes: Map<number, [number, number][]>
 }
 
 /**
@@ -100,12 +101,31 @@ export function inspectUpdate(update: Uint8Array): UpdateShape {
     if (!range) structs.set(s.id.client, [s.id.clock, end])
     else range[1] = Math.max(range[1], end)
   }
-  return { structs, hasDeletes: decoded.ds.clients.size > 0 }
+  const deletes = new Map<number, [number, number][]>()
+  for (const [client, items] of decoded.ds.clients) deletes.set(client, items.map((d) => [d.clock, d.len]))
+  return { structs, deletes }
 }
 
-/** True when a state vector already covers every struct of the update and it deletes nothing. */
-export function isCoveredBy(shape: UpdateShape, stateVector: Map<number, number>): boolean {
-  if (shape.hasDeletes) return false
-  for (const [client, [, end]] of shape.structs) if ((stateVector.get(client) ?? 0) < end) return false
+/**
+ * True when applying the update to `doc` would change nothing: the doc's state vector covers
+ * every struct, and every range of its delete set is already deleted in the doc. A client's
+ * resync (sync step 2) carries its whole delete set; this keeps reconnects from republishing
+ * it. Cost: one state lookup per client and a binary search per deleted range.
+ */
+export function isAlreadyApplied(shape: UpdateShape, doc: Y.Doc): boolean {
+  for (const [client, [, end]] of shape.structs) if (Y.getState(doc.store, client) < end) return false
+  for (const [client, ranges] of shape.deletes) for (const [clock, len] of ranges) if (!isRangeDeleted(doc, client, clock, len)) return false
   return true
+}
+
+function isRangeDeleted(doc: Y.Doc, client: number, clock: number, len: number): boolean {
+  if (len <= 0) return true
+  const structs = doc.store.clients.get(client)
+  if (!structs || Y.getState(doc.store, client) < clock + len) return false
+  for (let i = Y.findIndexSS(structs, clock); i < structs.length; i++) {
+    const struct = structs[i]!
+    if (!struct.deleted) return false
+    if (struct.id.clock + struct.length >= clock + len) return true
+  }
+  return false
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import * as Y from 'yjs'
 import * as awarenessProtocol from 'y-protocols/awareness'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
@@ -7,6 +8,7 @@ import {
   ServiceSubjects,
   decodeFan,
   encodeFan,
+  type FanMessage,
   type StateReply,
 } from '../contracts/mod.ts'
 import { requestState, respondState } from '../runtime/state-transfer.ts'
@@ -14,7 +16,7 @@ import type { Logger } from '../runtime/log.ts'
 import {
   awarenessMessage,
   inspectUpdate,
-  isCoveredBy,
+  isAlreadyApplied,
   syncStep1Message,
   syncStep2Message,
   updateMessage,
@@ -22,6 +24,9 @@ import {
 } from './protocol.ts'
 import type { EdgeMetrics } from './metrics.ts'
 import { RoomLoadError, isPublishError } from './errors.ts'
+import { AWARENESS_DEFAULTS, AwarenessGuard, PEER, type AwarenessLimits } from './awareness-guard.ts'
+import { UpdateProbe } from './update-probe.ts'
+import { onReconnect } from './nats-reconnect.ts'
 
 /** One client socket as a room sees it. */
 export interface RoomClient {
@@ -31,7 +36,7 @@ export interface RoomClient {
   close(code: number, reason: string): void
 }
 
-export interface RoomOptions {
+export interface RoomOptions extends Partial<AwarenessLimits> {
   tenant: string
   docId: string
   edgeId: string
@@ -42,34 +47,86 @@ export interface RoomOptions {
   publish: (update: Uint8Array, userId: string) => Promise<void>
   /** How long to wait for core's or a peer edge's state when the room opens. */
   stateTimeoutMs: number
-  /** After opening, ask core again for what it materialized meanwhile (closes the load race). */
+  /**
+   * After opening, after a missed fan-out and after a NATS reconnect, ask core again this much
+   * later for what it materialized meanwhile (core commits a few ms after the JetStream ack).
+   */
   resyncDelayMs: number
   /** Called once the room is closed for good. */
   onClosed: (room: Room) => void
 }
 
+/** Why the room refetches from core. */
+type ResyncReason = 'open' | 'gap' | 'reconnect'
+
+/** Per-socket state a room keeps. */
+interface Member {
+  /** We sent this client a sync step 1 after an update with missing dependencies; not again until one applies. */
+  resyncAsked: boolean
+}
+
 /**
- * A document open on this edge. Invariant: the room's doc holds only updates JetStream has
- * acked, so whatever the room serves (to clients, peers, fan-out) is durable, and a client
- * whose edit failed to publish still holds it and resends it on resync.
+ * A document open on this edge. Invariants:
+ * - the room's doc holds only updates JetStream has acked, so whatever the room serves (to
+ *   clients, peers, fan-out) is durable, and a client whose edit failed to publish still holds
+ *   it and resends it on resync;
+ * - what the room publishes always applies: a client update is first tried on the probe
+ *   (edge/update-probe.ts) and published only when it integrated whole; a poisoned one closes
+ *   its sender alone with 4422, one with missing dependencies is dropped and its sender asked
+ *   to resync (its reply carries the dependencies);
+ * - every acked update is fanned out with this room's stream id and the next sequence number,
+ *   even when the room closed meanwhile; a peer that sees a gap refetches from core.
  */
 export class Room {
   readonly doc = new Y.Doc()
   readonly awareness = new awarenessProtocol.Awareness(this.doc)
-  private readonly clients = new Map<RoomClient, Set<number>>()
+  private readonly probe: UpdateProbe
+  private readonly guard: AwarenessGuard<RoomClient>
+  private readonly clients = new Map<RoomClient, Member>()
   private readonly waiting = new Map<RoomClient, ClientMessage[]>()
   private readonly subs: Subscription[] = []
+  /** This room instance's fan stream: a peer tracks `seq` per stream. */
+  private readonly fanStream: string
+  private fanSeq = 0
+  private readonly peerSeqs = new Map<string, number>()
+  private readonly stopReconnectWatch: () => void
   private ready = false
   private closed = false
   private resyncTimer: NodeJS.Timeout | undefined
+  private resyncing = false
 
   constructor(private readonly o: RoomOptions) {
+    this.fanStream = `${o.edgeId}/${randomBytes(6).toString('base64url')}`
+    this.guard = new AwarenessGuard({
+      maxAwarenessBytes: o.maxAwarenessBytes ?? AWARENESS_DEFAULTS.maxAwarenessBytes,
+      awarenessPerSecond: o.awarenessPerSecond ?? AWARENESS_DEFAULTS.awarenessPerSecond,
+      awarenessBurst: o.awarenessBurst ?? AWARENESS_DEFAULTS.awarenessBurst,
+    })
+    this.probe = new UpdateProbe(this.doc, {
+      fault: (what, err) => {
+        this.o.metrics.roomApplyFailures.inc({ source: `probe-${what}` })
+        this.o.log.warn({ err, tenant: o.tenant, docId: o.docId, what }, 'update probe fault; probe rebuilt')
+      },
+      rebuilt: () => this.o.metrics.probeRebuilds.inc(),
+    })
     this.awareness.setLocalState(null)
     this.doc.on('update', (update: Uint8Array, origin: unknown) => this.onDocUpdate(update, origin))
     this.awareness.on('update', (change: AwarenessChange, origin: unknown) => this.onAwarenessUpdate(change, origin))
     // Subscribe before loading so nothing acked meanwhile is missed.
     this.subs.push(o.nc.subscribe(ServiceSubjects.fan(o.tenant, o.docId), { callback: (err, msg) => (err ? this.o.log.warn({ err }, 'fan subscription') : this.onFan(msg.data)) }))
-    this.subs.push(o.nc.subscribe(ServiceSubjects.room(o.tenant, o.docId), { callback: (_err, msg) => void (this.ready && respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(this.doc) })) }))
+    this.subs.push(
+      o.nc.subscribe(ServiceSubjects.room(o.tenant, o.docId), {
+        callback: (err, msg) => {
+          if (err || !this.ready) return
+          try {
+            respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(this.doc) })
+          } catch (err) {
+            this.o.log.warn({ err, tenant: o.tenant, docId: o.docId }, 'room state reply not sent')
+          }
+        },
+      }),
+    )
+    this.stopReconnectWatch = onReconnect(o.nc, o.log, () => this.resync('reconnect'))
     void this.load()
   }
 
@@ -82,7 +139,7 @@ export class Room {
   }
 
   join(client: RoomClient): void {
-    this.clients.set(client, new Set())
+    this.clients.set(client, { resyncAsked: false })
     if (this.ready) this.greet(client)
     else this.waiting.set(client, [])
   }
@@ -94,10 +151,10 @@ export class Room {
   }
 
   leave(client: RoomClient): void {
-    const ids = this.clients.get(client)
     this.clients.delete(client)
     this.waiting.delete(client)
-    if (ids && ids.size > 0) awarenessProtocol.removeAwarenessStates(this.awareness, [...ids], 'leave')
+    const ids = this.guard.release(client).filter((id) => this.awareness.getStates().has(id))
+    if (ids.length > 0) awarenessProtocol.removeAwarenessStates(this.awareness, ids, 'leave')
     if (this.clients.size === 0) this.close()
   }
 
@@ -112,24 +169,27 @@ export class Room {
     if (this.closed) return
     this.closed = true
     clearTimeout(this.resyncTimer)
+    this.stopReconnectWatch()
     for (const sub of this.subs) sub.unsubscribe()
     this.awareness.destroy()
+    this.probe.destroy()
     this.doc.destroy()
     this.o.onClosed(this)
   }
 
   private async load(): Promise<void> {
     const started = performance.now()
+    let replies: (StateReply | null)[]
     try {
-      const [core, peer] = await Promise.all([this.requestState(ServiceSubjects.coreState), this.requestState(ServiceSubjects.room(this.o.tenant, this.o.docId))])
-      if (core === null && peer === null) throw new RoomLoadError('no state source answered (core down?)')
-      for (const reply of [core, peer]) if (reply?.status === 'found') Y.applyUpdate(this.doc, reply.update, 'load')
+      replies = await Promise.all([this.requestState(ServiceSubjects.coreState), this.requestState(ServiceSubjects.room(this.o.tenant, this.o.docId))])
+      if (replies.every((r) => r === null)) throw new RoomLoadError('no state source answered (core down?)')
     } catch (err) {
       this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId }, 'room load failed')
       this.o.metrics.roomLoadFailures.inc()
       this.fail(CloseCode.TryAgainLater, 'document state unavailable')
       return
     }
+    for (const reply of replies) if (!this.closed && reply?.status === 'found') this.proveAndApply(reply.update, 'load')
     if (this.closed) return
     this.o.metrics.roomLoadSeconds.observe((performance.now() - started) / 1000)
     this.ready = true
@@ -138,7 +198,7 @@ export class Room {
       this.greet(client)
       for (const msg of queue) this.handleOrReject(client, msg)
     }
-    this.resyncTimer = setTimeout(() => void this.resyncFromCore(), this.o.resyncDelayMs)
+    this.resync('open', this.o.resyncDelayMs)
   }
 
   /** Core's state or null when nobody answered; throws when core answered with an error. */
@@ -149,14 +209,28 @@ export class Room {
     return reply
   }
 
-  /** Pulls what core materialized that this room lacks (updates acked before we subscribed). */
-  private async resyncFromCore(): Promise<void> {
+  /**
+   * Pulls what core materialized that this room lacks: now (unless `firstAfterMs`) and once
+   * more `resyncDelayMs` later, since core commits a few ms after the ack we may have missed.
+   */
+  private resync(reason: ResyncReason, firstAfterMs = 0): void {
     if (this.closed) return
+    this.o.metrics.roomResyncs.inc({ reason })
+    if (firstAfterMs === 0) void this.resyncFromCore()
+    clearTimeout(this.resyncTimer)
+    this.resyncTimer = setTimeout(() => void this.resyncFromCore(), firstAfterMs || this.o.resyncDelayMs)
+  }
+
+  private async resyncFromCore(): Promise<void> {
+    if (this.closed || this.resyncing) return // one request at a time; the delayed one follows
+    this.resyncing = true
     try {
       const reply = await this.requestState(ServiceSubjects.coreState)
-      if (!this.closed && reply?.status === 'found') Y.applyUpdate(this.doc, reply.update, 'load')
+      if (!this.closed && reply?.status === 'found') this.proveAndApply(reply.update, 'core')
     } catch (err) {
       this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId }, 'room resync failed')
+    } finally {
+      this.resyncing = false
     }
   }
 
@@ -186,7 +260,7 @@ export class Room {
         this.ingest(client, msg.update)
         return
       case 'awareness':
-        awarenessProtocol.applyAwarenessUpdate(this.awareness, msg.update, client)
+        this.receiveAwareness(client, msg.update)
         return
       case 'query-awareness':
         client.send(awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(this.awareness, [...this.awareness.getStates().keys()])))
@@ -200,42 +274,122 @@ export class Room {
       return
     }
     const shape = inspectUpdate(update)
-    if (isCoveredBy(shape, Y.decodeStateVector(Y.encodeStateVector(this.doc)))) return
-    this.o.publish(update, client.userId).then(
-      () => {
-        if (!this.closed) Y.applyUpdate(this.doc, update, client)
-      },
-      (err: unknown) => {
-        if (isPublishError(err) && err.kind === 'quota') {
-          // Only the writer goes: it keeps its edit and resends it once the quota allows.
-          this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId }, 'tenant storage quota exceeded; edit refused')
-          client.close(CloseCode.QuotaExceeded, 'tenant storage quota exceeded')
-          return
-        }
-        this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId }, 'publish failed; closing room so clients resync')
-        this.fail(CloseCode.TryAgainLater, 'edit not saved, resyncing')
-      },
-    )
+    if (isAlreadyApplied(shape, this.doc)) {
+      this.o.metrics.updatesAlreadyApplied.inc()
+      return
+    }
+    const proof = this.probe.prove(update)
+    if (proof.kind === 'poisoned') {
+      this.o.metrics.updatesRejected.inc({ reason: 'poisoned' })
+      this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId, reason: proof.reason, bytes: update.byteLength }, 'update does not apply; not published, sender closed')
+      client.close(CloseCode.InvalidUpdate, 'update does not apply to the document')
+      return
+    }
+    const member = this.clients.get(client)
+    if (proof.kind === 'pending') {
+      // Not published: it would sit pending in core and could later integrate under an innocent
+      // update. A stock client sent it before its sync step 2 (or lost its dependencies); asking
+      // it to sync again brings the dependencies and this edit in one self-contained update.
+      this.o.metrics.updatesRejected.inc({ reason: 'missing-dependencies' })
+      if (member && !member.resyncAsked) {
+        member.resyncAsked = true
+        client.send(syncStep1Message(this.doc))
+      }
+      return
+    }
+    if (member) member.resyncAsked = false
+    this.probe.hold(update)
+    this.o.publish(update, client.userId)
+      .then(
+        () => this.acked(client, update),
+        (err: unknown) => this.publishFailed(client, update, err),
+      )
+      .catch((err: unknown) => {
+        this.o.metrics.roomApplyFailures.inc({ source: 'ack' })
+        this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId }, 'handling a publish outcome failed')
+      })
+  }
+
+  /** Durable now: peers hear of it even when this room closed meanwhile, then the room applies it. */
+  private acked(client: RoomClient, update: Uint8Array): void {
+    this.fanUpdate(update)
+    if (this.closed) return
+    this.probe.release(update, true)
+    this.applyToRoom(update, client, 'ack')
+  }
+
+  private publishFailed(client: RoomClient, update: Uint8Array, err: unknown): void {
+    if (this.closed) return
+    this.probe.release(update, false)
+    if (isPublishError(err) && err.kind === 'quota') {
+      // Only the writer goes: it keeps its edit and resends it once the quota allows.
+      this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId }, 'tenant storage quota exceeded; edit refused')
+      client.close(CloseCode.QuotaExceeded, 'tenant storage quota exceeded')
+      return
+    }
+    this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId }, 'publish failed; closing room so clients resync')
+    this.fail(CloseCode.TryAgainLater, 'edit not saved, resyncing')
+  }
+
+  /**
+   * Applies an update that did not come from a client's socket (core, a peer, a load): tried
+   * on the probe first, so a state that does not apply is skipped and counted instead of
+   * breaking the room doc. It may leave structs pending in the room doc (a gap a resync fills).
+   */
+  private proveAndApply(update: Uint8Array, source: 'load' | 'core' | 'fan'): void {
+    const proof = this.probe.prove(update)
+    if (proof.kind === 'poisoned') {
+      this.o.metrics.roomApplyFailures.inc({ source })
+      this.o.log.error({ tenant: this.o.tenant, docId: this.o.docId, source, reason: proof.reason }, 'update from a trusted source does not apply; skipped')
+      return
+    }
+    this.applyToRoom(update, source, source)
+  }
+
+  /**
+   * Last guard before the room doc. Everything reaching it was proven on the probe, so a throw
+   * means the room doc and the probe disagree (pending structs that integrated badly): the doc
+   * may be half-applied, so the room closes with 1013 and its clients reload a fresh one.
+   */
+  private applyToRoom(update: Uint8Array, origin: unknown, source: string): void {
+    try {
+      Y.applyUpdate(this.doc, update, origin)
+    } catch (err) {
+      this.o.metrics.roomApplyFailures.inc({ source })
+      this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId, source }, 'update did not apply to the room doc; room closed so clients reload it')
+      this.fail(CloseCode.TryAgainLater, 'document reloading')
+    }
   }
 
   private onDocUpdate(update: Uint8Array, origin: unknown): void {
+    this.probe.mirror(update)
     if (!this.ready) return
     const frame = updateMessage(update)
     for (const client of this.clients.keys()) if (client !== origin) client.send(frame)
-    if (this.clients.has(origin as RoomClient)) this.fan(FanKind.Update, update)
+  }
+
+  private receiveAwareness(client: RoomClient, update: Uint8Array): void {
+    if (update.byteLength > this.guard.limits.maxAwarenessBytes) {
+      this.o.metrics.tooBigRejections.inc({ tenant: this.o.tenant })
+      client.close(CloseCode.MessageTooBig, 'presence state above the size limit')
+      return
+    }
+    if (!this.guard.takeToken(client)) {
+      this.o.metrics.awarenessRefused.inc({ reason: 'rate' })
+      return
+    }
+    const admitted = this.guard.admit(client, update)
+    if (admitted.refused > 0) this.o.metrics.awarenessRefused.inc({ reason: 'not-owner' }, admitted.refused)
+    if (admitted.update) awarenessProtocol.applyAwarenessUpdate(this.awareness, admitted.update, client)
   }
 
   private onAwarenessUpdate({ added, updated, removed }: AwarenessChange, origin: unknown): void {
-    const ids = this.clients.get(origin as RoomClient)
-    if (ids) {
-      for (const id of added) ids.add(id)
-      for (const id of removed) ids.delete(id)
-    }
+    if (removed.length > 0) this.guard.removed(removed)
     const changed = [...added, ...updated, ...removed]
     const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed)
     const frame = awarenessMessage(update)
     for (const client of this.clients.keys()) if (client !== origin) client.send(frame)
-    if (ids || origin === 'leave') this.fan(FanKind.Awareness, update)
+    if (this.clients.has(origin as RoomClient) || origin === 'leave') this.fan({ kind: FanKind.Awareness, edgeId: this.o.edgeId, payload: update })
   }
 
   private onFan(data: Uint8Array): void {
@@ -246,20 +400,50 @@ export class Room {
       this.o.log.warn({ err }, 'bad fan message dropped')
       return
     }
-    if (msg.edgeId === this.o.edgeId) return
+    if (msg.edgeId === this.o.edgeId || this.closed) return
     this.o.metrics.fanReceived.inc({ kind: msg.kind })
     if (msg.kind === FanKind.Update) {
-      Y.applyUpdate(this.doc, msg.payload, 'fan')
-      // A gap means we missed something acked elsewhere: fetch it from core.
-      if (this.ready && this.doc.store.pendingStructs) void this.resyncFromCore()
-    } else {
-      awarenessProtocol.applyAwarenessUpdate(this.awareness, msg.payload, 'fan')
+      const gap = this.trackPeerSeq(msg.stream, msg.seq)
+      this.proveAndApply(msg.payload, 'fan')
+      if (gap) {
+        this.o.metrics.fanGaps.inc()
+        this.o.log.info({ tenant: this.o.tenant, docId: this.o.docId, stream: msg.stream, seq: msg.seq }, 'missed a fanned-out update; refetching from core')
+        if (this.ready) this.resync('gap')
+      }
+      return
+    }
+    try {
+      const admitted = this.guard.admit(PEER, msg.payload)
+      if (admitted.refused > 0) this.o.metrics.awarenessRefused.inc({ reason: 'not-owner' }, admitted.refused)
+      if (admitted.update) awarenessProtocol.applyAwarenessUpdate(this.awareness, admitted.update, 'fan')
+    } catch (err) {
+      this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId }, 'bad presence from a peer dropped')
     }
   }
 
-  private fan(kind: FanKind, payload: Uint8Array): void {
-    this.o.nc.publish(ServiceSubjects.fan(this.o.tenant, this.o.docId), encodeFan({ kind, edgeId: this.o.edgeId, payload }))
-    this.o.metrics.fanSent.inc({ kind })
+  /**
+   * True when `seq` is not the next one of `stream`. A stream first seen past seq 1 counts too:
+   * its earlier updates may have been acked after our load and lost on the way.
+   */
+  private trackPeerSeq(stream: string, seq: number): boolean {
+    const last = this.peerSeqs.get(stream) ?? 0
+    if (seq <= last) return false // a late duplicate; applying it again is a no-op
+    this.peerSeqs.set(stream, seq)
+    return seq !== last + 1
+  }
+
+  private fanUpdate(update: Uint8Array): void {
+    this.fan({ kind: FanKind.Update, edgeId: this.o.edgeId, stream: this.fanStream, seq: ++this.fanSeq, payload: update })
+  }
+
+  private fan(msg: FanMessage): void {
+    try {
+      this.o.nc.publish(ServiceSubjects.fan(this.o.tenant, this.o.docId), encodeFan(msg))
+      this.o.metrics.fanSent.inc({ kind: msg.kind })
+    } catch (err) {
+      // The connection is closed: peers notice the gap by sequence, or reload.
+      this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId, kind: msg.kind }, 'fan-out not sent')
+    }
   }
 }
 

@@ -1,0 +1,124 @@
+import * as Y from 'yjs'
+
+/**
+ * What trial-applying an update to the probe showed:
+ * - applied: it integrated whole (the probe now holds it);
+ * - pending: part of it waits for structs or deletes the document has not seen (a gap);
+ * - poisoned: Yjs threw while applying it (bytes that decode but cannot apply).
+ */
+export type Proof = { kind: 'applied' } | { kind: 'pending' } | { kind: 'poisoned'; reason: string }
+
+/** What the probe tells its room, to log and count. */
+export interface ProbeHooks {
+  /** Something the probe survived: a mirror or a held update that did not apply. */
+  fault(what: 'mirror' | 'held-update', err: unknown): void
+  /** The probe was rebuilt from the room doc (costs one encode and apply of the document). */
+  rebuilt(): void
+}
+
+/**
+ * The proving ground of a room: a second Y.Doc on which an update is tried before anything
+ * publishes or applies it. Invariant: the probe holds the room doc's integrated content plus
+ * the client updates accepted but not acked yet, and never holds pending structs or pending
+ * deletes. So when applying an update to the probe throws, that update alone is at fault: no
+ * earlier update with missing dependencies can integrate (and throw) under a later innocent
+ * one. After a pending or poisoned trial the probe is rebuilt, which drops what the trial left.
+ */
+export class UpdateProbe {
+  private probe: Y.Doc
+  private readonly held = new Set<Uint8Array>()
+
+  /** `room` is the doc the probe mirrors; call `mirror` with each of its 'update' events. */
+  constructor(
+    private readonly room: Y.Doc,
+    private readonly hooks: ProbeHooks,
+  ) {
+    this.probe = this.fresh()
+  }
+
+  /**
+   * Tries `update` on the probe. `applied`: the probe keeps it — the caller either holds it
+   * (a client update until its ack) or applies it to the room doc right away.
+   */
+  prove(update: Uint8Array): Proof {
+    try {
+      Y.applyUpdate(this.probe, update)
+    } catch (err) {
+      this.rebuild()
+      return { kind: 'poisoned', reason: (err as Error).message ?? String(err) }
+    }
+    if (this.probe.store.pendingStructs === null && this.probe.store.pendingDs === null) return { kind: 'applied' }
+    this.rebuild()
+    return { kind: 'pending' }
+  }
+
+  /** Keeps a proven client update across rebuilds until `release` (its ack or its failure). */
+  hold(update: Uint8Array): void {
+    this.held.add(update)
+  }
+
+  /**
+   * Forgets a held update. After a failed publish (`applied === false`) the probe is rebuilt
+   * without it, so nothing proven on top of it passes for integrable.
+   */
+  release(update: Uint8Array, applied: boolean): void {
+    if (!this.held.delete(update) || applied) return
+    this.rebuild()
+  }
+
+  /** Applies an integrated change of the room doc; the probe already holds most of them. */
+  mirror(update: Uint8Array): boolean {
+    try {
+      Y.applyUpdate(this.probe, update)
+      return true
+    } catch (err) {
+      // The room and a held update disagree about the same ids (forged duplicate ids): start over.
+      this.hooks.fault('mirror', err)
+      this.rebuild()
+      return false
+    }
+  }
+
+  destroy(): void {
+    this.probe.destroy()
+    this.held.clear()
+  }
+
+  private rebuild(): void {
+    this.probe.destroy()
+    this.probe = this.fresh()
+    this.hooks.rebuilt()
+  }
+
+  private fresh(): Y.Doc {
+    const probe = new Y.Doc()
+    Y.applyUpdate(probe, integratedState(this.room))
+    for (const update of this.held) {
+      try {
+        Y.applyUpdate(probe, update)
+      } catch (err) {
+        // Proven once on top of the same content, so this cannot throw unless the room diverged;
+        // the update still reaches the room doc after its ack, guarded there.
+        this.hooks.fault('held-update', err)
+        this.held.delete(update)
+      }
+    }
+    return probe
+  }
+}
+
+/**
+ * The doc's state without its pending structs and deletes (Y.encodeStateAsUpdate includes them):
+ * what the doc has integrated, which is all the probe may hold.
+ */
+export function integratedState(doc: Y.Doc): Uint8Array {
+  const { pendingStructs, pendingDs } = doc.store
+  doc.store.pendingStructs = null
+  doc.store.pendingDs = null
+  try {
+    return Y.encodeStateAsUpdate(doc)
+  } finally {
+    doc.store.pendingStructs = pendingStructs
+    doc.store.pendingDs = pendingDs
+  }
+}
