@@ -24,5 +24,12 @@ export function createEdgeMetrics(registry: Registry = createRegistry('edge')) {
     tooBigRejections: new Counter({ name: 'docflow_edge_too_big_rejections_total', help: 'Frames or updates above the size limit; their writer was closed with 4413', labelNames: ['tenant'], registers }),
     slowClients: new Counter({ name: 'docflow_edge_slow_clients_total', help: 'Sockets closed with 4508 because their send buffer passed the limit', labelNames: ['tenant'], registers }),
     admissionFailures: new Counter({ name: 'docflow_edge_admission_failures_total', help: 'Sockets closed with 1013 because authorizing them failed (NATS slow or away)', registers }),
+    updatesRejected: new Counter({ name: 'docflow_edge_updates_rejected_total', help: 'Client updates not published: poisoned (sender closed with 4422) or missing-dependencies (sender asked to resync)', labelNames: ['reason'], registers }),
+    updatesAlreadyApplied: new Counter({ name: 'docflow_edge_updates_already_applied_total', help: 'Client updates not published because the room already has every struct and delete in them (resyncs)', registers }),
+    roomApplyFailures: new Counter({ name: 'docflow_edge_room_apply_failures_total', help: 'Updates from a peer, core or an ack that did not apply to a room (skipped, or the room failed with 1013)', labelNames: ['source'], registers }),
+    probeRebuilds: new Counter({ name: 'docflow_edge_probe_rebuilds_total', help: 'Update probes rebuilt from their room doc (after a rejected trial or a fault)', registers }),
+    fanGaps: new Counter({ name: 'docflow_edge_fan_gaps_total', help: 'Fanned-out updates missed from a peer edge (sequence gap); the room refetched from core', registers }),
+    roomResyncs: new Counter({ name: 'docflow_edge_room_resyncs_total', help: 'Room state refetched from core, by reason', labelNames: ['reason'], registers }),
+    awarenessRefused: new Counter({ name: 'docflow_edge_awareness_refused_total', help: 'Presence frames or entries not applied: rate (frame over the per-socket rate) or not-owner (client id owned by another socket or a peer edge)', labelNames: ['reason'], registers }),
   }
 }
