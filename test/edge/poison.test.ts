@@ -1,0 +1,121 @@
+import t from 'tap'
+import * as Y from 'yjs'
+import { CloseCode } from '../../contracts/mod.ts'
+import { setup, token } from '../helpers/setup.ts'
+import { materializedText, until, yclient } from '../helpers/client.ts'
+import { RawSocket, frames } from '../helpers/raw-socket.ts'
+import { counterValue } from '../helpers/metric-value.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+const core = await stack.core()
+const { edge, url } = await stack.edge()
+
+/** A seeded generator, so a failing run shows the same bytes again. */
+function seeded(seed: number): () => number {
+  return () => ((seed = (seed * 1_103_515_245 + 12_345) & 0x7fffffff) / 0x7fffffff)
+}
+
+/** Mutates 1–3 bytes of `update` until `accept` says the mutant is the kind we want. */
+function mutateUntil(update: Uint8Array, accept: (mutant: Uint8Array) => boolean, rand = seeded(7)): Uint8Array {
+  for (let tries = 0; tries < 100_000; tries++) {
+    const mutant = update.slice()
+    const count = 1 + Math.floor(rand() * 3)
+    for (let k = 0; k < count; k++) mutant[Math.floor(rand() * mutant.length)] = Math.floor(rand() * 256)
+    if (accept(mutant)) return mutant
+  }
+  throw new Error('no mutant of the wanted kind found')
+}
+
+const decodes = (u: Uint8Array) => {
+  try {
+    Y.decodeUpdate(u)
+    return true
+  } catch {
+    return false
+  }
+}
+/** Applies to a copy of `state`: 'ok', 'pending' (structs wait for a gap) or 'throws'. */
+function trial(state: Uint8Array[], u: Uint8Array): 'ok' | 'pending' | 'throws' {
+  const doc = new Y.Doc()
+  for (const s of state) Y.applyUpdate(doc, s)
+  try {
+    Y.applyUpdate(doc, u)
+  } catch {
+    return 'throws'
+  }
+  return doc.store.pendingStructs || doc.store.pendingDs ? 'pending' : 'ok'
+}
+
+/** An edit with nested types and formatting: mutants of it often decode but do not apply. */
+function richEdit(doc: Y.Doc): void {
+  doc.getMap('m').set('a', new Y.Map())
+  doc.getArray('a').insert(0, [1, 'x', new Y.Text('q')])
+  doc.getText('t').insert(0, 'ZZ', { bold: true })
+}
+
+t.test('edge - a poisoned update closes only its sender with 4422, is never published, and the edge keeps serving', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const writer = yclient(url, 'poisoned', tok)
+  const coEditor = yclient(url, 'poisoned', tok)
+  t.teardown(() => (writer.destroy(), coEditor.destroy()))
+  await Promise.all([writer.synced(), coEditor.synced()])
+  writer.text.insert(0, 'before ')
+  await until('co-editor has the first edit', () => coEditor.text.toString() === 'before ')
+  let coEditorClosed = false
+  coEditor.provider.on('connection-close', () => (coEditorClosed = true))
+
+  const state = Y.encodeStateAsUpdate(writer.doc)
+  const attacker = new Y.Doc()
+  Y.applyUpdate(attacker, state)
+  const sv = Y.encodeStateVector(attacker)
+  richEdit(attacker)
+  const poisoned = mutateUntil(Y.encodeStateAsUpdate(attacker, sv), (m) => decodes(m) && trial([state], m) === 'throws')
+
+  const raw = await RawSocket.open(url, 'poisoned', tok)
+  const publishedBefore = await counterValue(edge.metrics.updatesPublished)
+  raw.send(frames.update(poisoned))
+  t.equal((await raw.closed).code, CloseCode.InvalidUpdate, 'sender closed with 4422')
+  t.equal(await counterValue(edge.metrics.updatesRejected, { reason: 'poisoned' }), 1, 'the reject is counted')
+
+  writer.text.insert(7, 'after')
+  await until('co-editor still gets edits', () => coEditor.text.toString() === 'before after')
+  await until('materialized', async () => (await materializedText(core.url, 'poisoned', tok)) === 'before after')
+  t.equal(await counterValue(edge.metrics.updatesPublished), publishedBefore + 1, 'only the honest edit was published')
+  t.notOk(coEditorClosed, 'the co-editor socket stayed open')
+  const dead = await stack.db.query("SELECT count(*)::int AS n FROM dead_letters WHERE doc_id = 'poisoned'")
+  t.equal(dead.rows[0].n, 0, 'core dead-lettered nothing: the edge published nothing that does not apply')
+})
+
+t.test('edge - an update with missing dependencies is not published, so the innocent update that fills the gap is not blamed', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const reader = yclient(url, 'pending', tok)
+  t.teardown(() => reader.destroy())
+  await reader.synced()
+  // Client 4242's first edit (the gap filler) and a poisoned mutant of its second edit.
+  const source = new Y.Doc()
+  source.clientID = 4242
+  source.getText('t').insert(0, 'abc')
+  const first = Y.encodeStateAsUpdate(source)
+  const sv = Y.encodeStateVector(source)
+  richEdit(source)
+  const second = Y.encodeStateAsUpdate(source, sv)
+  const poisonedLater = mutateUntil(second, (m) => decodes(m) && trial([], m) === 'pending' && trial([first], m) === 'throws')
+
+  const attacker = await RawSocket.open(url, 'pending', tok)
+  const innocent = await RawSocket.open(url, 'pending', tok)
+  const rejectedBefore = await counterValue(edge.metrics.updatesRejected, { reason: 'missing-dependencies' })
+  attacker.send(frames.update(poisonedLater))
+  t.equal(await attacker.ping(), 'alive', 'an update with a gap is dropped, not a reason to close')
+  t.equal(await counterValue(edge.metrics.updatesRejected, { reason: 'missing-dependencies' }), rejectedBefore + 1, 'the drop is counted')
+
+  innocent.send(frames.update(first))
+  t.equal(await innocent.ping(), 'alive', 'the innocent sender is not closed')
+  await until('the innocent edit reaches other clients', () => reader.text.toString() === 'abc')
+  await until('and is materialized', async () => (await materializedText(core.url, 'pending', tok)) === 'abc')
+  t.equal(await counterValue(edge.metrics.updatesRejected, { reason: 'poisoned' }), 1, 'no poisoned update besides the first test')
+  const dead = await stack.db.query("SELECT count(*)::int AS n FROM dead_letters WHERE doc_id = 'pending'")
+  t.equal(dead.rows[0].n, 0, 'nothing reached core that does not apply')
+  attacker.close()
+  innocent.close()
+})

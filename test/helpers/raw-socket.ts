@@ -1,0 +1,110 @@
+import * as Y from 'yjs'
+import * as encoding from 'lib0/encoding'
+import * as decoding from 'lib0/decoding'
+import WebSocket from 'ws'
+
+/** y-websocket frame builders for raw sockets (what a hostile or broken client can send). */
+export const frames = {
+  step1: (stateVector: Uint8Array) => frame(0, 0, stateVector),
+  step2: (update: Uint8Array) => frame(0, 1, update),
+  update: (update: Uint8Array) => frame(0, 2, update),
+  awareness: (update: Uint8Array) => {
+    const e = encoding.createEncoder()
+    encoding.writeVarUint(e, 1)
+    encoding.writeVarUint8Array(e, update)
+    return encoding.toUint8Array(e)
+  },
+  queryAwareness: () => new Uint8Array([3]),
+}
+
+function frame(type: number, sub: number, payload: Uint8Array): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, type)
+  encoding.writeVarUint(e, sub)
+  encoding.writeVarUint8Array(e, payload)
+  return encoding.toUint8Array(e)
+}
+
+/** An awareness update in y-protocols' wire form; `state` null removes the client's presence. */
+export function awarenessUpdate(entries: { clientId: number; clock: number; state: unknown }[]): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, entries.length)
+  for (const entry of entries) {
+    encoding.writeVarUint(e, entry.clientId)
+    encoding.writeVarUint(e, entry.clock)
+    encoding.writeVarString(e, JSON.stringify(entry.state))
+  }
+  return encoding.toUint8Array(e)
+}
+
+export interface Closed {
+  code: number
+  reason: string
+}
+
+/**
+ * A raw WebSocket speaking the y-websocket protocol by hand. `mirror` holds every document
+ * update the edge sent it, so `ping` can ask for a small diff: the edge answers a sync step 1
+ * with exactly one sync step 2, in order — proof it processed every frame sent before.
+ */
+export class RawSocket {
+  readonly mirror = new Y.Doc()
+  readonly closed: Promise<Closed>
+  private readonly ws: WebSocket
+  private readonly step2Waiters: ((ok: true) => void)[] = []
+  private closeInfo: Closed | null = null
+
+  private constructor(url: string) {
+    this.ws = new WebSocket(url)
+    this.ws.binaryType = 'nodebuffer'
+    this.closed = new Promise((resolve) =>
+      this.ws.on('close', (code, reason) => {
+        this.closeInfo = { code, reason: reason.toString() }
+        resolve(this.closeInfo)
+      }),
+    )
+    this.ws.on('error', () => undefined) // a refused or reset socket shows up as its close
+    this.ws.on('message', (data: Buffer) => this.onFrame(new Uint8Array(data)))
+  }
+
+  /** Opens a socket to `docId` and syncs its mirror; rejects if the edge closes it first. */
+  static async open(edgeUrl: string, docId: string, token: string): Promise<RawSocket> {
+    const socket = new RawSocket(`${edgeUrl}/${encodeURIComponent(docId)}?token=${token}`)
+    await new Promise<void>((resolve, reject) => {
+      socket.ws.once('open', () => resolve())
+      void socket.closed.then((c) => reject(new Error(`closed before open: ${c.code} ${c.reason}`)))
+    })
+    const synced = await socket.ping()
+    if (synced !== 'alive') throw new Error(`closed while syncing: ${synced.code} ${synced.reason}`)
+    return socket
+  }
+
+  get isOpen(): boolean {
+    return this.closeInfo === null && this.ws.readyState === WebSocket.OPEN
+  }
+
+  send(data: Uint8Array): void {
+    if (this.isOpen) this.ws.send(data)
+  }
+
+  /** Sends a sync step 1; resolves 'alive' with the edge's step 2, or with the close. */
+  ping(): Promise<'alive' | Closed> {
+    if (this.closeInfo) return Promise.resolve(this.closeInfo)
+    const answered = new Promise<'alive'>((resolve) => this.step2Waiters.push(() => resolve('alive')))
+    this.ws.send(frames.step1(Y.encodeStateVector(this.mirror)))
+    return Promise.race([answered, this.closed])
+  }
+
+  close(): void {
+    this.ws.close()
+  }
+
+  private onFrame(data: Uint8Array): void {
+    const d = decoding.createDecoder(data)
+    if (decoding.readVarUint(d) !== 0) return
+    const sub = decoding.readVarUint(d)
+    if (sub === 0) return // the edge's step 1: we never answer (the edge must cope)
+    Y.applyUpdate(this.mirror, decoding.readVarUint8Array(d))
+    if (sub === 1) this.step2Waiters.shift()?.(true)
+  }
+}
