@@ -8,7 +8,11 @@ import * as Y from 'yjs'
  */
 export type ApplyOutcome = 'applied' | 'pending' | 'duplicate'
 
-/** Applies a Yjs update and says what it did. The update must already decode (Y.decodeUpdate). */
+/**
+ * Applies a Yjs update and says what it did. The update must already decode (Y.decodeUpdate).
+ * Throws when Yjs cannot integrate it (a poisoned update); the doc may then be half-modified
+ * and must be rebuilt from committed state (batch.ts).
+ */
 export function applyTracked(doc: Y.Doc, update: Uint8Array): ApplyOutcome {
   const store = doc.store
   const pendingBefore = store.pendingStructs?.update

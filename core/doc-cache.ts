@@ -6,19 +6,29 @@ export interface CachedDoc {
   readonly doc: Y.Doc
 }
 
-const key = (tenant: string, docId: string) => `${tenant}\0${docId}`
+export const docKey = (tenant: string, docId: string) => `${tenant}\0${docId}`
 
 /**
- * Least-recently-used Y.Docs of one partition worker. Evicted docs are only dropped, not
- * destroyed, so a batch still holding one can persist it.
+ * Least-recently-used Y.Docs of one partition worker.
+ *
+ * Invariant: a pinned doc is never evicted. The worker pins every doc the batch in hand touches
+ * until that batch commits, so one batch never holds two copies of a document (an evicted doc
+ * reloaded from its stale committed state would lose the batch's earlier updates and make the
+ * state upsert touch one row twice). The cache may hold more than `maxDocs` while pinned docs
+ * exceed it; `unpinAll` trims it back.
  */
 export class DocCache {
   private readonly docs = new Map<string, CachedDoc>()
+  private readonly pinned = new Set<string>()
 
   constructor(private readonly maxDocs: number) {}
 
+  get size(): number {
+    return this.docs.size
+  }
+
   get(tenant: string, docId: string): CachedDoc | undefined {
-    const k = key(tenant, docId)
+    const k = docKey(tenant, docId)
     const hit = this.docs.get(k)
     if (hit) {
       this.docs.delete(k)
@@ -27,22 +37,50 @@ export class DocCache {
     return hit
   }
 
-  /** Builds a cached doc from its stored state (null: a new document). */
+  /**
+   * Builds a cached doc from its stored state (null: a new document) and caches it, replacing
+   * any copy. Throws when the stored state does not apply (the cache is left unchanged).
+   */
   add(tenant: string, docId: string, state: Uint8Array | null): CachedDoc {
     const doc = new Y.Doc()
     if (state) Y.applyUpdate(doc, state)
     const entry: CachedDoc = { tenant, docId, doc }
-    this.docs.set(key(tenant, docId), entry)
-    if (this.docs.size > this.maxDocs) this.docs.delete(this.docs.keys().next().value as string)
+    const k = docKey(tenant, docId)
+    this.docs.delete(k)
+    this.docs.set(k, entry)
+    this.trim(k)
     return entry
+  }
+
+  /** Keeps the doc in memory until `unpinAll`. */
+  pin(entry: CachedDoc): void {
+    this.pinned.add(docKey(entry.tenant, entry.docId))
+  }
+
+  /** Ends the batch's pins and evicts down to `maxDocs`. */
+  unpinAll(): void {
+    this.pinned.clear()
+    this.trim()
   }
 
   /** Drops a doc whose in-memory state may be ahead of what was committed. */
   evict(tenant: string, docId: string): void {
-    this.docs.delete(key(tenant, docId))
+    const k = docKey(tenant, docId)
+    this.docs.delete(k)
+    this.pinned.delete(k)
   }
 
   clear(): void {
     this.docs.clear()
+    this.pinned.clear()
+  }
+
+  /** Evicts least recently used unpinned docs, except `keep` (just added), while over `maxDocs`. */
+  private trim(keep?: string): void {
+    if (this.docs.size <= this.maxDocs) return
+    for (const k of this.docs.keys()) {
+      if (this.docs.size <= this.maxDocs) return
+      if (k !== keep && !this.pinned.has(k)) this.docs.delete(k)
+    }
   }
 }

@@ -37,8 +37,10 @@ export interface DeadLetterRow {
 
 export interface Batch {
   consumer: string
-  /** Highest stream sequence in the batch: the consumer's new checkpoint. */
+  /** The consumer's new checkpoint: every stream sequence up to it is committed (worker.ts). */
   streamSeq: number
+  /** Highest stream sequence committed by this batch. Default streamSeq. */
+  maxSeq?: number
   ops: OpRow[]
   docs: DocRow[]
   deadLetters: DeadLetterRow[]
@@ -49,6 +51,34 @@ const buf = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 export async function readCheckpoint(c: pg.ClientBase, consumer: string): Promise<number> {
   const r = await c.query<{ stream_seq: string }>('SELECT stream_seq FROM consumer_checkpoints WHERE consumer = $1', [consumer])
   return r.rows[0] ? Number(r.rows[0].stream_seq) : 0
+}
+
+/** The consumer's checkpoint and the highest stream sequence it ever committed (0, 0: none). */
+export async function readCheckpointRange(c: pg.ClientBase, consumer: string): Promise<{ checkpoint: number; maxSeq: number }> {
+  const r = await c.query<{ stream_seq: string; max_seq: string }>('SELECT stream_seq, max_seq FROM consumer_checkpoints WHERE consumer = $1', [consumer])
+  const row = r.rows[0]
+  return row ? { checkpoint: Number(row.stream_seq), maxSeq: Math.max(Number(row.stream_seq), Number(row.max_seq)) } : { checkpoint: 0, maxSeq: 0 }
+}
+
+/** A stream message that may already be committed; `op` is absent when it did not decode. */
+export interface CommittedCandidate {
+  streamSeq: number
+  op?: { tenant: string; docId: string; msgId: string }
+}
+
+/**
+ * Stream sequences among `candidates` that PostgreSQL already holds: their update is in the op
+ * log (by tenant, doc and msg id) or the message is in dead_letters. One round trip.
+ */
+export async function findCommitted(c: pg.ClientBase, stream: string, candidates: CommittedCandidate[]): Promise<Set<number>> {
+  if (candidates.length === 0) return new Set()
+  const r = await c.query<{ s: string }>(
+    `SELECT x.s FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS x(s, t, d, m)
+     WHERE EXISTS (SELECT 1 FROM op_log o WHERE o.tenant = x.t AND o.doc_id = x.d AND o.msg_id = x.m)
+        OR EXISTS (SELECT 1 FROM dead_letters dl WHERE dl.stream = $5 AND dl.stream_seq = x.s)`,
+    [candidates.map((k) => k.streamSeq), candidates.map((k) => k.op?.tenant ?? null), candidates.map((k) => k.op?.docId ?? null), candidates.map((k) => k.op?.msgId ?? null), stream],
+  )
+  return new Set(r.rows.map((row) => Number(row.s)))
 }
 
 export async function readDocState(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<Uint8Array | null> {
@@ -108,9 +138,10 @@ export async function commitBatch(c: pg.ClientBase, b: Batch): Promise<void> {
       )
     }
     await c.query(
-      `INSERT INTO consumer_checkpoints (consumer, stream_seq) VALUES ($1, $2)
-       ON CONFLICT (consumer) DO UPDATE SET stream_seq = excluded.stream_seq, updated_at = now()`,
-      [b.consumer, b.streamSeq],
+      `INSERT INTO consumer_checkpoints (consumer, stream_seq, max_seq) VALUES ($1, $2, $3)
+       ON CONFLICT (consumer) DO UPDATE SET stream_seq = excluded.stream_seq,
+         max_seq = GREATEST(consumer_checkpoints.max_seq, excluded.max_seq), updated_at = now()`,
+      [b.consumer, b.streamSeq, Math.max(b.streamSeq, b.maxSeq ?? 0)],
     )
     await c.query('COMMIT')
   } catch (err) {

@@ -1,53 +1,71 @@
-import * as Y from 'yjs'
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
-import { decodeEnvelope, decodeFailureReason, editMsgId, parseEditSubject } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
-import { applyTracked } from './apply.ts'
-import { DocCache, type CachedDoc } from './doc-cache.ts'
-import { PartitionLease } from './lease.ts'
+import { BatchBuilder, decodeMessage } from './batch.ts'
+import { DeliveryRun, type Delivery } from './delivery-run.ts'
+import { DocCache } from './doc-cache.ts'
+import { DeliveryGapError, isLeaseLostError } from './errors.ts'
+import { DEFAULT_LEASE_TIMING, PartitionLease, type LeaseTiming } from './lease.ts'
+import { LeaseProbe } from './lease-probe.ts'
 import type { CoreMetrics } from './metrics.ts'
-import { commitBatch, readCheckpoint, readDocState, type DeadLetterRow, type DocRow, type OpRow } from './store.ts'
+import { commitBatch, findCommitted, readCheckpointRange, readDocState } from './store.ts'
 import { resetConsumer, type PartitionConsumer } from './streams.ts'
 
-export interface WorkerOptions extends PartitionConsumer {
+export interface WorkerOptions extends PartitionConsumer, Partial<LeaseTiming> {
   partition: number
   databaseUrl: string
   /** Most messages committed in one transaction. Default 512. */
   maxBatch: number
-  /** Documents kept in memory by this worker. Default 2_000. */
+  /** Documents kept in memory by this worker (the batch in hand may pin more). Default 2_000. */
   maxDocs: number
-  /** Wait between attempts to take the lease while another process holds it. Default 2_000. */
+  /** How often leases held elsewhere are looked at (lease-probe.ts). Default 2_000. */
   leaseRetryMs: number
   /** Wait after a failure before resuming from the checkpoint. Default 1_000. */
   retryDelayMs: number
+  /** How long a missing delivery may hold the checkpoint back before the session restarts. Default ackWaitMs. */
+  deliveryGapMs?: number
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 /**
  * Owns one partition while it holds the lease: reads it in stream order and commits each
- * batch (ops, states, checkpoint) in one transaction before acking. Any failure drops the
- * in-memory docs and resumes from the committed checkpoint, so nothing is applied twice.
+ * batch (ops, states, dead letters, checkpoint) in one transaction before acking. Any failure
+ * drops the in-memory docs and resumes from the committed checkpoint.
+ *
+ * The consumer never skips (checkpoint = C, highest committed stream sequence = M):
+ * - every message of the partition with stream sequence <= C is committed (delivery-run.ts: C
+ *   advances only over the contiguous run of this session's deliveries, never to the highest
+ *   sequence seen), and a session starts its consumer at C + 1;
+ * - a message is skipped only when PostgreSQL already holds it (its update in the op log or the
+ *   message in dead_letters); messages at or below M — redeliveries, and what a previous owner
+ *   committed past C — are looked up, anything above M cannot be committed yet;
+ * - so a redelivery behind later committed messages, or a delivery lost in flight, is applied.
  */
 export class PartitionWorker {
   private lease: PartitionLease | null = null
+  private probe: LeaseProbe | null = null
   private messages: ConsumerMessages | null = null
   private readonly queue: JsMsg[] = []
   private readonly cache: DocCache
-  private checkpoint = 0
+  private readonly timing: LeaseTiming
+  private run = new DeliveryRun(0)
+  /** Highest stream sequence committed for this partition (by this or an earlier owner). */
+  private maxCommitted = 0
   private processing: Promise<void> | null = null
   private stopped = false
+  private readonly stopping = new AbortController()
   private running: Promise<void> | null = null
-  private wake: (() => void) | null = null
+  /** Ends the current consumer session with an error (set by consume). */
+  private failSession: (err: unknown) => void = () => undefined
+  private gapTimer: NodeJS.Timeout | null = null
 
   constructor(
-    private readonly o: WorkerOptions,
+    private readonly options: WorkerOptions,
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly log: Logger,
     private readonly metrics: CoreMetrics,
   ) {
-    this.cache = new DocCache(o.maxDocs)
+    this.cache = new DocCache(options.maxDocs)
+    this.timing = { leaseTtlMs: options.leaseTtlMs ?? DEFAULT_LEASE_TIMING.leaseTtlMs, leaseRenewMs: options.leaseRenewMs ?? DEFAULT_LEASE_TIMING.leaseRenewMs }
   }
 
   get owned(): boolean {
@@ -55,67 +73,75 @@ export class PartitionWorker {
   }
 
   get partition(): number {
-    return this.o.partition
+    return this.options.partition
   }
 
   get durable(): string {
-    return this.o.durable
+    return this.options.durable
   }
 
   /** The in-memory doc, when this worker has it (it may hold updates not yet committed). */
-  cachedDoc(tenant: string, docId: string): Y.Doc | undefined {
+  cachedDoc(tenant: string, docId: string) {
     return this.cache.get(tenant, docId)?.doc
   }
 
   start(): void {
-    this.running = this.run()
+    this.probe = LeaseProbe.join({ databaseUrl: this.options.databaseUrl, leaseRetryMs: this.options.leaseRetryMs, ...this.timing }, this.log, this.metrics)
+    this.running = this.loop()
   }
 
   /** Stops pulling, finishes and commits the batch in hand, releases the lease. */
   async stop(): Promise<void> {
     this.stopped = true
-    this.wake?.()
+    this.stopping.abort()
     this.messages?.stop()
     await this.running
+    await this.probe?.leave()
   }
 
-  private async run(): Promise<void> {
+  private async loop(): Promise<void> {
     while (!this.stopped) {
       try {
         if (!this.lease) {
-          this.lease = await PartitionLease.tryAcquire(this.o.databaseUrl, this.o.partition)
-          if (!this.lease) {
-            await this.pause(this.o.leaseRetryMs)
-            continue
-          }
+          await this.probe!.untilFree(this.options.partition, this.stopping.signal)
+          if (this.stopped) break
+          this.lease = await PartitionLease.tryAcquire(this.options.databaseUrl, this.options.partition, this.timing)
+          if (!this.lease) continue
           this.metrics.leasesHeld.inc()
         }
         await this.consume(this.lease)
       } catch (err) {
         if (!this.stopped) {
-          this.metrics.workerErrors.inc({ partition: this.o.partition })
-          this.log.error({ err, partition: this.o.partition }, 'partition worker failed; resuming from checkpoint')
+          if (err instanceof DeliveryGapError) this.metrics.deliveryGaps.inc()
+          if (isLeaseLostError(err)) this.metrics.leasesLost.inc()
+          this.metrics.workerErrors.inc({ partition: this.options.partition })
+          this.log.error({ err, partition: this.options.partition }, 'partition worker failed; resuming from checkpoint')
         }
       }
       this.messages?.stop()
       this.messages = null
+      if (this.gapTimer) clearTimeout(this.gapTimer)
+      this.gapTimer = null
       await this.processing
       this.queue.length = 0
       this.cache.clear()
       if (this.lease && (this.lease.isLost || this.stopped)) await this.dropLease()
-      if (!this.stopped) await this.pause(this.o.retryDelayMs)
+      if (!this.stopped) await this.pause(this.options.retryDelayMs)
     }
   }
 
   /** Consumes from the checkpoint until stopped or a batch fails. */
   private async consume(lease: PartitionLease): Promise<void> {
-    this.checkpoint = await readCheckpoint(lease.client, this.consumerKey)
-    await resetConsumer(this.jsm, this.o, this.checkpoint + 1)
-    const consumer = await this.js.consumers.get(this.o.stream, this.o.durable)
+    const { checkpoint, maxSeq } = await readCheckpointRange(lease.client, this.consumerKey)
+    this.run = new DeliveryRun(checkpoint)
+    this.maxCommitted = maxSeq
+    await resetConsumer(this.jsm, this.options, checkpoint + 1)
+    const consumer = await this.js.consumers.get(this.options.stream, this.options.durable)
     let fail: (err: unknown) => void = () => undefined
     const failed = new Promise<never>((_, reject) => (fail = reject))
+    this.failSession = fail
     this.messages = await consumer.consume({
-      max_messages: this.o.maxAckPending,
+      max_messages: this.options.maxAckPending,
       callback: (msg) => {
         this.queue.push(msg)
         this.processing ??= this.drain(lease).then(
@@ -131,78 +157,83 @@ export class PartitionWorker {
     })
     // stop() may have run while we were setting up, when there was nothing to stop yet.
     if (this.stopped) this.messages.stop()
-    this.log.info({ partition: this.o.partition, fromSeq: this.checkpoint + 1 }, 'partition owned')
+    this.log.info({ partition: this.options.partition, fromSeq: checkpoint + 1 }, 'partition owned')
     const ended = this.messages.closed().then((err) => {
       if (err && !this.stopped) throw err
     })
-    await Promise.race([ended, failed])
+    const lost = lease.whenLost.then((err) => {
+      throw err
+    })
+    await Promise.race([ended, failed, lost])
     await this.processing
   }
 
   private async drain(lease: PartitionLease): Promise<void> {
     while (this.queue.length > 0) {
       lease.check()
-      await this.processBatch(lease, this.queue.splice(0, this.o.maxBatch))
+      await this.processBatch(lease, this.queue.splice(0, this.options.maxBatch))
     }
   }
 
   private async processBatch(lease: PartitionLease, msgs: JsMsg[]): Promise<void> {
-    const ops: OpRow[] = []
-    const deadLetters: DeadLetterRow[] = []
-    const touched = new Map<CachedDoc, DocRow>()
-    let lastSeq = this.checkpoint
-    for (const msg of msgs) {
-      if (msg.seq <= this.checkpoint) {
-        this.metrics.updates.inc({ outcome: 'redelivered' })
-        continue
+    const deliveries: Delivery[] = msgs.map((m) => ({ delivery: m.info.deliverySequence, streamSeq: m.seq }))
+    const decoded = uniqueBySeq(msgs).map(decodeMessage)
+    const maybeCommitted = decoded.filter((d) => d.msg.seq <= this.maxCommitted)
+    const committed = await findCommitted(
+      lease.client,
+      this.options.stream,
+      maybeCommitted.map((d) => ({ streamSeq: d.msg.seq, op: 'msgId' in d ? { tenant: d.edit.tenant, docId: d.edit.docId, msgId: d.msgId } : undefined })),
+    )
+    const batch = new BatchBuilder(this.options.stream, this.cache, (tenant, docId) => readDocState(lease.client, tenant, docId), this.metrics)
+    let maxSeq = this.maxCommitted
+    try {
+      for (const d of decoded) {
+        maxSeq = Math.max(maxSeq, d.msg.seq)
+        if (committed.has(d.msg.seq)) this.metrics.updates.inc({ outcome: 'redelivered' })
+        else if ('failure' in d) batch.deadLetter(d.msg, d.edit, d.failure)
+        else await batch.apply(d.msg, d.edit, d.msgId)
       }
-      lastSeq = Math.max(lastSeq, msg.seq)
-      let edit
-      try {
-        const subject = parseEditSubject(msg.subject)
-        edit = decodeEnvelope(msg.data)
-        if (edit.tenant !== subject.tenant || edit.docId !== subject.docId) throw new Error('envelope tenant/doc differ from the subject')
-        Y.decodeUpdate(edit.update)
-      } catch (err) {
-        const reason = decodeFailureReason(err)
-        deadLetters.push({ stream: this.o.stream, streamSeq: msg.seq, subject: msg.subject, tenant: edit?.tenant ?? null, docId: edit?.docId ?? null, reason, payload: msg.data })
-        this.metrics.deadLetters.inc({ reason: reason.split(':')[0] })
-        continue
+      const checkpoint = this.run.peek(deliveries)
+      if (!batch.empty || checkpoint > this.run.checkpoint || maxSeq > this.maxCommitted) {
+        const started = performance.now()
+        lease.check()
+        await commitBatch(lease.client, { consumer: this.consumerKey, streamSeq: checkpoint, maxSeq, ops: batch.ops, docs: batch.docRows(), deadLetters: batch.deadLetters })
+        lease.confirmed()
+        const committedAt = Date.now()
+        this.metrics.commitSeconds.observe((performance.now() - started) / 1000)
+        this.metrics.batches.inc()
+        this.metrics.batchSize.observe(msgs.length)
+        for (const op of batch.ops) this.metrics.ingestToCommitSeconds.observe((committedAt - op.ingestTs) / 1000)
       }
-      const cached = this.cache.get(edit.tenant, edit.docId) ?? this.cache.add(edit.tenant, edit.docId, await readDocState(lease.client, edit.tenant, edit.docId))
-      const outcome = applyTracked(cached.doc, edit.update)
-      this.metrics.updates.inc({ outcome })
-      if (outcome === 'duplicate') continue
-      ops.push({ tenant: edit.tenant, docId: edit.docId, streamSeq: msg.seq, msgId: editMsgId(edit.tenant, edit.docId, edit.update), userId: edit.userId, edgeId: edit.edgeId, update: edit.update, status: outcome, ingestTs: edit.ingestTs })
-      const row = touched.get(cached) ?? { tenant: edit.tenant, docId: edit.docId, state: new Uint8Array(), stateVector: new Uint8Array(), lastStreamSeq: 0, ops: 0 }
-      row.lastStreamSeq = msg.seq
-      row.ops += 1
-      touched.set(cached, row)
+    } catch (err) {
+      for (const cached of batch.touchedDocs) this.cache.evict(cached.tenant, cached.docId)
+      throw err
+    } finally {
+      this.cache.unpinAll()
     }
-    for (const [cached, row] of touched) {
-      row.state = Y.encodeStateAsUpdate(cached.doc)
-      row.stateVector = Y.encodeStateVector(cached.doc)
-    }
-    if (lastSeq > this.checkpoint) {
-      const started = performance.now()
-      try {
-        await commitBatch(lease.client, { consumer: this.consumerKey, streamSeq: lastSeq, ops, docs: [...touched.values()], deadLetters })
-      } catch (err) {
-        for (const cached of touched.keys()) this.cache.evict(cached.tenant, cached.docId)
-        throw err
-      }
-      const committedAt = Date.now()
-      this.checkpoint = lastSeq
-      this.metrics.commitSeconds.observe((performance.now() - started) / 1000)
-      this.metrics.batches.inc()
-      this.metrics.batchSize.observe(msgs.length)
-      for (const op of ops) this.metrics.ingestToCommitSeconds.observe((committedAt - op.ingestTs) / 1000)
-    }
+    this.run.commit(deliveries)
+    this.maxCommitted = maxSeq
     for (const msg of msgs) msg.ack()
+    this.watchGap()
+  }
+
+  /**
+   * A missing delivery holds the checkpoint back; if it has not arrived within deliveryGapMs
+   * (a redelivery may fill it), the session restarts from the checkpoint, which delivers it again.
+   */
+  private watchGap(): void {
+    if (this.run.missing === null || this.gapTimer) return
+    const limitMs = this.options.deliveryGapMs ?? this.options.ackWaitMs
+    this.gapTimer = setTimeout(() => {
+      this.gapTimer = null
+      const ageMs = this.run.gapAgeMs()
+      if (ageMs >= limitMs) this.failSession(new DeliveryGapError(`delivery ${this.run.missing} missing for ${ageMs} ms; checkpoint held at ${this.run.checkpoint}`))
+      else this.watchGap()
+    }, Math.max(0, limitMs - this.run.gapAgeMs()))
   }
 
   private get consumerKey(): string {
-    return `${this.o.stream}/${this.o.durable}`
+    return `${this.options.stream}/${this.options.durable}`
   }
 
   private async dropLease(): Promise<void> {
@@ -212,16 +243,25 @@ export class PartitionWorker {
     try {
       await lease?.release()
     } catch (err) {
-      this.log.warn({ err, partition: this.o.partition }, 'lease release failed (session already gone)')
+      this.log.warn({ err, partition: this.options.partition }, 'lease release failed (session already gone)')
     }
   }
 
   private pause(ms: number): Promise<void> {
-    return Promise.race([
-      sleep(ms),
-      new Promise<void>((r) => {
-        this.wake = r
-      }),
-    ])
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer)
+        this.stopping.signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      this.stopping.signal.addEventListener('abort', done)
+    })
   }
+}
+
+/** A message delivered twice into one batch (an ack-wait redelivery) is processed once. */
+function uniqueBySeq(msgs: JsMsg[]): JsMsg[] {
+  const seen = new Set<number>()
+  return msgs.filter((m) => !seen.has(m.seq) && seen.add(m.seq))
 }

@@ -1,0 +1,153 @@
+import pg from 'pg'
+import type { Logger } from '../runtime/log.ts'
+import { LEASE_NAMESPACE, type LeaseTiming } from './lease.ts'
+import type { CoreMetrics } from './metrics.ts'
+
+export interface LeaseProbeOptions extends LeaseTiming {
+  databaseUrl: string
+  /** How often partitions held elsewhere are looked at. Default 2_000. */
+  leaseRetryMs: number
+}
+
+interface Holder {
+  partition: number
+  pid: number
+  state: string | null
+  quietMs: number | null
+}
+
+/**
+ * Watches the partition leases this core is waiting for, on one shared connection (not one new
+ * connection per partition per retry): a partition whose lock nobody holds wakes its workers,
+ * which then try to take it on their own lease session; a holder whose session has been idle
+ * longer than the lease TTL — it stopped renewing: paused, cut off or hung — has its session
+ * ended with pg_terminate_backend, which frees the lock (lease.ts states the holder's side).
+ *
+ * One probe per core: the workers of one core share its metrics object, which keys the probe.
+ */
+export class LeaseProbe {
+  private static readonly probes = new Map<CoreMetrics, LeaseProbe>()
+
+  private readonly waiters = new Map<number, Set<() => void>>()
+  private client: pg.Client | null = null
+  private timer: NodeJS.Timeout | null = null
+  private ticking = false
+  private users = 0
+
+  private constructor(
+    private readonly o: LeaseProbeOptions,
+    private readonly log: Logger,
+    private readonly metrics: CoreMetrics,
+  ) {}
+
+  /** The core's probe (created on first use); pair with `leave()`. */
+  static join(o: LeaseProbeOptions, log: Logger, metrics: CoreMetrics): LeaseProbe {
+    let probe = LeaseProbe.probes.get(metrics)
+    if (!probe) {
+      probe = new LeaseProbe(o, log, metrics)
+      LeaseProbe.probes.set(metrics, probe)
+    }
+    probe.users++
+    return probe
+  }
+
+  /** The last user closes the probe's connection and wakes anyone still waiting. */
+  async leave(): Promise<void> {
+    if (--this.users > 0) return
+    LeaseProbe.probes.delete(this.metrics)
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = null
+    for (const wake of [...this.waiters.values()].flatMap((s) => [...s])) wake()
+    this.waiters.clear()
+    const client = this.client
+    this.client = null
+    await client?.end()
+  }
+
+  /** Resolves when nobody holds `partition`'s lease (or `signal` aborts). */
+  untilFree(partition: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const set = this.waiters.get(partition) ?? new Set()
+      this.waiters.set(partition, set)
+      const wake = () => {
+        set.delete(wake)
+        if (set.size === 0 && this.waiters.get(partition) === set) this.waiters.delete(partition)
+        signal.removeEventListener('abort', wake)
+        resolve()
+      }
+      set.add(wake)
+      signal.addEventListener('abort', wake)
+      this.schedule(0)
+    })
+  }
+
+  private schedule(ms: number): void {
+    if (this.ticking || this.users === 0) return
+    if (this.timer && ms > 0) return
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = setTimeout(() => void this.tick(), ms)
+  }
+
+  /** Never rejects: a failed look is logged, counted and retried at the next interval. */
+  private async tick(): Promise<void> {
+    this.timer = null
+    if (this.waiters.size === 0) return
+    this.ticking = true
+    try {
+      const holders = await this.holders()
+      for (const [partition, wakes] of this.waiters) {
+        const holder = holders.get(partition)
+        if (!holder) {
+          for (const wake of [...wakes]) wake()
+          continue
+        }
+        if (holder.state === 'idle' && holder.quietMs !== null && holder.quietMs > this.o.leaseTtlMs) await this.endStaleSession(holder)
+      }
+    } catch (err) {
+      this.metrics.leaseProbeErrors.inc()
+      this.log.warn({ err }, 'lease probe failed; retrying')
+      const client = this.client
+      this.client = null
+      await client?.end().catch((endErr: unknown) => this.log.debug({ err: endErr }, 'lease probe connection already closed'))
+    } finally {
+      this.ticking = false
+    }
+    if (this.waiters.size > 0) this.schedule(this.o.leaseRetryMs)
+  }
+
+  /** Lease holders by partition, with how long each session has been in its state. */
+  private async holders(): Promise<Map<number, Holder>> {
+    const client = await this.connection()
+    const r = await client.query<{ partition: number; pid: number; state: string | null; quiet_ms: number | null }>(
+      `SELECT l.objid::int AS partition, l.pid, a.state,
+              (extract(epoch FROM clock_timestamp() - a.state_change) * 1000)::float8 AS quiet_ms
+       FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+       WHERE l.locktype = 'advisory' AND l.classid = $1::bigint::oid AND l.objsubid = 2 AND l.granted`,
+      [LEASE_NAMESPACE],
+    )
+    return new Map(r.rows.map((row) => [row.partition, { partition: row.partition, pid: row.pid, state: row.state, quietMs: row.quiet_ms }]))
+  }
+
+  private async endStaleSession(holder: Holder): Promise<void> {
+    const client = await this.connection()
+    const r = await client.query<{ ended: boolean }>('SELECT pg_terminate_backend($1) AS ended', [holder.pid])
+    this.metrics.leaseTakeovers.inc()
+    this.log.warn({ partition: holder.partition, pid: holder.pid, quietMs: Math.round(holder.quietMs ?? 0), ended: r.rows[0]?.ended }, 'ended a stale lease session (holder stopped renewing)')
+  }
+
+  private async connection(): Promise<pg.Client> {
+    if (this.client) return this.client
+    const client = new pg.Client({ connectionString: this.o.databaseUrl, application_name: `docflow-core-probe-pid${process.pid}`, keepAlive: true, statement_timeout: this.o.leaseTtlMs })
+    client.on('error', (err) => {
+      this.log.warn({ err }, 'lease probe connection failed')
+      if (this.client === client) this.client = null
+    })
+    await client.connect()
+    if (this.users === 0) {
+      await client.end()
+      throw new Error('lease probe closed while connecting')
+    }
+    this.client = client
+    return client
+  }
+}

@@ -1,0 +1,99 @@
+import t from 'tap'
+import * as Y from 'yjs'
+import { jetstream, jetstreamManager } from '@nats-io/jetstream'
+import { ServiceUser, decodeEnvelope } from '../../contracts/mod.ts'
+import { edit, publishEdit } from '../helpers/edits.ts'
+import { setup } from '../helpers/setup.ts'
+import { until } from '../helpers/client.ts'
+import { partitionsOf } from '../helpers/partitions.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+await stack.core()
+const js = jetstream(await stack.connect())
+const jsm = await jetstreamManager(await stack.connect(ServiceUser.Admin))
+
+const docFrom = (...updates: Uint8Array[]) => {
+  const doc = new Y.Doc()
+  for (const u of updates) Y.applyUpdate(doc, u)
+  return doc
+}
+
+/** An update from `clientID` on top of `base`, made by `change`. */
+function editOn(base: Uint8Array, clientID: number, change: (text: Y.Text) => void): Uint8Array {
+  const doc = docFrom(base)
+  doc.clientID = clientID
+  const before = Y.encodeStateVector(doc)
+  change(doc.getText('t'))
+  return Y.encodeStateAsUpdate(doc, before)
+}
+
+const throwsOn = (state: Uint8Array, update: Uint8Array) => {
+  try {
+    Y.applyUpdate(docFrom(state), update)
+    return false
+  } catch {
+    return true
+  }
+}
+
+/**
+ * A valid edit on top of `base` with one to three bytes changed (seeded, so always the same)
+ * such that Y.decodeUpdate accepts it and Y.applyUpdate throws on a doc holding `base`.
+ */
+function poisonedUpdate(base: Uint8Array): Uint8Array {
+  const valid = editOn(base, 2, (text) => {
+    text.insert(5, ' there')
+    text.delete(0, 2)
+  })
+  const committed = Y.encodeStateAsUpdate(docFrom(base))
+  let seed = 42
+  const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31
+  for (let attempt = 0; attempt < 100_000; attempt++) {
+    const mutated = Uint8Array.from(valid)
+    const bytes = 1 + Math.floor(random() * 3)
+    for (let i = 0; i < bytes; i++) mutated[Math.floor(random() * mutated.length)] = Math.floor(random() * 256)
+    try {
+      Y.decodeUpdate(mutated)
+    } catch {
+      continue
+    }
+    if (throwsOn(base, mutated) && throwsOn(committed, mutated)) return mutated
+  }
+  throw new Error('no poisoned mutation found')
+}
+
+const opRows = async (docIds: string[]) => (await stack.db.query('SELECT count(*)::int AS n FROM op_log WHERE doc_id = ANY($1)', [docIds])).rows[0].n as number
+
+t.test('core - an update Yjs cannot apply is dead-lettered, its doc reloaded, and the partition moves on', async (t) => {
+  const base = edit('hello poisoned world', 1)
+  const poison = poisonedUpdate(base)
+  // Find docs that share the poisoned doc's partition (nats-server hashes doc ids to partitions).
+  const candidates = Array.from({ length: 48 }, (_, i) => `neighbour-${i}`)
+  await publishEdit(js, 'acme', 'poisoned', base)
+  for (const [i, doc] of candidates.entries()) await publishEdit(js, 'acme', doc, edit(`first ${i}`, 100 + i))
+  await until('base edits committed', async () => (await opRows(['poisoned', ...candidates])) === 1 + candidates.length)
+  const partitions = await partitionsOf(stack.db, jsm, 'acme', ['poisoned', ...candidates])
+  const neighbours = candidates.filter((doc) => partitions.get(doc) === partitions.get('poisoned'))
+  t.ok(neighbours.length > 0, `docs in the poisoned doc's partition: ${neighbours.join(', ')}`)
+
+  // A good update to the doc in the same batch before the poison, then the poison, then more.
+  const before = editOn(base, 3, (text) => text.insert(0, '>> '))
+  const after = [editOn(base, 4, (text) => text.insert(text.length, ' <<')), editOn(base, 5, (text) => text.insert(6, '~'))]
+  await publishEdit(js, 'acme', 'poisoned', before)
+  await publishEdit(js, 'acme', 'poisoned', poison)
+  for (const update of after) await publishEdit(js, 'acme', 'poisoned', update)
+  for (const [i, doc] of neighbours.entries()) await publishEdit(js, 'acme', doc, edit(`after ${i}`, 300 + i))
+
+  await until('good updates after the poison committed', async () => (await opRows(['poisoned'])) === 4 && (await opRows(neighbours)) === 2 * neighbours.length, 20_000)
+  const dead = (await stack.db.query("SELECT reason, payload FROM dead_letters WHERE doc_id = 'poisoned'")).rows
+  t.equal(dead.length, 1, 'the poison is dead-lettered once')
+  t.match(dead[0].reason, /^apply: /, 'with the reason Yjs gave')
+  t.same(Buffer.from(decodeEnvelope(dead[0].payload).update), Buffer.from(poison), 'and its bytes')
+
+  const reference = docFrom(base, before, ...after)
+  const state = (await stack.db.query("SELECT state FROM docs WHERE tenant = 'acme' AND doc_id = 'poisoned'")).rows[0].state as Buffer
+  const materialized = docFrom(state)
+  t.equal(materialized.getText('t').toString(), reference.getText('t').toString(), 'the doc holds the good updates only')
+  t.same(Buffer.from(Y.encodeStateVector(materialized)), Buffer.from(Y.encodeStateVector(reference)), 'same state vector as the reference')
+})
