@@ -1,0 +1,79 @@
+import t from 'tap'
+import { CloseCode } from '../../contracts/mod.ts'
+import { setup, token } from '../helpers/setup.ts'
+import { until, yclient, type TestClient } from '../helpers/client.ts'
+import { RawSocket, awarenessUpdate, frames } from '../helpers/raw-socket.ts'
+import { counterValue } from '../helpers/metric-value.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+await stack.core()
+const edgeA = await stack.edge()
+const edgeB = await stack.edge()
+
+const presence = (viewer: TestClient, of: TestClient) => viewer.provider.awareness.getStates().get(of.doc.clientID) as { user?: string } | undefined
+
+t.test('edge - a presence frame above the size limit closes only its sender with 4413', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const other = yclient(edgeA.url, 'presence-size', tok)
+  t.teardown(() => other.destroy())
+  await other.synced()
+  let otherClosed = false
+  other.provider.on('connection-close', () => (otherClosed = true))
+  const raw = await RawSocket.open(edgeA.url, 'presence-size', tok)
+  raw.send(frames.awareness(awarenessUpdate([{ clientId: 77, clock: 1, state: { blob: 'x'.repeat(64 * 1024) } }])))
+  const outcome = await raw.ping()
+  t.equal(outcome === 'alive' ? 'alive' : outcome.code, CloseCode.MessageTooBig, 'sender closed with 4413')
+  t.equal(await counterValue(edgeA.edge.metrics.tooBigRejections), 1, 'counted')
+  const small = await RawSocket.open(edgeA.url, 'presence-size', tok)
+  small.send(frames.awareness(awarenessUpdate([{ clientId: 78, clock: 1, state: { user: 'small' } }])))
+  await until('a small presence state still goes through', () => (other.provider.awareness.getStates().get(78) as { user?: string } | undefined)?.user === 'small')
+  t.notOk(otherClosed, 'the other client stayed connected')
+  small.close()
+})
+
+t.test('edge - presence frames over the per-socket rate are dropped and counted', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const watcher = yclient(edgeB.url, 'presence-rate', tok)
+  t.teardown(() => watcher.destroy())
+  await watcher.synced()
+  const raw = await RawSocket.open(edgeB.url, 'presence-rate', tok)
+  // Defaults: a burst of 60, then 30 per second.
+  for (let clock = 1; clock <= 300; clock++) raw.send(frames.awareness(awarenessUpdate([{ clientId: 91, clock, state: { n: clock } }])))
+  t.equal(await raw.ping(), 'alive', 'over-rate frames do not close the socket')
+  const dropped = await counterValue(edgeB.edge.metrics.awarenessRefused, { reason: 'rate' })
+  t.ok(dropped >= 200, `the frames past the burst were dropped and counted (${dropped})`)
+  await until('the burst reached the watcher', () => ((watcher.provider.awareness.getStates().get(91) as { n?: number } | undefined)?.n ?? 0) >= 60)
+  const seen = (watcher.provider.awareness.getStates().get(91) as { n?: number } | undefined)?.n ?? 0
+  t.ok(seen < 100, `only the burst went through (saw state ${seen})`)
+  raw.close()
+})
+
+t.test('edge - a socket cannot overwrite or remove presence it did not introduce, on its edge or from a peer edge', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const alice = yclient(edgeA.url, 'presence-owner', tok)
+  const bob = yclient(edgeB.url, 'presence-owner', tok)
+  t.teardown(() => (alice.destroy(), bob.destroy()))
+  await Promise.all([alice.synced(), bob.synced()])
+  alice.provider.awareness.setLocalState({ user: 'alice' })
+  await until('bob sees alice', () => presence(bob, alice)?.user === 'alice')
+  const refusedBefore = (await counterValue(edgeA.edge.metrics.awarenessRefused, { reason: 'not-owner' })) + (await counterValue(edgeB.edge.metrics.awarenessRefused, { reason: 'not-owner' }))
+
+  for (const [edgeUrl, name, ownId] of [
+    [edgeA.url, 'same edge', 4_000_001],
+    [edgeB.url, 'peer edge', 4_000_002],
+  ] as const) {
+    const mallory = await RawSocket.open(edgeUrl, 'presence-owner', tok)
+    // Overwrite and remove alice's state; in the same frame, set our own (the proof it was handled).
+    mallory.send(frames.awareness(awarenessUpdate([{ clientId: alice.doc.clientID, clock: 10_000, state: { user: 'mallory' } }, { clientId: ownId, clock: 1, state: { user: `mallory via ${name}` } }])))
+    mallory.send(frames.awareness(awarenessUpdate([{ clientId: alice.doc.clientID, clock: 10_001, state: null }, { clientId: ownId, clock: 2, state: { user: `mallory again via ${name}` } }])))
+    for (const viewer of [alice, bob]) await until(`${name}: mallory's own presence arrives`, () => (viewer.provider.awareness.getStates().get(ownId) as { user?: string } | undefined)?.user === `mallory again via ${name}`)
+    t.equal(presence(bob, alice)?.user, 'alice', `${name}: alice's presence unchanged for bob`)
+    t.equal(presence(alice, alice)?.user, 'alice', `${name}: and for alice`)
+    mallory.close()
+    await until(`${name}: mallory's presence removed when it leaves`, () => !bob.provider.awareness.getStates().has(ownId))
+  }
+  const refused = (await counterValue(edgeA.edge.metrics.awarenessRefused, { reason: 'not-owner' })) + (await counterValue(edgeB.edge.metrics.awarenessRefused, { reason: 'not-owner' }))
+  t.ok(refused - refusedBefore >= 4, 'each refused entry is counted')
+  t.equal(presence(bob, alice)?.user, 'alice', 'alice is still present after mallory left')
+})
