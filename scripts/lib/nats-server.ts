@@ -89,10 +89,15 @@ export async function startNatsServer(o: NatsServerOptions): Promise<NatsServer>
   const child = spawnLogged(bin, ['-c', f.config], f.log)
   let died = false
   void exited(child).then(() => (died = true))
-  await waitFor(`nats-server on port ${o.port} (log: ${f.log})`, async () => {
-    if (died) throw new GaveUp(`nats-server exited: ${lastLines(f.log)}`)
-    return (await fetch(`http://127.0.0.1:${o.monitorPort}/healthz?js-enabled-only=true`)).ok
-  })
+  try {
+    await waitFor(`nats-server on port ${o.port} (log: ${f.log})`, async () => {
+      if (died) throw new GaveUp(`nats-server exited: ${lastLines(f.log)}`)
+      return (await fetch(`http://127.0.0.1:${o.monitorPort}/healthz?js-enabled-only=true`)).ok
+    })
+  } catch (err) {
+    await terminate(child, 'SIGTERM')
+    throw err
+  }
   return {
     url: `nats://127.0.0.1:${o.port}`,
     port: o.port,
