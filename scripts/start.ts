@@ -1,6 +1,7 @@
 // `npm start`: the whole pipeline on this machine — nats-server with JetStream, PostgreSQL
-// (unless DATABASE_URL is set), core and edge — with its data under data/. SIGTERM or
-// Ctrl-C drains and stops everything it started.
+// (unless DATABASE_URL is set), core and edge — with its data under data/. Every part it
+// started is brought back when it dies (backoff, same port and data). SIGTERM or Ctrl-C
+// drains and stops everything it started.
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -10,10 +11,10 @@ import { ServiceUser } from '../contracts/mod.ts'
 import { natsFiles, startNatsServer } from './lib/nats-server.ts'
 import { Provisioner } from './lib/provisioner.ts'
 import { Registry } from './lib/registry.ts'
-import { startPostgres } from './lib/postgres.ts'
+import { postmasterPidFile, startPostgres } from './lib/postgres.ts'
 import { claimPidFile, portFree } from './lib/single-instance.ts'
 import { stopStale } from './lib/proc.ts'
-import { Service } from './lib/service.ts'
+import { Supervised, nodeProcess, type Running } from './lib/service.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 /** Tenants every dev stack has; others are added on first sight (dev only) or with `npm run tenant`. */
@@ -28,6 +29,8 @@ const config = loadConfigOrExit(
     natsPort: Port.default(4222),
     natsMonitorPort: Port.default(8222),
     pgPort: Port.default(55432),
+    edgeOpsPort: Port.default(9080),
+    coreOpsPort: Port.default(9081),
     databaseUrl: z.string().optional(),
   }),
   {
@@ -37,6 +40,8 @@ const config = loadConfigOrExit(
     natsPort: 'NATS_PORT',
     natsMonitorPort: 'NATS_MONITOR_PORT',
     pgPort: 'PG_PORT',
+    edgeOpsPort: 'EDGE_OPS_PORT',
+    coreOpsPort: 'CORE_OPS_PORT',
     databaseUrl: 'DATABASE_URL',
   },
 )
@@ -57,13 +62,15 @@ const pidOf = (name: string) => join(runDir, `${name}.pid`)
 stopStale(pidOf('edge'), 'edge/main.ts', 'SIGTERM')
 stopStale(pidOf('core'), 'core/main.ts', 'SIGTERM')
 stopStale(join(config.dataDir, 'nats', 'nats-server.pid'), 'nats-server', 'SIGTERM')
-stopStale(join(config.dataDir, 'pg', 'pgdata', 'postmaster.pid'), 'postgres', 'SIGINT')
+stopStale(postmasterPidFile(join(config.dataDir, 'pg')), 'postgres', 'SIGINT')
 
 const ports: [string, number][] = [
   ['EDGE_PORT', config.edgePort],
   ['CORE_PORT', config.corePort],
   ['NATS_PORT', config.natsPort],
   ['NATS_MONITOR_PORT', config.natsMonitorPort],
+  ['EDGE_OPS_PORT', config.edgeOpsPort],
+  ['CORE_OPS_PORT', config.coreOpsPort],
   ...(config.databaseUrl ? [] : ([['PG_PORT', config.pgPort]] as [string, number][])),
 ]
 for (const [name, port] of ports) {
@@ -91,46 +98,62 @@ async function shutdown(reason: string, code = 0): Promise<never> {
 process.on('SIGINT', () => void shutdown('SIGINT'))
 process.on('SIGTERM', () => void shutdown('SIGTERM'))
 
+const say = (line: string) => console.log(`docflow: ${line}`)
+/** Starts a part under supervision; shutdown stops the parts in reverse order. */
+async function supervise(name: string, logFile: string, launch: () => Promise<Running>): Promise<void> {
+  const part = new Supervised({ name, launch, pidFile: pidOf(name), logFile, say })
+  stoppers.push(() => part.stop())
+  await part.start()
+}
+
 try {
-  console.log('docflow: starting nats-server')
-  const nats = await startNatsServer({ dir: join(config.dataDir, 'nats'), port: config.natsPort, monitorPort: config.natsMonitorPort })
-  stoppers.push(() => nats.stop())
+  say('starting nats-server')
+  const natsDir = join(config.dataDir, 'nats')
+  const natsOptions = { dir: natsDir, port: config.natsPort, monitorPort: config.natsMonitorPort }
+  const natsUrl = `nats://127.0.0.1:${config.natsPort}`
+  await supervise('nats-server', natsFiles(natsDir).log, () => startNatsServer(natsOptions))
   let databaseUrl = config.databaseUrl
   if (!databaseUrl) {
-    console.log('docflow: starting PostgreSQL')
-    const pg = await startPostgres({ dir: join(config.dataDir, 'pg'), port: config.pgPort })
-    stoppers.push(() => pg.stop())
-    databaseUrl = pg.url
+    say('starting PostgreSQL')
+    const pgDir = join(config.dataDir, 'pg')
+    let url = ''
+    await supervise('postgres', join(pgDir, 'postgres.log'), async () => {
+      const pg = await startPostgres({ dir: pgDir, port: config.pgPort, say })
+      url = pg.url
+      return pg
+    })
+    databaseUrl = url
   }
-  console.log('docflow: provisioning tenants')
-  const provisioner = await Provisioner.open({ natsDir: nats.dir, natsUrl: nats.url, databaseUrl, progress: (line) => console.log(`docflow:   ${line}`) })
+  say('provisioning tenants')
+  const provisioner = await Provisioner.open({ natsDir, natsUrl, databaseUrl, progress: (line) => say(`  ${line}`) })
   stoppers.push(() => provisioner.close())
   await provisioner.init()
   for (const tenant of DEV_TENANTS) await provisioner.ensure(tenant, DEV_TENANT_QUOTA_BYTES)
   provisioner.serveAutoProvisioning(DEV_TENANT_QUOTA_BYTES, (err, tenant) => console.error(`docflow: auto-provisioning ${tenant} failed: ${(err as Error).message}`))
-  const registry = Registry.open(natsFiles(nats.dir).registry)
+  const registry = Registry.open(natsFiles(natsDir).registry)
   const env = {
-    NATS_URL: nats.url,
+    NATS_URL: natsUrl,
     DATABASE_URL: databaseUrl,
     CORE_PORT: String(config.corePort),
     EDGE_PORT: String(config.edgePort),
+    CORE_OPS_PORT: String(config.coreOpsPort),
+    EDGE_OPS_PORT: String(config.edgeOpsPort),
     CORE_NATS_USER: ServiceUser.Core,
     CORE_NATS_PASS: registry.servicePassword(ServiceUser.Core),
     EDGE_NATS_USER: ServiceUser.Edge,
     EDGE_NATS_PASS: registry.servicePassword(ServiceUser.Edge),
     EDGE_AUTO_PROVISION_TENANTS: 'true',
   }
-  const core = new Service('core', join(ROOT, 'core/main.ts'), env, `http://127.0.0.1:${config.corePort}/healthz`, logsDir, pidOf('core'))
-  stoppers.push(() => core.stop())
-  await core.start()
-  const edge = new Service('edge', join(ROOT, 'edge/main.ts'), env, `http://127.0.0.1:${config.edgePort}/healthz`, logsDir, pidOf('edge'))
-  stoppers.push(() => edge.stop())
-  await edge.start()
-  writeFileSync(join(config.dataDir, 'endpoints.json'), JSON.stringify({ edge: `ws://127.0.0.1:${config.edgePort}`, core: `http://127.0.0.1:${config.corePort}`, nats: nats.url, databaseUrl }, null, 2))
+  for (const [name, port] of [['core', config.corePort], ['edge', config.edgePort]] as const) {
+    const logFile = join(logsDir, `${name}.log`)
+    await supervise(name, logFile, nodeProcess(name, join(ROOT, `${name}/main.ts`), env, `http://127.0.0.1:${port}/healthz`, logFile, pidOf(name)))
+  }
+  writeFileSync(join(config.dataDir, 'endpoints.json'), JSON.stringify({ edge: `ws://127.0.0.1:${config.edgePort}`, core: `http://127.0.0.1:${config.corePort}`, nats: natsUrl, databaseUrl }, null, 2))
   console.log(`
 DocFlow is running.
   edge (y-websocket)  ws://localhost:${config.edgePort}/<docId>?token=<jwt>
   core (read API)     http://localhost:${config.corePort}/v1/docs/<docId>/state
+  metrics             http://127.0.0.1:${config.edgeOpsPort}/metrics (edge), http://127.0.0.1:${config.coreOpsPort}/metrics (core)
   dev token           npm run token -- --tenant acme
   tenants             npm run tenant -- list   (acme, globex; others are added on first sight in dev)
   logs                ${logsDir}

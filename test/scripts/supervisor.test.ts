@@ -1,0 +1,92 @@
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { JWT_SECRET, token } from '../helpers/setup.ts'
+import { materializedText, until, yclient, type TestClient } from '../helpers/client.ts'
+import { postmasterPidFile } from '../../scripts/lib/postgres.ts'
+import { alive, exited, freePort } from '../../scripts/lib/proc.ts'
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+
+/** Types `text` at the end of the document, one character per `gapMs`, running `during` after `at` characters. */
+async function type(c: TestClient, text: string, gapMs: number, during: { at: number; run: () => void }) {
+  for (let i = 0; i < text.length; i++) {
+    if (i === during.at) during.run()
+    c.text.insert(c.text.length, text[i]!)
+    await new Promise((r) => setTimeout(r, gapMs))
+  }
+}
+
+const firstPid = (file: string) => Number(readFileSync(file, 'utf8').split('\n')[0])
+
+t.test('scripts - npm start brings back nats-server and PostgreSQL after kill -9 under typing, and SIGTERM stops every part', async (t) => {
+  // A private (0700) data folder, as a fresh clone under /root or mkdtemp has.
+  const dataDir = mkdtempSync(join(tmpdir(), 'docflow-supervised-'))
+  const ports = { EDGE_PORT: 0, CORE_PORT: 0, NATS_PORT: 0, NATS_MONITOR_PORT: 0, PG_PORT: 0, EDGE_OPS_PORT: 0, CORE_OPS_PORT: 0 }
+  for (const name of Object.keys(ports) as (keyof typeof ports)[]) ports[name] = await freePort()
+  const env = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), DOCFLOW_DATA_DIR: dataDir, DOCFLOW_JWT_SECRET: JWT_SECRET, LOG_LEVEL: 'warn' }
+  delete env.DATABASE_URL
+  const supervisor = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/start.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  supervisor.stdout.on('data', (b: Buffer) => (output += b.toString()))
+  supervisor.stderr.on('data', (b: Buffer) => (output += b.toString()))
+  const clusterLocation = join(dataDir, 'pg', 'cluster-location')
+  const clusterDir = () => (existsSync(clusterLocation) ? readFileSync(clusterLocation, 'utf8').trim() : null)
+  let clients: TestClient[] = []
+  t.teardown(async () => {
+    for (const c of clients) c.destroy()
+    if (supervisor.exitCode === null && supervisor.signalCode === null) {
+      supervisor.kill('SIGTERM')
+      await exited(supervisor)
+    }
+    const cluster = clusterDir()
+    if (cluster) rmSync(cluster, { recursive: true, force: true })
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  await until('the start banner', () => output.includes('DocFlow is running.'), 180_000).catch((err: unknown) => {
+    throw new Error(`${(err as Error).message}\n${output}`)
+  })
+  t.equal((await fetch(`http://127.0.0.1:${ports.EDGE_PORT}/healthz`)).status, 200, 'edge healthy')
+  t.equal((await fetch(`http://127.0.0.1:${ports.CORE_PORT}/healthz`)).status, 200, 'core healthy')
+
+  const tok = await token({ tenant: 'acme' })
+  const coreUrl = `http://127.0.0.1:${ports.CORE_PORT}`
+  const c = yclient(`ws://127.0.0.1:${ports.EDGE_PORT}`, 'supervised', tok)
+  clients = [c]
+  await c.synced()
+  let typed = ''
+  const materializedAll = (what: string) =>
+    until(what, async () => (await materializedText(coreUrl, 'supervised', tok).catch(() => null)) === typed, 120_000).catch(async (err: unknown) => {
+      throw new Error(`${(err as Error).message}: materialized ${JSON.stringify(await materializedText(coreUrl, 'supervised', tok).catch(() => null))}, typed ${JSON.stringify(typed)}\n${output}`)
+    })
+
+  const natsPid = firstPid(join(dataDir, 'nats', 'nats-server.pid'))
+  const first = 'nats-server dies mid-sentence and comes back. '
+  await type(c, first, 15, { at: 15, run: () => process.kill(natsPid, 'SIGKILL') })
+  typed += first
+  await materializedAll('everything typed across the nats-server kill materialized')
+  t.match(output, /nats-server: back after restart 1/, 'the supervisor logged the nats-server restart')
+  t.not(firstPid(join(dataDir, 'nats', 'nats-server.pid')), natsPid, 'a new nats-server runs')
+
+  const pgPid = firstPid(postmasterPidFile(join(dataDir, 'pg')))
+  const second = 'PostgreSQL dies too, and nothing is lost. '
+  await type(c, second, 15, { at: 15, run: () => process.kill(pgPid, 'SIGKILL') })
+  typed += second
+  await materializedAll('everything typed across the PostgreSQL kill materialized')
+  t.match(output, /postgres: back after restart 1/, 'the supervisor logged the PostgreSQL restart')
+  t.equal(c.text.toString(), typed, 'the client holds exactly what it typed')
+
+  const pids = Object.fromEntries(['edge', 'core', 'nats-server', 'postgres'].map((name) => [name, firstPid(join(dataDir, 'run', `${name}.pid`))]))
+  for (const [name, pid] of Object.entries(pids)) t.ok(pid > 0 && alive(pid), `${name} runs (pid ${pid})`)
+  c.destroy()
+  clients = []
+  supervisor.kill('SIGTERM')
+  await exited(supervisor)
+  t.equal(supervisor.exitCode, 0, 'the supervisor drained and exited cleanly')
+  for (const [name, pid] of Object.entries(pids)) t.notOk(alive(pid), `${name} (pid ${pid}) stopped`)
+  t.match(output, /docflow: stopped/)
+})
