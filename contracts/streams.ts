@@ -21,3 +21,6 @@ export const corePartitions = (): { partition: number; durable: string; filter: 
     durable: coreConsumerName(partition),
     filter: editPartitionFilter(partition),
   }))
+
+/** JetStream API subject of the message-get request (by sequence, or `next_by_subj` from one). */
+export const streamMessageGetSubject = (stream: string) => `$JS.API.STREAM.MSG.GET.${stream}`

@@ -7,12 +7,14 @@ import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import { corePartitions } from '../contracts/mod.ts'
 import type { TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
+import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
 import { createCoreMetrics, type CoreMetrics } from './metrics.ts'
 import { migrate } from './migrate.ts'
 import { createReadApi } from './read-api.ts'
 import { serveDocState } from './state-service.ts'
 import { StreamMonitor } from './stream-monitor.ts'
-import { waitForStream } from './streams.ts'
+import { waitForStream, type StreamHole } from './streams.ts'
+import { TenantStatusDirectory } from './tenant-status.ts'
 import { PartitionWorker } from './worker.ts'
 
 export interface CoreOptions {
@@ -20,6 +22,10 @@ export interface CoreOptions {
   port: number
   /** Listen address. Default 0.0.0.0. */
   host: string
+  /** Private port of /metrics and /healthz (runtime/ops-server.ts); 0 picks a free one. Default 9081. */
+  opsPort: number
+  /** Listen address of the ops port. Default 127.0.0.1 (0.0.0.0 inside a pod). */
+  opsHost: string
   databaseUrl: string
   /** How client tokens are verified. */
   tokens: TokenPolicy
@@ -49,6 +55,8 @@ export class Core {
   private server: Server | null = null
   private stateSub: Subscription | null = null
   private monitor: StreamMonitor | null = null
+  private tenants: TenantStatusDirectory | null = null
+  private ops: OpsServer | null = null
   private ready = false
 
   constructor(
@@ -62,6 +70,12 @@ export class Core {
     this.pool.on('error', (err) => log.warn({ error: err.message }, 'idle PostgreSQL connection failed'))
   }
 
+  /** The ops port (/metrics, /healthz) once started. */
+  get opsPort(): number {
+    if (!this.ops) throw new Error('core not started')
+    return this.ops.port
+  }
+
   /** Migrates, waits for the stream, starts the workers and the read API; resolves with the port. */
   async start(): Promise<number> {
     const client = await this.pool.connect()
@@ -73,18 +87,23 @@ export class Core {
     }
     const jsm = await jetstreamManager(this.nc)
     await waitForStream(jsm, this.o.stream, () => this.log.warn({ stream: this.o.stream }, 'waiting for the aggregate stream; provision a tenant (npm run tenant -- add <name>)'))
+    this.tenants = await TenantStatusDirectory.open(this.nc, { watchRetryMs: this.o.retryDelayMs }, this.log)
     const js = jetstream(this.nc)
     for (const p of corePartitions()) {
-      const worker = new PartitionWorker({ ...this.o, ...p }, js, jsm, this.log, this.metrics)
+      const onHoleCheck = (hole: StreamHole | null) => this.holeChecked(p.partition, hole)
+      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck }, js, jsm, this.log, this.metrics)
       this.workers.push(worker)
       worker.start()
     }
-    this.monitor = new StreamMonitor(jsm, this.o.stream, this.workers, this.o.monitorIntervalMs, this.log, this.metrics)
+    this.monitor = new StreamMonitor(this.nc, jsm, this.o.stream, this.workers, this.o.monitorIntervalMs, this.log, this.metrics)
     this.monitor.start()
     this.stateSub = serveDocState(this.nc, this.pool, (t, d) => this.cachedDoc(t, d), this.log, this.metrics)
-    this.server = createReadApi({ tokens: this.o.tokens, healthy: () => this.ready && !this.nc.isClosed() }, this.pool, this.log, this.metrics)
+    const healthy = () => this.ready && !this.nc.isClosed()
+    const tenants = this.tenants
+    this.server = createReadApi({ tokens: this.o.tokens, healthy, tenantActive: (t) => tenants.isActive(t) }, this.pool, this.log, this.metrics)
     this.server.listen(this.o.port, this.o.host)
     await once(this.server, 'listening')
+    this.ops = await serveOps({ port: this.o.opsPort, host: this.o.opsHost, registry: this.metrics.registry, healthy })
     this.ready = true
     return (this.server.address() as AddressInfo).port
   }
@@ -93,13 +112,23 @@ export class Core {
   async stop(): Promise<void> {
     this.ready = false
     this.monitor?.stop()
+    this.tenants?.stop()
     this.stateSub?.unsubscribe()
     await Promise.all(this.workers.map((w) => w.stop()))
     if (this.server) {
       this.server.closeAllConnections()
       await new Promise((r) => this.server!.close(r))
     }
+    await this.ops?.close()
     await this.pool.end()
+  }
+
+  /** A partition whose stream lost uncommitted messages refuses to go on: loud log, counter, blocked gauge. */
+  private holeChecked(partition: number, hole: StreamHole | null): void {
+    this.metrics.partitionBlocked.set({ partition }, hole ? 1 : 0)
+    if (!hole) return
+    this.metrics.streamHoles.inc({ partition })
+    this.log.error({ partition, ...hole }, 'the stream lost messages this partition has not committed; the partition stays stopped until an operator recovers them from the tenant streams')
   }
 
   private cachedDoc(tenant: string, docId: string) {

@@ -18,3 +18,18 @@ export class DeliveryGapError extends Error {
   }
 }
 export const isDeliveryGapError = (e: unknown): e is DeliveryGapError => e instanceof DeliveryGapError
+
+/**
+ * The stream no longer holds messages a partition has not committed (AGG discarded or expired
+ * them): the partition refuses to go on past the hole until an operator repairs it.
+ */
+export class StreamHoleError extends Error {
+  override name = 'StreamHoleError'
+  constructor(
+    readonly hole: { stream: string; durable: string; fromSeq: number; toSeq: number },
+    options?: { cause?: unknown },
+  ) {
+    super(`${hole.stream} lost sequences ${hole.fromSeq}..${hole.toSeq}, which may hold uncommitted messages of ${hole.durable}; refusing to continue past them`, options)
+  }
+}
+export const isStreamHoleError = (e: unknown): e is StreamHoleError => e instanceof StreamHoleError

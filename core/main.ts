@@ -11,6 +11,8 @@ import { Core } from './core.ts'
 const Config = z.object({
   port: Port.default(8081),
   host: z.string().default('0.0.0.0'),
+  opsPort: Port.default(9081),
+  opsHost: z.string().default('127.0.0.1'),
   natsUrl: z.string().default('nats://127.0.0.1:4222'),
   natsUser: z.string().optional(),
   natsPass: z.string().optional(),
@@ -30,6 +32,8 @@ const log = createLogger('core')
 const config = loadConfigOrExit(Config, {
   port: 'CORE_PORT',
   host: 'CORE_HOST',
+  opsPort: 'CORE_OPS_PORT',
+  opsHost: 'CORE_OPS_HOST',
   natsUrl: 'NATS_URL',
   natsUser: 'CORE_NATS_USER',
   natsPass: 'CORE_NATS_PASS',
@@ -47,6 +51,6 @@ const config = loadConfigOrExit(Config, {
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: `core-${hostname()}-${process.pid}` }, log)
 const core = new Core({ ...config, tokens: tokenPolicy(config) }, nc, log)
 const port = await core.start()
-log.info({ port }, 'core listening')
+log.info({ port, opsPort: core.opsPort }, 'core listening')
 
 drainOnSignal('core', core, nc, log)

@@ -18,8 +18,11 @@ export function createCoreMetrics(registry: Registry = createRegistry('core')) {
     leaseProbeErrors: new Counter({ name: 'docflow_core_lease_probe_errors_total', help: 'Failed looks at the leases this core waits for', registers }),
     deliveryGaps: new Counter({ name: 'docflow_core_delivery_gaps_total', help: 'Consumer sessions restarted from the checkpoint because a delivery went missing', registers }),
     workerErrors: new Counter({ name: 'docflow_core_worker_errors_total', help: 'Partition worker failures (it resets to its checkpoint)', labelNames: ['partition'], registers }),
-    aggUsageRatio: new Gauge({ name: 'docflow_core_agg_usage_ratio', help: 'Bytes in the aggregate stream over its byte cap (alert above 0.8)', registers }),
+    aggUsageRatio: new Gauge({ name: 'docflow_core_agg_usage_ratio', help: 'Bytes in the aggregate stream over its byte cap (sized to hold all its sources; alerts are on lag)', registers }),
     consumerPending: new Gauge({ name: 'docflow_core_consumer_pending', help: 'Messages not yet committed by an owned partition', labelNames: ['partition'], registers }),
+    consumerOldestPendingSeconds: new Gauge({ name: 'docflow_core_consumer_oldest_pending_seconds', help: 'Age of the oldest message an owned partition has not committed (0 when caught up)', labelNames: ['partition'], registers }),
+    streamHoles: new Counter({ name: 'docflow_core_stream_holes_total', help: 'Consumer restarts refused because the stream lost messages the partition had not committed', labelNames: ['partition'], registers }),
+    partitionBlocked: new Gauge({ name: 'docflow_core_partition_blocked', help: '1 while a partition refuses to continue past a hole in the stream', labelNames: ['partition'], registers }),
     stateRequests: new Counter({ name: 'docflow_core_state_requests_total', help: 'Document state requests from edges, by result', labelNames: ['result'], registers }),
     readRequests: new Counter({ name: 'docflow_core_read_requests_total', help: 'Read API requests by status', labelNames: ['status'], registers }),
   }

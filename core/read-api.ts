@@ -11,9 +11,11 @@ const STATE_PATH = /^\/v1\/docs\/(.+)\/state$/
 export interface ReadApiOptions {
   tokens: TokenPolicy
   healthy: () => boolean
+  /** Whether the tenant's latest DF_TENANTS record says active (suspended or removed: 403). */
+  tenantActive: (tenant: string) => boolean
 }
 
-/** HTTP read API on core: materialized state per document, health and metrics. */
+/** HTTP read API on core: materialized state per document and health (metrics are on the ops port). */
 export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, metrics: CoreMetrics): Server {
   return createServer((req, res) => {
     route(req, res).catch((err: unknown) => {
@@ -26,10 +28,6 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
     const path = (req.url ?? '/').split('?')[0]!
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, { error: 'method not allowed' })
     if (path === '/healthz') return o.healthy() ? reply(res, 200, 'ok') : reply(res, 503, 'unavailable')
-    if (path === '/metrics') {
-      res.writeHead(200, { 'content-type': metrics.registry.contentType })
-      return void res.end(await metrics.registry.metrics())
-    }
     const m = STATE_PATH.exec(path)
     if (!m) return reply(res, 404, { error: 'not found' })
     let docId: string
@@ -44,6 +42,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
     try {
       const claims = await verifyToken(auth.slice(7).trim(), o.tokens)
       if (!docAllowed(claims, docId)) return count(reply(res, 403, { error: 'token does not cover this document' }))
+      if (!o.tenantActive(claims.tenant)) return count(reply(res, 403, { error: `tenant ${claims.tenant} is not active (suspended, removed or unknown)` }))
       tenant = claims.tenant
     } catch (err) {
       if (!isTokenError(err)) throw err

@@ -1,20 +1,22 @@
 import type { JetStreamManager } from '@nats-io/jetstream'
+import type { NatsConnection } from '@nats-io/transport-node'
+import { streamMessageGetSubject } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
 import type { PartitionWorker } from './worker.ts'
 
-/** Share of AGG's byte cap above which we warn: past the cap AGG discards its oldest messages. */
-export const AGG_USAGE_WARN_RATIO = 0.8
-
 /**
- * Publishes how full the aggregate stream is and how far each owned partition lags, so the
- * guard against NATS-TENANCY pitfall 1 (AGG capped below the service quota) can alert.
+ * Publishes how far each owned partition lags — uncommitted messages and the age of the
+ * oldest one — which is what alerts watch: AGG is sized to hold everything its sources hold
+ * (provisioner.ts), so its fill level says nothing about loss; lag does. AGG's usage ratio is
+ * still exported for capacity dashboards.
  */
 export class StreamMonitor {
   private timer: NodeJS.Timeout | null = null
-  private warned = false
+  private ageUnsupportedLogged = false
 
   constructor(
+    private readonly nc: NatsConnection,
     private readonly jsm: JetStreamManager,
     private readonly stream: string,
     private readonly workers: readonly PartitionWorker[],
@@ -41,20 +43,37 @@ export class StreamMonitor {
     try {
       const info = await this.jsm.streams.info(this.stream)
       const cap = info.config.max_bytes
-      const ratio = cap > 0 ? info.state.bytes / cap : 0
-      this.metrics.aggUsageRatio.set(ratio)
-      if (ratio >= AGG_USAGE_WARN_RATIO && !this.warned) this.log.warn({ stream: this.stream, bytes: info.state.bytes, maxBytes: cap }, 'aggregate stream nearly full: it discards its oldest messages past its cap')
-      this.warned = ratio >= AGG_USAGE_WARN_RATIO
+      this.metrics.aggUsageRatio.set(cap > 0 ? info.state.bytes / cap : 0)
       for (const w of this.workers) {
         if (!w.owned) {
           this.metrics.consumerPending.remove({ partition: w.partition })
+          this.metrics.consumerOldestPendingSeconds.remove({ partition: w.partition })
           continue
         }
         const c = await this.jsm.consumers.info(this.stream, w.durable)
-        this.metrics.consumerPending.set({ partition: w.partition }, c.num_pending + c.num_ack_pending)
+        const pending = c.num_pending + c.num_ack_pending
+        this.metrics.consumerPending.set({ partition: w.partition }, pending)
+        const oldest = pending > 0 ? await this.oldestUncommitted(c.config.filter_subject ?? '>', c.ack_floor.stream_seq + 1) : null
+        this.metrics.consumerOldestPendingSeconds.set({ partition: w.partition }, oldest ? Math.max(0, (Date.now() - oldest.getTime()) / 1000) : 0)
       }
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'stream monitor sample failed')
     }
+  }
+
+  /**
+   * Store time of the partition's first message at or after `fromSeq` (the consumer's ack
+   * floor + 1: everything below is committed). The JetStream message-get API's `next_by_subj`
+   * finds it without reading the messages of other partitions in between.
+   */
+  private async oldestUncommitted(filter: string, fromSeq: number): Promise<Date | null> {
+    const reply = await this.nc.request(streamMessageGetSubject(this.stream), JSON.stringify({ seq: fromSeq, next_by_subj: filter }), { timeout: 2_000 })
+    const body = JSON.parse(new TextDecoder().decode(reply.data)) as { message?: { time: string }; error?: { code: number; description: string } }
+    if (body.message) return new Date(body.message.time)
+    if (body.error && body.error.code !== 404 && !this.ageUnsupportedLogged) {
+      this.ageUnsupportedLogged = true
+      this.log.warn({ stream: this.stream, error: body.error }, 'cannot look up the oldest uncommitted message; its age gauge stays 0')
+    }
+    return null
   }
 }

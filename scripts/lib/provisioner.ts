@@ -49,11 +49,33 @@ export interface TenantUsage extends TenantRecord {
 }
 
 /**
- * AGG's own byte cap as a share of the service account's quota: on 2.9 a source whose target
- * account is over quota drops messages silently (NATS-TENANCY pitfall 1), so AGG discards its
- * oldest (long consumed) messages well before the account can fill.
+ * AGG never discards an edit core has not committed, because it can hold everything its
+ * sources can: its byte cap is the tenants' quotas times this factor (each sourced copy
+ * carries a Nats-Stream-Source header the tenant's message does not; measured on 2.9.10 for
+ * the smallest edit, a one-character insert: AGG stores ≤ 1.2× the tenant stream's bytes).
+ * Backpressure happens where it is lossless: a full tenant stream (discard new) refuses the
+ * publish with a PubAck error and the edge closes the writer with 4507; its client keeps
+ * the edit. AGG's cap only guards the service account (NATS-TENANCY pitfall 1).
+ *
+ * Why not backpressure at AGG (measured on this nats-server 2.9.10, 300 edits through a
+ * 64 KiB AGG): with discard new, a sourcing stream stalls at its cap and resumes once space
+ * frees — but 1 to 3 edits per run never reached AGG (limits, interest and workqueue
+ * retention alike: messages in flight when space frees are stored past the failed one, which
+ * is never retried; sourcing into a max_bytes + discard new stream is supported from 2.11,
+ * nats-server PR 6491). Interest or workqueue retention would also lose the position of a
+ * source on restart once consumed messages are gone. So AGG keeps limits retention and
+ * discard old: should its cap ever be reached anyway, the loss is at the front, where core
+ * sees it (core/streams.ts findHole) and stops that partition loudly.
  */
+export const AGG_BYTES_PER_TENANT_BYTE = 1.5
+
+/** Most of the service account's quota AGG may take (KV buckets and other service streams need the rest). */
 const AGG_SHARE_OF_SERVICE_QUOTA = 0.8
+
+/** AGG's byte cap for these tenant quotas. */
+export function aggMaxBytes(tenantQuotas: readonly number[]): number {
+  return Math.ceil(tenantQuotas.reduce((a, b) => a + b, 0) * AGG_BYTES_PER_TENANT_BYTE)
+}
 
 /**
  * Adds, suspends, resumes, removes and lists tenants: the registry (→ accounts config → reload),
@@ -224,6 +246,15 @@ export class Provisioner {
     if (wanted > budget) {
       throw new Error(`tenant quotas plus the service account need ${formatSize(wanted)} but nats-server offers ${formatSize(budget)} (max_file_store); lower a quota or raise the server's storage`)
     }
+    const agg = this.aggregateCap(registry)
+    const aggBudget = Math.floor(server.serviceMaxFileBytes * AGG_SHARE_OF_SERVICE_QUOTA)
+    if (agg > aggBudget) {
+      throw new Error(`AGG must hold a copy of every tenant stream: ${formatSize(agg)} for these quotas, but the service account allows it ${formatSize(aggBudget)} (${AGG_SHARE_OF_SERVICE_QUOTA * 100}% of its ${formatSize(server.serviceMaxFileBytes)} quota); lower a quota or raise the service account's quota`)
+    }
+  }
+
+  private aggregateCap(registry: Registry): number {
+    return aggMaxBytes(registry.tenants().map(([, t]) => t.maxStorageBytes))
   }
 
   private async ensureTenantStream(tenant: string, registry: Registry): Promise<void> {
@@ -245,11 +276,18 @@ export class Provisioner {
     })
   }
 
-  /** Creates AGG or sets its sources to exactly `tenants`. */
+  /**
+   * Creates AGG or sets its sources to exactly `tenants`, with a byte cap that holds all of
+   * them (AGG_BYTES_PER_TENANT_BYTE). The cap only grows: lowering it under what AGG holds
+   * would discard the oldest messages, maybe before core read them.
+   */
   private async ensureAggregate(tenants: string[]): Promise<void> {
     const sources: StreamSource[] = tenants.map((t) => ({ name: tenantStreamName(t), external: { api: tenantSourceApi(t), deliver: tenantSourceDeliver(t) } }))
-    if (await streamInfo(this.jsm, AGG_STREAM)) {
-      await this.jsm.streams.update(AGG_STREAM, { sources })
+    const cap = this.aggregateCap(this.registry)
+    const existing = await streamInfo(this.jsm, AGG_STREAM)
+    if (existing) {
+      const current = existing.config.max_bytes
+      await this.jsm.streams.update(AGG_STREAM, { sources, max_bytes: current < 0 ? current : Math.max(cap, current) })
       return
     }
     await this.jsm.streams.add({
@@ -257,7 +295,7 @@ export class Provisioner {
       storage: StorageType.File,
       retention: RetentionPolicy.Limits,
       discard: DiscardPolicy.Old,
-      max_bytes: Math.floor(this.serverOptions().serviceMaxFileBytes * AGG_SHARE_OF_SERVICE_QUOTA),
+      max_bytes: cap,
       max_age: nanos(AGG_MAX_AGE_MS),
       duplicate_window: nanos(EDIT_DEDUP_WINDOW_MS),
       num_replicas: 1,

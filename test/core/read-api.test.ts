@@ -22,7 +22,7 @@ t.test('core - read API answers 200 with the document, 404/401/403 otherwise', a
   t.equal(await readState(core.url, 'notes/2026 plan ü', await token({ tenant: 'acme' }, -60)), 401, 'expired token (past the 30 s clock tolerance)')
   t.equal((await fetch(`${core.url}/v1/docs/x/state`)).status, 401, 'no token')
   t.equal((await fetch(`${core.url}/healthz`)).status, 200)
-  const metrics = await (await fetch(`${core.url}/metrics`)).text()
+  const metrics = await (await fetch(`${core.opsUrl}/metrics`)).text()
   t.match(metrics, /docflow_core_updates_total\{outcome="applied"/)
   t.equal((await fetch(`${core.url}/v1/nothing`)).status, 404)
 })

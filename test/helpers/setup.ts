@@ -58,6 +58,8 @@ export interface Stack {
 export interface RunningCore {
   core: Core
   url: string
+  /** The core's private ops port (/metrics, /healthz). */
+  opsUrl: string
   stop(): Promise<void>
 }
 export interface RunningEdge {
@@ -133,7 +135,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     async core(overrides = {}) {
       const nc = await serviceNats(ServiceUser.Core, 'core-test')
       const core = new Core(
-        { port: 0, host: '127.0.0.1', databaseUrl: stack.pg.url, tokens: { secret: JWT_SECRET }, stream: AGG_STREAM, maxBatch: 512, maxDocs: 100, ackWaitMs: 30_000, maxAckPending: 1_024, leaseRetryMs: 200, retryDelayMs: 200, monitorIntervalMs: 200, ...overrides },
+        { port: 0, host: '127.0.0.1', opsPort: 0, opsHost: '127.0.0.1', databaseUrl: stack.pg.url, tokens: { secret: JWT_SECRET }, stream: AGG_STREAM, maxBatch: 512, maxDocs: 100, ackWaitMs: 30_000, maxAckPending: 1_024, leaseRetryMs: 200, retryDelayMs: 200, monitorIntervalMs: 200, ...overrides },
         nc,
         log,
         createCoreMetrics(createRegistry('core', false)),
@@ -143,7 +145,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
         await core.stop()
         await nc.close()
       })
-      return { core, url: `http://127.0.0.1:${port}`, stop }
+      return { core, url: `http://127.0.0.1:${port}`, opsUrl: `http://127.0.0.1:${core.opsPort}`, stop }
     },
     async edge(overrides = {}) {
       const nc = await serviceNats(ServiceUser.Edge, 'edge-test')
@@ -165,7 +167,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
       const user = service === 'core' ? ServiceUser.Core : ServiceUser.Edge
       const { pass } = credentials(user)
       const env: NodeJS.ProcessEnv = { ...process.env, NATS_URL: stack.nats.url, DATABASE_URL: stack.pg.url, DOCFLOW_JWT_SECRET: JWT_SECRET, LOG_LEVEL: 'warn' }
-      if (service === 'core') Object.assign(env, { CORE_PORT: String(port), CORE_HOST: '127.0.0.1', CORE_NATS_USER: user, CORE_NATS_PASS: pass, CORE_LEASE_RETRY_MS: '200', CORE_RETRY_DELAY_MS: '200' })
+      if (service === 'core') Object.assign(env, { CORE_PORT: String(port), CORE_HOST: '127.0.0.1', CORE_NATS_USER: user, CORE_NATS_PASS: pass, CORE_LEASE_RETRY_MS: '200', CORE_RETRY_DELAY_MS: '200', CORE_OPS_PORT: String(await freePort()) })
       const edgeOpsPort = service === 'edge' ? await freePort() : undefined
       if (service === 'edge') Object.assign(env, { EDGE_PORT: String(port), EDGE_HOST: '127.0.0.1', EDGE_OPS_PORT: String(edgeOpsPort), EDGE_NATS_USER: user, EDGE_NATS_PASS: pass, EDGE_RESYNC_DELAY_MS: '500' })
       const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, service, 'main.ts')], { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] })
