@@ -33,6 +33,8 @@ export class LeaseProbe {
   private timer: NodeJS.Timeout | null = null
   private ticking = false
   private users = 0
+  /** Sessions this probe already ended that may still show as holders while they exit. */
+  private readonly ended = new Set<number>()
 
   private constructor(
     private readonly o: LeaseProbeOptions,
@@ -95,13 +97,15 @@ export class LeaseProbe {
     this.ticking = true
     try {
       const holders = await this.holders()
+      const holderPids = new Set([...holders.values()].map((h) => h.pid))
+      for (const pid of this.ended) if (!holderPids.has(pid)) this.ended.delete(pid)
       for (const [partition, wakes] of this.waiters) {
         const holder = holders.get(partition)
         if (!holder) {
           for (const wake of [...wakes]) wake()
           continue
         }
-        if (holder.state === 'idle' && holder.quietMs !== null && holder.quietMs > this.o.leaseTtlMs) await this.endStaleSession(holder)
+        if (holder.state === 'idle' && holder.quietMs !== null && holder.quietMs > this.o.leaseTtlMs && !this.ended.has(holder.pid)) await this.endStaleSession(holder)
       }
     } catch (err) {
       this.metrics.leaseProbeErrors.inc()
@@ -131,6 +135,7 @@ export class LeaseProbe {
   private async endStaleSession(holder: Holder): Promise<void> {
     const client = await this.connection()
     const r = await client.query<{ ended: boolean }>('SELECT pg_terminate_backend($1) AS ended', [holder.pid])
+    this.ended.add(holder.pid)
     this.metrics.leaseTakeovers.inc()
     this.log.warn({ partition: holder.partition, pid: holder.pid, quietMs: Math.round(holder.quietMs ?? 0), ended: r.rows[0]?.ended }, 'ended a stale lease session (holder stopped renewing)')
   }

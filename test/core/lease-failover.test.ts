@@ -1,0 +1,78 @@
+import t from 'tap'
+import * as Y from 'yjs'
+import { jetstream } from '@nats-io/jetstream'
+import { EDIT_PARTITIONS, ServiceUser } from '../../contracts/mod.ts'
+import { LEASE_NAMESPACE } from '../../core/lease.ts'
+import { edit, publishEdit } from '../helpers/edits.ts'
+import { setup } from '../helpers/setup.ts'
+import { until } from '../helpers/client.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+
+/** application_name of the session holding each partition's lease (from pg_locks). */
+async function leaseHolders(): Promise<Map<number, string>> {
+  const r = await stack.db.query(
+    `SELECT l.objid::int AS partition, a.application_name AS app FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'advisory' AND l.classid = $1::bigint::oid AND l.objsubid = 2 AND l.granted`,
+    [LEASE_NAMESPACE],
+  )
+  return new Map(r.rows.map((row) => [row.partition as number, row.app as string]))
+}
+const heldBy = (holders: Map<number, string>, pid: number) => [...holders.values()].filter((app) => app.endsWith(`-pid${pid}`)).length
+const opRows = async () => (await stack.db.query('SELECT count(*)::int AS n FROM op_log')).rows[0].n as number
+
+t.test('core - a core paused with SIGSTOP loses its partitions to a standby within 10 s and cannot commit when it resumes', async (t) => {
+  const paused = await stack.process('core')
+  const pausedPid = paused.child.pid!
+  await until('the process core owns every partition', async () => heldBy(await leaseHolders(), pausedPid) === EDIT_PARTITIONS, 20_000)
+  const standby = await stack.core()
+  const js = jetstream(await stack.connect(ServiceUser.Edge))
+  const typed = new Map<string, Uint8Array[]>()
+  let clientID = 1
+  const publishRound = async (label: string) => {
+    for (let i = 0; i < 16; i++) {
+      const docId = `failover-${i}`
+      const update = edit(`${label}${i} `, clientID++)
+      typed.set(docId, [...(typed.get(docId) ?? []), update])
+      await publishEdit(js, 'acme', docId, update)
+    }
+  }
+  await publishRound('before')
+  await until('edits before the pause committed', async () => (await opRows()) === 16)
+
+  paused.child.kill('SIGSTOP')
+  const pausedAt = Date.now()
+  await publishRound('during')
+  await until('the standby owns every partition', async () => heldBy(await leaseHolders(), process.pid) === EDIT_PARTITIONS, 15_000)
+  const takeoverMs = Date.now() - pausedAt
+  t.ok(takeoverMs < 10_000, `partitions taken over ${takeoverMs} ms after the pause`)
+  await until('edits published during the pause committed by the standby', async () => (await opRows()) === 32, 15_000)
+
+  paused.child.kill('SIGCONT')
+  const resumedAt = new Date()
+  // The resumed core waits for partitions again: its lease probe queries after the resume.
+  await until('the resumed core is back as a standby', async () => {
+    const r = await stack.db.query('SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND query_start > $2', [`docflow-core-probe-pid${pausedPid}`, resumedAt])
+    return r.rows.length > 0
+  }, 15_000)
+  await publishRound('after')
+  await until('edits after the resume committed', async () => (await opRows()) === 48, 15_000)
+
+  const holders = await leaseHolders()
+  t.equal(heldBy(holders, pausedPid), 0, 'the resumed core holds no lease')
+  t.equal(heldBy(holders, process.pid), EDIT_PARTITIONS, 'the standby holds every lease')
+  t.equal(paused.child.exitCode, null, 'the resumed core is still running')
+  t.equal((await stack.db.query('SELECT count(DISTINCT (doc_id, msg_id))::int AS n FROM op_log')).rows[0].n, 48, 'every edit is in the op log')
+  const docs = (await stack.db.query('SELECT doc_id, op_count::int AS ops, state FROM docs ORDER BY doc_id')).rows
+  t.equal(docs.length, 16)
+  for (const row of docs) {
+    t.equal(row.ops, 3, `${row.doc_id}: three commits of an op, none twice`)
+    const reference = new Y.Doc()
+    for (const u of typed.get(row.doc_id)!) Y.applyUpdate(reference, u)
+    const materialized = new Y.Doc()
+    Y.applyUpdate(materialized, row.state)
+    t.equal(materialized.getText('t').toString(), reference.getText('t').toString(), `${row.doc_id}: every edit once`)
+  }
+  t.equal((await standby.core.metrics.leaseTakeovers.get()).values[0]?.value, EDIT_PARTITIONS, 'the standby ended the paused holder sessions')
+})
