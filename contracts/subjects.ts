@@ -75,6 +75,14 @@ export const ServiceSubjects = {
   coreState: 'df.core.state',
 } as const
 
+/** Every subject of a family, for NATS permissions (scripts/lib/nats-config.ts). */
+export const SubjectPatterns = {
+  /** What editIngestSubject builds, any tenant and doc (not the stored, partitioned form). */
+  editIngest: 'ten.*.ed.*',
+  fan: 'df.fan.>',
+  room: 'df.room.>',
+} as const
+
 export const QueueGroups = {
   coreState: 'core-state',
 } as const

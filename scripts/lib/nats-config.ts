@@ -1,6 +1,11 @@
 import {
+  AGG_STREAM,
   SERVICE_ACCOUNT,
+  ServiceSubjects,
   ServiceUser,
+  SubjectPatterns,
+  TENANTS_BUCKET,
+  TENANT_ENSURE_SUBJECT,
   TenantStatus,
   partitionMapping,
   tenantEditSubjects,
@@ -39,6 +44,87 @@ const APP_USER_DENIED = [
 
 const q = (s: string) => JSON.stringify(s)
 
+/** Reading the tenant KV bucket: open (stream info), get (direct or message get) and watch (ordered consumer). */
+const tenantsBucketRead = (() => {
+  const stream = `KV_${TENANTS_BUCKET}`
+  return [
+    `$JS.API.STREAM.INFO.${stream}`,
+    `$JS.API.DIRECT.GET.${stream}`,
+    `$JS.API.DIRECT.GET.${stream}.>`,
+    `$JS.API.STREAM.MSG.GET.${stream}`,
+    `$JS.API.CONSUMER.CREATE.${stream}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.>`,
+    `$JS.API.CONSUMER.INFO.${stream}.*`,
+    `$JS.API.CONSUMER.DELETE.${stream}.*`,
+    `$JS.FC.${stream}.>`,
+  ]
+})()
+
+/** Replies: every request/reply (JetStream API, state transfer) answers on an inbox. */
+const INBOX = '_INBOX.>'
+
+interface Permissions {
+  publish: string[]
+  subscribe: string[]
+}
+
+/**
+ * What each service user may do; anything not listed is refused by nats-server (least
+ * privilege: an internet-facing edge cannot delete AGG or a consumer, purge, or write the
+ * tenant bucket). Provisioning's `svc-admin` administers and is unrestricted.
+ */
+const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>, Permissions> = {
+  // Publish edits on ingest subjects only (the server adds the partition token: the stored,
+  // partitioned form is not writable), fan out and ask peers and core for state.
+  [ServiceUser.Edge]: {
+    publish: [
+      SubjectPatterns.editIngest,
+      SubjectPatterns.fan,
+      SubjectPatterns.room,
+      ServiceSubjects.coreState,
+      TENANT_ENSURE_SUBJECT,
+      '$JS.API.INFO',
+      ...tenantsBucketRead,
+      INBOX,
+    ],
+    subscribe: [SubjectPatterns.fan, SubjectPatterns.room, INBOX],
+  },
+  // Consume AGG (partition consumers: create, delete, info, pull, ack), read the tenant
+  // bucket, and answer edges' state requests.
+  [ServiceUser.Core]: {
+    publish: [
+      '$JS.API.INFO',
+      `$JS.API.STREAM.INFO.${AGG_STREAM}`,
+      `$JS.API.STREAM.MSG.GET.${AGG_STREAM}`,
+      `$JS.API.DIRECT.GET.${AGG_STREAM}`,
+      `$JS.API.DIRECT.GET.${AGG_STREAM}.>`,
+      `$JS.API.CONSUMER.CREATE.${AGG_STREAM}`,
+      `$JS.API.CONSUMER.CREATE.${AGG_STREAM}.>`,
+      `$JS.API.CONSUMER.DURABLE.CREATE.${AGG_STREAM}.*`,
+      `$JS.API.CONSUMER.DELETE.${AGG_STREAM}.*`,
+      `$JS.API.CONSUMER.INFO.${AGG_STREAM}.*`,
+      `$JS.API.CONSUMER.NAMES.${AGG_STREAM}`,
+      `$JS.API.CONSUMER.LIST.${AGG_STREAM}`,
+      `$JS.API.CONSUMER.MSG.NEXT.${AGG_STREAM}.*`,
+      `$JS.ACK.${AGG_STREAM}.>`,
+      ...tenantsBucketRead,
+      INBOX,
+    ],
+    subscribe: [ServiceSubjects.coreState, INBOX],
+  },
+  // Read only for now: stream and consumer state, messages by sequence, the tenant bucket.
+  [ServiceUser.Sinks]: {
+    publish: ['$JS.API.INFO', '$JS.API.STREAM.NAMES', '$JS.API.STREAM.LIST', '$JS.API.STREAM.INFO.*', '$JS.API.STREAM.MSG.GET.*', '$JS.API.DIRECT.GET.>', '$JS.API.CONSUMER.INFO.*.*', ...tenantsBucketRead],
+    subscribe: [INBOX],
+  },
+}
+
+function serviceUser(user: ServiceUser, password: string): string {
+  const p = user === ServiceUser.Admin ? undefined : SERVICE_PERMISSIONS[user]
+  const permissions = p ? `, permissions: { publish: { allow: [${p.publish.map(q).join(', ')}] }, subscribe: { allow: [${p.subscribe.map(q).join(', ')}] } }` : ''
+  return `      { user: ${q(user)}, password: ${q(password)}${permissions} }`
+}
+
 /**
  * nats-server configuration with an account per tenant and the service account, generated from
  * the registry (2.9-compatible; production's operator-mode setup lives in helm/). Never edit
@@ -46,7 +132,7 @@ const q = (s: string) => JSON.stringify(s)
  */
 export function renderNatsConfig(o: NatsConfigOptions, registry: Readonly<RegistryFile>): string {
   const tenants = Object.entries(registry.tenants).sort(([a], [b]) => a.localeCompare(b))
-  const serviceUsers = Object.values(ServiceUser).map((u) => `      { user: ${q(u)}, password: ${q(registry.service[u])} }`)
+  const serviceUsers = Object.values(ServiceUser).map((u) => serviceUser(u, registry.service[u]))
   const imports = tenants.flatMap(([t, entry]) => [
     // A suspended tenant keeps its data but loses the ingest path: nothing can write for it.
     ...(entry.status === TenantStatus.Active ? [`      { service: { account: ${q(t)}, subject: ${q(tenantEditSubjects(t))} } }`] : []),
