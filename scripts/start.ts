@@ -82,18 +82,25 @@ for (const [name, port] of ports) {
 }
 
 const stoppers: (() => Promise<void>)[] = []
-let stopping = false
-async function shutdown(reason: string, code = 0): Promise<never> {
-  if (!stopping) {
-    stopping = true
+const parts: Supervised[] = []
+let shuttingDown: Promise<never> | null = null
+/**
+ * Drains and stops every part, once: a second signal (Ctrl-C reaches the whole process group,
+ * and the bootstrap forwards it too) waits for the same shutdown instead of cutting it short.
+ */
+function shutdown(reason: string, code = 0): Promise<never> {
+  shuttingDown ??= (async () => {
     console.log(`docflow: ${reason}; draining and stopping`)
+    // A part that exits from here on (the terminal's signal reached it too) is not restarted.
+    for (const part of parts) part.noMoreRestarts()
     for (const stop of stoppers.reverse()) {
       await stop().catch((err: unknown) => console.error(`docflow: stop step failed: ${(err as Error).message}`))
     }
     rmSync(pidFile, { force: true })
     console.log('docflow: stopped')
-  }
-  process.exit(code)
+    process.exit(code)
+  })()
+  return shuttingDown
 }
 process.on('SIGINT', () => void shutdown('SIGINT'))
 process.on('SIGTERM', () => void shutdown('SIGTERM'))
@@ -102,6 +109,7 @@ const say = (line: string) => console.log(`docflow: ${line}`)
 /** Starts a part under supervision; shutdown stops the parts in reverse order. */
 async function supervise(name: string, logFile: string, launch: () => Promise<Running>): Promise<void> {
   const part = new Supervised({ name, launch, pidFile: pidOf(name), logFile, say })
+  parts.push(part)
   stoppers.push(() => part.stop())
   await part.start()
 }

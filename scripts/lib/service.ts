@@ -59,10 +59,15 @@ export class Supervised {
     await this.launch()
   }
 
-  /** Cancels a pending restart, waits for a launch in progress, then stops the part. */
-  async stop(): Promise<void> {
+  /** From now on an exit is final: no restart (the stack is shutting down). */
+  noMoreRestarts(): void {
     this.stopping = true
     if (this.restartTimer) clearTimeout(this.restartTimer)
+  }
+
+  /** Cancels a pending restart, waits for a launch in progress, then stops the part. */
+  async stop(): Promise<void> {
+    this.noMoreRestarts()
     await this.launching?.catch((err: unknown) => this.o.say(`${this.o.name}: launch during stop failed: ${(err as Error).message}`))
     const running = this.current
     this.current = null
