@@ -1,0 +1,41 @@
+import t from 'tap'
+import { TenantStatus } from '../../contracts/mod.ts'
+import { setup, token } from '../helpers/setup.ts'
+import { readState, until } from '../helpers/client.ts'
+import { edit, publishEdit } from '../helpers/edits.ts'
+import { jetstream } from '@nats-io/jetstream'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+const core = await stack.core()
+
+t.test('core - /metrics is served on the ops port only; /healthz on both', async (t) => {
+  t.equal((await fetch(`${core.url}/metrics`)).status, 404, 'no metrics on the public read API port')
+  const ops = await fetch(`${core.opsUrl}/metrics`)
+  t.equal(ops.status, 200)
+  t.match(await ops.text(), /docflow_core_leases_held/)
+  t.equal((await fetch(`${core.url}/healthz`)).status, 200)
+  t.equal((await fetch(`${core.opsUrl}/healthz`)).status, 200)
+})
+
+t.test('core - a suspended tenant gets 403 from the read API; resumed, 200 again', async (t) => {
+  await publishEdit(jetstream(await stack.connect()), 'globex', 'kept', edit('kept', 7))
+  const tok = await token({ tenant: 'globex' })
+  await until('materialized', async () => (await readState(core.url, 'kept', tok)) !== 404)
+  t.not(await readState(core.url, 'kept', tok), 403, 'active tenant reads')
+  await stack.provisioner.setStatus('globex', TenantStatus.Suspended)
+  await until('suspension seen by core', async () => (await readState(core.url, 'kept', tok)) === 403)
+  t.equal(await readState(core.url, 'kept', await token({ tenant: 'acme' })), 404, 'another tenant is unaffected')
+  await stack.provisioner.setStatus('globex', TenantStatus.Active)
+  await until('resume seen by core', async () => typeof (await readState(core.url, 'kept', tok)) === 'object')
+  t.pass('resumed tenant reads its document again')
+})
+
+t.test('core - a removed tenant gets 403 from the read API', async (t) => {
+  await stack.provisioner.add('initech', 16 * 1024 ** 2)
+  const tok = await token({ tenant: 'initech' })
+  await until('new tenant seen', async () => (await readState(core.url, 'none', tok)) === 404)
+  await stack.provisioner.remove('initech')
+  await until('removal seen by core', async () => (await readState(core.url, 'none', tok)) === 403)
+  t.pass()
+})
