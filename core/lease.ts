@@ -15,6 +15,9 @@ export interface LeaseTiming {
   leaseRenewMs: number
 }
 
+// SQLSTATE 25P02: current transaction is aborted, commands ignored until end of transaction block.
+const IN_FAILED_TRANSACTION = '25P02'
+
 export const DEFAULT_LEASE_TIMING: LeaseTiming = { leaseTtlMs: 5_000, leaseRenewMs: 1_000 }
 
 /** application_name of a lease session: names the partition and the holding process. */
@@ -60,12 +63,15 @@ export class PartitionLease {
     })
     const lease = new PartitionLease(client, timing)
     client.on('error', (err) => lease.markLost(new LeaseLostError('partition lease session ended', { cause: err })))
-    await client.connect()
-    const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [LEASE_NAMESPACE, partition])
-    if (!r.rows[0]?.ok) {
-      await client.end()
-      return null
+    let locked = false
+    try {
+      await client.connect()
+      const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [LEASE_NAMESPACE, partition])
+      locked = r.rows[0]?.ok === true
+    } finally {
+      if (!locked) await client.end()
     }
+    if (!locked) return null
     lease.confirmed()
     lease.renewal = setInterval(() => void lease.renew(), timing.leaseRenewMs)
     return lease
@@ -110,6 +116,8 @@ export class PartitionLease {
       }
       this.confirmed()
     } catch (err) {
+      // Queued inside a commit that failed before its ROLLBACK: the session answered, so it is alive.
+      if (err && typeof err === 'object' && 'code' in err && err.code === IN_FAILED_TRANSACTION) return
       this.markLost(err instanceof LeaseLostError ? err : new LeaseLostError('partition lease renewal failed', { cause: err }))
     }
   }
