@@ -56,6 +56,9 @@ export interface RoomOptions extends Partial<AwarenessLimits> {
   onClosed: (room: Room) => void
 }
 
+/** Looks at core's state after an open, a gap or a reconnect, while core does not answer. */
+const RESYNC_ATTEMPTS = 5
+
 /** Why the room refetches from core. */
 type ResyncReason = 'open' | 'gap' | 'reconnect'
 
@@ -210,25 +213,38 @@ export class Room {
   }
 
   /**
-   * Pulls what core materialized that this room lacks: now (unless `firstAfterMs`) and once
-   * more `resyncDelayMs` later, since core commits a few ms after the ack we may have missed.
+   * Pulls what core materialized that this room lacks: now (unless `firstAfterMs`) and again
+   * `resyncDelayMs` later, since core commits a few ms after the ack we may have missed; the
+   * later look repeats with doubling waits while core does not answer (it may be reconnecting too).
    */
   private resync(reason: ResyncReason, firstAfterMs = 0): void {
     if (this.closed) return
     this.o.metrics.roomResyncs.inc({ reason })
     if (firstAfterMs === 0) void this.resyncFromCore()
-    clearTimeout(this.resyncTimer)
-    this.resyncTimer = setTimeout(() => void this.resyncFromCore(), firstAfterMs || this.o.resyncDelayMs)
+    this.scheduleResync(firstAfterMs || this.o.resyncDelayMs, RESYNC_ATTEMPTS)
   }
 
-  private async resyncFromCore(): Promise<void> {
-    if (this.closed || this.resyncing) return // one request at a time; the delayed one follows
+  private scheduleResync(afterMs: number, attemptsLeft: number): void {
+    clearTimeout(this.resyncTimer)
+    this.resyncTimer = setTimeout(() => void this.resyncLater(afterMs, attemptsLeft), afterMs)
+  }
+
+  private async resyncLater(afterMs: number, attemptsLeft: number): Promise<void> {
+    const answered = await this.resyncFromCore()
+    if (!answered && attemptsLeft > 1 && !this.closed) this.scheduleResync(afterMs * 2, attemptsLeft - 1)
+  }
+
+  /** True when core answered (with state or "missing"); never rejects. */
+  private async resyncFromCore(): Promise<boolean> {
+    if (this.closed || this.resyncing) return false // one request at a time
     this.resyncing = true
     try {
       const reply = await this.requestState(ServiceSubjects.coreState)
       if (!this.closed && reply?.status === 'found') this.proveAndApply(reply.update, 'core')
+      return reply !== null
     } catch (err) {
       this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId }, 'room resync failed')
+      return false
     } finally {
       this.resyncing = false
     }
@@ -325,6 +341,12 @@ export class Room {
       // Only the writer goes: it keeps its edit and resends it once the quota allows.
       this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId }, 'tenant storage quota exceeded; edit refused')
       client.close(CloseCode.QuotaExceeded, 'tenant storage quota exceeded')
+      return
+    }
+    if (isPublishError(err) && err.kind === 'too-big') {
+      // Resending cannot help and co-editors are not at fault: only the writer goes.
+      this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId }, 'update above the server max_payload; writer closed')
+      client.close(CloseCode.MessageTooBig, 'update too big')
       return
     }
     this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId }, 'publish failed; closing room so clients resync')

@@ -1,0 +1,103 @@
+import t from 'tap'
+import * as Y from 'yjs'
+import { FanKind, ServiceSubjects, encodeFan } from '../../contracts/mod.ts'
+import { UpdatePublisher } from '../../edge/publisher.ts'
+import { createEdgeMetrics } from '../../edge/metrics.ts'
+import { createRegistry } from '../../runtime/metrics.ts'
+import { setup, token } from '../helpers/setup.ts'
+import { materializedText, until, yclient } from '../helpers/client.ts'
+import { RawSocket, frames } from '../helpers/raw-socket.ts'
+import { counterValue } from '../helpers/metric-value.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+const core = await stack.core()
+const edgeA = await stack.edge()
+const edgeB = await stack.edge()
+
+/**
+ * A stand-in for a third edge: publishes updates durably to JetStream as an edge does, and
+ * fans out only what the test says — the rest is a fan-out lost on the way.
+ */
+const nc = await stack.connect()
+const publisher = new UpdatePublisher(nc, 'phantom-edge', createEdgeMetrics(createRegistry('phantom', false)), { ackTimeoutMs: 2_000, attempts: 3 })
+const fanOut = (docId: string, seq: number, payload: Uint8Array) =>
+  nc.publish(ServiceSubjects.fan('acme', docId), encodeFan({ kind: FanKind.Update, edgeId: 'phantom-edge', stream: 'phantom-edge/1', seq, payload }))
+
+/**
+ * Waits past the rooms' one-off resync after opening (resyncDelayMs is 500 in tests), so only
+ * the mechanism under test can bring what the other edge lacks.
+ */
+const openResyncsDone = () => new Promise((resolve) => setTimeout(resolve, 1_500))
+
+/** The edit `change` makes on top of `base`, as the one update a client would send (not a diff, which carries every delete). */
+function editOn(base: Y.Doc, change: (text: Y.Text) => void): Uint8Array {
+  let update: Uint8Array | null = null
+  const capture = (u: Uint8Array) => (update = u)
+  base.on('update', capture)
+  change(base.getText('t'))
+  base.off('update', capture)
+  if (!update) throw new Error('the change changed nothing')
+  return update
+}
+
+t.test('edge - a missed fan-out (a delete) is noticed by its sequence gap and fetched from core', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const a = yclient(edgeA.url, 'gap', tok)
+  const b = yclient(edgeB.url, 'gap', tok)
+  t.teardown(() => (a.destroy(), b.destroy()))
+  await Promise.all([a.synced(), b.synced()])
+  a.text.insert(0, 'hello world')
+  await until('B has the text', () => b.text.toString() === 'hello world')
+  await openResyncsDone()
+
+  const phantom = new Y.Doc()
+  Y.applyUpdate(phantom, Y.encodeStateAsUpdate(b.doc))
+  const first = editOn(phantom, (text) => text.insert(0, '> '))
+  const lostDelete = editOn(phantom, (text) => text.delete(7, 6)) // ' world'
+  const third = editOn(phantom, (text) => text.insert(text.length, '!'))
+  const gapsBefore = await counterValue(edgeB.edge.metrics.fanGaps)
+  for (const update of [first, lostDelete, third]) await publisher.publish('acme', 'gap', 'phantom', update)
+  fanOut('gap', 1, first)
+  fanOut('gap', 3, third) // seq 2, the delete, never arrives
+
+  const expected = phantom.getText('t').toString()
+  t.equal(expected, '> hello!')
+  await until('B fetched the missed delete', () => b.text.toString() === expected)
+  await until('A fetched it too', () => a.text.toString() === expected)
+  t.ok((await counterValue(edgeB.edge.metrics.fanGaps)) > gapsBefore, 'the gap was counted')
+  await until('materialized', async () => (await materializedText(core.url, 'gap', tok)) === expected)
+})
+
+t.test('edge - an edit acked after its room closed still reaches the other edge', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const b = yclient(edgeB.url, 'late-ack', tok)
+  t.teardown(() => b.destroy())
+  await b.synced()
+  await openResyncsDone()
+
+  const writer = await RawSocket.open(edgeA.url, 'late-ack', tok)
+  const update = editOn(new Y.Doc(), (text) => text.insert(0, 'written then gone'))
+  writer.send(frames.update(update))
+  writer.close() // the room on edge A closes with its last client, before JetStream acks
+  await until('B got the edit through the fan-out', () => b.text.toString() === 'written then gone')
+})
+
+t.test('edge - every open room refetches from core when its NATS connection comes back', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const b = yclient(edgeB.url, 'reconnect', tok)
+  t.teardown(() => b.destroy())
+  await b.synced()
+  b.text.insert(0, 'before')
+  await until('materialized', async () => (await materializedText(core.url, 'reconnect', tok)) === 'before')
+
+  // Acked but never fanned out, as if sent while B's edge was disconnected.
+  const phantom = new Y.Doc()
+  Y.applyUpdate(phantom, Y.encodeStateAsUpdate(b.doc))
+  await publisher.publish('acme', 'reconnect', 'phantom', editOn(phantom, (text) => text.insert(6, ' and during')))
+  await until('core has it', async () => (await materializedText(core.url, 'reconnect', tok)) === 'before and during')
+  const resyncsBefore = await counterValue(edgeB.edge.metrics.roomResyncs, { reason: 'reconnect' })
+  await stack.restartNats('SIGTERM')
+  await until('B got it after the reconnect', () => b.text.toString() === 'before and during', 30_000)
+  t.ok((await counterValue(edgeB.edge.metrics.roomResyncs, { reason: 'reconnect' })) > resyncsBefore, 'counted as a reconnect resync')
+})
