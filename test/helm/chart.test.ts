@@ -169,11 +169,13 @@ t.test('helm - alert expressions use only metric names the code exports', async 
     t.same(unknownMetrics(names, known), [], `line ${line}: ${expr}`)
     for (const n of names) used.add(n.replace(/_(bucket|sum|count)$/, ''))
   }
-  for (const name of ['docflow_edge_quota_rejections_total', 'docflow_core_worker_errors_total', 'docflow_core_dead_letters_total', 'docflow_core_ingest_to_commit_seconds', 'docflow_core_agg_usage_ratio', 'docflow_core_consumer_pending']) {
+  for (const name of ['docflow_edge_quota_rejections_total', 'docflow_core_worker_errors_total', 'docflow_core_dead_letters_total', 'docflow_core_ingest_to_commit_seconds', 'docflow_core_consumer_oldest_pending_seconds', 'docflow_core_partition_blocked', 'docflow_core_consumer_pending']) {
     t.ok(used.has(name), `an alert uses ${name}`)
   }
-  t.match(rules, /max\(docflow_core_agg_usage_ratio\) > \{\{ \.aggUsageRatio \}\}/)
-  t.equal(values.monitoring.prometheusRule.aggUsageRatio, 0.8)
+  // Lag, not AGG usage: AGG is sized to hold its sources, so its fill level says nothing about loss.
+  t.notMatch(rules, /docflow_core_agg_usage_ratio/)
+  t.match(rules, /max by \(partition\) \(docflow_core_consumer_oldest_pending_seconds\) > \{\{ \.consumerOldestPendingSeconds \}\}/)
+  t.equal(values.monitoring.prometheusRule.consumerOldestPendingSeconds, 60)
   t.match(rules, /max by \(partition\) \(docflow_core_consumer_pending\)/)
   // Misspelt names, gauge series with histogram suffixes and unknown metrics are caught.
   t.same(unknownMetrics(promqlMetricNames('sum(rate(docflow_edge_publish_failure_total[5m])) > 0'), known), ['docflow_edge_publish_failure_total'])
