@@ -3,6 +3,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { ServiceUser, tenantStreamName } from '../../contracts/mod.ts'
 import { setup } from '../helpers/setup.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
+import { until } from '../helpers/client.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -30,8 +31,10 @@ t.test('tenancy - a tenant user cannot publish to, subscribe to or read another 
 
   const svc = jetstream(await stack.connect(ServiceUser.Edge))
   await publishEdit(svc, 'globex', 'secret-doc', edit('globex secret', 3))
-  await acme.flush()
-  await new Promise((r) => setTimeout(r, 200))
+  // Positive signal that the server went past the globex publish (acked above): an acme edit
+  // published after it reaches acme's wildcard subscription.
+  await publishEdit(svc, 'acme', 'marker', edit('acme marker', 4))
+  await until("acme's own edit arrives", () => received.some((s) => s.startsWith('ten.acme.ed.')))
   t.same(received.filter((s) => s.includes('globex')), [], 'a wildcard subscription sees nothing of globex')
 
   const jsm = await jetstreamManager(acme)
