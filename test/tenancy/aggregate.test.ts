@@ -5,6 +5,7 @@ import { AGG_STREAM, EDIT_PARTITIONS, ServiceUser, parseEditSubject, tenantStrea
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 import { publishEdit } from '../helpers/edits.ts'
+import { aggMaxBytes } from '../../scripts/lib/provisioner.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -93,18 +94,23 @@ t.test('tenancy - AGG holds exactly the sum of its sources after nats-server res
   t.equal(c.agg, c.sources, `AGG ${c.agg} = sources ${c.sources}`)
 })
 
-t.test('tenancy - AGG is capped below the service quota, discards its oldest, and its usage is a metric', async (t) => {
+t.test('tenancy - AGG holds every tenant stream within the service quota; lag is a metric', async (t) => {
   const svc = await jetstreamManager(await stack.connect(ServiceUser.Admin))
   const info = await svc.streams.info(AGG_STREAM)
   const account = await svc.getAccountInfo()
-  t.equal(info.config.discard, DiscardPolicy.Old)
-  t.ok(info.config.max_bytes > 0 && info.config.max_bytes <= 0.8 * account.limits.max_storage, `cap ${info.config.max_bytes} is at most 80% of the service quota ${account.limits.max_storage}`)
+  const quotas = (await stack.provisioner.list()).map((r) => r.maxStorageBytes)
+  t.equal(info.config.discard, DiscardPolicy.Old, 'should the cap ever be reached, the loss is at the front, where core sees it')
+  t.ok(info.config.max_bytes >= aggMaxBytes(quotas) && aggMaxBytes(quotas) >= quotas.reduce((a, b) => a + b, 0), `cap ${info.config.max_bytes} holds every tenant's quota (${quotas.join(' + ')}) with the source headers`)
+  t.ok(info.config.max_bytes <= 0.8 * account.limits.max_storage, `cap ${info.config.max_bytes} is at most 80% of the service quota ${account.limits.max_storage}`)
   const core = await stack.core()
   await until('usage gauge published', async () => {
     const text = await core.core.metrics.registry.metrics()
     const m = /docflow_core_agg_usage_ratio\{[^}]*\} ([0-9.e-]+)/.exec(text)
     return m !== null && Number(m[1]) > 0 && Math.abs(Number(m[1]) - info.state.bytes / info.config.max_bytes) < 0.01
   })
-  await until('partition lag gauges published', async () => /docflow_core_consumer_pending\{partition="0"/.test(await core.core.metrics.registry.metrics()))
+  await until('partition lag gauges published', async () => {
+    const text = await core.core.metrics.registry.metrics()
+    return /docflow_core_consumer_pending\{[^}]*partition="0"/.test(text) && /docflow_core_consumer_oldest_pending_seconds\{[^}]*partition="0"/.test(text)
+  })
   await core.stop()
 })
