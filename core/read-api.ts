@@ -4,6 +4,7 @@ import { DocId, docAllowed } from '../contracts/mod.ts'
 import { isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
+import type { TenantReadStatus } from './tenant-status.ts'
 import { readDocState } from './store.ts'
 
 const STATE_PATH = /^\/v1\/docs\/(.+)\/state$/
@@ -11,8 +12,8 @@ const STATE_PATH = /^\/v1\/docs\/(.+)\/state$/
 export interface ReadApiOptions {
   tokens: TokenPolicy
   healthy: () => boolean
-  /** Whether the tenant's latest DF_TENANTS record says active (suspended or removed: 403). */
-  tenantActive: (tenant: string) => boolean
+  /** What DF_TENANTS says of a tenant: suspended or removed get 403, unavailable 503. */
+  tenantStatus: (tenant: string) => TenantReadStatus
 }
 
 /** HTTP read API on core: materialized state per document and health (metrics are on the ops port). */
@@ -42,7 +43,9 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
     try {
       const claims = await verifyToken(auth.slice(7).trim(), o.tokens)
       if (!docAllowed(claims, docId)) return count(reply(res, 403, { error: 'token does not cover this document' }))
-      if (!o.tenantActive(claims.tenant)) return count(reply(res, 403, { error: `tenant ${claims.tenant} is not active (suspended, removed or unknown)` }))
+      const status = o.tenantStatus(claims.tenant)
+      if (status === 'suspended' || status === 'removed') return count(reply(res, 403, { error: `tenant ${claims.tenant} is ${status}` }))
+      if (status === 'unavailable') return count(reply(res, 503, { error: 'tenant directory unavailable; retry' }))
       tenant = claims.tenant
     } catch (err) {
       if (!isTokenError(err)) throw err

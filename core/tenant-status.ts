@@ -9,14 +9,18 @@ export interface TenantStatusOptions {
   watchRetryMs: number
 }
 
+/** What the latest DF_TENANTS entry says of a tenant; `unavailable` while the bucket is not followed. */
+export type TenantReadStatus = TenantStatus | 'removed' | 'unknown' | 'unavailable'
+
 /**
  * Which tenants core serves reads for, followed from the DF_TENANTS bucket provisioning
- * writes. Invariant: a tenant is served only while its latest record says active — a
- * suspended, removed or never provisioned tenant is refused, and so is every tenant while
- * the bucket has not been read once (start-up) or its watch is broken.
+ * writes. Invariant: a tenant whose latest entry is a suspension or a removal (the purge
+ * marker provisioning leaves) is known as such as soon as the watch delivers it, and no
+ * tenant is reported active while the bucket has not been read once or its watch is broken.
+ * A tenant never provisioned is `unknown` (it has no documents to read).
  */
 export class TenantStatusDirectory {
-  private readonly records = new Map<string, TenantRecord>()
+  private readonly records = new Map<string, TenantRecord | 'removed'>()
   private watch: QueuedIterator<KvWatchEntry> | null = null
   private current = false
   private stopped = false
@@ -44,9 +48,11 @@ export class TenantStatusDirectory {
     }
   }
 
-  /** Whether reads of this tenant may be served now. */
-  isActive(tenant: string): boolean {
-    return this.current && this.records.get(tenant)?.status === TenantStatus.Active
+  status(tenant: string): TenantReadStatus {
+    if (!this.current) return 'unavailable'
+    const record = this.records.get(tenant)
+    if (record === undefined) return 'unknown'
+    return record === 'removed' ? 'removed' : record.status
   }
 
   stop(): void {
@@ -95,14 +101,14 @@ export class TenantStatusDirectory {
 
   private apply(e: KvWatchEntry): void {
     if (e.operation !== 'PUT') {
-      this.records.delete(e.key)
+      this.records.set(e.key, 'removed')
       return
     }
     try {
       this.records.set(e.key, decodeTenantRecord(e.value))
     } catch (err) {
-      this.records.delete(e.key)
-      this.log.error({ err, key: e.key }, 'bad tenant record: that tenant is refused')
+      this.records.set(e.key, { tenant: e.key, status: TenantStatus.Suspended, maxStorageBytes: 1, createdAt: '' })
+      this.log.error({ err, key: e.key }, 'bad tenant record: that tenant is refused as if suspended')
     }
   }
 }

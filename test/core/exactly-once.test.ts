@@ -36,7 +36,7 @@ t.test('core - a retry with a new msg id (outside the window) is counted, not lo
   await until('both distinct edits materialized', async () => (await opRows('dup-content')) === 2)
   const doc = await readState(core.url, 'dup-content', await token({ tenant: 'acme' }))
   t.equal(typeof doc !== 'number' && doc.getText('t').toString().length, 'retry+'.length, 'state holds each character once')
-  const metrics = await (await fetch(`${core.url}/metrics`)).text()
+  const metrics = await (await fetch(`${core.opsUrl}/metrics`)).text()
   t.match(metrics, /docflow_core_updates_total\{outcome="duplicate"[^}]*\} [1-9]/)
 })
 
