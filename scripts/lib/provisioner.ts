@@ -52,8 +52,8 @@ export interface TenantUsage extends TenantRecord {
  * AGG never discards an edit core has not committed, because it can hold everything its
  * sources can: its byte cap is the tenants' quotas times this factor (each sourced copy
  * carries a Nats-Stream-Source header the tenant's message does not; measured on 2.9.10 for
- * a one-character insert, the smallest edit: AGG stores 1.29× the tenant stream's bytes, 1.04×
- * for 1 KB edits; the Nats-Stream-Source header is about 55 bytes).
+ * a one-character insert, the smallest edit: AGG stores 1.21× the tenant stream's bytes, 1.04×
+ * for 1 KB edits; the Nats-Stream-Source header adds about 45 bytes).
  * Backpressure happens where it is lossless: a full tenant stream (discard new) refuses the
  * publish with a PubAck error and the edge closes the writer with 4507; its client keeps
  * the edit. AGG's cap only guards the service account (NATS-TENANCY pitfall 1).
