@@ -4,6 +4,7 @@ import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
 import { AGG_MAX_AGE_MS, AGG_STREAM, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS, TENANTS_BUCKET } from '../../contracts/mod.ts'
+import { JWT_VARS } from '../../runtime/config.ts'
 import {
   alertExpressions,
   blockProblems,
@@ -42,7 +43,10 @@ const schema = JSON.parse(read(join(CHART, 'values.schema.json'))) as Record<str
 
 /** Env var names a process may be given: its config map in main.ts, plus process.env reads in its folder and runtime/. */
 function allowedEnv(component: 'edge' | 'core'): Set<string> {
-  const names = new Set(configEnvNames(read(join(ROOT, component, 'main.ts'))))
+  const main = read(join(ROOT, component, 'main.ts'))
+  const names = new Set(configEnvNames(main))
+  // Token settings are shared by every verifying process and spread in as a whole.
+  if (main.includes('...JWT_VARS')) for (const n of Object.values(JWT_VARS)) names.add(n)
   for (const dir of [component, 'runtime']) {
     for (const file of walk(join(ROOT, dir)).filter((f) => f.endsWith('.ts'))) for (const n of processEnvNames(read(file))) names.add(n)
   }
