@@ -23,10 +23,13 @@ t.test('core - exactly one worker owns each partition; a standby core takes over
   await until('first core owns every partition', async () => (await leaseHolders()).size === EDIT_PARTITIONS)
   const standby = await stack.core()
   // Positive signal that the standby has decided: its lease probe (lease-probe.ts, named by
-  // this process's pid) has finished looking at the leases at least once.
-  await until('the standby looked at the leases', async () => {
-    const r = await stack.db.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle' AND query ILIKE '%pg_locks%'", [`docflow-core-probe-pid${process.pid}`])
-    return (r.rowCount ?? 0) > 0
+  // this process's pid) has finished two looks at the leases, so any worker the first look
+  // woke has tried its lease before we count.
+  const looks = new Set<string>()
+  await until('the standby looked at the leases twice', async () => {
+    const r = await stack.db.query("SELECT query_start::text AS at FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle' AND query ILIKE '%pg_locks%'", [`docflow-core-probe-pid${process.pid}`])
+    for (const row of r.rows) looks.add(row.at)
+    return looks.size >= 2
   }, 15_000)
   const holders = await leaseHolders()
   t.equal(holders.size, EDIT_PARTITIONS, 'every partition is owned')
