@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { chownSync, existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { chownSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import pg from 'pg'
 import { postgresBinDir } from './binaries.mjs'
@@ -91,9 +91,16 @@ export async function startPostgres(o: PostgresOptions): Promise<Postgres> {
       if (owner) chownSync(folder, owner.uid, owner.gid)
     }
     if (!existsSync(join(o.dir, LOCATION_FILE))) {
+      // Not recorded, so the data folder is new: a cluster already there belonged to a data
+      // folder that was deleted (a reset). Its checkpoints would not match the new streams.
+      if (existsSync(join(clusterDir, 'pgdata'))) {
+        const aside = `${clusterDir}-${new Date().toISOString().replace(/[:.]/g, '-')}`
+        renameSync(join(clusterDir, 'pgdata'), aside)
+        o.say?.(`moved the cluster of a deleted data folder aside to ${aside}`)
+      }
       writeFileSync(join(o.dir, LOCATION_FILE), `${clusterDir}\n`)
-      o.say?.(`the postgres user cannot reach ${o.dir}; its cluster lives in ${clusterDir} (recorded in ${join(o.dir, LOCATION_FILE)})`)
     }
+    o.say?.(`the postgres user cannot reach ${o.dir}; its cluster lives in ${clusterDir} (recorded in ${join(o.dir, LOCATION_FILE)})`)
   }
   const dataDir = join(clusterDir, 'pgdata')
   const log = join(o.dir, 'postgres.log')

@@ -1,11 +1,10 @@
 import t from 'tap'
-import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { postmasterPidFile, startPostgres } from '../../scripts/lib/postgres.ts'
 import { alive, freePort } from '../../scripts/lib/proc.ts'
-import { readFileSync } from 'node:fs'
 
 t.test('scripts - PostgreSQL starts in a private (0700) folder and keeps its data across a restart', async (t) => {
   const home = mkdtempSync(join(tmpdir(), 'docflow-private-'))
@@ -37,5 +36,18 @@ t.test('scripts - PostgreSQL starts in a private (0700) folder and keeps its dat
   await again.connect()
   t.same((await again.query('SELECT v FROM kept')).rows, [{ v: 'survives a restart' }])
   await again.end()
+  await server.stop()
+
+  // A reset (the data folder deleted) starts a fresh cluster; the old one is moved aside, not reused.
+  rmSync(join(home, 'data'), { recursive: true, force: true })
+  const lines: string[] = []
+  server = await startPostgres({ dir, port, fsync: false, say: (line) => lines.push(line) })
+  const aside = lines.map((l) => /moved the cluster of a deleted data folder aside to (\S+)/.exec(l)?.[1]).find(Boolean)
+  t.teardown(() => aside && rmSync(aside, { recursive: true, force: true }))
+  t.ok(aside && existsSync(aside), 'the old cluster is kept aside')
+  const fresh = new pg.Client(server.url)
+  await fresh.connect()
+  t.equal((await fresh.query("SELECT to_regclass('kept') AS t")).rows[0].t, null, 'the new data folder has an empty database')
+  await fresh.end()
   await server.stop()
 })
