@@ -117,7 +117,7 @@ async function supervise(name: string, logFile: string, launch: () => Promise<Ru
 try {
   say('starting nats-server')
   const natsDir = join(config.dataDir, 'nats')
-  const natsOptions = { dir: natsDir, port: config.natsPort, monitorPort: config.natsMonitorPort }
+  const natsOptions = { dir: natsDir, port: config.natsPort, monitorPort: config.natsMonitorPort, ownProcessGroup: true }
   const natsUrl = `nats://127.0.0.1:${config.natsPort}`
   await supervise('nats-server', natsFiles(natsDir).log, () => startNatsServer(natsOptions))
   let databaseUrl = config.databaseUrl
@@ -126,7 +126,7 @@ try {
     const pgDir = join(config.dataDir, 'pg')
     let url = ''
     await supervise('postgres', join(pgDir, 'postgres.log'), async () => {
-      const pg = await startPostgres({ dir: pgDir, port: config.pgPort, say })
+      const pg = await startPostgres({ dir: pgDir, port: config.pgPort, say, ownProcessGroup: true })
       url = pg.url
       return pg
     })

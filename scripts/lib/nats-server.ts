@@ -24,6 +24,8 @@ export interface NatsServerOptions {
   maxFileStore?: string
   /** Quota of the service account (AGG, KV). Default 10 GiB. */
   serviceMaxFileBytes?: number
+  /** Own process group, so a terminal's Ctrl-C reaches only the supervisor, which stops parts in order. Default false. */
+  ownProcessGroup?: boolean
 }
 
 /** Files of one nats-server under its folder. */
@@ -86,7 +88,7 @@ export async function startNatsServer(o: NatsServerOptions): Promise<NatsServer>
   writeFileSync(f.options, JSON.stringify(options, null, 2))
   if (!existsSync(f.registry)) Registry.open(f.registry).save()
   writeNatsConfig(o.dir)
-  const child = spawnLogged(bin, ['-c', f.config], f.log)
+  const child = spawnLogged(bin, ['-c', f.config], f.log, { detached: o.ownProcessGroup === true })
   let died = false
   void exited(child).then(() => (died = true))
   try {

@@ -24,6 +24,8 @@ export interface PostgresOptions {
   fsync?: boolean
   /** Where a line about the cluster's location goes (as root in a private folder). Default: nowhere. */
   say?: (line: string) => void
+  /** Own process group, so a terminal's Ctrl-C reaches only the supervisor, which stops parts in order. Default false. */
+  ownProcessGroup?: boolean
 }
 
 const SUPERUSER = 'docflow'
@@ -115,7 +117,7 @@ export async function startPostgres(o: PostgresOptions): Promise<Postgres> {
   stopStale(join(dataDir, 'postmaster.pid'), 'postgres', 'SIGINT')
   const args = ['-D', dataDir, '-p', String(o.port), '-k', clusterDir, '-h', '127.0.0.1', '-c', 'max_connections=200']
   if (o.fsync === false) args.push('-c', 'fsync=off', '-c', 'full_page_writes=off')
-  const child = spawnLogged(join(bin, 'postgres'), args, log, { ...asOwner, cwd: clusterDir })
+  const child = spawnLogged(join(bin, 'postgres'), args, log, { ...asOwner, cwd: clusterDir, detached: o.ownProcessGroup === true })
   let died = false
   void exited(child).then(() => (died = true))
   const adminUrl = `postgres://${SUPERUSER}@127.0.0.1:${o.port}/postgres`
