@@ -16,8 +16,9 @@ import { StreamMonitor } from './stream-monitor.ts'
 import { waitForStream, type StreamHole } from './streams.ts'
 import { TenantStatusDirectory } from './tenant-status.ts'
 import { PartitionWorker } from './worker.ts'
+import type { LeaseTiming } from './lease.ts'
 
-export interface CoreOptions {
+export interface CoreOptions extends Partial<LeaseTiming> {
   /** Read API port; 0 picks a free one. Default 8081. */
   port: number
   /** Listen address. Default 0.0.0.0. */

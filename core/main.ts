@@ -24,9 +24,11 @@ const Config = z.object({
   ackWaitMs: PositiveInt.default(30_000),
   maxAckPending: PositiveInt.default(1_024),
   leaseRetryMs: PositiveInt.default(2_000),
+  leaseTtlMs: PositiveInt.default(5_000),
+  leaseRenewMs: PositiveInt.default(1_000),
   retryDelayMs: PositiveInt.default(1_000),
   monitorIntervalMs: PositiveInt.default(15_000),
-})
+}).refine((c) => c.leaseRenewMs * 2 <= c.leaseTtlMs, { path: ['leaseRenewMs'], message: 'must be at most half of CORE_LEASE_TTL_MS (a lease renews several times before it goes stale)' })
 
 const log = createLogger('core')
 const config = loadConfigOrExit(Config, {
@@ -45,6 +47,8 @@ const config = loadConfigOrExit(Config, {
   ackWaitMs: 'CORE_ACK_WAIT_MS',
   maxAckPending: 'CORE_MAX_ACK_PENDING',
   leaseRetryMs: 'CORE_LEASE_RETRY_MS',
+  leaseTtlMs: 'CORE_LEASE_TTL_MS',
+  leaseRenewMs: 'CORE_LEASE_RENEW_MS',
   retryDelayMs: 'CORE_RETRY_DELAY_MS',
   monitorIntervalMs: 'CORE_MONITOR_INTERVAL_MS',
 })
