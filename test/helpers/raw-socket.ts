@@ -48,28 +48,37 @@ export interface Closed {
  * with exactly one sync step 2, in order — proof it processed every frame sent before.
  */
 export class RawSocket {
-  readonly mirror = new Y.Doc()
+  /** Updates from the edge that did not apply to the mirror (a corrupted document). */
+  readonly mirrorErrors: Error[] = []
   readonly closed: Promise<Closed>
   private readonly ws: WebSocket
   private readonly step2Waiters: ((ok: true) => void)[] = []
   private closeInfo: Closed | null = null
+  private lastError: Error | null = null
 
-  private constructor(url: string) {
+  private constructor(
+    url: string,
+    readonly mirror: Y.Doc,
+  ) {
     this.ws = new WebSocket(url)
     this.ws.binaryType = 'nodebuffer'
     this.closed = new Promise((resolve) =>
       this.ws.on('close', (code, reason) => {
-        this.closeInfo = { code, reason: reason.toString() }
+        this.closeInfo = { code, reason: reason.toString() || (this.lastError?.message ?? '') }
         resolve(this.closeInfo)
       }),
     )
-    this.ws.on('error', () => undefined) // a refused or reset socket shows up as its close
+    // A refused or reset socket shows up as its close; the error says why (kept in the reason).
+    this.ws.on('error', (err) => (this.lastError = err))
     this.ws.on('message', (data: Buffer) => this.onFrame(new Uint8Array(data)))
   }
 
-  /** Opens a socket to `docId` and syncs its mirror; rejects if the edge closes it first. */
-  static async open(edgeUrl: string, docId: string, token: string): Promise<RawSocket> {
-    const socket = new RawSocket(`${edgeUrl}/${encodeURIComponent(docId)}?token=${token}`)
+  /**
+   * Opens a socket to `docId` and syncs `mirror` (pass the previous socket's to fetch only
+   * what it lacks); rejects if the edge closes it first.
+   */
+  static async open(edgeUrl: string, docId: string, token: string, mirror = new Y.Doc()): Promise<RawSocket> {
+    const socket = new RawSocket(`${edgeUrl}/${encodeURIComponent(docId)}?token=${token}`, mirror)
     await new Promise<void>((resolve, reject) => {
       socket.ws.once('open', () => resolve())
       void socket.closed.then((c) => reject(new Error(`closed before open: ${c.code} ${c.reason}`)))
@@ -104,7 +113,11 @@ export class RawSocket {
     if (decoding.readVarUint(d) !== 0) return
     const sub = decoding.readVarUint(d)
     if (sub === 0) return // the edge's step 1: we never answer (the edge must cope)
-    Y.applyUpdate(this.mirror, decoding.readVarUint8Array(d))
+    try {
+      Y.applyUpdate(this.mirror, decoding.readVarUint8Array(d))
+    } catch (err) {
+      this.mirrorErrors.push(err as Error)
+    }
     if (sub === 1) this.step2Waiters.shift()?.(true)
   }
 }
