@@ -81,6 +81,8 @@ export interface UpdateShape {
   structs: Map<number, [number, number]>
   /** Deleted ranges per client: [clock, length]. */
   deletes: Map<number, [number, number][]>
+  /** Per client, one past the highest clock the update's structs refer to (origins and parents). */
+  refs: Map<number, number>
 }
 
 /**
@@ -101,9 +103,19 @@ export function inspectUpdate(update: Uint8Array): UpdateShape {
     if (!range) structs.set(s.id.client, [s.id.clock, end])
     else range[1] = Math.max(range[1], end)
   }
+  const refs = new Map<number, number>()
+  const refer = (id: Y.ID | null | undefined) => {
+    if (id && (refs.get(id.client) ?? 0) <= id.clock) refs.set(id.client, id.clock + 1)
+  }
+  for (const s of decoded.structs) {
+    if (!(s instanceof Y.Item)) continue
+    refer(s.origin)
+    refer(s.rightOrigin)
+    if (s.parent instanceof Y.ID) refer(s.parent)
+  }
   const deletes = new Map<number, [number, number][]>()
   for (const [client, items] of decoded.ds.clients) deletes.set(client, items.map((d) => [d.clock, d.len]))
-  return { structs, deletes }
+  return { structs, deletes, refs }
 }
 
 /**
@@ -127,5 +139,22 @@ function isRangeDeleted(doc: Y.Doc, client: number, clock: number, len: number):
     if (!struct.deleted) return false
     if (struct.id.clock + struct.length >= clock + len) return true
   }
+  return false
+}
+
+/**
+ * True when the update needs structs `doc` does not have: a clock gap, an origin or parent
+ * beyond what the doc and the update itself hold, or a delete of unknown clocks. Yjs would keep
+ * such an update pending; seeing it here costs no apply (and no probe rebuild).
+ */
+export function lacksDependencies(shape: UpdateShape, doc: Y.Doc): boolean {
+  const known = (client: number) => {
+    const state = Y.getState(doc.store, client)
+    const own = shape.structs.get(client)
+    return own && own[0] <= state ? Math.max(state, own[1]) : state
+  }
+  for (const [client, [first]] of shape.structs) if (first > Y.getState(doc.store, client)) return true
+  for (const [client, end] of shape.refs) if (end > known(client)) return true
+  for (const [client, ranges] of shape.deletes) for (const [clock, len] of ranges) if (clock + len > known(client)) return true
   return false
 }

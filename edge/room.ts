@@ -294,7 +294,7 @@ export class Room {
       this.o.metrics.updatesAlreadyApplied.inc()
       return
     }
-    const proof = this.probe.prove(update)
+    const proof = this.probe.prove(update, shape)
     if (proof.kind === 'poisoned') {
       this.o.metrics.updatesRejected.inc({ reason: 'poisoned' })
       this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId, reason: proof.reason, bytes: update.byteLength }, 'update does not apply; not published, sender closed')

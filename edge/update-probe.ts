@@ -1,4 +1,5 @@
 import * as Y from 'yjs'
+import { lacksDependencies, type UpdateShape } from './protocol.ts'
 
 /**
  * What trial-applying an update to the probe showed:
@@ -37,10 +38,12 @@ export class UpdateProbe {
   }
 
   /**
-   * Tries `update` on the probe. `applied`: the probe keeps it — the caller either holds it
+   * Tries `update` (whose `shape` the caller may have inspected already) on the probe. `applied`: the probe keeps it — the caller either holds it
    * (a client update until its ack) or applies it to the room doc right away.
    */
-  prove(update: Uint8Array): Proof {
+  prove(update: Uint8Array, shape?: UpdateShape): Proof {
+    // Cheap first: most updates with missing dependencies are seen without applying (no rebuild).
+    if (shape && lacksDependencies(shape, this.probe)) return { kind: 'pending' }
     try {
       Y.applyUpdate(this.probe, update)
     } catch (err) {

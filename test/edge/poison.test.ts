@@ -5,6 +5,7 @@ import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 import { RawSocket, frames } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
+import { inspectUpdate, lacksDependencies } from '../../edge/protocol.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -70,12 +71,14 @@ t.test('edge - a poisoned update closes only its sender with 4422, is never publ
   Y.applyUpdate(attacker, state)
   const sv = Y.encodeStateVector(attacker)
   richEdit(attacker)
-  const poisoned = mutateUntil(Y.encodeStateAsUpdate(attacker, sv), (m) => decodes(m) && trial([state], m) === 'throws')
+  // One whose dependencies are all there (else the edge drops it as incomplete, without a close).
+  const poisoned = mutateUntil(Y.encodeStateAsUpdate(attacker, sv), (m) => decodes(m) && trial([state], m) === 'throws' && !lacksDependencies(inspectUpdate(m), writer.doc))
 
   const raw = await RawSocket.open(url, 'poisoned', tok)
   const publishedBefore = await counterValue(edge.metrics.updatesPublished)
   raw.send(frames.update(poisoned))
-  t.equal((await raw.closed).code, CloseCode.InvalidUpdate, 'sender closed with 4422')
+  const outcome = await raw.ping()
+  t.equal(outcome === 'alive' ? 'alive' : outcome.code, CloseCode.InvalidUpdate, 'sender closed with 4422')
   t.equal(await counterValue(edge.metrics.updatesRejected, { reason: 'poisoned' }), 1, 'the reject is counted')
 
   writer.text.insert(7, 'after')
