@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { JWT_SECRET, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient, type TestClient } from '../helpers/client.ts'
 import { postmasterPidFile } from '../../scripts/lib/postgres.ts'
-import { alive, exited, freePort } from '../../scripts/lib/proc.ts'
+import { GaveUp, alive, exited, freePort, waitFor } from '../../scripts/lib/proc.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -47,7 +47,10 @@ t.test('scripts - npm start brings back nats-server and PostgreSQL after kill -9
     rmSync(dataDir, { recursive: true, force: true })
   })
 
-  await until('the start banner', () => output.includes('DocFlow is running.'), 180_000).catch((err: unknown) => {
+  await waitFor('the start banner', async () => {
+    if (supervisor.exitCode !== null) throw new GaveUp(`npm start exited with ${supervisor.exitCode}:\n${output}`)
+    return output.includes('DocFlow is running.')
+  }, 120_000).catch((err: unknown) => {
     throw new Error(`${(err as Error).message}\n${output}`)
   })
   t.equal((await fetch(`http://127.0.0.1:${ports.EDGE_PORT}/healthz`)).status, 200, 'edge healthy')
