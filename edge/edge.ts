@@ -1,3 +1,4 @@
+import type { AwarenessLimits } from './awareness-guard.ts'
 import uWS from 'uWebSockets.js'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { CloseCode, DocId, Role, docAllowed, type Claims } from '../contracts/mod.ts'
@@ -44,6 +45,8 @@ export interface EdgeOptions {
   publishAttempts: number
   /** Dev only: provision a tenant seen for the first time. Default false. */
   autoProvisionTenants: boolean
+  /** Presence limits per socket (awareness-guard.ts). Default AWARENESS_DEFAULTS. */
+  awareness?: Partial<AwarenessLimits> | undefined
 }
 
 /** Room kept under nats-server's max_payload for the envelope, headers and AGG's source headers. */
@@ -261,6 +264,7 @@ export class Edge {
         metrics: this.metrics,
         stateTimeoutMs: this.opts.stateTimeoutMs,
         resyncDelayMs: this.opts.resyncDelayMs,
+        ...this.opts.awareness,
         publish: (update, userId) => this.track(this.publisher.publish(tenant, docId, userId, update)),
         onClosed: (closed) => {
           if (this.rooms.get(key) === closed) this.rooms.delete(key)

@@ -26,6 +26,9 @@ const Config = z.object({
   resyncDelayMs: PositiveInt.default(1_500),
   publishAckTimeoutMs: PositiveInt.default(2_000),
   publishAttempts: PositiveInt.default(5),
+  maxAwarenessBytes: PositiveInt.optional(),
+  awarenessPerSecond: PositiveInt.optional(),
+  awarenessBurst: PositiveInt.optional(),
   autoProvisionTenants: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
 })
 
@@ -46,13 +49,17 @@ const config = loadConfigOrExit(Config, {
   resyncDelayMs: 'EDGE_RESYNC_DELAY_MS',
   publishAckTimeoutMs: 'EDGE_PUBLISH_ACK_TIMEOUT_MS',
   publishAttempts: 'EDGE_PUBLISH_ATTEMPTS',
+  maxAwarenessBytes: 'EDGE_MAX_AWARENESS_BYTES',
+  awarenessPerSecond: 'EDGE_AWARENESS_PER_SECOND',
+  awarenessBurst: 'EDGE_AWARENESS_BURST',
   autoProvisionTenants: 'EDGE_AUTO_PROVISION_TENANTS',
 })
 const edgeId = `edge-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: edgeId }, log)
 let edge: Edge
 try {
-  edge = new Edge({ ...config, edgeId, tokens: tokenPolicy(config) }, nc, log)
+  const awareness = { maxAwarenessBytes: config.maxAwarenessBytes, awarenessPerSecond: config.awarenessPerSecond, awarenessBurst: config.awarenessBurst }
+  edge = new Edge({ ...config, edgeId, tokens: tokenPolicy(config), awareness }, nc, log)
 } catch (err) {
   if (!(err instanceof EdgeOptionsError)) throw err
   process.stderr.write(`invalid edge configuration: ${err.message}\n`)
