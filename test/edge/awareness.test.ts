@@ -38,14 +38,16 @@ t.test('edge - presence frames over the per-socket rate are dropped and counted'
   t.teardown(() => watcher.destroy())
   await watcher.synced()
   const raw = await RawSocket.open(edgeB.url, 'presence-rate', tok)
-  // Defaults: a burst of 60, then 30 per second.
+  // Defaults: a burst of 60, then 30 per second. On a loaded box the frames reach the edge over
+  // a while, so what may pass is bounded by the time they took, not by the burst alone.
+  const started = performance.now()
   for (let clock = 1; clock <= 300; clock++) raw.send(frames.awareness(awarenessUpdate([{ clientId: 91, clock, state: { n: clock } }])))
   t.equal(await raw.ping(), 'alive', 'over-rate frames do not close the socket')
+  const elapsedS = (performance.now() - started) / 1000
   const dropped = await counterValue(edgeB.edge.metrics.awarenessRefused, { reason: 'rate' })
-  t.ok(dropped >= 200, `the frames past the burst were dropped and counted (${dropped})`)
+  const allowed = 60 + Math.ceil(30 * elapsedS) + 1
+  t.ok(dropped > 0 && 300 - dropped <= allowed, `frames past the rate were dropped and counted (${300 - dropped} passed in ${elapsedS.toFixed(2)} s, at most ${allowed} allowed)`)
   await until('the burst reached the watcher', () => ((watcher.provider.awareness.getStates().get(91) as { n?: number } | undefined)?.n ?? 0) >= 60)
-  const seen = (watcher.provider.awareness.getStates().get(91) as { n?: number } | undefined)?.n ?? 0
-  t.ok(seen < 100, `only the burst went through (saw state ${seen})`)
   raw.close()
 })
 
