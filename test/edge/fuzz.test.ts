@@ -6,6 +6,7 @@ import { setup, token } from '../helpers/setup.ts'
 import { readState, until, yclient } from '../helpers/client.ts'
 import { RawSocket, awarenessUpdate, frames, type Closed } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
+import { inspectUpdate, lacksDependencies } from '../../edge/protocol.ts'
 
 // CI runs the full property (10K frames); locally FUZZ_RUNS (default 1_000) while iterating.
 const RUNS = process.env.CI === 'true' ? 10_000 : Number(process.env.FUZZ_RUNS ?? 1_000)
@@ -64,17 +65,25 @@ function seeded(seed: number): () => number {
   return () => ((seed = (seed * 1_103_515_245 + 12_345) & 0x7fffffff) / 0x7fffffff)
 }
 
-/** `count` mutants of a rich edit that decode but throw when applied on top of `state`. */
+/**
+ * `count` mutants of a rich edit that decode, reference nothing `state` lacks (so the edge cannot
+ * set them aside as incomplete), and still throw when applied on top of `state`.
+ */
 function poisonedSamples(state: Uint8Array, count: number): Uint8Array[] {
   const rand = seeded(11)
   const samples: Uint8Array[] = []
-  while (samples.length < count) {
+  const base = new Y.Doc()
+  Y.applyUpdate(base, state)
+  for (let attempt = 0; samples.length < count; attempt++) {
+    if (attempt > 100_000) throw new Error(`only ${samples.length} poisoned samples in ${attempt} mutants`)
+    // On top of the state, so the edit references items the edge has.
     const doc = new Y.Doc()
     doc.clientID = 3_000_000 + samples.length
+    Y.applyUpdate(doc, state)
     const update = edited(doc, () => richEdit(doc))!
     for (let k = 1 + Math.floor(rand() * 3); k > 0; k--) update[Math.floor(rand() * update.length)] = Math.floor(rand() * 256)
     try {
-      Y.decodeUpdate(update)
+      if (lacksDependencies(inspectUpdate(update), base)) continue // held back as incomplete, not poisoned
     } catch {
       continue // not even an update
     }
