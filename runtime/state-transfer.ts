@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto'
-import type { Msg, NatsConnection } from '@nats-io/transport-node'
+import { createInbox, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { STATE_PART_BYTES, decodeStateReplyPart, encodeStateReplyPart, encodeStateRequest, type StateReply, type StateRequest } from '../contracts/mod.ts'
+
+/** nats-server's status code on a request nobody is subscribed to answer. */
+const NO_RESPONDERS = 503
 
 /** A state transfer that did not arrive whole (a part missing, or a part that does not decode). */
 export class StateTransferError extends Error {
@@ -31,35 +34,50 @@ export function respondState(msg: Msg, reply: StateReply): void {
 /**
  * Requests a document's state and reassembles its parts. Null when nobody answered within
  * `timeoutMs` (no responders, or a timeout); throws StateTransferError when an answer came
- * but not all of it.
+ * but not all of it. Its own subscription and timer: it settles on time even while the
+ * server is unreachable (a paused nats-server), when anything needing a round trip would hang.
  */
-export async function requestState(nc: NatsConnection, subject: string, request: StateRequest, timeoutMs: number): Promise<StateReply | null> {
-  let transfer: string | null = null
-  let chunks: (Uint8Array | undefined)[] = []
-  let received = 0
-  try {
-    const replies = await nc.requestMany(subject, encodeStateRequest(request), { strategy: 'timer', maxWait: timeoutMs, noMux: true })
-    for await (const msg of replies) {
+export function requestState(nc: NatsConnection, subject: string, request: StateRequest, timeoutMs: number): Promise<StateReply | null> {
+  return new Promise<StateReply | null>((resolve, reject) => {
+    let transfer: string | null = null
+    let chunks: (Uint8Array | undefined)[] = []
+    let received = 0
+    let settled = false
+    let sub: Subscription | null = null
+    const finish = (outcome: StateReply | null | StateTransferError) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      sub?.unsubscribe()
+      if (outcome instanceof StateTransferError) reject(outcome)
+      else resolve(outcome)
+    }
+    // Before anything answered, a failure means nobody answered; after, the transfer broke off.
+    const failed = (why: string, cause?: unknown) => finish(transfer === null ? null : new StateTransferError(`state transfer from ${subject} ${why}`, { cause }))
+    const onPart = (msg: Msg) => {
+      if (msg.data.length === 0 && msg.headers?.code === NO_RESPONDERS) return finish(null)
       let part
       try {
         part = decodeStateReplyPart(msg.data)
       } catch (err) {
-        throw new StateTransferError(`bad state reply part from ${subject}`, { cause: err })
+        return finish(new StateTransferError(`bad state reply part from ${subject}`, { cause: err }))
       }
-      if (transfer !== null && part.transfer !== transfer) continue // a slower peer's answer
+      if (transfer !== null && part.transfer !== transfer) return // a slower peer's answer
       transfer = part.transfer
-      if (part.status !== 'found') return part.status === 'missing' ? { status: 'missing' } : { status: 'error', message: part.message }
+      if (part.status !== 'found') return finish(part.status === 'missing' ? { status: 'missing' } : { status: 'error', message: part.message })
       if (chunks.length === 0) chunks = new Array<Uint8Array | undefined>(part.parts)
-      if (part.parts !== chunks.length) throw new StateTransferError(`state reply from ${subject} changed its part count`)
+      if (part.parts !== chunks.length) return finish(new StateTransferError(`state reply from ${subject} changed its part count`))
       if (!chunks[part.part]) received++
       chunks[part.part] = part.update
-      if (received === chunks.length) return { status: 'found', update: Buffer.concat(chunks as Uint8Array[]) }
+      if (received === chunks.length) finish({ status: 'found', update: Buffer.concat(chunks as Uint8Array[]) })
     }
-  } catch (err) {
-    if (isStateTransferError(err)) throw err
-    if (transfer === null) return null // no responders, or the connection went: nobody answered
-    throw new StateTransferError(`state transfer from ${subject} broke off`, { cause: err })
-  }
-  if (transfer === null) return null
-  throw new StateTransferError(`state transfer from ${subject} incomplete: ${received}/${chunks.length} parts in ${timeoutMs} ms`)
+    const timer = setTimeout(() => failed(`incomplete: ${received}/${chunks.length} parts in ${timeoutMs} ms`), timeoutMs)
+    try {
+      const inbox = createInbox()
+      sub = nc.subscribe(inbox, { callback: (err, msg) => (err ? failed('subscription failed', err) : onPart(msg)) })
+      nc.publish(subject, encodeStateRequest(request), { reply: inbox })
+    } catch (err) {
+      failed('request not sent', err) // connection closed or draining
+    }
+  })
 }

@@ -27,6 +27,7 @@ import {
 import { readFileSync } from 'node:fs'
 import { isJetStreamApiError, streamInfo } from '../../runtime/nats.ts'
 import { natsFiles, reloadNats } from './nats-server.ts'
+import { waitFor } from './proc.ts'
 import type { NatsConfigOptions } from './nats-config.ts'
 import { Registry, formatSize, parseSize } from './registry.ts'
 
@@ -146,7 +147,7 @@ export class Provisioner {
     this.checkStorageBudget(registry)
     this.say(`adding tenant ${tenant}: account and quota`)
     registry.save()
-    await reloadNats(this.o.natsDir)
+    await this.reload()
     this.say(`adding tenant ${tenant}: edit stream and aggregate source`)
     await this.ensureTenantStream(tenant, registry)
     await this.ensureAggregate(registry.tenants().map(([t]) => t))
@@ -203,7 +204,7 @@ export class Provisioner {
     }
     registry.removeTenant(tenant)
     registry.save()
-    await reloadNats(this.o.natsDir)
+    await this.reload()
   }
 
   async list(): Promise<TenantUsage[]> {
@@ -225,12 +226,21 @@ export class Provisioner {
     }
   }
 
+  /**
+   * Applies the registry to the running server, then waits until JetStream answers again: for a
+   * moment after a reload the service account's JetStream reads as "not enabled".
+   */
+  private async reload(): Promise<void> {
+    await reloadNats(this.o.natsDir)
+    await waitFor('JetStream to answer after the reload', async () => (await this.jsm.getAccountInfo(), true), 15_000)
+  }
+
   private async change(tenant: string, change: { status?: TenantStatus; maxStorageBytes?: number }): Promise<TenantRecord> {
     const registry = this.registry
     registry.setTenant(tenant, change)
     this.checkStorageBudget(registry)
     registry.save()
-    await reloadNats(this.o.natsDir)
+    await this.reload()
     const record = registry.record(tenant)
     await this.kv.put(tenant, encodeTenantRecord(record))
     return record
