@@ -14,7 +14,7 @@ import { createReadApi } from './read-api.ts'
 import { serveDocState } from './state-service.ts'
 import { StreamMonitor } from './stream-monitor.ts'
 import { waitForStream, type StreamHole } from './streams.ts'
-import { TenantStatusDirectory } from './tenant-status.ts'
+import { TenantDirectory } from '../runtime/tenant-directory.ts'
 import { PartitionWorker } from './worker.ts'
 import type { LeaseTiming } from './lease.ts'
 
@@ -56,7 +56,7 @@ export class Core {
   private server: Server | null = null
   private stateSub: Subscription | null = null
   private monitor: StreamMonitor | null = null
-  private tenants: TenantStatusDirectory | null = null
+  private tenants: TenantDirectory | null = null
   private ops: OpsServer | null = null
   private ready = false
 
@@ -88,7 +88,7 @@ export class Core {
     }
     const jsm = await jetstreamManager(this.nc)
     await waitForStream(jsm, this.o.stream, () => this.log.warn({ stream: this.o.stream }, 'waiting for the aggregate stream; provision a tenant (npm run tenant -- add <name>)'))
-    this.tenants = await TenantStatusDirectory.open(this.nc, { watchRetryMs: this.o.retryDelayMs }, this.log)
+    this.tenants = await TenantDirectory.open(this.nc, { watchRetryMs: this.o.retryDelayMs }, this.log)
     const js = jetstream(this.nc)
     for (const p of corePartitions()) {
       const onHoleCheck = (hole: StreamHole | null) => this.holeChecked(p.partition, hole)

@@ -4,7 +4,7 @@ import { DocId, docAllowed } from '../contracts/mod.ts'
 import { isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
-import type { TenantReadStatus } from './tenant-status.ts'
+import type { TenantReadStatus } from '../runtime/tenant-directory.ts'
 import { readDocState } from './store.ts'
 
 const STATE_PATH = /^\/v1\/docs\/(.+)\/state$/

@@ -11,7 +11,7 @@ import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts'
 import { ProtocolError, parseClientMessage } from './protocol.ts'
 import { UpdatePublisher } from './publisher.ts'
 import { Room, type RoomClient } from './room.ts'
-import { TenantDirectory } from './tenants.ts'
+import { TenantAdmission } from './tenants.ts'
 
 export interface EdgeOptions {
   /** Listen port; 0 picks a free one. Default 8080. */
@@ -33,8 +33,6 @@ export interface EdgeOptions {
   maxMessageBytes?: number | undefined
   /** Send backlog (beyond the largest frame sent) after which a client is closed with 4508. Default 4 MiB. */
   maxBufferedBytes?: number | undefined
-  /** Wait for a tenant's KV record before closing the socket with 1013. Default 2_000. */
-  tenantReadTimeoutMs?: number | undefined
   /** Wait for core's / peers' state when a room opens. Default 3_000. */
   stateTimeoutMs: number
   /** Second look at core's state after a room opens. Default 1_500. */
@@ -54,7 +52,6 @@ export const ENVELOPE_MARGIN_BYTES = 64 * 1024
 /** Frames up to this size are read and refused with 4413; uWS cuts larger ones with 1009. */
 export const FRAME_READ_LIMIT_BYTES = 64 * 1024 * 1024
 export const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024
-export const DEFAULT_TENANT_READ_TIMEOUT_MS = 2_000
 
 /** What a socket carries from upgrade to close. */
 type SocketData =
@@ -69,7 +66,7 @@ export class Edge {
   private readonly rooms = new Map<string, Room>()
   private readonly publisher: UpdatePublisher
   private readonly inFlight = new Set<Promise<void>>()
-  private tenants: TenantDirectory | null = null
+  private tenants: TenantAdmission | null = null
   private listenSocket: uWS.us_listen_socket | null = null
   private ops: OpsServer | null = null
   private stopping = false
@@ -98,9 +95,9 @@ export class Edge {
 
   /** Starts listening; resolves with the bound public port. */
   async start(): Promise<number> {
-    this.tenants = await TenantDirectory.open(
+    this.tenants = await TenantAdmission.open(
       this.nc,
-      { autoProvision: this.opts.autoProvisionTenants, provisionTimeoutMs: 15_000, readTimeoutMs: this.opts.tenantReadTimeoutMs ?? DEFAULT_TENANT_READ_TIMEOUT_MS, watchRetryMs: 1_000 },
+      { autoProvision: this.opts.autoProvisionTenants, provisionTimeoutMs: 15_000, watchRetryMs: 1_000 },
       this.log,
       (tenant, reason) => this.revoke(tenant, reason),
     )

@@ -33,4 +33,3 @@ export class TenantLookupError extends Error {
     super(message, options)
   }
 }
-export const isTenantLookupError = (e: unknown): e is TenantLookupError => e instanceof TenantLookupError

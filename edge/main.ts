@@ -21,7 +21,6 @@ const Config = z.object({
   // Default: the server's max_payload minus the envelope margin (the edge checks it at start).
   maxMessageBytes: PositiveInt.optional(),
   maxBufferedBytes: PositiveInt.default(4 * 1024 * 1024),
-  tenantReadTimeoutMs: PositiveInt.default(2_000),
   stateTimeoutMs: PositiveInt.default(3_000),
   resyncDelayMs: PositiveInt.default(1_500),
   publishAckTimeoutMs: PositiveInt.default(2_000),
@@ -44,7 +43,6 @@ const config = loadConfigOrExit(Config, {
   ...JWT_VARS,
   maxMessageBytes: 'EDGE_MAX_MESSAGE_BYTES',
   maxBufferedBytes: 'EDGE_MAX_BUFFERED_BYTES',
-  tenantReadTimeoutMs: 'EDGE_TENANT_READ_TIMEOUT_MS',
   stateTimeoutMs: 'EDGE_STATE_TIMEOUT_MS',
   resyncDelayMs: 'EDGE_RESYNC_DELAY_MS',
   publishAckTimeoutMs: 'EDGE_PUBLISH_ACK_TIMEOUT_MS',

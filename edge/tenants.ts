@@ -1,100 +1,57 @@
 import type { NatsConnection } from '@nats-io/transport-node'
-import { Kvm, KvWatchInclude, type KV, type KvWatchEntry } from '@nats-io/kv'
-import type { QueuedIterator } from '@nats-io/nats-core'
-import {
-  TENANTS_BUCKET,
-  TENANT_ENSURE_SUBJECT,
-  TenantStatus,
-  decodeEnsureReply,
-  decodeTenantRecord,
-  encodeEnsureRequest,
-  type TenantRecord,
-} from '../contracts/mod.ts'
+import { TENANT_ENSURE_SUBJECT, TenantStatus, decodeEnsureReply, encodeEnsureRequest, type TenantRecord } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
-import { TenantLookupError, isTenantLookupError } from './errors.ts'
+import { TenantDirectory, type TenantReadStatus } from '../runtime/tenant-directory.ts'
+import { TenantLookupError } from './errors.ts'
 
 export type Admission = { ok: true } | { ok: false; reason: string }
 
-export interface TenantDirectoryOptions {
+export interface TenantAdmissionOptions {
   /** Dev only: ask the provisioner to create a tenant seen for the first time. Default false. */
   autoProvision: boolean
   /** Wait for that provisioning. Default 15_000. */
   provisionTimeoutMs: number
-  /** Wait for a tenant's KV record before refusing the socket with 1013. Default 2_000. */
-  readTimeoutMs: number
-  /** Pause before following the bucket again after the watch broke. Default 1_000. */
+  /** Pause before following the tenants bucket again after its watch broke. Default 1_000. */
   watchRetryMs: number
 }
 
 /**
- * What this edge knows of tenants, from the KV bucket provisioning writes: whether a token's
- * tenant may connect, and a callback when one is suspended or removed (live sockets go).
+ * Whether a socket's tenant may connect, answered from the process's copy of DF_TENANTS
+ * (runtime/tenant-directory.ts), so admitting a socket costs no NATS round trip. Active
+ * tenants are admitted; unknown, suspended and removed ones refused (in dev an unknown one is
+ * provisioned first); while the directory is not current, admission throws TenantLookupError
+ * and the socket is told to retry. A suspension or removal calls `onRevoked`: live sockets go.
  */
-export class TenantDirectory {
-  private readonly records = new Map<string, TenantRecord | null>()
-  private watch: QueuedIterator<KvWatchEntry> | null = null
-  private stopped = false
-  private retryTimer: NodeJS.Timeout | undefined
-
+export class TenantAdmission {
   private constructor(
     private readonly nc: NatsConnection,
-    private readonly kv: KV,
-    private readonly opts: TenantDirectoryOptions,
+    private readonly directory: TenantDirectory,
+    private readonly opts: TenantAdmissionOptions,
     private readonly log: Logger,
   ) {}
 
-  /** Binds to the bucket (waiting for provisioning to create it) and follows its changes. */
-  static async open(nc: NatsConnection, opts: TenantDirectoryOptions, log: Logger, onRevoked: (tenant: string, reason: string) => void): Promise<TenantDirectory> {
-    let kv: KV | null = null
-    while (!kv) {
-      try {
-        kv = await new Kvm(nc).open(TENANTS_BUCKET)
-        await kv.status()
-      } catch (err) {
-        kv = null
-        log.warn({ err: (err as Error).message }, `waiting for the ${TENANTS_BUCKET} bucket (provisioning creates it)`)
-        await new Promise((r) => setTimeout(r, 1_000))
-      }
+  static async open(nc: NatsConnection, opts: TenantAdmissionOptions, log: Logger, onRevoked: (tenant: string, reason: string) => void): Promise<TenantAdmission> {
+    const onChange = (tenant: string, status: TenantReadStatus) => {
+      if (status === 'removed') onRevoked(tenant, `tenant ${tenant} was removed`)
+      else if (status === TenantStatus.Suspended) onRevoked(tenant, `tenant ${tenant} is suspended`)
     }
-    const dir = new TenantDirectory(nc, kv, opts, log)
-    await dir.follow(onRevoked)
-    return dir
+    const directory = await TenantDirectory.open(nc, { watchRetryMs: opts.watchRetryMs, onChange }, log)
+    return new TenantAdmission(nc, directory, opts, log)
   }
 
   stop(): void {
-    this.stopped = true
-    clearTimeout(this.retryTimer)
-    this.watch?.stop()
+    this.directory.stop()
   }
 
-  /** Whether a socket of this tenant may open; throws TenantLookupError when the bucket does not answer in time. */
+  /** Whether a socket of this tenant may open; throws TenantLookupError while the directory is not current. */
   async admit(tenant: string): Promise<Admission> {
-    let record = this.records.has(tenant) ? this.records.get(tenant)! : await this.read(tenant)
-    if (!record && this.opts.autoProvision) record = await this.provision(tenant)
-    if (!record) return { ok: false, reason: `tenant ${tenant} is not provisioned` }
-    if (record.status === TenantStatus.Suspended) return { ok: false, reason: `tenant ${tenant} is suspended` }
-    return { ok: true }
-  }
-
-  private async read(tenant: string): Promise<TenantRecord | null> {
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new TenantLookupError(`tenant ${tenant}: no answer from the ${TENANTS_BUCKET} bucket in ${this.opts.readTimeoutMs} ms`)), this.opts.readTimeoutMs)
-    })
-    const lookup = this.kv.get(tenant)
-    let entry
-    try {
-      entry = await Promise.race([lookup, timeout])
-    } catch (err) {
-      // A lookup that fails after the timeout won must not become an unhandled rejection.
-      lookup.catch((late: unknown) => this.log.debug({ err: late, tenant }, 'late tenant lookup failure'))
-      throw isTenantLookupError(err) ? err : new TenantLookupError(`tenant ${tenant}: ${TENANTS_BUCKET} lookup failed`, { cause: err })
-    } finally {
-      clearTimeout(timer)
-    }
-    const record = entry && entry.operation === 'PUT' ? decodeTenantRecord(entry.value) : null
-    this.records.set(tenant, record)
-    return record
+    let status = this.directory.status(tenant)
+    if (status === 'unavailable') throw new TenantLookupError(`tenant ${tenant}: the tenant directory is not current (NATS away?)`)
+    if (status === 'unknown' && this.opts.autoProvision) status = (await this.provision(tenant))?.status ?? 'unknown'
+    if (status === TenantStatus.Active) return { ok: true }
+    if (status === TenantStatus.Suspended) return { ok: false, reason: `tenant ${tenant} is suspended` }
+    if (status === 'removed') return { ok: false, reason: `tenant ${tenant} was removed` }
+    return { ok: false, reason: `tenant ${tenant} is not provisioned` }
   }
 
   private async provision(tenant: string): Promise<TenantRecord | null> {
@@ -102,36 +59,11 @@ export class TenantDirectory {
       const reply = decodeEnsureReply((await this.nc.request(TENANT_ENSURE_SUBJECT, encodeEnsureRequest({ tenant }), { timeout: this.opts.provisionTimeoutMs })).data)
       if (reply.status === 'error') throw new Error(reply.message)
       this.log.info({ tenant }, 'tenant auto-provisioned (dev mode)')
-      this.records.set(tenant, reply.record)
+      this.directory.remember(reply.record)
       return reply.record
     } catch (err) {
       this.log.error({ err, tenant }, 'tenant auto-provisioning failed')
       return null
     }
-  }
-
-  /** Follows the bucket; a watch that breaks is logged and opened again (records are re-read on demand). */
-  private async follow(onRevoked: (tenant: string, reason: string) => void): Promise<void> {
-    const watch = await this.kv.watch({ include: KvWatchInclude.UpdatesOnly })
-    this.watch = watch
-    const refollow = (err: unknown) => {
-      if (this.stopped) return
-      this.log.error({ err }, `${TENANTS_BUCKET} watch broke; following it again`)
-      this.records.clear()
-      this.retryTimer = setTimeout(() => this.follow(onRevoked).catch(refollow), this.opts.watchRetryMs)
-    }
-    const loop = async () => {
-      for await (const e of watch) {
-        try {
-          const record = e.operation === 'PUT' ? decodeTenantRecord(e.value) : null
-          this.records.set(e.key, record)
-          if (!record) onRevoked(e.key, `tenant ${e.key} was removed`)
-          else if (record.status === TenantStatus.Suspended) onRevoked(e.key, `tenant ${e.key} is suspended`)
-        } catch (err) {
-          this.log.error({ err, key: e.key }, 'bad tenant record ignored')
-        }
-      }
-    }
-    loop().then(() => refollow(new Error('watch ended')), refollow)
   }
 }

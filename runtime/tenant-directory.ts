@@ -2,24 +2,26 @@ import { Kvm, type KV, type KvWatchEntry } from '@nats-io/kv'
 import type { QueuedIterator } from '@nats-io/nats-core'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { TENANTS_BUCKET, TenantStatus, decodeTenantRecord, type TenantRecord } from '../contracts/mod.ts'
-import type { Logger } from '../runtime/log.ts'
+import type { Logger } from './log.ts'
 
-export interface TenantStatusOptions {
+export interface TenantDirectoryOptions {
   /** Pause before following the bucket again after its watch broke. Default 1_000. */
   watchRetryMs: number
+  /** Called for every tenant whose entry arrives after the first full read: a change. */
+  onChange?: (tenant: string, status: TenantReadStatus) => void
 }
 
 /** What the latest DF_TENANTS entry says of a tenant; `unavailable` while the bucket is not followed. */
 export type TenantReadStatus = TenantStatus | 'removed' | 'unknown' | 'unavailable'
 
 /**
- * Which tenants core serves reads for, followed from the DF_TENANTS bucket provisioning
- * writes. Invariant: a tenant whose latest entry is a suspension or a removal (the purge
+ * What edge and core know of tenants, followed from the DF_TENANTS bucket provisioning writes
+ * (one in-memory copy per process: admitting a socket or a read costs no NATS round trip). Invariant: a tenant whose latest entry is a suspension or a removal (the purge
  * marker provisioning leaves) is known as such as soon as the watch delivers it, and no
  * tenant is reported active while the bucket has not been read once or its watch is broken.
  * A tenant never provisioned is `unknown` (it has no documents to read).
  */
-export class TenantStatusDirectory {
+export class TenantDirectory {
   private readonly records = new Map<string, TenantRecord | 'removed'>()
   private watch: QueuedIterator<KvWatchEntry> | null = null
   private current = false
@@ -28,17 +30,17 @@ export class TenantStatusDirectory {
 
   private constructor(
     private readonly kv: KV,
-    private readonly o: TenantStatusOptions,
+    private readonly o: TenantDirectoryOptions,
     private readonly log: Logger,
   ) {}
 
   /** Binds to the bucket (waiting for provisioning to create it) and resolves once every record is read. */
-  static async open(nc: NatsConnection, o: TenantStatusOptions, log: Logger): Promise<TenantStatusDirectory> {
+  static async open(nc: NatsConnection, o: TenantDirectoryOptions, log: Logger): Promise<TenantDirectory> {
     for (;;) {
       try {
         const kv = await new Kvm(nc).open(TENANTS_BUCKET)
         await kv.status()
-        const dir = new TenantStatusDirectory(kv, o, log)
+        const dir = new TenantDirectory(kv, o, log)
         await dir.follow()
         return dir
       } catch (err) {
@@ -49,10 +51,19 @@ export class TenantStatusDirectory {
   }
 
   status(tenant: string): TenantReadStatus {
-    if (!this.current) return 'unavailable'
+    return this.current ? this.recorded(tenant) : 'unavailable'
+  }
+
+  /** What the records say, current or not. */
+  private recorded(tenant: string): Exclude<TenantReadStatus, 'unavailable'> {
     const record = this.records.get(tenant)
     if (record === undefined) return 'unknown'
     return record === 'removed' ? 'removed' : record.status
+  }
+
+  /** Takes a record this process just had provisioned, before the watch delivers it. */
+  remember(record: TenantRecord): void {
+    this.records.set(record.tenant, record)
   }
 
   stop(): void {
@@ -68,6 +79,7 @@ export class TenantStatusDirectory {
   private async follow(): Promise<void> {
     let initialized!: () => void
     const ready = new Promise<void>((r) => (initialized = r))
+    const before = new Map([...this.records.keys()].map((t) => [t, this.recorded(t)]))
     this.records.clear() // the watch replays each key's latest entry first
     // The last replayed entry is the first one marked isUpdate; an empty bucket replays nothing.
     const empty = (await this.kv.status()).values === 0
@@ -77,6 +89,7 @@ export class TenantStatusDirectory {
     const loop = async () => {
       for await (const e of watch) {
         this.apply(e)
+        if (this.current) this.changed(e.key)
         if (e.isUpdate) initialized()
       }
       throw new Error('watch ended')
@@ -84,12 +97,22 @@ export class TenantStatusDirectory {
     const following = loop()
     await Promise.race([ready, following])
     this.current = true
+    // Following again after a break: tell what changed while nobody was watching.
+    for (const [tenant, status] of before) if (this.status(tenant) !== status) this.changed(tenant)
     following.catch((err: unknown) => {
       this.current = false
       if (this.stopped) return
       this.log.error({ err }, `${TENANTS_BUCKET} watch broke; refusing reads until it is followed again`)
       this.retryTimer = setTimeout(() => this.refollow(), this.o.watchRetryMs)
     })
+  }
+
+  private changed(tenant: string): void {
+    try {
+      this.o.onChange?.(tenant, this.status(tenant))
+    } catch (err) {
+      this.log.error({ err, tenant }, 'tenant change handler failed')
+    }
   }
 
   private refollow(): void {
