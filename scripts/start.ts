@@ -20,6 +20,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
 /** Tenants every dev stack has; others are added on first sight (dev only) or with `npm run tenant`. */
 const DEV_TENANTS = ['acme', 'globex']
 const DEV_TENANT_QUOTA_BYTES = 1024 ** 3
+/** Tenants added on first sight get less: AGG mirrors every quota within the service account's (10 GiB here). */
+const DEV_AUTO_TENANT_QUOTA_BYTES = 256 * 1024 ** 2
 
 const config = loadConfigOrExit(
   z.object({
@@ -137,7 +139,7 @@ try {
   stoppers.push(() => provisioner.close())
   await provisioner.init()
   for (const tenant of DEV_TENANTS) await provisioner.ensure(tenant, DEV_TENANT_QUOTA_BYTES)
-  provisioner.serveAutoProvisioning(DEV_TENANT_QUOTA_BYTES, (err, tenant) => console.error(`docflow: auto-provisioning ${tenant} failed: ${(err as Error).message}`))
+  provisioner.serveAutoProvisioning(DEV_AUTO_TENANT_QUOTA_BYTES, (err, tenant) => console.error(`docflow: auto-provisioning ${tenant} failed: ${(err as Error).message}`))
   const registry = Registry.open(natsFiles(natsDir).registry)
   const env = {
     NATS_URL: natsUrl,

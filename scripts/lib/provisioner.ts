@@ -134,6 +134,7 @@ export class Provisioner {
   /** Makes streams, AGG sources and KV records match the registry (start-up, or after a crash mid-change). */
   async init(): Promise<void> {
     const registry = this.registry
+    this.checkStorageBudget(registry)
     for (const [tenant] of registry.tenants()) await this.ensureTenantStream(tenant, registry)
     await this.ensureAggregate(registry.tenants().map(([t]) => t))
     for (const [tenant] of registry.tenants()) await this.kv.put(tenant, encodeTenantRecord(registry.record(tenant)))
