@@ -96,11 +96,14 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
   const provisioner = await Provisioner.open({ natsDir, natsUrl: nats.url, databaseUrl: pgServer.url })
   await provisioner.init()
   const stoppers: (() => Promise<void>)[] = []
-  // If the test process dies without cleanup (a timeout), take the servers with it.
-  process.once('exit', () => {
+  // If the test process dies without cleanup, take the servers with it: on exit, and on the
+  // SIGALRM tap sends at a timeout before its SIGKILL (which runs no 'exit' handler).
+  const killServers = () => {
     stack.nats.process.kill('SIGKILL')
     stack.pg.process.kill('SIGKILL')
-  })
+  }
+  process.once('exit', killServers)
+  process.once('SIGALRM', killServers)
   const credentials: Stack['credentials'] = (who) => {
     const registry = Registry.open(registryPath)
     if (typeof who === 'string') return { user: who, pass: registry.servicePassword(who) }
