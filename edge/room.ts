@@ -1,16 +1,7 @@
-import { randomBytes } from 'node:crypto'
 import * as Y from 'yjs'
 import * as awarenessProtocol from 'y-protocols/awareness'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import {
-  CloseCode,
-  FanKind,
-  ServiceSubjects,
-  decodeFan,
-  encodeFan,
-  type FanMessage,
-  type StateReply,
-} from '../contracts/mod.ts'
+import { CloseCode, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
 import { requestState, respondState } from '../runtime/state-transfer.ts'
 import type { Logger } from '../runtime/log.ts'
 import {
@@ -27,6 +18,7 @@ import { RoomLoadError, isPublishError } from './errors.ts'
 import { AWARENESS_DEFAULTS, AwarenessGuard, PEER, type AwarenessLimits } from './awareness-guard.ts'
 import { UpdateProbe } from './update-probe.ts'
 import { onReconnect } from './nats-reconnect.ts'
+import { FanLink } from './fan-link.ts'
 
 /** One client socket as a room sees it. */
 export interface RoomClient {
@@ -88,10 +80,7 @@ export class Room {
   private readonly clients = new Map<RoomClient, Member>()
   private readonly waiting = new Map<RoomClient, ClientMessage[]>()
   private readonly subs: Subscription[] = []
-  /** This room instance's fan stream: a peer tracks `seq` per stream. */
-  private readonly fanStream: string
-  private fanSeq = 0
-  private readonly peerSeqs = new Map<string, number>()
+  private readonly fanLink: FanLink
   private readonly stopReconnectWatch: () => void
   private ready = false
   private closed = false
@@ -99,7 +88,6 @@ export class Room {
   private resyncing = false
 
   constructor(private readonly o: RoomOptions) {
-    this.fanStream = `${o.edgeId}/${randomBytes(6).toString('base64url')}`
     this.guard = new AwarenessGuard({
       maxAwarenessBytes: o.maxAwarenessBytes ?? AWARENESS_DEFAULTS.maxAwarenessBytes,
       awarenessPerSecond: o.awarenessPerSecond ?? AWARENESS_DEFAULTS.awarenessPerSecond,
@@ -116,7 +104,7 @@ export class Room {
     this.doc.on('update', (update: Uint8Array, origin: unknown) => this.onDocUpdate(update, origin))
     this.awareness.on('update', (change: AwarenessChange, origin: unknown) => this.onAwarenessUpdate(change, origin))
     // Subscribe before loading so nothing acked meanwhile is missed.
-    this.subs.push(o.nc.subscribe(ServiceSubjects.fan(o.tenant, o.docId), { callback: (err, msg) => (err ? this.o.log.warn({ err }, 'fan subscription') : this.onFan(msg.data)) }))
+    this.fanLink = new FanLink(o, { update: (payload, gap, stream, seq) => this.onFanUpdate(payload, gap, stream, seq), awareness: (payload) => this.onFanAwareness(payload) })
     this.subs.push(
       o.nc.subscribe(ServiceSubjects.room(o.tenant, o.docId), {
         callback: (err, msg) => {
@@ -173,6 +161,7 @@ export class Room {
     this.closed = true
     clearTimeout(this.resyncTimer)
     this.stopReconnectWatch()
+    this.fanLink.close()
     for (const sub of this.subs) sub.unsubscribe()
     this.awareness.destroy()
     this.probe.destroy()
@@ -328,7 +317,7 @@ export class Room {
 
   /** Durable now: peers hear of it even when this room closed meanwhile, then the room applies it. */
   private acked(client: RoomClient, update: Uint8Array): void {
-    this.fanUpdate(update)
+    this.fanLink.sendUpdate(update)
     if (this.closed) return
     this.probe.release(update, true)
     this.applyToRoom(update, client, 'ack')
@@ -411,60 +400,26 @@ export class Room {
     const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed)
     const frame = awarenessMessage(update)
     for (const client of this.clients.keys()) if (client !== origin) client.send(frame)
-    if (this.clients.has(origin as RoomClient) || origin === 'leave') this.fan({ kind: FanKind.Awareness, edgeId: this.o.edgeId, payload: update })
+    if (this.clients.has(origin as RoomClient) || origin === 'leave') this.fanLink.sendAwareness(update)
   }
 
-  private onFan(data: Uint8Array): void {
-    let msg
+  private onFanUpdate(payload: Uint8Array, gap: boolean, stream: string, seq: number): void {
+    if (this.closed) return
+    this.proveAndApply(payload, 'fan')
+    if (!gap) return
+    this.o.metrics.fanGaps.inc()
+    this.o.log.info({ tenant: this.o.tenant, docId: this.o.docId, stream, seq }, 'missed a fanned-out update; refetching from core')
+    if (this.ready) this.resync('gap')
+  }
+
+  private onFanAwareness(payload: Uint8Array): void {
+    if (this.closed) return
     try {
-      msg = decodeFan(data)
-    } catch (err) {
-      this.o.log.warn({ err }, 'bad fan message dropped')
-      return
-    }
-    if (msg.edgeId === this.o.edgeId || this.closed) return
-    this.o.metrics.fanReceived.inc({ kind: msg.kind })
-    if (msg.kind === FanKind.Update) {
-      const gap = this.trackPeerSeq(msg.stream, msg.seq)
-      this.proveAndApply(msg.payload, 'fan')
-      if (gap) {
-        this.o.metrics.fanGaps.inc()
-        this.o.log.info({ tenant: this.o.tenant, docId: this.o.docId, stream: msg.stream, seq: msg.seq }, 'missed a fanned-out update; refetching from core')
-        if (this.ready) this.resync('gap')
-      }
-      return
-    }
-    try {
-      const admitted = this.guard.admit(PEER, msg.payload)
+      const admitted = this.guard.admit(PEER, payload)
       if (admitted.refused > 0) this.o.metrics.awarenessRefused.inc({ reason: 'not-owner' }, admitted.refused)
       if (admitted.update) awarenessProtocol.applyAwarenessUpdate(this.awareness, admitted.update, 'fan')
     } catch (err) {
       this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId }, 'bad presence from a peer dropped')
-    }
-  }
-
-  /**
-   * True when `seq` is not the next one of `stream`. A stream first seen past seq 1 counts too:
-   * its earlier updates may have been acked after our load and lost on the way.
-   */
-  private trackPeerSeq(stream: string, seq: number): boolean {
-    const last = this.peerSeqs.get(stream) ?? 0
-    if (seq <= last) return false // a late duplicate; applying it again is a no-op
-    this.peerSeqs.set(stream, seq)
-    return seq !== last + 1
-  }
-
-  private fanUpdate(update: Uint8Array): void {
-    this.fan({ kind: FanKind.Update, edgeId: this.o.edgeId, stream: this.fanStream, seq: ++this.fanSeq, payload: update })
-  }
-
-  private fan(msg: FanMessage): void {
-    try {
-      this.o.nc.publish(ServiceSubjects.fan(this.o.tenant, this.o.docId), encodeFan(msg))
-      this.o.metrics.fanSent.inc({ kind: msg.kind })
-    } catch (err) {
-      // The connection is closed: peers notice the gap by sequence, or reload.
-      this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId, kind: msg.kind }, 'fan-out not sent')
     }
   }
 }

@@ -1,0 +1,91 @@
+import { randomBytes } from 'node:crypto'
+import type { NatsConnection, Subscription } from '@nats-io/transport-node'
+import { FanKind, ServiceSubjects, decodeFan, encodeFan, type FanMessage } from '../contracts/mod.ts'
+import type { Logger } from '../runtime/log.ts'
+import type { EdgeMetrics } from './metrics.ts'
+
+export interface FanLinkOptions {
+  nc: NatsConnection
+  tenant: string
+  docId: string
+  edgeId: string
+  log: Logger
+  metrics: EdgeMetrics
+}
+
+/** What a room does with what its peers fan out. */
+export interface FanHandlers {
+  /** A durable update from a peer edge; `gap`: at least one of that peer's updates was missed. */
+  update(payload: Uint8Array, gap: boolean, stream: string, seq: number): void
+  awareness(payload: Uint8Array): void
+}
+
+/**
+ * A room's link to the rooms of the same document on other edges, over core NATS (which may
+ * drop a message). Invariant: every update a room fans out carries the next sequence of its
+ * own stream (one per room instance), so a peer that sees a sequence skip knows it missed an
+ * acked update and can fetch it; a lost fan-out never goes unnoticed past the next one.
+ */
+export class FanLink {
+  private readonly stream: string
+  private seq = 0
+  private readonly peerSeqs = new Map<string, number>()
+  private readonly sub: Subscription
+
+  constructor(
+    private readonly o: FanLinkOptions,
+    handlers: FanHandlers,
+  ) {
+    this.stream = `${o.edgeId}/${randomBytes(6).toString('base64url')}`
+    this.sub = o.nc.subscribe(ServiceSubjects.fan(o.tenant, o.docId), {
+      callback: (err, msg) => (err ? o.log.warn({ err }, 'fan subscription') : this.receive(msg.data, handlers)),
+    })
+  }
+
+  sendUpdate(update: Uint8Array): void {
+    this.send({ kind: FanKind.Update, edgeId: this.o.edgeId, stream: this.stream, seq: ++this.seq, payload: update })
+  }
+
+  sendAwareness(update: Uint8Array): void {
+    this.send({ kind: FanKind.Awareness, edgeId: this.o.edgeId, payload: update })
+  }
+
+  close(): void {
+    this.sub.unsubscribe()
+  }
+
+  private receive(data: Uint8Array, handlers: FanHandlers): void {
+    let msg
+    try {
+      msg = decodeFan(data)
+    } catch (err) {
+      this.o.log.warn({ err }, 'bad fan message dropped')
+      return
+    }
+    if (msg.edgeId === this.o.edgeId) return
+    this.o.metrics.fanReceived.inc({ kind: msg.kind })
+    if (msg.kind === FanKind.Update) handlers.update(msg.payload, this.trackPeerSeq(msg.stream, msg.seq), msg.stream, msg.seq)
+    else handlers.awareness(msg.payload)
+  }
+
+  /**
+   * True when `seq` is not the next one of `stream`. A stream first seen past seq 1 counts too:
+   * its earlier updates may have been acked after our load and lost on the way.
+   */
+  private trackPeerSeq(stream: string, seq: number): boolean {
+    const last = this.peerSeqs.get(stream) ?? 0
+    if (seq <= last) return false // a late duplicate; applying it again is a no-op
+    this.peerSeqs.set(stream, seq)
+    return seq !== last + 1
+  }
+
+  private send(msg: FanMessage): void {
+    try {
+      this.o.nc.publish(ServiceSubjects.fan(this.o.tenant, this.o.docId), encodeFan(msg))
+      this.o.metrics.fanSent.inc({ kind: msg.kind })
+    } catch (err) {
+      // The connection is closed: peers notice the gap by sequence, or reload.
+      this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId, kind: msg.kind }, 'fan-out not sent')
+    }
+  }
+}
