@@ -16,6 +16,13 @@ export const AGG_STREAM = 'AGG'
 export const ServiceUser = { Edge: 'edge', Core: 'core', Sinks: 'sinks', Admin: 'svc-admin' } as const
 export type ServiceUser = (typeof ServiceUser)[keyof typeof ServiceUser]
 
+/**
+ * Reply inboxes of a service user's connections. Each user subscribes only to its own, so one
+ * process cannot read another's replies or forge deliveries into them (say, an edge feeding
+ * core's AGG pull subscription).
+ */
+export const serviceInboxPrefix = (user: ServiceUser) => `_INBOX_${user}`
+
 /** A tenant's edit stream, in the tenant's own account. */
 export const tenantStreamName = (tenant: string) => `EDITS_${TenantId.parse(tenant)}`
 

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
 import { z } from 'zod'
-import { AGG_STREAM } from '../contracts/mod.ts'
+import { AGG_STREAM, ServiceUser, serviceInboxPrefix } from '../contracts/mod.ts'
 import { JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
 import { tokenPolicy } from '../runtime/jwt.ts'
 import { createLogger } from '../runtime/log.ts'
@@ -52,7 +52,7 @@ const config = loadConfigOrExit(Config, {
   retryDelayMs: 'CORE_RETRY_DELAY_MS',
   monitorIntervalMs: 'CORE_MONITOR_INTERVAL_MS',
 })
-const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: `core-${hostname()}-${process.pid}` }, log)
+const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: `core-${hostname()}-${process.pid}`, inboxPrefix: serviceInboxPrefix(ServiceUser.Core) }, log)
 const core = new Core({ ...config, tokens: tokenPolicy(config) }, nc, log)
 const port = await core.start()
 log.info({ port, opsPort: core.opsPort }, 'core listening')

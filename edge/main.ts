@@ -1,6 +1,7 @@
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
+import { ServiceUser, serviceInboxPrefix } from '../contracts/mod.ts'
 import { JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
 import { tokenPolicy } from '../runtime/jwt.ts'
 import { createLogger } from '../runtime/log.ts'
@@ -53,7 +54,7 @@ const config = loadConfigOrExit(Config, {
   autoProvisionTenants: 'EDGE_AUTO_PROVISION_TENANTS',
 })
 const edgeId = `edge-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
-const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: edgeId }, log)
+const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: edgeId, inboxPrefix: serviceInboxPrefix(ServiceUser.Edge) }, log)
 let edge: Edge
 try {
   const awareness = { maxAwarenessBytes: config.maxAwarenessBytes, awarenessPerSecond: config.awarenessPerSecond, awarenessBurst: config.awarenessBurst }

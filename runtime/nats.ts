@@ -9,6 +9,8 @@ export interface NatsOptions {
   pass?: string | undefined
   /** Connection name shown by nats-server monitoring. */
   name: string
+  /** Prefix of this connection's reply inboxes (contracts' serviceInboxPrefix). Default _INBOX. */
+  inboxPrefix?: string | undefined
 }
 
 /** Connects with endless reconnects and logs connection status changes. */
@@ -21,6 +23,7 @@ export async function connectNats(opts: NatsOptions, log: Logger): Promise<NatsC
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     noEcho: true,
+    ...(opts.inboxPrefix ? { inboxPrefix: opts.inboxPrefix } : {}),
   })
   void (async () => {
     for await (const s of nc.status()) {
@@ -28,6 +31,11 @@ export async function connectNats(opts: NatsOptions, log: Logger): Promise<NatsC
     }
   })()
   return nc
+}
+
+/** The inbox prefix a connection was opened with (nats.js keeps its options untyped on the interface). */
+export function inboxPrefixOf(nc: NatsConnection): string | undefined {
+  return (nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix
 }
 
 /** True when `err` is a JetStream API error with that err_code. */

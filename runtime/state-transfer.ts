@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { createInbox, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
+import { inboxPrefixOf } from './nats.ts'
 import { STATE_PART_BYTES, decodeStateReplyPart, encodeStateReplyPart, encodeStateRequest, type StateReply, type StateRequest } from '../contracts/mod.ts'
 
 /** nats-server's status code on a request nobody is subscribed to answer. */
@@ -73,7 +74,7 @@ export function requestState(nc: NatsConnection, subject: string, request: State
     }
     const timer = setTimeout(() => failed(`incomplete: ${received}/${chunks.length} parts in ${timeoutMs} ms`), timeoutMs)
     try {
-      const inbox = createInbox()
+      const inbox = createInbox(inboxPrefixOf(nc))
       sub = nc.subscribe(inbox, { callback: (err, msg) => (err ? failed('subscription failed', err) : onPart(msg)) })
       nc.publish(subject, encodeStateRequest(request), { reply: inbox })
     } catch (err) {

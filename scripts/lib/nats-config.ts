@@ -3,6 +3,7 @@ import {
   SERVICE_ACCOUNT,
   ServiceSubjects,
   ServiceUser,
+  serviceInboxPrefix,
   SubjectPatterns,
   TENANTS_BUCKET,
   TENANT_ENSURE_SUBJECT,
@@ -60,8 +61,8 @@ const tenantsBucketRead = (() => {
   ]
 })()
 
-/** Replies: every request/reply (JetStream API, state transfer) answers on an inbox. */
-const INBOX = '_INBOX.>'
+/** Replies to a service user's requests (JetStream API, state transfer) arrive on its own inboxes only. */
+const inbox = (user: ServiceUser) => `${serviceInboxPrefix(user)}.>`
 
 interface Permissions {
   publish: string[]
@@ -85,9 +86,10 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       TENANT_ENSURE_SUBJECT,
       '$JS.API.INFO',
       ...tenantsBucketRead,
-      INBOX,
+      // Answers to peer edges' room requests.
+      inbox(ServiceUser.Edge),
     ],
-    subscribe: [SubjectPatterns.fan, SubjectPatterns.room, INBOX],
+    subscribe: [SubjectPatterns.fan, SubjectPatterns.room, inbox(ServiceUser.Edge)],
   },
   // Consume AGG (partition consumers: create, delete, info, pull, ack), read the tenant
   // bucket, and answer edges' state requests.
@@ -108,14 +110,15 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       `$JS.API.CONSUMER.MSG.NEXT.${AGG_STREAM}.*`,
       `$JS.ACK.${AGG_STREAM}.>`,
       ...tenantsBucketRead,
-      INBOX,
+      // Answers to edges' state requests.
+      inbox(ServiceUser.Edge),
     ],
-    subscribe: [ServiceSubjects.coreState, INBOX],
+    subscribe: [ServiceSubjects.coreState, inbox(ServiceUser.Core)],
   },
   // Read only for now: stream and consumer state, messages by sequence, the tenant bucket.
   [ServiceUser.Sinks]: {
     publish: ['$JS.API.INFO', '$JS.API.STREAM.NAMES', '$JS.API.STREAM.LIST', '$JS.API.STREAM.INFO.*', '$JS.API.STREAM.MSG.GET.*', '$JS.API.DIRECT.GET.>', '$JS.API.CONSUMER.INFO.*.*', ...tenantsBucketRead],
-    subscribe: [INBOX],
+    subscribe: [inbox(ServiceUser.Sinks)],
   },
 }
 

@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
-import { AGG_STREAM, ServiceUser, tenantUser, type Claims } from '../../contracts/mod.ts'
+import { AGG_STREAM, ServiceUser, serviceInboxPrefix, tenantUser, type Claims } from '../../contracts/mod.ts'
 import { Core, type CoreOptions } from '../../core/core.ts'
 import { Edge, type EdgeOptions } from '../../edge/edge.ts'
 import { mintToken } from '../../runtime/jwt.ts'
@@ -120,7 +120,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
   }
   const serviceNats = async (user: ServiceUser, name: string) => {
     const c = credentials(user)
-    return connectNats({ servers: stack.nats.url, user: c.user, pass: c.pass, name }, log)
+    return connectNats({ servers: stack.nats.url, user: c.user, pass: c.pass, name, inboxPrefix: serviceInboxPrefix(user) }, log)
   }
 
   const stack: Stack = {
@@ -131,7 +131,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     provisioner,
     credentials,
     async connect(who = ServiceUser.Edge) {
-      const nc = await connect({ servers: stack.nats.url, ...credentials(who) })
+      const nc = await connect({ servers: stack.nats.url, ...credentials(who), ...(typeof who === 'string' ? { inboxPrefix: serviceInboxPrefix(who) } : {}) })
       stoppers.push(() => nc.close())
       return nc
     },

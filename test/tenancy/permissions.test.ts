@@ -1,7 +1,8 @@
 import t from 'tap'
 import { jetstream, jetstreamManager, AckPolicy } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
-import { AGG_STREAM, ServiceUser, TENANTS_BUCKET, coreConsumerName, editStoredSubject, encodeTenantRecord } from '../../contracts/mod.ts'
+import { AGG_STREAM, ServiceSubjects, ServiceUser, TENANTS_BUCKET, coreConsumerName, editStoredSubject, encodeTenantRecord, serviceInboxPrefix } from '../../contracts/mod.ts'
+import { requestState } from '../../runtime/state-transfer.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
@@ -62,4 +63,23 @@ t.test("tenancy - core's NATS user cannot publish edits or write the tenant buck
   const jsm = await jetstreamManager(nc)
   await t.rejects(jsm.streams.delete(AGG_STREAM), PERMISSION, 'cannot delete AGG')
   await t.rejects(jsm.streams.purge(AGG_STREAM), PERMISSION, 'cannot purge AGG')
+})
+
+t.test("tenancy - the edge's NATS user can neither read nor forge replies on core's inboxes", async (t) => {
+  const nc = await stack.connect(ServiceUser.Edge)
+  const violations: string[] = []
+  void (async () => {
+    for await (const s of nc.status()) if (s.type === 'error') violations.push(String(s.error))
+  })()
+  const coreInbox = `${serviceInboxPrefix(ServiceUser.Core)}.>`
+  nc.subscribe(coreInbox)
+  nc.subscribe('_INBOX.>')
+  nc.publish(`${serviceInboxPrefix(ServiceUser.Core)}.forged`, new Uint8Array([1]))
+  await until('three violations reported', () => violations.length >= 3)
+  t.ok(violations.some((v) => PERMISSION.test(v) && v.includes('Subscription') && v.includes(coreInbox)), `cannot subscribe to core's inboxes (${violations.join('; ')})`)
+  t.ok(violations.some((v) => PERMISSION.test(v) && v.includes('Subscription') && v.includes('_INBOX.>')), 'cannot subscribe to every inbox')
+  t.ok(violations.some((v) => PERMISSION.test(v) && v.includes('Publish') && v.includes('.forged')), "cannot publish into core's inboxes")
+  // Its own inbox still works: a state request is answered.
+  const reply = await requestState(nc, ServiceSubjects.coreState, { tenant: 'acme', docId: 'perm-doc' }, 5_000)
+  t.equal(reply?.status, 'found', 'requests on its own inbox are answered')
 })
