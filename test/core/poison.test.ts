@@ -6,6 +6,7 @@ import { edit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 import { partitionsOf } from '../helpers/partitions.ts'
+import { decodes, mutateUntil, seeded, trial } from '../helpers/mutants.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -28,15 +29,6 @@ function editOn(base: Uint8Array, clientID: number, change: (text: Y.Text) => vo
   return Y.encodeStateAsUpdate(doc, before)
 }
 
-const throwsOn = (state: Uint8Array, update: Uint8Array) => {
-  try {
-    Y.applyUpdate(docFrom(state), update)
-    return false
-  } catch {
-    return true
-  }
-}
-
 /**
  * A valid edit on top of `base` with one to three bytes changed (seeded, so always the same)
  * such that Y.decodeUpdate accepts it and Y.applyUpdate throws on a doc holding `base`.
@@ -47,20 +39,7 @@ function poisonedUpdate(base: Uint8Array): Uint8Array {
     text.delete(0, 2)
   })
   const committed = Y.encodeStateAsUpdate(docFrom(base))
-  let seed = 42
-  const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31
-  for (let attempt = 0; attempt < 100_000; attempt++) {
-    const mutated = Uint8Array.from(valid)
-    const bytes = 1 + Math.floor(random() * 3)
-    for (let i = 0; i < bytes; i++) mutated[Math.floor(random() * mutated.length)] = Math.floor(random() * 256)
-    try {
-      Y.decodeUpdate(mutated)
-    } catch {
-      continue
-    }
-    if (throwsOn(base, mutated) && throwsOn(committed, mutated)) return mutated
-  }
-  throw new Error('no poisoned mutation found')
+  return mutateUntil(valid, (m) => decodes(m) && trial([base], m) === 'throws' && trial([committed], m) === 'throws', seeded(42))
 }
 
 const opRows = async (docIds: string[]) => (await stack.db.query('SELECT count(*)::int AS n FROM op_log WHERE doc_id = ANY($1)', [docIds])).rows[0].n as number

@@ -7,6 +7,7 @@ import { readState, until, yclient } from '../helpers/client.ts'
 import { RawSocket, awarenessUpdate, frames, type Closed } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate, lacksDependencies } from '../../edge/protocol.ts'
+import { mutate, richEdit, seeded, trial } from '../helpers/mutants.ts'
 
 // CI runs the full property (10K frames); locally FUZZ_RUNS (default 1_000) while iterating.
 const RUNS = process.env.CI === 'true' ? 10_000 : Number(process.env.FUZZ_RUNS ?? 1_000)
@@ -53,18 +54,6 @@ function edited(doc: Y.Doc, change: () => void): Uint8Array | null {
   return update
 }
 
-/** A self-contained edit with nested types and formatting: its mutants often decode but do not apply. */
-function richEdit(doc: Y.Doc): void {
-  doc.getMap('m').set('r', new Y.Map())
-  doc.getArray('a').insert(0, [1, 'x', new Y.Text('q')])
-  doc.getText('t').insert(0, 'ZZ', { bold: true })
-}
-
-/** A seeded generator, so the poisoned samples are the same every run. */
-function seeded(seed: number): () => number {
-  return () => ((seed = (seed * 1_103_515_245 + 12_345) & 0x7fffffff) / 0x7fffffff)
-}
-
 /**
  * `count` mutants of a rich edit that decode, reference nothing `state` lacks (so the edge cannot
  * set them aside as incomplete), and still throw when applied on top of `state`.
@@ -80,20 +69,13 @@ function poisonedSamples(state: Uint8Array, count: number): Uint8Array[] {
     const doc = new Y.Doc()
     doc.clientID = 3_000_000 + samples.length
     Y.applyUpdate(doc, state)
-    const update = edited(doc, () => richEdit(doc))!
-    for (let k = 1 + Math.floor(rand() * 3); k > 0; k--) update[Math.floor(rand() * update.length)] = Math.floor(rand() * 256)
+    const update = mutate(edited(doc, () => richEdit(doc))!, rand)
     try {
       if (lacksDependencies(inspectUpdate(update), base)) continue // held back as incomplete, not poisoned
     } catch {
       continue // not even an update
     }
-    const trial = new Y.Doc()
-    Y.applyUpdate(trial, state)
-    try {
-      Y.applyUpdate(trial, update)
-    } catch {
-      samples.push(update)
-    }
+    if (trial([state], update) === 'throws') samples.push(update)
   }
   return samples
 }

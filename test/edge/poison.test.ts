@@ -6,54 +6,12 @@ import { materializedText, until, yclient } from '../helpers/client.ts'
 import { RawSocket, frames } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate, lacksDependencies } from '../../edge/protocol.ts'
+import { decodes, mutateUntil, richEdit, trial } from '../helpers/mutants.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
 const core = await stack.core()
 const { edge, url } = await stack.edge()
-
-/** A seeded generator, so a failing run shows the same bytes again. */
-function seeded(seed: number): () => number {
-  return () => ((seed = (seed * 1_103_515_245 + 12_345) & 0x7fffffff) / 0x7fffffff)
-}
-
-/** Mutates 1–3 bytes of `update` until `accept` says the mutant is the kind we want. */
-function mutateUntil(update: Uint8Array, accept: (mutant: Uint8Array) => boolean, rand = seeded(7)): Uint8Array {
-  for (let tries = 0; tries < 100_000; tries++) {
-    const mutant = update.slice()
-    const count = 1 + Math.floor(rand() * 3)
-    for (let k = 0; k < count; k++) mutant[Math.floor(rand() * mutant.length)] = Math.floor(rand() * 256)
-    if (accept(mutant)) return mutant
-  }
-  throw new Error('no mutant of the wanted kind found')
-}
-
-const decodes = (u: Uint8Array) => {
-  try {
-    Y.decodeUpdate(u)
-    return true
-  } catch {
-    return false
-  }
-}
-/** Applies to a copy of `state`: 'ok', 'pending' (structs wait for a gap) or 'throws'. */
-function trial(state: Uint8Array[], u: Uint8Array): 'ok' | 'pending' | 'throws' {
-  const doc = new Y.Doc()
-  for (const s of state) Y.applyUpdate(doc, s)
-  try {
-    Y.applyUpdate(doc, u)
-  } catch {
-    return 'throws'
-  }
-  return doc.store.pendingStructs || doc.store.pendingDs ? 'pending' : 'ok'
-}
-
-/** An edit with nested types and formatting: mutants of it often decode but do not apply. */
-function richEdit(doc: Y.Doc): void {
-  doc.getMap('m').set('a', new Y.Map())
-  doc.getArray('a').insert(0, [1, 'x', new Y.Text('q')])
-  doc.getText('t').insert(0, 'ZZ', { bold: true })
-}
 
 t.test('edge - a poisoned update closes only its sender with 4422, is never published, and the edge keeps serving', async (t) => {
   const tok = await token({ tenant: 'acme' })
