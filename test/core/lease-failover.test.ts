@@ -2,23 +2,16 @@ import t from 'tap'
 import * as Y from 'yjs'
 import { jetstream } from '@nats-io/jetstream'
 import { EDIT_PARTITIONS, ServiceUser } from '../../contracts/mod.ts'
-import { LEASE_NAMESPACE } from '../../core/lease.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
+import { leaseSessions } from '../helpers/partitions.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
 
-/** application_name of the session holding each partition's lease (from pg_locks). */
-async function leaseHolders(): Promise<Map<number, string>> {
-  const r = await stack.db.query(
-    `SELECT l.objid::int AS partition, a.application_name AS app FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-     WHERE l.locktype = 'advisory' AND l.classid = $1::bigint::oid AND l.objsubid = 2 AND l.granted`,
-    [LEASE_NAMESPACE],
-  )
-  return new Map(r.rows.map((row) => [row.partition as number, row.app as string]))
-}
+/** application_name of the session holding each partition's lease. */
+const leaseHolders = async () => new Map((await leaseSessions(stack.db)).map((s) => [s.partition, s.app]))
 const heldBy = (holders: Map<number, string>, pid: number) => [...holders.values()].filter((app) => app.endsWith(`-pid${pid}`)).length
 const opRows = async () => (await stack.db.query('SELECT count(*)::int AS n FROM op_log')).rows[0].n as number
 

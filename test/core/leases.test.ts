@@ -6,15 +6,15 @@ import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
 import { opLogProblems } from '../helpers/typed.ts'
+import { leaseSessions } from '../helpers/partitions.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
 
-/** Partitions each live PostgreSQL session holds, from pg_locks (the leases themselves). */
+/** How many sessions hold each partition's lease. */
 async function leaseHolders(): Promise<Map<number, number>> {
-  const r = await stack.db.query(`SELECT objid::int AS partition, pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND granted`, [0x64660002])
   const holders = new Map<number, number>()
-  for (const row of r.rows) holders.set(row.partition, (holders.get(row.partition) ?? 0) + 1)
+  for (const { partition } of await leaseSessions(stack.db)) holders.set(partition, (holders.get(partition) ?? 0) + 1)
   return holders
 }
 

@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import type { JetStreamManager } from '@nats-io/jetstream'
 import { AGG_STREAM, parseEditSubject } from '../../contracts/mod.ts'
+import { LEASE_NAMESPACE } from '../../core/lease.ts'
 
 /**
  * The partition of each document that has a committed edit: nats-server picks it (a hash of the
@@ -22,4 +23,14 @@ export function byPartition(partitions: Map<string, number>): [number, string[]]
   const groups = new Map<number, string[]>()
   for (const [doc, p] of partitions) groups.set(p, [...(groups.get(p) ?? []), doc])
   return [...groups].sort((a, b) => b[1].length - a[1].length)
+}
+
+/** The PostgreSQL sessions holding partition leases (granted advisory locks of the lease namespace). */
+export async function leaseSessions(db: pg.Pool): Promise<{ partition: number; pid: number; app: string }[]> {
+  const r = await db.query(
+    `SELECT l.objid::int AS partition, l.pid, a.application_name AS app FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'advisory' AND l.classid = $1::bigint::oid AND l.objsubid = 2 AND l.granted`,
+    [LEASE_NAMESPACE],
+  )
+  return r.rows
 }
