@@ -16,7 +16,8 @@ import { StreamMonitor } from './stream-monitor.ts'
 import { waitForStream, type StreamHole } from './streams.ts'
 import { TenantDirectory } from '../runtime/tenant-directory.ts'
 import { PartitionWorker } from './worker.ts'
-import type { LeaseTiming } from './lease.ts'
+import { DEFAULT_LEASE_TIMING, type LeaseTiming } from './lease.ts'
+import { LeaseProbe } from './lease-probe.ts'
 
 export interface CoreOptions extends Partial<LeaseTiming> {
   /** Read API port; 0 picks a free one. Default 8081. */
@@ -53,6 +54,7 @@ export class Core {
   readonly metrics: CoreMetrics
   private readonly pool: pg.Pool
   private readonly workers: PartitionWorker[] = []
+  private leaseProbe: LeaseProbe | null = null
   private server: Server | null = null
   private stateSub: Subscription | null = null
   private monitor: StreamMonitor | null = null
@@ -90,9 +92,11 @@ export class Core {
     await waitForStream(jsm, this.o.stream, () => this.log.warn({ stream: this.o.stream }, 'waiting for the aggregate stream; provision a tenant (npm run tenant -- add <name>)'))
     this.tenants = await TenantDirectory.open(this.nc, { watchRetryMs: this.o.retryDelayMs }, this.log)
     const js = jetstream(this.nc)
+    const timing = { leaseTtlMs: this.o.leaseTtlMs ?? DEFAULT_LEASE_TIMING.leaseTtlMs, leaseRenewMs: this.o.leaseRenewMs ?? DEFAULT_LEASE_TIMING.leaseRenewMs }
+    this.leaseProbe = new LeaseProbe({ databaseUrl: this.o.databaseUrl, leaseRetryMs: this.o.leaseRetryMs, ...timing }, this.log, this.metrics)
     for (const p of corePartitions()) {
       const onHoleCheck = (hole: StreamHole | null) => this.holeChecked(p.partition, hole)
-      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck }, js, jsm, this.log, this.metrics)
+      const worker = new PartitionWorker({ ...this.o, ...timing, ...p, onHoleCheck }, js, jsm, this.leaseProbe, this.log, this.metrics)
       this.workers.push(worker)
       worker.start()
     }
@@ -116,6 +120,7 @@ export class Core {
     this.tenants?.stop()
     this.stateSub?.unsubscribe()
     await Promise.all(this.workers.map((w) => w.stop()))
+    await this.leaseProbe?.close()
     if (this.server) {
       this.server.closeAllConnections()
       await new Promise((r) => this.server!.close(r))

@@ -22,41 +22,26 @@ interface Holder {
  * which then try to take it on their own lease session; a holder whose session has been idle
  * longer than the lease TTL — it stopped renewing: paused, cut off or hung — has its session
  * ended with pg_terminate_backend, which frees the lock (lease.ts states the holder's side).
- *
- * One probe per core: the workers of one core share its metrics object, which keys the probe.
+ * One probe per core process, shared by its partition workers.
  */
 export class LeaseProbe {
-  private static readonly probes = new Map<CoreMetrics, LeaseProbe>()
-
   private readonly waiters = new Map<number, Set<() => void>>()
   private client: pg.Client | null = null
   private timer: NodeJS.Timeout | null = null
   private ticking = false
-  private users = 0
+  private closed = false
   /** Sessions this probe already ended that may still show as holders while they exit. */
   private readonly ended = new Set<number>()
 
-  private constructor(
+  constructor(
     private readonly o: LeaseProbeOptions,
     private readonly log: Logger,
     private readonly metrics: CoreMetrics,
   ) {}
 
-  /** The core's probe (created on first use); pair with `leave()`. */
-  static join(o: LeaseProbeOptions, log: Logger, metrics: CoreMetrics): LeaseProbe {
-    let probe = LeaseProbe.probes.get(metrics)
-    if (!probe) {
-      probe = new LeaseProbe(o, log, metrics)
-      LeaseProbe.probes.set(metrics, probe)
-    }
-    probe.users++
-    return probe
-  }
-
-  /** The last user closes the probe's connection and wakes anyone still waiting. */
-  async leave(): Promise<void> {
-    if (--this.users > 0) return
-    LeaseProbe.probes.delete(this.metrics)
+  /** Closes the probe's connection and wakes anyone still waiting (after the workers stopped). */
+  async close(): Promise<void> {
+    this.closed = true
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     for (const wake of [...this.waiters.values()].flatMap((s) => [...s])) wake()
@@ -84,7 +69,7 @@ export class LeaseProbe {
   }
 
   private schedule(ms: number): void {
-    if (this.ticking || this.users === 0) return
+    if (this.ticking || this.closed) return
     if (this.timer && ms > 0) return
     if (this.timer) clearTimeout(this.timer)
     this.timer = setTimeout(() => void this.tick(), ms)
@@ -148,7 +133,7 @@ export class LeaseProbe {
       if (this.client === client) this.client = null
     })
     await client.connect()
-    if (this.users === 0) {
+    if (this.closed) {
       await client.end()
       throw new Error('lease probe closed while connecting')
     }

@@ -4,13 +4,13 @@ import { BatchBuilder, decodeMessage } from './batch.ts'
 import { DeliveryRun, type Delivery } from './delivery-run.ts'
 import { DocCache } from './doc-cache.ts'
 import { DeliveryGapError, isLeaseLostError } from './errors.ts'
-import { DEFAULT_LEASE_TIMING, PartitionLease, type LeaseTiming } from './lease.ts'
-import { LeaseProbe } from './lease-probe.ts'
+import { PartitionLease, type LeaseTiming } from './lease.ts'
+import type { LeaseProbe } from './lease-probe.ts'
 import type { CoreMetrics } from './metrics.ts'
 import { commitBatch, findCommitted, readCheckpointRange, readDocState } from './store.ts'
 import { resetConsumer, type PartitionConsumer } from './streams.ts'
 
-export interface WorkerOptions extends PartitionConsumer, Partial<LeaseTiming> {
+export interface WorkerOptions extends PartitionConsumer, LeaseTiming {
   partition: number
   databaseUrl: string
   /** Most messages committed in one transaction. Default 512. */
@@ -41,11 +41,9 @@ export interface WorkerOptions extends PartitionConsumer, Partial<LeaseTiming> {
  */
 export class PartitionWorker {
   private lease: PartitionLease | null = null
-  private probe: LeaseProbe | null = null
   private messages: ConsumerMessages | null = null
   private readonly queue: JsMsg[] = []
   private readonly cache: DocCache
-  private readonly timing: LeaseTiming
   private run = new DeliveryRun(0)
   /** Highest stream sequence committed for this partition (by this or an earlier owner). */
   private maxCommitted = 0
@@ -61,11 +59,11 @@ export class PartitionWorker {
     private readonly options: WorkerOptions,
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
+    private readonly probe: LeaseProbe,
     private readonly log: Logger,
     private readonly metrics: CoreMetrics,
   ) {
     this.cache = new DocCache(options.maxDocs)
-    this.timing = { leaseTtlMs: options.leaseTtlMs ?? DEFAULT_LEASE_TIMING.leaseTtlMs, leaseRenewMs: options.leaseRenewMs ?? DEFAULT_LEASE_TIMING.leaseRenewMs }
   }
 
   get owned(): boolean {
@@ -86,7 +84,6 @@ export class PartitionWorker {
   }
 
   start(): void {
-    this.probe = LeaseProbe.join({ databaseUrl: this.options.databaseUrl, leaseRetryMs: this.options.leaseRetryMs, ...this.timing }, this.log, this.metrics)
     this.running = this.loop()
   }
 
@@ -96,16 +93,15 @@ export class PartitionWorker {
     this.stopping.abort()
     this.messages?.stop()
     await this.running
-    await this.probe?.leave()
   }
 
   private async loop(): Promise<void> {
     while (!this.stopped) {
       try {
         if (!this.lease) {
-          await this.probe!.untilFree(this.options.partition, this.stopping.signal)
+          await this.probe.untilFree(this.options.partition, this.stopping.signal)
           if (this.stopped) break
-          this.lease = await PartitionLease.tryAcquire(this.options.databaseUrl, this.options.partition, this.timing)
+          this.lease = await PartitionLease.tryAcquire(this.options.databaseUrl, this.options.partition, this.options)
           if (!this.lease) continue
           this.metrics.leasesHeld.inc()
         }
