@@ -1,6 +1,6 @@
-import { AckPolicy, DeliverPolicy, JetStreamApiCodes, type ConsumerInfo, type JetStreamManager } from '@nats-io/jetstream'
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, type JetStreamManager } from '@nats-io/jetstream'
 import { nanos } from '@nats-io/nats-core'
-import { isJetStreamApiError, streamInfo } from '../runtime/nats.ts'
+import { consumerInfo, isJetStreamApiError, streamInfo } from '../runtime/nats.ts'
 import { StreamHoleError } from './errors.ts'
 
 export interface PartitionConsumer {
@@ -72,18 +72,9 @@ export async function findHole(jsm: JetStreamManager, c: PartitionConsumer, star
   if (!info) return null // no stream: consumers.add fails with the real reason
   const first = info.state.messages > 0 ? info.state.first_seq : info.state.last_seq + 1
   if (first <= startSeq) return null
-  const previous = await consumerInfo(jsm, c)
+  const previous = await consumerInfo(jsm, c.stream, c.durable)
   if (previous && previous.num_ack_pending === 0 && previous.delivered.stream_seq >= first - 1) return null
   return { stream: c.stream, durable: c.durable, fromSeq: startSeq, toSeq: first - 1 }
-}
-
-async function consumerInfo(jsm: JetStreamManager, c: PartitionConsumer): Promise<ConsumerInfo | null> {
-  try {
-    return await jsm.consumers.info(c.stream, c.durable)
-  } catch (err) {
-    if (isJetStreamApiError(err, JetStreamApiCodes.ConsumerNotFound)) return null
-    throw err
-  }
 }
 
 /** Resolves once `stream` exists; logs while it waits (provisioning creates it). */

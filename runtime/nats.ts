@@ -1,5 +1,5 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node'
-import { JetStreamApiCodes, JetStreamApiError, type JetStreamManager, type StreamInfo, type StreamInfoRequestOptions } from '@nats-io/jetstream'
+import { JetStreamApiCodes, JetStreamApiError, type ConsumerInfo, type JetStreamManager, type StreamInfo, type StreamInfoRequestOptions } from '@nats-io/jetstream'
 import type { Logger } from './log.ts'
 
 export interface NatsOptions {
@@ -49,6 +49,16 @@ export async function streamInfo(jsm: JetStreamManager, name: string, opts?: Par
     return await jsm.streams.info(name, opts)
   } catch (err) {
     if (isJetStreamApiError(err, JetStreamApiCodes.StreamNotFound)) return null
+    throw err
+  }
+}
+
+/** A consumer's info, or null when it does not exist; any other failure throws. */
+export async function consumerInfo(jsm: JetStreamManager, stream: string, durable: string): Promise<ConsumerInfo | null> {
+  try {
+    return await jsm.consumers.info(stream, durable)
+  } catch (err) {
+    if (isJetStreamApiError(err, JetStreamApiCodes.ConsumerNotFound)) return null
     throw err
   }
 }
