@@ -84,6 +84,8 @@ export class Room {
   private readonly stopReconnectWatch: () => void
   private ready = false
   private closed = false
+  /** The room doc is applying an update the probe already holds whole: no need to mirror it. */
+  private probeHasIt = false
   private resyncTimer: NodeJS.Timeout | undefined
   private resyncing = false
 
@@ -319,8 +321,8 @@ export class Room {
   private acked(client: RoomClient, update: Uint8Array): void {
     this.fanLink.sendUpdate(update)
     if (this.closed) return
-    this.probe.release(update, true)
-    this.applyToRoom(update, client, 'ack')
+    const inProbe = this.probe.release(update, true)
+    this.applyToRoom(update, client, 'ack', inProbe)
   }
 
   private publishFailed(client: RoomClient, update: Uint8Array, err: unknown): void {
@@ -354,7 +356,7 @@ export class Room {
       this.o.log.error({ tenant: this.o.tenant, docId: this.o.docId, source, reason: proof.reason }, 'update from a trusted source does not apply; skipped')
       return
     }
-    this.applyToRoom(update, source, source)
+    this.applyToRoom(update, source, source, proof.kind === 'applied')
   }
 
   /**
@@ -362,18 +364,24 @@ export class Room {
    * means the room doc and the probe disagree (pending structs that integrated badly): the doc
    * may be half-applied, so the room closes with 1013 and its clients reload a fresh one.
    */
-  private applyToRoom(update: Uint8Array, origin: unknown, source: string): void {
+  private applyToRoom(update: Uint8Array, origin: unknown, source: string, proven: boolean): void {
+    // A proven update is already in the probe; when the room doc holds nothing pending, what it
+    // integrates is exactly that update, so mirroring it would apply it to the probe twice.
+    const { pendingStructs, pendingDs } = this.doc.store
+    this.probeHasIt = proven && pendingStructs === null && pendingDs === null
     try {
       Y.applyUpdate(this.doc, update, origin)
     } catch (err) {
       this.o.metrics.roomApplyFailures.inc({ source })
       this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId, source }, 'update did not apply to the room doc; room closed so clients reload it')
       this.fail(CloseCode.TryAgainLater, 'document reloading')
+    } finally {
+      this.probeHasIt = false
     }
   }
 
   private onDocUpdate(update: Uint8Array, origin: unknown): void {
-    this.probe.mirror(update)
+    if (!this.probeHasIt) this.probe.mirror(update)
     if (!this.ready) return
     const frame = updateMessage(update)
     for (const client of this.clients.keys()) if (client !== origin) client.send(frame)

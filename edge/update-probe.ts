@@ -61,12 +61,14 @@ export class UpdateProbe {
   }
 
   /**
-   * Forgets a held update. After a failed publish (`applied === false`) the probe is rebuilt
-   * without it, so nothing proven on top of it passes for integrable.
+   * Forgets a held update; true when the probe still held it. After a failed publish
+   * (`applied === false`) the probe is rebuilt without it, so nothing proven on top of it
+   * passes for integrable.
    */
-  release(update: Uint8Array, applied: boolean): void {
-    if (!this.held.delete(update) || applied) return
-    this.rebuild()
+  release(update: Uint8Array, applied: boolean): boolean {
+    if (!this.held.delete(update)) return false
+    if (!applied) this.rebuild()
+    return true
   }
 
   /** Applies an integrated change of the room doc; the probe already holds most of them. */
