@@ -106,7 +106,10 @@ type FuzzCase = typeof fuzzCase extends fc.Arbitrary<infer T> ? T : never
 
 t.test('edge - fuzzed frames never kill the edge, corrupt the doc or close anyone but their sender', async (t) => {
   const tok = await token({ tenant: 'acme' })
-  const honest = yclient(url, DOC, tok)
+  // A fixed client id, so the seeded poisoned samples (mutants on top of its text) are the same every run.
+  const honestDoc = new Y.Doc()
+  honestDoc.clientID = 1_001
+  const honest = yclient(url, DOC, tok, honestDoc)
   const coEditor = yclient(url, DOC, tok)
   t.teardown(() => (honest.destroy(), coEditor.destroy()))
   await Promise.all([honest.synced(), coEditor.synced()])
