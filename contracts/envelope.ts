@@ -2,8 +2,13 @@ import { createHash } from 'node:crypto'
 import { z } from 'zod'
 import { DocId, TenantId } from './ids.ts'
 import { Bytes, pack, unpack } from './codec.ts'
+import { EDIT_PARTITIONS, editPartitionOf } from './subjects.ts'
 
 export const ENVELOPE_VERSION = 1
+export const BATCH_VERSION = 2
+
+/** Most updates one batch carries (its bytes are bounded by the server's max_payload). */
+export const MAX_BATCH_UPDATES = 4_096
 
 /** One Yjs document update as an edge publishes it to the tenant's edit stream. */
 export const EditEnvelope = z.object({
@@ -22,6 +27,50 @@ export type EditEnvelope = z.infer<typeof EditEnvelope>
 
 export const encodeEnvelope = (e: EditEnvelope): Uint8Array => pack(e)
 export const decodeEnvelope = (bytes: Uint8Array): EditEnvelope => unpack(EditEnvelope, bytes)
+
+/** One update inside a batch: an EditEnvelope without what the batch says once. */
+export const BatchedUpdate = EditEnvelope.pick({ docId: true, userId: true, update: true, ingestTs: true })
+export type BatchedUpdate = z.infer<typeof BatchedUpdate>
+
+/**
+ * Updates to documents of one partition of one tenant, published by one edge as one stream
+ * message (editBatchSubject): one store, ack, copy and delivery for many updates. In stream
+ * order, then in array order, like single envelopes.
+ */
+export const EditBatch = z.object({
+  v: z.literal(BATCH_VERSION),
+  tenant: TenantId,
+  /** editPartitionOf of every update's document. */
+  partition: z.number().int().min(0).max(EDIT_PARTITIONS - 1),
+  edgeId: z.string().min(1).max(128),
+  updates: z.array(BatchedUpdate).min(1).max(MAX_BATCH_UPDATES),
+})
+export type EditBatch = z.infer<typeof EditBatch>
+
+export const encodeBatch = (b: EditBatch): Uint8Array => pack(b)
+
+/** A stream message as the edits it carries: one for an envelope, each update of a batch. */
+export const EditMessage = z.union([EditEnvelope, EditBatch])
+
+/**
+ * Decodes a stream message (either form) into single envelopes; throws with the reason (schema,
+ * or a batch update whose document belongs to another partition).
+ */
+export function decodeEdits(bytes: Uint8Array): EditEnvelope[] {
+  const m = unpack(EditMessage, bytes)
+  if (m.v === ENVELOPE_VERSION) return [m]
+  return m.updates.map((u, i) => {
+    if (editPartitionOf(u.docId) !== m.partition) throw new Error(`batch update ${i}: document ${JSON.stringify(u.docId)} is not in partition ${m.partition}`)
+    return { v: ENVELOPE_VERSION, tenant: m.tenant, edgeId: m.edgeId, ...u }
+  })
+}
+
+/**
+ * Nats-Msg-Id of a batch: the publisher (one per edge process, random) and its batch counter,
+ * so a retry of the same batch within the dedup window is stored once. Tenant-prefixed like
+ * editMsgId.
+ */
+export const editBatchMsgId = (tenant: string, publisher: string, n: number) => `${tenant}:b:${publisher}:${n}`
 
 /**
  * Nats-Msg-Id of an update: tenant-prefixed (one id in two tenants would stall the aggregate

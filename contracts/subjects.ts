@@ -7,6 +7,33 @@ import { TenantId, docKey, docIdFromKey } from './ids.ts'
  */
 export const EDIT_PARTITIONS = 16
 
+/**
+ * The partition of a document: FNV-1a (32 bit) of its doc key modulo EDIT_PARTITIONS — the hash
+ * nats-server's `{{partition(n,1)}}` mapping applies to the same token, so an update published
+ * to editIngestSubject and a batch an edge addressed itself (editBatchSubject) land in one
+ * partition (test/tenancy/aggregate.test.ts checks it against the server).
+ */
+export function editPartitionOf(docId: string): number {
+  const key = docKey(docId)
+  let h = 0x811c9dc5
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i) // doc keys are ASCII
+    h = Math.imul(h, 0x01000193) >>> 0
+  }
+  return h % EDIT_PARTITIONS
+}
+
+/** Last token of a batch's subject; never a doc key (docIdFromKey refuses a lowercase escape). */
+export const EDIT_BATCH_TOKEN = '~batch'
+
+/**
+ * Subject of a batch of updates to documents of one partition (contracts/envelope.ts EditBatch):
+ * already in the stored form, so the server's partition mapping leaves it alone.
+ */
+export function editBatchSubject(tenant: string, partition: number): string {
+  return `ten.${TenantId.parse(tenant)}.ed.${partitionToken(partition)}.${EDIT_BATCH_TOKEN}`
+}
+
 /** Subject an edge publishes a document update to; the server inserts the partition token. */
 export function editIngestSubject(tenant: string, docId: string): string {
   return `ten.${TenantId.parse(tenant)}.ed.${docKey(docId)}`
@@ -35,10 +62,11 @@ export function tenantEditSubjects(tenant: string): string {
 export interface StoredEditSubject {
   tenant: string
   partition: number
-  docId: string
+  /** The document of a single update; null for a batch (its updates name their documents). */
+  docId: string | null
 }
 
-/** Parses a stored edit subject; throws with the reason on anything else. */
+/** Parses a stored edit subject (one update or a batch); throws with the reason on anything else. */
 export function parseEditSubject(subject: string): StoredEditSubject {
   const parts = subject.split('.')
   if (parts.length !== 5 || parts[0] !== 'ten' || parts[2] !== 'ed') {
@@ -49,7 +77,7 @@ export function parseEditSubject(subject: string): StoredEditSubject {
   if (!Number.isInteger(partition) || partition < 0 || partition >= EDIT_PARTITIONS || parts[3] !== String(partition)) {
     throw new Error(`bad partition token in ${subject}`)
   }
-  return { tenant, partition, docId: docIdFromKey(parts[4]!) }
+  return { tenant, partition, docId: parts[4] === EDIT_BATCH_TOKEN ? null : docIdFromKey(parts[4]!) }
 }
 
 function partitionToken(partition: number): string {
