@@ -1,0 +1,177 @@
+// `npm run bench`: the typing storm on DocFlow, the y-websocket reference server and Hocuspocus,
+// one after another at each offered rate, same driver, same machine; prints one table, the
+// per-process CPU breakdown and the ops/s-per-server-core ratios, and appends the run to
+// loadtest/RESULTS.md.
+//   npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30]
+//                    [--warmup-s 5] [--no-record]
+import { execFileSync } from 'node:child_process'
+import { appendFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { cpus, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { formatBreakdown } from './proc-stats.ts'
+import { SYSTEM_KINDS, startSystem, stopAllSystems, type RunningSystem, type SystemKind } from './systems.ts'
+import { typingStorm, type TypingStormResult } from './typing-storm.ts'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const RESULTS = join(ROOT, 'loadtest', 'RESULTS.md')
+const USAGE = 'usage: npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30] [--warmup-s 5] [--no-record]'
+
+function fail(message: string): never {
+  console.error(`bench: ${message}\n${USAGE}`)
+  process.exit(2)
+}
+
+function parseOptions() {
+  let values
+  try {
+    values = parseArgs({
+      options: {
+        systems: { type: 'string', default: SYSTEM_KINDS.join(',') },
+        rates: { type: 'string', default: '2000,5000' },
+        'duration-s': { type: 'string', default: '30' },
+        'warmup-s': { type: 'string', default: '5' },
+        'no-record': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }).values
+  } catch (err) {
+    fail((err as Error).message)
+  }
+  if (values.help) {
+    console.log(USAGE)
+    process.exit(0)
+  }
+  const systems = values.systems.split(',').map((s) => s.trim())
+  for (const s of systems) if (!(SYSTEM_KINDS as readonly string[]).includes(s)) fail(`--systems: unknown system "${s}" (one of ${SYSTEM_KINDS.join(', ')})`)
+  if (new Set(systems).size !== systems.length) fail('--systems: a system is named twice')
+  const rates = values.rates.split(',').map((r) => r.trim())
+  for (const r of rates) if (!/^\d+$/.test(r) || Number(r) < 10 || Number(r) > 100_000) fail(`--rates: "${r}" is not an integer from 10 to 100000 (offered ops/s)`)
+  const positive = (name: string, raw: string, min: number) => {
+    const n = Number(raw)
+    if (!/^\d+(\.\d+)?$/.test(raw) || n < min || n > 3_600) fail(`--${name}: "${raw}" is not a number of seconds from ${min} to 3600`)
+    return n
+  }
+  return {
+    systems: systems as SystemKind[],
+    rates: rates.map(Number),
+    durationS: positive('duration-s', values['duration-s'], 1),
+    warmupS: positive('warmup-s', values['warmup-s'], 0),
+    record: !values['no-record'],
+  }
+}
+
+const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a')
+/** Latency the way the issue's table writes it: one decimal under 10 ms, whole ms above. */
+const ms = (n: number) => (!Number.isFinite(n) ? 'n/a' : n < 10 ? n.toFixed(1) : int(n))
+
+export const TABLE_HEADER = '| offered | system | sustained ops/s | fanout p50 / p95 / p99 ms | server cores | **ops/s per server core** | persisted p50 / max ms | RSS sum; PSS MB |'
+
+function row(r: TypingStormResult): string {
+  const sustained = r.converged ? int(r.sustainedOpsPerS) : `FAILED: ${r.driverResult.docs - r.driverResult.converged}/${r.driverResult.docs} docs diverged (${int(r.sustainedOpsPerS)})`
+  const persisted = `${ms(r.persisted.p50Ms)} / ${ms(r.persisted.maxMs)}${r.persisted.missing > 0 ? ` (${r.persisted.missing} of ${r.persisted.n + r.persisted.missing} samples not found)` : ''}`
+  return `| ${int(r.rate)} | ${r.label} | ${sustained} | ${ms(r.fanout.p50Ms)} / ${ms(r.fanout.p95Ms)} / ${ms(r.fanout.p99Ms)} | ${r.server.cores.toFixed(2)} | **${int(r.opsPerServerCore)}** | ${persisted} | ${int(r.server.rssMb)}; ${int(r.server.pssMb)} |`
+}
+
+function ratioLine(results: TypingStormResult[], rate: number): string {
+  const at = (name: string) => results.find((r) => r.rate === rate && r.system === name)?.opsPerServerCore
+  const docflow = at('DocFlow')
+  const ratio = (other: number | undefined) => (docflow !== undefined && other ? (docflow / other).toFixed(2) : 'n/a')
+  return `ops/s per server core: DocFlow ${docflow === undefined ? 'n/a' : int(docflow)} = ${ratio(at('y-websocket reference'))}× y-websocket reference, ${ratio(at('Hocuspocus'))}× Hocuspocus`
+}
+
+/** Error lines in the servers' logs, to show beside the numbers. */
+function logErrors(system: RunningSystem): string[] {
+  if (!existsSync(system.logsDir)) return []
+  const out: string[] = []
+  for (const f of readdirSync(system.logsDir)) {
+    const lines = readFileSync(join(system.logsDir, f), 'utf8').split('\n')
+    const bad = lines.filter((l) => /"level":(50|60)|\bERROR\b|\bFATAL\b/.test(l))
+    if (bad.length > 0) out.push(`${f}: ${bad.length} error lines, first: ${bad[0]!.slice(0, 300)}`)
+  }
+  return out
+}
+
+function machine(): string {
+  const model = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown CPU'
+  return `${model}, ${cpus().length} cores, ${(totalmem() / 1024 ** 3).toFixed(1)} GiB RAM`
+}
+
+function commit(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT }).toString().trim()
+    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: ROOT }).toString().trim() !== ''
+    return `${head}${dirty ? ' (working tree dirty)' : ' (clean)'}`
+  } catch (err) {
+    return `unknown (${(err as Error).message.split('\n')[0]})`
+  }
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions()
+  const say = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`)
+  let stopping = false
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      if (stopping) return
+      stopping = true
+      say(`${signal}: stopping every server started`)
+      void stopAllSystems().finally(() => process.exit(130))
+    })
+  }
+  const started = new Date()
+  const results: TypingStormResult[] = []
+  const notes: string[] = []
+  for (const rate of options.rates) {
+    for (const kind of options.systems) {
+      const system = await startSystem(kind, { say })
+      try {
+        const r = await typingStorm(system, { rate, durationS: options.durationS, warmupS: options.warmupS, say })
+        results.push(r)
+        for (const e of logErrors(system)) notes.push(`${r.system} @ ${int(rate)} logs: ${e}`)
+      } finally {
+        await system.stop()
+      }
+    }
+  }
+
+  const lines: string[] = [TABLE_HEADER, '|---|---|---|---|---|---|---|---|', ...results.map(row), '']
+  lines.push('Server CPU and memory by process (driver not counted):')
+  for (const r of results) {
+    lines.push(`- ${r.system} @ ${int(r.rate)}: ${r.server.processes} processes; ${formatBreakdown(r.server)}; driver ${r.driver.cores.toFixed(2)} cores in ${r.driver.processes} processes`)
+  }
+  for (const r of results) {
+    const d = r.driverResult
+    lines.push(`- ${r.system} @ ${int(r.rate)}: typed ${int(d.sentInWindow)} / received ${int(d.receivedInWindow)} in the ${r.windowS.toFixed(1)} s window; converged ${d.converged}/${d.docs} docs; persisted from ${r.persisted.n} sampled edits`)
+  }
+  for (const r of results) {
+    if (r.ingestToCommitted) lines.push(`- DocFlow @ ${int(r.rate)} ingest → materialized (op_log committed_at − ingest_ts, ${int(r.ingestToCommitted.n)} rows): p50 ${ms(r.ingestToCommitted.p50Ms)} / p95 ${ms(r.ingestToCommitted.p95Ms)} ms`)
+  }
+  for (const n of notes) lines.push(`- ${n}`)
+  lines.push('')
+  const rates = [...options.rates]
+  for (const rate of rates.slice(0, -1)) lines.push(`at ${int(rate)} offered: ${ratioLine(results, rate)}`)
+  lines.push(ratioLine(results, rates[rates.length - 1]!))
+  console.log(`\n${lines.join('\n')}`)
+
+  if (options.record) {
+    const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim()
+    const entry = [`## ${started.toISOString()}`, '', `- machine: ${machine()}`, `- commit: ${commit()}`, `- command: \`${command}\``, '', ...lines, '', ''].join('\n')
+    if (!existsSync(RESULTS)) writeFileSync(RESULTS, '# npm run bench: every run\n\nAppended by loadtest/bench.ts; newest last.\n\n')
+    appendFileSync(RESULTS, entry)
+    say(`recorded in ${RESULTS}`)
+  }
+  const failed = results.filter((r) => !r.converged)
+  if (failed.length > 0) {
+    console.error(`bench: ${failed.map((r) => `${r.system} @ ${int(r.rate)}`).join(', ')} lost edits (docs did not converge)`)
+    process.exitCode = 1
+  }
+}
+
+main().catch(async (err: unknown) => {
+  console.error(`bench: ${(err as Error).stack ?? String(err)}`)
+  await stopAllSystems()
+  process.exit(1)
+})

@@ -1,0 +1,117 @@
+// DocFlow as `npm start` runs it: scripts/start.ts (the supervisor) with its data in a temp dir
+// and every port free. Server processes = the supervisor and its descendants plus the
+// PostgreSQL postmaster and its children (found by the cluster's postmaster.pid, wherever the
+// cluster lives). Stop = SIGTERM to the supervisor, which drains and stops everything.
+import { spawn } from 'node:child_process'
+import { existsSync, openSync, readFileSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import pg from 'pg'
+import { DEV_JWT_SECRET } from '../../runtime/config.ts'
+import { mintToken } from '../../runtime/jwt.ts'
+import { postmasterPidFile } from '../../scripts/lib/postgres.ts'
+import { lastLines } from '../../scripts/lib/proc.ts'
+import { allStats, descendants } from '../proc-stats.ts'
+import type { EditSample, LatencySummary, RunningSystem, StartOptions } from '../systems.ts'
+import { freePorts, persistedFrom, sampleKey, stopTree, storedTimes, tempDir, waitHealthy } from './common.ts'
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+/** A dev tenant of scripts/start.ts (1 GiB quota). */
+export const DOCFLOW_TENANT = 'acme'
+const START_TIMEOUT_MS = 180_000
+/** How long persistedLatency waits for the op log to hold every sample. */
+const PERSIST_WAIT_MS = 30_000
+
+export async function startDocFlow(options: StartOptions): Promise<RunningSystem> {
+  const dataDir = tempDir('docflow')
+  const [edgePort, corePort, natsPort, natsMonitorPort, pgPort, edgeOpsPort, coreOpsPort] = await freePorts(7)
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    DOCFLOW_DATA_DIR: dataDir,
+    EDGE_PORT: String(edgePort),
+    CORE_PORT: String(corePort),
+    NATS_PORT: String(natsPort),
+    NATS_MONITOR_PORT: String(natsMonitorPort),
+    PG_PORT: String(pgPort),
+    EDGE_OPS_PORT: String(edgeOpsPort),
+    CORE_OPS_PORT: String(coreOpsPort),
+  }
+  // The dev token defaults: no issuer/audience, the dev secret; its own PostgreSQL.
+  for (const v of ['DOCFLOW_JWT_SECRET', 'DOCFLOW_JWT_ISSUER', 'DOCFLOW_JWT_AUDIENCE', 'DATABASE_URL', 'NODE_ENV']) delete env[v]
+  const log = join(dataDir, 'supervisor.log')
+  options.say?.(`starting DocFlow (scripts/start.ts) in ${dataDir}`)
+  const supervisor = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/start.ts')], { cwd: ROOT, env, detached: true, stdio: ['ignore', openSync(log, 'a'), openSync(log, 'a')] })
+  const pgDir = join(dataDir, 'pg')
+  const postmaster = (): number[] => {
+    try {
+      const pid = Number(readFileSync(postmasterPidFile(pgDir), 'utf8').split('\n')[0])
+      return pid > 0 ? [pid] : []
+    } catch {
+      return [] // not started yet, or stopped
+    }
+  }
+  const clusterDir = () => {
+    const recorded = join(pgDir, 'cluster-location')
+    return existsSync(recorded) ? readFileSync(recorded, 'utf8').trim() : undefined
+  }
+  const serverPids = () => {
+    const stats = allStats()
+    return [...new Set([...(supervisor.pid ? descendants([supervisor.pid], stats) : []), ...descendants(postmaster(), stats)])]
+  }
+  let db: pg.Pool | undefined
+  const stop = async () => {
+    await db?.end()
+    const cluster = clusterDir()
+    await stopTree(supervisor, 'SIGTERM', 60_000, () => descendants(postmaster()))
+    rmSync(dataDir, { recursive: true, force: true })
+    if (cluster) rmSync(cluster, { recursive: true, force: true })
+  }
+  try {
+    const hint = `log: ${log}`
+    await waitHealthy(`http://127.0.0.1:${edgePort}/healthz`, supervisor, START_TIMEOUT_MS, hint)
+    await waitHealthy(`http://127.0.0.1:${corePort}/healthz`, supervisor, START_TIMEOUT_MS, hint)
+  } catch (err) {
+    const tail = existsSync(log) ? lastLines(log, 10) : ''
+    await stop()
+    throw new Error(`DocFlow did not start: ${(err as Error).message}\n${tail}`, { cause: err })
+  }
+  const endpoints = JSON.parse(readFileSync(join(dataDir, 'endpoints.json'), 'utf8')) as { databaseUrl: string }
+  db = new pg.Pool({ connectionString: endpoints.databaseUrl, max: 2 })
+  const token = await mintToken({ sub: 'bench', tenant: DOCFLOW_TENANT, docs: ['*'], role: 'editor' }, DEV_JWT_SECRET, 24 * 3_600)
+  const pool = db
+  return {
+    name: 'DocFlow',
+    label: 'DocFlow',
+    client: 'y-websocket',
+    wsUrl: `ws://127.0.0.1:${edgePort}`,
+    params: () => ({ token }),
+    serverPids,
+    logsDir: join(dataDir, 'logs'),
+    stop,
+    persistedLatency: async (samples: EditSample[]) => {
+      const docs = [...new Set(samples.map((s) => s.docId))]
+      const deadline = Date.now() + PERSIST_WAIT_MS
+      for (;;) {
+        const rows = await pool.query<{ doc_id: string; update: Buffer; t: number }>(
+          `SELECT doc_id, update, extract(epoch FROM committed_at) * 1000 AS t FROM op_log WHERE tenant = $1 AND doc_id = ANY($2)`,
+          [DOCFLOW_TENANT, docs],
+        )
+        const at = storedTimes(rows.rows.map((r) => ({ docId: r.doc_id, storedWallMs: Number(r.t), update: r.update })), new Set(docs))
+        const result = persistedFrom(samples, (s) => at.get(sampleKey(s)))
+        if (result.missing === 0 || Date.now() > deadline) return result
+        await new Promise((r) => setTimeout(r, 500))
+      }
+    },
+    ingestToCommitted: async (fromWallMs: number, toWallMs: number): Promise<LatencySummary> => {
+      const r = await pool.query<{ n: string; p50: number | null; p95: number | null }>(
+        `SELECT count(*) AS n,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM committed_at - ingest_ts) * 1000) AS p50,
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM committed_at - ingest_ts) * 1000) AS p95
+           FROM op_log WHERE tenant = $1 AND ingest_ts BETWEEN to_timestamp($2 / 1000.0) AND to_timestamp($3 / 1000.0)`,
+        [DOCFLOW_TENANT, fromWallMs, toWallMs],
+      )
+      const row = r.rows[0]!
+      return { n: Number(row.n), p50Ms: Number(row.p50 ?? NaN), p95Ms: Number(row.p95 ?? NaN) }
+    },
+  }
+}
