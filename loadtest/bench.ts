@@ -86,7 +86,7 @@ function ratioLine(results: TypingStormResult[], rate: number): string {
 function logErrors(system: RunningSystem): string[] {
   if (!existsSync(system.logsDir)) return []
   const out: string[] = []
-  for (const f of readdirSync(system.logsDir)) {
+  for (const f of readdirSync(system.logsDir).filter((name) => name.endsWith('.log'))) {
     const lines = readFileSync(join(system.logsDir, f), 'utf8').split('\n')
     const bad = lines.filter((l) => /"level":(50|60)|\bERROR\b|\bFATAL\b/.test(l))
     if (bad.length > 0) out.push(`${f}: ${bad.length} error lines, first: ${bad[0]!.slice(0, 300)}`)
