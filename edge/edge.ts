@@ -41,6 +41,12 @@ export interface EdgeOptions {
   publishAckTimeoutMs: number
   /** Publish attempts before the room resyncs its clients. Default 5. */
   publishAttempts: number
+  /** Longest an update waits for others to share its stream message (publisher.ts); 0 = next tick. Default 5. */
+  publishLingerMs?: number | undefined
+  /** Most updates per stream message. Default 512. */
+  publishMaxBatchUpdates?: number | undefined
+  /** Most update bytes per stream message. Default 1 MiB (capped by max_payload). */
+  publishMaxBatchBytes?: number | undefined
   /** Dev only: provision a tenant seen for the first time. Default false. */
   autoProvisionTenants: boolean
   /** Presence limits per socket (awareness-guard.ts). Default AWARENESS_DEFAULTS. */
@@ -84,7 +90,13 @@ export class Edge {
     this.maxMessageBytes = messageLimit(opts.maxMessageBytes, nc.info?.max_payload)
     this.maxBufferedBytes = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES
     if (!(this.maxBufferedBytes > 0)) throw new EdgeOptionsError(`maxBufferedBytes must be positive, got ${this.maxBufferedBytes}`)
-    this.publisher = new UpdatePublisher(nc, opts.edgeId, this.metrics, { ackTimeoutMs: opts.publishAckTimeoutMs, attempts: opts.publishAttempts })
+    this.publisher = new UpdatePublisher(nc, opts.edgeId, this.metrics, log, {
+      ackTimeoutMs: opts.publishAckTimeoutMs,
+      attempts: opts.publishAttempts,
+      ...(opts.publishLingerMs !== undefined ? { lingerMs: opts.publishLingerMs } : {}),
+      ...(opts.publishMaxBatchUpdates !== undefined ? { maxBatchUpdates: opts.publishMaxBatchUpdates } : {}),
+      ...(opts.publishMaxBatchBytes !== undefined ? { maxBatchBytes: opts.publishMaxBatchBytes } : {}),
+    })
   }
 
   /** The bound ops port (after start). */
@@ -136,6 +148,7 @@ export class Edge {
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket)
     this.listenSocket = null
     await Promise.allSettled([...this.inFlight])
+    this.publisher.close()
     for (const room of [...this.rooms.values()]) room.fail(CloseCode.ServiceRestart, 'edge restarting')
     await this.ops?.close()
     this.ops = null

@@ -14,6 +14,8 @@ export function createEdgeMetrics(registry: Registry = createRegistry('edge')) {
     publishFailures: new Counter({ name: 'docflow_edge_publish_failures_total', help: 'Updates JetStream did not take after retries', registers }),
     quotaRejections: new Counter({ name: 'docflow_edge_quota_rejections_total', help: 'Updates refused because the tenant storage quota is full', labelNames: ['tenant'], registers }),
     tenantRefusals: new Counter({ name: 'docflow_edge_tenant_refusals_total', help: 'Sockets refused or closed because their tenant is unknown, suspended or removed', registers }),
+    publishBatchUpdates: new Histogram({ name: 'docflow_edge_publish_batch_updates', help: 'Updates per published stream message (one batch)', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096], registers }),
+    publishRetries: new Counter({ name: 'docflow_edge_publish_retries_total', help: 'Batches resent (same msg id) after no ack in time or no responders', registers }),
     publishSeconds: new Histogram({ name: 'docflow_edge_publish_seconds', help: 'Client update received to JetStream ack', buckets: LATENCY_BUCKETS, registers }),
     viewerUpdatesDropped: new Counter({ name: 'docflow_edge_viewer_updates_dropped_total', help: 'Updates sent by viewers, never applied', registers }),
     rejectedFrames: new Counter({ name: 'docflow_edge_rejected_frames_total', help: 'Client frames refused as malformed', labelNames: ['reason'], registers }),

@@ -1,64 +1,310 @@
-import { jetstream, type JetStreamClient } from '@nats-io/jetstream'
-import type { NatsConnection } from '@nats-io/transport-node'
-import { JS_ACCOUNT_RESOURCES_EXCEEDED, editIngestSubject, editMsgId, encodeEnvelope, type EditEnvelope } from '../contracts/mod.ts'
-import { isJetStreamApiError } from '../runtime/nats.ts'
+import { randomBytes } from 'node:crypto'
+import { headers, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
+import {
+  JS_ACCOUNT_RESOURCES_EXCEEDED,
+  MAX_BATCH_UPDATES,
+  editBatchMsgId,
+  editBatchSubject,
+  editPartitionOf,
+  encodeBatch,
+  type BatchedUpdate,
+} from '../contracts/mod.ts'
+import { inboxPrefixOf } from '../runtime/nats.ts'
+import type { Logger } from '../runtime/log.ts'
 import type { EdgeMetrics } from './metrics.ts'
 import { PublishError } from './errors.ts'
 
 export interface PublisherOptions {
   /** Per-attempt JetStream ack timeout. Default 2_000. */
   ackTimeoutMs: number
-  /** Attempts on timeout / no responders before giving up; the msg id makes retries safe. Default 5. */
+  /** Attempts on timeout / no responders before giving up; the batch's msg id makes retries safe. Default 5. */
   attempts: number
+  /** Longest an update waits on an idle lane for others to share its message; 0 = the next turn of the event loop. Default 5. */
+  lingerMs: number
+  /** Most updates in one stream message. Default 512 (at most MAX_BATCH_UPDATES). */
+  maxBatchUpdates: number
+  /** Most bytes of updates in one stream message (one larger update still goes alone). Default 1 MiB, capped by max_payload. */
+  maxBatchBytes: number
 }
 
-/** Room for the Nats-Msg-Id header and its framing on top of the envelope. */
+export const PUBLISHER_DEFAULTS = { ackTimeoutMs: 2_000, attempts: 5, lingerMs: 5, maxBatchUpdates: 512, maxBatchBytes: 1024 * 1024 } as const
+
+/** Room for the Nats-Msg-Id header and its framing on top of the batch. */
 const HEADERS_MARGIN_BYTES = 1024
+/** Upper bound of the msgpack framing of one update in a batch (keys, lengths, ingestTs). */
+const UPDATE_FRAMING_BYTES = 64
+/** Upper bound of the batch's own fields (v, tenant, partition, edgeId, array header). */
+const BATCH_FRAMING_BYTES = 512
+/** nats-server's status on a request nobody (no stream) answered. */
+const NO_RESPONDERS = 503
+/** After a no-responders status, the next attempt comes this much later (not at the ack deadline). */
+const NO_RESPONDERS_RETRY_MS = 250
+const utf8 = new TextDecoder()
 
-/** nats.js refuses a payload above max_payload before sending; the server says "maximum payload exceeded". */
-function isPayloadTooLarge(err: unknown): boolean {
-  const message = err instanceof Error ? err.message : ''
-  return /max_payload|maximum payload/i.test(message)
+/** One client update waiting for its stream ack. */
+interface QueuedUpdate extends BatchedUpdate {
+  bytes: number
+  resolve: () => void
+  reject: (err: PublishError) => void
 }
 
-/** Publishes client updates to the tenant's edit subject and waits for the stream's ack. */
+/** Updates of one tenant partition, published one batch at a time so a document stays in order. */
+interface Lane {
+  tenant: string
+  partition: number
+  queue: QueuedUpdate[]
+  queuedBytes: number
+  inFlight: Batch | null
+  linger: NodeJS.Timeout | NodeJS.Immediate | null
+}
+
+/** A stream message on its way: sent, retried with the same msg id until acked or out of attempts. */
+interface Batch {
+  lane: Lane
+  token: string
+  msgId: string
+  payload: Uint8Array
+  updates: QueuedUpdate[]
+  attempt: number
+  deadline: number
+}
+
+/** The JetStream PubAck as nats-server sends it. */
+interface PubAck {
+  stream?: string
+  seq?: number
+  duplicate?: boolean
+  error?: { code: number; err_code?: number; description?: string }
+}
+
+/**
+ * Publishes client updates to the tenant's edit stream in batches and settles each update's
+ * promise with the stream's ack. Invariants:
+ * - one lane per (tenant, partition) with at most one batch in flight, so a document's updates
+ *   are stored in the order they were published (a retry resends the same batch before anything
+ *   later of that lane);
+ * - a retry carries the same Nats-Msg-Id, so a batch is stored at most once within the dedup window;
+ * - every update gets its own outcome (acked, or a PublishError of its kind): a refused batch
+ *   costs only the writers in it.
+ * Requests are pipelined: one wildcard inbox subscription takes every PubAck and one interval
+ * sweeps timeouts, instead of a request (timer, promise, inbox entry, Error) per update.
+ */
 export class UpdatePublisher {
-  private readonly js: JetStreamClient
+  private readonly publisherId = randomBytes(6).toString('hex')
+  private readonly replyPrefix: string
+  private readonly lanes = new Map<string, Lane>()
+  private readonly pending = new Map<string, Batch>()
+  private readonly sub: Subscription
+  private sweeper: NodeJS.Timeout | null = null
+  private batchCount = 0
+  private readonly opts: PublisherOptions
 
   constructor(
     private readonly nc: NatsConnection,
     private readonly edgeId: string,
     private readonly metrics: EdgeMetrics,
-    private readonly opts: PublisherOptions,
+    private readonly log: Logger,
+    opts: Partial<PublisherOptions> = {},
   ) {
-    this.js = jetstream(nc)
+    this.opts = { ...PUBLISHER_DEFAULTS, ...opts }
+    if (!(this.opts.maxBatchUpdates >= 1 && this.opts.maxBatchUpdates <= MAX_BATCH_UPDATES)) throw new RangeError(`maxBatchUpdates must be 1..${MAX_BATCH_UPDATES}, got ${this.opts.maxBatchUpdates}`)
+    if (!(this.opts.lingerMs >= 0)) throw new RangeError(`lingerMs must be >= 0, got ${this.opts.lingerMs}`)
+    this.replyPrefix = `${inboxPrefixOf(nc) ?? '_INBOX'}.${this.publisherId}.`
+    this.sub = nc.subscribe(`${this.replyPrefix}*`, {
+      callback: (err, msg) => {
+        if (err) this.log.warn({ err }, 'publish ack subscription')
+        else this.onAck(msg)
+      },
+    })
   }
 
-  async publish(tenant: string, docId: string, userId: string, update: Uint8Array, ingestTs = Date.now()): Promise<void> {
-    const envelope: EditEnvelope = { v: 1, tenant, docId, userId, update, ingestTs, edgeId: this.edgeId }
-    const payload = encodeEnvelope(envelope)
+  publish(tenant: string, docId: string, userId: string, update: Uint8Array, ingestTs = Date.now()): Promise<void> {
+    const bytes = update.byteLength + docId.length + userId.length + UPDATE_FRAMING_BYTES
     // The edge's frame limit keeps this from happening; a server with a smaller max_payload
     // (after a reconnect) must still cost only the writer, never the room.
-    const maxPayload = this.nc.info?.max_payload
-    if (maxPayload !== undefined && payload.byteLength + HEADERS_MARGIN_BYTES > maxPayload) {
+    const limit = this.payloadLimit()
+    if (limit !== undefined && bytes + BATCH_FRAMING_BYTES > limit) {
       this.metrics.tooBigRejections.inc({ tenant })
-      throw new PublishError(`update for ${tenant}/${docId} is ${payload.byteLength} bytes; the server takes at most ${maxPayload}`, 'too-big')
+      return Promise.reject(new PublishError(`update for ${tenant}/${docId} is ${update.byteLength} bytes; the server takes at most ${limit}`, 'too-big'))
     }
+    const partition = editPartitionOf(docId)
+    const lane = this.lane(tenant, partition)
+    return new Promise<void>((resolve, reject) => {
+      lane.queue.push({ docId, userId, update, ingestTs, bytes, resolve, reject })
+      lane.queuedBytes += bytes
+      this.schedule(lane)
+    })
+  }
+
+  /** Stops taking acks; whatever is still pending fails as unavailable (its clients resync). */
+  close(): void {
+    this.sub.unsubscribe()
+    if (this.sweeper) clearInterval(this.sweeper)
+    this.sweeper = null
+    for (const batch of [...this.pending.values()]) this.fail(batch, 'unavailable', 'publisher closed')
+  }
+
+  private lane(tenant: string, partition: number): Lane {
+    const key = `${tenant}\0${partition}`
+    let lane = this.lanes.get(key)
+    if (!lane) {
+      lane = { tenant, partition, queue: [], queuedBytes: 0, inFlight: null, linger: null }
+      this.lanes.set(key, lane)
+    }
+    return lane
+  }
+
+  /** Sends now when the lane is idle and a batch is full; else lingers once for company. */
+  private schedule(lane: Lane): void {
+    if (lane.inFlight) return // sent when the batch in flight settles
+    if (lane.queue.length >= this.opts.maxBatchUpdates || lane.queuedBytes >= this.batchBytesLimit()) {
+      this.sendNext(lane)
+      return
+    }
+    if (lane.linger) return
+    const fire = () => {
+      lane.linger = null
+      this.sendNext(lane)
+    }
+    lane.linger = this.opts.lingerMs === 0 ? setImmediate(fire) : setTimeout(fire, this.opts.lingerMs)
+  }
+
+  /** Cuts the next batch off the lane's queue and sends it. */
+  private sendNext(lane: Lane): void {
+    if (lane.linger) {
+      clearTimeout(lane.linger as NodeJS.Timeout)
+      clearImmediate(lane.linger as NodeJS.Immediate)
+      lane.linger = null
+    }
+    if (lane.inFlight || lane.queue.length === 0) return
+    const maxBytes = this.batchBytesLimit()
+    let count = 0
+    let bytes = 0
+    for (const u of lane.queue) {
+      if (count === this.opts.maxBatchUpdates || (count > 0 && bytes + u.bytes > maxBytes)) break
+      count++
+      bytes += u.bytes
+    }
+    const updates = lane.queue.splice(0, count)
+    lane.queuedBytes -= bytes
+    const n = ++this.batchCount
+    const payload = encodeBatch({
+      v: 2,
+      tenant: lane.tenant,
+      partition: lane.partition,
+      edgeId: this.edgeId,
+      updates: updates.map(({ docId, userId, update, ingestTs }) => ({ docId, userId, update, ingestTs })),
+    })
+    const batch: Batch = { lane, token: String(n), msgId: editBatchMsgId(lane.tenant, this.publisherId, n), payload, updates, attempt: 0, deadline: 0 }
+    lane.inFlight = batch
+    this.pending.set(batch.token, batch)
+    this.metrics.publishBatchUpdates.observe(updates.length)
+    this.send(batch)
+  }
+
+  /** One attempt: publish with the batch's reply subject; the sweeper and the ack do the rest. */
+  private send(batch: Batch): void {
+    batch.attempt++
+    batch.deadline = Date.now() + this.opts.ackTimeoutMs
+    this.ensureSweeper()
     try {
-      const ack = await this.js.publish(editIngestSubject(tenant, docId), payload, {
-        msgID: editMsgId(tenant, docId, update),
-        timeout: this.opts.ackTimeoutMs,
-        retries: this.opts.attempts,
-      })
-      if (ack.duplicate) this.metrics.updatesDuplicate.inc()
-      else this.metrics.updatesPublished.inc()
-      this.metrics.publishSeconds.observe((Date.now() - ingestTs) / 1000)
+      const h = headers()
+      h.set('Nats-Msg-Id', batch.msgId)
+      this.nc.publish(editBatchSubject(batch.lane.tenant, batch.lane.partition), batch.payload, { reply: this.replyPrefix + batch.token, headers: h })
     } catch (err) {
-      const kind = isJetStreamApiError(err, JS_ACCOUNT_RESOURCES_EXCEEDED) ? 'quota' : isPayloadTooLarge(err) ? 'too-big' : 'unavailable'
-      if (kind === 'quota') this.metrics.quotaRejections.inc({ tenant })
-      else if (kind === 'too-big') this.metrics.tooBigRejections.inc({ tenant })
-      else this.metrics.publishFailures.inc()
-      throw new PublishError(`update for ${tenant}/${docId} not stored: ${(err as Error).message}`, kind, { cause: err })
+      // Closed or draining connection (retrying cannot help), or a payload the server's
+      // max_payload no longer takes (only a lone update is its writer's fault).
+      const tooBig = isPayloadTooLarge(err) && batch.updates.length === 1
+      this.fail(batch, tooBig ? 'too-big' : 'unavailable', (err as Error).message, err)
     }
   }
+
+  private onAck(msg: Msg): void {
+    const batch = this.pending.get(msg.subject.slice(this.replyPrefix.length))
+    if (!batch) return // a late ack of a batch already settled (a retry's twin): dedup stored it once
+    if (msg.data.length === 0 && msg.headers?.code === NO_RESPONDERS) {
+      // No stream took it (server restarting, stream away): the sweeper retries it soon.
+      batch.deadline = Math.min(batch.deadline, Date.now() + NO_RESPONDERS_RETRY_MS)
+      return
+    }
+    let ack: PubAck
+    try {
+      ack = JSON.parse(utf8.decode(msg.data)) as PubAck
+    } catch (err) {
+      this.log.warn({ err, msgId: batch.msgId }, 'unreadable publish ack; the batch is retried at its deadline')
+      return
+    }
+    if (ack.error) {
+      const quota = ack.error.err_code === JS_ACCOUNT_RESOURCES_EXCEEDED
+      this.fail(batch, quota ? 'quota' : 'unavailable', ack.error.description ?? `JetStream error ${ack.error.code}`)
+      return
+    }
+    this.settle(batch)
+    const now = Date.now()
+    for (const u of batch.updates) {
+      this.metrics.publishSeconds.observe((now - u.ingestTs) / 1000)
+      u.resolve()
+    }
+    if (ack.duplicate) this.metrics.updatesDuplicate.inc(batch.updates.length)
+    else this.metrics.updatesPublished.inc(batch.updates.length)
+  }
+
+  /** Every update of the batch fails with `kind`; the lane moves on. */
+  private fail(batch: Batch, kind: PublishError['kind'], reason: string, cause?: unknown): void {
+    this.settle(batch)
+    const { tenant } = batch.lane
+    const n = batch.updates.length
+    if (kind === 'quota') this.metrics.quotaRejections.inc({ tenant }, n)
+    else if (kind === 'too-big') this.metrics.tooBigRejections.inc({ tenant }, n)
+    else this.metrics.publishFailures.inc(n)
+    for (const u of batch.updates) u.reject(new PublishError(`update for ${tenant}/${u.docId} not stored: ${reason}`, kind, { cause }))
+  }
+
+  /** The batch leaves flight; its lane sends what gathered meanwhile. */
+  private settle(batch: Batch): void {
+    this.pending.delete(batch.token)
+    const { lane } = batch
+    if (lane.inFlight === batch) lane.inFlight = null
+    if (lane.queue.length > 0) this.sendNext(lane)
+  }
+
+  private ensureSweeper(): void {
+    if (this.sweeper) return
+    const everyMs = Math.max(10, Math.min(250, Math.floor(this.opts.ackTimeoutMs / 4)))
+    this.sweeper = setInterval(() => this.sweep(), everyMs)
+  }
+
+  /** Resends each batch past its deadline (same msg id) or fails it when out of attempts. */
+  private sweep(): void {
+    const now = Date.now()
+    for (const batch of this.pending.values()) {
+      if (batch.deadline > now) continue
+      if (batch.attempt >= this.opts.attempts) this.fail(batch, 'unavailable', `no ack after ${batch.attempt} attempts of ${this.opts.ackTimeoutMs} ms`)
+      else {
+        this.metrics.publishRetries.inc()
+        this.send(batch)
+      }
+    }
+    if (this.pending.size === 0 && this.sweeper) {
+      clearInterval(this.sweeper)
+      this.sweeper = null
+    }
+  }
+
+  private payloadLimit(): number | undefined {
+    const maxPayload = this.nc.info?.max_payload
+    return maxPayload === undefined ? undefined : maxPayload - HEADERS_MARGIN_BYTES
+  }
+
+  private batchBytesLimit(): number {
+    const limit = this.payloadLimit()
+    const bytes = this.opts.maxBatchBytes
+    return limit === undefined ? bytes : Math.min(bytes, limit - BATCH_FRAMING_BYTES)
+  }
+}
+
+/** nats.js refuses a payload above max_payload before sending; the server says "maximum payload exceeded". */
+function isPayloadTooLarge(err: unknown): boolean {
+  const message = err instanceof Error ? err.message : ''
+  return /max_payload|maximum payload/i.test(message)
 }

@@ -1,5 +1,6 @@
 import {
   AGG_STREAM,
+  EDIT_BATCH_TOKEN,
   SERVICE_ACCOUNT,
   ServiceSubjects,
   ServiceUser,
@@ -80,6 +81,8 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
   [ServiceUser.Edge]: {
     publish: [
       SubjectPatterns.editIngest,
+      // Batches of one partition's updates (core checks each update's partition).
+      `ten.*.ed.*.${EDIT_BATCH_TOKEN}`,
       SubjectPatterns.fan,
       SubjectPatterns.room,
       ServiceSubjects.coreState,

@@ -4,6 +4,7 @@ import { FanKind, ServiceSubjects, encodeFan } from '../../contracts/mod.ts'
 import { UpdatePublisher } from '../../edge/publisher.ts'
 import { createEdgeMetrics } from '../../edge/metrics.ts'
 import { createRegistry } from '../../runtime/metrics.ts'
+import { createLogger } from '../../runtime/log.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 import { RawSocket, frames } from '../helpers/raw-socket.ts'
@@ -20,7 +21,7 @@ const edgeB = await stack.edge()
  * fans out only what the test says — the rest is a fan-out lost on the way.
  */
 const nc = await stack.connect()
-const publisher = new UpdatePublisher(nc, 'phantom-edge', createEdgeMetrics(createRegistry('phantom', false)), { ackTimeoutMs: 2_000, attempts: 3 })
+const publisher = new UpdatePublisher(nc, 'phantom-edge', createEdgeMetrics(createRegistry('phantom', false)), createLogger('phantom', 'silent'), { ackTimeoutMs: 2_000, attempts: 3 })
 const fanOut = (docId: string, seq: number, payload: Uint8Array) =>
   nc.publish(ServiceSubjects.fan('acme', docId), encodeFan({ kind: FanKind.Update, edgeId: 'phantom-edge', stream: 'phantom-edge/1', seq, payload }))
 

@@ -1,0 +1,106 @@
+import t from 'tap'
+import { jetstreamManager } from '@nats-io/jetstream'
+import { decodeEdits, editPartitionOf, tenantStreamName } from '../../contracts/mod.ts'
+import { UpdatePublisher, type PublisherOptions } from '../../edge/publisher.ts'
+import { isPublishError } from '../../edge/errors.ts'
+import { createEdgeMetrics } from '../../edge/metrics.ts'
+import { createRegistry } from '../../runtime/metrics.ts'
+import { createLogger } from '../../runtime/log.ts'
+import { setup } from '../helpers/setup.ts'
+import { until } from '../helpers/client.ts'
+import { counterValue } from '../helpers/metric-value.ts'
+import { edit } from '../helpers/edits.ts'
+
+const stack = await setup({ tenants: { acme: 64 * 1024 ** 2, tiny: 128 * 1024 } })
+t.teardown(() => stack.cleanup())
+const nc = await stack.connect() // the edge's service user, with its inbox prefix
+
+function publisher(opts: Partial<PublisherOptions>) {
+  const metrics = createEdgeMetrics(createRegistry('publisher-test', false))
+  const p = new UpdatePublisher(nc, 'publisher-test', metrics, createLogger('publisher-test', 'silent'), opts)
+  t.teardown(() => p.close())
+  return { p, metrics }
+}
+
+/** `count` document ids that all hash to one partition. */
+function docsOfOnePartition(prefix: string, count: number): string[] {
+  const partition = editPartitionOf(`${prefix}-0`)
+  const docs: string[] = []
+  for (let i = 0; docs.length < count; i++) if (editPartitionOf(`${prefix}-${i}`) === partition) docs.push(`${prefix}-${i}`)
+  return docs
+}
+
+async function tenantStream(tenant: string) {
+  const jsm = await jetstreamManager(await stack.connect({ tenant, kind: 'admin' }))
+  const name = tenantStreamName(tenant)
+  return {
+    messages: async () => (await jsm.streams.info(name)).state.messages,
+    lastSeq: async () => (await jsm.streams.info(name)).state.last_seq,
+    get: (seq: number) => jsm.streams.getMessage(name, { seq }),
+  }
+}
+
+t.test('edge - updates of several documents of one partition published together go out as one stream message', async (t) => {
+  const { p, metrics } = publisher({ lingerMs: 20 })
+  const stream = await tenantStream('acme')
+  const before = await stream.messages()
+  const docs = docsOfOnePartition('batched', 3)
+  const updates = docs.map((_, i) => edit(`text ${i}`, 100 + i))
+  await Promise.all(docs.map((docId, i) => p.publish('acme', docId, `user-${i}`, updates[i]!)))
+
+  t.equal((await stream.messages()) - before, 1, 'three updates, one stream message')
+  const stored = await stream.get(await stream.lastSeq())
+  const edits = decodeEdits(stored!.data)
+  t.same(
+    edits.map((e) => [e.docId, e.userId, Buffer.from(e.update).toString('hex')]),
+    docs.map((docId, i) => [docId, `user-${i}`, Buffer.from(updates[i]!).toString('hex')]),
+    'every update arrived, in the order published',
+  )
+  t.equal(await counterValue(metrics.updatesPublished), 3, 'counted per update')
+})
+
+t.test('edge - a batch whose ack times out is resent with the same msg id and stored once', async (t) => {
+  const { p, metrics } = publisher({ ackTimeoutMs: 300, attempts: 50, lingerMs: 0 })
+  const stream = await tenantStream('acme')
+  const before = await stream.messages()
+  const natsPid = stack.nats.process.pid!
+  process.kill(natsPid, 'SIGSTOP')
+  let paused = true
+  const resume = () => {
+    if (paused) process.kill(natsPid, 'SIGCONT')
+    paused = false
+  }
+  t.teardown(resume)
+
+  const published = p.publish('acme', 'retried', 'writer', edit('once', 7))
+  await until('the batch was resent while nats-server was paused', async () => (await counterValue(metrics.publishRetries)) >= 2)
+  resume()
+  await published
+  // The original and every resend reached the server; dedup stores one. A later publish
+  // proves the server got past all of them before we count.
+  await p.publish('acme', 'retried-after', 'writer', edit('after', 8))
+  t.equal((await stream.messages()) - before, 2, 'the retried batch is stored once (plus the later one)')
+})
+
+t.test('edge - a quota refusal rejects each update of the batch with kind quota', async (t) => {
+  const { p, metrics } = publisher({ lingerMs: 20 })
+  const filler = 'x'.repeat(16 * 1024)
+  let full = false
+  for (let i = 0; i < 40 && !full; i++) {
+    await p.publish('tiny', `filler-${i}`, 'writer', edit(filler, 1_000 + i)).catch((err: unknown) => {
+      if (!isPublishError(err) || err.kind !== 'quota') throw err
+      full = true
+    })
+  }
+  t.ok(full, 'the tenant ran out of storage')
+
+  // Together larger than the filler that no longer fit.
+  const docs = docsOfOnePartition('refused', 3)
+  const outcomes = await Promise.allSettled(docs.map((docId, i) => p.publish('tiny', docId, `user-${i}`, edit('y'.repeat(6 * 1024), 200 + i))))
+  t.same(
+    outcomes.map((o) => (o.status === 'rejected' && isPublishError(o.reason) ? o.reason.kind : o.status)),
+    ['quota', 'quota', 'quota'],
+    'each writer of the refused batch gets its own quota outcome',
+  )
+  t.ok((await counterValue(metrics.quotaRejections, { tenant: 'tiny' })) >= 4, 'counted per update, under the tenant')
+})
