@@ -1,0 +1,40 @@
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+
+/** Runs `npm run bench` with `args`; resolves with its exit code and output. */
+function bench(args: string[]): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'loadtest/bench.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (out += d))
+    child.on('exit', (code) => resolve({ code, out }))
+  })
+}
+
+t.test('loadtest - npm run bench measures DocFlow and the y-websocket reference and checks every doc converged', async (t) => {
+  const { code, out } = await bench(['--systems', 'docflow,ywebsocket', '--rates', '100', '--duration-s', '3', '--warmup-s', '1', '--no-record'])
+  t.equal(code, 0, `bench exits 0\n${out}`)
+  for (const system of ['DocFlow', 'y-websocket reference']) {
+    const row = out.split('\n').find((l) => l.startsWith(`| 100 | ${system}`))
+    t.ok(row, `a table row for ${system}`)
+    const cells = (row ?? '').split('|').slice(1, -1).map((c) => c.trim())
+    t.equal(cells.length, 8, `${system}: the row has the table's 8 columns`)
+    const num = (s: string | undefined) => Number((s ?? '').replace(/[*,]/g, ''))
+    t.ok(num(cells[2]) > 0, `${system}: sustained ops/s > 0 (${cells[2]})`)
+    t.ok(num(cells[4]) > 0, `${system}: server cores > 0 (${cells[4]})`)
+    t.ok(num(cells[5]) > 0, `${system}: ops/s per server core > 0 (${cells[5]})`)
+    t.ok(num(cells[7]?.split(';')[1]) > 0, `${system}: PSS > 0 (${cells[7]})`)
+    t.match(out, new RegExp(`- ${system} @ 100: typed [\\d,]+ / received [\\d,]+ in the [\\d.]+ s window; converged (\\d+)/\\1 docs`), `${system}: every doc was checked and converged`)
+  }
+  t.match(out.trim().split('\n').at(-1) ?? '', /^ops\/s per server core: DocFlow [\d,]+ = \d+\.\d\d× y-websocket reference, n\/a× Hocuspocus$/, 'the last line gives the ratios')
+})
+
+t.test('loadtest - npm run bench rejects a bad flag value with one line', async (t) => {
+  const { code, out } = await bench(['--rates', '2000,fast'])
+  t.equal(code, 2)
+  t.match(out, /^bench: --rates: "fast" is not an integer/)
+})
