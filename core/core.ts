@@ -16,7 +16,7 @@ import { StreamMonitor } from './stream-monitor.ts'
 import { waitForStream, type StreamHole } from './streams.ts'
 import { TenantDirectory } from '../runtime/tenant-directory.ts'
 import { PartitionWorker } from './worker.ts'
-import { DEFAULT_LEASE_TIMING, type LeaseTiming } from './lease.ts'
+import { DEFAULT_LEASE_TIMING, LeaseHolder, type LeaseTiming } from './lease.ts'
 import { LeaseProbe } from './lease-probe.ts'
 
 export interface CoreOptions extends Partial<LeaseTiming> {
@@ -33,8 +33,10 @@ export interface CoreOptions extends Partial<LeaseTiming> {
   tokens: TokenPolicy
   /** Stream the partition consumers read (AGG; created by provisioning). */
   stream: string
-  /** Most messages per transaction. Default 512. */
+  /** Most messages per partition per transaction. Default 512. */
   maxBatch: number
+  /** A document's state is rewritten once this many ops gathered in the op log since the last. Default 256. */
+  compactEveryOps: number
   /** Documents in memory per partition worker. Default 2_000. */
   maxDocs: number
   /** JetStream redelivery delay for unacked messages. Default 30_000. */
@@ -55,6 +57,7 @@ export class Core {
   private readonly pool: pg.Pool
   private readonly workers: PartitionWorker[] = []
   private leaseProbe: LeaseProbe | null = null
+  private leases: LeaseHolder | null = null
   private server: Server | null = null
   private stateSub: Subscription | null = null
   private monitor: StreamMonitor | null = null
@@ -94,9 +97,10 @@ export class Core {
     const js = jetstream(this.nc)
     const timing = { leaseTtlMs: this.o.leaseTtlMs ?? DEFAULT_LEASE_TIMING.leaseTtlMs, leaseRenewMs: this.o.leaseRenewMs ?? DEFAULT_LEASE_TIMING.leaseRenewMs }
     this.leaseProbe = new LeaseProbe({ databaseUrl: this.o.databaseUrl, leaseRetryMs: this.o.leaseRetryMs, ...timing }, this.log, this.metrics)
+    this.leases = new LeaseHolder(this.o.databaseUrl, timing)
     for (const p of corePartitions()) {
       const onHoleCheck = (hole: StreamHole | null) => this.holeChecked(p.partition, hole)
-      const worker = new PartitionWorker({ ...this.o, ...timing, ...p, onHoleCheck }, js, jsm, this.leaseProbe, this.log, this.metrics)
+      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck }, js, jsm, this.leases, this.leaseProbe, this.pool, this.log, this.metrics)
       this.workers.push(worker)
       worker.start()
     }
@@ -120,6 +124,7 @@ export class Core {
     this.tenants?.stop()
     this.stateSub?.unsubscribe()
     await Promise.all(this.workers.map((w) => w.stop()))
+    await this.leases?.close()
     await this.leaseProbe?.close()
     if (this.server) {
       this.server.closeAllConnections()

@@ -59,6 +59,11 @@ export class DeliveryRun {
     return this.floor
   }
 
+  /** The last delivery sequence of the contiguous committed run (0: none yet). */
+  get contiguousThrough(): number {
+    return this.next - 1
+  }
+
   /** The first delivery sequence missing from the run while later ones are committed, or null. */
   get missing(): number | null {
     return this.ahead.size > 0 ? this.next : null

@@ -1,9 +1,14 @@
 import * as Y from 'yjs'
+import type { StoredDoc } from './store.ts'
 
 export interface CachedDoc {
   readonly tenant: string
   readonly docId: string
   readonly doc: Y.Doc
+  /** Committed op-log rows not folded into the stored state yet (batch.ts compacts past a limit). */
+  uncompacted: number
+  /** The document has a docs row (a compacted state). */
+  compacted: boolean
 }
 
 export const docKey = (tenant: string, docId: string) => `${tenant}\0${docId}`
@@ -38,13 +43,14 @@ export class DocCache {
   }
 
   /**
-   * Builds a cached doc from its stored state (null: a new document) and caches it, replacing
-   * any copy. Throws when the stored state does not apply (the cache is left unchanged).
+   * Builds a cached doc from what is stored of it (null: a new document) and caches it, replacing
+   * any copy. Throws when the stored state or tail does not apply (the cache is left unchanged).
    */
-  add(tenant: string, docId: string, state: Uint8Array | null): CachedDoc {
+  add(tenant: string, docId: string, stored: StoredDoc | null): CachedDoc {
     const doc = new Y.Doc()
-    if (state) Y.applyUpdate(doc, state)
-    const entry: CachedDoc = { tenant, docId, doc }
+    if (stored?.state) Y.applyUpdate(doc, stored.state)
+    for (const update of stored?.tail ?? []) Y.applyUpdate(doc, update)
+    const entry: CachedDoc = { tenant, docId, doc, uncompacted: stored?.tail.length ?? 0, compacted: Boolean(stored?.state) }
     const k = docKey(tenant, docId)
     this.docs.delete(k)
     this.docs.set(k, entry)

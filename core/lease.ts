@@ -1,5 +1,6 @@
 import pg from 'pg'
 import { LeaseLostError } from './errors.ts'
+import { commitBatches, type Batch } from './store.ts'
 
 // First key of the two-int advisory lock; the partition is the second.
 export const LEASE_NAMESPACE = 0x64660002
@@ -11,76 +12,98 @@ export interface LeaseTiming {
    * idle-in-transaction timeouts. Default 5_000.
    */
   leaseTtlMs: number
-  /** How often the holder renews its lease with a query on the lease session. Default 1_000. */
+  /** How often the holder renews its leases with a query on the lease session. Default 1_000. */
   leaseRenewMs: number
 }
 
-// SQLSTATE 25P02: current transaction is aborted, commands ignored until end of transaction block.
-const IN_FAILED_TRANSACTION = '25P02'
-
 export const DEFAULT_LEASE_TIMING: LeaseTiming = { leaseTtlMs: 5_000, leaseRenewMs: 1_000 }
 
-/** application_name of a lease session: names the partition and the holding process. */
-export const leaseSessionName = (partition: number, pid = process.pid) => `docflow-core-p${partition}-pid${pid}`
+/** application_name of a core process's lease session. */
+export const leaseSessionName = (pid = process.pid) => `docflow-core-leases-pid${pid}`
 
 /**
- * Ownership of one partition: a session advisory lock on a dedicated PostgreSQL connection.
+ * The one PostgreSQL session of a core process that holds its partition leases (a session
+ * advisory lock per partition) and commits every partition's batches.
  *
  * Invariants:
- * - The worker commits on that same connection, so if the session dies the lock and every
- *   further commit go with it: a stale owner cannot write (fencing without epochs).
+ * - Commits go over this same session, so if it dies the locks and every further commit go
+ *   with it: a stale owner cannot write (fencing without epochs).
+ * - Batches of all partitions that wait while a commit is in flight are committed together in
+ *   one statement (group commit: store.ts commitBatches), so the number of transactions follows
+ *   the commit latency, not the number of partitions or messages.
  * - The holder renews every `leaseRenewMs` (a query, so the session's `state_change` in
  *   pg_stat_activity moves); a standby may end a session quiet for longer than `leaseTtlMs`
- *   (a paused or cut-off holder), which frees the lock. The holder refuses to commit once it has
+ *   (a paused or cut-off holder), which frees the locks. The holder refuses to commit once it has
  *   not confirmed its session for `leaseTtlMs - leaseRenewMs`, so it gives up before a standby
- *   can take over, and a holder resumed after a pause finds its lease lost.
+ *   can take over, and a holder resumed after a pause finds its leases lost.
  * - PostgreSQL bounds the session on its own: statements and idle transactions time out after
  *   `leaseTtlMs`, and TCP keepalives (both ends) notice a vanished peer within seconds.
  */
-export class PartitionLease {
+export class LeaseSession {
   private lost: LeaseLostError | null = null
   private confirmedAtMs = Date.now()
   private renewal: NodeJS.Timeout | null = null
   private onLost: (err: LeaseLostError) => void = () => undefined
-  /** Resolves (never rejects) with the reason once the lease is lost. */
+  /** Resolves (never rejects) with the reason once the session is lost. */
   readonly whenLost = new Promise<LeaseLostError>((resolve) => (this.onLost = resolve))
+  private waiting: { batch: Batch; resolve: () => void; reject: (err: unknown) => void }[] = []
+  private committing = false
 
   private constructor(
-    readonly client: pg.Client,
+    private readonly client: pg.Client,
     private readonly timing: LeaseTiming,
   ) {}
 
-  /** Returns the lease, or null when another process holds it. */
-  static async tryAcquire(databaseUrl: string, partition: number, timing: LeaseTiming = DEFAULT_LEASE_TIMING): Promise<PartitionLease | null> {
+  static async open(databaseUrl: string, timing: LeaseTiming): Promise<LeaseSession> {
     const client = new pg.Client({
       connectionString: databaseUrl,
-      application_name: leaseSessionName(partition),
+      application_name: leaseSessionName(),
       keepAlive: true,
       keepAliveInitialDelayMillis: 1_000,
       statement_timeout: timing.leaseTtlMs,
       idle_in_transaction_session_timeout: timing.leaseTtlMs,
       options: '-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3',
     })
-    const lease = new PartitionLease(client, timing)
-    client.on('error', (err) => lease.markLost(new LeaseLostError('partition lease session ended', { cause: err })))
-    let locked = false
+    const session = new LeaseSession(client, timing)
+    client.on('error', (err) => session.markLost(new LeaseLostError('lease session ended', { cause: err })))
     try {
       await client.connect()
-      const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [LEASE_NAMESPACE, partition])
-      locked = r.rows[0]?.ok === true
-    } finally {
-      if (!locked) await client.end()
+    } catch (err) {
+      await client.end().catch(() => undefined) // nothing to close beyond the failed socket
+      throw err
     }
-    if (!locked) return null
-    lease.confirmed()
-    lease.renewal = setInterval(() => void lease.renew(), timing.leaseRenewMs)
-    return lease
+    session.confirmed()
+    session.renewal = setInterval(() => void session.renew(), timing.leaseRenewMs)
+    return session
+  }
+
+  /** Locks `partition` on this session; false when another session holds it. */
+  async tryLock(partition: number): Promise<boolean> {
+    this.check()
+    const r = await this.client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [LEASE_NAMESPACE, partition])
+    this.confirmed()
+    return r.rows[0]?.ok === true
+  }
+
+  /** Gives `partition` up; nothing to do once the session is lost (the lock went with it). */
+  async unlock(partition: number): Promise<void> {
+    if (this.lost) return
+    await this.client.query('SELECT pg_advisory_unlock($1, $2)', [LEASE_NAMESPACE, partition])
+  }
+
+  /** Commits `batch` together with whatever other partitions hand in meanwhile. */
+  commit(batch: Batch): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ batch, resolve, reject })
+      // Let the other partitions' batches of this turn of the event loop join the group.
+      if (!this.committing) setImmediate(() => void this.commitWaiting())
+    })
   }
 
   /** Throws LeaseLostError once the session is gone or has not been confirmed recently. */
   check(nowMs = Date.now()): void {
     const quietMs = nowMs - this.confirmedAtMs
-    if (quietMs > this.timing.leaseTtlMs - this.timing.leaseRenewMs) this.markLost(new LeaseLostError(`partition lease not confirmed for ${quietMs} ms`))
+    if (quietMs > this.timing.leaseTtlMs - this.timing.leaseRenewMs) this.markLost(new LeaseLostError(`lease session not confirmed for ${quietMs} ms`))
     if (this.lost) throw this.lost
   }
 
@@ -88,19 +111,36 @@ export class PartitionLease {
     return this.lost !== null
   }
 
-  /** A statement on the lease session succeeded (a commit counts as a renewal). */
-  confirmed(): void {
-    this.confirmedAtMs = Date.now()
-  }
-
-  async release(): Promise<void> {
-    if (this.renewal) clearInterval(this.renewal)
-    this.renewal = null
-    // Ending the session frees the advisory lock.
+  /** Ends the session, which frees every lock it holds. */
+  async close(): Promise<void> {
+    this.markLost(new LeaseLostError('lease session closed'))
     await this.client.end()
   }
 
-  /** Never rejects: a renewal that fails or takes too long marks the lease lost. */
+  /** Never rejects: each waiter learns its outcome. */
+  private async commitWaiting(): Promise<void> {
+    if (this.committing) return
+    this.committing = true
+    while (this.waiting.length > 0) {
+      const group = this.waiting
+      this.waiting = []
+      try {
+        this.check()
+        await commitBatches(this.client, group.map((w) => w.batch))
+        this.confirmed()
+        for (const w of group) w.resolve()
+      } catch (err) {
+        for (const w of group) w.reject(err)
+      }
+    }
+    this.committing = false
+  }
+
+  private confirmed(): void {
+    this.confirmedAtMs = Date.now()
+  }
+
+  /** Never rejects: a renewal that fails or takes too long marks the session lost. */
   private async renew(): Promise<void> {
     if (this.lost) return
     try {
@@ -116,9 +156,7 @@ export class PartitionLease {
       }
       this.confirmed()
     } catch (err) {
-      // Queued inside a commit that failed before its ROLLBACK: the session answered, so it is alive.
-      if (err && typeof err === 'object' && 'code' in err && err.code === IN_FAILED_TRANSACTION) return
-      this.markLost(err instanceof LeaseLostError ? err : new LeaseLostError('partition lease renewal failed', { cause: err }))
+      this.markLost(err instanceof LeaseLostError ? err : new LeaseLostError('lease renewal failed', { cause: err }))
     }
   }
 
@@ -128,5 +166,70 @@ export class PartitionLease {
     if (this.renewal) clearInterval(this.renewal)
     this.renewal = null
     this.onLost(err)
+  }
+}
+
+/** Ownership of one partition: its lock on the process's lease session. */
+export class PartitionLease {
+  constructor(
+    readonly session: LeaseSession,
+    readonly partition: number,
+  ) {}
+
+  get isLost(): boolean {
+    return this.session.isLost
+  }
+
+  get whenLost(): Promise<LeaseLostError> {
+    return this.session.whenLost
+  }
+
+  check(): void {
+    this.session.check()
+  }
+
+  commit(batch: Batch): Promise<void> {
+    return this.session.commit(batch)
+  }
+
+  release(): Promise<void> {
+    return this.session.unlock(this.partition)
+  }
+}
+
+/**
+ * Hands out partition leases on the process's current lease session, opening a new session
+ * when there is none or the last one was lost.
+ */
+export class LeaseHolder {
+  private session: Promise<LeaseSession> | null = null
+
+  constructor(
+    private readonly databaseUrl: string,
+    readonly timing: LeaseTiming,
+  ) {}
+
+  /** The lease of `partition`, or null when another process holds it. */
+  async tryAcquire(partition: number): Promise<PartitionLease | null> {
+    const session = await this.current()
+    return (await session.tryLock(partition)) ? new PartitionLease(session, partition) : null
+  }
+
+  async close(): Promise<void> {
+    const session = this.session
+    this.session = null
+    const s = await session?.catch(() => null)
+    await s?.close()
+  }
+
+  private async current(): Promise<LeaseSession> {
+    const open = this.session
+    const s = open ? await open.catch(() => null) : null
+    if (s && !s.isLost) return s
+    if (this.session === open) {
+      if (s) await s.close().catch(() => undefined) // already lost: only the socket is left to end
+      this.session = LeaseSession.open(this.databaseUrl, this.timing)
+    }
+    return this.session!
   }
 }

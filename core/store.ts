@@ -1,4 +1,5 @@
 import type pg from 'pg'
+import * as Y from 'yjs'
 
 /** One row of the op log. */
 export interface OpRow {
@@ -14,20 +15,22 @@ export interface OpRow {
   ingestTs: number
 }
 
-/** Materialized state of one document after a batch. */
+/** A compacted state of one document: everything its op log holds, folded into one update. */
 export interface DocRow {
   tenant: string
   docId: string
   state: Uint8Array
   stateVector: Uint8Array
   lastStreamSeq: number
-  /** Op-log rows this batch added for the doc. */
+  /** Op-log rows folded into this state since the last compaction. */
   ops: number
 }
 
 export interface DeadLetterRow {
   stream: string
   streamSeq: number
+  /** Which update of the message (a batch carries several); 0 for a single envelope. */
+  item: number
   subject: string
   tenant: string | null
   docId: string | null
@@ -54,100 +57,139 @@ export async function readCheckpoint(c: pg.ClientBase, consumer: string): Promis
 }
 
 /** The consumer's checkpoint and the highest stream sequence it ever committed (0, 0: none). */
-export async function readCheckpointRange(c: pg.ClientBase, consumer: string): Promise<{ checkpoint: number; maxSeq: number }> {
+export async function readCheckpointRange(c: pg.ClientBase | pg.Pool, consumer: string): Promise<{ checkpoint: number; maxSeq: number }> {
   const r = await c.query<{ stream_seq: string; max_seq: string }>('SELECT stream_seq, max_seq FROM consumer_checkpoints WHERE consumer = $1', [consumer])
   const row = r.rows[0]
   return row ? { checkpoint: Number(row.stream_seq), maxSeq: Math.max(Number(row.stream_seq), Number(row.max_seq)) } : { checkpoint: 0, maxSeq: 0 }
 }
 
-/** A stream message that may already be committed; `op` is absent when it did not decode. */
+/** An update of a stream message that may already be committed; `op` is absent when it did not decode. */
 export interface CommittedCandidate {
   streamSeq: number
+  item: number
   op?: { tenant: string; docId: string; msgId: string }
 }
 
+/** Key of one update of one stream message. */
+export const itemKey = (streamSeq: number, item: number) => `${streamSeq}/${item}`
+
 /**
- * Stream sequences among `candidates` that PostgreSQL already holds: their update is in the op
- * log (by tenant, doc and msg id) or the message is in dead_letters. One round trip.
+ * Updates among `candidates` (as itemKey) that PostgreSQL already holds: in the op log (by
+ * tenant, doc and msg id) or in dead_letters. One round trip.
  */
-export async function findCommitted(c: pg.ClientBase, stream: string, candidates: CommittedCandidate[]): Promise<Set<number>> {
+export async function findCommitted(c: pg.ClientBase | pg.Pool, stream: string, candidates: CommittedCandidate[]): Promise<Set<string>> {
   if (candidates.length === 0) return new Set()
-  const r = await c.query<{ s: string }>(
-    `SELECT x.s FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS x(s, t, d, m)
+  const r = await c.query<{ s: string; i: number }>(
+    `SELECT x.s, x.i FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[]) AS x(s, i, t, d, m)
      WHERE EXISTS (SELECT 1 FROM op_log o WHERE o.tenant = x.t AND o.doc_id = x.d AND o.msg_id = x.m)
-        OR EXISTS (SELECT 1 FROM dead_letters dl WHERE dl.stream = $5 AND dl.stream_seq = x.s)`,
-    [candidates.map((k) => k.streamSeq), candidates.map((k) => k.op?.tenant ?? null), candidates.map((k) => k.op?.docId ?? null), candidates.map((k) => k.op?.msgId ?? null), stream],
+        OR EXISTS (SELECT 1 FROM dead_letters dl WHERE dl.stream = $6 AND dl.stream_seq = x.s AND dl.item = x.i)`,
+    [candidates.map((k) => k.streamSeq), candidates.map((k) => k.item), candidates.map((k) => k.op?.tenant ?? null), candidates.map((k) => k.op?.docId ?? null), candidates.map((k) => k.op?.msgId ?? null), stream],
   )
-  return new Set(r.rows.map((row) => Number(row.s)))
+  return new Set(r.rows.map((row) => itemKey(Number(row.s), row.i)))
 }
 
+/** A document as stored: its last compacted state and the op-log updates committed since. */
+export interface StoredDoc {
+  /** Null when the document was never compacted. */
+  state: Uint8Array | null
+  /** Updates after the compacted state, in commit order. */
+  tail: Uint8Array[]
+}
+
+/** The stored parts of a document, or null when its tenant has no such document. One round trip. */
+export async function readDocParts(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<StoredDoc | null> {
+  const r = await c.query<{ state: Buffer | null; tail: Buffer[] }>(
+    `SELECT d.state, array(
+       SELECT o.update FROM op_log o WHERE o.tenant = $1 AND o.doc_id = $2 AND o.id > COALESCE(d.through_op_id, 0) ORDER BY o.id
+     ) AS tail
+     FROM (SELECT 1) AS one LEFT JOIN docs d ON d.tenant = $1 AND d.doc_id = $2`,
+    [tenant, docId],
+  )
+  const row = r.rows[0]!
+  if (row.state === null && row.tail.length === 0) return null
+  return { state: row.state, tail: row.tail }
+}
+
+/** The materialized document as one Yjs update (compacted state + tail), or null when there is none. */
 export async function readDocState(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<Uint8Array | null> {
-  const r = await c.query<{ state: Buffer }>('SELECT state FROM docs WHERE tenant = $1 AND doc_id = $2', [tenant, docId])
-  return r.rows[0]?.state ?? null
+  const parts = await readDocParts(c, tenant, docId)
+  if (!parts) return null
+  const updates = parts.state ? [parts.state, ...parts.tail] : parts.tail
+  return updates.length === 1 ? updates[0]! : Y.mergeUpdates(updates)
 }
 
 /**
- * Commits a batch in one transaction: op-log rows, document states, dead letters and the
- * consumer checkpoint land together or not at all — what makes redelivery exactly-once.
+ * Commits the batches of several partitions in ONE statement (data-modifying CTEs run once, to
+ * completion, atomically): op-log rows, compacted document states, dead letters and every
+ * consumer checkpoint land together or not at all — what makes redelivery exactly-once, in one
+ * round trip and one WAL flush per group. A compacted state is marked with the highest op-log id
+ * of its document, the ones this statement inserts included (lease.ts: only the owner writes it).
  */
-export async function commitBatch(c: pg.ClientBase, b: Batch): Promise<void> {
-  await c.query('BEGIN')
-  try {
-    if (b.ops.length > 0) {
-      await c.query(
-        `INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts)
-         SELECT t, d, s, m, u, e, up, st, to_timestamp(i / 1000.0)
-         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[], $9::float8[])
-           AS x(t, d, s, m, u, e, up, st, i)
-         ON CONFLICT (tenant, doc_id, msg_id) DO NOTHING`,
-        [
-          b.ops.map((o) => o.tenant),
-          b.ops.map((o) => o.docId),
-          b.ops.map((o) => o.streamSeq),
-          b.ops.map((o) => o.msgId),
-          b.ops.map((o) => o.userId),
-          b.ops.map((o) => o.edgeId),
-          b.ops.map((o) => buf(o.update)),
-          b.ops.map((o) => o.status),
-          b.ops.map((o) => o.ingestTs),
-        ],
-      )
-    }
-    if (b.docs.length > 0) {
-      await c.query(
-        `INSERT INTO docs (tenant, doc_id, state, state_vector, last_stream_seq, op_count)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::bigint[], $6::bigint[])
-         ON CONFLICT (tenant, doc_id) DO UPDATE SET
-           state = excluded.state, state_vector = excluded.state_vector,
-           last_stream_seq = excluded.last_stream_seq, op_count = docs.op_count + excluded.op_count, updated_at = now()`,
-        [
-          b.docs.map((d) => d.tenant),
-          b.docs.map((d) => d.docId),
-          b.docs.map((d) => buf(d.state)),
-          b.docs.map((d) => buf(d.stateVector)),
-          b.docs.map((d) => d.lastStreamSeq),
-          b.docs.map((d) => d.ops),
-        ],
-      )
-    }
-    for (const dl of b.deadLetters) {
-      await c.query(
-        `INSERT INTO dead_letters (stream, stream_seq, subject, tenant, doc_id, reason, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (stream, stream_seq) DO NOTHING`,
-        [dl.stream, dl.streamSeq, dl.subject, dl.tenant, dl.docId, dl.reason, buf(dl.payload)],
-      )
-    }
-    await c.query(
-      `INSERT INTO consumer_checkpoints (consumer, stream_seq, max_seq) VALUES ($1, $2, $3)
+export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[]): Promise<void> {
+  const ops = batches.flatMap((b) => b.ops)
+  const docs = batches.flatMap((b) => b.docs)
+  const dls = batches.flatMap((b) => b.deadLetters)
+  await c.query(
+    `WITH ops AS (
+       INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts)
+       SELECT t, d, s, m, u, e, up, st, to_timestamp(i / 1000.0)
+       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[], $9::float8[])
+         AS x(t, d, s, m, u, e, up, st, i)
+       ON CONFLICT (tenant, doc_id, msg_id) DO NOTHING
+       RETURNING tenant, doc_id, id
+     ), states AS (
+       INSERT INTO docs (tenant, doc_id, state, state_vector, last_stream_seq, op_count, through_op_id)
+       SELECT x.t, x.d, x.st, x.sv, x.s, x.n, GREATEST(
+           (SELECT max(o.id) FROM ops o WHERE o.tenant = x.t AND o.doc_id = x.d),
+           (SELECT max(o.id) FROM op_log o WHERE o.tenant = x.t AND o.doc_id = x.d), 0)
+       FROM unnest($10::text[], $11::text[], $12::bytea[], $13::bytea[], $14::bigint[], $15::bigint[]) AS x(t, d, st, sv, s, n)
+       ON CONFLICT (tenant, doc_id) DO UPDATE SET
+         state = excluded.state, state_vector = excluded.state_vector, last_stream_seq = excluded.last_stream_seq,
+         op_count = docs.op_count + excluded.op_count, through_op_id = excluded.through_op_id, updated_at = now()
+       RETURNING 1
+     ), dead AS (
+       INSERT INTO dead_letters (stream, stream_seq, item, subject, tenant, doc_id, reason, payload)
+       SELECT * FROM unnest($16::text[], $17::bigint[], $18::int[], $19::text[], $20::text[], $21::text[], $22::text[], $23::bytea[])
+       ON CONFLICT (stream, stream_seq, item) DO NOTHING
+       RETURNING 1
+     ), checkpoints AS (
+       INSERT INTO consumer_checkpoints (consumer, stream_seq, max_seq)
+       SELECT * FROM unnest($24::text[], $25::bigint[], $26::bigint[])
        ON CONFLICT (consumer) DO UPDATE SET stream_seq = excluded.stream_seq,
-         max_seq = GREATEST(consumer_checkpoints.max_seq, excluded.max_seq), updated_at = now()`,
-      [b.consumer, b.streamSeq, Math.max(b.streamSeq, b.maxSeq ?? 0)],
-    )
-    await c.query('COMMIT')
-  } catch (err) {
-    // A failed ROLLBACK means the session is gone, which aborts the transaction anyway;
-    // the commit error is the one worth reporting.
-    await c.query('ROLLBACK').catch(() => undefined)
-    throw err
-  }
+         max_seq = GREATEST(consumer_checkpoints.max_seq, excluded.max_seq), updated_at = now()
+       RETURNING 1
+     )
+     SELECT (SELECT count(*) FROM checkpoints) AS checkpoints`,
+    [
+      ops.map((o) => o.tenant),
+      ops.map((o) => o.docId),
+      ops.map((o) => o.streamSeq),
+      ops.map((o) => o.msgId),
+      ops.map((o) => o.userId),
+      ops.map((o) => o.edgeId),
+      ops.map((o) => buf(o.update)),
+      ops.map((o) => o.status),
+      ops.map((o) => o.ingestTs),
+      docs.map((d) => d.tenant),
+      docs.map((d) => d.docId),
+      docs.map((d) => buf(d.state)),
+      docs.map((d) => buf(d.stateVector)),
+      docs.map((d) => d.lastStreamSeq),
+      docs.map((d) => d.ops),
+      dls.map((d) => d.stream),
+      dls.map((d) => d.streamSeq),
+      dls.map((d) => d.item),
+      dls.map((d) => d.subject),
+      dls.map((d) => d.tenant),
+      dls.map((d) => d.docId),
+      dls.map((d) => d.reason),
+      dls.map((d) => buf(d.payload)),
+      batches.map((b) => b.consumer),
+      batches.map((b) => b.streamSeq),
+      batches.map((b) => Math.max(b.streamSeq, b.maxSeq ?? 0)),
+    ],
+  )
 }
+
+/** One batch alone (tests, tools): commitBatches of one. */
+export const commitBatch = (c: pg.ClientBase, b: Batch) => commitBatches(c, [b])

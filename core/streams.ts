@@ -46,7 +46,8 @@ export async function resetConsumer(jsm: JetStreamManager, c: PartitionConsumer,
   await jsm.consumers.add(c.stream, {
     durable_name: c.durable,
     filter_subject: c.filter,
-    ack_policy: AckPolicy.Explicit,
+    // Acked once per batch (worker.ts): an ack covers every earlier delivery.
+    ack_policy: AckPolicy.All,
     deliver_policy: DeliverPolicy.StartSequence,
     opt_start_seq: Math.max(1, startSeq),
     ack_wait: nanos(c.ackWaitMs),

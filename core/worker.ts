@@ -1,20 +1,22 @@
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
+import type pg from 'pg'
 import type { Logger } from '../runtime/log.ts'
 import { BatchBuilder, decodeMessage } from './batch.ts'
 import { DeliveryRun, type Delivery } from './delivery-run.ts'
 import { DocCache } from './doc-cache.ts'
 import { DeliveryGapError, isLeaseLostError } from './errors.ts'
-import { PartitionLease, type LeaseTiming } from './lease.ts'
+import type { LeaseHolder, PartitionLease } from './lease.ts'
 import type { LeaseProbe } from './lease-probe.ts'
 import type { CoreMetrics } from './metrics.ts'
-import { commitBatch, findCommitted, readCheckpointRange, readDocState } from './store.ts'
+import { findCommitted, itemKey, readCheckpointRange, readDocParts } from './store.ts'
 import { resetConsumer, type PartitionConsumer } from './streams.ts'
 
-export interface WorkerOptions extends PartitionConsumer, LeaseTiming {
+export interface WorkerOptions extends PartitionConsumer {
   partition: number
-  databaseUrl: string
   /** Most messages committed in one transaction. Default 512. */
   maxBatch: number
+  /** A document's state is rewritten once this many ops gathered in the op log since the last. Default 256. */
+  compactEveryOps: number
   /** Documents kept in memory by this worker (the batch in hand may pin more). Default 2_000. */
   maxDocs: number
   /** How often leases held elsewhere are looked at (lease-probe.ts). Default 2_000. */
@@ -27,7 +29,8 @@ export interface WorkerOptions extends PartitionConsumer, LeaseTiming {
 
 /**
  * Owns one partition while it holds the lease: reads it in stream order and commits each
- * batch (ops, states, dead letters, checkpoint) in one transaction before acking. Any failure
+ * batch (ops, states, dead letters, checkpoint) in one transaction — shared with the other
+ * partitions' batches of the moment (lease.ts group commit) — before acking. Any failure
  * drops the in-memory docs and resumes from the committed checkpoint.
  *
  * The consumer never skips (checkpoint = C, highest committed stream sequence = M):
@@ -54,12 +57,17 @@ export class PartitionWorker {
   /** Ends the current consumer session with an error (set by consume). */
   private failSession: (err: unknown) => void = () => undefined
   private gapTimer: NodeJS.Timeout | null = null
+  /** Committed messages not acked yet because an earlier delivery is missing (ack policy all). */
+  private readonly unacked = new Map<number, JsMsg>()
 
   constructor(
     private readonly options: WorkerOptions,
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
+    private readonly leases: LeaseHolder,
     private readonly probe: LeaseProbe,
+    /** Reads: checkpoints, committed lookups, cold loads (commits go over the lease session). */
+    private readonly db: pg.Pool,
     private readonly log: Logger,
     private readonly metrics: CoreMetrics,
   ) {
@@ -101,7 +109,7 @@ export class PartitionWorker {
         if (!this.lease) {
           await this.probe.untilFree(this.options.partition, this.stopping.signal)
           if (this.stopped) break
-          this.lease = await PartitionLease.tryAcquire(this.options.databaseUrl, this.options.partition, this.options)
+          this.lease = await this.leases.tryAcquire(this.options.partition)
           if (!this.lease) continue
           this.metrics.leasesHeld.inc()
         }
@@ -120,6 +128,7 @@ export class PartitionWorker {
       this.gapTimer = null
       await this.processing
       this.queue.length = 0
+      this.unacked.clear()
       this.cache.clear()
       if (this.lease && (this.lease.isLost || this.stopped)) await this.dropLease()
       if (!this.stopped) await this.pause(this.options.retryDelayMs)
@@ -128,7 +137,7 @@ export class PartitionWorker {
 
   /** Consumes from the checkpoint until stopped or a batch fails. */
   private async consume(lease: PartitionLease): Promise<void> {
-    const { checkpoint, maxSeq } = await readCheckpointRange(lease.client, this.consumerKey)
+    const { checkpoint, maxSeq } = await readCheckpointRange(this.db, this.consumerKey)
     this.run = new DeliveryRun(checkpoint)
     this.maxCommitted = maxSeq
     await resetConsumer(this.jsm, this.options, checkpoint + 1)
@@ -173,28 +182,28 @@ export class PartitionWorker {
 
   private async processBatch(lease: PartitionLease, msgs: JsMsg[]): Promise<void> {
     const deliveries: Delivery[] = msgs.map((m) => ({ delivery: m.info.deliverySequence, streamSeq: m.seq }))
-    const decoded = uniqueBySeq(msgs).map(decodeMessage)
+    const decoded = uniqueBySeq(msgs).flatMap(decodeMessage)
     const maybeCommitted = decoded.filter((d) => d.msg.seq <= this.maxCommitted)
     const committed = await findCommitted(
-      lease.client,
+      this.db,
       this.options.stream,
-      maybeCommitted.map((d) => ({ streamSeq: d.msg.seq, op: 'msgId' in d ? { tenant: d.edit.tenant, docId: d.edit.docId, msgId: d.msgId } : undefined })),
+      maybeCommitted.map((d) => ({ streamSeq: d.msg.seq, item: d.item, op: 'msgId' in d ? { tenant: d.edit.tenant, docId: d.edit.docId, msgId: d.msgId } : undefined })),
     )
-    const batch = new BatchBuilder(this.options.stream, this.cache, (tenant, docId) => readDocState(lease.client, tenant, docId), this.metrics)
+    const batch = new BatchBuilder(this.options.stream, this.cache, (tenant, docId) => readDocParts(this.db, tenant, docId), this.metrics, this.options.compactEveryOps)
     let maxSeq = this.maxCommitted
     try {
       for (const d of decoded) {
         maxSeq = Math.max(maxSeq, d.msg.seq)
-        if (committed.has(d.msg.seq)) this.metrics.updates.inc({ outcome: 'redelivered' })
-        else if ('failure' in d) batch.deadLetter(d.msg, d.edit, d.failure)
-        else await batch.apply(d.msg, d.edit, d.msgId)
+        if (committed.has(itemKey(d.msg.seq, d.item))) this.metrics.updates.inc({ outcome: 'redelivered' })
+        else if ('failure' in d) batch.deadLetter(d.msg, d.item, d.edit, d.failure)
+        else await batch.apply(d.msg, d.item, d.edit, d.msgId)
       }
       const checkpoint = this.run.peek(deliveries)
       if (!batch.empty || checkpoint > this.run.checkpoint || maxSeq > this.maxCommitted) {
         const started = performance.now()
         lease.check()
-        await commitBatch(lease.client, { consumer: this.consumerKey, streamSeq: checkpoint, maxSeq, ops: batch.ops, docs: batch.docRows(), deadLetters: batch.deadLetters })
-        lease.confirmed()
+        await lease.commit({ consumer: this.consumerKey, streamSeq: checkpoint, maxSeq, ops: batch.ops, docs: batch.docRows(), deadLetters: batch.deadLetters })
+        batch.committed()
         const committedAt = Date.now()
         this.metrics.commitSeconds.observe((performance.now() - started) / 1000)
         this.metrics.batches.inc()
@@ -209,8 +218,24 @@ export class PartitionWorker {
     }
     this.run.commit(deliveries)
     this.maxCommitted = maxSeq
-    for (const msg of msgs) msg.ack()
+    this.ack(msgs)
     this.watchGap()
+  }
+
+  /**
+   * The consumer acks all up to the acked delivery (ack policy all): one ack per batch, for the
+   * last delivery of the committed contiguous run. Deliveries past a missing one stay unacked.
+   */
+  private ack(msgs: JsMsg[]): void {
+    for (const m of msgs) if (m.info.deliverySequence > this.run.contiguousThrough) this.unacked.set(m.info.deliverySequence, m)
+    let last: JsMsg | undefined
+    for (const m of msgs) if (m.info.deliverySequence === this.run.contiguousThrough) last = m
+    for (const [delivery, m] of this.unacked) {
+      if (delivery > this.run.contiguousThrough) continue
+      if (delivery === this.run.contiguousThrough) last = m
+      this.unacked.delete(delivery)
+    }
+    last?.ack()
   }
 
   /**

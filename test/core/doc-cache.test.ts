@@ -1,4 +1,5 @@
 import t from 'tap'
+import { readDocState } from '../../core/store.ts'
 import * as Y from 'yjs'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { ServiceUser } from '../../contracts/mod.ts'
@@ -42,7 +43,7 @@ t.test('core - a batch touching more documents than the doc cache holds commits 
   for (const doc of group) {
     const reference = new Y.Doc()
     for (const u of updates.get(doc)!) Y.applyUpdate(reference, u)
-    const state = (await stack.db.query("SELECT state FROM docs WHERE tenant = 'acme' AND doc_id = $1", [doc])).rows[0].state as Buffer
+    const state = (await readDocState(stack.db, 'acme', doc))!
     const materialized = new Y.Doc()
     Y.applyUpdate(materialized, state)
     t.equal(materialized.getText('t').toString(), reference.getText('t').toString(), `${doc} holds all its edits`)

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { readDocState } from '../../core/store.ts'
 import * as Y from 'yjs'
 import { jetstream } from '@nats-io/jetstream'
 import { editIngestSubject, encodeEnvelope } from '../../contracts/mod.ts'
@@ -42,12 +43,12 @@ t.test('core - a retry with a new msg id (outside the window) is counted, not lo
 
 t.test('core - replaying the whole stream from sequence 1 changes nothing', async (t) => {
   const snapshot = async () => {
-    const rows = (await stack.db.query('SELECT tenant, doc_id, state FROM docs ORDER BY tenant, doc_id')).rows
-    return rows.map((r) => {
+    const rows = (await stack.db.query('SELECT DISTINCT tenant, doc_id FROM op_log ORDER BY tenant, doc_id')).rows
+    return Promise.all(rows.map(async (r) => {
       const doc = new Y.Doc()
-      Y.applyUpdate(doc, r.state)
+      Y.applyUpdate(doc, (await readDocState(stack.db, r.tenant, r.doc_id))!)
       return `${r.tenant}/${r.doc_id}: ${doc.getText('t').toString()}`
-    })
+    }))
   }
   const checkpoints = async () => (await stack.db.query('SELECT consumer, stream_seq FROM consumer_checkpoints ORDER BY consumer')).rows
   const before = await snapshot()

@@ -6,6 +6,7 @@ import { edit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 import { leaseSessions } from '../helpers/partitions.ts'
+import { readDocState } from '../../core/store.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -57,15 +58,15 @@ t.test('core - a core paused with SIGSTOP loses its partitions to a standby with
   t.equal(heldBy(holders, process.pid), EDIT_PARTITIONS, 'the standby holds every lease')
   t.equal(paused.child.exitCode, null, 'the resumed core is still running')
   t.equal((await stack.db.query('SELECT count(DISTINCT (doc_id, msg_id))::int AS n FROM op_log')).rows[0].n, 48, 'every edit is in the op log')
-  const docs = (await stack.db.query('SELECT doc_id, op_count::int AS ops, state FROM docs ORDER BY doc_id')).rows
+  const docs = (await stack.db.query('SELECT doc_id, count(*)::int AS ops FROM op_log GROUP BY doc_id ORDER BY doc_id')).rows
   t.equal(docs.length, 16)
   for (const row of docs) {
     t.equal(row.ops, 3, `${row.doc_id}: three commits of an op, none twice`)
     const reference = new Y.Doc()
     for (const u of typed.get(row.doc_id)!) Y.applyUpdate(reference, u)
     const materialized = new Y.Doc()
-    Y.applyUpdate(materialized, row.state)
+    Y.applyUpdate(materialized, (await readDocState(stack.db, 'acme', row.doc_id))!)
     t.equal(materialized.getText('t').toString(), reference.getText('t').toString(), `${row.doc_id}: every edit once`)
   }
-  t.equal((await standby.core.metrics.leaseTakeovers.get()).values[0]?.value, EDIT_PARTITIONS, 'the standby ended the paused holder sessions')
+  t.equal((await standby.core.metrics.leaseTakeovers.get()).values[0]?.value, 1, 'the standby ended the paused holder\'s lease session (one per core process)')
 })

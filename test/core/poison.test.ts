@@ -1,4 +1,5 @@
 import t from 'tap'
+import { readDocState } from '../../core/store.ts'
 import * as Y from 'yjs'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { ServiceUser, decodeEnvelope } from '../../contracts/mod.ts'
@@ -71,7 +72,7 @@ t.test('core - an update Yjs cannot apply is dead-lettered, its doc reloaded, an
   t.same(Buffer.from(decodeEnvelope(dead[0].payload).update), Buffer.from(poison), 'and its bytes')
 
   const reference = docFrom(base, before, ...after)
-  const state = (await stack.db.query("SELECT state FROM docs WHERE tenant = 'acme' AND doc_id = 'poisoned'")).rows[0].state as Buffer
+  const state = (await readDocState(stack.db, 'acme', 'poisoned'))!
   const materialized = docFrom(state)
   t.equal(materialized.getText('t').toString(), reference.getText('t').toString(), 'the doc holds the good updates only')
   t.same(Buffer.from(Y.encodeStateVector(materialized)), Buffer.from(Y.encodeStateVector(reference)), 'same state vector as the reference')

@@ -138,7 +138,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     async core(overrides = {}) {
       const nc = await serviceNats(ServiceUser.Core, 'core-test')
       const core = new Core(
-        { port: 0, host: '127.0.0.1', opsPort: 0, opsHost: '127.0.0.1', databaseUrl: stack.pg.url, tokens: { secret: JWT_SECRET }, stream: AGG_STREAM, maxBatch: 512, maxDocs: 100, ackWaitMs: 30_000, maxAckPending: 1_024, leaseRetryMs: 200, retryDelayMs: 200, monitorIntervalMs: 200, ...overrides },
+        { port: 0, host: '127.0.0.1', opsPort: 0, opsHost: '127.0.0.1', databaseUrl: stack.pg.url, tokens: { secret: JWT_SECRET }, stream: AGG_STREAM, maxBatch: 512, maxDocs: 100, compactEveryOps: 256, ackWaitMs: 30_000, maxAckPending: 1_024, leaseRetryMs: 200, retryDelayMs: 200, monitorIntervalMs: 200, ...overrides },
         nc,
         log,
         createCoreMetrics(createRegistry('core', false)),

@@ -1,0 +1,72 @@
+import t from 'tap'
+import * as Y from 'yjs'
+import { jetstream } from '@nats-io/jetstream'
+import { EDIT_PARTITIONS, editBatchMsgId, editBatchSubject, editPartitionOf, encodeBatch } from '../../contracts/mod.ts'
+import { readDocState } from '../../core/store.ts'
+import { edit, publishEdit } from '../helpers/edits.ts'
+import { setup } from '../helpers/setup.ts'
+import { until } from '../helpers/client.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+const js = jetstream(await stack.connect())
+
+/** `n` doc ids of `partition`, each starting with `prefix`. */
+function docsOf(partition: number, prefix: string, n: number): string[] {
+  const found: string[] = []
+  for (let i = 0; found.length < n; i++) if (editPartitionOf(`${prefix}-${i}`) === partition) found.push(`${prefix}-${i}`)
+  return found
+}
+const opRows = async (docIds: string[]) => (await stack.db.query('SELECT count(*)::int AS n FROM op_log WHERE doc_id = ANY($1)', [docIds])).rows[0].n as number
+const textOf = async (docId: string) => {
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, (await readDocState(stack.db, 'acme', docId))!)
+  return doc.getText('t').toString()
+}
+
+t.test('core - each update of a batch message is applied and logged; a bad one is dead-lettered alone, by its index', async (t) => {
+  let core = await stack.core()
+  const [a, b, c] = docsOf(3, 'batch', 3) as [string, string, string]
+  const elsewhere = docsOf(4, 'batch-other', 1)[0]!
+  const item = (docId: string, update: Uint8Array) => ({ docId, userId: 'u', update, ingestTs: Date.now() })
+  const batch = encodeBatch({
+    v: 2,
+    tenant: 'acme',
+    partition: 3,
+    edgeId: 'test-edge',
+    updates: [item(a, edit('first', 1)), item(b, Uint8Array.from([0xff, 0xff, 0xff])), item(c, edit('third', 3)), item(elsewhere, edit('misfiled', 4)), item(a, edit('again', 5))],
+  })
+  const ack = await js.publish(editBatchSubject('acme', 3), batch, { msgID: editBatchMsgId('acme', 'test', 1) })
+  await until('the good updates committed', async () => (await opRows([a, c])) === 3)
+  const dead = (await stack.db.query('SELECT item, doc_id, reason FROM dead_letters WHERE stream_seq = $1 ORDER BY item', [ack.seq])).rows
+  t.match(dead, [
+    { item: 1, doc_id: b, reason: /^decode: / },
+    { item: 3, doc_id: elsewhere, reason: /not in partition 3/ },
+  ])
+  t.equal(dead.length, 2, 'only the bad updates are dead letters')
+  t.equal(await opRows([b, elsewhere]), 0)
+  t.equal((await textOf(a)).length, 'firstagain'.length, `${a} holds both of its updates`)
+  t.equal(await textOf(c), 'third')
+
+  // A replay from the start delivers the batch again: each update is found committed, none twice.
+  await core.stop()
+  await stack.db.query('UPDATE consumer_checkpoints SET stream_seq = 0')
+  core = await stack.core()
+  await publishEdit(js, 'acme', a, edit('!', 6))
+  await until('a later edit committed after the replay', async () => (await opRows([a])) === 3)
+  t.equal(await opRows([a, c]), 4, 'no op-log row twice')
+  t.equal((await stack.db.query('SELECT count(*)::int AS n FROM dead_letters')).rows[0].n, 2, 'no dead letter twice')
+  await core.stop()
+})
+
+t.test('core - the batches of many partitions commit together (group commit on the one lease session)', async (t) => {
+  const docs = Array.from({ length: EDIT_PARTITIONS }, (_, p) => docsOf(p, 'group', 1)[0]!)
+  // Queued while no core runs, so every partition has work the moment the core starts.
+  for (const [i, docId] of docs.entries()) await publishEdit(js, 'acme', docId, edit(`p${i}`, 100 + i))
+  await stack.core()
+  await until('every partition committed its edit', async () => (await opRows(docs)) === docs.length)
+  // One doc per partition: the docs a transaction (xmin) wrote are the partitions it committed.
+  const r = await stack.db.query('SELECT count(DISTINCT doc_id)::int AS partitions FROM op_log WHERE doc_id = ANY($1) GROUP BY xmin::text ORDER BY 1 DESC', [docs])
+  const sizes = r.rows.map((row) => row.partitions as number)
+  t.ok(sizes[0]! >= 2, `${EDIT_PARTITIONS} partitions committed in ${sizes.length} transactions, of ${sizes.join(', ')} partitions each`)
+})
