@@ -180,6 +180,8 @@ interface Client {
   text: Y.Text
   /** Edits this client inserted (its next clock: single-char inserts, nothing else). */
   sent: number
+  /** performance.now() when its next edit is due. */
+  nextDueMs: number
   synced: Promise<void>
   destroy(): void
 }
@@ -201,7 +203,7 @@ function yWebsocketClient(wsUrl: string, d: DriverDoc): Client {
     }
     provider.on('sync', on)
   })
-  return { doc, text: doc.getText('t'), sent: 0, synced, destroy: () => (provider.destroy(), doc.destroy()) }
+  return { doc, text: doc.getText('t'), sent: 0, nextDueMs: 0, synced, destroy: () => (provider.destroy(), doc.destroy()) }
 }
 
 function hocuspocusClient(wsUrl: string, d: DriverDoc): Client {
@@ -210,13 +212,18 @@ function hocuspocusClient(wsUrl: string, d: DriverDoc): Client {
   const provider = new HocuspocusProvider({ websocketProvider: socket, name: d.docId, document: doc, token: d.params.token ?? null })
   provider.attach()
   const synced = new Promise<void>((resolve) => provider.on('synced', () => resolve()))
-  return { doc, text: doc.getText('t'), sent: 0, synced, destroy: () => (provider.destroy(), socket.destroy(), doc.destroy()) }
+  return { doc, text: doc.getText('t'), sent: 0, nextDueMs: 0, synced, destroy: () => (provider.destroy(), socket.destroy(), doc.destroy()) }
 }
+
+/** How often a child checks which clients are due to type. */
+const TICK_MS = 5
 
 function runChild(): void {
   // Each stock y-websocket provider adds a process 'exit' listener: hundreds per child.
   process.setMaxListeners(0)
-  const send = (m: FromChild) => process.send?.(m)
+  const send = (m: FromChild) => {
+    if (process.connected) process.send?.(m)
+  }
   /** Writer clientID → performance.now() of each of its edits, indexed by clock. */
   const sentAt = new Map<number, number[]>()
   const pairs: Pair[] = []
@@ -226,7 +233,7 @@ function runChild(): void {
   const counts = { sent: 0, received: 0, sentInWindow: 0, receivedInWindow: 0 }
   const fanoutMs: number[] = []
   const samples: EditSample[] = []
-  const timers: NodeJS.Timeout[] = []
+  let ticker: NodeJS.Timeout | undefined
 
   /** Counts the edits of the other client that `update` brings to `self` for the first time. */
   const onReceive = (self: Client) => {
@@ -301,12 +308,24 @@ function runChild(): void {
         case 'type': {
           typing = true
           const periodMs = 1_000 / plan.opsPerClientPerS
-          for (const pair of pairs) {
-            for (const c of pair.clients) {
-              // Jittered start, then a steady interval.
-              timers.push(setTimeout(() => timers.push(setInterval(() => type(c, pair), periodMs)), Math.random() * periodMs))
+          const t0 = performance.now()
+          // Jittered start, then a steady schedule that catches up after a stall (open loop:
+          // the offered rate holds even when this process was starved of CPU for a moment).
+          for (const pair of pairs) for (const c of pair.clients) c.nextDueMs = t0 + Math.random() * periodMs
+          const tick = () => {
+            if (!typing) return
+            const now = performance.now()
+            for (const pair of pairs) {
+              for (const c of pair.clients) {
+                while (c.nextDueMs <= now && typing) {
+                  type(c, pair)
+                  c.nextDueMs += periodMs
+                }
+              }
             }
+            ticker = setTimeout(tick, TICK_MS)
           }
+          tick()
           break
         }
         case 'window':
@@ -314,7 +333,7 @@ function runChild(): void {
           break
         case 'finish': {
           typing = false
-          for (const t of timers) clearTimeout(t)
+          clearTimeout(ticker)
           const deadline = performance.now() + m.quiesceTimeoutMs
           const check = () => {
             const bad = pairs.map(divergence).filter((x): x is string => x !== undefined)

@@ -70,7 +70,7 @@ export async function typingStorm(system: RunningSystem, o: TypingStormOptions):
       elapsed += step
       const p = fleet.progress()
       const s = (performance.now() - t0) / 1_000
-      say(`${tag}: ${elapsed}/${o.durationS} s, ${Math.round(p.receivedInWindow / s).toLocaleString('en-US')} ops/s received so far (typed ${(p.sent - base.sent).toLocaleString('en-US')})`)
+      say(`${tag}: ${elapsed}/${o.durationS} s, ${Math.round(p.receivedInWindow / s).toLocaleString('en-US')} ops/s received so far, ${Math.round((p.sent - base.sent) / s).toLocaleString('en-US')} typed`)
     }
     fleet.window(false)
     const windowS = (performance.now() - t0) / 1_000
@@ -80,6 +80,8 @@ export async function typingStorm(system: RunningSystem, o: TypingStormOptions):
     say(`${tag}: window closed; stopping the typists and checking every doc converged`)
     const result = await fleet.finish()
     const converged = result.converged === result.docs
+    const typedPerS = result.sentInWindow / windowS
+    if (typedPerS < 0.95 * o.rate) say(`${tag}: the driver fell behind: typed ${Math.round(typedPerS)} ops/s of ${o.rate} offered (box saturated?)`)
     if (!converged) say(`${tag}: ${result.docs - result.converged} of ${result.docs} docs did NOT converge: ${result.failures.join('; ')}`)
     const persisted = await system.persistedLatency(result.samples)
     const ingestToCommitted = await system.ingestToCommitted?.(windowStartWall, windowEndWall)
