@@ -22,6 +22,9 @@ export async function connectNats(opts: NatsOptions, log: Logger): Promise<NatsC
     pass: opts.pass,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
+    // Never our own messages back: the edge's fan-out is not echoed to itself, and a room's
+    // state request to df.room.* gets "no responders" at once when only its own room listens
+    // (test/edge/sync.test.ts), instead of waiting out the state timeout on every open.
     noEcho: true,
     ...(opts.inboxPrefix ? { inboxPrefix: opts.inboxPrefix } : {}),
   })

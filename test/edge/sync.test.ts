@@ -60,3 +60,16 @@ t.test('edge - awareness (presence) reaches clients on another edge', async (t) 
   await until('B sees A cursor', () => (b.provider.awareness.getStates().get(a.doc.clientID) as { cursor?: { index: number } } | undefined)?.cursor?.index === 3)
   t.pass('presence fanned out')
 })
+
+t.test('edge - a room opens without waiting out the peer state request when no other edge holds the document', async (t) => {
+  // The room's own df.room subscription must not count as a responder (the edge connects with
+  // noEcho, so nats-server answers "no responders" at once); otherwise every open waits the timeout.
+  const slowPeers = await stack.edge({ stateTimeoutMs: 20_000 })
+  const tok = await token({ tenant: 'acme' })
+  const started = performance.now()
+  const a = yclient(slowPeers.url, 'lonely-room', tok)
+  t.teardown(() => a.destroy())
+  await a.synced()
+  const openMs = performance.now() - started
+  t.ok(openMs < 10_000, `synced in ${Math.round(openMs)} ms, well before the 20 s state timeout`)
+})
