@@ -9,7 +9,7 @@ import * as Y from 'yjs'
 export type ApplyOutcome = 'applied' | 'pending' | 'duplicate'
 
 /**
- * Applies a Yjs update and says what it did. The update must already decode (Y.decodeUpdate).
+ * Applies a Yjs update and says what it did.
  * Throws when Yjs cannot integrate it (a poisoned update); the doc may then be half-modified
  * and must be rebuilt from committed state (batch.ts).
  */
@@ -18,14 +18,16 @@ export function applyTracked(doc: Y.Doc, update: Uint8Array): ApplyOutcome {
   const pendingBefore = store.pendingStructs?.update
   const pendingDsBefore = store.pendingDs
   let changed = false
-  const onUpdate = () => {
-    changed = true
+  // What Yjs itself tests before emitting 'update' (new clocks or deletions), without an
+  // 'update' listener, which would make it encode every transaction's update.
+  const onTransaction = (tr: Y.Transaction) => {
+    changed ||= tr.deleteSet.clients.size > 0 || [...tr.afterState].some(([client, clock]) => tr.beforeState.get(client) !== clock)
   }
-  doc.on('update', onUpdate)
+  doc.on('afterTransaction', onTransaction)
   try {
     Y.applyUpdate(doc, update)
   } finally {
-    doc.off('update', onUpdate)
+    doc.off('afterTransaction', onTransaction)
   }
   if (changed) return 'applied'
   if (!sameBytes(store.pendingStructs?.update, pendingBefore) || !sameBytes(store.pendingDs, pendingDsBefore)) return 'pending'

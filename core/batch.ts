@@ -8,7 +8,8 @@ import type { DeadLetterRow, DocRow, OpRow, StoredDoc } from './store.ts'
 
 /**
  * One update of a stream message after schema checks (a batch message carries several; `item`
- * is its index): an edit, or the reason it cannot be one.
+ * is its index): an edit, or the reason it cannot be one. Whether the update's bytes apply is
+ * learnt by applying them (BatchBuilder.apply dead-letters what Yjs throws on).
  */
 export type DecodedItem = { msg: JsMsg; item: number; edit: EditEnvelope; msgId: string } | { msg: JsMsg; item: number; failure: string; edit?: EditEnvelope }
 
@@ -26,7 +27,6 @@ export function decodeMessage(msg: JsMsg): DecodedItem[] {
     try {
       if (edit.tenant !== subject.tenant || (subject.docId !== null && edit.docId !== subject.docId)) throw new Error('envelope tenant/doc differ from the subject')
       if (editPartitionOf(edit.docId) !== subject.partition) throw new Error(`document ${JSON.stringify(edit.docId)} is not in partition ${subject.partition}`)
-      Y.decodeUpdate(edit.update)
       return { msg, item, edit, msgId: editMsgId(edit.tenant, edit.docId, edit.update) }
     } catch (err) {
       return { msg, item, failure: decodeFailureReason(err), edit }

@@ -129,20 +129,23 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
   const ops = batches.flatMap((b) => b.ops)
   const docs = batches.flatMap((b) => b.docs)
   const dls = batches.flatMap((b) => b.deadLetters)
+  // Updates and states travel as one binary parameter each (a bytea[] would go as hex text).
+  const updates = concatenated(ops.map((o) => o.update))
+  const states = concatenated(docs.map((d) => d.state))
   await c.query(
     `WITH ops AS (
        INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts)
-       SELECT t, d, s, m, u, e, up, st, to_timestamp(i / 1000.0)
-       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[], $9::float8[])
-         AS x(t, d, s, m, u, e, up, st, i)
+       SELECT t, d, s, m, u, e, substring($27::bytea FROM o FOR n), st, to_timestamp(i / 1000.0)
+       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::float8[], $28::int[])
+         AS x(t, d, s, m, u, e, o, st, i, n)
        ON CONFLICT (tenant, doc_id, msg_id) DO NOTHING
        RETURNING tenant, doc_id, id
      ), states AS (
        INSERT INTO docs (tenant, doc_id, state, state_vector, last_stream_seq, op_count, through_op_id)
-       SELECT x.t, x.d, x.st, x.sv, x.s, x.n, GREATEST(
+       SELECT x.t, x.d, substring($29::bytea FROM x.so FOR x.sn), x.sv, x.s, x.n, GREATEST(
            (SELECT max(o.id) FROM ops o WHERE o.tenant = x.t AND o.doc_id = x.d),
            (SELECT max(o.id) FROM op_log o WHERE o.tenant = x.t AND o.doc_id = x.d), 0)
-       FROM unnest($10::text[], $11::text[], $12::bytea[], $13::bytea[], $14::bigint[], $15::bigint[]) AS x(t, d, st, sv, s, n)
+       FROM unnest($10::text[], $11::text[], $12::int[], $13::bytea[], $14::bigint[], $15::bigint[], $30::int[]) AS x(t, d, so, sv, s, n, sn)
        ON CONFLICT (tenant, doc_id) DO UPDATE SET
          state = excluded.state, state_vector = excluded.state_vector, last_stream_seq = excluded.last_stream_seq,
          op_count = docs.op_count + excluded.op_count, through_op_id = excluded.through_op_id, updated_at = now()
@@ -167,12 +170,12 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
       ops.map((o) => o.msgId),
       ops.map((o) => o.userId),
       ops.map((o) => o.edgeId),
-      ops.map((o) => buf(o.update)),
+      updates.offsets,
       ops.map((o) => o.status),
       ops.map((o) => o.ingestTs),
       docs.map((d) => d.tenant),
       docs.map((d) => d.docId),
-      docs.map((d) => buf(d.state)),
+      states.offsets,
       docs.map((d) => buf(d.stateVector)),
       docs.map((d) => d.lastStreamSeq),
       docs.map((d) => d.ops),
@@ -187,8 +190,23 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
       batches.map((b) => b.consumer),
       batches.map((b) => b.streamSeq),
       batches.map((b) => Math.max(b.streamSeq, b.maxSeq ?? 0)),
+      updates.blob,
+      updates.lengths,
+      states.blob,
+      states.lengths,
     ],
   )
+}
+
+/** Byte strings as one buffer with each one's 1-based offset and length (SQL substring). */
+function concatenated(parts: Uint8Array[]): { blob: Buffer; offsets: number[]; lengths: number[] } {
+  const offsets: number[] = []
+  let at = 1
+  for (const p of parts) {
+    offsets.push(at)
+    at += p.byteLength
+  }
+  return { blob: Buffer.concat(parts), offsets, lengths: parts.map((p) => p.byteLength) }
 }
 
 /** One batch alone (tests, tools): commitBatches of one. */

@@ -34,6 +34,8 @@ const config = loadConfigOrExit(
     edgeOpsPort: Port.default(9080),
     coreOpsPort: Port.default(9081),
     databaseUrl: z.string().optional(),
+    /** Extra node flags for edge and core, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` (NODE_OPTIONS refuses --cpu-prof). */
+    nodeArgs: z.string().default(''),
   }),
   {
     dataDir: 'DOCFLOW_DATA_DIR',
@@ -45,6 +47,7 @@ const config = loadConfigOrExit(
     edgeOpsPort: 'EDGE_OPS_PORT',
     coreOpsPort: 'CORE_OPS_PORT',
     databaseUrl: 'DATABASE_URL',
+    nodeArgs: 'DOCFLOW_NODE_ARGS',
   },
 )
 
@@ -156,7 +159,7 @@ try {
   }
   for (const [name, port] of [['core', config.corePort], ['edge', config.edgePort]] as const) {
     const logFile = join(logsDir, `${name}.log`)
-    await supervise(name, logFile, nodeProcess(name, join(ROOT, `${name}/main.ts`), env, `http://127.0.0.1:${port}/healthz`, logFile, pidOf(name)))
+    await supervise(name, logFile, nodeProcess(name, join(ROOT, `${name}/main.ts`), config.nodeArgs.split(/\s+/).filter(Boolean), env, `http://127.0.0.1:${port}/healthz`, logFile, pidOf(name)))
   }
   writeFileSync(join(config.dataDir, 'endpoints.json'), JSON.stringify({ edge: `ws://127.0.0.1:${config.edgePort}`, core: `http://127.0.0.1:${config.corePort}`, nats: natsUrl, databaseUrl }, null, 2))
   console.log(`

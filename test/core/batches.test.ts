@@ -40,7 +40,7 @@ t.test('core - each update of a batch message is applied and logged; a bad one i
   await until('the good updates committed', async () => (await opRows([a, c])) === 3)
   const dead = (await stack.db.query('SELECT item, doc_id, reason FROM dead_letters WHERE stream_seq = $1 ORDER BY item', [ack.seq])).rows
   t.match(dead, [
-    { item: 1, doc_id: b, reason: /^decode: / },
+    { item: 1, doc_id: b, reason: /^apply: / },
     { item: 3, doc_id: elsewhere, reason: /not in partition 3/ },
   ])
   t.equal(dead.length, 2, 'only the bad updates are dead letters')
