@@ -21,6 +21,7 @@ export function createEdgeMetrics(registry: Registry = createRegistry('edge')) {
     rejectedFrames: new Counter({ name: 'docflow_edge_rejected_frames_total', help: 'Client frames refused as malformed', labelNames: ['reason'], registers }),
     fanSent: new Counter({ name: 'docflow_edge_fan_sent_total', help: 'Updates and presence sent to other edges', labelNames: ['kind'], registers }),
     fanReceived: new Counter({ name: 'docflow_edge_fan_received_total', help: 'Updates and presence received from other edges', labelNames: ['kind'], registers }),
+    fullStateEncodes: new Counter({ name: 'docflow_edge_full_state_encodes_total', help: 'Whole-document sync replies encoded for clients joining empty (one per document version, shared by every such client)', registers }),
     roomLoadSeconds: new Histogram({ name: 'docflow_edge_room_load_seconds', help: 'Time to load a document when a room opens', buckets: LATENCY_BUCKETS, registers }),
     roomLoadFailures: new Counter({ name: 'docflow_edge_room_load_failures_total', help: 'Rooms that could not load state', registers }),
     tooBigRejections: new Counter({ name: 'docflow_edge_too_big_rejections_total', help: 'Frames or updates above the size limit; their writer was closed with 4413', labelNames: ['tenant'], registers }),

@@ -62,6 +62,9 @@ export function syncStep2Message(doc: Y.Doc, stateVector: Uint8Array): Uint8Arra
   return encoding.toUint8Array(e)
 }
 
+/** A state vector with no clients (a client that holds nothing yet): one varuint 0. */
+export const isEmptyStateVector = (stateVector: Uint8Array): boolean => stateVector.length === 1 && stateVector[0] === 0
+
 export function updateMessage(update: Uint8Array): Uint8Array {
   const e = encoding.createEncoder()
   encoding.writeVarUint(e, MessageType.Sync)

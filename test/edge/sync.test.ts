@@ -1,6 +1,7 @@
 import t from 'tap'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
+import { counterValue } from '../helpers/metric-value.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -72,4 +73,21 @@ t.test('edge - a room opens without waiting out the peer state request when no o
   await a.synced()
   const openMs = performance.now() - started
   t.ok(openMs < 10_000, `synced in ${Math.round(openMs)} ms, well before the 20 s state timeout`)
+})
+
+t.test('edge - clients joining a document empty share one encode of it', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const writer = yclient(edgeA.url, 'many-joiners', tok)
+  t.teardown(() => writer.destroy())
+  await writer.synced()
+  writer.text.insert(0, 'x'.repeat(10_000))
+  const reader = yclient(edgeA.url, 'many-joiners', tok)
+  t.teardown(() => reader.destroy())
+  await until('the edit is in the room (acked, seen by a reader)', () => reader.text.length === 10_000)
+
+  const before = await counterValue(edgeA.edge.metrics.fullStateEncodes)
+  const joiners = Array.from({ length: 6 }, () => yclient(edgeA.url, 'many-joiners', tok))
+  t.teardown(() => joiners.forEach((c) => c.destroy()))
+  await until('every joiner has the document', () => joiners.every((c) => c.text.length === 10_000))
+  t.equal((await counterValue(edgeA.edge.metrics.fullStateEncodes)) - before, 1, 'six joiners, one encode of the document')
 })
