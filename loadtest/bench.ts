@@ -6,7 +6,7 @@
 //                    [--warmup-s 5] [--no-record]
 import { execFileSync } from 'node:child_process'
 import { appendFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
-import { cpus, totalmem } from 'node:os'
+import { cpus, loadavg, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -122,6 +122,7 @@ async function main(): Promise<void> {
     })
   }
   const started = new Date()
+  const loadAtStart = loadavg()[0] ?? NaN
   const results: TypingStormResult[] = []
   const notes: string[] = []
   for (const rate of options.rates) {
@@ -157,8 +158,9 @@ async function main(): Promise<void> {
   console.log(`\n${lines.join('\n')}`)
 
   if (options.record) {
-    const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim()
-    const entry = [`## ${started.toISOString()}`, '', `- machine: ${machine()}`, `- commit: ${commit()}`, `- command: \`${command}\``, '', ...lines, '', ''].join('\n')
+    const args = process.argv.slice(2)
+    const command = args.length > 0 ? `npm run bench -- ${args.join(' ')}` : 'npm run bench'
+    const entry = [`## ${started.toISOString()}`, '', `- machine: ${machine()}`, `- commit: ${commit()}`, `- command: \`${command}\``, `- load average (1 min) at the start: ${loadAtStart.toFixed(2)} (the box is shared)`, '', ...lines, '', ''].join('\n')
     if (!existsSync(RESULTS)) writeFileSync(RESULTS, '# npm run bench: every run\n\nAppended by loadtest/bench.ts; newest last.\n\n')
     appendFileSync(RESULTS, entry)
     say(`recorded in ${RESULTS}`)
