@@ -71,12 +71,12 @@ function cmdline(pid: number): string {
 /** What a process is, for the breakdown: by command line, else its command name. */
 export function roleOf(pid: number, comm: string): string {
   const cmd = cmdline(pid)
-  if (cmd.includes('edge/main.ts')) return 'edge'
-  if (cmd.includes('core/main.ts')) return 'core'
+  if (/edge/main.[jt]s/.test(cmd)) return 'edge'
+  if (/core/main.[jt]s/.test(cmd)) return 'core'
   if (cmd.includes('scripts/start.ts')) return 'supervisor'
   if (cmd.includes('hocuspocus-server')) return 'hocuspocus'
   if (cmd.includes('ywebsocket-server')) return 'y-websocket'
-  if (cmd.includes('loadtest/driver')) return 'driver'
+  if (cmd.includes('loadtest/driver') || cmd.includes('loadtest/scenarios/crowd')) return 'driver'
   if (comm === 'postgres' || comm.startsWith('postgres')) return 'postgres'
   return comm
 }
@@ -114,6 +114,8 @@ export interface ProcReport {
   pssMb: number
   processes: number
   byRole: RoleUsage[]
+  /** With trackPeakPss: the largest PSS sum seen at one sample. */
+  peakPssMb?: number
 }
 
 export interface ProcSamplerOptions {
@@ -121,6 +123,8 @@ export interface ProcSamplerOptions {
   pids: () => number[]
   /** Sample period. Default 1000. */
   everyMs?: number
+  /** Also sum PSS at every sample and report the peak (one smaps_rollup read per process per sample). Default false. */
+  trackPeakPss?: boolean
 }
 
 interface Seen {
@@ -135,6 +139,7 @@ export class ProcSampler {
   private timer: NodeJS.Timeout | undefined
   private startMs = 0
   private startUptimeTicks = 0
+  private peakPssKb = 0
 
   constructor(private readonly options: ProcSamplerOptions) {}
 
@@ -164,7 +169,9 @@ export class ProcSampler {
     }
     const byRole = [...roles.values()].sort((a, b) => b.cores - a.cores)
     const sum = (f: (u: RoleUsage) => number) => byRole.reduce((a, u) => a + f(u), 0)
-    return { windowS, cores: sum((u) => u.cores), rssMb: sum((u) => u.rssMb), pssMb: sum((u) => u.pssMb), processes: this.seen.size, byRole }
+    const report: ProcReport = { windowS, cores: sum((u) => u.cores), rssMb: sum((u) => u.rssMb), pssMb: sum((u) => u.pssMb), processes: this.seen.size, byRole }
+    if (this.options.trackPeakPss) report.peakPssMb = Math.max(this.peakPssKb / 1024, report.pssMb)
+    return report
   }
 
   /** Reads every listed process; returns those alive now. */
@@ -184,6 +191,7 @@ export class ProcSampler {
       const bornInside = !first && s.startTicks >= this.startUptimeTicks
       this.seen.set(k, { role: roleOf(pid, s.comm), firstTicks: bornInside ? 0 : s.cpuTicks, lastTicks: s.cpuTicks })
     }
+    if (this.options.trackPeakPss) this.peakPssKb = Math.max(this.peakPssKb, alive.reduce((a, p) => a + memoryKb(p.pid).pssKb, 0))
     return alive
   }
 }

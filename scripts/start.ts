@@ -15,6 +15,7 @@ import { postmasterPidFile, startPostgres } from './lib/postgres.ts'
 import { claimPidFile, portFree } from './lib/single-instance.ts'
 import { stopStale } from './lib/proc.ts'
 import { Supervised, nodeProcess, type Running } from './lib/service.ts'
+import { buildServers } from './lib/build.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 /** Tenants every dev stack has; others are added on first sight (dev only) or with `npm run tenant`. */
@@ -144,6 +145,8 @@ try {
   for (const tenant of DEV_TENANTS) await provisioner.ensure(tenant, DEV_TENANT_QUOTA_BYTES)
   provisioner.serveAutoProvisioning(DEV_AUTO_TENANT_QUOTA_BYTES, (err, tenant) => console.error(`docflow: auto-provisioning ${tenant} failed: ${(err as Error).message}`))
   const registry = Registry.open(natsFiles(natsDir).registry)
+  say('compiling edge and core')
+  const dist = buildServers(ROOT, join(config.dataDir, 'dist'), say)
   const env = {
     NATS_URL: natsUrl,
     DATABASE_URL: databaseUrl,
@@ -159,7 +162,7 @@ try {
   }
   for (const [name, port] of [['core', config.corePort], ['edge', config.edgePort]] as const) {
     const logFile = join(logsDir, `${name}.log`)
-    await supervise(name, logFile, nodeProcess(name, join(ROOT, `${name}/main.ts`), config.nodeArgs.split(/\s+/).filter(Boolean), env, `http://127.0.0.1:${port}/healthz`, logFile, pidOf(name)))
+    await supervise(name, logFile, nodeProcess(name, join(dist, name, 'main.js'), config.nodeArgs.split(/\s+/).filter(Boolean), env, `http://127.0.0.1:${port}/healthz`, logFile, pidOf(name)))
   }
   writeFileSync(join(config.dataDir, 'endpoints.json'), JSON.stringify({ edge: `ws://127.0.0.1:${config.edgePort}`, core: `http://127.0.0.1:${config.corePort}`, nats: natsUrl, databaseUrl }, null, 2))
   console.log(`

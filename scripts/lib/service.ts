@@ -126,11 +126,12 @@ export class Supervised {
  * terminal's Ctrl-C reaches only the supervisor, which stops the parts in order), ready when
  * `healthUrl` answers 200; stopped with SIGTERM (it drains), SIGKILL after 20 s.
  */
+/** A Node.js part: `node <args...> <entry>`, ready when `healthUrl` answers 200. */
 export function nodeProcess(name: string, entry: string, nodeArgs: string[], env: Record<string, string>, healthUrl: string, logFile: string, pidFile: string): () => Promise<Running> {
   return async () => {
     // One left running by a supervisor that was killed with -9 still holds the port.
     stopStale(pidFile, entry, 'SIGTERM')
-    const child = spawnLogged(process.execPath, [...nodeArgs, '--import', 'tsx', entry], logFile, { env: { ...process.env, ...env }, detached: true })
+    const child = spawnLogged(process.execPath, [...nodeArgs, entry], logFile, { env: { ...process.env, ...env }, detached: true })
     writeFileSync(pidFile, `${child.pid}\n`)
     const running: Running = { process: child, stop: () => terminate(child, 'SIGTERM', 20_000) }
     try {
