@@ -71,8 +71,8 @@ function cmdline(pid: number): string {
 /** What a process is, for the breakdown: by command line, else its command name. */
 export function roleOf(pid: number, comm: string): string {
   const cmd = cmdline(pid)
-  if (/edge/main.[jt]s/.test(cmd)) return 'edge'
-  if (/core/main.[jt]s/.test(cmd)) return 'core'
+  if (/edge\/main\.[jt]s/.test(cmd)) return 'edge'
+  if (/core\/main\.[jt]s/.test(cmd)) return 'core'
   if (cmd.includes('scripts/start.ts')) return 'supervisor'
   if (cmd.includes('hocuspocus-server')) return 'hocuspocus'
   if (cmd.includes('ywebsocket-server')) return 'y-websocket'
