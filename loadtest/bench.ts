@@ -3,7 +3,9 @@
 // per-process CPU breakdown and the ops/s-per-server-core ratios, and appends the run to
 // loadtest/RESULTS.md.
 //   npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30]
-//                    [--warmup-s 5] [--no-record]
+//                    [--warmup-s 5] [--scenarios typing,observers,join] [--observers 1500]
+//                    [--joiners 150] [--join-doc-mb 20] [--no-record]
+// The observers and join scenarios (loadtest/scenarios/) run on DocFlow and Hocuspocus only.
 import { execFileSync } from 'node:child_process'
 import { appendFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, totalmem } from 'node:os'
@@ -13,10 +15,16 @@ import { parseArgs } from 'node:util'
 import { formatBreakdown } from './proc-stats.ts'
 import { SYSTEM_KINDS, startSystem, stopAllSystems, type RunningSystem, type SystemKind } from './systems.ts'
 import { typingStorm, type TypingStormResult } from './typing-storm.ts'
+import { joinScenario, type JoinScenarioResult } from './scenarios/join.ts'
+import { observersScenario, type ObserversResult } from './scenarios/observers.ts'
+import { joinLines, observersLines, scenarioFailed, type Outcome } from './scenarios/report.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const RESULTS = join(ROOT, 'loadtest', 'RESULTS.md')
-const USAGE = 'usage: npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30] [--warmup-s 5] [--no-record]'
+const USAGE = 'usage: npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30] [--warmup-s 5] [--scenarios typing,observers,join] [--observers 1500] [--joiners 150] [--join-doc-mb 20] [--no-record]'
+export const SCENARIOS = ['typing', 'observers', 'join'] as const
+/** Systems the observers and join scenarios run on. */
+const CROWD_SYSTEMS: readonly SystemKind[] = ['docflow', 'hocuspocus']
 
 function fail(message: string): never {
   console.error(`bench: ${message}\n${USAGE}`)
@@ -32,6 +40,10 @@ function parseOptions() {
         rates: { type: 'string', default: '2000,5000' },
         'duration-s': { type: 'string', default: '30' },
         'warmup-s': { type: 'string', default: '5' },
+        scenarios: { type: 'string', default: SCENARIOS.join(',') },
+        observers: { type: 'string', default: '1500' },
+        joiners: { type: 'string', default: '150' },
+        'join-doc-mb': { type: 'string', default: '20' },
         'no-record': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h' },
       },
@@ -54,7 +66,19 @@ function parseOptions() {
     if (!/^\d+(\.\d+)?$/.test(raw) || n < min || n > 3_600) fail(`--${name}: "${raw}" is not a number of seconds from ${min} to 3600`)
     return n
   }
+  const scenarios = values.scenarios.split(',').map((s) => s.trim())
+  for (const s of scenarios) if (!(SCENARIOS as readonly string[]).includes(s)) fail(`--scenarios: unknown scenario "${s}" (one of ${SCENARIOS.join(', ')})`)
+  const count = (name: string, raw: string, max: number) => {
+    if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > max) fail(`--${name}: "${raw}" is not an integer from 1 to ${max}`)
+    return Number(raw)
+  }
+  const docMb = values['join-doc-mb']
+  if (!/^\d+(\.\d+)?$/.test(docMb) || Number(docMb) < 0.1 || Number(docMb) > 200) fail(`--join-doc-mb: "${docMb}" is not a number of MB from 0.1 to 200`)
   return {
+    scenarios: new Set(scenarios),
+    observers: count('observers', values.observers, 20_000),
+    joiners: count('joiners', values.joiners, 2_000),
+    joinDocMb: Number(docMb),
     systems: systems as SystemKind[],
     rates: rates.map(Number),
     durationS: positive('duration-s', values['duration-s'], 1),
@@ -125,7 +149,7 @@ async function main(): Promise<void> {
   const loadAtStart = loadavg()[0] ?? NaN
   const results: TypingStormResult[] = []
   const notes: string[] = []
-  for (const rate of options.rates) {
+  for (const rate of options.scenarios.has('typing') ? options.rates : []) {
     for (const kind of options.systems) {
       const system = await startSystem(kind, { say })
       try {
@@ -135,6 +159,34 @@ async function main(): Promise<void> {
       } finally {
         await system.stop()
       }
+    }
+  }
+
+  const observers: Outcome<ObserversResult>[] = []
+  const joins: Outcome<JoinScenarioResult>[] = []
+  for (const kind of options.systems.filter((k) => CROWD_SYSTEMS.includes(k))) {
+    if (!options.scenarios.has('observers') && !options.scenarios.has('join')) break
+    const system = await startSystem(kind, { say })
+    try {
+      if (options.scenarios.has('observers')) {
+        try {
+          observers.push({ ok: true, result: await observersScenario(system, { observers: options.observers, durationS: options.durationS, say }) })
+        } catch (err) {
+          say(`${system.name} observers failed: ${(err as Error).stack}`)
+          observers.push({ ok: false, system: system.name, error: (err as Error).message })
+        }
+      }
+      if (options.scenarios.has('join')) {
+        try {
+          joins.push({ ok: true, result: await joinScenario(system, { joiners: options.joiners, docMb: options.joinDocMb, say }) })
+        } catch (err) {
+          say(`${system.name} join failed: ${(err as Error).stack}`)
+          joins.push({ ok: false, system: system.name, error: (err as Error).message })
+        }
+      }
+      for (const e of logErrors(system)) notes.push(`${system.name} (observers, join) logs: ${e}`)
+    } finally {
+      await system.stop()
     }
   }
 
@@ -152,9 +204,12 @@ async function main(): Promise<void> {
   }
   for (const n of notes) lines.push(`- ${n}`)
   lines.push('')
-  const rates = [...options.rates]
+  if (observers.length > 0) lines.push(...observersLines(observers), '')
+  if (joins.length > 0) lines.push(...joinLines(joins), '')
+  const rates = options.scenarios.has('typing') ? [...options.rates] : []
+  if (rates.length === 0) lines.splice(0, 4) // no typing table or its breakdown heading (--scenarios without typing)
   for (const rate of rates.slice(0, -1)) lines.push(`at ${int(rate)} offered: ${ratioLine(results, rate)}`)
-  lines.push(ratioLine(results, rates[rates.length - 1]!))
+  if (rates.length > 0) lines.push(ratioLine(results, rates[rates.length - 1]!))
   console.log(`\n${lines.join('\n')}`)
 
   if (options.record) {
@@ -166,6 +221,11 @@ async function main(): Promise<void> {
     say(`recorded in ${RESULTS}`)
   }
   const failed = results.filter((r) => !r.converged)
+  const crowdFailed = scenarioFailed(observers, joins)
+  if (crowdFailed.length > 0) {
+    console.error(`bench: ${crowdFailed.join('; ')}`)
+    process.exitCode = 1
+  }
   if (failed.length > 0) {
     console.error(`bench: ${failed.map((r) => `${r.system} @ ${int(r.rate)}`).join(', ')} lost edits (docs did not converge)`)
     process.exitCode = 1

@@ -175,7 +175,7 @@ export class DriverFleet {
 
 // ---------------------------------------------------------------- child side
 
-interface Client {
+export interface Client {
   doc: Y.Doc
   text: Y.Text
   /** Edits this client inserted (its next clock: single-char inserts, nothing else). */
@@ -192,7 +192,8 @@ interface Pair {
   clients: [Client, Client]
 }
 
-function yWebsocketClient(wsUrl: string, d: DriverDoc): Client {
+/** A stock y-websocket provider on `d` (also used by loadtest/scenarios/). */
+export function yWebsocketClient(wsUrl: string, d: DriverDoc): Client {
   const doc = new Y.Doc()
   const provider = new WebsocketProvider(wsUrl, d.docId, doc, { params: d.params, WebSocketPolyfill: WebSocket as unknown as typeof globalThis.WebSocket, disableBc: true })
   const synced = new Promise<void>((resolve) => {
@@ -206,7 +207,8 @@ function yWebsocketClient(wsUrl: string, d: DriverDoc): Client {
   return { doc, text: doc.getText('t'), sent: 0, nextDueMs: 0, synced, destroy: () => (provider.destroy(), doc.destroy()) }
 }
 
-function hocuspocusClient(wsUrl: string, d: DriverDoc): Client {
+/** A stock HocuspocusProvider on `d` (also used by loadtest/scenarios/). */
+export function hocuspocusClient(wsUrl: string, d: DriverDoc): Client {
   const doc = new Y.Doc()
   const socket = new HocuspocusProviderWebsocket({ url: wsUrl, WebSocketPolyfill: WebSocket })
   const provider = new HocuspocusProvider({ websocketProvider: socket, name: d.docId, document: doc, token: d.params.token ?? null })
