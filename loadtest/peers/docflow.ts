@@ -70,6 +70,12 @@ export async function startDocFlow(options: StartOptions): Promise<RunningSystem
     const hint = `log: ${log}`
     await waitHealthy(`http://127.0.0.1:${edgePort}/healthz`, supervisor, START_TIMEOUT_MS, hint)
     await waitHealthy(`http://127.0.0.1:${corePort}/healthz`, supervisor, START_TIMEOUT_MS, hint)
+    // npm start writes its endpoints once every part is up, a moment after the last health check passes.
+    const deadline = Date.now() + START_TIMEOUT_MS
+    while (!existsSync(join(dataDir, 'endpoints.json'))) {
+      if (Date.now() > deadline || supervisor.exitCode !== null) throw new Error(`no endpoints.json in ${dataDir}`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
   } catch (err) {
     const tail = existsSync(log) ? lastLines(log, 10) : ''
     await stop()
