@@ -1,3 +1,4 @@
+// @ts-nocheck -- k6 JavaScript (goja): k6 modules and globals (__ENV, __VU, open), not type-checked here
 // k6: the join scenario of `npm run bench` against a production DocFlow edge.
 // setup() writes a DOC_MB MB document (chunks of CHUNK_CHARS characters, one update each: under
 // the edge's frame limit and nats max_payload), waits SETTLE_S, and checks that a fresh client

@@ -1,3 +1,4 @@
+// @ts-nocheck -- k6 JavaScript (goja): k6 modules and globals (__ENV, __VU, open), not type-checked here
 // k6: the observers scenario of `npm run bench` against a production DocFlow edge.
 // OBSERVERS clients open ONE document; CONNECT_S later one more client types WRITER_EDITS single
 // characters at WRITER_OPS_PER_S. Fanout = each observer's receive time − the writer's insert time

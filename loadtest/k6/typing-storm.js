@@ -1,3 +1,4 @@
+// @ts-nocheck -- k6 JavaScript (goja): k6 modules and globals (__ENV, __VU, open), not type-checked here
 // k6: the typing storm of `npm run bench` against a production DocFlow edge.
 // RATE/10 documents, 2 clients each, every client types single characters at OPS_PER_CLIENT/s on a
 // steady schedule inside its socket (open loop: the offered rate RATE holds whatever the server

@@ -8,7 +8,6 @@ import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
 import * as syncProtocol from 'y-protocols/sync'
 import * as Y from 'yjs'
-// @ts-expect-error plain JS module for k6, no types
 import * as yws from '../../loadtest/k6/lib/yws.js'
 
 const K6 = fileURLToPath(new URL('../../loadtest/k6/', import.meta.url))
@@ -143,7 +142,7 @@ t.test('loadtest - the k6 scripts read what a Yjs server sends', async (t) => {
   const m = yws.readMessage(encoding.toUint8Array(enc))
   t.same({ type: m.type, syncType: m.syncType }, { type: 0, syncType: 2 })
   t.same(yws.readStringItems(m.payload, true), [{ client: writer.clientID, clock: 1, length: 2, text: 'i€' }])
-  const front = yws.readStringItems(updates[2], true)[0]
+  const front = yws.readStringItems(updates[2], true)[0]!
   t.equal(yws.sinceTimeChar(front.text, 1_000_000 + 37), 37, 'the typed character tells its age')
   // The whole state, as a joiner's step 2: its length without building the text.
   const items = yws.readStringItems(Y.encodeStateAsUpdate(writer), false)

@@ -1,3 +1,4 @@
+// @ts-nocheck -- k6 JavaScript (goja): k6 modules and globals (__ENV, __VU, open), not type-checked here
 // Shared k6 settings from the environment (k6 run -e NAME=value or exported variables).
 //   WS_URL       the edge's public WebSocket URL, e.g. wss://edit.example.com (room = doc id)
 //   TOKENS_FILE  a file with one DocFlow JWT per line (VU n uses line (n-1) mod count), or

@@ -1,3 +1,4 @@
+// @ts-nocheck -- k6 JavaScript (goja): k6 modules and globals (__ENV, __VU, open), not type-checked here
 // The y-websocket protocol by hand, for k6 (which cannot import npm packages): lib0 varint
 // framing, y-protocols sync messages, and the Yjs v1 update of one string insert into the root
 // Y.Text 't'. Plain ES module with no k6 import, so test/loadtest/k6-scripts.test.ts checks its
