@@ -135,14 +135,18 @@ export class Crowd {
   }
 
   /** Stops the writer, then waits (up to `timeoutMs`) for every observer to hold the writer's text. */
-  async finishObserving(timeoutMs = 30_000): Promise<{ writer: WriterResult; observed: ObserveResult[] }> {
+  async finishObserving(timeoutMs = 30_000, say: (line: string) => void = () => {}): Promise<{ writer: WriterResult; observed: ObserveResult[] }> {
     const first = this.children[0]!
     first.process.send({ t: 'stop-typing' } satisfies ToChild)
     const writer = ((await this.reply(first, 'writer')) as Extract<FromChild, { t: 'writer' }>).result
+    say(`the writer stopped after ${writer.sentWallMs.length} edits`)
+    let replied = 0
     const observed = await Promise.all(
       this.children.map(async (c) => {
         c.process.send({ t: 'check', text: writer.text, timeoutMs } satisfies ToChild)
-        return ((await this.reply(c, 'observed')) as Extract<FromChild, { t: 'observed' }>).result
+        const r = ((await this.reply(c, 'observed')) as Extract<FromChild, { t: 'observed' }>).result
+        say(`observers checked in ${++replied} of ${this.children.length} children`)
+        return r
       }),
     )
     return { writer, observed }
@@ -205,8 +209,15 @@ function runChild(): void {
     const f = plan.client === 'hocuspocus' ? hocuspocusClient : yWebsocketClient
     return f(plan.wsUrl, { docId: plan.docId, params: plan.params })
   }
-  const withTimeout = <T>(p: Promise<T>, ms: number, what: string) =>
-    Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms).unref())])
+  /** `p`, or a rejection after `ms` (the timer is cleared when `p` settles first). */
+  const withTimeout = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms)
+      p.then(
+        (v) => (clearTimeout(timer), resolve(v)),
+        (err: unknown) => (clearTimeout(timer), reject(err)),
+      )
+    })
 
   /** Notes the receive time of every remote edit `c` sees for the first time. */
   const observe = (c: Client) => {

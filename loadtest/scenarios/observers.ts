@@ -63,7 +63,7 @@ export async function observersScenario(system: RunningSystem, o: ObserversOptio
     const serverReport = server.stop()
     const driverReport = driver.stop()
     say(`${tag}: window closed; checking every observer holds the writer's text`)
-    const { writer, observed } = await crowd.finishObserving()
+    const { writer, observed } = await crowd.finishObserving(30_000, (line) => say(`${tag}: ${line}`))
     const inWindow = new Set<number>()
     writer.sentWallMs.forEach((t, clock) => {
       if (t >= fromWall && t < toWall) inWindow.add(clock)
