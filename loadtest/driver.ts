@@ -183,6 +183,8 @@ export interface Client {
   /** performance.now() when its next edit is due. */
   nextDueMs: number
   synced: Promise<void>
+  /** The provider's awareness (presence); loadtest/scenarios/ clears it for silent observers. */
+  awareness: { setLocalState(state: null): void }
   destroy(): void
 }
 
@@ -204,7 +206,7 @@ export function yWebsocketClient(wsUrl: string, d: DriverDoc): Client {
     }
     provider.on('sync', on)
   })
-  return { doc, text: doc.getText('t'), sent: 0, nextDueMs: 0, synced, destroy: () => (provider.destroy(), doc.destroy()) }
+  return { doc, text: doc.getText('t'), sent: 0, nextDueMs: 0, synced, awareness: provider.awareness, destroy: () => (provider.destroy(), doc.destroy()) }
 }
 
 /** A stock HocuspocusProvider on `d` (also used by loadtest/scenarios/). */
@@ -214,7 +216,7 @@ export function hocuspocusClient(wsUrl: string, d: DriverDoc): Client {
   const provider = new HocuspocusProvider({ websocketProvider: socket, name: d.docId, document: doc, token: d.params.token ?? null })
   provider.attach()
   const synced = new Promise<void>((resolve) => provider.on('synced', () => resolve()))
-  return { doc, text: doc.getText('t'), sent: 0, nextDueMs: 0, synced, destroy: () => (provider.destroy(), socket.destroy(), doc.destroy()) }
+  return { doc, text: doc.getText('t'), sent: 0, nextDueMs: 0, synced, awareness: provider.awareness!, destroy: () => (provider.destroy(), socket.destroy(), doc.destroy()) }
 }
 
 /** How often a child checks which clients are due to type. */

@@ -241,6 +241,10 @@ function runChild(): void {
         case 'observe': {
           for (let i = 0; i < m.observers; i++) {
             const c = make(m.plan)
+            // Silent observers: no presence. A stock provider re-sends its presence every 15 s
+            // and echoes every remote presence change back to the server; with 1,500 clients
+            // that is ~150,000 echo frames/s from the driver, more than this box has.
+            c.awareness.setLocalState(null)
             observe(c)
             clients.push(c)
           }
