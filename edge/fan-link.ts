@@ -22,14 +22,22 @@ export interface FanHandlers {
 
 /**
  * A room's link to the rooms of the same document on other edges, over core NATS (which may
- * drop a message). Invariant: every update a room fans out carries the next sequence of its
- * own stream (one per room instance), so a peer that sees a sequence skip knows it missed an
- * acked update and can fetch it; a lost fan-out never goes unnoticed past the next one.
+ * drop a message). Invariants:
+ * - every update a room fans out carries the next sequence of its own stream (one per room
+ *   instance), so a peer that sees a sequence skip knows it missed an acked update and can
+ *   fetch it; a lost fan-out never goes unnoticed past the next one;
+ * - updates are fanned out only once another edge is known to hold the document (it asked
+ *   this room for its state, answered ours, or fanned out itself). A peer asks for the room's
+ *   state before anything of ours can reach it, and everything acked before that question is
+ *   in the answer, so skipping the fan-out while alone loses nothing; the first update sent
+ *   is seq 1 of the stream, so a new peer sees no gap. Most documents are open on one edge:
+ *   they cost no fan-out message at all.
  */
 export class FanLink {
   private readonly stream: string
   private seq = 0
   private readonly peerSeqs = new Map<string, number>()
+  private peers = false
   private readonly sub: Subscription
 
   constructor(
@@ -42,7 +50,13 @@ export class FanLink {
     })
   }
 
+  /** Another edge holds the document: from now on updates are fanned out. */
+  peerSeen(): void {
+    this.peers = true
+  }
+
   sendUpdate(update: Uint8Array): void {
+    if (!this.peers) return
     this.send({ kind: FanKind.Update, edgeId: this.o.edgeId, stream: this.stream, seq: ++this.seq, payload: update })
   }
 
@@ -63,6 +77,7 @@ export class FanLink {
       return
     }
     if (msg.edgeId === this.o.edgeId) return
+    this.peers = true
     this.o.metrics.fanReceived.inc({ kind: msg.kind })
     if (msg.kind === FanKind.Update) handlers.update(msg.payload, this.trackPeerSeq(msg.stream, msg.seq), msg.stream, msg.seq)
     else handlers.awareness(msg.payload)

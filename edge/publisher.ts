@@ -55,7 +55,6 @@ interface Lane {
   queue: QueuedUpdate[]
   queuedBytes: number
   inFlight: Batch | null
-  linger: NodeJS.Timeout | NodeJS.Immediate | null
 }
 
 /** A stream message on its way: sent, retried with the same msg id until acked or out of attempts. */
@@ -96,6 +95,9 @@ export class UpdatePublisher {
   private readonly pending = new Map<string, Batch>()
   private readonly sub: Subscription
   private sweeper: NodeJS.Timeout | null = null
+  /** Idle lanes with updates waiting for the shared linger to end. */
+  private readonly lingering = new Set<Lane>()
+  private linger: NodeJS.Timeout | NodeJS.Immediate | null = null
   private batchCount = 0
   private readonly opts: PublisherOptions
 
@@ -138,44 +140,56 @@ export class UpdatePublisher {
 
   /** Stops taking acks; whatever is still pending fails as unavailable (its clients resync). */
   close(): void {
+    if (this.linger) {
+      clearTimeout(this.linger as NodeJS.Timeout)
+      clearImmediate(this.linger as NodeJS.Immediate)
+    }
+    this.linger = null
     this.sub.unsubscribe()
     if (this.sweeper) clearInterval(this.sweeper)
     this.sweeper = null
     for (const batch of [...this.pending.values()]) this.fail(batch, 'unavailable', 'publisher closed')
+    for (const lane of this.lanes.values()) {
+      for (const u of lane.queue.splice(0)) u.reject(new PublishError(`update for ${lane.tenant}/${u.docId} not stored: publisher closed`, 'unavailable'))
+      lane.queuedBytes = 0
+    }
   }
 
   private lane(tenant: string, partition: number): Lane {
     const key = `${tenant}\0${partition}`
     let lane = this.lanes.get(key)
     if (!lane) {
-      lane = { tenant, partition, queue: [], queuedBytes: 0, inFlight: null, linger: null }
+      lane = { tenant, partition, queue: [], queuedBytes: 0, inFlight: null }
       this.lanes.set(key, lane)
     }
     return lane
   }
 
-  /** Sends now when the lane is idle and a batch is full; else lingers once for company. */
+  /**
+   * Sends now when the lane is idle and a batch is full; else the lane lingers for company. One
+   * linger for all lanes: the lanes it releases publish together, which nats.js writes to the
+   * socket at once (a socket write costs more than the publishes in it).
+   */
   private schedule(lane: Lane): void {
     if (lane.inFlight) return // sent when the batch in flight settles
     if (lane.queue.length >= this.opts.maxBatchUpdates || lane.queuedBytes >= this.batchBytesLimit()) {
       this.sendNext(lane)
       return
     }
-    if (lane.linger) return
+    this.lingering.add(lane)
+    if (this.linger) return
     const fire = () => {
-      lane.linger = null
-      this.sendNext(lane)
+      this.linger = null
+      const lanes = [...this.lingering]
+      this.lingering.clear()
+      for (const l of lanes) this.sendNext(l)
     }
-    lane.linger = this.opts.lingerMs === 0 ? setImmediate(fire) : setTimeout(fire, this.opts.lingerMs)
+    this.linger = this.opts.lingerMs === 0 ? setImmediate(fire) : setTimeout(fire, this.opts.lingerMs)
   }
 
   /** Cuts the next batch off the lane's queue and sends it. */
   private sendNext(lane: Lane): void {
-    if (lane.linger) {
-      clearTimeout(lane.linger as NodeJS.Timeout)
-      clearImmediate(lane.linger as NodeJS.Immediate)
-      lane.linger = null
-    }
+    this.lingering.delete(lane)
     if (lane.inFlight || lane.queue.length === 0) return
     const maxBytes = this.batchBytesLimit()
     let count = 0

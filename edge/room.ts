@@ -115,7 +115,10 @@ export class Room {
     this.subs.push(
       o.nc.subscribe(ServiceSubjects.room(o.tenant, o.docId), {
         callback: (err, msg) => {
-          if (err || !this.ready) return
+          if (err) return
+          // noEcho: a question on this subject comes from a room on another edge.
+          this.fanLink.peerSeen()
+          if (!this.ready) return
           try {
             respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(this.doc) })
           } catch (err) {
@@ -188,6 +191,7 @@ export class Room {
       this.fail(CloseCode.TryAgainLater, 'document state unavailable')
       return
     }
+    if (replies[1] !== null) this.fanLink.peerSeen() // a room on another edge answered
     for (const reply of replies) if (!this.closed && reply?.status === 'found') this.proveAndApply(reply.update, 'load')
     if (this.closed) return
     this.o.metrics.roomLoadSeconds.observe((performance.now() - started) / 1000)

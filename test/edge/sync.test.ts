@@ -37,6 +37,31 @@ t.test('edge - clients on two edges converge through NATS and the edit is materi
   t.pass('converged across edges and materialized')
 })
 
+t.test('edge - a document open on one edge fans nothing out; once a second edge opens it, edits flow both ways with no gap', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const fanned = async () => (await counterValue(edgeA.edge.metrics.fanSent, { kind: 'u' })) + (await counterValue(edgeB.edge.metrics.fanSent, { kind: 'u' }))
+  const gaps = async () => (await counterValue(edgeA.edge.metrics.fanGaps)) + (await counterValue(edgeB.edge.metrics.fanGaps))
+  const before = { fanned: await fanned(), gaps: await gaps() }
+  const a1 = yclient(edgeA.url, 'alone-first', tok)
+  const a2 = yclient(edgeA.url, 'alone-first', tok)
+  t.teardown(() => (a1.destroy(), a2.destroy()))
+  await Promise.all([a1.synced(), a2.synced()])
+  for (const ch of 'alone') a1.text.insert(a1.text.length, ch)
+  await until('the co-editor on the same edge has it', () => a2.text.toString() === 'alone')
+  t.equal(await fanned(), before.fanned, 'no fan-out while no other edge holds the document')
+
+  const b = yclient(edgeB.url, 'alone-first', tok)
+  t.teardown(() => b.destroy())
+  await b.synced()
+  await until('the new edge starts with what was typed', () => b.text.toString() === 'alone')
+  a1.text.insert(a1.text.length, ', then A')
+  await until('B sees A through the fan-out', () => b.text.toString() === 'alone, then A')
+  b.text.insert(b.text.length, ', then B')
+  await until('A sees B', () => a1.text.toString() === 'alone, then A, then B' && a2.text.toString() === a1.text.toString())
+  t.ok((await fanned()) > before.fanned, 'both edges fan out once they know of each other')
+  t.equal(await gaps(), before.gaps, 'and no peer saw a gap')
+})
+
 t.test('edge - a doc opened on a fresh edge starts from the materialized state', async (t) => {
   const tok = await token({ tenant: 'acme' })
   const a = yclient(edgeA.url, 'fresh-edge', tok)
