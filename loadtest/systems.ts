@@ -50,6 +50,11 @@ export interface RunningSystem {
    * and converged; it waits (bounded) for storage to catch up.
    */
   persistedLatency(samples: EditSample[]): Promise<PersistedLatency>
+  /**
+   * Whether storage holds `client`'s edits up to `clock` in `docId`, waiting (bounded) for it. For
+   * big docs, where persistedLatency's per-clock bookkeeping would not end. Default: persistedLatency.
+   */
+  storedUpTo?(docId: string, client: number, clock: number): Promise<boolean>
   /** DocFlow only: op-log committed_at − ingest_ts of the rows ingested in [fromWallMs, toWallMs]. */
   ingestToCommitted?(fromWallMs: number, toWallMs: number): Promise<LatencySummary>
   /** Folder holding the servers' logs (gone after stop()). */

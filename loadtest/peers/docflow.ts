@@ -7,6 +7,7 @@ import { existsSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
+import * as Y from 'yjs'
 import { DEV_JWT_SECRET } from '../../runtime/config.ts'
 import { mintToken } from '../../runtime/jwt.ts'
 import { postmasterPidFile } from '../../scripts/lib/postgres.ts'
@@ -105,6 +106,16 @@ export async function startDocFlow(options: StartOptions): Promise<RunningSystem
         const at = storedTimes(rows.rows.map((r) => ({ docId: r.doc_id, storedWallMs: Number(r.t), update: r.update })), new Set(docs))
         const result = persistedFrom(samples, (s) => at.get(sampleKey(s)))
         if (result.missing === 0 || Date.now() > deadline) return result
+        await new Promise((r) => setTimeout(r, 500))
+      }
+    },
+    storedUpTo: async (docId: string, client: number, clock: number) => {
+      const deadline = Date.now() + PERSIST_WAIT_MS
+      for (;;) {
+        const rows = await pool.query<{ update: Buffer }>(`SELECT update FROM op_log WHERE tenant = $1 AND doc_id = $2`, [DOCFLOW_TENANT, docId])
+        const held = rows.rows.reduce((n, r) => Math.max(n, Y.parseUpdateMeta(r.update).to.get(client) ?? 0), 0)
+        if (held > clock) return true
+        if (Date.now() > deadline) return false
         await new Promise((r) => setTimeout(r, 500))
       }
     },

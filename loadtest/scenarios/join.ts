@@ -1,7 +1,7 @@
 // The join scenario: one client writes a document of ~N MB (Y.encodeStateAsUpdate bytes) through
 // the server in chunks of CHUNK_CHARS characters (each chunk one update, well under DocFlow's frame
 // limit and nats max_payload), waits until the server holds every edit in storage
-// (system.persistedLatency of its last clock), and leaves; once nobody is connected (the room closed / the doc
+// (system.storedUpTo, else persistedLatency, of its last clock), and leaves; once nobody is connected (the room closed / the doc
 // unloaded), J clients join at once. Time to synced = a joiner's provider created → its 'sync' /
 // 'synced' event with the whole text (its length checked).
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -57,8 +57,9 @@ async function buildDoc(system: RunningSystem, docId: string, docMb: number, say
     const bytes = Y.encodeStateAsUpdate(builder.doc).length
     const length = builder.text.length
     say(`${system.name} join: wrote ${length.toLocaleString('en-US')} characters (${bytes.toLocaleString('en-US')} bytes of state); waiting until storage holds the last edit`)
-    const stored = await system.persistedLatency([{ docId, client: builder.doc.clientID, clock: length - 1, sentWallMs: performance.timeOrigin + performance.now() }])
-    if (stored.missing > 0) throw new Error(`${system.name}: the ${docMb} MB doc's last edit was not in storage 30 s after it was written`)
+    const last = { docId, client: builder.doc.clientID, clock: length - 1, sentWallMs: performance.timeOrigin + performance.now() }
+    const stored = system.storedUpTo ? await system.storedUpTo(docId, last.client, last.clock) : (await system.persistedLatency([last])).missing === 0
+    if (!stored) throw new Error(`${system.name}: the ${docMb} MB doc's last edit was not in storage 30 s after it was written`)
     return { length, bytes }
   } finally {
     builder.destroy()
