@@ -16,7 +16,7 @@ function bench(args: string[]): Promise<{ code: number | null; out: string }> {
 }
 
 t.test('loadtest - npm run bench measures DocFlow and the y-websocket reference and checks every doc converged', async (t) => {
-  const { code, out } = await bench(['--systems', 'docflow,ywebsocket', '--rates', '100', '--duration-s', '3', '--warmup-s', '1', '--no-record'])
+  const { code, out } = await bench(['--systems', 'docflow,ywebsocket', '--rates', '100', '--duration-s', '3', '--warmup-s', '1', '--scenarios', 'typing', '--no-record'])
   t.equal(code, 0, `bench exits 0\n${out}`)
   for (const system of ['DocFlow', 'y-websocket reference']) {
     const row = out.split('\n').find((l) => l.startsWith(`| 100 | ${system}`))
