@@ -132,8 +132,10 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
   // Updates and states travel as one binary parameter each (a bytea[] would go as hex text).
   const updates = concatenated(ops.map((o) => o.update))
   const states = concatenated(docs.map((d) => d.state))
-  await c.query(
-    `WITH ops AS (
+  await c.query({
+    // Named: parsed and planned once per session, not for every group commit.
+    name: 'docflow-commit-batches',
+    text: `WITH ops AS (
        INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts)
        SELECT t, d, s, m, u, e, substring($27::bytea FROM o FOR n), st, to_timestamp(i / 1000.0)
        FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::float8[], $28::int[])
@@ -163,7 +165,7 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
        RETURNING 1
      )
      SELECT (SELECT count(*) FROM checkpoints) AS checkpoints`,
-    [
+    values: [
       ops.map((o) => o.tenant),
       ops.map((o) => o.docId),
       ops.map((o) => o.streamSeq),
@@ -195,7 +197,7 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
       states.blob,
       states.lengths,
     ],
-  )
+  })
 }
 
 /** Byte strings as one buffer with each one's 1-based offset and length (SQL substring). */

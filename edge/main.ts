@@ -26,7 +26,7 @@ const Config = z.object({
   resyncDelayMs: PositiveInt.default(1_500),
   publishAckTimeoutMs: PositiveInt.default(2_000),
   publishAttempts: PositiveInt.default(5),
-  publishLingerMs: z.coerce.number().int().min(0).default(5),
+  publishLingerMs: z.coerce.number().int().min(0).default(10),
   publishMaxBatchUpdates: PositiveInt.default(512),
   publishMaxBatchBytes: PositiveInt.default(1024 * 1024),
   maxAwarenessBytes: PositiveInt.optional(),
