@@ -59,6 +59,9 @@ export class PartitionWorker {
   private gapTimer: NodeJS.Timeout | null = null
   /** Committed messages not acked yet because an earlier delivery is missing (ack policy all). */
   private readonly unacked = new Map<number, JsMsg>()
+  /** The newest committed delivery of the contiguous run, acked at the next ack tick. */
+  private ackDue: JsMsg | null = null
+  private ackTimer: NodeJS.Timeout | null = null
 
   constructor(
     private readonly options: WorkerOptions,
@@ -127,6 +130,7 @@ export class PartitionWorker {
       if (this.gapTimer) clearTimeout(this.gapTimer)
       this.gapTimer = null
       await this.processing
+      this.sendAck()
       this.queue.length = 0
       this.unacked.clear()
       this.cache.clear()
@@ -223,8 +227,10 @@ export class PartitionWorker {
   }
 
   /**
-   * The consumer acks all up to the acked delivery (ack policy all): one ack per batch, for the
-   * last delivery of the committed contiguous run. Deliveries past a missing one stay unacked.
+   * The consumer acks all up to the acked delivery (ack policy all): one ack per ACK_INTERVAL_MS
+   * at most, for the last delivery of the committed contiguous run. Deliveries past a missing one
+   * stay unacked. An ack only frees the consumer's window: a session always restarts from the
+   * checkpoint in PostgreSQL, so an ack that never went out loses nothing.
    */
   private ack(msgs: JsMsg[]): void {
     for (const m of msgs) if (m.info.deliverySequence > this.run.contiguousThrough) this.unacked.set(m.info.deliverySequence, m)
@@ -235,7 +241,17 @@ export class PartitionWorker {
       if (delivery === this.run.contiguousThrough) last = m
       this.unacked.delete(delivery)
     }
-    last?.ack()
+    if (!last) return
+    this.ackDue = last
+    this.ackTimer ??= setTimeout(() => this.sendAck(), ACK_INTERVAL_MS)
+  }
+
+  private sendAck(): void {
+    if (this.ackTimer) clearTimeout(this.ackTimer)
+    this.ackTimer = null
+    const due = this.ackDue
+    this.ackDue = null
+    due?.ack()
   }
 
   /**
@@ -280,6 +296,9 @@ export class PartitionWorker {
     })
   }
 }
+
+/** Acks of a partition go out at most this often (each covers every delivery before it). */
+const ACK_INTERVAL_MS = 50
 
 /** A message delivered twice into one batch (an ack-wait redelivery) is processed once. */
 function uniqueBySeq(msgs: JsMsg[]): JsMsg[] {

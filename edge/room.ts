@@ -7,7 +7,6 @@ import type { Logger } from '../runtime/log.ts'
 import {
   awarenessMessage,
   inspectUpdate,
-  isAlreadyApplied,
   isEmptyStateVector,
   syncStep1Message,
   syncStep2Message,
@@ -51,6 +50,13 @@ export interface RoomOptions extends Partial<AwarenessLimits> {
 
 const EMPTY_STATE_VECTOR = new Uint8Array([0])
 
+/**
+ * Acked client updates wait for the room doc until something reads it (a joining client, a
+ * state request, a probe rebuild) or this many gathered; while typing goes on, nobody reads it.
+ */
+const MAX_UNMERGED_UPDATES = 256
+const MAX_UNMERGED_BYTES = 256 * 1024
+
 /** Looks at core's state after an open, a gap or a reconnect, while core does not answer. */
 const RESYNC_ATTEMPTS = 5
 
@@ -67,7 +73,9 @@ interface Member {
  * A document open on this edge. Invariants:
  * - the room's doc holds only updates JetStream has acked, so whatever the room serves (to
  *   clients, peers, fan-out) is durable, and a client whose edit failed to publish still holds
- *   it and resends it on resync;
+ *   it and resends it on resync; an acked client update goes to the other clients at once as
+ *   the bytes it came in, and into the room doc when something next reads the doc (`current()`),
+ *   so a typing storm costs one Yjs apply per update (the probe's), not two and an encode;
  * - what the room publishes always applies: a client update is first tried on the probe
  *   (edge/update-probe.ts) and published only when it integrated whole; a poisoned one closes
  *   its sender alone with 4422, one with missing dependencies is dropped and its sender asked
@@ -76,7 +84,7 @@ interface Member {
  *   even when the room closed meanwhile; a peer that sees a gap refetches from core.
  */
 export class Room {
-  readonly doc = new Y.Doc()
+  private readonly doc = new Y.Doc()
   readonly awareness = new awarenessProtocol.Awareness(this.doc)
   private readonly probe: UpdateProbe
   private readonly guard: AwarenessGuard<RoomClient>
@@ -87,8 +95,9 @@ export class Room {
   private readonly stopReconnectWatch: () => void
   private ready = false
   private closed = false
-  /** The room doc is applying an update the probe already holds whole: no need to mirror it. */
-  private probeHasIt = false
+  /** Acked client updates the room doc has not taken yet (the probe and the clients have them). */
+  private readonly unmerged: Uint8Array[] = []
+  private unmergedBytes = 0
   private resyncTimer: NodeJS.Timeout | undefined
   /** Sync step 2 of the whole doc, shared by every client that joins empty; dropped on each doc update. */
   private fullStateFrame: Uint8Array | null = null
@@ -100,7 +109,7 @@ export class Room {
       awarenessPerSecond: o.awarenessPerSecond ?? AWARENESS_DEFAULTS.awarenessPerSecond,
       awarenessBurst: o.awarenessBurst ?? AWARENESS_DEFAULTS.awarenessBurst,
     })
-    this.probe = new UpdateProbe(this.doc, {
+    this.probe = new UpdateProbe(() => this.current(), {
       fault: (what, err) => {
         this.o.metrics.roomApplyFailures.inc({ source: `probe-${what}` })
         this.o.log.warn({ err, tenant: o.tenant, docId: o.docId, what }, 'update probe fault; probe rebuilt')
@@ -108,7 +117,6 @@ export class Room {
       rebuilt: () => this.o.metrics.probeRebuilds.inc(),
     })
     this.awareness.setLocalState(null)
-    this.doc.on('update', (update: Uint8Array, origin: unknown) => this.onDocUpdate(update, origin))
     this.awareness.on('update', (change: AwarenessChange, origin: unknown) => this.onAwarenessUpdate(change, origin))
     // Subscribe before loading so nothing acked meanwhile is missed.
     this.fanLink = new FanLink(o, { update: (payload, gap, stream, seq) => this.onFanUpdate(payload, gap, stream, seq), awareness: (payload) => this.onFanAwareness(payload) })
@@ -120,7 +128,7 @@ export class Room {
           this.fanLink.peerSeen()
           if (!this.ready) return
           try {
-            respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(this.doc) })
+            respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(this.current()) })
           } catch (err) {
             this.o.log.warn({ err, tenant: o.tenant, docId: o.docId }, 'room state reply not sent')
           }
@@ -207,7 +215,7 @@ export class Room {
   /** Core's state or null when nobody answered; throws when core answered with an error. */
   private async requestState(subject: string): Promise<StateReply | null> {
     // Null: no responders (no peer has the doc open) or a timeout; this source has nothing for us.
-    const reply = await requestState(this.o.nc, subject, { tenant: this.o.tenant, docId: this.o.docId, stateVector: Y.encodeStateVector(this.doc) }, this.o.stateTimeoutMs)
+    const reply = await requestState(this.o.nc, subject, { tenant: this.o.tenant, docId: this.o.docId, stateVector: Y.encodeStateVector(this.current()) }, this.o.stateTimeoutMs)
     if (reply?.status === 'error') throw new RoomLoadError(`state source failed: ${reply.message}`)
     return reply
   }
@@ -251,7 +259,7 @@ export class Room {
   }
 
   private greet(client: RoomClient): void {
-    client.send(syncStep1Message(this.doc))
+    client.send(syncStep1Message(this.current()))
     const states = [...this.awareness.getStates().keys()]
     if (states.length > 0) client.send(awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(this.awareness, states)))
   }
@@ -270,7 +278,7 @@ export class Room {
   private handle(client: RoomClient, msg: ClientMessage): void {
     switch (msg.type) {
       case 'sync-step1':
-        client.send(isEmptyStateVector(msg.stateVector) ? this.fullState() : syncStep2Message(this.doc, msg.stateVector))
+        client.send(isEmptyStateVector(msg.stateVector) ? this.fullState() : syncStep2Message(this.current(), msg.stateVector))
         return
       case 'update':
         this.ingest(client, msg.update)
@@ -290,7 +298,8 @@ export class Room {
       return
     }
     const shape = inspectUpdate(update)
-    if (isAlreadyApplied(shape, this.doc)) {
+    // Against the probe: what is in the room doc, waits for it, or is on its way to the stream.
+    if (this.probe.holdsAll(shape)) {
       this.o.metrics.updatesAlreadyApplied.inc()
       return
     }
@@ -309,7 +318,7 @@ export class Room {
       this.o.metrics.updatesRejected.inc({ reason: 'missing-dependencies' })
       if (member && !member.resyncAsked) {
         member.resyncAsked = true
-        client.send(syncStep1Message(this.doc))
+        client.send(syncStep1Message(this.current()))
       }
       return
     }
@@ -326,12 +335,35 @@ export class Room {
       })
   }
 
-  /** Durable now: peers hear of it even when this room closed meanwhile, then the room applies it. */
+  /**
+   * Durable now: peers hear of it even when this room closed meanwhile, the other clients get
+   * it as it came, and it waits in `unmerged` for the room doc. When the room doc holds pending
+   * structs, the update may integrate them: it goes in at once, announcing what integrated.
+   */
   private acked(client: RoomClient, update: Uint8Array): void {
     this.fanLink.sendUpdate(update)
     if (this.closed) return
-    const inProbe = this.probe.release(update, true)
-    this.applyToRoom(update, client, 'ack', inProbe)
+    if (!this.probe.release(update, true)) {
+      // The probe lost it (rebuilt after a fault): the full path mirrors what integrates.
+      this.applyToRoom(update, client, 'ack', { proven: false, announced: false })
+      return
+    }
+    const frame = updateMessage(update)
+    for (const other of this.clients.keys()) if (other !== client) other.send(frame)
+    this.unmerged.push(update)
+    this.unmergedBytes += update.byteLength
+    this.fullStateFrame = null
+    const { pendingStructs, pendingDs } = this.doc.store
+    if (pendingStructs !== null || pendingDs !== null || this.unmerged.length >= MAX_UNMERGED_UPDATES || this.unmergedBytes >= MAX_UNMERGED_BYTES) this.current()
+  }
+
+  /** The room doc with every acked update in it: what waits in `unmerged` goes in, as one merged update. */
+  private current(): Y.Doc {
+    if (this.unmerged.length === 0) return this.doc
+    const updates = this.unmerged.splice(0)
+    this.unmergedBytes = 0
+    this.applyToRoom(updates.length === 1 ? updates[0]! : Y.mergeUpdates(updates), 'ack', 'ack', { proven: true, announced: true })
+    return this.doc
   }
 
   private publishFailed(client: RoomClient, update: Uint8Array, err: unknown): void {
@@ -365,7 +397,8 @@ export class Room {
       this.o.log.error({ tenant: this.o.tenant, docId: this.o.docId, source, reason: proof.reason }, 'update from a trusted source does not apply; skipped')
       return
     }
-    this.applyToRoom(update, source, source, proof.kind === 'applied')
+    this.current()
+    this.applyToRoom(update, source, source, { proven: proof.kind === 'applied', announced: false })
   }
 
   /**
@@ -373,11 +406,15 @@ export class Room {
    * means the room doc and the probe disagree (pending structs that integrated badly): the doc
    * may be half-applied, so the room closes with 1013 and its clients reload a fresh one.
    */
-  private applyToRoom(update: Uint8Array, origin: unknown, source: string, proven: boolean): void {
+  private applyToRoom(update: Uint8Array, origin: unknown, source: string, known: { proven: boolean; announced: boolean }): void {
     // A proven update is already in the probe; when the room doc holds nothing pending, what it
-    // integrates is exactly that update, so mirroring it would apply it to the probe twice.
+    // integrates is exactly that update: mirroring it would apply it to the probe twice, and when
+    // the clients have it too (announced), nothing needs Yjs to encode what integrated.
     const { pendingStructs, pendingDs } = this.doc.store
-    this.probeHasIt = proven && pendingStructs === null && pendingDs === null
+    const probeHasIt = known.proven && pendingStructs === null && pendingDs === null
+    const onUpdate = (integrated: Uint8Array) => this.integrated(integrated, origin, probeHasIt)
+    const listen = !(probeHasIt && known.announced)
+    if (listen) this.doc.on('update', onUpdate)
     try {
       Y.applyUpdate(this.doc, update, origin)
     } catch (err) {
@@ -385,22 +422,23 @@ export class Room {
       this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId, source }, 'update did not apply to the room doc; room closed so clients reload it')
       this.fail(CloseCode.TryAgainLater, 'document reloading')
     } finally {
-      this.probeHasIt = false
+      if (listen) this.doc.off('update', onUpdate)
+      this.fullStateFrame = null
     }
   }
 
   /** The whole doc as a sync step 2, encoded once per doc version however many clients join (150 joining a 20 MB doc). */
   private fullState(): Uint8Array {
     if (!this.fullStateFrame) {
-      this.fullStateFrame = syncStep2Message(this.doc, EMPTY_STATE_VECTOR)
+      this.fullStateFrame = syncStep2Message(this.current(), EMPTY_STATE_VECTOR)
       this.o.metrics.fullStateEncodes.inc()
     }
     return this.fullStateFrame
   }
 
-  private onDocUpdate(update: Uint8Array, origin: unknown): void {
-    this.fullStateFrame = null
-    if (!this.probeHasIt) this.probe.mirror(update)
+  /** What an apply integrated into the room doc: to the probe (unless it has it) and every client but its origin. */
+  private integrated(update: Uint8Array, origin: unknown, probeHasIt: boolean): void {
+    if (!probeHasIt) this.probe.mirror(update)
     if (!this.ready) return
     const frame = updateMessage(update)
     for (const client of this.clients.keys()) if (client !== origin) client.send(frame)

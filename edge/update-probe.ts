@@ -1,5 +1,5 @@
 import * as Y from 'yjs'
-import { lacksDependencies, type UpdateShape } from './protocol.ts'
+import { isAlreadyApplied, lacksDependencies, type UpdateShape } from './protocol.ts'
 
 /**
  * What trial-applying an update to the probe showed:
@@ -29,9 +29,12 @@ export class UpdateProbe {
   private probe: Y.Doc
   private readonly held = new Set<Uint8Array>()
 
-  /** `room` is the doc the probe mirrors; call `mirror` with each of its 'update' events. */
+  /**
+   * `room` gives the doc the probe mirrors, with everything acked in it (it may merge what
+   * waits); call `mirror` with what each of its applies integrates.
+   */
   constructor(
-    private readonly room: Y.Doc,
+    private readonly room: () => Y.Doc,
     private readonly hooks: ProbeHooks,
   ) {
     this.probe = this.fresh()
@@ -53,6 +56,11 @@ export class UpdateProbe {
     if (this.probe.store.pendingStructs === null && this.probe.store.pendingDs === null) return { kind: 'applied' }
     this.rebuild()
     return { kind: 'pending' }
+  }
+
+  /** True when the probe already holds everything in the update: it is in the room doc or on its way there. */
+  holdsAll(shape: UpdateShape): boolean {
+    return isAlreadyApplied(shape, this.probe)
   }
 
   /** Keeps a proven client update across rebuilds until `release` (its ack or its failure). */
@@ -97,7 +105,7 @@ export class UpdateProbe {
 
   private fresh(): Y.Doc {
     const probe = new Y.Doc()
-    Y.applyUpdate(probe, integratedState(this.room))
+    Y.applyUpdate(probe, integratedState(this.room()))
     for (const update of this.held) {
       try {
         Y.applyUpdate(probe, update)
