@@ -34,6 +34,9 @@ export function decodeMessage(msg: JsMsg): DecodedItem[] {
   })
 }
 
+/** Document states one batch rewrites at most; the others stay due and go with later batches. */
+const MAX_COMPACTIONS_PER_BATCH = 8
+
 const reasonOf = (prefix: string, err: unknown) => `${prefix}: ${err instanceof Error ? err.message : String(err)}`
 
 /**
@@ -109,9 +112,13 @@ export class BatchBuilder {
     this.touched.set(k, entry)
   }
 
-  /** States to write: documents that are new or have gathered `compactEveryOps` ops since their last state. */
+  /**
+   * States to write: documents that are new or have gathered `compactEveryOps` ops since their
+   * last state — at most MAX_COMPACTIONS_PER_BATCH, so documents that reach the limit together
+   * (opened together, typed alike) spread their rewrites over several commits.
+   */
   docRows(): DocRow[] {
-    const due = [...this.touched.values()].filter(({ cached, ops }) => !cached.compacted || cached.uncompacted + ops >= this.compactEveryOps)
+    const due = [...this.touched.values()].filter(({ cached, ops }) => !cached.compacted || cached.uncompacted + ops >= this.compactEveryOps).slice(0, MAX_COMPACTIONS_PER_BATCH)
     this.compacting = due.map(({ cached, ops }) => ({ cached, ops }))
     return due.map(({ cached, ops, lastStreamSeq }) => ({
       tenant: cached.tenant,

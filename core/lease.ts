@@ -17,7 +17,7 @@ export interface LeaseTiming {
 }
 
 /** Group commits start at most this often (batches wait for the next): fewer, fuller transactions and socket writes. */
-export const GROUP_COMMIT_INTERVAL_MS = 5
+export const GROUP_COMMIT_INTERVAL_MS = 10
 
 export const DEFAULT_LEASE_TIMING: LeaseTiming = { leaseTtlMs: 5_000, leaseRenewMs: 1_000 }
 

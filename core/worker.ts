@@ -298,7 +298,7 @@ export class PartitionWorker {
 }
 
 /** Acks of a partition go out at most this often (each covers every delivery before it). */
-const ACK_INTERVAL_MS = 50
+const ACK_INTERVAL_MS = 100
 
 /** A message delivered twice into one batch (an ack-wait redelivery) is processed once. */
 function uniqueBySeq(msgs: JsMsg[]): JsMsg[] {

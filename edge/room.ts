@@ -12,11 +12,12 @@ import {
   syncStep2Message,
   updateMessage,
   type ClientMessage,
+  type UpdateShape,
 } from './protocol.ts'
 import type { EdgeMetrics } from './metrics.ts'
 import { RoomLoadError, isPublishError } from './errors.ts'
 import { AWARENESS_DEFAULTS, AwarenessGuard, PEER, type AwarenessLimits } from './awareness-guard.ts'
-import { UpdateProbe } from './update-probe.ts'
+import { RoomDoc } from './room-doc.ts'
 import { onReconnect } from './nats-reconnect.ts'
 import { FanLink } from './fan-link.ts'
 
@@ -48,15 +49,6 @@ export interface RoomOptions extends Partial<AwarenessLimits> {
   onClosed: (room: Room) => void
 }
 
-const EMPTY_STATE_VECTOR = new Uint8Array([0])
-
-/**
- * Acked client updates wait for the room doc until something reads it (a joining client, a
- * state request, a probe rebuild) or this many gathered; while typing goes on, nobody reads it.
- */
-const MAX_UNMERGED_UPDATES = 256
-const MAX_UNMERGED_BYTES = 256 * 1024
-
 /** Looks at core's state after an open, a gap or a reconnect, while core does not answer. */
 const RESYNC_ATTEMPTS = 5
 
@@ -67,15 +59,15 @@ type ResyncReason = 'open' | 'gap' | 'reconnect'
 interface Member {
   /** We sent this client a sync step 1 after an update with missing dependencies; not again until one applies. */
   resyncAsked: boolean
+  /** One of its updates passed the clock check and still missed dependencies: inspect each whole from now on. */
+  inspectAll: boolean
 }
 
 /**
  * A document open on this edge. Invariants:
- * - the room's doc holds only updates JetStream has acked, so whatever the room serves (to
- *   clients, peers, fan-out) is durable, and a client whose edit failed to publish still holds
- *   it and resends it on resync; an acked client update goes to the other clients at once as
- *   the bytes it came in, and into the room doc when something next reads the doc (`current()`),
- *   so a typing storm costs one Yjs apply per update (the probe's), not two and an encode;
+ * - the room's doc holds only updates JetStream has acked (edge/room-doc.ts), so whatever the
+ *   room serves (to clients, peers, fan-out) is durable, and a client whose edit failed to
+ *   publish still holds it and resends it on resync;
  * - what the room publishes always applies: a client update is first tried on the probe
  *   (edge/update-probe.ts) and published only when it integrated whole; a poisoned one closes
  *   its sender alone with 4422, one with missing dependencies is dropped and its sender asked
@@ -84,9 +76,9 @@ interface Member {
  *   even when the room closed meanwhile; a peer that sees a gap refetches from core.
  */
 export class Room {
-  private readonly doc = new Y.Doc()
-  readonly awareness = new awarenessProtocol.Awareness(this.doc)
-  private readonly probe: UpdateProbe
+  private readonly state: RoomDoc
+  /** Presence; its Y.Doc only lends it a client id (the room's own presence stays empty). */
+  readonly awareness = new awarenessProtocol.Awareness(new Y.Doc())
   private readonly guard: AwarenessGuard<RoomClient>
   private readonly clients = new Map<RoomClient, Member>()
   private readonly waiting = new Map<RoomClient, ClientMessage[]>()
@@ -95,12 +87,7 @@ export class Room {
   private readonly stopReconnectWatch: () => void
   private ready = false
   private closed = false
-  /** Acked client updates the room doc has not taken yet (the probe and the clients have them). */
-  private readonly unmerged: Uint8Array[] = []
-  private unmergedBytes = 0
   private resyncTimer: NodeJS.Timeout | undefined
-  /** Sync step 2 of the whole doc, shared by every client that joins empty; dropped on each doc update. */
-  private fullStateFrame: Uint8Array | null = null
   private resyncing = false
 
   constructor(private readonly o: RoomOptions) {
@@ -109,13 +96,19 @@ export class Room {
       awarenessPerSecond: o.awarenessPerSecond ?? AWARENESS_DEFAULTS.awarenessPerSecond,
       awarenessBurst: o.awarenessBurst ?? AWARENESS_DEFAULTS.awarenessBurst,
     })
-    this.probe = new UpdateProbe(() => this.current(), {
-      fault: (what, err) => {
-        this.o.metrics.roomApplyFailures.inc({ source: `probe-${what}` })
-        this.o.log.warn({ err, tenant: o.tenant, docId: o.docId, what }, 'update probe fault; probe rebuilt')
+    this.state = new RoomDoc(
+      {
+        integrated: (update, origin) => this.integrated(update, origin),
+        broken: (err, source) => {
+          this.o.metrics.roomApplyFailures.inc({ source })
+          this.o.log.error({ err, tenant: o.tenant, docId: o.docId, source }, 'update did not apply to the room doc; room closed so clients reload it')
+          this.fail(CloseCode.TryAgainLater, 'document reloading')
+        },
       },
-      rebuilt: () => this.o.metrics.probeRebuilds.inc(),
-    })
+      o.metrics,
+      o.log,
+      { tenant: o.tenant, docId: o.docId },
+    )
     this.awareness.setLocalState(null)
     this.awareness.on('update', (change: AwarenessChange, origin: unknown) => this.onAwarenessUpdate(change, origin))
     // Subscribe before loading so nothing acked meanwhile is missed.
@@ -128,7 +121,7 @@ export class Room {
           this.fanLink.peerSeen()
           if (!this.ready) return
           try {
-            respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(this.current()) })
+            respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(this.state.current()) })
           } catch (err) {
             this.o.log.warn({ err, tenant: o.tenant, docId: o.docId }, 'room state reply not sent')
           }
@@ -148,7 +141,7 @@ export class Room {
   }
 
   join(client: RoomClient): void {
-    this.clients.set(client, { resyncAsked: false })
+    this.clients.set(client, { resyncAsked: false, inspectAll: false })
     if (this.ready) this.greet(client)
     else this.waiting.set(client, [])
   }
@@ -182,8 +175,7 @@ export class Room {
     this.fanLink.close()
     for (const sub of this.subs) sub.unsubscribe()
     this.awareness.destroy()
-    this.probe.destroy()
-    this.doc.destroy()
+    this.state.destroy()
     this.o.onClosed(this)
   }
 
@@ -215,7 +207,7 @@ export class Room {
   /** Core's state or null when nobody answered; throws when core answered with an error. */
   private async requestState(subject: string): Promise<StateReply | null> {
     // Null: no responders (no peer has the doc open) or a timeout; this source has nothing for us.
-    const reply = await requestState(this.o.nc, subject, { tenant: this.o.tenant, docId: this.o.docId, stateVector: Y.encodeStateVector(this.current()) }, this.o.stateTimeoutMs)
+    const reply = await requestState(this.o.nc, subject, { tenant: this.o.tenant, docId: this.o.docId, stateVector: Y.encodeStateVector(this.state.current()) }, this.o.stateTimeoutMs)
     if (reply?.status === 'error') throw new RoomLoadError(`state source failed: ${reply.message}`)
     return reply
   }
@@ -259,7 +251,7 @@ export class Room {
   }
 
   private greet(client: RoomClient): void {
-    client.send(syncStep1Message(this.current()))
+    client.send(syncStep1Message(this.state.current()))
     const states = [...this.awareness.getStates().keys()]
     if (states.length > 0) client.send(awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(this.awareness, states)))
   }
@@ -278,7 +270,7 @@ export class Room {
   private handle(client: RoomClient, msg: ClientMessage): void {
     switch (msg.type) {
       case 'sync-step1':
-        client.send(isEmptyStateVector(msg.stateVector) ? this.fullState() : syncStep2Message(this.current(), msg.stateVector))
+        client.send(isEmptyStateVector(msg.stateVector) ? this.state.fullState() : syncStep2Message(this.state.current(), msg.stateVector))
         return
       case 'update':
         this.ingest(client, msg.update)
@@ -297,33 +289,42 @@ export class Room {
       this.o.metrics.viewerUpdatesDropped.inc()
       return
     }
-    const shape = inspectUpdate(update)
-    // Against the probe: what is in the room doc, waits for it, or is on its way to the stream.
-    if (this.probe.holdsAll(shape)) {
-      this.o.metrics.updatesAlreadyApplied.inc()
-      return
+    const member = this.clients.get(client)
+    // A typing client's update continues its own clocks and is proven by its apply alone.
+    // Anything else (a sync step 2, deletions only, a gap) is inspected whole first, so a no-op
+    // or an update with missing dependencies costs no apply and no probe rebuild; so is every
+    // update of a client one of whose fast updates still missed dependencies.
+    const fast = member !== undefined && !member.inspectAll && this.state.probe.extendsClocks(update)
+    let shape: UpdateShape | undefined
+    if (!fast) {
+      shape = inspectUpdate(update)
+      // Against the probe: what is in the room doc, waits for it, or is on its way to the stream.
+      if (this.state.probe.holdsAll(shape)) {
+        this.o.metrics.updatesAlreadyApplied.inc()
+        return
+      }
     }
-    const proof = this.probe.prove(update, shape)
+    const proof = this.state.probe.prove(update, shape)
     if (proof.kind === 'poisoned') {
       this.o.metrics.updatesRejected.inc({ reason: 'poisoned' })
       this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId, reason: proof.reason, bytes: update.byteLength }, 'update does not apply; not published, sender closed')
       client.close(CloseCode.InvalidUpdate, 'update does not apply to the document')
       return
     }
-    const member = this.clients.get(client)
     if (proof.kind === 'pending') {
+      if (fast && member) member.inspectAll = true
       // Not published: it would sit pending in core and could later integrate under an innocent
       // update. A stock client sent it before its sync step 2 (or lost its dependencies); asking
       // it to sync again brings the dependencies and this edit in one self-contained update.
       this.o.metrics.updatesRejected.inc({ reason: 'missing-dependencies' })
       if (member && !member.resyncAsked) {
         member.resyncAsked = true
-        client.send(syncStep1Message(this.current()))
+        client.send(syncStep1Message(this.state.current()))
       }
       return
     }
     if (member) member.resyncAsked = false
-    this.probe.hold(update)
+    this.state.probe.hold(update)
     this.o.publish(update, client.userId)
       .then(
         () => this.acked(client, update),
@@ -342,33 +343,14 @@ export class Room {
    */
   private acked(client: RoomClient, update: Uint8Array): void {
     this.fanLink.sendUpdate(update)
-    if (this.closed) return
-    if (!this.probe.release(update, true)) {
-      // The probe lost it (rebuilt after a fault): the full path mirrors what integrates.
-      this.applyToRoom(update, client, 'ack', { proven: false, announced: false })
-      return
-    }
+    if (this.closed || !this.state.acked(update, client)) return
     const frame = updateMessage(update)
     for (const other of this.clients.keys()) if (other !== client) other.send(frame)
-    this.unmerged.push(update)
-    this.unmergedBytes += update.byteLength
-    this.fullStateFrame = null
-    const { pendingStructs, pendingDs } = this.doc.store
-    if (pendingStructs !== null || pendingDs !== null || this.unmerged.length >= MAX_UNMERGED_UPDATES || this.unmergedBytes >= MAX_UNMERGED_BYTES) this.current()
-  }
-
-  /** The room doc with every acked update in it: what waits in `unmerged` goes in, as one merged update. */
-  private current(): Y.Doc {
-    if (this.unmerged.length === 0) return this.doc
-    const updates = this.unmerged.splice(0)
-    this.unmergedBytes = 0
-    this.applyToRoom(updates.length === 1 ? updates[0]! : Y.mergeUpdates(updates), 'ack', 'ack', { proven: true, announced: true })
-    return this.doc
   }
 
   private publishFailed(client: RoomClient, update: Uint8Array, err: unknown): void {
     if (this.closed) return
-    this.probe.release(update, false)
+    this.state.probe.release(update, false)
     if (isPublishError(err) && err.kind === 'quota') {
       // Only the writer goes: it keeps its edit and resends it once the quota allows.
       this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId }, 'tenant storage quota exceeded; edit refused')
@@ -385,60 +367,16 @@ export class Room {
     this.fail(CloseCode.TryAgainLater, 'edit not saved, resyncing')
   }
 
-  /**
-   * Applies an update that did not come from a client's socket (core, a peer, a load): tried
-   * on the probe first, so a state that does not apply is skipped and counted instead of
-   * breaking the room doc. It may leave structs pending in the room doc (a gap a resync fills).
-   */
+  /** An update from core, a peer or the load; one that does not apply is skipped and counted. */
   private proveAndApply(update: Uint8Array, source: 'load' | 'core' | 'fan'): void {
-    const proof = this.probe.prove(update)
-    if (proof.kind === 'poisoned') {
-      this.o.metrics.roomApplyFailures.inc({ source })
-      this.o.log.error({ tenant: this.o.tenant, docId: this.o.docId, source, reason: proof.reason }, 'update from a trusted source does not apply; skipped')
-      return
-    }
-    this.current()
-    this.applyToRoom(update, source, source, { proven: proof.kind === 'applied', announced: false })
+    const poisoned = this.state.applyTrusted(update, source)
+    if (poisoned === null) return
+    this.o.metrics.roomApplyFailures.inc({ source })
+    this.o.log.error({ tenant: this.o.tenant, docId: this.o.docId, source, reason: poisoned }, 'update from a trusted source does not apply; skipped')
   }
 
-  /**
-   * Last guard before the room doc. Everything reaching it was proven on the probe, so a throw
-   * means the room doc and the probe disagree (pending structs that integrated badly): the doc
-   * may be half-applied, so the room closes with 1013 and its clients reload a fresh one.
-   */
-  private applyToRoom(update: Uint8Array, origin: unknown, source: string, known: { proven: boolean; announced: boolean }): void {
-    // A proven update is already in the probe; when the room doc holds nothing pending, what it
-    // integrates is exactly that update: mirroring it would apply it to the probe twice, and when
-    // the clients have it too (announced), nothing needs Yjs to encode what integrated.
-    const { pendingStructs, pendingDs } = this.doc.store
-    const probeHasIt = known.proven && pendingStructs === null && pendingDs === null
-    const onUpdate = (integrated: Uint8Array) => this.integrated(integrated, origin, probeHasIt)
-    const listen = !(probeHasIt && known.announced)
-    if (listen) this.doc.on('update', onUpdate)
-    try {
-      Y.applyUpdate(this.doc, update, origin)
-    } catch (err) {
-      this.o.metrics.roomApplyFailures.inc({ source })
-      this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId, source }, 'update did not apply to the room doc; room closed so clients reload it')
-      this.fail(CloseCode.TryAgainLater, 'document reloading')
-    } finally {
-      if (listen) this.doc.off('update', onUpdate)
-      this.fullStateFrame = null
-    }
-  }
-
-  /** The whole doc as a sync step 2, encoded once per doc version however many clients join (150 joining a 20 MB doc). */
-  private fullState(): Uint8Array {
-    if (!this.fullStateFrame) {
-      this.fullStateFrame = syncStep2Message(this.current(), EMPTY_STATE_VECTOR)
-      this.o.metrics.fullStateEncodes.inc()
-    }
-    return this.fullStateFrame
-  }
-
-  /** What an apply integrated into the room doc: to the probe (unless it has it) and every client but its origin. */
-  private integrated(update: Uint8Array, origin: unknown, probeHasIt: boolean): void {
-    if (!probeHasIt) this.probe.mirror(update)
+  /** What an apply integrated into the room doc: to every client but its origin. */
+  private integrated(update: Uint8Array, origin: unknown): void {
     if (!this.ready) return
     const frame = updateMessage(update)
     for (const client of this.clients.keys()) if (client !== origin) client.send(frame)

@@ -58,6 +58,27 @@ export class UpdateProbe {
     return { kind: 'pending' }
   }
 
+  /**
+   * True when the update carries new structs that continue, with no clock gap, what the probe
+   * holds of each of their clients: what a typing client sends. Such an update is no no-op and
+   * has no gap, so it may be proven by applying it without a whole inspection first (a missing
+   * origin still shows as pending). Bytes that do not parse are for the whole inspection to refuse.
+   */
+  extendsClocks(update: Uint8Array): boolean {
+    let meta
+    try {
+      meta = Y.parseUpdateMeta(update)
+    } catch {
+      return false // not parseable: the whole inspection refuses it, with its reason
+    }
+    if (meta.from.size === 0) return false
+    for (const [client, first] of meta.from) {
+      const state = Y.getState(this.probe.store, client)
+      if (first > state || (meta.to.get(client) ?? 0) <= state) return false
+    }
+    return true
+  }
+
   /** True when the probe already holds everything in the update: it is in the room doc or on its way there. */
   holdsAll(shape: UpdateShape): boolean {
     return isAlreadyApplied(shape, this.probe)
