@@ -41,8 +41,10 @@ export interface EdgeOptions {
   publishAckTimeoutMs: number
   /** Publish attempts before the room resyncs its clients. Default 5. */
   publishAttempts: number
-  /** Longest an update waits for others to share its stream message (publisher.ts); 0 = next tick. Default 5. */
+  /** Longest an update waits for others to share its stream message (publisher.ts); 0 = next tick. Default 30. */
   publishLingerMs?: number | undefined
+  /** Updates that make a lane publish without waiting out publishLingerMs. Default 6. */
+  publishBatchTarget?: number | undefined
   /** Most updates per stream message. Default 512. */
   publishMaxBatchUpdates?: number | undefined
   /** Most update bytes per stream message. Default 1 MiB (capped by max_payload). */
@@ -94,6 +96,7 @@ export class Edge {
       ackTimeoutMs: opts.publishAckTimeoutMs,
       attempts: opts.publishAttempts,
       ...(opts.publishLingerMs !== undefined ? { lingerMs: opts.publishLingerMs } : {}),
+      ...(opts.publishBatchTarget !== undefined ? { batchTarget: opts.publishBatchTarget } : {}),
       ...(opts.publishMaxBatchUpdates !== undefined ? { maxBatchUpdates: opts.publishMaxBatchUpdates } : {}),
       ...(opts.publishMaxBatchBytes !== undefined ? { maxBatchBytes: opts.publishMaxBatchBytes } : {}),
     })

@@ -20,19 +20,24 @@ export interface PublisherOptions {
   /** Attempts on timeout / no responders before giving up; the batch's msg id makes retries safe. Default 5. */
   attempts: number
   /**
-   * How long updates gather before their lanes publish, together: each lane sends at most one
-   * batch per linger (and one at a time). Longer: fewer, fuller messages (less CPU in nats-server,
-   * edge and core); shorter: less fanout latency. 0 = the next turn of the event loop. Default 10.
+   * Longest an update waits for company before its lane publishes (a lane with `batchTarget`
+   * updates goes sooner). Longer: fewer, fuller messages — less CPU in nats-server, edge and core
+   * per update — at light load; it bounds the fanout latency batching adds. 0 = the next turn
+   * of the event loop. Default 30.
    */
   lingerMs: number
+  /** Updates that make a lane publish without waiting out `lingerMs`. Default 6. */
+  batchTarget: number
   /** Most updates in one stream message. Default 512 (at most MAX_BATCH_UPDATES). */
   maxBatchUpdates: number
   /** Most bytes of updates in one stream message (one larger update still goes alone). Default 1 MiB, capped by max_payload. */
   maxBatchBytes: number
 }
 
-export const PUBLISHER_DEFAULTS = { ackTimeoutMs: 2_000, attempts: 5, lingerMs: 10, maxBatchUpdates: 512, maxBatchBytes: 1024 * 1024 } as const
+export const PUBLISHER_DEFAULTS = { ackTimeoutMs: 2_000, attempts: 5, lingerMs: 30, batchTarget: 6, maxBatchUpdates: 512, maxBatchBytes: 1024 * 1024 } as const
 
+/** How often lingering lanes are looked at; lanes released together share one socket write. */
+const LINGER_TICK_MS = 5
 /** Room for the Nats-Msg-Id header and its framing on top of the batch. */
 const HEADERS_MARGIN_BYTES = 1024
 /** Upper bound of the msgpack framing of one update in a batch (keys, lengths, ingestTs). */
@@ -48,6 +53,8 @@ const utf8 = new TextDecoder()
 /** One client update waiting for its stream ack. */
 interface QueuedUpdate extends BatchedUpdate {
   bytes: number
+  /** When it joined its lane's queue (Date.now()). */
+  queuedAtMs: number
   resolve: () => void
   reject: (err: PublishError) => void
 }
@@ -115,6 +122,7 @@ export class UpdatePublisher {
     this.opts = { ...PUBLISHER_DEFAULTS, ...opts }
     if (!(this.opts.maxBatchUpdates >= 1 && this.opts.maxBatchUpdates <= MAX_BATCH_UPDATES)) throw new RangeError(`maxBatchUpdates must be 1..${MAX_BATCH_UPDATES}, got ${this.opts.maxBatchUpdates}`)
     if (!(this.opts.lingerMs >= 0)) throw new RangeError(`lingerMs must be >= 0, got ${this.opts.lingerMs}`)
+    if (!(this.opts.batchTarget >= 1)) throw new RangeError(`batchTarget must be >= 1, got ${this.opts.batchTarget}`)
     this.replyPrefix = `${inboxPrefixOf(nc) ?? '_INBOX'}.${this.publisherId}.`
     this.sub = nc.subscribe(`${this.replyPrefix}*`, {
       callback: (err, msg) => {
@@ -136,7 +144,7 @@ export class UpdatePublisher {
     const partition = editPartitionOf(docId)
     const lane = this.lane(tenant, partition)
     return new Promise<void>((resolve, reject) => {
-      lane.queue.push({ docId, userId, update, ingestTs, bytes, resolve, reject })
+      lane.queue.push({ docId, userId, update, ingestTs, bytes, queuedAtMs: Date.now(), resolve, reject })
       lane.queuedBytes += bytes
       this.schedule(lane)
     })
@@ -170,9 +178,10 @@ export class UpdatePublisher {
   }
 
   /**
-   * Sends now when the lane is idle and a batch is full; else the lane lingers for company. One
-   * linger for all lanes: the lanes it releases publish together, which nats.js writes to the
-   * socket at once (a socket write costs more than the publishes in it).
+   * Sends now when the lane is idle and a batch is full; else the lane lingers for company until
+   * it has `batchTarget` updates or its oldest has waited `lingerMs`. One timer for all lanes: the
+   * lanes a tick releases publish together, which nats.js writes to the socket at once (a socket
+   * write costs more than the publishes in it).
    */
   private schedule(lane: Lane): void {
     if (lane.inFlight) return // sent when the batch in flight settles
@@ -181,14 +190,21 @@ export class UpdatePublisher {
       return
     }
     this.lingering.add(lane)
-    if (this.linger) return
+    this.armLinger()
+  }
+
+  private armLinger(): void {
+    if (this.linger || this.lingering.size === 0) return
     const fire = () => {
       this.linger = null
-      const lanes = [...this.lingering]
-      this.lingering.clear()
-      for (const l of lanes) this.sendNext(l)
+      const now = Date.now()
+      for (const lane of [...this.lingering]) {
+        const oldest = lane.queue[0]
+        if (!oldest || lane.queue.length >= this.opts.batchTarget || now - oldest.queuedAtMs >= this.opts.lingerMs) this.sendNext(lane)
+      }
+      this.armLinger()
     }
-    this.linger = this.opts.lingerMs === 0 ? setImmediate(fire) : setTimeout(fire, this.opts.lingerMs)
+    this.linger = this.opts.lingerMs === 0 ? setImmediate(fire) : setTimeout(fire, Math.min(LINGER_TICK_MS, this.opts.lingerMs))
   }
 
   /** Cuts the next batch off the lane's queue and sends it. */

@@ -40,6 +40,18 @@ async function tenantStream(tenant: string) {
   }
 }
 
+t.test('edge - a lane goes as soon as it holds batchTarget updates, without waiting out its linger', async (t) => {
+  const { p } = publisher({ lingerMs: 60_000, batchTarget: 3 })
+  const stream = await tenantStream('acme')
+  const before = await stream.messages()
+  const docs = docsOfOnePartition('target', 3)
+  const started = Date.now()
+  const acked = Promise.all(docs.map((docId, i) => p.publish('acme', docId, 'u', edit(`t${i}`, 700 + i))))
+  const waited = await Promise.race([acked.then(() => Date.now() - started), new Promise<null>((r) => setTimeout(() => r(null), 10_000))])
+  t.ok(waited !== null && waited < 10_000, `three updates acked after ${waited} ms, not after the 60 s linger`)
+  t.equal((await stream.messages()) - before, 1, 'in one stream message')
+})
+
 t.test('edge - updates of several documents of one partition published together go out as one stream message', async (t) => {
   const { p, metrics } = publisher({ lingerMs: 20 })
   const stream = await tenantStream('acme')
