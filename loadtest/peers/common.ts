@@ -99,3 +99,16 @@ export function quantile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!
 }
+
+/** Asks a peer server's launcher (over IPC) for what its storage holds of `docs`: [doc, time, update hex]. */
+export function storedOverIpc(child: ChildProcess, docs: string[]): Promise<[string, number, string][]> {
+  return new Promise((resolve, reject) => {
+    const on = (m: { t: string; stored: [string, number, string][] }) => {
+      if (m?.t !== 'stored') return
+      child.off('message', on)
+      resolve(m.stored)
+    }
+    child.on('message', on)
+    child.send({ t: 'stored', docs }, (err) => err && reject(err))
+  })
+}

@@ -9,7 +9,7 @@ import * as Y from 'yjs'
 import { startPostgres } from '../../scripts/lib/postgres.ts'
 import { descendants } from '../proc-stats.ts'
 import type { EditSample, RunningSystem, StartOptions } from '../systems.ts'
-import { freePorts, persistedFrom, stopTree, tempDir, waitHealthy } from './common.ts'
+import { freePorts, persistedFrom, stopTree, tempDir, storedOverIpc, waitHealthy } from './common.ts'
 
 const SERVER = fileURLToPath(new URL('./hocuspocus-server.ts', import.meta.url))
 const VERSION = (JSON.parse(readFileSync(fileURLToPath(new URL('../../node_modules/@hocuspocus/server/package.json', import.meta.url)), 'utf8')) as { version: string }).version
@@ -41,16 +41,7 @@ export async function startHocuspocus(options: StartOptions): Promise<RunningSys
     await stop()
     throw err
   }
-  const stored = (docs: string[]) =>
-    new Promise<[string, number, string][]>((resolve, reject) => {
-      const on = (m: { t: string; stored: [string, number, string][] }) => {
-        if (m?.t !== 'stored') return
-        child.off('message', on)
-        resolve(m.stored)
-      }
-      child.on('message', on)
-      child.send({ t: 'stored', docs }, (err) => err && reject(err))
-    })
+  const stored = (docs: string[]) => storedOverIpc(child, docs)
   return {
     name: 'Hocuspocus',
     // Default debounce: the state is stored 2 s after the last change, at the latest 10 s after the first.

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { descendants } from '../proc-stats.ts'
 import type { EditSample, RunningSystem, StartOptions } from '../systems.ts'
-import { freePorts, persistedFrom, sampleKey, stopTree, storedTimes, tempDir, waitHealthy } from './common.ts'
+import { freePorts, persistedFrom, sampleKey, stopTree, storedTimes, tempDir, storedOverIpc, waitHealthy } from './common.ts'
 
 const LAUNCHER = fileURLToPath(new URL('./ywebsocket-server.cjs', import.meta.url))
 /** How long persistedLatency waits for LevelDB to hold every sample. */
@@ -34,16 +34,7 @@ export async function startYWebsocket(options: StartOptions): Promise<RunningSys
     throw err
   }
   /** Every write of the docs asked for that LevelDB has completed. */
-  const stored = (docs: string[]) =>
-    new Promise<[string, number, string][]>((resolve, reject) => {
-      const on = (m: { t: string; stored: [string, number, string][] }) => {
-        if (m?.t !== 'stored') return
-        child.off('message', on)
-        resolve(m.stored)
-      }
-      child.on('message', on)
-      child.send({ t: 'stored', docs }, (err) => err && reject(err))
-    })
+  const stored = (docs: string[]) => storedOverIpc(child, docs)
   return {
     name: 'y-websocket reference',
     label: 'y-websocket reference (LevelDB, every update)',

@@ -75,13 +75,7 @@ t.test('edge - a batch whose ack times out is resent with the same msg id and st
   const { p, metrics } = publisher({ ackTimeoutMs: 300, attempts: 50, lingerMs: 0 })
   const stream = await tenantStream('acme')
   const before = await stream.messages()
-  const natsPid = stack.nats.process.pid!
-  process.kill(natsPid, 'SIGSTOP')
-  let paused = true
-  const resume = () => {
-    if (paused) process.kill(natsPid, 'SIGCONT')
-    paused = false
-  }
+  const resume = stack.pauseNats()
   t.teardown(resume)
 
   const published = p.publish('acme', 'retried', 'writer', edit('once', 7))

@@ -48,6 +48,8 @@ export interface Stack {
   process(service: 'edge' | 'core', port?: number): Promise<ServiceProcess>
   /** Stops nats-server with `signal` (SIGKILL: a crash) and starts it again on the same store and port. */
   restartNats(signal: NodeJS.Signals): Promise<void>
+  /** Freezes nats-server (SIGSTOP); returns the resume (SIGCONT, once), also run at teardown by the caller. */
+  pauseNats(): () => void
   /** Stops PostgreSQL with `signal` and starts it again on the same cluster and port. */
   restartPostgres(signal: NodeJS.Signals): Promise<void>
   /** A NATS connection for the test itself; the service `edge` user unless told otherwise. */
@@ -185,6 +187,15 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     async restartNats(signal) {
       await terminate(stack.nats.process, signal)
       stack.nats = await startNatsServer(natsOptions)
+    },
+    pauseNats() {
+      const pid = stack.nats.process.pid!
+      process.kill(pid, 'SIGSTOP')
+      let paused = true
+      return () => {
+        if (paused) process.kill(pid, 'SIGCONT')
+        paused = false
+      }
     },
     async restartPostgres(signal) {
       await terminate(stack.pg.process, signal)
