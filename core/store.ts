@@ -51,11 +51,6 @@ export interface Batch {
 
 const buf = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 
-export async function readCheckpoint(c: pg.ClientBase, consumer: string): Promise<number> {
-  const r = await c.query<{ stream_seq: string }>('SELECT stream_seq FROM consumer_checkpoints WHERE consumer = $1', [consumer])
-  return r.rows[0] ? Number(r.rows[0].stream_seq) : 0
-}
-
 /** The consumer's checkpoint and the highest stream sequence it ever committed (0, 0: none). */
 export async function readCheckpointRange(c: pg.ClientBase | pg.Pool, consumer: string): Promise<{ checkpoint: number; maxSeq: number }> {
   const r = await c.query<{ stream_seq: string; max_seq: string }>('SELECT stream_seq, max_seq FROM consumer_checkpoints WHERE consumer = $1', [consumer])
@@ -210,6 +205,3 @@ function concatenated(parts: Uint8Array[]): { blob: Buffer; offsets: number[]; l
   }
   return { blob: Buffer.concat(parts), offsets, lengths: parts.map((p) => p.byteLength) }
 }
-
-/** One batch alone (tests, tools): commitBatches of one. */
-export const commitBatch = (c: pg.ClientBase, b: Batch) => commitBatches(c, [b])
