@@ -180,8 +180,24 @@ export class PartitionWorker {
   private async drain(lease: PartitionLease): Promise<void> {
     while (this.queue.length > 0) {
       lease.check()
-      await this.processBatch(lease, this.queue.splice(0, this.options.maxBatch))
+      await this.processBatch(lease, this.queue.splice(0, this.batchLength()))
     }
+  }
+
+  /**
+   * Messages for the next batch: at most maxBatch, and no more than MAX_BATCH_BYTES of them (at
+   * least one) — a message may carry hundreds of updates, and a backlog must not grow into one
+   * statement that outlives the lease session's statement timeout, again at every retry.
+   */
+  private batchLength(): number {
+    let bytes = 0
+    let n = 0
+    for (const m of this.queue) {
+      if (n === this.options.maxBatch || (n > 0 && bytes + m.data.length > MAX_BATCH_BYTES)) break
+      bytes += m.data.length
+      n++
+    }
+    return n
   }
 
   private async processBatch(lease: PartitionLease, msgs: JsMsg[]): Promise<void> {
@@ -296,6 +312,9 @@ export class PartitionWorker {
     })
   }
 }
+
+/** Stream bytes one partition batch takes at most (about 5,000 typed characters). */
+const MAX_BATCH_BYTES = 256 * 1024
 
 /** Acks of a partition go out at most this often (each covers every delivery before it). */
 const ACK_INTERVAL_MS = 100

@@ -63,10 +63,27 @@ t.test('core - the batches of many partitions commit together (group commit on t
   const docs = Array.from({ length: EDIT_PARTITIONS }, (_, p) => docsOf(p, 'group', 1)[0]!)
   // Queued while no core runs, so every partition has work the moment the core starts.
   for (const [i, docId] of docs.entries()) await publishEdit(js, 'acme', docId, edit(`p${i}`, 100 + i))
-  await stack.core()
+  const core = await stack.core()
+  t.teardown(() => core.stop())
   await until('every partition committed its edit', async () => (await opRows(docs)) === docs.length)
   // One doc per partition: the docs a transaction (xmin) wrote are the partitions it committed.
   const r = await stack.db.query('SELECT count(DISTINCT doc_id)::int AS partitions FROM op_log WHERE doc_id = ANY($1) GROUP BY xmin::text ORDER BY 1 DESC', [docs])
   const sizes = r.rows.map((row) => row.partitions as number)
   t.ok(sizes[0]! >= 2, `${EDIT_PARTITIONS} partitions committed in ${sizes.length} transactions, of ${sizes.join(', ')} partitions each`)
+})
+
+t.test('core - a backlog of big batch messages is committed in bounded transactions, not one statement', async (t) => {
+  const docs = docsOf(5, 'backlog', 50)
+  const messages = 30
+  const perMessage = 500
+  let clientID = 10_000
+  for (let m = 0; m < messages; m++) {
+    const updates = Array.from({ length: perMessage }, (_, i) => ({ docId: docs[i % docs.length]!, userId: 'u', update: edit(`m${m}u${i}`, clientID++), ingestTs: Date.now() }))
+    await js.publish(editBatchSubject('acme', 5), encodeBatch({ v: 2, tenant: 'acme', partition: 5, edgeId: 'test-edge', updates }), { msgID: editBatchMsgId('acme', 'backlog', m) })
+  }
+  // Queued while no core runs (the previous test's core stopped): this one starts on the backlog.
+  await stack.core()
+  await until('the whole backlog committed', async () => (await opRows(docs)) === messages * perMessage, 60_000)
+  const r = await stack.db.query('SELECT count(*)::int AS n FROM op_log WHERE doc_id = ANY($1) GROUP BY xmin::text ORDER BY 1 DESC LIMIT 1', [docs])
+  t.ok(r.rows[0].n < (messages * perMessage) / 2, `largest transaction: ${r.rows[0].n} of ${messages * perMessage} rows`)
 })
