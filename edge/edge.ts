@@ -45,6 +45,8 @@ export interface EdgeOptions {
   publishLingerMs?: number | undefined
   /** Updates that make a lane publish without waiting out publishLingerMs. Default 6. */
   publishBatchTarget?: number | undefined
+  /** Below this many stream messages per second lanes do not linger. Default 200. */
+  publishBusyMessagesPerS?: number | undefined
   /** Most updates per stream message. Default 512. */
   publishMaxBatchUpdates?: number | undefined
   /** Most update bytes per stream message. Default 1 MiB (capped by max_payload). */
@@ -97,6 +99,7 @@ export class Edge {
       attempts: opts.publishAttempts,
       ...(opts.publishLingerMs !== undefined ? { lingerMs: opts.publishLingerMs } : {}),
       ...(opts.publishBatchTarget !== undefined ? { batchTarget: opts.publishBatchTarget } : {}),
+      ...(opts.publishBusyMessagesPerS !== undefined ? { busyMessagesPerS: opts.publishBusyMessagesPerS } : {}),
       ...(opts.publishMaxBatchUpdates !== undefined ? { maxBatchUpdates: opts.publishMaxBatchUpdates } : {}),
       ...(opts.publishMaxBatchBytes !== undefined ? { maxBatchBytes: opts.publishMaxBatchBytes } : {}),
     })

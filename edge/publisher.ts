@@ -20,24 +20,32 @@ export interface PublisherOptions {
   /** Attempts on timeout / no responders before giving up; the batch's msg id makes retries safe. Default 5. */
   attempts: number
   /**
-   * Longest an update waits for company before its lane publishes (a lane with `batchTarget`
-   * updates goes sooner). Longer: fewer, fuller messages — less CPU in nats-server, edge and core
-   * per update — at light load; it bounds the fanout latency batching adds. 0 = the next turn
-   * of the event loop. Default 30.
+   * Longest an update waits for company before its lane publishes, while the edge is busy (a
+   * lane with `batchTarget` updates goes sooner; below `busyMessagesPerS` at the next 5 ms tick).
+   * Longer: fewer, fuller messages — less CPU in nats-server, edge and core per update; it bounds
+   * the fanout latency batching adds. 0 = the next turn of the event loop. Default 30.
    */
   lingerMs: number
   /** Updates that make a lane publish without waiting out `lingerMs`. Default 6. */
   batchTarget: number
+  /**
+   * Below this many messages per second lanes do not linger (updates go at the next 5 ms tick):
+   * an idle edge saves little by batching, and a lone typist's co-editors see the edit sooner.
+   * Default 200.
+   */
+  busyMessagesPerS: number
   /** Most updates in one stream message. Default 512 (at most MAX_BATCH_UPDATES). */
   maxBatchUpdates: number
   /** Most bytes of updates in one stream message (one larger update still goes alone). Default 1 MiB, capped by max_payload. */
   maxBatchBytes: number
 }
 
-export const PUBLISHER_DEFAULTS = { ackTimeoutMs: 2_000, attempts: 5, lingerMs: 30, batchTarget: 6, maxBatchUpdates: 512, maxBatchBytes: 1024 * 1024 } as const
+export const PUBLISHER_DEFAULTS = { ackTimeoutMs: 2_000, attempts: 5, lingerMs: 30, batchTarget: 6, busyMessagesPerS: 200, maxBatchUpdates: 512, maxBatchBytes: 1024 * 1024 } as const
 
 /** How often lingering lanes are looked at; lanes released together share one socket write. */
 const LINGER_TICK_MS = 5
+/** Over how long the publisher's message rate is measured (busyMessagesPerS). */
+const RATE_WINDOW_MS = 250
 /** Room for the Nats-Msg-Id header and its framing on top of the batch. */
 const HEADERS_MARGIN_BYTES = 1024
 /** Upper bound of the msgpack framing of one update in a batch (keys, lengths, ingestTs). */
@@ -109,6 +117,11 @@ export class UpdatePublisher {
   /** Idle lanes with updates waiting for the shared linger to end. */
   private readonly lingering = new Set<Lane>()
   private linger: NodeJS.Timeout | NodeJS.Immediate | null = null
+  /** Messages sent in the current rate window, and when the window started. */
+  private windowSends = 0
+  private windowStartMs = 0
+  /** Messages per second in the last full window. */
+  private messagesPerS = 0
   private batchCount = 0
   private readonly opts: PublisherOptions
 
@@ -198,9 +211,10 @@ export class UpdatePublisher {
     const fire = () => {
       this.linger = null
       const now = Date.now()
+      const busy = this.messagesPerS >= this.opts.busyMessagesPerS
       for (const lane of [...this.lingering]) {
         const oldest = lane.queue[0]
-        if (!oldest || lane.queue.length >= this.opts.batchTarget || now - oldest.queuedAtMs >= this.opts.lingerMs) this.sendNext(lane)
+        if (!busy || !oldest || lane.queue.length >= this.opts.batchTarget || now - oldest.queuedAtMs >= this.opts.lingerMs) this.sendNext(lane)
       }
       this.armLinger()
     }
@@ -230,6 +244,7 @@ export class UpdatePublisher {
       updates: updates.map(({ docId, userId, update, ingestTs }) => ({ docId, userId, update, ingestTs })),
     })
     const batch: Batch = { lane, token: String(n), msgId: editBatchMsgId(lane.tenant, this.publisherId, n), payload, updates, attempt: 0, deadline: 0 }
+    this.countSend()
     lane.inFlight = batch
     this.pending.set(batch.token, batch)
     this.metrics.publishBatchUpdates.observe(updates.length)
@@ -300,6 +315,17 @@ export class UpdatePublisher {
     const { lane } = batch
     if (lane.inFlight === batch) lane.inFlight = null
     if (lane.queue.length > 0) this.schedule(lane)
+  }
+
+  private countSend(): void {
+    const now = Date.now()
+    if (now - this.windowStartMs >= RATE_WINDOW_MS) {
+      // A window with nothing sent after a long pause counts as idle.
+      this.messagesPerS = now - this.windowStartMs < 2 * RATE_WINDOW_MS ? (this.windowSends * 1000) / RATE_WINDOW_MS : 0
+      this.windowStartMs = now
+      this.windowSends = 0
+    }
+    this.windowSends++
   }
 
   private ensureSweeper(): void {

@@ -41,7 +41,7 @@ async function tenantStream(tenant: string) {
 }
 
 t.test('edge - a lane goes as soon as it holds batchTarget updates, without waiting out its linger', async (t) => {
-  const { p } = publisher({ lingerMs: 60_000, batchTarget: 3 })
+  const { p } = publisher({ lingerMs: 60_000, batchTarget: 3, busyMessagesPerS: 0 }) // always busy: lanes linger
   const stream = await tenantStream('acme')
   const before = await stream.messages()
   const docs = docsOfOnePartition('target', 3)
@@ -50,6 +50,13 @@ t.test('edge - a lane goes as soon as it holds batchTarget updates, without wait
   const waited = await Promise.race([acked.then(() => Date.now() - started), new Promise<null>((r) => setTimeout(() => r(null), 10_000))])
   t.ok(waited !== null && waited < 10_000, `three updates acked after ${waited} ms, not after the 60 s linger`)
   t.equal((await stream.messages()) - before, 1, 'in one stream message')
+})
+
+t.test('edge - an idle publisher does not linger: a lone update goes at the next tick', async (t) => {
+  const { p } = publisher({ lingerMs: 60_000, batchTarget: 100 })
+  const started = Date.now()
+  const waited = await Promise.race([p.publish('acme', 'lone-typist', 'u', edit('x', 800)).then(() => Date.now() - started), new Promise<null>((r) => setTimeout(() => r(null), 10_000))])
+  t.ok(waited !== null && waited < 10_000, `acked after ${waited} ms, not after the 60 s linger`)
 })
 
 t.test('edge - updates of several documents of one partition published together go out as one stream message', async (t) => {
