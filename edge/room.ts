@@ -117,9 +117,10 @@ export class Room {
       o.nc.subscribe(ServiceSubjects.room(o.tenant, o.docId), {
         callback: (err, msg) => {
           if (err) return
-          // noEcho: a question on this subject comes from a room on another edge.
+          // noEcho: a question on this subject comes from a room on another edge. It is answered
+          // even while this room still loads (what it holds is durable, maybe not all yet), so the
+          // asker learns that this edge holds the document too and fans its updates out to it.
           this.fanLink.peerSeen()
-          if (!this.ready) return
           try {
             respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(this.state.current()) })
           } catch (err) {
