@@ -98,7 +98,7 @@ export class Room {
     })
     this.state = new RoomDoc(
       {
-        integrated: (update, origin) => this.integrated(update, origin),
+        integrated: (update, origin) => this.sendToOthers(update, origin),
         broken: (err, source) => {
           this.o.metrics.roomApplyFailures.inc({ source })
           this.o.log.error({ err, tenant: o.tenant, docId: o.docId, source }, 'update did not apply to the room doc; room closed so clients reload it')
@@ -345,8 +345,7 @@ export class Room {
   private acked(client: RoomClient, update: Uint8Array): void {
     this.fanLink.sendUpdate(update)
     if (this.closed || !this.state.acked(update, client)) return
-    const frame = updateMessage(update)
-    for (const other of this.clients.keys()) if (other !== client) other.send(frame)
+    this.sendToOthers(update, client)
   }
 
   private publishFailed(client: RoomClient, update: Uint8Array, err: unknown): void {
@@ -376,8 +375,8 @@ export class Room {
     this.o.log.error({ tenant: this.o.tenant, docId: this.o.docId, source, reason: poisoned }, 'update from a trusted source does not apply; skipped')
   }
 
-  /** What an apply integrated into the room doc: to every client but its origin. */
-  private integrated(update: Uint8Array, origin: unknown): void {
+  /** An update the clients may lack (acked, or integrated into the room doc): to every client but its origin. */
+  private sendToOthers(update: Uint8Array, origin: unknown): void {
     if (!this.ready) return
     const frame = updateMessage(update)
     for (const client of this.clients.keys()) if (client !== origin) client.send(frame)
