@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { z } from 'zod'
 import { DocId, TenantId } from './ids.ts'
 import { Bytes, pack, unpack } from './codec.ts'
-import { EDIT_PARTITIONS } from './subjects.ts'
+import { MAX_EDIT_PARTITIONS } from './subjects.ts'
 
 export const ENVELOPE_VERSION = 1
 export const BATCH_VERSION = 2
@@ -41,7 +41,7 @@ export const EditBatch = z.object({
   v: z.literal(BATCH_VERSION),
   tenant: TenantId,
   /** editPartitionOf of every update's document. */
-  partition: z.number().int().min(0).max(EDIT_PARTITIONS - 1),
+  partition: z.number().int().min(0).max(MAX_EDIT_PARTITIONS - 1),
   edgeId: z.string().min(1).max(128),
   updates: z.array(BatchedUpdate).min(1).max(MAX_BATCH_UPDATES),
 })

@@ -1,4 +1,4 @@
-import { EDIT_PARTITIONS, editPartitionFilter } from './subjects.ts'
+import { editPartitionFilter } from './subjects.ts'
 
 
 /** Window within which a republished Nats-Msg-Id is dropped by JetStream. */
@@ -15,8 +15,8 @@ export function coreConsumerName(partition: number): string {
   return `core-p${String(partition).padStart(2, '0')}`
 }
 
-export const corePartitions = (): { partition: number; durable: string; filter: string }[] =>
-  Array.from({ length: EDIT_PARTITIONS }, (_, partition) => ({
+export const corePartitions = (partitions: number): { partition: number; durable: string; filter: string }[] =>
+  Array.from({ length: partitions }, (_, partition) => ({
     partition,
     durable: coreConsumerName(partition),
     filter: editPartitionFilter(partition),

@@ -1,26 +1,32 @@
 import { TenantId, docKey, docIdFromKey } from './ids.ts'
 
 /**
- * Every edit stream is split into this many partitions by nats-server itself (an account
- * mapping hashes the doc token), so one document always lands in one partition and one
- * core worker sees it in order. Changing it reshuffles documents: drain the streams first.
+ * Edits are split into partitions (DOCFLOW_EDIT_PARTITIONS), so one document always lands in one
+ * partition and one core worker sees it in order. The count is fixed when a deployment is first
+ * provisioned (the tenant registry and core's database record it): a partition is the unit core
+ * processes share, so production wants many (helm: 32), while every edge batches each
+ * partition's updates apart, so one machine wants few (fewer, larger stream messages). Changing it later would
+ * reshuffle documents across partitions.
  */
-export const EDIT_PARTITIONS = 16
+export const DEFAULT_EDIT_PARTITIONS = 4
+/** Upper bound of DOCFLOW_EDIT_PARTITIONS: one durable consumer and one lease per partition. */
+export const MAX_EDIT_PARTITIONS = 256
+export const EDIT_PARTITIONS_VAR = 'DOCFLOW_EDIT_PARTITIONS'
 
 /**
- * The partition of a document: FNV-1a (32 bit) of its doc key modulo EDIT_PARTITIONS — the hash
+ * The partition of a document: FNV-1a (32 bit) of its doc key modulo `partitions` — the hash
  * nats-server's `{{partition(n,1)}}` mapping applies to the same token, so an update published
  * to editIngestSubject and a batch an edge addressed itself (editBatchSubject) land in one
  * partition (test/tenancy/aggregate.test.ts checks it against the server).
  */
-export function editPartitionOf(docId: string): number {
+export function editPartitionOf(docId: string, partitions: number): number {
   const key = docKey(docId)
   let h = 0x811c9dc5
   for (let i = 0; i < key.length; i++) {
     h ^= key.charCodeAt(i) // doc keys are ASCII
     h = Math.imul(h, 0x01000193) >>> 0
   }
-  return h % EDIT_PARTITIONS
+  return h % partitions
 }
 
 /** Last token of a batch's subject; never a doc key (docIdFromKey refuses a lowercase escape). */
@@ -74,23 +80,23 @@ export function parseEditSubject(subject: string): StoredEditSubject {
   }
   const tenant = TenantId.parse(parts[1])
   const partition = Number(parts[3])
-  if (!Number.isInteger(partition) || partition < 0 || partition >= EDIT_PARTITIONS || parts[3] !== String(partition)) {
+  if (!Number.isInteger(partition) || partition < 0 || partition >= MAX_EDIT_PARTITIONS || parts[3] !== String(partition)) {
     throw new Error(`bad partition token in ${subject}`)
   }
   return { tenant, partition, docId: parts[4] === EDIT_BATCH_TOKEN ? null : docIdFromKey(parts[4]!) }
 }
 
 function partitionToken(partition: number): string {
-  if (!Number.isInteger(partition) || partition < 0 || partition >= EDIT_PARTITIONS) {
-    throw new Error(`partition out of range 0..${EDIT_PARTITIONS - 1}: ${partition}`)
+  if (!Number.isInteger(partition) || partition < 0 || partition >= MAX_EDIT_PARTITIONS) {
+    throw new Error(`partition out of range 0..${MAX_EDIT_PARTITIONS - 1}: ${partition}`)
   }
   return String(partition)
 }
 
 /** The tenant-account mapping by which nats-server adds the partition token (hash of the doc token). */
-export function partitionMapping(tenant: string): [from: string, to: string] {
+export function partitionMapping(tenant: string, partitions: number): [from: string, to: string] {
   const t = TenantId.parse(tenant)
-  return [`ten.${t}.ed.*`, `ten.${t}.ed.{{partition(${EDIT_PARTITIONS},1)}}.{{wildcard(1)}}`]
+  return [`ten.${t}.ed.*`, `ten.${t}.ed.{{partition(${partitions},1)}}.{{wildcard(1)}}`]
 }
 
 /** Core-NATS subjects between edges and core; never stored. */

@@ -14,7 +14,7 @@ import type { DeadLetterRow, DocRow, OpRow, StoredDoc } from './store.ts'
 export type DecodedItem = { msg: JsMsg; item: number; edit: EditEnvelope; msgId: string } | { msg: JsMsg; item: number; failure: string; edit?: EditEnvelope }
 
 /** The updates of a stream message; a message that does not decode at all is one failed item. */
-export function decodeMessage(msg: JsMsg): DecodedItem[] {
+export function decodeMessage(msg: JsMsg, partitions: number): DecodedItem[] {
   let edits: EditEnvelope[]
   let subject
   try {
@@ -26,7 +26,7 @@ export function decodeMessage(msg: JsMsg): DecodedItem[] {
   return edits.map((edit, item) => {
     try {
       if (edit.tenant !== subject.tenant || (subject.docId !== null && edit.docId !== subject.docId)) throw new Error('envelope tenant/doc differ from the subject')
-      if (editPartitionOf(edit.docId) !== subject.partition) throw new Error(`document ${JSON.stringify(edit.docId)} is not in partition ${subject.partition}`)
+      if (editPartitionOf(edit.docId, partitions) !== subject.partition) throw new Error(`document ${JSON.stringify(edit.docId)} is not in partition ${subject.partition}`)
       return { msg, item, edit, msgId: editMsgId(edit.tenant, edit.docId, edit.update) }
     } catch (err) {
       return { msg, item, failure: decodeFailureReason(err), edit }

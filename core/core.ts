@@ -9,7 +9,7 @@ import type { TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
 import { createCoreMetrics, type CoreMetrics } from './metrics.ts'
-import { migrate } from './migrate.ts'
+import { fixEditPartitions, migrate } from './migrate.ts'
 import { createReadApi } from './read-api.ts'
 import { serveDocState } from './state-service.ts'
 import { StreamMonitor } from './stream-monitor.ts'
@@ -33,6 +33,8 @@ export interface CoreOptions extends Partial<LeaseTiming> {
   tokens: TokenPolicy
   /** Stream the partition consumers read (AGG; created by provisioning). */
   stream: string
+  /** Partitions of the deployment (DOCFLOW_EDIT_PARTITIONS); the database keeps the count it was first used with. */
+  editPartitions: number
   /** Most messages per partition per transaction. Default 512. */
   maxBatch: number
   /** A document's state is rewritten once this many ops gathered in the op log since the last. Default 256. */
@@ -88,6 +90,7 @@ export class Core {
     try {
       const applied = await migrate(client)
       if (applied.length > 0) this.log.info({ applied }, 'migrations applied')
+      await fixEditPartitions(client, this.o.editPartitions)
     } finally {
       client.release()
     }
@@ -98,7 +101,7 @@ export class Core {
     const timing = { leaseTtlMs: this.o.leaseTtlMs ?? DEFAULT_LEASE_TIMING.leaseTtlMs, leaseRenewMs: this.o.leaseRenewMs ?? DEFAULT_LEASE_TIMING.leaseRenewMs }
     this.leaseProbe = new LeaseProbe({ databaseUrl: this.o.databaseUrl, leaseRetryMs: this.o.leaseRetryMs, ...timing }, this.log, this.metrics)
     this.leases = new LeaseHolder(this.o.databaseUrl, timing)
-    for (const p of corePartitions()) {
+    for (const p of corePartitions(this.o.editPartitions)) {
       const onHoleCheck = (hole: StreamHole | null) => this.holeChecked(p.partition, hole)
       const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck }, js, jsm, this.leases, this.leaseProbe, this.pool, this.log, this.metrics)
       this.workers.push(worker)

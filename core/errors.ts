@@ -33,3 +33,8 @@ export class StreamHoleError extends Error {
   }
 }
 export const isStreamHoleError = (e: unknown): e is StreamHoleError => e instanceof StreamHoleError
+
+/** Core's configuration contradicts what its database was first used with; it must not start. */
+export class DeploymentMismatchError extends Error {
+  override name = 'DeploymentMismatchError'
+}

@@ -1,12 +1,13 @@
 import { hostname } from 'node:os'
 import { z } from 'zod'
-import { AGG_STREAM, ServiceUser, serviceInboxPrefix } from '../contracts/mod.ts'
-import { JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { AGG_STREAM, EDIT_PARTITIONS_VAR, ServiceUser, serviceInboxPrefix } from '../contracts/mod.ts'
+import { EditPartitions, JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
 import { tokenPolicy } from '../runtime/jwt.ts'
 import { createLogger } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
 import { drainOnSignal } from '../runtime/shutdown.ts'
 import { Core } from './core.ts'
+import { DeploymentMismatchError } from './errors.ts'
 
 const Config = z.object({
   port: Port.default(8081),
@@ -19,6 +20,7 @@ const Config = z.object({
   databaseUrl: z.string().min(1, 'required (postgres://...)'),
   ...JwtConfig,
   stream: z.string().default(AGG_STREAM),
+  editPartitions: EditPartitions,
   maxBatch: PositiveInt.default(512),
   maxDocs: PositiveInt.default(2_000),
   compactEveryOps: PositiveInt.default(256),
@@ -43,6 +45,7 @@ const config = loadConfigOrExit(Config, {
   databaseUrl: 'DATABASE_URL',
   ...JWT_VARS,
   stream: 'CORE_STREAM',
+  editPartitions: EDIT_PARTITIONS_VAR,
   maxBatch: 'CORE_MAX_BATCH',
   maxDocs: 'CORE_MAX_DOCS',
   compactEveryOps: 'CORE_COMPACT_EVERY_OPS',
@@ -56,7 +59,14 @@ const config = loadConfigOrExit(Config, {
 })
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: `core-${hostname()}-${process.pid}`, inboxPrefix: serviceInboxPrefix(ServiceUser.Core) }, log)
 const core = new Core({ ...config, tokens: tokenPolicy(config) }, nc, log)
-const port = await core.start()
+let port: number
+try {
+  port = await core.start()
+} catch (err) {
+  if (!(err instanceof DeploymentMismatchError)) throw err
+  process.stderr.write(`invalid core configuration: ${err.message}\n`)
+  process.exit(2)
+}
 log.info({ port, opsPort: core.opsPort }, 'core listening')
 
 drainOnSignal('core', core, nc, log)

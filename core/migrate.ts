@@ -1,6 +1,7 @@
 import { readFile, readdir } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import type pg from 'pg'
+import { DeploymentMismatchError } from './errors.ts'
 
 const DIR = fileURLToPath(new URL('./migrations/', import.meta.url))
 // Serializes concurrent migrators (several cores starting at once).
@@ -31,4 +32,20 @@ export async function migrate(client: pg.ClientBase): Promise<string[]> {
     await client.query('SELECT pg_advisory_unlock($1)', [LOCK_KEY])
   }
   return applied
+}
+
+/**
+ * Records the partition count on first use and refuses another one later: with a different
+ * count documents would hash to other partitions, whose consumers resume from other checkpoints
+ * and filter on other subjects, so uncommitted edits could be skipped.
+ */
+export async function fixEditPartitions(client: pg.ClientBase, partitions: number): Promise<void> {
+  await client.query("INSERT INTO deployment_settings (name, value) VALUES ('edit_partitions', $1) ON CONFLICT (name) DO NOTHING", [String(partitions)])
+  const { rows } = await client.query<{ value: string; set_at: Date }>("SELECT value, set_at FROM deployment_settings WHERE name = 'edit_partitions'")
+  const fixed = Number(rows[0]!.value)
+  if (fixed !== partitions) {
+    throw new DeploymentMismatchError(
+      `this database's edits are split into ${fixed} partitions (fixed ${rows[0]!.set_at.toISOString()}); DOCFLOW_EDIT_PARTITIONS=${partitions} would move documents to other partitions and could skip uncommitted edits. Set DOCFLOW_EDIT_PARTITIONS=${fixed}.`,
+    )
+  }
 }

@@ -13,6 +13,8 @@ import { resetConsumer, type PartitionConsumer } from './streams.ts'
 
 export interface WorkerOptions extends PartitionConsumer {
   partition: number
+  /** Partitions of the deployment: an update whose document hashes elsewhere is a dead letter. */
+  editPartitions: number
   /** Most messages committed in one transaction. Default 512. */
   maxBatch: number
   /** A document's state is rewritten once this many ops gathered in the op log since the last. Default 256. */
@@ -202,7 +204,7 @@ export class PartitionWorker {
 
   private async processBatch(lease: PartitionLease, msgs: JsMsg[]): Promise<void> {
     const deliveries: Delivery[] = msgs.map((m) => ({ delivery: m.info.deliverySequence, streamSeq: m.seq }))
-    const decoded = uniqueBySeq(msgs).flatMap(decodeMessage)
+    const decoded = uniqueBySeq(msgs).flatMap((m) => decodeMessage(m, this.options.editPartitions))
     const maybeCommitted = decoded.filter((d) => d.msg.seq <= this.maxCommitted)
     const committed = await findCommitted(
       this.db,

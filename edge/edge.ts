@@ -39,11 +39,13 @@ export interface EdgeOptions {
   resyncDelayMs: number
   /** JetStream ack timeout per attempt. Default 2_000. */
   publishAckTimeoutMs: number
+  /** Partitions of the deployment (DOCFLOW_EDIT_PARTITIONS, as provisioned). Default DEFAULT_EDIT_PARTITIONS. */
+  editPartitions?: number | undefined
   /** Publish attempts before the room resyncs its clients. Default 5. */
   publishAttempts: number
   /** Longest an update waits for others to share its stream message (publisher.ts); 0 = next tick. Default 30. */
   publishLingerMs?: number | undefined
-  /** Updates that make a lane publish without waiting out publishLingerMs. Default 6. */
+  /** Updates that make a lane publish without waiting out publishLingerMs. Default 24. */
   publishBatchTarget?: number | undefined
   /** Below this many stream messages per second lanes do not linger. Default 200. */
   publishBusyMessagesPerS?: number | undefined
@@ -95,6 +97,7 @@ export class Edge {
     this.maxBufferedBytes = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES
     if (!(this.maxBufferedBytes > 0)) throw new EdgeOptionsError(`maxBufferedBytes must be positive, got ${this.maxBufferedBytes}`)
     this.publisher = new UpdatePublisher(nc, opts.edgeId, this.metrics, log, {
+      ...(opts.editPartitions !== undefined ? { partitions: opts.editPartitions } : {}),
       ackTimeoutMs: opts.publishAckTimeoutMs,
       attempts: opts.publishAttempts,
       ...(opts.publishLingerMs !== undefined ? { lingerMs: opts.publishLingerMs } : {}),

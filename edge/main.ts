@@ -1,8 +1,8 @@
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
-import { ServiceUser, serviceInboxPrefix } from '../contracts/mod.ts'
-import { JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { EDIT_PARTITIONS_VAR, ServiceUser, serviceInboxPrefix } from '../contracts/mod.ts'
+import { EditPartitions, JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
 import { tokenPolicy } from '../runtime/jwt.ts'
 import { createLogger } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
@@ -24,10 +24,11 @@ const Config = z.object({
   maxBufferedBytes: PositiveInt.default(4 * 1024 * 1024),
   stateTimeoutMs: PositiveInt.default(3_000),
   resyncDelayMs: PositiveInt.default(1_500),
+  editPartitions: EditPartitions,
   publishAckTimeoutMs: PositiveInt.default(2_000),
   publishAttempts: PositiveInt.default(5),
   publishLingerMs: z.coerce.number().int().min(0).default(30),
-  publishBatchTarget: PositiveInt.default(6),
+  publishBatchTarget: PositiveInt.default(24),
   publishBusyMessagesPerS: z.coerce.number().int().min(0).default(200),
   publishMaxBatchUpdates: PositiveInt.default(512),
   publishMaxBatchBytes: PositiveInt.default(1024 * 1024),
@@ -51,6 +52,7 @@ const config = loadConfigOrExit(Config, {
   maxBufferedBytes: 'EDGE_MAX_BUFFERED_BYTES',
   stateTimeoutMs: 'EDGE_STATE_TIMEOUT_MS',
   resyncDelayMs: 'EDGE_RESYNC_DELAY_MS',
+  editPartitions: EDIT_PARTITIONS_VAR,
   publishAckTimeoutMs: 'EDGE_PUBLISH_ACK_TIMEOUT_MS',
   publishAttempts: 'EDGE_PUBLISH_ATTEMPTS',
   publishLingerMs: 'EDGE_PUBLISH_LINGER_MS',

@@ -6,6 +6,7 @@ import {
   editBatchMsgId,
   editBatchSubject,
   editPartitionOf,
+  DEFAULT_EDIT_PARTITIONS,
   encodeBatch,
   type BatchedUpdate,
 } from '../contracts/mod.ts'
@@ -15,6 +16,8 @@ import type { EdgeMetrics } from './metrics.ts'
 import { PublishError } from './errors.ts'
 
 export interface PublisherOptions {
+  /** Partitions of the deployment (DOCFLOW_EDIT_PARTITIONS): one lane per tenant and partition. Default DEFAULT_EDIT_PARTITIONS. */
+  partitions: number
   /** Per-attempt JetStream ack timeout. Default 2_000. */
   ackTimeoutMs: number
   /** Attempts on timeout / no responders before giving up; the batch's msg id makes retries safe. Default 5. */
@@ -26,7 +29,7 @@ export interface PublisherOptions {
    * the fanout latency batching adds. 0 = the next turn of the event loop. Default 30.
    */
   lingerMs: number
-  /** Updates that make a lane publish without waiting out `lingerMs`. Default 6. */
+  /** Updates that make a lane publish without waiting out `lingerMs`. Default 24. */
   batchTarget: number
   /**
    * Below this many messages per second lanes do not linger (updates go at the next 5 ms tick):
@@ -40,7 +43,7 @@ export interface PublisherOptions {
   maxBatchBytes: number
 }
 
-export const PUBLISHER_DEFAULTS = { ackTimeoutMs: 2_000, attempts: 5, lingerMs: 30, batchTarget: 6, busyMessagesPerS: 200, maxBatchUpdates: 512, maxBatchBytes: 1024 * 1024 } as const
+export const PUBLISHER_DEFAULTS = { partitions: DEFAULT_EDIT_PARTITIONS, ackTimeoutMs: 2_000, attempts: 5, lingerMs: 30, batchTarget: 24, busyMessagesPerS: 200, maxBatchUpdates: 512, maxBatchBytes: 1024 * 1024 } as const
 
 /** How often lingering lanes are looked at; lanes released together share one socket write. */
 const LINGER_TICK_MS = 5
@@ -154,7 +157,7 @@ export class UpdatePublisher {
       this.metrics.tooBigRejections.inc({ tenant })
       return Promise.reject(new PublishError(`update for ${tenant}/${docId} is ${update.byteLength} bytes; the server takes at most ${limit}`, 'too-big'))
     }
-    const partition = editPartitionOf(docId)
+    const partition = editPartitionOf(docId, this.opts.partitions)
     const lane = this.lane(tenant, partition)
     return new Promise<void>((resolve, reject) => {
       lane.queue.push({ docId, userId, update, ingestTs, bytes, queuedAtMs: Date.now(), resolve, reject })

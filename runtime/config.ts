@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { DEFAULT_EDIT_PARTITIONS, MAX_EDIT_PARTITIONS } from '../contracts/mod.ts'
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -46,6 +47,10 @@ export function loadConfigOrExit<S extends z.ZodObject>(schema: S, vars: Record<
 export const Port = z.coerce.number().int().min(0).max(65_535)
 /** Positive integer from the environment (ms, bytes, counts). */
 export const PositiveInt = z.coerce.number().int().positive()
+
+/** DOCFLOW_EDIT_PARTITIONS: fixed when a deployment is first provisioned (contracts/subjects.ts). */
+export const EditPartitionCount = z.coerce.number().int().min(1).max(MAX_EDIT_PARTITIONS)
+export const EditPartitions = EditPartitionCount.default(DEFAULT_EDIT_PARTITIONS)
 
 /** Dev default for DOCFLOW_JWT_SECRET; production refuses to run with it. */
 export const DEV_JWT_SECRET = 'docflow-dev-secret-do-not-use-in-production'

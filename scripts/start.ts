@@ -2,12 +2,12 @@
 // (unless DATABASE_URL is set), core and edge — with its data under data/. Every part it
 // started is brought back when it dies (backoff, same port and data). SIGTERM or Ctrl-C
 // drains and stops everything it started.
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
-import { Port, loadConfigOrExit } from '../runtime/config.ts'
-import { ServiceUser } from '../contracts/mod.ts'
+import { EditPartitionCount, Port, loadConfigOrExit } from '../runtime/config.ts'
+import { EDIT_PARTITIONS_VAR, ServiceUser } from '../contracts/mod.ts'
 import { natsFiles, startNatsServer } from './lib/nats-server.ts'
 import { Provisioner } from './lib/provisioner.ts'
 import { Registry } from './lib/registry.ts'
@@ -37,6 +37,8 @@ const config = loadConfigOrExit(
     databaseUrl: z.string().optional(),
     /** Extra node flags for edge and core, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` (NODE_OPTIONS refuses --cpu-prof). */
     nodeArgs: z.string().default(''),
+    /** Only for a new data folder: an existing one keeps the count it was provisioned with. */
+    editPartitions: EditPartitionCount.optional(),
   }),
   {
     dataDir: 'DOCFLOW_DATA_DIR',
@@ -49,6 +51,7 @@ const config = loadConfigOrExit(
     coreOpsPort: 'CORE_OPS_PORT',
     databaseUrl: 'DATABASE_URL',
     nodeArgs: 'DOCFLOW_NODE_ARGS',
+    editPartitions: EDIT_PARTITIONS_VAR,
   },
 )
 
@@ -123,7 +126,11 @@ async function supervise(name: string, logFile: string, launch: () => Promise<Ru
 try {
   say('starting nats-server')
   const natsDir = join(config.dataDir, 'nats')
-  const natsOptions = { dir: natsDir, port: config.natsPort, monitorPort: config.natsMonitorPort, ownProcessGroup: true }
+  const provisioned = existsSync(natsFiles(natsDir).registry) ? Registry.open(natsFiles(natsDir).registry).editPartitions : undefined
+  if (provisioned !== undefined && config.editPartitions !== undefined && config.editPartitions !== provisioned) {
+    throw new Error(`${config.dataDir} was provisioned with ${provisioned} edit partitions; ${EDIT_PARTITIONS_VAR}=${config.editPartitions} would move documents between partitions. Unset it, or use a new DOCFLOW_DATA_DIR.`)
+  }
+  const natsOptions = { dir: natsDir, port: config.natsPort, monitorPort: config.natsMonitorPort, editPartitions: config.editPartitions, ownProcessGroup: true }
   const natsUrl = `nats://127.0.0.1:${config.natsPort}`
   await supervise('nats-server', natsFiles(natsDir).log, () => startNatsServer(natsOptions))
   let databaseUrl = config.databaseUrl
@@ -159,6 +166,7 @@ try {
     EDGE_NATS_USER: ServiceUser.Edge,
     EDGE_NATS_PASS: registry.servicePassword(ServiceUser.Edge),
     EDGE_AUTO_PROVISION_TENANTS: 'true',
+    [EDIT_PARTITIONS_VAR]: String(registry.editPartitions),
   }
   for (const [name, port] of [['core', config.corePort], ['edge', config.edgePort]] as const) {
     const logFile = join(logsDir, `${name}.log`)

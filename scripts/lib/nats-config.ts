@@ -147,7 +147,7 @@ export function renderNatsConfig(o: NatsConfigOptions, registry: Readonly<Regist
     `      { stream: { account: ${q(t)}, subject: ${q(`${tenantSourceDeliver(t)}.>`)} } }`,
   ])
   const tenantAccounts = tenants.map(([t, entry]) => {
-    const [from, to] = partitionMapping(t)
+    const [from, to] = partitionMapping(t, registry.editPartitions)
     return `  ${q(t)}: {
     users: [
       { user: ${q(tenantUser(t, 'admin'))}, password: ${q(entry.passwords.admin)} }

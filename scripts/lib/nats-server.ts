@@ -24,6 +24,8 @@ export interface NatsServerOptions {
   maxFileStore?: string
   /** Quota of the service account (AGG, KV). Default 10 GiB. */
   serviceMaxFileBytes?: number
+  /** Partitions of a new deployment's edits (an existing registry keeps its own). Default DEFAULT_EDIT_PARTITIONS. */
+  editPartitions?: number
   /** Own process group, so a terminal's Ctrl-C reaches only the supervisor, which stops parts in order. Default false. */
   ownProcessGroup?: boolean
 }
@@ -86,7 +88,7 @@ export async function startNatsServer(o: NatsServerOptions): Promise<NatsServer>
     serviceMaxFileBytes: o.serviceMaxFileBytes ?? 10 * 1024 ** 3,
   }
   writeFileSync(f.options, JSON.stringify(options, null, 2))
-  if (!existsSync(f.registry)) Registry.open(f.registry).save()
+  if (!existsSync(f.registry)) Registry.open(f.registry, o.editPartitions).save()
   writeNatsConfig(o.dir)
   const child = spawnLogged(bin, ['-c', f.config], f.log, { detached: o.ownProcessGroup === true })
   let died = false

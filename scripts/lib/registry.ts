@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { z } from 'zod'
-import { ServiceUser, TenantId, TenantStatus, type TenantRecord } from '../../contracts/mod.ts'
+import { DEFAULT_EDIT_PARTITIONS, MAX_EDIT_PARTITIONS, ServiceUser, TenantId, TenantStatus, type TenantRecord } from '../../contracts/mod.ts'
 
 const Password = z.string().min(16)
 
@@ -14,6 +14,11 @@ const TenantEntry = z.object({
 
 const RegistryFile = z.object({
   version: z.literal(1),
+  /**
+   * Partitions of this deployment's edits, fixed when the registry is created. Registries from
+   * before the count was configurable were made with 16.
+   */
+  editPartitions: z.number().int().min(1).max(MAX_EDIT_PARTITIONS).default(16),
   /** Passwords of the service account's users, by user name. */
   service: z.record(z.enum(Object.values(ServiceUser) as [ServiceUser, ...ServiceUser[]]), Password),
   tenants: z.record(TenantId, TenantEntry),
@@ -34,11 +39,11 @@ export class Registry {
     private data: RegistryFile,
   ) {}
 
-  /** Reads the registry, or starts an empty one with fresh service passwords. */
-  static open(path: string): Registry {
+  /** Reads the registry, or starts an empty one with fresh service passwords and `editPartitions`. */
+  static open(path: string, editPartitions = DEFAULT_EDIT_PARTITIONS): Registry {
     if (!existsSync(path)) {
       const service = Object.fromEntries(Object.values(ServiceUser).map((u) => [u, secret()])) as RegistryFile['service']
-      return new Registry(path, { version: 1, service, tenants: {} })
+      return new Registry(path, { version: 1, editPartitions, service, tenants: {} })
     }
     const parsed = RegistryFile.safeParse(JSON.parse(readFileSync(path, 'utf8')))
     if (!parsed.success) throw new Error(`${path} is not a valid tenant registry: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
@@ -47,6 +52,10 @@ export class Registry {
 
   get file(): Readonly<RegistryFile> {
     return this.data
+  }
+
+  get editPartitions(): number {
+    return this.data.editPartitions
   }
 
   servicePassword(user: ServiceUser): string {

@@ -1,6 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { EDIT_PARTITIONS, docIdFromKey, docKey, editIngestSubject, editStoredSubject, parseEditSubject } from '../../contracts/mod.ts'
+import { MAX_EDIT_PARTITIONS, docIdFromKey, docKey, editIngestSubject, editStoredSubject, parseEditSubject } from '../../contracts/mod.ts'
 
 t.test('contracts - docKey is a reversible single subject token for any doc id', async (t) => {
   fc.assert(
@@ -21,7 +21,7 @@ t.test('contracts - stored edit subjects parse back; anything else is refused', 
   const s = editStoredSubject('acme', 7, 'notes/q3 plan')
   t.same(parseEditSubject(s), { tenant: 'acme', partition: 7, docId: 'notes/q3 plan' })
   t.equal(editIngestSubject('acme', 'x'), 'ten.acme.ed.x')
-  for (const bad of ['ten.acme.ed.x', `ten.acme.ed.${EDIT_PARTITIONS}.x`, 'ten.acme.ed.07.x', 'ten.ACME.ed.1.x', 'foo.acme.ed.1.x', 'ten.acme.ed.1.x.y', 'ten.acme.ed.-1.x']) {
+  for (const bad of ['ten.acme.ed.x', `ten.acme.ed.${MAX_EDIT_PARTITIONS}.x`, 'ten.acme.ed.07.x', 'ten.ACME.ed.1.x', 'foo.acme.ed.1.x', 'ten.acme.ed.1.x.y', 'ten.acme.ed.-1.x']) {
     t.throws(() => parseEditSubject(bad), bad)
   }
   t.throws(() => editIngestSubject('Bad Tenant', 'x'))

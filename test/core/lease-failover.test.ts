@@ -1,7 +1,7 @@
 import t from 'tap'
 import * as Y from 'yjs'
 import { jetstream } from '@nats-io/jetstream'
-import { EDIT_PARTITIONS, ServiceUser } from '../../contracts/mod.ts'
+import { ServiceUser } from '../../contracts/mod.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
@@ -19,7 +19,7 @@ const opRows = async () => (await stack.db.query('SELECT count(*)::int AS n FROM
 t.test('core - a core paused with SIGSTOP loses its partitions to a standby within 10 s and cannot commit when it resumes', async (t) => {
   const paused = await stack.process('core')
   const pausedPid = paused.child.pid!
-  await until('the process core owns every partition', async () => heldBy(await leaseHolders(), pausedPid) === EDIT_PARTITIONS, 20_000)
+  await until('the process core owns every partition', async () => heldBy(await leaseHolders(), pausedPid) === stack.partitions, 20_000)
   const standby = await stack.core()
   const js = jetstream(await stack.connect(ServiceUser.Edge))
   const typed = new Map<string, Uint8Array[]>()
@@ -38,7 +38,7 @@ t.test('core - a core paused with SIGSTOP loses its partitions to a standby with
   paused.child.kill('SIGSTOP')
   const pausedAt = Date.now()
   await publishRound('during')
-  await until('the standby owns every partition', async () => heldBy(await leaseHolders(), process.pid) === EDIT_PARTITIONS, 15_000)
+  await until('the standby owns every partition', async () => heldBy(await leaseHolders(), process.pid) === stack.partitions, 15_000)
   const takeoverMs = Date.now() - pausedAt
   t.ok(takeoverMs < 10_000, `partitions taken over ${takeoverMs} ms after the pause`)
   await until('edits published during the pause committed by the standby', async () => (await opRows()) === 32, 15_000)
@@ -55,7 +55,7 @@ t.test('core - a core paused with SIGSTOP loses its partitions to a standby with
 
   const holders = await leaseHolders()
   t.equal(heldBy(holders, pausedPid), 0, 'the resumed core holds no lease')
-  t.equal(heldBy(holders, process.pid), EDIT_PARTITIONS, 'the standby holds every lease')
+  t.equal(heldBy(holders, process.pid), stack.partitions, 'the standby holds every lease')
   t.equal(paused.child.exitCode, null, 'the resumed core is still running')
   t.equal((await stack.db.query('SELECT count(DISTINCT (doc_id, msg_id))::int AS n FROM op_log')).rows[0].n, 48, 'every edit is in the op log')
   const docs = (await stack.db.query('SELECT doc_id, count(*)::int AS ops FROM op_log GROUP BY doc_id ORDER BY doc_id')).rows

@@ -17,16 +17,16 @@ const nc = await stack.connect() // the edge's service user, with its inbox pref
 
 function publisher(opts: Partial<PublisherOptions>) {
   const metrics = createEdgeMetrics(createRegistry('publisher-test', false))
-  const p = new UpdatePublisher(nc, 'publisher-test', metrics, createLogger('publisher-test', 'silent'), opts)
+  const p = new UpdatePublisher(nc, 'publisher-test', metrics, createLogger('publisher-test', 'silent'), { partitions: stack.partitions, ...opts })
   t.teardown(() => p.close())
   return { p, metrics }
 }
 
 /** `count` document ids that all hash to one partition. */
 function docsOfOnePartition(prefix: string, count: number): string[] {
-  const partition = editPartitionOf(`${prefix}-0`)
+  const partition = editPartitionOf(`${prefix}-0`, stack.partitions)
   const docs: string[] = []
-  for (let i = 0; docs.length < count; i++) if (editPartitionOf(`${prefix}-${i}`) === partition) docs.push(`${prefix}-${i}`)
+  for (let i = 0; docs.length < count; i++) if (editPartitionOf(`${prefix}-${i}`, stack.partitions) === partition) docs.push(`${prefix}-${i}`)
   return docs
 }
 

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
-import { AGG_MAX_AGE_MS, AGG_STREAM, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS, TENANTS_BUCKET } from '../../contracts/mod.ts'
+import { AGG_MAX_AGE_MS, AGG_STREAM, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS_VAR, MAX_EDIT_PARTITIONS, TENANTS_BUCKET } from '../../contracts/mod.ts'
 import { JWT_VARS } from '../../runtime/config.ts'
 import {
   alertExpressions,
@@ -47,6 +47,7 @@ function allowedEnv(component: 'edge' | 'core'): Set<string> {
   const names = new Set(configEnvNames(main))
   // Token settings are shared by every verifying process and spread in as a whole.
   if (main.includes('...JWT_VARS')) for (const n of Object.values(JWT_VARS)) names.add(n)
+  if (main.includes(': EDIT_PARTITIONS_VAR,')) names.add(EDIT_PARTITIONS_VAR)
   for (const dir of [component, 'runtime']) {
     for (const file of walk(join(ROOT, dir)).filter((f) => f.endsWith('.ts'))) for (const n of processEnvNames(read(file))) names.add(n)
   }
@@ -209,7 +210,11 @@ t.test('helm - provisioning and alerts use the numbers in contracts/', async (t)
   t.equal(p.tenantsBucket.name, TENANTS_BUCKET)
   t.equal(p.aggregate.replicas, 3)
   t.equal(p.tenantsBucket.replicas, 3)
-  t.equal(values.monitoring.prometheusRule.partitions, EDIT_PARTITIONS)
+  t.ok(Number.isInteger(values.editPartitions) && values.editPartitions >= 16 && values.editPartitions <= MAX_EDIT_PARTITIONS, `editPartitions ${values.editPartitions}: room for many core processes, within ${MAX_EDIT_PARTITIONS}`)
+  for (const component of ['edge', 'core']) {
+    t.match(read(join(TEMPLATES, `${component}-deployment.yaml`)), new RegExp(`- name: ${EDIT_PARTITIONS_VAR}\\n\\s+value: \\{\\{ \\.Values\\.editPartitions \\| quote \\}\\}`), `${component} gets editPartitions`)
+  }
+  t.match(read(join(TEMPLATES, 'prometheusrule.yaml')), /< \{\{ \$\.Values\.editPartitions \}\}/, 'the unowned-partition alert counts editPartitions')
 })
 
 t.test('helm - edge drains within its grace period and core keeps a standby', async (t) => {

@@ -36,6 +36,8 @@ export interface Stack {
   nats: NatsServer
   pg: Postgres
   db: pg.Pool
+  /** Edit partitions this stack was provisioned with (its registry's; edges and cores get it). */
+  partitions: number
   /** Provisioning as `npm run tenant` does it, against this stack. */
   provisioner: Provisioner
   /** Credentials of a service-account user or of a tenant's user. */
@@ -130,6 +132,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     nats,
     pg: pgServer,
     db,
+    partitions: registry.editPartitions,
     provisioner,
     credentials,
     async connect(who = ServiceUser.Edge) {
@@ -140,12 +143,16 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     async core(overrides = {}) {
       const nc = await serviceNats(ServiceUser.Core, 'core-test')
       const core = new Core(
-        { port: 0, host: '127.0.0.1', opsPort: 0, opsHost: '127.0.0.1', databaseUrl: stack.pg.url, tokens: { secret: JWT_SECRET }, stream: AGG_STREAM, maxBatch: 512, maxDocs: 100, compactEveryOps: 256, ackWaitMs: 30_000, maxAckPending: 1_024, leaseRetryMs: 200, retryDelayMs: 200, monitorIntervalMs: 200, ...overrides },
+        { port: 0, host: '127.0.0.1', opsPort: 0, opsHost: '127.0.0.1', databaseUrl: stack.pg.url, tokens: { secret: JWT_SECRET }, stream: AGG_STREAM, editPartitions: stack.partitions, maxBatch: 512, maxDocs: 100, compactEveryOps: 256, ackWaitMs: 30_000, maxAckPending: 1_024, leaseRetryMs: 200, retryDelayMs: 200, monitorIntervalMs: 200, ...overrides },
         nc,
         log,
         createCoreMetrics(createRegistry('core', false)),
       )
-      const port = await core.start()
+      const port = await core.start().catch(async (err: unknown) => {
+        await core.stop()
+        await nc.close()
+        throw err
+      })
       const stop = track(async () => {
         await core.stop()
         await nc.close()
@@ -155,7 +162,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     async edge(overrides = {}) {
       const nc = await serviceNats(ServiceUser.Edge, 'edge-test')
       const edge = new Edge(
-        { port: 0, host: '127.0.0.1', edgeId: `edge-test-${Math.random().toString(36).slice(2, 8)}`, tokens: { secret: JWT_SECRET }, opsPort: 0, stateTimeoutMs: 2_000, resyncDelayMs: 500, publishAckTimeoutMs: 2_000, publishAttempts: 3, autoProvisionTenants: false, ...overrides },
+        { port: 0, host: '127.0.0.1', editPartitions: stack.partitions, edgeId: `edge-test-${Math.random().toString(36).slice(2, 8)}`, tokens: { secret: JWT_SECRET }, opsPort: 0, stateTimeoutMs: 2_000, resyncDelayMs: 500, publishAckTimeoutMs: 2_000, publishAttempts: 3, autoProvisionTenants: false, ...overrides },
         nc,
         log,
         createEdgeMetrics(createRegistry('edge', false)),
@@ -171,7 +178,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
       const port = fixedPort ?? (await freePort())
       const user = service === 'core' ? ServiceUser.Core : ServiceUser.Edge
       const { pass } = credentials(user)
-      const env: NodeJS.ProcessEnv = { ...process.env, NATS_URL: stack.nats.url, DATABASE_URL: stack.pg.url, DOCFLOW_JWT_SECRET: JWT_SECRET, LOG_LEVEL: 'warn' }
+      const env: NodeJS.ProcessEnv = { ...process.env, NATS_URL: stack.nats.url, DATABASE_URL: stack.pg.url, DOCFLOW_JWT_SECRET: JWT_SECRET, DOCFLOW_EDIT_PARTITIONS: String(stack.partitions), LOG_LEVEL: 'warn' }
       if (service === 'core') Object.assign(env, { CORE_PORT: String(port), CORE_HOST: '127.0.0.1', CORE_NATS_USER: user, CORE_NATS_PASS: pass, CORE_LEASE_RETRY_MS: '200', CORE_RETRY_DELAY_MS: '200', CORE_OPS_PORT: String(await freePort()) })
       const edgeOpsPort = service === 'edge' ? await freePort() : undefined
       if (service === 'edge') Object.assign(env, { EDGE_PORT: String(port), EDGE_HOST: '127.0.0.1', EDGE_OPS_PORT: String(edgeOpsPort), EDGE_NATS_USER: user, EDGE_NATS_PASS: pass, EDGE_RESYNC_DELAY_MS: '500' })

@@ -92,4 +92,13 @@ t.test('scripts - npm start brings back nats-server and PostgreSQL after kill -9
   t.equal(supervisor.exitCode, 0, 'the supervisor drained and exited cleanly')
   for (const [name, pid] of Object.entries(pids)) t.notOk(alive(pid), `${name} (pid ${pid}) stopped`)
   t.match(output, /docflow: stopped/)
+
+  // The data folder keeps the partition count it was provisioned with.
+  const again = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/start.ts')], { cwd: ROOT, env: { ...env, DOCFLOW_EDIT_PARTITIONS: '64' }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let refused = ''
+  again.stdout.on('data', (b: Buffer) => (refused += b.toString()))
+  again.stderr.on('data', (b: Buffer) => (refused += b.toString()))
+  await exited(again)
+  t.equal(again.exitCode, 1, 'npm start refuses another partition count for this data folder')
+  t.match(refused, /was provisioned with 4 edit partitions; DOCFLOW_EDIT_PARTITIONS=64 would move documents/)
 })

@@ -1,7 +1,7 @@
 import t from 'tap'
 import * as Y from 'yjs'
 import { DiscardPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, EDIT_PARTITIONS, ServiceUser, parseEditSubject, tenantStreamName } from '../../contracts/mod.ts'
+import { AGG_STREAM, ServiceUser, parseEditSubject, tenantStreamName } from '../../contracts/mod.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 import { publishEdit } from '../helpers/edits.ts'
@@ -64,7 +64,7 @@ t.test('tenancy - per-document order holds across partitions, tenants and the ag
     const m = await svc.streams.getMessage(AGG_STREAM, { last_by_subj: `ten.${w.tenant}.ed.*.${w.docId}` }).catch(() => null)
     if (m) partitions.add(parseEditSubject(m.subject).partition)
   }
-  t.ok(partitions.size >= EDIT_PARTITIONS / 2, `documents spread over ${partitions.size} of ${EDIT_PARTITIONS} partitions`)
+  t.ok(partitions.size >= stack.partitions / 2, `documents spread over ${partitions.size} of ${stack.partitions} partitions`)
   await core.stop()
 })
 
