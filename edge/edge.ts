@@ -1,7 +1,7 @@
 import uWS from 'uWebSockets.js'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { CloseCode, DocId, Role, docAllowed, type Claims } from '../contracts/mod.ts'
-import { isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
+import { DEFAULT_CLOCK_TOLERANCE_S, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
 import type { AwarenessLimits } from './awareness-guard.ts'
@@ -220,6 +220,7 @@ export class Edge {
     }
     this.metrics.connections.inc()
     const client = new SocketClient(ws, data, this.maxBufferedBytes, this.metrics, this.log)
+    client.expireAt((data.claims.exp + (this.opts.tokens.clockToleranceS ?? DEFAULT_CLOCK_TOLERANCE_S)) * 1000)
     const room = this.room(data.tenant, data.docId)
     data.client = client
     data.room = room
@@ -319,6 +320,7 @@ class SocketClient implements RoomClient {
   readonly canEdit: boolean
   private open = true
   private largestFrameBytes = 0
+  private expiry: NodeJS.Timeout | undefined
 
   constructor(
     private readonly ws: Socket,
@@ -344,15 +346,32 @@ class SocketClient implements RoomClient {
 
   close(code: number, reason: string): void {
     if (!this.open) return
-    this.open = false
+    this.markClosed()
     this.metrics.closes.inc({ code })
     this.ws.end(code, reason.slice(0, 120))
   }
 
   markClosed(): void {
     this.open = false
+    clearTimeout(this.expiry)
+  }
+
+  /**
+   * Closes the socket with 4401 at `atMs` (its token's exp plus the clock tolerance admission
+   * allowed): a stock client stops reconnecting, and the app reconnects with a fresh token.
+   */
+  expireAt(atMs: number): void {
+    this.expiry = setTimeout(() => {
+      if (Date.now() < atMs) return this.expireAt(atMs) // a wait beyond the longest timer
+      this.metrics.tokenExpiries.inc({ tenant: this.socket.tenant })
+      this.log.info({ tenant: this.socket.tenant, docId: this.socket.docId, userId: this.userId }, 'token expired; socket closed with 4401')
+      this.close(CloseCode.Unauthorized, 'token expired')
+    }, Math.min(Math.max(0, atMs - Date.now()), MAX_TIMER_MS))
   }
 }
+
+/** setTimeout's longest delay; longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** The frame limit: the option when it fits the server's max_payload with margin, else a clear error. */
 function messageLimit(maxMessageBytes: number | undefined, maxPayload: number | undefined): number {

@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { DEFAULT_EDIT_PARTITIONS, MAX_EDIT_PARTITIONS } from '../contracts/mod.ts'
+import { DEFAULT_CLOCK_TOLERANCE_S } from './jwt.ts'
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -70,7 +71,7 @@ export const JwtConfig = {
   jwtIssuer: z.string().min(1).optional(),
   jwtAudience: z.string().min(1).optional(),
   /** Accepted clock skew between the token issuer and us. Default 30 s. */
-  jwtClockToleranceS: z.coerce.number().int().min(0).max(300).default(30),
+  jwtClockToleranceS: z.coerce.number().int().min(0).max(300).default(DEFAULT_CLOCK_TOLERANCE_S),
 }
 
 /** Environment variables of JwtConfig. */

@@ -12,6 +12,8 @@ export const isTokenError = (e: unknown): e is TokenError => e instanceof TokenE
 const key = (secret: string) => new TextEncoder().encode(secret)
 
 /** How client tokens are checked. */
+export const DEFAULT_CLOCK_TOLERANCE_S = 30
+
 export interface TokenPolicy {
   /** HS256 secret, at least 32 bytes. */
   secret: string
@@ -35,7 +37,7 @@ export async function verifyToken(token: string, policy: TokenPolicy): Promise<C
   try {
     ;({ payload } = await jwtVerify(token, key(policy.secret), {
       algorithms: ['HS256'],
-      clockTolerance: policy.clockToleranceS ?? 30,
+      clockTolerance: policy.clockToleranceS ?? DEFAULT_CLOCK_TOLERANCE_S,
       ...(policy.issuer ? { issuer: policy.issuer } : {}),
       ...(policy.audience ? { audience: policy.audience } : {}),
     }))

@@ -1,11 +1,12 @@
 import t from 'tap'
 import { CloseCode } from '../../contracts/mod.ts'
-import { setup, token } from '../helpers/setup.ts'
-import { yclient } from '../helpers/client.ts'
+import { JWT_SECRET, setup, token } from '../helpers/setup.ts'
+import { materializedText, until, yclient } from '../helpers/client.ts'
+import { counterValue } from '../helpers/metric-value.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
-await stack.core()
+const core = await stack.core()
 const edge = await stack.edge()
 
 async function closeCodeFor(tok: string, docId = 'doc-1') {
@@ -54,4 +55,21 @@ t.test('edge - the client stops reconnecting after a 44xx refusal', async (t) =>
   const closed = await new Promise<{ code: number }>((resolve) => c.provider.once('closed', resolve as never))
   t.equal(closed.code, CloseCode.Unauthorized)
   t.equal(c.provider.shouldConnect, false)
+})
+
+t.test('edge - a live socket is closed with 4401 when its token expires; what it typed is kept', async (t) => {
+  const strict = await stack.edge({ tokens: { secret: JWT_SECRET, clockToleranceS: 0 } })
+  const c = yclient(strict.url, 'expiring', await token({ tenant: 'acme' }, 3))
+  t.teardown(() => c.destroy())
+  await c.synced()
+  const openedAt = Date.now()
+  c.text.insert(0, 'typed before expiry')
+  const closed = await c.nextClose()
+  t.equal(closed.code, CloseCode.Unauthorized)
+  t.match(closed.reason, /token expired/)
+  t.ok(Date.now() - openedAt >= 1_000, `open until its exp (${Date.now() - openedAt} ms after the first edit)`)
+  t.equal(c.provider.shouldConnect, false, 'a stock client stops reconnecting: the app brings a fresh token')
+  t.equal(await counterValue(strict.edge.metrics.tokenExpiries, { tenant: 'acme' }), 1)
+  const fresh = await token({ tenant: 'acme' })
+  await until('the edit typed before expiry is materialized', async () => (await materializedText(core.url, 'expiring', fresh).catch(() => null)) === 'typed before expiry')
 })
