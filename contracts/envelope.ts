@@ -71,6 +71,15 @@ export function decodeEdits(bytes: Uint8Array): EditEnvelope[] {
 export const editBatchMsgId = (tenant: string, publisher: string, n: number) => `${tenant}:b:${publisher}:${n}`
 
 /**
+ * Nats-Msg-Id of an update POSTed with an Idempotency-Key: the key is the client's, scoped to its
+ * user and document, so the same request through any edge is stored once within the window.
+ */
+export function editIdempotencyMsgId(tenant: string, userId: string, docId: string, key: string): string {
+  const h = createHash('sha256').update(userId).update('\0').update(docId).update('\0').update(key).digest('base64url')
+  return `${tenant}:k:${h.slice(0, 32)}`
+}
+
+/**
  * Nats-Msg-Id of an update: tenant-prefixed (one id in two tenants would stall the aggregate
  * source on nats-server 2.9, see NATS-TENANCY.md) and derived from doc + content, so a client
  * retry of the same update within the dedup window is stored once.

@@ -99,6 +99,9 @@ export function partitionMapping(tenant: string, partitions: number): [from: str
   return [`ten.${t}.ed.*`, `ten.${t}.ed.{{partition(${partitions},1)}}.{{wildcard(1)}}`]
 }
 
+/** Public HTTP path of update ingest on the edge's port: POST `<this>/<docId>/updates`. */
+export const HTTP_INGEST_PATH = '/v1/docs'
+
 /** Core-NATS subjects between edges and core; never stored. */
 export const ServiceSubjects = {
   /** Durable (acked) updates and presence of one document, fanned out across edges. */

@@ -1,5 +1,6 @@
 import uWS from 'uWebSockets.js'
 import type { NatsConnection } from '@nats-io/transport-node'
+import { jetstream } from '@nats-io/jetstream'
 import { CloseCode, DocId, Role, docAllowed, type Claims } from '../contracts/mod.ts'
 import { DEFAULT_CLOCK_TOLERANCE_S, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
@@ -7,6 +8,8 @@ import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
 import type { AwarenessLimits } from './awareness-guard.ts'
 import { EdgeOptionsError } from './errors.ts'
 import { serveHealth } from './http.ts'
+import { serveIngest, type Admission } from './http-ingest.ts'
+import { sendFanUpdate } from './fan-link.ts'
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts'
 import { ProtocolError, parseClientMessage } from './protocol.ts'
 import { UpdatePublisher } from './publisher.ts'
@@ -126,6 +129,14 @@ export class Edge {
     this.ops = await serveOps({ port: this.opts.opsPort, host: this.opts.opsHost ?? '127.0.0.1', registry: this.metrics.registry, healthy })
     const app = uWS.App()
     serveHealth(app, healthy)
+    serveIngest(app, jetstream(this.nc), {
+      admit: (token, docId) => this.admit(token, docId),
+      maxBodyBytes: this.maxMessageBytes,
+      ackTimeoutMs: this.opts.publishAckTimeoutMs,
+      edgeId: this.opts.edgeId,
+      stored: (tenant, docId, update) => this.storedOverHttp(tenant, docId, update),
+      stopping: () => this.stopping,
+    }, this.metrics, this.log)
     app.ws<SocketData>('/*', {
       // Read frames past our limit so their writer gets 4413, not uWS's bare 1009.
       maxPayloadLength: Math.max(FRAME_READ_LIMIT_BYTES, this.maxMessageBytes + 1),
@@ -195,6 +206,12 @@ export class Edge {
     } catch {
       return { ok: false, code: CloseCode.BadRequest, reason: 'bad document id in URL' }
     }
+    const admission = await this.admit(token, docId)
+    return admission.ok ? { ...admission, docId } : admission
+  }
+
+  /** The token's checks for one document, shared by sockets and HTTP ingest. */
+  private async admit(token: string, docId: string): Promise<Admission> {
     let claims: Claims
     try {
       claims = await verifyToken(token, this.opts.tokens)
@@ -208,7 +225,14 @@ export class Edge {
       this.metrics.tenantRefusals.inc()
       return { ok: false, code: CloseCode.Forbidden, reason: admission.reason }
     }
-    return { ok: true, tenant: claims.tenant, docId, claims }
+    return { ok: true, tenant: claims.tenant, claims }
+  }
+
+  /** A POSTed update JetStream stored: to the document's clients here, and on other edges. */
+  private storedOverHttp(tenant: string, docId: string, update: Uint8Array): void {
+    const room = this.rooms.get(`${tenant}\0${docId}`)
+    if (room) room.acceptDurable(update)
+    else sendFanUpdate(this.nc, tenant, docId, `${this.opts.edgeId}/http`, update, this.log, this.metrics)
   }
 
   private open(ws: Socket): void {

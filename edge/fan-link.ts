@@ -95,12 +95,24 @@ export class FanLink {
   }
 
   private send(msg: FanMessage): void {
-    try {
-      this.o.nc.publish(ServiceSubjects.fan(this.o.tenant, this.o.docId), encodeFan(msg))
-      this.o.metrics.fanSent.inc({ kind: msg.kind })
-    } catch (err) {
-      // The connection is closed: peers notice the gap by sequence, or reload.
-      this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId, kind: msg.kind }, 'fan-out not sent')
-    }
+    sendFan(this.o.nc, this.o.tenant, this.o.docId, msg, this.o.log, this.o.metrics)
+  }
+}
+
+/**
+ * One durable update fanned out by a sender without a room (HTTP ingest): a stream of its own
+ * with this single update as seq 1, so no room sees a gap. A room that gets it counts a peer.
+ */
+export function sendFanUpdate(nc: NatsConnection, tenant: string, docId: string, sender: string, update: Uint8Array, log: Logger, metrics: EdgeMetrics): void {
+  sendFan(nc, tenant, docId, { kind: FanKind.Update, edgeId: sender, stream: `${sender}/${randomBytes(6).toString('base64url')}`, seq: 1, payload: update }, log, metrics)
+}
+
+function sendFan(nc: NatsConnection, tenant: string, docId: string, msg: FanMessage, log: Logger, metrics: EdgeMetrics): void {
+  try {
+    nc.publish(ServiceSubjects.fan(tenant, docId), encodeFan(msg))
+    metrics.fanSent.inc({ kind: msg.kind })
+  } catch (err) {
+    // The connection is closed: peers notice the gap by sequence, or reload.
+    log.warn({ err, tenant, docId, kind: msg.kind }, 'fan-out not sent')
   }
 }

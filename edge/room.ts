@@ -367,8 +367,15 @@ export class Room {
     this.fail(CloseCode.TryAgainLater, 'edit not saved, resyncing')
   }
 
-  /** An update from core, a peer or the load; one that does not apply is skipped and counted. */
-  private proveAndApply(update: Uint8Array, source: 'load' | 'core' | 'fan'): void {
+  /** A durable update that came without a socket (HTTP ingest): to the clients and the peers. */
+  acceptDurable(update: Uint8Array): void {
+    if (this.closed) return
+    this.fanLink.sendUpdate(update)
+    this.proveAndApply(update, 'http')
+  }
+
+  /** An update from core, a peer, HTTP ingest or the load; one that does not apply is skipped and counted. */
+  private proveAndApply(update: Uint8Array, source: 'load' | 'core' | 'fan' | 'http'): void {
     const poisoned = this.state.applyTrusted(update, source)
     if (poisoned === null) return
     this.o.metrics.roomApplyFailures.inc({ source })

@@ -1,0 +1,153 @@
+import type uWS from 'uWebSockets.js'
+import type { JetStreamClient } from '@nats-io/jetstream'
+import { CloseCode, DocId, HTTP_INGEST_PATH, JS_ACCOUNT_RESOURCES_EXCEEDED, Role, editIdempotencyMsgId, editIngestSubject, encodeEnvelope, type Claims } from '../contracts/mod.ts'
+import type { Logger } from '../runtime/log.ts'
+import { isJetStreamApiError } from '../runtime/nats.ts'
+import type { EdgeMetrics } from './metrics.ts'
+import { ProtocolError, inspectUpdate } from './protocol.ts'
+
+/** Who a request is, or why not (a socket's close code, mapped to an HTTP status here). */
+export type Admission = { ok: true; tenant: string; claims: Claims } | { ok: false; code: number; reason: string }
+
+export interface IngestOptions {
+  /** Verifies the token and admits its tenant for `docId` (the socket path's checks). */
+  admit(token: string, docId: string): Promise<Admission>
+  /** Largest body accepted: the socket path's frame limit. */
+  maxBodyBytes: number
+  ackTimeoutMs: number
+  edgeId: string
+  /** Called once JetStream stored a new update: it reaches the document's live clients. */
+  stored(tenant: string, docId: string, update: Uint8Array): void
+  stopping(): boolean
+}
+
+/** Longest Idempotency-Key accepted: a UUID fits many times over. */
+const MAX_IDEMPOTENCY_KEY_CHARS = 200
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]+$/
+
+const STATUS: Record<number, string> = { 202: '202 Accepted', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found', 413: '413 Payload Too Large', 503: '503 Service Unavailable', 507: '507 Insufficient Storage' }
+const STATUS_OF_CLOSE: Record<number, number> = { [CloseCode.BadRequest]: 400, [CloseCode.Unauthorized]: 401, [CloseCode.Forbidden]: 403, [CloseCode.ServiceRestart]: 503, [CloseCode.TryAgainLater]: 503 }
+
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/**
+ * `POST /v1/docs/<docId>/updates` for clients without a socket (mobile background sync): a
+ * Bearer token, one binary Yjs update as the body and an Idempotency-Key. 202 once JetStream
+ * stored it. The key becomes the message id, so the same key twice within JetStream's dedup
+ * window is stored once whichever edge takes it; after the window a resend still changes
+ * nothing, since core logs an update the document already holds as a duplicate, not again.
+ */
+export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: IngestOptions, metrics: EdgeMetrics, log: Logger): void {
+  app.post(`${HTTP_INGEST_PATH}/*`, (res, req) => {
+    const path = req.getUrl()
+    const authorization = req.getHeader('authorization')
+    const key = req.getHeader('idempotency-key')
+    const declaredBytes = Number(req.getHeader('content-length') || '0')
+    let done = false
+    let tenant = ''
+    const respond = (status: number, body: Record<string, unknown>, headers: Record<string, string> = {}) => {
+      if (done) return
+      done = true
+      metrics.httpIngests.inc({ tenant, status })
+      res.cork(() => {
+        res.writeStatus(STATUS[status] ?? String(status)).writeHeader('content-type', 'application/json')
+        for (const [name, value] of Object.entries(headers)) res.writeHeader(name, value)
+        res.end(JSON.stringify(body))
+      })
+    }
+    const refuse = (err: unknown) => {
+      if (err instanceof Refusal) {
+        if (err.status >= 500) log.warn({ tenant, path, status: err.status, reason: err.message }, 'HTTP update not stored')
+        return respond(err.status, { error: err.message }, err.status === 503 ? { 'retry-after': '1' } : {})
+      }
+      log.error({ err, tenant, path }, 'HTTP update failed')
+      respond(503, { error: 'internal error; retry' }, { 'retry-after': '1' })
+    }
+    res.onAborted(() => (done = true))
+    let docId: string
+    try {
+      docId = parseIngestPath(path)
+      if (!authorization.startsWith('Bearer ')) throw new Refusal(401, 'missing Authorization: Bearer <token>')
+      if (!key) throw new Refusal(400, 'missing Idempotency-Key header')
+      if (key.length > MAX_IDEMPOTENCY_KEY_CHARS || !IDEMPOTENCY_KEY.test(key)) throw new Refusal(400, `Idempotency-Key must be 1-${MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters`)
+      if (declaredBytes > o.maxBodyBytes) throw new Refusal(413, `body above ${o.maxBodyBytes} bytes`)
+      if (o.stopping()) throw new Refusal(503, 'edge restarting')
+    } catch (err) {
+      return refuse(err)
+    }
+    const store = async (token: string, docId: string, key: string, update: Uint8Array) => {
+      const admission = await o.admit(token, docId).catch((err: unknown) => {
+        log.warn({ err, path }, 'could not authorize an HTTP update')
+        throw new Refusal(503, 'admission unavailable, retry')
+      })
+      if (!admission.ok) throw new Refusal(STATUS_OF_CLOSE[admission.code] ?? 403, admission.reason)
+      tenant = admission.tenant
+      if (admission.claims.role !== Role.Editor) throw new Refusal(403, 'viewers cannot write')
+      if (update.byteLength === 0) throw new Refusal(400, 'empty body: send one binary Yjs update')
+      try {
+        inspectUpdate(update)
+      } catch (err) {
+        if (err instanceof ProtocolError) throw new Refusal(400, err.message)
+        throw err
+      }
+      const envelope = encodeEnvelope({ v: 1, tenant, docId, userId: admission.claims.sub, update, ingestTs: Date.now(), edgeId: o.edgeId })
+      let ack
+      try {
+        ack = await js.publish(editIngestSubject(tenant, docId), envelope, { msgID: editIdempotencyMsgId(tenant, admission.claims.sub, docId, key), timeout: o.ackTimeoutMs })
+      } catch (err) {
+        throw publishRefusal(err)
+      }
+      if (!ack.duplicate) o.stored(tenant, docId, update)
+      return ack
+    }
+    const token = authorization.slice('Bearer '.length)
+    readBody(res, o.maxBodyBytes, (body) => {
+      if (body === null) return refuse(new Refusal(413, `body above ${o.maxBodyBytes} bytes`))
+      store(token, docId, key, body).then(
+        (r) => respond(202, { status: 'accepted', duplicate: r.duplicate, seq: r.seq }),
+        refuse,
+      )
+    })
+  })
+}
+
+/** The document of `/v1/docs/<docId>/updates` (docId URL-encoded, or with raw slashes). */
+export function parseIngestPath(path: string): string {
+  const prefix = `${HTTP_INGEST_PATH}/`
+  const suffix = '/updates'
+  if (!path.startsWith(prefix) || !path.endsWith(suffix) || path.length <= prefix.length + suffix.length) throw new Refusal(404, `POST ${HTTP_INGEST_PATH}/<docId>/updates`)
+  try {
+    return DocId.parse(decodeURIComponent(path.slice(prefix.length, -suffix.length)))
+  } catch {
+    throw new Refusal(400, 'bad document id in URL')
+  }
+}
+
+/** Collects the body; null once it passed `limit` bytes (the rest is not kept). */
+function readBody(res: uWS.HttpResponse, limit: number, done: (body: Uint8Array | null) => void): void {
+  const chunks: Buffer[] = []
+  let bytes = 0
+  let over = false
+  res.onData((chunk, isLast) => {
+    if (over) return
+    bytes += chunk.byteLength
+    if (bytes > limit) {
+      over = true
+      return done(null)
+    }
+    chunks.push(Buffer.from(chunk.slice(0))) // uWS reuses the chunk after this callback
+    if (isLast) done(new Uint8Array(Buffer.concat(chunks)))
+  })
+}
+
+function publishRefusal(err: unknown): Refusal {
+  if (isJetStreamApiError(err, JS_ACCOUNT_RESOURCES_EXCEEDED)) return new Refusal(507, 'tenant storage quota exceeded; retry later with the same Idempotency-Key')
+  return new Refusal(503, `not stored (${(err as Error).message}); retry with the same Idempotency-Key`)
+}

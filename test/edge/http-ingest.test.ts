@@ -1,0 +1,89 @@
+import t from 'tap'
+import * as Y from 'yjs'
+import { HTTP_INGEST_PATH, Role } from '../../contracts/mod.ts'
+import { setup, token } from '../helpers/setup.ts'
+import { materializedText, until, yclient } from '../helpers/client.ts'
+import { counterValue } from '../helpers/metric-value.ts'
+import { edit } from '../helpers/edits.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+const core = await stack.core()
+const edge = await stack.edge()
+const other = await stack.edge()
+const httpUrl = (wsUrl: string) => wsUrl.replace(/^ws:/, 'http:')
+
+async function post(edgeWsUrl: string, docId: string, body: Uint8Array | string, headers: Record<string, string>) {
+  const res = await fetch(`${httpUrl(edgeWsUrl)}${HTTP_INGEST_PATH}/${encodeURIComponent(docId)}/updates`, { method: 'POST', body: body as BodyInit, headers })
+  return { status: res.status, body: (await res.json()) as { status?: string; duplicate?: boolean; seq?: number; error?: string } }
+}
+const opRows = async (docId: string) => (await stack.db.query('SELECT count(*)::int AS n FROM op_log WHERE tenant = $1 AND doc_id = $2', ['acme', docId])).rows[0].n as number
+
+t.test('edge - a POSTed update is stored once per Idempotency-Key, on any edge, and live clients on every edge see it', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const here = yclient(edge.url, 'mobile-sync', tok)
+  const there = yclient(other.url, 'mobile-sync', tok)
+  t.teardown(() => {
+    here.destroy()
+    there.destroy()
+  })
+  await Promise.all([here.synced(), there.synced()])
+  const headers = { authorization: `Bearer ${tok}`, 'idempotency-key': 'phone-1:outbox-17' }
+  const first = await post(edge.url, 'mobile-sync', edit('from the phone', 4242), headers)
+  t.equal(first.status, 202)
+  t.match(first.body, { status: 'accepted', duplicate: false, seq: Number })
+  await until('a client on the same edge sees it', () => here.text.toString() === 'from the phone')
+  await until('a client on another edge sees it', () => there.text.toString() === 'from the phone')
+
+  const again = await post(edge.url, 'mobile-sync', edit('from the phone', 4242), headers)
+  t.same({ status: again.status, duplicate: again.body.duplicate, seq: again.body.seq }, { status: 202, duplicate: true, seq: first.body.seq }, 'the same key again: stored once')
+  const elsewhere = await post(other.url, 'mobile-sync', edit('from the phone', 4242), headers)
+  t.same({ status: elsewhere.status, duplicate: elsewhere.body.duplicate }, { status: 202, duplicate: true }, 'through another edge: stored once')
+  await until('core materialized it', async () => (await materializedText(core.url, 'mobile-sync', tok).catch(() => null)) === 'from the phone')
+  t.equal(await opRows('mobile-sync'), 1, 'one op-log row')
+  t.equal(await counterValue(edge.edge.metrics.httpIngests, { tenant: 'acme', status: 202 }), 2)
+})
+
+t.test('edge - a POSTed update with no room open anywhere is materialized, and a later client loads it', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const r = await post(other.url, 'offline-only', edit('queued offline', 77), { authorization: `Bearer ${tok}`, 'idempotency-key': 'k-1' })
+  t.equal(r.status, 202)
+  await until('core materialized it', async () => (await materializedText(core.url, 'offline-only', tok).catch(() => null)) === 'queued offline')
+  const c = yclient(edge.url, 'offline-only', tok)
+  t.teardown(() => c.destroy())
+  await c.synced()
+  await until('the client loads it', () => c.text.toString() === 'queued offline')
+})
+
+t.test('edge - a bad POST gets a clear 4xx with its reason and stores nothing', async (t) => {
+  const editor = await token({ tenant: 'acme' })
+  const viewer = await token({ tenant: 'acme', role: Role.Viewer })
+  const narrow = await token({ tenant: 'acme', docs: ['team-a/*'] })
+  const update = edit('never stored', 99)
+  const key = { 'idempotency-key': 'bad-1' }
+  const cases: [string, Promise<{ status: number; body: { error?: string } }>, number, RegExp][] = [
+    ['no token', post(edge.url, 'refused', update, key), 401, /Bearer/],
+    ['a forged token', post(edge.url, 'refused', update, { ...key, authorization: `Bearer ${await token({ tenant: 'acme' }, 3_600, 'another-secret-of-at-least-32-bytes!')}` }), 401, /invalid token/],
+    ['an expired token', post(edge.url, 'refused', update, { ...key, authorization: `Bearer ${await token({ tenant: 'acme' }, -60)}` }), 401, /exp/],
+    ['a viewer', post(edge.url, 'refused', update, { ...key, authorization: `Bearer ${viewer}` }), 403, /viewers cannot write/],
+    ['a document outside the token', post(edge.url, 'team-b/refused', update, { ...key, authorization: `Bearer ${narrow}` }), 403, /does not cover/],
+    ['no Idempotency-Key', post(edge.url, 'refused', update, { authorization: `Bearer ${editor}` }), 400, /Idempotency-Key/],
+    ['a body that is not a Yjs update', post(edge.url, 'refused', Uint8Array.from([0xff, 0xff, 0xff, 0xff]), { ...key, authorization: `Bearer ${editor}` }), 400, /not a Yjs update/],
+    ['an empty body', post(edge.url, 'refused', new Uint8Array(0), { ...key, authorization: `Bearer ${editor}` }), 400, /empty body/],
+  ]
+  for (const [what, response, status, reason] of cases) {
+    const r = await response
+    t.equal(r.status, status, `${what}: ${status}`)
+    t.match(r.body.error, reason, `${what}: says why (${r.body.error})`)
+  }
+  const wrongPath = await fetch(`${httpUrl(edge.url)}${HTTP_INGEST_PATH}/refused`, { method: 'POST', body: update as BodyInit, headers: { ...key, authorization: `Bearer ${editor}` } })
+  t.equal(wrongPath.status, 404, 'a path without /updates: 404')
+  const small = await stack.edge({ maxMessageBytes: 1_024 })
+  const big = new Y.Doc()
+  big.getText('t').insert(0, 'x'.repeat(4_000))
+  const tooBig = await post(small.url, 'refused', Y.encodeStateAsUpdate(big), { ...key, authorization: `Bearer ${editor}` })
+  t.equal(tooBig.status, 413, 'above the frame limit: 413')
+  t.match(tooBig.body.error, /above 1024 bytes/)
+  t.equal(await opRows('refused'), 0, 'nothing stored')
+  t.equal(await opRows('team-b/refused'), 0)
+})
