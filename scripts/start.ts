@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
-import { EditPartitionCount, Port, loadConfigOrExit } from '../runtime/config.ts'
+import { EditPartitionCount, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
 import { EDIT_PARTITIONS_VAR, ServiceUser } from '../contracts/mod.ts'
 import { natsFiles, startNatsServer } from './lib/nats-server.ts'
 import { Provisioner } from './lib/provisioner.ts'
@@ -23,6 +23,8 @@ const DEV_TENANTS = ['acme', 'globex']
 const DEV_TENANT_QUOTA_BYTES = 1024 ** 3
 /** Tenants added on first sight get less: AGG mirrors every quota within the service account's (10 GiB here). */
 const DEV_AUTO_TENANT_QUOTA_BYTES = 256 * 1024 ** 2
+/** Most edge processes npm start runs (EDGE_PROCESSES); one machine gains nothing past its cores. */
+const MAX_EDGE_PROCESSES = 16
 
 const config = loadConfigOrExit(
   z.object({
@@ -39,6 +41,8 @@ const config = loadConfigOrExit(
     nodeArgs: z.string().default(''),
     /** Only for a new data folder: an existing one keeps the count it was provisioned with. */
     editPartitions: EditPartitionCount.optional(),
+    /** Edge processes sharing EDGE_PORT (SO_REUSEPORT: the kernel spreads connections); the i-th has ops port EDGE_OPS_PORT + i. */
+    edgeProcesses: PositiveInt.max(MAX_EDGE_PROCESSES).default(1),
   }),
   {
     dataDir: 'DOCFLOW_DATA_DIR',
@@ -52,6 +56,7 @@ const config = loadConfigOrExit(
     databaseUrl: 'DATABASE_URL',
     nodeArgs: 'DOCFLOW_NODE_ARGS',
     editPartitions: EDIT_PARTITIONS_VAR,
+    edgeProcesses: 'EDGE_PROCESSES',
   },
 )
 
@@ -68,8 +73,10 @@ if (other) {
 const runDir = join(config.dataDir, 'run')
 mkdirSync(runDir, { recursive: true })
 const pidOf = (name: string) => join(runDir, `${name}.pid`)
-stopStale(pidOf('edge'), 'edge/main.ts', 'SIGTERM')
-stopStale(pidOf('core'), 'core/main.ts', 'SIGTERM')
+/** Edge i (0-based) of EDGE_PROCESSES: `edge`, then `edge-2`, `edge-3`, ... */
+const edgeName = (i: number) => (i === 0 ? 'edge' : `edge-${i + 1}`)
+for (let i = 0; i < MAX_EDGE_PROCESSES; i++) stopStale(pidOf(edgeName(i)), 'edge/main.', 'SIGTERM')
+stopStale(pidOf('core'), 'core/main.', 'SIGTERM')
 stopStale(join(config.dataDir, 'nats', 'nats-server.pid'), 'nats-server', 'SIGTERM')
 stopStale(postmasterPidFile(join(config.dataDir, 'pg')), 'postgres', 'SIGINT')
 
@@ -78,7 +85,7 @@ const ports: [string, number][] = [
   ['CORE_PORT', config.corePort],
   ['NATS_PORT', config.natsPort],
   ['NATS_MONITOR_PORT', config.natsMonitorPort],
-  ['EDGE_OPS_PORT', config.edgeOpsPort],
+  ...Array.from({ length: config.edgeProcesses }, (_, i): [string, number] => [i === 0 ? 'EDGE_OPS_PORT' : `EDGE_OPS_PORT (+${i} for edge ${i + 1} of EDGE_PROCESSES)`, config.edgeOpsPort + i]),
   ['CORE_OPS_PORT', config.coreOpsPort],
   ...(config.databaseUrl ? [] : ([['PG_PORT', config.pgPort]] as [string, number][])),
 ]
@@ -168,16 +175,23 @@ try {
     EDGE_AUTO_PROVISION_TENANTS: 'true',
     [EDIT_PARTITIONS_VAR]: String(registry.editPartitions),
   }
-  for (const [name, port] of [['core', config.corePort], ['edge', config.edgePort]] as const) {
+  const nodeArgs = config.nodeArgs.split(/\s+/).filter(Boolean)
+  const coreLog = join(logsDir, 'core.log')
+  await supervise('core', coreLog, nodeProcess('core', join(dist, 'core', 'main.js'), nodeArgs, env, `http://127.0.0.1:${config.coreOpsPort}/healthz`, coreLog, pidOf('core')))
+  for (let i = 0; i < config.edgeProcesses; i++) {
+    const name = edgeName(i)
     const logFile = join(logsDir, `${name}.log`)
-    await supervise(name, logFile, nodeProcess(name, join(dist, name, 'main.js'), config.nodeArgs.split(/\s+/).filter(Boolean), env, `http://127.0.0.1:${port}/healthz`, logFile, pidOf(name)))
+    const opsPort = config.edgeOpsPort + i
+    await supervise(name, logFile, nodeProcess(name, join(dist, 'edge', 'main.js'), nodeArgs, { ...env, EDGE_OPS_PORT: String(opsPort) }, `http://127.0.0.1:${opsPort}/healthz`, logFile, pidOf(name)))
   }
+  const edgeOps = Array.from({ length: config.edgeProcesses }, (_, i) => `http://127.0.0.1:${config.edgeOpsPort + i}/metrics`)
   writeFileSync(join(config.dataDir, 'endpoints.json'), JSON.stringify({ edge: `ws://127.0.0.1:${config.edgePort}`, core: `http://127.0.0.1:${config.corePort}`, nats: natsUrl, databaseUrl }, null, 2))
   console.log(`
 DocFlow is running.
-  edge (y-websocket)  ws://localhost:${config.edgePort}/<docId>?token=<jwt>
+  edge (y-websocket)  ws://localhost:${config.edgePort}/<docId>?token=<jwt>${config.edgeProcesses > 1 ? `   (${config.edgeProcesses} edge processes share the port)` : ''}
+  edge (HTTP ingest)  POST http://localhost:${config.edgePort}/v1/docs/<docId>/updates
   core (read API)     http://localhost:${config.corePort}/v1/docs/<docId>/state
-  metrics             http://127.0.0.1:${config.edgeOpsPort}/metrics (edge), http://127.0.0.1:${config.coreOpsPort}/metrics (core)
+  metrics             ${edgeOps.join(', ')} (edge), http://127.0.0.1:${config.coreOpsPort}/metrics (core)
   dev token           npm run token -- --tenant acme
   tenants             npm run tenant -- list   (acme, globex; others are added on first sight in dev)
   logs                ${logsDir}

@@ -1,0 +1,75 @@
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { JWT_SECRET, token } from '../helpers/setup.ts'
+import { materializedText, until, yclient, type TestClient } from '../helpers/client.ts'
+import { alive, exited, freePort, waitFor } from '../../scripts/lib/proc.ts'
+import { portFree } from '../../scripts/lib/single-instance.ts'
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+
+/** Open sockets of the edge whose ops port is `port`. */
+async function connectionsOf(port: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+  return Number(/^docflow_edge_connections(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1] ?? NaN)
+}
+
+t.test('scripts - EDGE_PROCESSES=2 runs two edges on one port; clients spread over both converge', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'docflow-edges-'))
+  const ports = { EDGE_PORT: 0, CORE_PORT: 0, NATS_PORT: 0, NATS_MONITOR_PORT: 0, PG_PORT: 0, EDGE_OPS_PORT: 0, CORE_OPS_PORT: 0 }
+  for (const name of Object.keys(ports) as (keyof typeof ports)[]) ports[name] = await freePort()
+  // The second edge's ops port is EDGE_OPS_PORT + 1.
+  while (!(await portFree(ports.EDGE_OPS_PORT + 1))) ports.EDGE_OPS_PORT = await freePort()
+  const env: NodeJS.ProcessEnv = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), EDGE_PROCESSES: '2', DOCFLOW_DATA_DIR: dataDir, DOCFLOW_JWT_SECRET: JWT_SECRET, LOG_LEVEL: 'warn' }
+  delete env.DATABASE_URL
+  const supervisor = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/start.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  supervisor.stdout.on('data', (b: Buffer) => (output += b.toString()))
+  supervisor.stderr.on('data', (b: Buffer) => (output += b.toString()))
+  const clients: TestClient[] = []
+  t.teardown(async () => {
+    for (const c of clients) c.destroy()
+    if (supervisor.exitCode === null && supervisor.signalCode === null) {
+      supervisor.kill('SIGTERM')
+      await exited(supervisor)
+    }
+    const location = join(dataDir, 'pg', 'cluster-location')
+    if (existsSync(location)) rmSync(readFileSync(location, 'utf8').trim(), { recursive: true, force: true })
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  await waitFor('the start banner', async () => {
+    if (supervisor.exitCode !== null) throw new Error(`npm start exited: ${output}`)
+    return output.includes('DocFlow is running')
+  }, 240_000)
+  t.match(output, /2 edge processes share the port/)
+  const edgePids = ['edge', 'edge-2'].map((name) => Number(readFileSync(join(dataDir, 'run', `${name}.pid`), 'utf8')))
+  t.ok(edgePids.every(alive) && edgePids[0] !== edgePids[1], `two edge processes (${edgePids.join(', ')})`)
+
+  // The kernel picks the edge per connection: open clients until both edges hold some.
+  const tok = await token({ tenant: 'acme' })
+  const edgeUrl = `ws://127.0.0.1:${ports.EDGE_PORT}`
+  const opsPorts = [ports.EDGE_OPS_PORT, ports.EDGE_OPS_PORT + 1]
+  for (let i = 0; i < 40; i++) {
+    const c = yclient(edgeUrl, 'spread', tok)
+    clients.push(c)
+    await c.synced()
+    if (clients.length >= 4 && (await Promise.all(opsPorts.map(connectionsOf))).every((n) => n > 0)) break
+  }
+  const counts = await Promise.all(opsPorts.map(connectionsOf))
+  t.ok(counts.every((n) => n > 0), `clients on both edges: ${counts.join(' + ')}`)
+  for (const [i, c] of clients.entries()) c.text.insert(c.text.length, `<${i}>`)
+  const expected = clients.map((_, i) => `<${i}>`).sort().join('')
+  const sorted = (s: string | null) => (s?.match(/<\d+>/g) ?? []).sort().join('')
+  await until('every client holds every edit', () => clients.every((c) => sorted(c.text.toString()) === expected), 20_000)
+  t.ok(clients.every((c) => c.text.toString() === clients[0]!.text.toString()), 'and the same text')
+  await until('core materialized them all', async () => sorted(await materializedText(`http://127.0.0.1:${ports.CORE_PORT}`, 'spread', tok).catch(() => '')) === expected, 20_000)
+
+  for (const c of clients.splice(0)) c.destroy()
+  supervisor.kill('SIGTERM')
+  await exited(supervisor)
+  t.equal(supervisor.exitCode, 0, 'SIGTERM stops both edges and the rest')
+  t.ok(edgePids.every((pid) => !alive(pid)), 'both edges stopped')
+})
