@@ -1,7 +1,7 @@
 import uWS from 'uWebSockets.js'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream } from '@nats-io/jetstream'
-import { CloseCode, DocId, Role, docAllowed, type Claims } from '../contracts/mod.ts'
+import { CloseCode, DocId, Role, docAllowed, revokes, type Claims, type Revocation } from '../contracts/mod.ts'
 import { DEFAULT_CLOCK_TOLERANCE_S, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
@@ -15,6 +15,7 @@ import { ProtocolError, parseClientMessage } from './protocol.ts'
 import { UpdatePublisher } from './publisher.ts'
 import { Room, type RoomClient } from './room.ts'
 import { TenantAdmission } from './tenants.ts'
+import { Revocations } from '../runtime/revocations.ts'
 
 export interface EdgeOptions {
   /** Listen port; 0 picks a free one. Default 8080. */
@@ -82,6 +83,9 @@ export class Edge {
   private readonly publisher: UpdatePublisher
   private readonly inFlight = new Set<Promise<void>>()
   private tenants: TenantAdmission | null = null
+  private revocations: Revocations | null = null
+  /** Every open client socket, for revocations. */
+  private readonly sockets = new Set<SocketClient>()
   private listenSocket: uWS.us_listen_socket | null = null
   private ops: OpsServer | null = null
   private stopping = false
@@ -125,6 +129,7 @@ export class Edge {
       this.log,
       (tenant, reason) => this.revoke(tenant, reason),
     )
+    this.revocations = await Revocations.open(this.nc, 1_000, this.log, (r) => this.closeRevoked(r))
     const healthy = () => !this.stopping && !this.nc.isClosed()
     this.ops = await serveOps({ port: this.opts.opsPort, host: this.opts.opsHost ?? '127.0.0.1', registry: this.metrics.registry, healthy })
     const app = uWS.App()
@@ -165,6 +170,7 @@ export class Edge {
   async stop(): Promise<void> {
     this.stopping = true
     this.tenants?.stop()
+    this.revocations?.stop()
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket)
     this.listenSocket = null
     await Promise.allSettled([...this.inFlight])
@@ -219,6 +225,7 @@ export class Edge {
       if (!isTokenError(err)) this.log.error({ err }, 'token verification crashed')
       return { ok: false, code: CloseCode.Unauthorized, reason: isTokenError(err) ? err.message : 'invalid token' }
     }
+    if (this.revocations!.revoked(claims)) return { ok: false, code: CloseCode.Unauthorized, reason: 'token revoked' }
     if (!docAllowed(claims, docId)) return { ok: false, code: CloseCode.Forbidden, reason: 'token does not cover this document' }
     const admission = await this.tenants!.admit(claims.tenant)
     if (!admission.ok) {
@@ -226,6 +233,19 @@ export class Edge {
       return { ok: false, code: CloseCode.Forbidden, reason: admission.reason }
     }
     return { ok: true, tenant: claims.tenant, claims }
+  }
+
+  /** Closes every socket whose token `r` revokes (4401: a stock client stops; the app brings a new token). */
+  private closeRevoked(r: Revocation): void {
+    let closed = 0
+    for (const client of this.sockets) {
+      if (!revokes(r, client.claims)) continue
+      client.close(CloseCode.Unauthorized, 'token revoked')
+      closed++
+    }
+    if (closed === 0) return
+    this.metrics.revokedSockets.inc({ tenant: r.tenant }, closed)
+    this.log.info({ tenant: r.tenant, userId: r.userId, tokenId: r.tokenId, sockets: closed, reason: r.reason }, 'tokens revoked; their sockets closed with 4401')
   }
 
   /** A POSTed update JetStream stored: to the document's clients here, and on other edges. */
@@ -248,6 +268,7 @@ export class Edge {
     const room = this.room(data.tenant, data.docId)
     data.client = client
     data.room = room
+    this.sockets.add(client)
     room.join(client)
   }
 
@@ -281,6 +302,7 @@ export class Edge {
     const data = ws.getUserData()
     if (!data.ok || !data.client) return
     data.client.markClosed()
+    this.sockets.delete(data.client)
     this.metrics.connections.dec()
     data.room?.leave(data.client)
   }
@@ -340,6 +362,7 @@ const SEND_DROPPED = 2
  * `maxBufferedBytes` on top of the largest frame sent does.
  */
 class SocketClient implements RoomClient {
+  readonly claims: Claims
   readonly userId: string
   readonly canEdit: boolean
   private open = true
@@ -353,6 +376,7 @@ class SocketClient implements RoomClient {
     private readonly metrics: EdgeMetrics,
     private readonly log: Logger,
   ) {
+    this.claims = socket.claims
     this.userId = socket.claims.sub
     this.canEdit = socket.claims.role === Role.Editor
   }

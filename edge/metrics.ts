@@ -9,6 +9,7 @@ export function createEdgeMetrics(registry: Registry = createRegistry('edge')) {
     connections: new Gauge({ name: 'docflow_edge_connections', help: 'Open client sockets', registers }),
     rooms: new Gauge({ name: 'docflow_edge_rooms', help: 'Documents open on this edge', registers }),
     httpIngests: new Counter({ name: 'docflow_edge_http_ingests_total', help: 'POSTed updates by tenant (empty before the token is checked) and HTTP status', labelNames: ['tenant', 'status'], registers }),
+    revokedSockets: new Counter({ name: 'docflow_edge_revoked_sockets_total', help: 'Sockets closed with 4401 because their token was revoked, by tenant', labelNames: ['tenant'], registers }),
     tokenExpiries: new Counter({ name: 'docflow_edge_token_expiries_total', help: 'Sockets closed with 4401 because their token expired, by tenant', labelNames: ['tenant'], registers }),
     closes: new Counter({ name: 'docflow_edge_closes_total', help: 'Sockets closed by the edge, by close code', labelNames: ['code'], registers }),
     updatesPublished: new Counter({ name: 'docflow_edge_updates_published_total', help: 'Updates acked by JetStream', registers }),

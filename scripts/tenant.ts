@@ -4,6 +4,9 @@
 //   suspend <tenant> | resume <tenant>   stop / restore writes (data kept)
 //   remove <tenant> --yes                delete everything the tenant has, everywhere
 //   list [--json]                        tenants with their usage
+//   revoke <tenant> [--user <id> | --token <jti>] [--reason <text>]
+//                                        close and refuse the tokens (all of the tenant's, or
+//                                        one user's, issued until now; or one token) on every edge
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -18,7 +21,8 @@ const USAGE = `usage: npm run tenant -- add <tenant> [--max-storage 1GB]
        npm run tenant -- quota <tenant> --max-storage <size>
        npm run tenant -- suspend <tenant> | resume <tenant>
        npm run tenant -- remove <tenant> --yes
-       npm run tenant -- list [--json]`
+       npm run tenant -- list [--json]
+       npm run tenant -- revoke <tenant> [--user <id> | --token <jti>] [--reason <text>]`
 
 const dataDir = process.env.DOCFLOW_DATA_DIR ?? join(fileURLToPath(new URL('..', import.meta.url)), 'data')
 
@@ -32,7 +36,7 @@ const { values, positionals } = (() => {
   try {
     return parseArgs({
       allowPositionals: true,
-      options: { 'max-storage': { type: 'string' }, yes: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      options: { 'max-storage': { type: 'string' }, user: { type: 'string' }, token: { type: 'string' }, reason: { type: 'string' }, yes: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     })
   } catch (err) {
     return fail((err as Error).message)
@@ -44,8 +48,10 @@ if (values.help) {
 }
 const [command, tenantArg, ...extra] = positionals
 if (!command) fail('missing command')
-if (!['add', 'quota', 'suspend', 'resume', 'remove', 'list'].includes(command)) fail(`unknown command ${JSON.stringify(command)}`)
+if (!['add', 'quota', 'suspend', 'resume', 'remove', 'list', 'revoke'].includes(command)) fail(`unknown command ${JSON.stringify(command)}`)
 if (extra.length > 0) fail(`unexpected arguments: ${extra.join(' ')}`)
+if (command !== 'revoke' && (values.user !== undefined || values.token !== undefined || values.reason !== undefined)) fail('--user, --token and --reason are for revoke')
+if (values.user !== undefined && values.token !== undefined) fail('revoke names a user or a token, not both')
 const tenant = command === 'list' ? '' : parseTenant(tenantArg)
 
 function parseTenant(name: string | undefined): string {
@@ -101,6 +107,12 @@ try {
       await provisioner.remove(tenant)
       console.log(`removed ${tenant}`)
       break
+    case 'revoke': {
+      const r = await provisioner.revoke({ tenant, userId: values.user, tokenId: values.token, reason: values.reason ?? '' })
+      const what = r.tokenId !== undefined ? `token ${r.tokenId}` : r.userId !== undefined ? `tokens of ${r.userId} issued until now` : 'every token issued until now'
+      console.log(`${tenant}: revoked ${what}; edges close their sockets with 4401`)
+      break
+    }
     case 'list': {
       const rows = await provisioner.list()
       if (values.json) {

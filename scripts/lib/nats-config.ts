@@ -7,6 +7,7 @@ import {
   serviceInboxPrefix,
   SubjectPatterns,
   TENANTS_BUCKET,
+  REVOCATIONS_BUCKET,
   TENANT_ENSURE_SUBJECT,
   TenantStatus,
   partitionMapping,
@@ -46,9 +47,9 @@ const APP_USER_DENIED = [
 
 const q = (s: string) => JSON.stringify(s)
 
-/** Reading the tenant KV bucket: open (stream info), get (direct or message get) and watch (ordered consumer). */
-const tenantsBucketRead = (() => {
-  const stream = `KV_${TENANTS_BUCKET}`
+/** Reading a KV bucket: open (stream info), get (direct or message get) and watch (ordered consumer). */
+const bucketRead = (bucket: string) => {
+  const stream = `KV_${bucket}`
   return [
     `$JS.API.STREAM.INFO.${stream}`,
     `$JS.API.DIRECT.GET.${stream}`,
@@ -60,7 +61,8 @@ const tenantsBucketRead = (() => {
     `$JS.API.CONSUMER.DELETE.${stream}.*`,
     `$JS.FC.${stream}.>`,
   ]
-})()
+}
+const tenantsBucketRead = bucketRead(TENANTS_BUCKET)
 
 /** Replies to a service user's requests (JetStream API, state transfer) arrive on its own inboxes only. */
 const inbox = (user: ServiceUser) => `${serviceInboxPrefix(user)}.>`
@@ -89,6 +91,7 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       TENANT_ENSURE_SUBJECT,
       '$JS.API.INFO',
       ...tenantsBucketRead,
+      ...bucketRead(REVOCATIONS_BUCKET),
       // Answers to peer edges' room requests.
       inbox(ServiceUser.Edge),
     ],

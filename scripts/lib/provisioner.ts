@@ -1,3 +1,4 @@
+import type { z } from 'zod'
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { DiscardPolicy, JetStreamApiCodes, RetentionPolicy, StorageType, jetstreamManager, type JetStreamManager, type StreamSource } from '@nats-io/jetstream'
 import { Kvm, type KV } from '@nats-io/kv'
@@ -10,6 +11,11 @@ import {
   EDIT_STREAM_MAX_AGE_MS,
   ServiceUser,
   TENANTS_BUCKET,
+  REVOCATIONS_BUCKET,
+  REVOCATION_TTL_MS,
+  Revocation,
+  encodeRevocation,
+  revocationKey,
   TENANT_ENSURE_SUBJECT,
   TenantId,
   TenantStatus,
@@ -92,14 +98,24 @@ export class Provisioner {
     private readonly nc: NatsConnection,
     private readonly jsm: JetStreamManager,
     private readonly kv: KV,
+    private readonly revocations: KV,
   ) {}
+
+  /** Revokes one token, a user's tokens or a tenant's tokens issued until now; every edge closes their sockets. */
+  async revoke(r: Omit<z.input<typeof Revocation>, 'revokedAt'>): Promise<Revocation> {
+    const revocation = Revocation.parse({ ...r, revokedAt: Date.now() })
+    await this.revocations.put(revocationKey(revocation), encodeRevocation(revocation))
+    return revocation
+  }
 
   static async open(o: ProvisionerOptions): Promise<Provisioner> {
     const registry = Registry.open(natsFiles(o.natsDir).registry)
     const nc = await connect({ servers: o.natsUrl, user: ServiceUser.Admin, pass: registry.servicePassword(ServiceUser.Admin), name: 'docflow-provisioner' })
     const jsm = await jetstreamManager(nc)
-    const kv = await new Kvm(nc).create(TENANTS_BUCKET, { history: 1 })
-    return new Provisioner(o, nc, jsm, kv)
+    const kvm = new Kvm(nc)
+    const kv = await kvm.create(TENANTS_BUCKET, { history: 1 })
+    const revocations = await kvm.create(REVOCATIONS_BUCKET, { history: 1, ttl: REVOCATION_TTL_MS })
+    return new Provisioner(o, nc, jsm, kv, revocations)
   }
 
   async close(): Promise<void> {

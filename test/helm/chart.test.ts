@@ -3,7 +3,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
-import { AGG_MAX_AGE_MS, AGG_STREAM, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS_VAR, MAX_EDIT_PARTITIONS, TENANTS_BUCKET } from '../../contracts/mod.ts'
+import { AGG_MAX_AGE_MS, AGG_STREAM, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS_VAR, MAX_EDIT_PARTITIONS, REVOCATIONS_BUCKET, REVOCATION_TTL_MS, TENANTS_BUCKET } from '../../contracts/mod.ts'
 import { JWT_VARS } from '../../runtime/config.ts'
 import {
   alertExpressions,
@@ -210,6 +210,9 @@ t.test('helm - provisioning and alerts use the numbers in contracts/', async (t)
   t.equal(p.tenantsBucket.name, TENANTS_BUCKET)
   t.equal(p.aggregate.replicas, 3)
   t.equal(p.tenantsBucket.replicas, 3)
+  t.equal(p.revocationsBucket.name, REVOCATIONS_BUCKET)
+  t.equal(p.revocationsBucket.replicas, 3)
+  t.equal(Number(/^(\d+)h$/.exec(p.revocationsBucket.ttl)?.[1]) * 3_600_000, REVOCATION_TTL_MS, 'revocations are kept as long as contracts/ says')
   t.ok(Number.isInteger(values.editPartitions) && values.editPartitions >= 16 && values.editPartitions <= MAX_EDIT_PARTITIONS, `editPartitions ${values.editPartitions}: room for many core processes, within ${MAX_EDIT_PARTITIONS}`)
   for (const component of ['edge', 'core']) {
     t.match(read(join(TEMPLATES, `${component}-deployment.yaml`)), new RegExp(`- name: ${EDIT_PARTITIONS_VAR}\\n\\s+value: \\{\\{ \\.Values\\.editPartitions \\| quote \\}\\}`), `${component} gets editPartitions`)
