@@ -130,7 +130,7 @@ export class Edge {
       (tenant, reason) => this.revoke(tenant, reason),
     )
     this.revocations = await Revocations.open(this.nc, 1_000, this.log, (r) => this.closeRevoked(r))
-    const healthy = () => !this.stopping && !this.nc.isClosed()
+    const healthy = () => !this.stopping && !this.nc.isClosed() && this.listenSocket !== null
     this.ops = await serveOps({ port: this.opts.opsPort, host: this.opts.opsHost ?? '127.0.0.1', registry: this.metrics.registry, healthy })
     const app = uWS.App()
     serveHealth(app, healthy)

@@ -41,7 +41,7 @@ const config = loadConfigOrExit(
     nodeArgs: z.string().default(''),
     /** Only for a new data folder: an existing one keeps the count it was provisioned with. */
     editPartitions: EditPartitionCount.optional(),
-    /** Edge processes sharing EDGE_PORT (SO_REUSEPORT: the kernel spreads connections); the i-th has ops port EDGE_OPS_PORT + i. */
+    /** Edge processes sharing EDGE_PORT (SO_REUSEPORT: the kernel spreads connections); the i-th (from 0) has ops port EDGE_OPS_PORT - i. */
     edgeProcesses: PositiveInt.max(MAX_EDGE_PROCESSES).default(1),
   }),
   {
@@ -75,6 +75,8 @@ mkdirSync(runDir, { recursive: true })
 const pidOf = (name: string) => join(runDir, `${name}.pid`)
 /** Edge i (0-based) of EDGE_PROCESSES: `edge`, then `edge-2`, `edge-3`, ... */
 const edgeName = (i: number) => (i === 0 ? 'edge' : `edge-${i + 1}`)
+/** Counting down from EDGE_OPS_PORT, clear of CORE_OPS_PORT's default just above it. */
+const edgeOpsPort = (i: number) => config.edgeOpsPort - i
 for (let i = 0; i < MAX_EDGE_PROCESSES; i++) stopStale(pidOf(edgeName(i)), 'edge/main.', 'SIGTERM')
 stopStale(pidOf('core'), 'core/main.', 'SIGTERM')
 stopStale(join(config.dataDir, 'nats', 'nats-server.pid'), 'nats-server', 'SIGTERM')
@@ -85,11 +87,22 @@ const ports: [string, number][] = [
   ['CORE_PORT', config.corePort],
   ['NATS_PORT', config.natsPort],
   ['NATS_MONITOR_PORT', config.natsMonitorPort],
-  ...Array.from({ length: config.edgeProcesses }, (_, i): [string, number] => [i === 0 ? 'EDGE_OPS_PORT' : `EDGE_OPS_PORT (+${i} for edge ${i + 1} of EDGE_PROCESSES)`, config.edgeOpsPort + i]),
+  ...Array.from({ length: config.edgeProcesses }, (_, i) => [i === 0 ? 'EDGE_OPS_PORT' : `EDGE_OPS_PORT (${config.edgeOpsPort} - ${i} for edge ${i + 1} of EDGE_PROCESSES)`, edgeOpsPort(i)] as [string, number]),
   ['CORE_OPS_PORT', config.coreOpsPort],
   ...(config.databaseUrl ? [] : ([['PG_PORT', config.pgPort]] as [string, number][])),
 ]
 for (const [name, port] of ports) {
+  if (port < 1) {
+    rmSync(pidFile, { force: true })
+    console.error(`docflow: ${name} is ${port}; npm start needs fixed ports (EDGE_OPS_PORT must leave room for EDGE_PROCESSES below it).`)
+    process.exit(1)
+  }
+  const other = ports.find(([n, p]) => p === port && n !== name)
+  if (other) {
+    rmSync(pidFile, { force: true })
+    console.error(`docflow: ${name} and ${other[0]} are both ${port}; give each part its own port.`)
+    process.exit(1)
+  }
   if (!(await portFree(port))) {
     rmSync(pidFile, { force: true })
     console.error(`docflow: port ${port} is taken by another program; free it or set ${name} to another port.`)
@@ -181,10 +194,10 @@ try {
   for (let i = 0; i < config.edgeProcesses; i++) {
     const name = edgeName(i)
     const logFile = join(logsDir, `${name}.log`)
-    const opsPort = config.edgeOpsPort + i
+    const opsPort = edgeOpsPort(i)
     await supervise(name, logFile, nodeProcess(name, join(dist, 'edge', 'main.js'), nodeArgs, { ...env, EDGE_OPS_PORT: String(opsPort) }, `http://127.0.0.1:${opsPort}/healthz`, logFile, pidOf(name)))
   }
-  const edgeOps = Array.from({ length: config.edgeProcesses }, (_, i) => `http://127.0.0.1:${config.edgeOpsPort + i}/metrics`)
+  const edgeOps = Array.from({ length: config.edgeProcesses }, (_, i) => `http://127.0.0.1:${edgeOpsPort(i)}/metrics`)
   writeFileSync(join(config.dataDir, 'endpoints.json'), JSON.stringify({ edge: `ws://127.0.0.1:${config.edgePort}`, core: `http://127.0.0.1:${config.corePort}`, nats: natsUrl, databaseUrl }, null, 2))
   console.log(`
 DocFlow is running.

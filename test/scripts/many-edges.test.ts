@@ -21,8 +21,8 @@ t.test('scripts - EDGE_PROCESSES=2 runs two edges on one port; clients spread ov
   const dataDir = mkdtempSync(join(tmpdir(), 'docflow-edges-'))
   const ports = { EDGE_PORT: 0, CORE_PORT: 0, NATS_PORT: 0, NATS_MONITOR_PORT: 0, PG_PORT: 0, EDGE_OPS_PORT: 0, CORE_OPS_PORT: 0 }
   for (const name of Object.keys(ports) as (keyof typeof ports)[]) ports[name] = await freePort()
-  // The second edge's ops port is EDGE_OPS_PORT + 1.
-  while (!(await portFree(ports.EDGE_OPS_PORT + 1))) ports.EDGE_OPS_PORT = await freePort()
+  // The second edge's ops port is EDGE_OPS_PORT - 1.
+  while (!(await portFree(ports.EDGE_OPS_PORT - 1)) || Object.values(ports).includes(ports.EDGE_OPS_PORT - 1)) ports.EDGE_OPS_PORT = await freePort()
   const env: NodeJS.ProcessEnv = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), EDGE_PROCESSES: '2', DOCFLOW_DATA_DIR: dataDir, DOCFLOW_JWT_SECRET: JWT_SECRET, LOG_LEVEL: 'warn' }
   delete env.DATABASE_URL
   const supervisor = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/start.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
@@ -51,7 +51,7 @@ t.test('scripts - EDGE_PROCESSES=2 runs two edges on one port; clients spread ov
   // The kernel picks the edge per connection: open clients until both edges hold some.
   const tok = await token({ tenant: 'acme' })
   const edgeUrl = `ws://127.0.0.1:${ports.EDGE_PORT}`
-  const opsPorts = [ports.EDGE_OPS_PORT, ports.EDGE_OPS_PORT + 1]
+  const opsPorts = [ports.EDGE_OPS_PORT, ports.EDGE_OPS_PORT - 1]
   for (let i = 0; i < 40; i++) {
     const c = yclient(edgeUrl, 'spread', tok)
     clients.push(c)
@@ -72,4 +72,12 @@ t.test('scripts - EDGE_PROCESSES=2 runs two edges on one port; clients spread ov
   await exited(supervisor)
   t.equal(supervisor.exitCode, 0, 'SIGTERM stops both edges and the rest')
   t.ok(edgePids.every((pid) => !alive(pid)), 'both edges stopped')
+
+  // Two parts on one port are refused before anything starts (the second edge's ops port is CORE_OPS_PORT here).
+  const clash = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/start.ts')], { cwd: ROOT, env: { ...env, CORE_OPS_PORT: String(ports.EDGE_OPS_PORT - 1) }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let refused = ''
+  clash.stderr.on('data', (b: Buffer) => (refused += b.toString()))
+  await exited(clash)
+  t.equal(clash.exitCode, 1)
+  t.ok(refused.includes(`EDGE_OPS_PORT (${ports.EDGE_OPS_PORT} - 1 for edge 2 of EDGE_PROCESSES) and CORE_OPS_PORT are both ${ports.EDGE_OPS_PORT - 1}`), refused)
 })
