@@ -20,6 +20,12 @@ export type FanMessage = z.infer<typeof FanMessage>
 export const encodeFan = (m: FanMessage) => pack(m)
 export const decodeFan = (b: Uint8Array) => unpack(FanMessage, b)
 
+/** An edge is alive (or, `gone`, stopping). */
+export const EdgeBeat = z.object({ edgeId: z.string().min(1).max(256), gone: z.boolean() })
+export type EdgeBeat = z.infer<typeof EdgeBeat>
+export const encodeEdgeBeat = (m: EdgeBeat) => pack(m)
+export const decodeEdgeBeat = (b: Uint8Array) => unpack(EdgeBeat, b)
+
 /** Ask for a document's state; with a state vector, only what the asker lacks comes back. */
 export const StateRequest = z.object({
   tenant: TenantId,

@@ -110,7 +110,13 @@ export const ServiceSubjects = {
   room: (tenant: string, docId: string) => `df.room.${TenantId.parse(tenant)}.${docKey(docId)}`,
   /** Core answers with the materialized state of a document (queue group). */
   coreState: 'df.core.state',
+  /** Every edge says it is alive (EdgeBeat) each EDGE_BEAT_MS; the others drop the presence of one gone quiet. */
+  edgeBeat: 'df.edges.beat',
 } as const
+
+/** How often an edge beats, and after how long without a beat its clients' presence is dropped. */
+export const EDGE_BEAT_MS = 1_000
+export const EDGE_GONE_AFTER_MS = 3_500
 
 /** Every subject of a family, for NATS permissions (scripts/lib/nats-config.ts). */
 export const SubjectPatterns = {

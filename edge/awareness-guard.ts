@@ -29,6 +29,8 @@ type Owner<S> = S | typeof PEER
 export interface Admitted {
   /** The entries this owner may apply, re-encoded; null when none is left. */
   update: Uint8Array | null
+  /** Their client ids. */
+  ids: number[]
   /** Entries refused because another socket or a peer edge owns their client id. */
   refused: number
 }
@@ -69,8 +71,9 @@ export class AwarenessGuard<S> {
       return true
     })
     const refused = entries.length - kept.length
-    if (kept.length === 0) return { update: null, refused }
-    return { update: refused === 0 ? update : encodeAwareness(kept), refused }
+    const ids = kept.map((e) => e.clientId)
+    if (kept.length === 0) return { update: null, ids, refused }
+    return { update: refused === 0 ? update : encodeAwareness(kept), ids, refused }
   }
 
   /** The ids a socket owned, now free; the caller removes their states. */

@@ -16,6 +16,7 @@ import { UpdatePublisher } from './publisher.ts'
 import { Room, type RoomClient } from './room.ts'
 import { TenantAdmission } from './tenants.ts'
 import { Revocations } from '../runtime/revocations.ts'
+import { PeerEdges } from './peer-edges.ts'
 
 export interface EdgeOptions {
   /** Listen port; 0 picks a free one. Default 8080. */
@@ -84,6 +85,7 @@ export class Edge {
   private readonly inFlight = new Set<Promise<void>>()
   private tenants: TenantAdmission | null = null
   private revocations: Revocations | null = null
+  private readonly peers: PeerEdges
   /** Every open client socket, for revocations. */
   private readonly sockets = new Set<SocketClient>()
   private listenSocket: uWS.us_listen_socket | null = null
@@ -103,6 +105,9 @@ export class Edge {
     this.maxMessageBytes = messageLimit(opts.maxMessageBytes, nc.info?.max_payload)
     this.maxBufferedBytes = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES
     if (!(this.maxBufferedBytes > 0)) throw new EdgeOptionsError(`maxBufferedBytes must be positive, got ${this.maxBufferedBytes}`)
+    this.peers = new PeerEdges(nc, opts.edgeId, log, (edgeId) => {
+      for (const room of this.rooms.values()) room.peerGone(edgeId)
+    })
     this.publisher = new UpdatePublisher(nc, opts.edgeId, this.metrics, log, {
       ...(opts.editPartitions !== undefined ? { partitions: opts.editPartitions } : {}),
       ackTimeoutMs: opts.publishAckTimeoutMs,
@@ -130,6 +135,7 @@ export class Edge {
       (tenant, reason) => this.revoke(tenant, reason),
     )
     this.revocations = await Revocations.open(this.nc, 1_000, this.log, (r) => this.closeRevoked(r))
+    this.peers.start()
     const healthy = () => !this.stopping && !this.nc.isClosed() && this.listenSocket !== null
     this.ops = await serveOps({ port: this.opts.opsPort, host: this.opts.opsHost ?? '127.0.0.1', registry: this.metrics.registry, healthy })
     const app = uWS.App()
@@ -171,6 +177,7 @@ export class Edge {
     this.stopping = true
     this.tenants?.stop()
     this.revocations?.stop()
+    this.peers.stop()
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket)
     this.listenSocket = null
     await Promise.allSettled([...this.inFlight])

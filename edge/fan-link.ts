@@ -17,7 +17,8 @@ export interface FanLinkOptions {
 export interface FanHandlers {
   /** A durable update from a peer edge; `gap`: at least one of that peer's updates was missed. */
   update(payload: Uint8Array, gap: boolean, stream: string, seq: number): void
-  awareness(payload: Uint8Array): void
+  /** Presence from the peer edge `edgeId`. */
+  awareness(payload: Uint8Array, edgeId: string): void
 }
 
 /**
@@ -80,7 +81,7 @@ export class FanLink {
     this.peers = true
     this.o.metrics.fanReceived.inc({ kind: msg.kind })
     if (msg.kind === FanKind.Update) handlers.update(msg.payload, this.trackPeerSeq(msg.stream, msg.seq), msg.stream, msg.seq)
-    else handlers.awareness(msg.payload)
+    else handlers.awareness(msg.payload, msg.edgeId)
   }
 
   /**

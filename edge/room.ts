@@ -80,6 +80,8 @@ export class Room {
   /** Presence; its Y.Doc only lends it a client id (the room's own presence stays empty). */
   readonly awareness = new awarenessProtocol.Awareness(new Y.Doc())
   private readonly guard: AwarenessGuard<RoomClient>
+  /** The peer edge each presence client id came from, so a gone edge's presence can go. */
+  private readonly peerPresence = new Map<number, string>()
   private readonly clients = new Map<RoomClient, Member>()
   private readonly waiting = new Map<RoomClient, ClientMessage[]>()
   private readonly subs: Subscription[] = []
@@ -112,7 +114,7 @@ export class Room {
     this.awareness.setLocalState(null)
     this.awareness.on('update', (change: AwarenessChange, origin: unknown) => this.onAwarenessUpdate(change, origin))
     // Subscribe before loading so nothing acked meanwhile is missed.
-    this.fanLink = new FanLink(o, { update: (payload, gap, stream, seq) => this.onFanUpdate(payload, gap, stream, seq), awareness: (payload) => this.onFanAwareness(payload) })
+    this.fanLink = new FanLink(o, { update: (payload, gap, stream, seq) => this.onFanUpdate(payload, gap, stream, seq), awareness: (payload, edgeId) => this.onFanAwareness(payload, edgeId) })
     this.subs.push(
       o.nc.subscribe(ServiceSubjects.room(o.tenant, o.docId), {
         callback: (err, msg) => {
@@ -151,6 +153,17 @@ export class Room {
     const queue = this.waiting.get(client)
     if (queue) queue.push(msg)
     else this.handleOrReject(client, msg)
+  }
+
+  /** The peer edge `edgeId` is gone (edge/peer-edges.ts): its clients' presence goes too. */
+  peerGone(edgeId: string): void {
+    const ids: number[] = []
+    for (const [id, from] of this.peerPresence) {
+      if (from !== edgeId) continue
+      this.peerPresence.delete(id)
+      if (this.awareness.getStates().has(id)) ids.push(id)
+    }
+    if (ids.length > 0) awarenessProtocol.removeAwarenessStates(this.awareness, ids, 'peer-gone')
   }
 
   leave(client: RoomClient): void {
@@ -405,7 +418,10 @@ export class Room {
   }
 
   private onAwarenessUpdate({ added, updated, removed }: AwarenessChange, origin: unknown): void {
-    if (removed.length > 0) this.guard.removed(removed)
+    if (removed.length > 0) {
+      this.guard.removed(removed)
+      for (const id of removed) this.peerPresence.delete(id)
+    }
     const changed = [...added, ...updated, ...removed]
     const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed)
     const frame = awarenessMessage(update)
@@ -422,11 +438,12 @@ export class Room {
     if (this.ready) this.resync('gap')
   }
 
-  private onFanAwareness(payload: Uint8Array): void {
+  private onFanAwareness(payload: Uint8Array, edgeId: string): void {
     if (this.closed) return
     try {
       const admitted = this.guard.admit(PEER, payload)
       if (admitted.refused > 0) this.o.metrics.awarenessRefused.inc({ reason: 'not-owner' }, admitted.refused)
+      for (const id of admitted.ids) this.peerPresence.set(id, edgeId)
       if (admitted.update) awarenessProtocol.applyAwarenessUpdate(this.awareness, admitted.update, 'fan')
     } catch (err) {
       this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId }, 'bad presence from a peer dropped')

@@ -87,6 +87,7 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       `ten.*.ed.*.${EDIT_BATCH_TOKEN}`,
       SubjectPatterns.fan,
       SubjectPatterns.room,
+      ServiceSubjects.edgeBeat,
       ServiceSubjects.coreState,
       TENANT_ENSURE_SUBJECT,
       '$JS.API.INFO',
@@ -95,7 +96,7 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       // Answers to peer edges' room requests.
       inbox(ServiceUser.Edge),
     ],
-    subscribe: [SubjectPatterns.fan, SubjectPatterns.room, inbox(ServiceUser.Edge)],
+    subscribe: [SubjectPatterns.fan, SubjectPatterns.room, ServiceSubjects.edgeBeat, inbox(ServiceUser.Edge)],
   },
   // Consume AGG (partition consumers: create, delete, info, pull, ack), read the tenant
   // bucket, and answer edges' state requests.

@@ -79,3 +79,23 @@ t.test('edge - a socket cannot overwrite or remove presence it did not introduce
   t.ok(refused - refusedBefore >= 4, 'each refused entry is counted')
   t.equal(presence(bob, alice)?.user, 'alice', 'alice is still present after mallory left')
 })
+
+t.test('edge - an edge killed with -9: the other edges drop its clients presence within seconds', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const doomed = await stack.process('edge')
+  const gone = yclient(doomed.url, 'presence-edge-death', tok)
+  const stays = yclient(edgeB.url, 'presence-edge-death', tok)
+  const watcher = yclient(edgeA.url, 'presence-edge-death', tok)
+  t.teardown(() => [gone, stays, watcher].forEach((c) => c.destroy()))
+  await Promise.all([gone.synced(), stays.synced(), watcher.synced()])
+  gone.provider.awareness.setLocalStateField('user', 'on the doomed edge')
+  stays.provider.awareness.setLocalStateField('user', 'on a live edge')
+  await until('the watcher sees both', () => presence(watcher, gone)?.user === 'on the doomed edge' && presence(watcher, stays)?.user === 'on a live edge')
+  // Its socket is not closed first (that would remove its presence on the way): only the edge's death can.
+  await doomed.kill9()
+  const killedAt = Date.now()
+  await until('the dead edge client presence is gone', () => presence(watcher, gone) === undefined, 10_000)
+  const ms = Date.now() - killedAt
+  t.ok(ms < 10_000, `removed ${ms} ms after the kill (y-protocols alone: 30 s)`)
+  t.equal(presence(watcher, stays)?.user, 'on a live edge', 'the live edge client stays')
+})
