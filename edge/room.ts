@@ -75,11 +75,18 @@ interface Member {
  * - every acked update is fanned out with this room's stream id and the next sequence number,
  *   even when the room closed meanwhile; a peer that sees a gap refetches from core.
  */
+/** Presence changes of a room gather this long before they go out together. */
+const PRESENCE_FLUSH_MS = 50
+
 export class Room {
   private readonly state: RoomDoc
   /** Presence; its Y.Doc only lends it a client id (the room's own presence stays empty). */
   readonly awareness = new awarenessProtocol.Awareness(new Y.Doc())
   private readonly guard: AwarenessGuard<RoomClient>
+  /** Presence ids changed since the last flush: for the clients, and (changed here) for the peers. */
+  private readonly presenceChanged = new Set<number>()
+  private readonly presenceToFan = new Set<number>()
+  private presenceTimer: NodeJS.Timeout | undefined
   /** The peer edge each presence client id came from, so a gone edge's presence can go. */
   private readonly peerPresence = new Map<number, string>()
   private readonly clients = new Map<RoomClient, Member>()
@@ -183,6 +190,9 @@ export class Room {
 
   close(): void {
     if (this.closed) return
+    // The last client's departure still reaches the peers.
+    clearTimeout(this.presenceTimer)
+    this.flushPresence()
     this.closed = true
     clearTimeout(this.resyncTimer)
     this.stopReconnectWatch()
@@ -422,11 +432,30 @@ export class Room {
       this.guard.removed(removed)
       for (const id of removed) this.peerPresence.delete(id)
     }
-    const changed = [...added, ...updated, ...removed]
-    const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed)
-    const frame = awarenessMessage(update)
-    for (const client of this.clients.keys()) if (client !== origin) client.send(frame)
-    if (this.clients.has(origin as RoomClient) || origin === 'leave') this.fanLink.sendAwareness(update)
+    const fan = this.clients.has(origin as RoomClient) || origin === 'leave'
+    for (const id of [...added, ...updated, ...removed]) {
+      this.presenceChanged.add(id)
+      if (fan) this.presenceToFan.add(id)
+    }
+    this.presenceTimer ??= setTimeout(() => this.flushPresence(), PRESENCE_FLUSH_MS)
+  }
+
+  /**
+   * Sends what presence changed since the last flush as one frame to every client (its origin
+   * too: y-protocols ignores its own state at an unchanged clock) and one fan-out of what local
+   * clients changed: a busy room costs one frame per subscriber per interval, not per change.
+   */
+  private flushPresence(): void {
+    this.presenceTimer = undefined
+    if (this.presenceChanged.size > 0) {
+      const frame = awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(this.awareness, [...this.presenceChanged]))
+      this.presenceChanged.clear()
+      for (const client of this.clients.keys()) client.send(frame)
+    }
+    if (this.presenceToFan.size > 0) {
+      this.fanLink.sendAwareness(awarenessProtocol.encodeAwarenessUpdate(this.awareness, [...this.presenceToFan]))
+      this.presenceToFan.clear()
+    }
   }
 
   private onFanUpdate(payload: Uint8Array, gap: boolean, stream: string, seq: number): void {

@@ -99,3 +99,29 @@ t.test('edge - an edge killed with -9: the other edges drop its clients presence
   t.ok(ms < 10_000, `removed ${ms} ms after the kill (y-protocols alone: 30 s)`)
   t.equal(presence(watcher, stays)?.user, 'on a live edge', 'the live edge client stays')
 })
+
+t.test('edge - presence changes gather into one frame per subscriber per interval, not one per change', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const watcher = await RawSocket.open(edgeA.url, 'presence-merge', tok)
+  const writers = await Promise.all(Array.from({ length: 5 }, () => RawSocket.open(edgeA.url, 'presence-merge', tok)))
+  t.teardown(() => [watcher, ...writers].forEach((s) => s.close()))
+  const [framesBefore, entriesBefore] = [watcher.awarenessFrames, watcher.awarenessEntries]
+  writers.forEach((w, i) => w.send(frames.awareness(awarenessUpdate([{ clientId: 900 + i, clock: 1, state: { user: `writer ${i}` } }]))))
+  await until('the watcher got all five presence states', () => watcher.awarenessEntries - entriesBefore >= 5)
+  const received = watcher.awarenessFrames - framesBefore
+  t.ok(received <= 2, `5 presence changes reached the watcher in ${received} frame(s)`)
+})
+
+t.test('edge - the last client leaving a room: its presence removal still reaches the other edges', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const leaving = yclient(edgeA.url, 'presence-leave', tok)
+  const watcher = yclient(edgeB.url, 'presence-leave', tok)
+  t.teardown(() => [leaving, watcher].forEach((c) => c.destroy()))
+  await Promise.all([leaving.synced(), watcher.synced()])
+  leaving.provider.awareness.setLocalStateField('user', 'leaving soon')
+  await until('the watcher sees it', () => presence(watcher, leaving)?.user === 'leaving soon')
+  const id = leaving.doc.clientID
+  leaving.destroy() // the only client of its room on edge A: the room closes with it
+  await until('its presence is removed on the other edge', () => !watcher.provider.awareness.getStates().has(id), 5_000)
+  t.pass('removed')
+})

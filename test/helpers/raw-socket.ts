@@ -50,6 +50,9 @@ export interface Closed {
 export class RawSocket {
   /** Updates from the edge that did not apply to the mirror (a corrupted document). */
   readonly mirrorErrors: Error[] = []
+  /** Presence frames the edge sent, and the entries they carried. */
+  awarenessFrames = 0
+  awarenessEntries = 0
   readonly closed: Promise<Closed>
   private readonly ws: WebSocket
   private readonly step2Waiters: ((ok: true) => void)[] = []
@@ -110,7 +113,12 @@ export class RawSocket {
 
   private onFrame(data: Uint8Array): void {
     const d = decoding.createDecoder(data)
-    if (decoding.readVarUint(d) !== 0) return
+    const type = decoding.readVarUint(d)
+    if (type === 1) {
+      this.awarenessFrames++
+      this.awarenessEntries += decoding.readVarUint(decoding.createDecoder(decoding.readVarUint8Array(d)))
+    }
+    if (type !== 0) return
     const sub = decoding.readVarUint(d)
     if (sub === 0) return // the edge's step 1: we never answer (the edge must cope)
     try {
