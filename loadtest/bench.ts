@@ -3,9 +3,10 @@
 // per-process CPU breakdown and the ops/s-per-server-core ratios, and appends the run to
 // loadtest/RESULTS.md.
 //   npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30]
-//                    [--warmup-s 5] [--scenarios typing,observers,join] [--observers 1500]
-//                    [--joiners 150] [--join-doc-mb 20] [--no-record]
-// The observers and join scenarios (loadtest/scenarios/) run on DocFlow and Hocuspocus only.
+//                    [--warmup-s 5] [--scenarios typing,observers,join,idle] [--observers 1500]
+//                    [--joiners 150] [--join-doc-mb 20] [--idle-sockets 10000] [--no-record]
+// The observers and join scenarios (loadtest/scenarios/) run on DocFlow and Hocuspocus only;
+// idle sockets (memory per socket and connect rate of one edge process) on DocFlow only.
 import { execFileSync } from 'node:child_process'
 import { appendFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, totalmem } from 'node:os'
@@ -17,12 +18,13 @@ import { SYSTEM_KINDS, startSystem, stopAllSystems, type RunningSystem, type Sys
 import { typingStorm, type TypingStormResult } from './typing-storm.ts'
 import { joinScenario, type JoinScenarioResult } from './scenarios/join.ts'
 import { observersScenario, type ObserversResult } from './scenarios/observers.ts'
-import { joinLines, observersLines, scenarioFailed, type Outcome } from './scenarios/report.ts'
+import { idleLines, joinLines, observersLines, scenarioFailed, type Outcome } from './scenarios/report.ts'
+import { idleScenario, type IdleResult } from './scenarios/idle.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const RESULTS = join(ROOT, 'loadtest', 'RESULTS.md')
-const USAGE = 'usage: npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30] [--warmup-s 5] [--scenarios typing,observers,join] [--observers 1500] [--joiners 150] [--join-doc-mb 20] [--no-record]'
-export const SCENARIOS = ['typing', 'observers', 'join'] as const
+const USAGE = 'usage: npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30] [--warmup-s 5] [--scenarios typing,observers,join,idle] [--observers 1500] [--joiners 150] [--join-doc-mb 20] [--idle-sockets 10000] [--no-record]'
+export const SCENARIOS = ['typing', 'observers', 'join', 'idle'] as const
 /** Systems the observers and join scenarios run on. */
 const CROWD_SYSTEMS: readonly SystemKind[] = ['docflow', 'hocuspocus']
 
@@ -44,6 +46,7 @@ function parseOptions() {
         observers: { type: 'string', default: '1500' },
         joiners: { type: 'string', default: '150' },
         'join-doc-mb': { type: 'string', default: '20' },
+        'idle-sockets': { type: 'string', default: '10000' },
         'no-record': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h' },
       },
@@ -78,6 +81,7 @@ function parseOptions() {
     scenarios: new Set(scenarios),
     observers: count('observers', values.observers, 20_000),
     joiners: count('joiners', values.joiners, 2_000),
+    idleSockets: count('idle-sockets', values['idle-sockets'], 15_000),
     joinDocMb: Number(docMb),
     systems: systems as SystemKind[],
     rates: rates.map(Number),
@@ -190,6 +194,20 @@ async function main(): Promise<void> {
     }
   }
 
+  const idle: Outcome<IdleResult>[] = []
+  if (options.scenarios.has('idle') && options.systems.includes('docflow')) {
+    const system = await startSystem('docflow', { say })
+    try {
+      idle.push({ ok: true, result: await idleScenario(system, { sockets: options.idleSockets, say }) })
+      for (const e of logErrors(system)) notes.push(`${system.name} (idle) logs: ${e}`)
+    } catch (err) {
+      say(`${system.name} idle failed: ${(err as Error).stack}`)
+      idle.push({ ok: false, system: system.name, error: (err as Error).message })
+    } finally {
+      await system.stop()
+    }
+  }
+
   const lines: string[] = [TABLE_HEADER, '|---|---|---|---|---|---|---|---|', ...results.map(row), '']
   lines.push('Server CPU and memory by process (driver not counted):')
   for (const r of results) {
@@ -206,6 +224,7 @@ async function main(): Promise<void> {
   lines.push('')
   if (observers.length > 0) lines.push(...observersLines(observers), '')
   if (joins.length > 0) lines.push(...joinLines(joins), '')
+  if (idle.length > 0) lines.push(...idleLines(idle), '')
   const rates = options.scenarios.has('typing') ? [...options.rates] : []
   if (rates.length === 0) lines.splice(0, 4) // no typing table or its breakdown heading (--scenarios without typing)
   for (const rate of rates.slice(0, -1)) lines.push(`at ${int(rate)} offered: ${ratioLine(results, rate)}`)
@@ -221,7 +240,7 @@ async function main(): Promise<void> {
     say(`recorded in ${RESULTS}`)
   }
   const failed = results.filter((r) => !r.converged)
-  const crowdFailed = scenarioFailed(observers, joins)
+  const crowdFailed = [...scenarioFailed(observers, joins), ...idle.flatMap((o) => (o.ok ? [] : [`${o.system} idle: ${o.error}`]))]
   if (crowdFailed.length > 0) {
     console.error(`bench: ${crowdFailed.join('; ')}`)
     process.exitCode = 1

@@ -3,6 +3,7 @@
 import { formatBreakdown } from '../proc-stats.ts'
 import type { JoinScenarioResult } from './join.ts'
 import type { ObserversResult } from './observers.ts'
+import type { IdleResult } from './idle.ts'
 
 export type Outcome<T> = { ok: true; result: T } | { ok: false; system: string; error: string }
 
@@ -63,4 +64,18 @@ export function scenarioFailed(observers: Outcome<ObserversResult>[], join: Outc
   for (const o of join) if (!o.ok) out.push(`${o.system} join: ${o.error.split('\n')[0]}`)
   else if (o.result.synced < o.result.joiners) out.push(`${o.result.system} join: ${o.result.joiners - o.result.synced} joiners did not sync`)
   return out
+}
+
+export function idleLines(outcomes: Outcome<IdleResult>[]): string[] {
+  const lines = ['Idle sockets: authenticated sockets that sync and stay idle, all on ONE edge process (goal < 20 KB each):', '', '| system | sockets on docs | answered (failed) | connect s; sockets/s | edge PSS before → after MB | **KB per socket** |', '|---|---|---|---|---|---|']
+  for (const o of outcomes) {
+    if (!o.ok) {
+      lines.push(`| ${o.system} | FAILED: ${o.error.split('\n')[0]!.slice(0, 300)} | | | | |`)
+      continue
+    }
+    const r = o.result
+    lines.push(`| DocFlow | ${int(r.sockets)} on ${int(r.docs)} | ${int(r.connected)} (${int(r.failed)}) | ${r.connectS.toFixed(1)}; ${int(r.perSecond)} | ${int(r.edgePssBeforeMb)} → ${int(r.edgePssAfterMb)} | **${r.perSocketKb.toFixed(1)}** |`)
+  }
+  for (const o of outcomes) if (o.ok && o.result.failed > 0) lines.push('', `- not answered (a stock client would reconnect): ${o.result.failures.join('; ')}`)
+  return lines
 }

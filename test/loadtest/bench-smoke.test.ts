@@ -33,6 +33,20 @@ t.test('loadtest - npm run bench measures DocFlow and the y-websocket reference 
   t.match(out.trim().split('\n').at(-1) ?? '', /^ops\/s per server core: DocFlow [\d,]+ = \d+\.\d\d× y-websocket reference, n\/a× Hocuspocus$/, 'the last line gives the ratios')
 })
 
+t.test('loadtest - the idle scenario opens authenticated sockets on one edge and reports memory per socket', async (t) => {
+  const { code, out } = await bench(['--systems', 'docflow', '--scenarios', 'idle', '--idle-sockets', '300', '--no-record'])
+  t.equal(code, 0, `bench exits 0\n${out}`)
+  const row = out.split('\n').find((l) => l.startsWith('| DocFlow | 300 on 30 |'))
+  t.ok(row, `a table row for the idle sockets\n${out}`)
+  const cells = (row ?? '').split('|').slice(1, -1).map((c) => c.trim())
+  // A socket or two of a connect storm is sometimes dropped (1006) before its first frame:
+  // reported by the scenario, not yet explained (see the closing note of this change).
+  const [answered, failed] = (/^(\d+) \((\d+)\)$/.exec(cells[2] ?? '') ?? []).slice(1).map(Number)
+  t.ok(answered! + failed! === 300 && answered! >= 295, `at least 295 of 300 sockets answered (${cells[2]})`)
+  if (failed! > 0) t.match(out, /- not answered \(a stock client would reconnect\): idle-\d+: closed \d+/, 'the drops are listed with their close codes')
+  t.ok(Number(cells[5]?.replace(/\*/g, '')) > 0, `KB per socket measured (${cells[5]})`)
+})
+
 t.test('loadtest - npm run bench rejects a bad flag value with one line', async (t) => {
   const { code, out } = await bench(['--rates', '2000,fast'])
   t.equal(code, 2)
