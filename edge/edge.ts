@@ -206,6 +206,10 @@ export class Edge {
         return { ok: false, code: CloseCode.TryAgainLater, reason: 'admission unavailable, retry' }
       })
       .then((data) => {
+        // Known uWS defect (uNetworking/uWebSockets#1929): cork() after an async upgrade can
+        // misread the fresh WebSocket as an HTTP response marked "close" and drop it ~1 ms
+        // after open (1006; about 1 socket in 300-10,000 here; stock clients reconnect).
+        // Upgrading uncorked avoids it but uWS.js then warns on stderr for every socket.
         if (!aborted) res.cork(() => res.upgrade(data, key, protocol, extensions, context))
       })
       .catch((err: unknown) => this.log.error({ err, path }, 'upgrade failed'))
