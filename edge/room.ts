@@ -1,11 +1,9 @@
 import * as Y from 'yjs'
-import * as awarenessProtocol from 'y-protocols/awareness'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import { CloseCode, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
 import { requestState, respondState } from '../runtime/state-transfer.ts'
 import type { Logger } from '../runtime/log.ts'
 import {
-  awarenessMessage,
   inspectUpdate,
   isEmptyStateVector,
   syncStep1Message,
@@ -16,7 +14,8 @@ import {
 } from './protocol.ts'
 import type { EdgeMetrics } from './metrics.ts'
 import { RoomLoadError, isPublishError } from './errors.ts'
-import { AWARENESS_DEFAULTS, AwarenessGuard, PEER, type AwarenessLimits } from './awareness-guard.ts'
+import type { AwarenessLimits } from './awareness-guard.ts'
+import { RoomPresence } from './room-presence.ts'
 import { RoomDoc } from './room-doc.ts'
 import { onReconnect } from './nats-reconnect.ts'
 import { FanLink } from './fan-link.ts'
@@ -75,20 +74,9 @@ interface Member {
  * - every acked update is fanned out with this room's stream id and the next sequence number,
  *   even when the room closed meanwhile; a peer that sees a gap refetches from core.
  */
-/** Presence changes of a room gather this long before they go out together. */
-const PRESENCE_FLUSH_MS = 50
-
 export class Room {
   private readonly state: RoomDoc
-  /** Presence; its Y.Doc only lends it a client id (the room's own presence stays empty). */
-  readonly awareness = new awarenessProtocol.Awareness(new Y.Doc())
-  private readonly guard: AwarenessGuard<RoomClient>
-  /** Presence ids changed since the last flush: for the clients, and (changed here) for the peers. */
-  private readonly presenceChanged = new Set<number>()
-  private readonly presenceToFan = new Set<number>()
-  private presenceTimer: NodeJS.Timeout | undefined
-  /** The peer edge each presence client id came from, so a gone edge's presence can go. */
-  private readonly peerPresence = new Map<number, string>()
+  private readonly presence: RoomPresence
   private readonly clients = new Map<RoomClient, Member>()
   private readonly waiting = new Map<RoomClient, ClientMessage[]>()
   private readonly subs: Subscription[] = []
@@ -100,11 +88,6 @@ export class Room {
   private resyncing = false
 
   constructor(private readonly o: RoomOptions) {
-    this.guard = new AwarenessGuard({
-      maxAwarenessBytes: o.maxAwarenessBytes ?? AWARENESS_DEFAULTS.maxAwarenessBytes,
-      awarenessPerSecond: o.awarenessPerSecond ?? AWARENESS_DEFAULTS.awarenessPerSecond,
-      awarenessBurst: o.awarenessBurst ?? AWARENESS_DEFAULTS.awarenessBurst,
-    })
     this.state = new RoomDoc(
       {
         integrated: (update, origin) => this.sendToOthers(update, origin),
@@ -118,10 +101,19 @@ export class Room {
       o.log,
       { tenant: o.tenant, docId: o.docId },
     )
-    this.awareness.setLocalState(null)
-    this.awareness.on('update', (change: AwarenessChange, origin: unknown) => this.onAwarenessUpdate(change, origin))
+    this.presence = new RoomPresence({
+      ...o,
+      clients: () => this.clients.keys(),
+      isClient: (origin) => this.clients.has(origin as RoomClient),
+      fan: (update) => this.fanLink.sendAwareness(update),
+    })
     // Subscribe before loading so nothing acked meanwhile is missed.
-    this.fanLink = new FanLink(o, { update: (payload, gap, stream, seq) => this.onFanUpdate(payload, gap, stream, seq), awareness: (payload, edgeId) => this.onFanAwareness(payload, edgeId) })
+    this.fanLink = new FanLink(o, {
+      update: (payload, gap, stream, seq) => this.onFanUpdate(payload, gap, stream, seq),
+      awareness: (payload, edgeId) => {
+        if (!this.closed) this.presence.receiveFromPeer(payload, edgeId)
+      },
+    })
     this.subs.push(
       o.nc.subscribe(ServiceSubjects.room(o.tenant, o.docId), {
         callback: (err, msg) => {
@@ -164,20 +156,13 @@ export class Room {
 
   /** The peer edge `edgeId` is gone (edge/peer-edges.ts): its clients' presence goes too. */
   peerGone(edgeId: string): void {
-    const ids: number[] = []
-    for (const [id, from] of this.peerPresence) {
-      if (from !== edgeId) continue
-      this.peerPresence.delete(id)
-      if (this.awareness.getStates().has(id)) ids.push(id)
-    }
-    if (ids.length > 0) awarenessProtocol.removeAwarenessStates(this.awareness, ids, 'peer-gone')
+    this.presence.peerGone(edgeId)
   }
 
   leave(client: RoomClient): void {
     this.clients.delete(client)
     this.waiting.delete(client)
-    const ids = this.guard.release(client).filter((id) => this.awareness.getStates().has(id))
-    if (ids.length > 0) awarenessProtocol.removeAwarenessStates(this.awareness, ids, 'leave')
+    this.presence.leave(client)
     if (this.clients.size === 0) this.close()
   }
 
@@ -190,15 +175,12 @@ export class Room {
 
   close(): void {
     if (this.closed) return
-    // The last client's departure still reaches the peers.
-    clearTimeout(this.presenceTimer)
-    this.flushPresence()
+    this.presence.close()
     this.closed = true
     clearTimeout(this.resyncTimer)
     this.stopReconnectWatch()
     this.fanLink.close()
     for (const sub of this.subs) sub.unsubscribe()
-    this.awareness.destroy()
     this.state.destroy()
     this.o.onClosed(this)
   }
@@ -276,8 +258,8 @@ export class Room {
 
   private greet(client: RoomClient): void {
     client.send(syncStep1Message(this.state.current()))
-    const states = [...this.awareness.getStates().keys()]
-    if (states.length > 0) client.send(awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(this.awareness, states)))
+    const presence = this.presence.stateFrame()
+    if (presence) client.send(presence)
   }
 
   /** A frame that is not valid Yjs or awareness closes only its own socket. */
@@ -300,10 +282,10 @@ export class Room {
         this.ingest(client, msg.update)
         return
       case 'awareness':
-        this.receiveAwareness(client, msg.update)
+        this.presence.receive(client, msg.update)
         return
       case 'query-awareness':
-        client.send(awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(this.awareness, [...this.awareness.getStates().keys()])))
+        client.send(this.presence.queryFrame())
         return
     }
   }
@@ -412,52 +394,6 @@ export class Room {
     for (const client of this.clients.keys()) if (client !== origin) client.send(frame)
   }
 
-  private receiveAwareness(client: RoomClient, update: Uint8Array): void {
-    if (update.byteLength > this.guard.limits.maxAwarenessBytes) {
-      this.o.metrics.tooBigRejections.inc({ tenant: this.o.tenant })
-      client.close(CloseCode.MessageTooBig, 'presence state above the size limit')
-      return
-    }
-    if (!this.guard.takeToken(client)) {
-      this.o.metrics.awarenessRefused.inc({ reason: 'rate' })
-      return
-    }
-    const admitted = this.guard.admit(client, update)
-    if (admitted.refused > 0) this.o.metrics.awarenessRefused.inc({ reason: 'not-owner' }, admitted.refused)
-    if (admitted.update) awarenessProtocol.applyAwarenessUpdate(this.awareness, admitted.update, client)
-  }
-
-  private onAwarenessUpdate({ added, updated, removed }: AwarenessChange, origin: unknown): void {
-    if (removed.length > 0) {
-      this.guard.removed(removed)
-      for (const id of removed) this.peerPresence.delete(id)
-    }
-    const fan = this.clients.has(origin as RoomClient) || origin === 'leave'
-    for (const id of [...added, ...updated, ...removed]) {
-      this.presenceChanged.add(id)
-      if (fan) this.presenceToFan.add(id)
-    }
-    this.presenceTimer ??= setTimeout(() => this.flushPresence(), PRESENCE_FLUSH_MS)
-  }
-
-  /**
-   * Sends what presence changed since the last flush as one frame to every client (its origin
-   * too: y-protocols ignores its own state at an unchanged clock) and one fan-out of what local
-   * clients changed: a busy room costs one frame per subscriber per interval, not per change.
-   */
-  private flushPresence(): void {
-    this.presenceTimer = undefined
-    if (this.presenceChanged.size > 0) {
-      const frame = awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(this.awareness, [...this.presenceChanged]))
-      this.presenceChanged.clear()
-      for (const client of this.clients.keys()) client.send(frame)
-    }
-    if (this.presenceToFan.size > 0) {
-      this.fanLink.sendAwareness(awarenessProtocol.encodeAwarenessUpdate(this.awareness, [...this.presenceToFan]))
-      this.presenceToFan.clear()
-    }
-  }
-
   private onFanUpdate(payload: Uint8Array, gap: boolean, stream: string, seq: number): void {
     if (this.closed) return
     this.proveAndApply(payload, 'fan')
@@ -466,22 +402,4 @@ export class Room {
     this.o.log.info({ tenant: this.o.tenant, docId: this.o.docId, stream, seq }, 'missed a fanned-out update; refetching from core')
     if (this.ready) this.resync('gap')
   }
-
-  private onFanAwareness(payload: Uint8Array, edgeId: string): void {
-    if (this.closed) return
-    try {
-      const admitted = this.guard.admit(PEER, payload)
-      if (admitted.refused > 0) this.o.metrics.awarenessRefused.inc({ reason: 'not-owner' }, admitted.refused)
-      for (const id of admitted.ids) this.peerPresence.set(id, edgeId)
-      if (admitted.update) awarenessProtocol.applyAwarenessUpdate(this.awareness, admitted.update, 'fan')
-    } catch (err) {
-      this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId }, 'bad presence from a peer dropped')
-    }
-  }
-}
-
-interface AwarenessChange {
-  added: number[]
-  updated: number[]
-  removed: number[]
 }
