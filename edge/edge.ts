@@ -261,7 +261,7 @@ export class Edge {
 
   /** A POSTed update JetStream stored: to the document's clients here, and on other edges. */
   private storedOverHttp(tenant: string, docId: string, update: Uint8Array): void {
-    const room = this.rooms.get(`${tenant}\0${docId}`)
+    const room = this.rooms.get(roomKey(tenant, docId))
     if (room) room.acceptDurable(update)
     else sendFanUpdate(this.nc, tenant, docId, `${this.opts.edgeId}/http`, update, this.log, this.metrics)
   }
@@ -329,7 +329,7 @@ export class Edge {
   }
 
   private room(tenant: string, docId: string): Room {
-    const key = `${tenant}\0${docId}`
+    const key = roomKey(tenant, docId)
     let room = this.rooms.get(key)
     if (!room) {
       room = new Room({
@@ -428,6 +428,9 @@ class SocketClient implements RoomClient {
     }, Math.min(Math.max(0, atMs - Date.now()), MAX_TIMER_MS))
   }
 }
+
+/** Key of a room in Edge.rooms. */
+const roomKey = (tenant: string, docId: string) => `${tenant}\0${docId}`
 
 /** setTimeout's longest delay; longer ones fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1
