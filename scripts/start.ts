@@ -43,6 +43,8 @@ const config = loadConfigOrExit(
     editPartitions: EditPartitionCount.optional(),
     /** Edge processes sharing EDGE_PORT (SO_REUSEPORT: the kernel spreads connections); the i-th (from 0) has ops port EDGE_OPS_PORT - i. */
     edgeProcesses: PositiveInt.max(MAX_EDGE_PROCESSES).default(1),
+    /** Each edge its own public port, EDGE_PORT - i like the ops ports, instead of all sharing EDGE_PORT (the load test places a document's clients on different edges). Default false. */
+    edgePortPerProcess: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   }),
   {
     dataDir: 'DOCFLOW_DATA_DIR',
@@ -57,6 +59,7 @@ const config = loadConfigOrExit(
     nodeArgs: 'DOCFLOW_NODE_ARGS',
     editPartitions: EDIT_PARTITIONS_VAR,
     edgeProcesses: 'EDGE_PROCESSES',
+    edgePortPerProcess: 'EDGE_PORT_PER_PROCESS',
   },
 )
 
@@ -77,6 +80,8 @@ const pidOf = (name: string) => join(runDir, `${name}.pid`)
 const edgeName = (i: number) => (i === 0 ? 'edge' : `edge-${i + 1}`)
 /** Counting down from EDGE_OPS_PORT, clear of CORE_OPS_PORT's default just above it. */
 const edgeOpsPort = (i: number) => config.edgeOpsPort - i
+/** EDGE_PORT for every edge (SO_REUSEPORT), or with EDGE_PORT_PER_PROCESS counting down like the ops ports. */
+const edgePublicPort = (i: number) => (config.edgePortPerProcess ? config.edgePort - i : config.edgePort)
 for (let i = 0; i < MAX_EDGE_PROCESSES; i++) stopStale(pidOf(edgeName(i)), 'edge/main.', 'SIGTERM')
 stopStale(pidOf('core'), 'core/main.', 'SIGTERM')
 stopStale(join(config.dataDir, 'nats', 'nats-server.pid'), 'nats-server', 'SIGTERM')
@@ -84,6 +89,7 @@ stopStale(postmasterPidFile(join(config.dataDir, 'pg')), 'postgres', 'SIGINT')
 
 const ports: [string, number][] = [
   ['EDGE_PORT', config.edgePort],
+  ...Array.from({ length: config.edgePortPerProcess ? config.edgeProcesses - 1 : 0 }, (_, i) => [`EDGE_PORT (${config.edgePort} - ${i + 1} for edge ${i + 2}, EDGE_PORT_PER_PROCESS)`, edgePublicPort(i + 1)] as [string, number]),
   ['CORE_PORT', config.corePort],
   ['NATS_PORT', config.natsPort],
   ['NATS_MONITOR_PORT', config.natsMonitorPort],
@@ -195,13 +201,13 @@ try {
     const name = edgeName(i)
     const logFile = join(logsDir, `${name}.log`)
     const opsPort = edgeOpsPort(i)
-    await supervise(name, logFile, nodeProcess(name, join(dist, 'edge', 'main.js'), nodeArgs, { ...env, EDGE_OPS_PORT: String(opsPort) }, `http://127.0.0.1:${opsPort}/healthz`, logFile, pidOf(name)))
+    await supervise(name, logFile, nodeProcess(name, join(dist, 'edge', 'main.js'), nodeArgs, { ...env, EDGE_PORT: String(edgePublicPort(i)), EDGE_OPS_PORT: String(opsPort) }, `http://127.0.0.1:${opsPort}/healthz`, logFile, pidOf(name)))
   }
   const edgeOps = Array.from({ length: config.edgeProcesses }, (_, i) => `http://127.0.0.1:${edgeOpsPort(i)}/metrics`)
   writeFileSync(join(config.dataDir, 'endpoints.json'), JSON.stringify({ edge: `ws://127.0.0.1:${config.edgePort}`, core: `http://127.0.0.1:${config.corePort}`, nats: natsUrl, databaseUrl }, null, 2))
   console.log(`
 DocFlow is running.
-  edge (y-websocket)  ws://localhost:${config.edgePort}/<docId>?token=<jwt>${config.edgeProcesses > 1 ? `   (${config.edgeProcesses} edge processes share the port)` : ''}
+  edge (y-websocket)  ws://localhost:${config.edgePort}/<docId>?token=<jwt>${config.edgeProcesses > 1 ? (config.edgePortPerProcess ? `   (edge i of ${config.edgeProcesses} on port ${config.edgePort} - i)` : `   (${config.edgeProcesses} edge processes share the port)`) : ''}
   edge (HTTP ingest)  POST http://localhost:${config.edgePort}/v1/docs/<docId>/updates
   core (read API)     http://localhost:${config.corePort}/v1/docs/<docId>/state
   metrics             ${edgeOps.join(', ')} (edge), http://127.0.0.1:${config.coreOpsPort}/metrics (core)
