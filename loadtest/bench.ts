@@ -4,7 +4,8 @@
 // loadtest/RESULTS.md.
 //   npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30]
 //                    [--warmup-s 5] [--scenarios typing,observers,join,idle] [--observers 1500]
-//                    [--joiners 150] [--join-doc-mb 20] [--idle-sockets 10000] [--no-record]
+//                    [--joiners 150] [--join-doc-mb 20] [--idle-sockets 10000] [--edges 1] [--no-record]
+// --edges n: DocFlow's typing storm runs n edge processes, a document's two clients on two of them.
 // The observers and join scenarios (loadtest/scenarios/) run on DocFlow and Hocuspocus only;
 // idle sockets (memory per socket and connect rate of one edge process) on DocFlow only.
 import { execFileSync } from 'node:child_process'
@@ -13,6 +14,7 @@ import { cpus, loadavg, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { formatEdges } from './edge-stats.ts'
 import { formatBreakdown } from './proc-stats.ts'
 import { SYSTEM_KINDS, startSystem, stopAllSystems, type RunningSystem, type SystemKind } from './systems.ts'
 import { typingStorm, type TypingStormResult } from './typing-storm.ts'
@@ -23,8 +25,10 @@ import { idleScenario, type IdleResult } from './scenarios/idle.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const RESULTS = join(ROOT, 'loadtest', 'RESULTS.md')
-const USAGE = 'usage: npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30] [--warmup-s 5] [--scenarios typing,observers,join,idle] [--observers 1500] [--joiners 150] [--join-doc-mb 20] [--idle-sockets 10000] [--no-record]'
+const USAGE = 'usage: npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30] [--warmup-s 5] [--scenarios typing,observers,join,idle] [--observers 1500] [--joiners 150] [--join-doc-mb 20] [--idle-sockets 10000] [--edges 1] [--no-record]'
 export const SCENARIOS = ['typing', 'observers', 'join', 'idle'] as const
+/** Most DocFlow edges --edges takes (scripts/start.ts caps EDGE_PROCESSES at 16; this box has 2 cores). */
+const MAX_EDGES = 8
 /** Systems the observers and join scenarios run on. */
 const CROWD_SYSTEMS: readonly SystemKind[] = ['docflow', 'hocuspocus']
 
@@ -47,6 +51,7 @@ function parseOptions() {
         joiners: { type: 'string', default: '150' },
         'join-doc-mb': { type: 'string', default: '20' },
         'idle-sockets': { type: 'string', default: '10000' },
+        edges: { type: 'string', default: '1' },
         'no-record': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h' },
       },
@@ -82,6 +87,7 @@ function parseOptions() {
     observers: count('observers', values.observers, 20_000),
     joiners: count('joiners', values.joiners, 2_000),
     idleSockets: count('idle-sockets', values['idle-sockets'], 15_000),
+    edges: count('edges', values.edges, MAX_EDGES),
     joinDocMb: Number(docMb),
     systems: systems as SystemKind[],
     rates: rates.map(Number),
@@ -107,7 +113,8 @@ function ratioLine(results: TypingStormResult[], rate: number): string {
   const at = (name: string) => results.find((r) => r.rate === rate && r.system === name)?.opsPerServerCore
   const docflow = at('DocFlow')
   const ratio = (other: number | undefined) => (docflow !== undefined && other ? (docflow / other).toFixed(2) : 'n/a')
-  return `ops/s per server core: DocFlow ${docflow === undefined ? 'n/a' : int(docflow)} = ${ratio(at('y-websocket reference'))}× y-websocket reference, ${ratio(at('Hocuspocus'))}× Hocuspocus`
+  const edges = results.find((r) => r.rate === rate && r.system === 'DocFlow')?.edges?.length ?? 1
+  return `ops/s per server core: DocFlow${edges > 1 ? ` (${edges} edges)` : ''} ${docflow === undefined ? 'n/a' : int(docflow)} = ${ratio(at('y-websocket reference'))}× y-websocket reference, ${ratio(at('Hocuspocus'))}× Hocuspocus`
 }
 
 /** Error lines in the servers' logs, to show beside the numbers. */
@@ -155,7 +162,7 @@ async function main(): Promise<void> {
   const notes: string[] = []
   for (const rate of options.scenarios.has('typing') ? options.rates : []) {
     for (const kind of options.systems) {
-      const system = await startSystem(kind, { say })
+      const system = await startSystem(kind, { say, ...(kind === 'docflow' ? { edges: options.edges } : {}) })
       try {
         const r = await typingStorm(system, { rate, durationS: options.durationS, warmupS: options.warmupS, say })
         results.push(r)
@@ -212,6 +219,9 @@ async function main(): Promise<void> {
   lines.push('Server CPU and memory by process (driver not counted):')
   for (const r of results) {
     lines.push(`- ${r.system} @ ${int(r.rate)}: ${r.server.processes} processes; ${formatBreakdown(r.server)}; driver ${r.driver.cores.toFixed(2)} cores in ${r.driver.processes} processes`)
+  }
+  for (const r of results) {
+    if (r.edges) lines.push(`- ${r.label} @ ${int(r.rate)}, each edge in the window: ${formatEdges(r.edges)}`)
   }
   for (const r of results) {
     const d = r.driverResult

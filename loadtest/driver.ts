@@ -15,6 +15,8 @@ import type { ClientKind, EditSample } from './systems.ts'
 export interface DriverDoc {
   docId: string
   params: Record<string, string>
+  /** The server each of the doc's two clients connects to (several edges: two different ones). Default the plan's wsUrl for both. */
+  wsUrls?: [string, string]
 }
 
 export interface DriverPlan {
@@ -294,7 +296,7 @@ function runChild(): void {
           plan = m.plan
           const make = plan.client === 'hocuspocus' ? hocuspocusClient : yWebsocketClient
           m.docs.forEach((d, i) => {
-            const pair: Pair = { docId: d.docId, sampled: (m.firstDocIndex + i) % plan.sampleEvery === 0, clients: [make(plan.wsUrl, d), make(plan.wsUrl, d)] }
+            const pair: Pair = { docId: d.docId, sampled: (m.firstDocIndex + i) % plan.sampleEvery === 0, clients: [make(d.wsUrls?.[0] ?? plan.wsUrl, d), make(d.wsUrls?.[1] ?? plan.wsUrl, d)] }
             for (const c of pair.clients) {
               sentAt.set(c.doc.clientID, [])
               onReceive(c)

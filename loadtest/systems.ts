@@ -1,6 +1,7 @@
 // The systems the benchmark compares, behind one interface. Each starts its servers in a temp
 // dir on free ports and stops them completely: stop() leaves no process behind, and
 // stopAllSystems() does the same for whatever is still running on Ctrl-C or an error.
+import type { EdgeEndpoint } from './edge-stats.ts'
 import { startDocFlow } from './peers/docflow.ts'
 import { startHocuspocus } from './peers/hocuspocus.ts'
 import { startYWebsocket } from './peers/ywebsocket.ts'
@@ -57,6 +58,8 @@ export interface RunningSystem {
   storedUpTo?(docId: string, client: number, clock: number): Promise<boolean>
   /** DocFlow only: op-log committed_at − ingest_ts of the rows ingested in [fromWallMs, toWallMs]. */
   ingestToCommitted?(fromWallMs: number, toWallMs: number): Promise<LatencySummary>
+  /** DocFlow with several edge processes: each edge on its own port, in start order. */
+  edges?: EdgeEndpoint[]
   /** Folder holding the servers' logs (gone after stop()). */
   logsDir: string
   stop(): Promise<void>
@@ -65,6 +68,8 @@ export interface RunningSystem {
 export interface StartOptions {
   /** Where a line of progress goes. Default: nowhere. */
   say?: (line: string) => void
+  /** DocFlow only: edge processes (npm start's EDGE_PROCESSES, each on its own public port). Default 1. */
+  edges?: number
 }
 
 const running = new Set<RunningSystem>()

@@ -1,8 +1,12 @@
 // The typing-storm scenario on one running system: offered rate R → R/10 docs, 2 stock clients
 // each typing single characters at 5 ops/s. Warm-up, then a measured window in which every
 // server process's CPU is sampled from /proc, then the clients stop and every doc must converge.
+// On a system with several edges (DocFlow --edges n), doc i's two clients connect to edges i and
+// i + 1 (mod n): never the same edge, so every edit reaches its peer through NATS, and the docs
+// spread evenly; fanout is measured exactly as with one edge (both clients in one driver child).
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DriverFleet, type DriverResult } from './driver.ts'
+import { EdgeWindowSampler, type EdgeWindow } from './edge-stats.ts'
 import { ProcSampler, type ProcReport } from './proc-stats.ts'
 import { quantile } from './peers/common.ts'
 import type { LatencySummary, PersistedLatency, RunningSystem } from './systems.ts'
@@ -40,6 +44,8 @@ export interface TypingStormResult {
   driverResult: Omit<DriverResult, 'fanoutMs' | 'samples'>
   /** Every doc converged with every typed edit. */
   converged: boolean
+  /** Several edges: each edge's figures over the window. */
+  edges?: EdgeWindow[]
 }
 
 export async function typingStorm(system: RunningSystem, o: TypingStormOptions): Promise<TypingStormResult> {
@@ -47,9 +53,14 @@ export async function typingStorm(system: RunningSystem, o: TypingStormOptions):
   const opsPerClientPerS = o.opsPerClientPerS ?? 5
   const docCount = Math.max(1, Math.round(o.rate / (2 * opsPerClientPerS)))
   const prefix = o.docPrefix ?? `storm-${o.rate}`
-  const docs = Array.from({ length: docCount }, (_, i) => ({ docId: `${prefix}-${i}`, params: system.params(`${prefix}-${i}`) }))
+  const edges = system.edges ?? []
+  const docs = Array.from({ length: docCount }, (_, i) => ({
+    docId: `${prefix}-${i}`,
+    params: system.params(`${prefix}-${i}`),
+    ...(edges.length > 1 ? { wsUrls: [edges[i % edges.length]!.wsUrl, edges[(i + 1) % edges.length]!.wsUrl] as [string, string] } : {}),
+  }))
   const tag = `${system.name} @ ${o.rate.toLocaleString('en-US')}`
-  say(`${tag}: connecting ${docCount * 2} clients on ${docCount} docs`)
+  say(`${tag}: connecting ${docCount * 2} clients on ${docCount} docs${edges.length > 1 ? `, a doc's two clients on two different edges of ${edges.length}` : ''}`)
   const fleet = await DriverFleet.spawn({ wsUrl: system.wsUrl, client: system.client, docs, opsPerClientPerS })
   try {
     fleet.startTyping()
@@ -58,6 +69,8 @@ export async function typingStorm(system: RunningSystem, o: TypingStormOptions):
     await sleep(warmupS * 1_000)
     const server = new ProcSampler({ pids: () => system.serverPids() })
     const driver = new ProcSampler({ pids: () => fleet.pids() })
+    const perEdge = edges.length > 1 ? new EdgeWindowSampler(edges) : undefined
+    await perEdge?.start()
     const base = fleet.progress()
     const windowStartWall = Date.now()
     const t0 = performance.now()
@@ -77,6 +90,7 @@ export async function typingStorm(system: RunningSystem, o: TypingStormOptions):
     const windowEndWall = Date.now()
     const serverReport = server.stop()
     const driverReport = driver.stop()
+    const edgeWindows = await perEdge?.stop()
     say(`${tag}: window closed; stopping the typists and checking every doc converged`)
     const result = await fleet.finish()
     const converged = result.converged === result.docs
@@ -103,6 +117,7 @@ export async function typingStorm(system: RunningSystem, o: TypingStormOptions):
       ...(ingestToCommitted ? { ingestToCommitted } : {}),
       driverResult,
       converged,
+      ...(edgeWindows ? { edges: edgeWindows } : {}),
     }
   } finally {
     await fleet.close()

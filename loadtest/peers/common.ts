@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { exited, freePort } from '../../scripts/lib/proc.ts'
+import { portFree } from '../../scripts/lib/single-instance.ts'
 import { descendants } from '../proc-stats.ts'
 import type { EditSample, PersistedLatency } from '../systems.ts'
 
@@ -18,6 +19,27 @@ export async function freePorts(n: number): Promise<number[]> {
   const ports = new Set<number>()
   while (ports.size < n) ports.add(await freePort())
   return [...ports]
+}
+
+/**
+ * Free ports in blocks, all distinct: block i is `sizes[i]` ports counting down from its first
+ * (npm start's extra edges take EDGE_PORT - i and EDGE_OPS_PORT - i). Returns each block's first.
+ */
+export async function freePortBlocks(sizes: number[]): Promise<number[]> {
+  const taken = new Set<number>()
+  const firsts: number[] = []
+  for (const size of sizes) {
+    for (;;) {
+      const first = await freePort()
+      const block = Array.from({ length: size }, (_, i) => first - i)
+      if (block.some((p) => p < 1_024 || taken.has(p))) continue
+      if (!(await Promise.all(block.slice(1).map(portFree))).every(Boolean)) continue
+      for (const p of block) taken.add(p)
+      firsts.push(first)
+      break
+    }
+  }
+  return firsts
 }
 
 /** Polls `url` until it answers 200; fails early when `child` exits. */

@@ -2,6 +2,10 @@
 // and every port free. Server processes = the supervisor and its descendants plus the
 // PostgreSQL postmaster and its children (found by the cluster's postmaster.pid, wherever the
 // cluster lives). Stop = SIGTERM to the supervisor, which drains and stops everything.
+// With `edges` > 1, npm start runs that many edges (EDGE_PROCESSES), each on its own public
+// port (EDGE_PORT_PER_PROCESS: EDGE_PORT - i, ops port EDGE_OPS_PORT - i), so the driver can put
+// a document's two clients on different edges instead of leaving it to the kernel's SO_REUSEPORT
+// hash.
 import { spawn } from 'node:child_process'
 import { existsSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
@@ -12,9 +16,10 @@ import { DEV_JWT_SECRET } from '../../runtime/config.ts'
 import { mintToken } from '../../runtime/jwt.ts'
 import { postmasterPidFile } from '../../scripts/lib/postgres.ts'
 import { lastLines } from '../../scripts/lib/proc.ts'
+import type { EdgeEndpoint } from '../edge-stats.ts'
 import { allStats, descendants } from '../proc-stats.ts'
 import type { EditSample, LatencySummary, RunningSystem, StartOptions } from '../systems.ts'
-import { freePorts, persistedFrom, sampleKey, stopTree, storedTimes, tempDir, waitHealthy } from './common.ts'
+import { freePortBlocks, persistedFrom, sampleKey, stopTree, storedTimes, tempDir, waitHealthy } from './common.ts'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 /** A dev tenant of scripts/start.ts (1 GiB quota). */
@@ -22,10 +27,13 @@ export const DOCFLOW_TENANT = 'acme'
 const START_TIMEOUT_MS = 180_000
 /** How long persistedLatency waits for the op log to hold every sample. */
 const PERSIST_WAIT_MS = 30_000
+/** Above the most sockets any scenario opens from the driver's one address and user (idle: 15,000). */
+const BENCH_CONNECTIONS = 20_000
 
 export async function startDocFlow(options: StartOptions): Promise<RunningSystem> {
+  const edges = options.edges ?? 1
   const dataDir = tempDir('docflow')
-  const [edgePort, corePort, natsPort, natsMonitorPort, pgPort, edgeOpsPort, coreOpsPort] = await freePorts(7)
+  const [edgePort, corePort, natsPort, natsMonitorPort, pgPort, edgeOpsPort, coreOpsPort] = (await freePortBlocks([edges, 1, 1, 1, 1, edges, 1])) as [number, number, number, number, number, number, number]
   const env: Record<string, string> = {
     ...(process.env as Record<string, string>),
     DOCFLOW_DATA_DIR: dataDir,
@@ -36,6 +44,14 @@ export async function startDocFlow(options: StartOptions): Promise<RunningSystem
     PG_PORT: String(pgPort),
     EDGE_OPS_PORT: String(edgeOpsPort),
     CORE_OPS_PORT: String(coreOpsPort),
+    EDGE_PROCESSES: String(edges),
+    EDGE_PORT_PER_PROCESS: String(edges > 1),
+    // The driver is one IP address and one user (the bench token) opening up to 10,000 sockets
+    // at once: lift the edge's per-IP and per-user connection limits (edge/limits.ts), which
+    // exist against one abuser, not many editors. Update rates and sizes keep their defaults.
+    EDGE_LIMIT_IP_CONNECT_BURST: String(BENCH_CONNECTIONS),
+    EDGE_LIMIT_IP_PENDING_ADMISSIONS: String(BENCH_CONNECTIONS),
+    EDGE_LIMIT_USER_CONNECTIONS: String(BENCH_CONNECTIONS),
   }
   // The dev token defaults: no issuer/audience, the dev secret; its own PostgreSQL.
   for (const v of ['DOCFLOW_JWT_SECRET', 'DOCFLOW_JWT_ISSUER', 'DOCFLOW_JWT_AUDIENCE', 'DATABASE_URL', 'NODE_ENV']) delete env[v]
@@ -86,9 +102,22 @@ export async function startDocFlow(options: StartOptions): Promise<RunningSystem
   db = new pg.Pool({ connectionString: endpoints.databaseUrl, max: 2 })
   const token = await mintToken({ sub: 'bench', tenant: DOCFLOW_TENANT, docs: ['*'], role: 'editor' }, DEV_JWT_SECRET, 24 * 3_600)
   const pool = db
+  /** Edge i (from 0) as npm start names and places it (scripts/start.ts: edgeName, edgePublicPort, edgeOpsPort). */
+  const edgeEndpoints: EdgeEndpoint[] = Array.from({ length: edges }, (_, i) => ({
+    wsUrl: `ws://127.0.0.1:${edgePort - i}`,
+    metricsUrl: `http://127.0.0.1:${edgeOpsPort - i}/metrics`,
+    pid: () => {
+      try {
+        return Number(readFileSync(join(dataDir, 'run', i === 0 ? 'edge.pid' : `edge-${i + 1}.pid`), 'utf8').trim()) || undefined
+      } catch {
+        return undefined // between restarts, or stopped
+      }
+    },
+  }))
   return {
     name: 'DocFlow',
-    label: 'DocFlow',
+    label: edges > 1 ? `DocFlow (${edges} edges)` : 'DocFlow',
+    ...(edges > 1 ? { edges: edgeEndpoints } : {}),
     client: 'y-websocket',
     wsUrl: `ws://127.0.0.1:${edgePort}`,
     params: () => ({ token }),

@@ -33,6 +33,27 @@ t.test('loadtest - npm run bench measures DocFlow and the y-websocket reference 
   t.match(out.trim().split('\n').at(-1) ?? '', /^ops\/s per server core: DocFlow [\d,]+ = \d+\.\d\d× y-websocket reference, n\/a× Hocuspocus$/, 'the last line gives the ratios')
 })
 
+t.test('loadtest - npm run bench --edges 2 runs two DocFlow edges, the clients of a document on different ones, and counts both', async (t) => {
+  const { code, out } = await bench(['--systems', 'docflow', '--rates', '100', '--duration-s', '3', '--warmup-s', '1', '--scenarios', 'typing', '--edges', '2', '--no-record'])
+  t.equal(code, 0, `bench exits 0\n${out}`)
+  const row = out.split('\n').find((l) => l.startsWith('| 100 | DocFlow (2 edges) |'))
+  t.ok(row, `the table row says two edges ran\n${out}`)
+  const cells = (row ?? '').split('|').slice(1, -1).map((c) => c.trim())
+  t.match(cells[3] ?? '', /^\d[\d.,]* \/ \d[\d.,]* \/ \d[\d.,]*$/, `fanout was measured across the edges (${cells[3]})`)
+  t.match(out, /- DocFlow @ 100: \d+ processes; [^\n]*edge \d+\.\d\d cores \(2 processes\)/, 'server cores and PSS count two edge processes')
+  // Each edge's own figures over the window: its CPU from /proc, its counters from its ops port.
+  const edges = [...out.matchAll(/edge (\d): (\d+\.\d\d) cores, PSS (\d+) MB, ([\d,]+) sockets, published ([\d,]+) updates, received ([\d,]+) from other edges over NATS/g)]
+  t.equal(edges.length, 2, `one line part per edge\n${out}`)
+  const num = (s: string | undefined) => Number((s ?? '').replace(/,/g, ''))
+  for (const [, n, cores, , sockets, published, received] of edges) {
+    t.ok(num(sockets) > 0, `edge ${n} held sockets (${sockets})`)
+    t.ok(num(published) > 0, `edge ${n} published its clients' updates (${published})`)
+    t.ok(num(received) > 0, `edge ${n} received the other edge's updates over NATS (${received})`)
+    t.ok(num(cores) > 0, `edge ${n} used CPU (${cores})`)
+  }
+  t.match(out.trim().split('\n').at(-1) ?? '', /^ops\/s per server core: DocFlow \(2 edges\) [\d,]+ = n\/a× y-websocket reference, n\/a× Hocuspocus$/, 'the last line says two edges ran')
+})
+
 t.test('loadtest - the idle scenario opens authenticated sockets on one edge and reports memory per socket', async (t) => {
   const { code, out } = await bench(['--systems', 'docflow', '--scenarios', 'idle', '--idle-sockets', '300', '--no-record'])
   t.equal(code, 0, `bench exits 0\n${out}`)
