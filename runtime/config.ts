@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { DEFAULT_EDIT_PARTITIONS, MAX_EDIT_PARTITIONS } from '../contracts/mod.ts'
-import { DEFAULT_CLOCK_TOLERANCE_S } from './jwt.ts'
+import { DEFAULT_CLOCK_TOLERANCE_S, DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS, DEFAULT_JWKS_TIMEOUT_MS } from './jwt.ts'
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -65,6 +65,15 @@ export const JwtSecret = z
   .default(DEV_JWT_SECRET)
   .refine((s) => s !== DEV_JWT_SECRET || process.env.NODE_ENV !== 'production', 'DOCFLOW_JWT_SECRET must be set when NODE_ENV=production')
 
+/** Keys are trusted for signatures: fetched over TLS, except from this machine (tests, a local IdP). */
+export const JwksUrl = z
+  .url()
+  .refine((u) => {
+    if (!URL.canParse(u)) return false
+    const url = new URL(u)
+    return url.protocol === 'https:' || (url.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname))
+  }, 'an https:// URL (http:// only for 127.0.0.1 or localhost)')
+
 /** Token settings every process that verifies client tokens reads; spread into its config schema. */
 export const JwtConfig = {
   jwtSecret: JwtSecret,
@@ -72,6 +81,14 @@ export const JwtConfig = {
   jwtAudience: z.string().min(1).optional(),
   /** Accepted clock skew between the token issuer and us. Default 30 s. */
   jwtClockToleranceS: z.coerce.number().int().min(0).max(300).default(DEFAULT_CLOCK_TOLERANCE_S),
+  /** The identity provider's key set for RS256/ES256 tokens. Default unset: HS256 only. */
+  jwksUrl: JwksUrl.optional(),
+  /** Longest wait for the JWKS URL. Default 5_000. */
+  jwksTimeoutMs: z.coerce.number().int().min(100).max(60_000).default(DEFAULT_JWKS_TIMEOUT_MS),
+  /** Keys are fetched again after this long. Default 600_000 (10 min). */
+  jwksCacheMaxAgeMs: z.coerce.number().int().min(1_000).default(DEFAULT_JWKS_CACHE_MAX_AGE_MS),
+  /** An unknown `kid` fetches the key set again at most this often. Default 30_000. */
+  jwksCooldownMs: z.coerce.number().int().min(0).default(DEFAULT_JWKS_COOLDOWN_MS),
 }
 
 /** Environment variables of JwtConfig. */
@@ -80,4 +97,8 @@ export const JWT_VARS = {
   jwtIssuer: 'DOCFLOW_JWT_ISSUER',
   jwtAudience: 'DOCFLOW_JWT_AUDIENCE',
   jwtClockToleranceS: 'DOCFLOW_JWT_CLOCK_TOLERANCE_S',
+  jwksUrl: 'DOCFLOW_JWKS_URL',
+  jwksTimeoutMs: 'DOCFLOW_JWKS_TIMEOUT_MS',
+  jwksCacheMaxAgeMs: 'DOCFLOW_JWKS_CACHE_MAX_AGE_MS',
+  jwksCooldownMs: 'DOCFLOW_JWKS_COOLDOWN_MS',
 } as const
