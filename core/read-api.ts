@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type pg from 'pg'
 import { DocId, docAllowed } from '../contracts/mod.ts'
-import { isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
+import { isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
 import type { TenantReadStatus } from '../runtime/tenant-directory.ts'
@@ -48,6 +48,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       if (status === 'unavailable') return count(reply(res, 503, { error: 'tenant directory unavailable; retry' }))
       tenant = claims.tenant
     } catch (err) {
+      if (isKeySetUnavailable(err)) return count(reply(res, 503, { error: 'token keys unavailable; retry' }))
       if (!isTokenError(err)) throw err
       return count(reply(res, 401, { error: err.message }))
     }
