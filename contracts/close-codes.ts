@@ -15,8 +15,14 @@ export const CloseCode = {
   Forbidden: 4403,
   /** A frame, update or presence state above the edge's size limit (below NATS max_payload); do not resend it. */
   MessageTooBig: 4413,
+  /** The document passed its size limit (contracts/limits.ts): no more edits to it are taken. */
+  DocumentTooLarge: 4414,
   /** A well-formed Yjs update that does not apply to the document (poisoned); do not resend it. */
   InvalidUpdate: 4422,
+  /** The socket sent updates or bytes above its sustained rate (contracts/limits.ts): no human types that fast. */
+  RateLimited: 4429,
+  /** The user already holds the most sockets one edge allows a user (contracts/limits.ts). */
+  TooManyConnections: 4430,
   /** The tenant's storage quota is full; the client keeps its edits and retries (4500-4599 reconnect). */
   QuotaExceeded: 4507,
   /** The client stopped reading and its send buffer passed the limit; it reconnects and resyncs by state vector. */

@@ -1,6 +1,7 @@
 import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import { ProtocolError } from './protocol.ts'
+import { TokenBucket } from './token-bucket.ts'
 
 /** Presence limits per socket. */
 export interface AwarenessLimits {
@@ -45,20 +46,15 @@ export interface Admitted {
  */
 export class AwarenessGuard<S> {
   private readonly owners = new Map<number, Owner<S>>()
-  private readonly buckets = new Map<S, { tokens: number; at: number }>()
+  private readonly buckets = new Map<S, TokenBucket>()
 
   constructor(readonly limits: AwarenessLimits) {}
 
   /** True when `socket` may send one more frame now (token bucket). */
   takeToken(socket: S, now = performance.now()): boolean {
-    const { awarenessPerSecond, awarenessBurst } = this.limits
-    const bucket = this.buckets.get(socket) ?? { tokens: awarenessBurst, at: now }
-    bucket.tokens = Math.min(awarenessBurst, bucket.tokens + ((now - bucket.at) / 1000) * awarenessPerSecond)
-    bucket.at = now
-    this.buckets.set(socket, bucket)
-    if (bucket.tokens < 1) return false
-    bucket.tokens -= 1
-    return true
+    let bucket = this.buckets.get(socket)
+    if (!bucket) this.buckets.set(socket, (bucket = new TokenBucket(this.limits.awarenessPerSecond, this.limits.awarenessBurst, now)))
+    return bucket.take(1, now)
   }
 
   /** Filters an update to the entries `owner` may apply, claiming ids nobody owns yet. Throws ProtocolError on malformed bytes. */

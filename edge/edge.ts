@@ -1,8 +1,8 @@
 import uWS from 'uWebSockets.js'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream } from '@nats-io/jetstream'
-import { CloseCode, DocId, Role, docAllowed, revokes, type Claims, type Revocation } from '../contracts/mod.ts'
-import { DEFAULT_CLOCK_TOLERANCE_S, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
+import { CloseCode, DocId, Role, docAllowed, revokes, type Claims, type Limit, type Revocation } from '../contracts/mod.ts'
+import { DEFAULT_CLOCK_TOLERANCE_S, isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
 import type { AwarenessLimits } from './awareness-guard.ts'
@@ -17,6 +17,7 @@ import { Room, type RoomClient } from './room.ts'
 import { TenantAdmission } from './tenants.ts'
 import { Revocations } from '../runtime/revocations.ts'
 import { PeerEdges } from './peer-edges.ts'
+import { ConnectionBudget, EdgeLimiter, type EdgeLimits } from './limits.ts'
 
 export interface EdgeOptions {
   /** Listen port; 0 picks a free one. Default 8080. */
@@ -62,6 +63,14 @@ export interface EdgeOptions {
   autoProvisionTenants: boolean
   /** Presence limits per socket (awareness-guard.ts). Default AWARENESS_DEFAULTS. */
   awareness?: Partial<AwarenessLimits> | undefined
+  /** Rate, connection and size limits (edge/limits.ts). Default LIMIT_DEFAULTS. */
+  limits?: Partial<EdgeLimits> | undefined
+  /**
+   * Request header holding the client's address when a proxy or load balancer sits in front
+   * (e.g. x-forwarded-for: its first entry is used). Only set it when every request comes
+   * through that proxy, or clients choose their own address. Default: the socket's peer address.
+   */
+  clientIpHeader?: string | undefined
 }
 
 /** Room kept under nats-server's max_payload for the envelope, headers and AGG's source headers. */
@@ -73,7 +82,7 @@ export const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 /** What a socket carries from upgrade to close. */
 type SocketData =
   | { ok: false; code: number; reason: string }
-  | { ok: true; tenant: string; docId: string; claims: Claims; client?: SocketClient; room?: Room }
+  | { ok: true; tenant: string; docId: string; claims: Claims; client?: SocketClient; room?: Room; budget?: ConnectionBudget }
 
 type Socket = uWS.WebSocket<SocketData>
 
@@ -94,6 +103,7 @@ export class Edge {
   /** Frame and update limit, checked against the server's max_payload at construction. */
   private readonly maxMessageBytes: number
   private readonly maxBufferedBytes: number
+  private readonly limiter: EdgeLimiter
 
   constructor(
     private readonly opts: EdgeOptions,
@@ -108,6 +118,7 @@ export class Edge {
     this.peers = new PeerEdges(nc, opts.edgeId, log, (edgeId) => {
       for (const room of this.rooms.values()) room.peerGone(edgeId)
     })
+    this.limiter = new EdgeLimiter(opts.limits, () => this.peers.liveCount, this.maxMessageBytes, this.metrics, log)
     this.publisher = new UpdatePublisher(nc, opts.edgeId, this.metrics, log, {
       ...(opts.editPartitions !== undefined ? { partitions: opts.editPartitions } : {}),
       ackTimeoutMs: opts.publishAckTimeoutMs,
@@ -147,6 +158,9 @@ export class Edge {
       edgeId: this.opts.edgeId,
       stored: (tenant, docId, update) => this.storedOverHttp(tenant, docId, update),
       stopping: () => this.stopping,
+      limiter: this.limiter,
+      clientIp: (res, req) => this.clientIp(res, req),
+      wouldPassSizeLimit: (tenant, docId, bytes) => this.rooms.get(roomKey(tenant, docId))?.wouldPassSizeLimit(bytes) ?? false,
     }, this.metrics, this.log)
     app.ws<SocketData>('/*', {
       // Read frames past our limit so their writer gets 4413, not uWS's bare 1009.
@@ -178,6 +192,7 @@ export class Edge {
     this.tenants?.stop()
     this.revocations?.stop()
     this.peers.stop()
+    this.limiter.stop()
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket)
     this.listenSocket = null
     await Promise.allSettled([...this.inFlight])
@@ -193,13 +208,22 @@ export class Edge {
     const key = req.getHeader('sec-websocket-key')
     const protocol = req.getHeader('sec-websocket-protocol')
     const extensions = req.getHeader('sec-websocket-extensions')
+    const ip = this.clientIp(res, req)
+    const throttled = this.limiter.startAdmission(ip)
+    if (throttled) {
+      // Before any token work: answered with a status a stock client takes as a failed connect,
+      // so it backs off (a close after open would reset its backoff).
+      refuseUpgrade(res, this.limiter.refused(throttled, { ip }).http)
+      return
+    }
     let aborted = false
     res.onAborted(() => {
       aborted = true
     })
-    // Always upgrade: a close code is the only refusal a browser WebSocket can read. Whatever
-    // fails on the way (NATS slow or away) refuses this socket with 1013, never the process.
+    // Otherwise always upgrade: a close code is the only refusal a browser WebSocket can read.
+    // Whatever fails on the way (NATS slow or away) refuses this socket with 1013, never the process.
     this.authorize(path, token)
+      .finally(() => this.limiter.admitted(ip))
       .catch((err: unknown): SocketData => {
         this.metrics.admissionFailures.inc()
         this.log.warn({ err, path }, 'could not authorize a socket; refusing it with 1013')
@@ -210,7 +234,10 @@ export class Edge {
         // misread the fresh WebSocket as an HTTP response marked "close" and drop it ~1 ms
         // after open (1006; about 1 socket in 300-10,000 here; stock clients reconnect).
         // Upgrading uncorked avoids it but uWS.js then warns on stderr for every socket.
-        if (!aborted) res.cork(() => res.upgrade(data, key, protocol, extensions, context))
+        if (aborted) return
+        const cooling = data.ok ? this.limiter.tenantCooling(data.tenant) : null
+        if (cooling && data.ok) return res.cork(() => refuseUpgrade(res, this.limiter.refused(cooling, { tenant: data.tenant }).http))
+        res.cork(() => res.upgrade(data, key, protocol, extensions, context))
       })
       .catch((err: unknown) => this.log.error({ err, path }, 'upgrade failed'))
   }
@@ -233,6 +260,8 @@ export class Edge {
     try {
       claims = await verifyToken(token, this.opts.tokens)
     } catch (err) {
+      // The JWKS URL, not the token, failed: thrown on, so sockets get 1013 and HTTP 503 (retry).
+      if (isKeySetUnavailable(err)) throw err
       if (!isTokenError(err)) this.log.error({ err }, 'token verification crashed')
       return { ok: false, code: CloseCode.Unauthorized, reason: isTokenError(err) ? err.message : 'invalid token' }
     }
@@ -273,7 +302,15 @@ export class Edge {
       ws.end(data.code, data.reason)
       return
     }
+    const overUser = this.limiter.openSocket(data.tenant, data.claims.sub)
+    if (overUser) {
+      const { close } = this.limiter.refused(overUser, { tenant: data.tenant, userId: data.claims.sub, docId: data.docId })
+      this.metrics.closes.inc({ code: close! })
+      ws.end(close!, 'too many open sockets for this user')
+      return
+    }
     this.metrics.connections.inc()
+    data.budget = new ConnectionBudget(this.limiter.limits, this.maxMessageBytes)
     const client = new SocketClient(ws, data, this.maxBufferedBytes, this.metrics, this.log)
     client.expireAt((data.claims.exp + (this.opts.tokens.clockToleranceS ?? DEFAULT_CLOCK_TOLERANCE_S)) * 1000)
     const room = this.room(data.tenant, data.docId)
@@ -285,7 +322,9 @@ export class Edge {
 
   private message(ws: Socket, message: ArrayBuffer): void {
     const data = ws.getUserData()
-    if (!data.ok || !data.room || !data.client) return
+    if (!data.ok || !data.room || !data.client || !data.budget) return
+    const overBytes = data.budget.takeFrame(message.byteLength)
+    if (overBytes) return this.closeOverLimit(data.client, data.tenant, data.docId, overBytes)
     if (message.byteLength > this.maxMessageBytes) {
       // Only the writer goes; 4413 tells a stock client not to resend it.
       this.metrics.tooBigRejections.inc({ tenant: data.tenant })
@@ -295,7 +334,12 @@ export class Edge {
     }
     try {
       // uWS reuses the buffer after this callback returns.
-      data.room.receive(data.client, parseClientMessage(new Uint8Array(message.slice(0))))
+      const msg = parseClientMessage(new Uint8Array(message.slice(0)))
+      if (msg.type === 'update') {
+        const over = data.budget.takeUpdate() ?? (data.client.canEdit ? this.limiter.takeTenantUpdate(data.tenant, msg.update.byteLength) : null)
+        if (over) return this.closeOverLimit(data.client, data.tenant, data.docId, over)
+      }
+      data.room.receive(data.client, msg)
     } catch (err) {
       if (err instanceof ProtocolError) {
         this.metrics.rejectedFrames.inc({ reason: 'frame' })
@@ -309,9 +353,16 @@ export class Edge {
     }
   }
 
+  /** A socket over a limit goes with the limit's code (its edits stay in the client, which resends them on resync). */
+  private closeOverLimit(client: RoomClient, tenant: string, docId: string, limit: Limit): void {
+    const { close } = this.limiter.refused(limit, { tenant, userId: client.userId, docId })
+    client.close(close!, `over the ${limit} limit`)
+  }
+
   private closed(ws: Socket): void {
     const data = ws.getUserData()
     if (!data.ok || !data.client) return
+    this.limiter.closedSocket(data.tenant, data.claims.sub)
     data.client.markClosed()
     this.sockets.delete(data.client)
     this.metrics.connections.dec()
@@ -328,6 +379,12 @@ export class Edge {
     this.log.warn({ tenant, reason }, 'tenant revoked; its sockets were closed')
   }
 
+  /** The address connects are counted by: the configured proxy header's first entry, else the peer's. */
+  private clientIp(res: uWS.HttpResponse, req: uWS.HttpRequest): string {
+    const header = this.opts.clientIpHeader ? req.getHeader(this.opts.clientIpHeader).split(',')[0]!.trim() : ''
+    return header || Buffer.from(res.getRemoteAddressAsText()).toString()
+  }
+
   private room(tenant: string, docId: string): Room {
     const key = roomKey(tenant, docId)
     let room = this.rooms.get(key)
@@ -342,6 +399,8 @@ export class Edge {
         stateTimeoutMs: this.opts.stateTimeoutMs,
         resyncDelayMs: this.opts.resyncDelayMs,
         ...this.opts.awareness,
+        maxDocumentBytes: this.limiter.limits.maxDocumentBytes,
+        overLimit: (client, limit) => this.closeOverLimit(client, tenant, docId, limit),
         publish: (update, userId) => this.track(this.publisher.publish(tenant, docId, userId, update)),
         onClosed: (closed) => {
           if (this.rooms.get(key) === closed) this.rooms.delete(key)
@@ -427,6 +486,11 @@ class SocketClient implements RoomClient {
       this.close(CloseCode.Unauthorized, 'token expired')
     }, Math.min(Math.max(0, atMs - Date.now()), MAX_TIMER_MS))
   }
+}
+
+/** Answers an upgrade with 429 or 503 instead: a stock client takes it as a failed connect and backs off. */
+function refuseUpgrade(res: uWS.HttpResponse, status: number): void {
+  res.writeStatus(status === 429 ? '429 Too Many Requests' : '503 Service Unavailable').writeHeader('retry-after', '1').end()
 }
 
 /** Key of a room in Edge.rooms. */

@@ -1,9 +1,10 @@
 import type uWS from 'uWebSockets.js'
 import type { JetStreamClient } from '@nats-io/jetstream'
-import { CloseCode, DocId, HTTP_INGEST_PATH, JS_ACCOUNT_RESOURCES_EXCEEDED, Role, editIdempotencyMsgId, editIngestSubject, encodeEnvelope, type Claims } from '../contracts/mod.ts'
+import { CloseCode, DocId, Limit, HTTP_INGEST_PATH, JS_ACCOUNT_RESOURCES_EXCEEDED, Role, editIdempotencyMsgId, editIngestSubject, encodeEnvelope, type Claims } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import { isJetStreamApiError } from '../runtime/nats.ts'
 import type { EdgeMetrics } from './metrics.ts'
+import type { EdgeLimiter } from './limits.ts'
 import { ProtocolError, inspectUpdate } from './protocol.ts'
 
 /** Who a request is, or why not (a socket's close code, mapped to an HTTP status here). */
@@ -19,13 +20,19 @@ export interface IngestOptions {
   /** Called once JetStream stored a new update: it reaches the document's live clients. */
   stored(tenant: string, docId: string, update: Uint8Array): void
   stopping(): boolean
+  /** The socket path's limits: per IP, per tenant, and the body bytes read before the token is checked. */
+  limiter: EdgeLimiter
+  /** The address a request is counted by (the edge's proxy-header setting). */
+  clientIp(res: uWS.HttpResponse, req: uWS.HttpRequest): string
+  /** True when `bytes` more would take the document past its size limit (known while a room has it open). */
+  wouldPassSizeLimit(tenant: string, docId: string, bytes: number): boolean
 }
 
 /** Longest Idempotency-Key accepted: a UUID fits many times over. */
 const MAX_IDEMPOTENCY_KEY_CHARS = 200
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]+$/
 
-const STATUS: Record<number, string> = { 202: '202 Accepted', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found', 413: '413 Payload Too Large', 503: '503 Service Unavailable', 507: '507 Insufficient Storage' }
+const STATUS: Record<number, string> = { 202: '202 Accepted', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found', 413: '413 Payload Too Large', 429: '429 Too Many Requests', 503: '503 Service Unavailable', 507: '507 Insufficient Storage' }
 const STATUS_OF_CLOSE: Record<number, number> = { [CloseCode.BadRequest]: 400, [CloseCode.Unauthorized]: 401, [CloseCode.Forbidden]: 403, [CloseCode.ServiceRestart]: 503, [CloseCode.TryAgainLater]: 503 }
 
 class Refusal extends Error {
@@ -65,7 +72,7 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
     const refuse = (err: unknown) => {
       if (err instanceof Refusal) {
         if (err.status >= 500) log.warn({ tenant, path, status: err.status, reason: err.message }, 'HTTP update not stored')
-        return respond(err.status, { error: err.message }, err.status === 503 ? { 'retry-after': '1' } : {})
+        return respond(err.status, { error: err.message }, err.status === 503 || err.status === 429 ? { 'retry-after': '1' } : {})
       }
       log.error({ err, tenant, path }, 'HTTP update failed')
       respond(503, { error: 'internal error; retry' }, { 'retry-after': '1' })
@@ -82,15 +89,25 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
     } catch (err) {
       return refuse(err)
     }
-    const store = async (token: string, docId: string, key: string, update: Uint8Array) => {
-      const admission = await o.admit(token, docId).catch((err: unknown) => {
-        log.warn({ err, path }, 'could not authorize an HTTP update')
-        throw new Refusal(503, 'admission unavailable, retry')
+    const ip = o.clientIp(res, req)
+    const throttled = o.limiter.startAdmission(ip)
+    if (throttled) return refuse(new Refusal(o.limiter.refused(throttled, { ip }).http, `over the ${throttled} limit; retry later`))
+    // The token is checked while the body arrives; past a few KiB the body waits for it.
+    const admitted = admitEditor(o, authorization.slice('Bearer '.length), docId, log)
+      .finally(() => o.limiter.admitted(ip))
+      .then((admission) => {
+        tenant = admission.tenant
+        return admission
       })
-      if (!admission.ok) throw new Refusal(STATUS_OF_CLOSE[admission.code] ?? 403, admission.reason)
-      tenant = admission.tenant
-      if (admission.claims.role !== Role.Editor) throw new Refusal(403, 'viewers cannot write')
+    let paused = false
+    admitted.then(() => {
+      if (paused && !done) res.resume()
+    }, refuse)
+    const store = async (update: Uint8Array) => {
+      const admission = await admitted
       if (update.byteLength === 0) throw new Refusal(400, 'empty body: send one binary Yjs update')
+      const over = o.limiter.takeTenantUpdate(tenant, update.byteLength) ?? (o.wouldPassSizeLimit(tenant, docId, update.byteLength) ? Limit.DocumentBytes : null)
+      if (over) throw new Refusal(o.limiter.refused(over, { tenant, userId: admission.claims.sub, docId, ip }).http, `over the ${over} limit`)
       try {
         inspectUpdate(update)
       } catch (err) {
@@ -107,15 +124,29 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
       if (!ack.duplicate) o.stored(tenant, docId, update)
       return ack
     }
-    const token = authorization.slice('Bearer '.length)
-    readBody(res, o.maxBodyBytes, (body) => {
+    readBody(res, o.maxBodyBytes, (bytes) => {
+      if (done || tenant || bytes <= o.limiter.limits.unauthenticatedBodyBytes || paused) return
+      paused = true
+      res.pause()
+    }, (body) => {
       if (body === null) return refuse(new Refusal(413, `body above ${o.maxBodyBytes} bytes`))
-      store(token, docId, key, body).then(
+      store(body).then(
         (r) => respond(202, { status: 'accepted', duplicate: r.duplicate, seq: r.seq }),
         refuse,
       )
     })
   })
+}
+
+/** The token's checks for an HTTP update: an editor whose token covers `docId`, or a Refusal. */
+async function admitEditor(o: IngestOptions, token: string, docId: string, log: Logger): Promise<Extract<Admission, { ok: true }>> {
+  const admission = await o.admit(token, docId).catch((err: unknown) => {
+    log.warn({ err, docId }, 'could not authorize an HTTP update')
+    throw new Refusal(503, 'admission unavailable, retry')
+  })
+  if (!admission.ok) throw new Refusal(STATUS_OF_CLOSE[admission.code] ?? 403, admission.reason)
+  if (admission.claims.role !== Role.Editor) throw new Refusal(403, 'viewers cannot write')
+  return admission
 }
 
 /** The document of `/v1/docs/<docId>/updates` (docId URL-encoded, or with raw slashes). */
@@ -130,8 +161,8 @@ export function parseIngestPath(path: string): string {
   }
 }
 
-/** Collects the body; null once it passed `limit` bytes (the rest is not kept). */
-function readBody(res: uWS.HttpResponse, limit: number, done: (body: Uint8Array | null) => void): void {
+/** Collects the body; null once it passed `limit` bytes (the rest is not kept). `progress` sees the bytes read so far. */
+function readBody(res: uWS.HttpResponse, limit: number, progress: (bytes: number) => void, done: (body: Uint8Array | null) => void): void {
   const chunks: Buffer[] = []
   let bytes = 0
   let over = false
@@ -144,6 +175,7 @@ function readBody(res: uWS.HttpResponse, limit: number, done: (body: Uint8Array 
     }
     chunks.push(Buffer.from(chunk.slice(0))) // uWS reuses the chunk after this callback
     if (isLast) done(new Uint8Array(Buffer.concat(chunks)))
+    else progress(bytes)
   })
 }
 

@@ -9,6 +9,7 @@ import { connectNats } from '../runtime/nats.ts'
 import { drainOnSignal } from '../runtime/shutdown.ts'
 import { Edge } from './edge.ts'
 import { EdgeOptionsError } from './errors.ts'
+import { LIMIT_DEFAULTS, type EdgeLimits } from './limits.ts'
 
 const Config = z.object({
   port: Port.default(8080),
@@ -36,7 +37,18 @@ const Config = z.object({
   awarenessPerSecond: PositiveInt.optional(),
   awarenessBurst: PositiveInt.optional(),
   autoProvisionTenants: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
+  clientIpHeader: z.string().regex(/^[a-z0-9-]+$/, 'a lower-case header name, e.g. x-forwarded-for').optional(),
+  // Limits (edge/limits.ts LIMIT_DEFAULTS when unset; 0 turns a rate off).
+  ...limitFields(),
 })
+
+/** Each limit of LIMIT_DEFAULTS as an optional number >= 0. */
+function limitFields() {
+  return Object.fromEntries(Object.keys(LIMIT_DEFAULTS).map((k) => [k, z.coerce.number().int().min(0).optional()])) as Record<keyof EdgeLimits, z.ZodOptional<z.ZodCoercedNumber>>
+}
+
+/** EDGE_LIMIT_<NAME> for each limit, e.g. connectionUpdatesPerS -> EDGE_LIMIT_CONNECTION_UPDATES_PER_S. */
+const LIMIT_VARS = Object.fromEntries(Object.keys(LIMIT_DEFAULTS).map((k) => [k, `EDGE_LIMIT_${k.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`])) as Record<keyof EdgeLimits, string>
 
 const log = createLogger('edge')
 const config = loadConfigOrExit(Config, {
@@ -64,13 +76,16 @@ const config = loadConfigOrExit(Config, {
   awarenessPerSecond: 'EDGE_AWARENESS_PER_SECOND',
   awarenessBurst: 'EDGE_AWARENESS_BURST',
   autoProvisionTenants: 'EDGE_AUTO_PROVISION_TENANTS',
+  clientIpHeader: 'EDGE_CLIENT_IP_HEADER',
+  ...LIMIT_VARS,
 })
 const edgeId = `edge-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: edgeId, inboxPrefix: serviceInboxPrefix(ServiceUser.Edge) }, log)
 let edge: Edge
 try {
   const awareness = { maxAwarenessBytes: config.maxAwarenessBytes, awarenessPerSecond: config.awarenessPerSecond, awarenessBurst: config.awarenessBurst }
-  edge = new Edge({ ...config, edgeId, tokens: tokenPolicy(config), awareness }, nc, log)
+  const limits = Object.fromEntries(Object.keys(LIMIT_DEFAULTS).flatMap((k) => (config[k as keyof EdgeLimits] === undefined ? [] : [[k, config[k as keyof EdgeLimits]]])))
+  edge = new Edge({ ...config, edgeId, tokens: tokenPolicy(config), awareness, limits }, nc, log)
 } catch (err) {
   if (!(err instanceof EdgeOptionsError)) throw err
   process.stderr.write(`invalid edge configuration: ${err.message}\n`)

@@ -42,6 +42,11 @@ export class PeerEdges {
     }, EDGE_BEAT_MS)
   }
 
+  /** Live edges of the deployment, this one included. */
+  get liveCount(): number {
+    return this.lastSeen.size + 1
+  }
+
   /** Says this edge stops, so peers drop its clients' presence at once. */
   stop(): void {
     clearInterval(this.timer)

@@ -1,6 +1,6 @@
 import * as Y from 'yjs'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import { CloseCode, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
+import { CloseCode, Limit, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
 import { requestState, respondState } from '../runtime/state-transfer.ts'
 import type { Logger } from '../runtime/log.ts'
 import {
@@ -44,6 +44,10 @@ export interface RoomOptions extends Partial<AwarenessLimits> {
    * later for what it materialized meanwhile (core commits a few ms after the JetStream ack).
    */
   resyncDelayMs: number
+  /** Size the document may grow to (edge/limits.ts maxDocumentBytes). */
+  maxDocumentBytes: number
+  /** A client's update would pass a limit: the edge counts it and closes the client with the limit's code. */
+  overLimit: (client: RoomClient, limit: Limit) => void
   /** Called once the room is closed for good. */
   onClosed: (room: Room) => void
 }
@@ -86,6 +90,11 @@ export class Room {
   private closed = false
   private resyncTimer: NodeJS.Timeout | undefined
   private resyncing = false
+  /**
+   * The document's size as this room counts it: the state it loaded plus every update since
+   * (acked, from peers, from core). Overlaps count twice, so it errs high, never low.
+   */
+  private documentBytes = 0
 
   constructor(private readonly o: RoomOptions) {
     this.state = new RoomDoc(
@@ -140,6 +149,11 @@ export class Room {
 
   get size(): number {
     return this.clients.size
+  }
+
+  /** True when `bytes` more would take the document past its size limit. */
+  wouldPassSizeLimit(bytes: number): boolean {
+    return this.documentBytes + bytes > this.o.maxDocumentBytes
   }
 
   join(client: RoomClient): void {
@@ -310,6 +324,7 @@ export class Room {
         return
       }
     }
+    if (this.wouldPassSizeLimit(update.byteLength)) return this.o.overLimit(client, Limit.DocumentBytes)
     const proof = this.state.probe.prove(update, shape)
     if (proof.kind === 'poisoned') {
       this.o.metrics.updatesRejected.inc({ reason: 'poisoned' })
@@ -348,6 +363,7 @@ export class Room {
    * structs, the update may integrate them: it goes in at once, announcing what integrated.
    */
   private acked(client: RoomClient, update: Uint8Array): void {
+    this.documentBytes += update.byteLength
     this.fanLink.sendUpdate(update)
     if (this.closed || !this.state.acked(update, client)) return
     this.sendToOthers(update, client)
@@ -381,6 +397,7 @@ export class Room {
 
   /** An update from core, a peer, HTTP ingest or the load; one that does not apply is skipped and counted. */
   private proveAndApply(update: Uint8Array, source: 'load' | 'core' | 'fan' | 'http'): void {
+    this.documentBytes += update.byteLength
     const poisoned = this.state.applyTrusted(update, source)
     if (poisoned === null) return
     this.o.metrics.roomApplyFailures.inc({ source })

@@ -21,6 +21,8 @@ import { Provisioner } from '../../scripts/lib/provisioner.ts'
 import { Registry } from '../../scripts/lib/registry.ts'
 
 export const JWT_SECRET = 'test-secret-0123456789abcdef-0123456789'
+/** Every test client connects from 127.0.0.1: the per-IP connect throttle is off unless a test sets it; the other limits keep their defaults. */
+export const LOOPBACK_LIMITS = { ipConnectsPerS: 0 }
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const log = createLogger('test', process.env.TEST_LOG_LEVEL ?? 'silent')
 const SERVICE_MAX_FILE_BYTES = 512 * 1024 ** 2
@@ -162,7 +164,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     async edge(overrides = {}) {
       const nc = await serviceNats(ServiceUser.Edge, 'edge-test')
       const edge = new Edge(
-        { port: 0, host: '127.0.0.1', editPartitions: stack.partitions, edgeId: `edge-test-${Math.random().toString(36).slice(2, 8)}`, tokens: { secret: JWT_SECRET }, opsPort: 0, stateTimeoutMs: 2_000, resyncDelayMs: 500, publishAckTimeoutMs: 2_000, publishAttempts: 3, autoProvisionTenants: false, ...overrides },
+        { port: 0, host: '127.0.0.1', editPartitions: stack.partitions, edgeId: `edge-test-${Math.random().toString(36).slice(2, 8)}`, tokens: { secret: JWT_SECRET }, opsPort: 0, stateTimeoutMs: 2_000, resyncDelayMs: 500, publishAckTimeoutMs: 2_000, publishAttempts: 3, autoProvisionTenants: false, limits: LOOPBACK_LIMITS, ...overrides },
         nc,
         log,
         createEdgeMetrics(createRegistry('edge', false)),
@@ -181,7 +183,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
       const env: NodeJS.ProcessEnv = { ...process.env, NATS_URL: stack.nats.url, DATABASE_URL: stack.pg.url, DOCFLOW_JWT_SECRET: JWT_SECRET, DOCFLOW_EDIT_PARTITIONS: String(stack.partitions), LOG_LEVEL: 'warn' }
       if (service === 'core') Object.assign(env, { CORE_PORT: String(port), CORE_HOST: '127.0.0.1', CORE_NATS_USER: user, CORE_NATS_PASS: pass, CORE_LEASE_RETRY_MS: '200', CORE_RETRY_DELAY_MS: '200', CORE_OPS_PORT: String(await freePort()) })
       const edgeOpsPort = service === 'edge' ? await freePort() : undefined
-      if (service === 'edge') Object.assign(env, { EDGE_PORT: String(port), EDGE_HOST: '127.0.0.1', EDGE_OPS_PORT: String(edgeOpsPort), EDGE_NATS_USER: user, EDGE_NATS_PASS: pass, EDGE_RESYNC_DELAY_MS: '500' })
+      if (service === 'edge') Object.assign(env, { EDGE_PORT: String(port), EDGE_HOST: '127.0.0.1', EDGE_OPS_PORT: String(edgeOpsPort), EDGE_NATS_USER: user, EDGE_NATS_PASS: pass, EDGE_RESYNC_DELAY_MS: '500', EDGE_LIMIT_IP_CONNECTS_PER_S: '0' })
       const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, service, 'main.ts')], { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] })
       const kill9 = async () => {
         child.kill('SIGKILL')

@@ -1,0 +1,47 @@
+import { CloseCode } from './close-codes.ts'
+
+/**
+ * The edge's admission limits. Each has one answer: a close code for a socket that is open
+ * (stock clients stop on 4400-4499 and reconnect on anything else) and an HTTP status for a
+ * refused upgrade or an HTTP ingest request. Limits checked before a socket is upgraded have no
+ * close code: the upgrade is answered with the status, which a stock client sees as a failed
+ * connect and retries with its growing backoff.
+ */
+export const Limit = {
+  /** Updates per second one socket may send, sustained. */
+  ConnectionUpdates: 'connection-updates',
+  /** Frame bytes per second one socket may send, sustained. */
+  ConnectionBytes: 'connection-bytes',
+  /** Updates per second of one tenant, across the deployment (shared by the live edges). */
+  TenantUpdates: 'tenant-updates',
+  /** Update bytes per second of one tenant, across the deployment (shared by the live edges). */
+  TenantBytes: 'tenant-bytes',
+  /** Sockets one user may hold on one edge. */
+  UserConnections: 'user-connections',
+  /** Connects (socket upgrades and HTTP ingest requests) per second from one IP address. */
+  IpConnects: 'ip-connects',
+  /** Connects waiting for their token check, from one IP address and on the whole edge. */
+  PendingAdmissions: 'pending-admissions',
+  /** Size a document may grow to. */
+  DocumentBytes: 'document-bytes',
+} as const
+export type Limit = (typeof Limit)[keyof typeof Limit]
+
+export interface LimitAnswer {
+  /** Close code for an open socket; null when the limit is checked before the upgrade. */
+  close: CloseCode | null
+  /** HTTP status for a refused upgrade or ingest request. */
+  http: number
+}
+
+export const LIMIT_ANSWERS: Record<Limit, LimitAnswer> = {
+  [Limit.ConnectionUpdates]: { close: CloseCode.RateLimited, http: 429 },
+  [Limit.ConnectionBytes]: { close: CloseCode.RateLimited, http: 429 },
+  // The tenant as a whole is over: the socket reconnects and resyncs later, its edits kept.
+  [Limit.TenantUpdates]: { close: CloseCode.TryAgainLater, http: 429 },
+  [Limit.TenantBytes]: { close: CloseCode.TryAgainLater, http: 429 },
+  [Limit.UserConnections]: { close: CloseCode.TooManyConnections, http: 429 },
+  [Limit.IpConnects]: { close: null, http: 429 },
+  [Limit.PendingAdmissions]: { close: null, http: 503 },
+  [Limit.DocumentBytes]: { close: CloseCode.DocumentTooLarge, http: 413 },
+}
