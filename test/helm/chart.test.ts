@@ -1,9 +1,11 @@
 import t from 'tap'
+import { execFile } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
-import { AGG_MAX_AGE_MS, AGG_STREAM, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS_VAR, MAX_EDIT_PARTITIONS, REVOCATIONS_BUCKET, REVOCATION_TTL_MS, TENANTS_BUCKET } from '../../contracts/mod.ts'
+import { AGG_MAX_AGE_MS, AGG_STREAM, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS_VAR, Limit, MAX_EDIT_PARTITIONS, REVOCATIONS_BUCKET, REVOCATION_TTL_MS, TENANTS_BUCKET } from '../../contracts/mod.ts'
+import { LIMIT_DEFAULTS } from '../../edge/limits.ts'
 import { JWT_VARS } from '../../runtime/config.ts'
 import {
   alertExpressions,
@@ -48,10 +50,46 @@ function allowedEnv(component: 'edge' | 'core'): Set<string> {
   // Token settings are shared by every verifying process and spread in as a whole.
   if (main.includes('...JWT_VARS')) for (const n of Object.values(JWT_VARS)) names.add(n)
   if (main.includes(': EDIT_PARTITIONS_VAR,')) names.add(EDIT_PARTITIONS_VAR)
+  // The edge's limits are spread in as EDGE_LIMIT_<NAME>, one per LIMIT_DEFAULTS key.
+  if (main.includes('...LIMIT_VARS')) for (const key of Object.keys(LIMIT_DEFAULTS)) names.add(limitEnvName(key))
   for (const dir of [component, 'runtime']) {
     for (const file of walk(join(ROOT, dir)).filter((f) => f.endsWith('.ts'))) for (const n of processEnvNames(read(file))) names.add(n)
   }
   return names
+}
+
+/** edge/main.ts's name for a limit: connectionUpdatesPerS -> EDGE_LIMIT_CONNECTION_UPDATES_PER_S. */
+function limitEnvName(key: string): string {
+  return `EDGE_LIMIT_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`
+}
+
+/**
+ * The env the edge Deployment gets from `limits` (values edge.limits), rendered the way helm
+ * renders the two shapes the template uses: `- name: X` / `value: {{ .Values.edge.limits.<key> | int64 | quote }}`
+ * and, for an optional string, `{{- with .Values.edge.limits.<key> }}` / `- name: X` / `value: {{ . | quote }}` / `{{- end }}`.
+ * Returns the env and the values keys it read.
+ */
+function renderLimitEnv(template: string, limits: Record<string, unknown>): { env: Record<string, string>; keys: string[] } {
+  const env: Record<string, string> = {}
+  const keys: string[] = []
+  for (const m of template.matchAll(/^\s*- name: (\w+)\n\s+value: \{\{ \.Values\.edge\.limits\.(\w+) \| int64 \| quote \}\}$/gm)) {
+    keys.push(m[2]!)
+    env[m[1]!] = String(Math.trunc(Number(limits[m[2]!] ?? 0)))
+  }
+  for (const m of template.matchAll(/\{\{- with \.Values\.edge\.limits\.(\w+) \}\}\n(?:\s*#.*\n)*\s*- name: (\w+)\n\s+value: \{\{ \. \| quote \}\}\n\s*\{\{- end \}\}/g)) {
+    keys.push(m[1]!)
+    if (limits[m[1]!]) env[m[2]!] = String(limits[m[1]!])
+  }
+  return { env, keys }
+}
+
+/** Runs the edge's entry point with `env` only; it checks its environment before connecting anywhere. */
+function edgeConfigErrors(env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', 'edge/main.ts'], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env }, timeout: 60_000 }, (err, _stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stderr })
+    })
+  })
 }
 
 /** Env names the chart can set on a component: literal list entries, values <component>.env keys, schema-allowed keys. */
@@ -154,6 +192,36 @@ t.test('helm - every env var set on edge and core is one the code reads', async 
   t.same(configEnvNames("loadConfigOrExit(Config, {\n  port: 'EDGE_PORT',\n  natsUrl: \"NATS_URL\",\n})"), ['EDGE_PORT', 'NATS_URL'])
 })
 
+t.test('helm - edge.limits render into the edge env as the EDGE_LIMIT_* names the edge reads, with the code defaults', async (t) => {
+  const limits = values.edge.limits as Record<string, unknown>
+  const { env, keys } = renderLimitEnv(read(join(TEMPLATES, 'edge-deployment.yaml')), limits)
+  t.same([...keys].sort(), Object.keys(limits).sort(), 'every edge.limits value is rendered, once')
+  const numeric = Object.keys(limits).filter((k) => k !== 'clientIpHeader')
+  t.same(numeric.filter((k) => !(k in LIMIT_DEFAULTS)), [], 'every numeric edge.limits key is a limit of edge/limits.ts')
+  for (const key of ['tenantUpdatesPerS', 'tenantBytesPerS', 'userConnections', 'ipConnectsPerS', 'ipConnectBurst', 'maxDocumentBytes']) {
+    t.equal(env[limitEnvName(key)], String(LIMIT_DEFAULTS[key as keyof typeof LIMIT_DEFAULTS]), `${limitEnvName(key)} renders the code's default`)
+  }
+  t.equal(env.EDGE_CLIENT_IP_HEADER, 'x-forwarded-for', 'the client address comes from the ALB\'s header')
+  t.equal(renderLimitEnv(read(join(TEMPLATES, 'edge-deployment.yaml')), { ...limits, clientIpHeader: '' }).env.EDGE_CLIENT_IP_HEADER, undefined, 'an empty clientIpHeader sets nothing')
+  // Large values stay integers (helm holds numbers as float64; int64 keeps 268435456 from rendering as 2.68435456e+08).
+  t.match(read(join(TEMPLATES, 'edge-deployment.yaml')), /value: \{\{ \.Values\.edge\.limits\.maxDocumentBytes \| int64 \| quote \}\}/)
+  const schemaLimits = schema.properties.edge.properties.limits
+  t.same(Object.keys(schemaLimits.properties).sort(), Object.keys(limits).sort(), 'values.schema.json describes every edge.limits key')
+  t.equal(schemaLimits.additionalProperties, false, 'a misspelt limit is refused at install')
+  t.same([...schemaLimits.required].sort(), [...numeric].sort(), 'a numeric limit set to null is refused (int64 would render it 0: off, or refusing everything)')
+
+  // The edge itself reads these names: each is named when its value is bad, and the chart's
+  // values pass (only the deliberately bad EDGE_PORT is named).
+  const names = Object.keys(env)
+  t.ok(names.length >= 7, `rendered ${names.join(', ')}`)
+  const bad = Object.fromEntries(names.map((n) => [n, 'X_not_a_number']))
+  const [refused, accepted] = await Promise.all([edgeConfigErrors(bad), edgeConfigErrors({ ...env, EDGE_PORT: 'not-a-port' })])
+  t.equal(refused.code, 2, refused.stderr)
+  for (const n of names) t.match(refused.stderr, new RegExp(`^  ${n}=`, 'm'), `the edge reads ${n}`)
+  t.equal(accepted.code, 2, accepted.stderr)
+  t.same(accepted.stderr.split('\n').filter((l) => l.startsWith('  ')).map((l) => l.trim().split('=')[0]), ['EDGE_PORT'], "the chart's limit values are ones the edge accepts")
+})
+
 t.test('helm - alert expressions use only metric names the code exports', async (t) => {
   const known = new Map([...codeMetrics(read(join(ROOT, 'edge/metrics.ts'))), ...codeMetrics(read(join(ROOT, 'core/metrics.ts')))])
   t.ok(known.get('docflow_edge_quota_rejections_total') === 'Counter' && known.get('docflow_core_ingest_to_commit_seconds') === 'Histogram', `${known.size} metrics in the code`)
@@ -174,7 +242,10 @@ t.test('helm - alert expressions use only metric names the code exports', async 
     t.same(unknownMetrics(names, known), [], `line ${line}: ${expr}`)
     for (const n of names) used.add(n.replace(/_(bucket|sum|count)$/, ''))
   }
-  for (const name of ['docflow_edge_quota_rejections_total', 'docflow_core_worker_errors_total', 'docflow_core_dead_letters_total', 'docflow_core_ingest_to_commit_seconds', 'docflow_core_consumer_oldest_pending_seconds', 'docflow_core_partition_blocked', 'docflow_core_consumer_pending']) {
+  // The tenant-rate alert selects the limits contracts/limits.ts names.
+  t.match(rules, new RegExp(`docflow_edge_limit_refusals_total\\{limit=~"${Limit.TenantUpdates}\\|${Limit.TenantBytes}"\\}`), 'tenant-rate alert')
+  t.match(rules, new RegExp(`docflow_edge_limit_refusals_total\\{limit="${Limit.DocumentBytes}"\\}`), 'document-size alert')
+  for (const name of ['docflow_edge_limit_refusals_total', 'docflow_edge_quota_rejections_total', 'docflow_core_worker_errors_total', 'docflow_core_dead_letters_total', 'docflow_core_ingest_to_commit_seconds', 'docflow_core_consumer_oldest_pending_seconds', 'docflow_core_partition_blocked', 'docflow_core_consumer_pending']) {
     t.ok(used.has(name), `an alert uses ${name}`)
   }
   // Lag, not AGG usage: AGG is sized to hold its sources, so its fill level says nothing about loss.
