@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { DEFAULT_EDIT_PARTITIONS, MAX_EDIT_PARTITIONS } from '../contracts/mod.ts'
+import { DEFAULT_EDIT_PARTITIONS, MAX_BLOB_PREFIX_BYTES, MAX_EDIT_PARTITIONS, isBlobKey } from '../contracts/mod.ts'
 import { DEFAULT_CLOCK_TOLERANCE_S, DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS, DEFAULT_JWKS_TIMEOUT_MS } from './jwt.ts'
 
 export class ConfigError extends Error {
@@ -101,4 +101,51 @@ export const JWT_VARS = {
   jwksTimeoutMs: 'DOCFLOW_JWKS_TIMEOUT_MS',
   jwksCacheMaxAgeMs: 'DOCFLOW_JWKS_CACHE_MAX_AGE_MS',
   jwksCooldownMs: 'DOCFLOW_JWKS_COOLDOWN_MS',
+} as const
+
+/** S3 bucket names (path-style safe): 3-63 of a-z, 0-9, ".", "-", starting and ending with a letter or digit. */
+const S3Bucket = z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name: 3-63 of a-z, 0-9, "." and "-"')
+
+/**
+ * Where snapshots (and later the archive) are kept: S3 when DOCFLOW_S3_BUCKET is set, else the
+ * folder DOCFLOW_BLOB_DIR (`npm start` passes <data folder>/blobs, runtime/blobs blobDirOf).
+ * S3 credentials come from the SDK's default chain (AWS_ACCESS_KEY_ID/..., web identity on EKS).
+ * S3 settings without a bucket, a bucket without a region, or neither store fail at start.
+ */
+export const BlobStoreConfig = z
+  .object({
+    /** Filesystem store folder. Default unset (npm start sets it). */
+    blobDir: z.string().min(1).optional(),
+    /** S3 bucket; set, it wins over blobDir. Default unset. */
+    s3Bucket: S3Bucket.optional(),
+    /** Key prefix inside the bucket, e.g. `docflow/`. Default "" (keys at the bucket's root). */
+    s3Prefix: z
+      .string()
+      .transform((p) => (p.endsWith('/') ? p : `${p}/`))
+      .refine((p) => p.length <= MAX_BLOB_PREFIX_BYTES && isBlobKey(p.slice(0, -1)), `segments of A-Za-z0-9._=~- (none starting with "."), at most ${MAX_BLOB_PREFIX_BYTES} bytes`)
+      .optional(),
+    /** The bucket's region, e.g. eu-west-1. Required with a bucket. */
+    s3Region: z.string().regex(/^[a-z0-9-]+$/, 'an AWS region name').optional(),
+    /** S3-API endpoint other than AWS's (MinIO, s3rver), addressed path-style. Default unset. */
+    s3Endpoint: z.url().optional(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.s3Bucket === undefined) {
+      for (const key of ['s3Prefix', 's3Region', 's3Endpoint'] as const) {
+        if (c[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `given without ${BLOB_STORE_VARS.s3Bucket}: set the bucket too, or unset it` })
+      }
+      if (c.blobDir === undefined) ctx.addIssue({ code: 'custom', path: ['blobDir'], message: `no blob store: set ${BLOB_STORE_VARS.blobDir} (npm start: <data folder>/blobs) or ${BLOB_STORE_VARS.s3Bucket}` })
+    } else if (c.s3Region === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['s3Region'], message: `${BLOB_STORE_VARS.s3Bucket} needs its region` })
+    }
+  })
+export type BlobStoreConfig = z.infer<typeof BlobStoreConfig>
+
+/** Environment variables of BlobStoreConfig. */
+export const BLOB_STORE_VARS = {
+  blobDir: 'DOCFLOW_BLOB_DIR',
+  s3Bucket: 'DOCFLOW_S3_BUCKET',
+  s3Prefix: 'DOCFLOW_S3_PREFIX',
+  s3Region: 'DOCFLOW_S3_REGION',
+  s3Endpoint: 'DOCFLOW_S3_ENDPOINT',
 } as const

@@ -1,0 +1,62 @@
+// The blob store: snapshots now, the raw archive and analytics files later (shared/BRIEF.md
+// "Blob store layout"). One interface, two backends chosen by config — a folder (fs-store.ts,
+// the `npm start` default) and S3 (s3-store.ts) — holding the same keys (contracts/blobs.ts).
+//
+// Invariant, both backends: a key holds either nothing or one whole put's bytes — a reader
+// never sees a partial blob — and list() yields only keys of completed puts, sorted.
+import { join } from 'node:path'
+import type { BlobMetadata } from '../../contracts/mod.ts'
+import { ConfigError, type BlobStoreConfig } from '../config.ts'
+import { FsBlobStore } from './fs-store.ts'
+import { S3BlobStore } from './s3-store.ts'
+
+export type { BlobMetadata } from '../../contracts/mod.ts'
+
+export interface BlobInfo {
+  /** Bytes of the blob. */
+  size: number
+  /** What put() was given; {} when nothing. */
+  metadata: BlobMetadata
+}
+
+export interface BlobStore {
+  /** Where the blobs are, for logs: the folder, or s3://bucket/prefix. */
+  readonly location: string
+  /** Stores `bytes` under `key`, replacing what was there, all or nothing. */
+  put(key: string, bytes: Uint8Array, metadata?: BlobMetadata): Promise<void>
+  /** The blob's bytes, or null when there is none. */
+  get(key: string): Promise<Uint8Array | null>
+  /** Size and metadata without the bytes, or null when there is none. */
+  head(key: string): Promise<BlobInfo | null>
+  /** Keys starting with `prefix` (a string prefix, as S3 matches), in byte order, fetched page by page. */
+  list(prefix: string): AsyncIterable<string>
+  /** Removes the blob; nothing there is not an error. */
+  delete(key: string): Promise<void>
+  /** Releases the backend's connections; the store is unusable after. */
+  close(): Promise<void>
+}
+
+export interface BlobStoreOptions {
+  /** Keys per S3 ListObjectsV2 page. Default 1000 (S3's most). */
+  listPageSize?: number
+}
+
+/** The folder `npm start` keeps blobs in under its data folder (DOCFLOW_DATA_DIR). */
+export function blobDirOf(dataDir: string): string {
+  return join(dataDir, 'blobs')
+}
+
+/** The store the config names: S3 when it has a bucket, else the folder. S3's bucket must exist. */
+export async function openBlobStore(config: BlobStoreConfig, options: BlobStoreOptions = {}): Promise<BlobStore> {
+  if (config.s3Bucket !== undefined) {
+    return S3BlobStore.open({
+      bucket: config.s3Bucket,
+      prefix: config.s3Prefix ?? '',
+      region: config.s3Region ?? '',
+      ...(config.s3Endpoint !== undefined ? { endpoint: config.s3Endpoint } : {}),
+      ...options,
+    })
+  }
+  if (config.blobDir === undefined) throw new ConfigError('no blob store configured: neither a folder nor an S3 bucket')
+  return FsBlobStore.open(config.blobDir)
+}

@@ -1,0 +1,147 @@
+// The S3 blob store: key `a/b/c` is the object `<prefix>a/b/c` in the bucket.
+//
+// Invariant: S3 makes a PutObject visible whole or not at all, and lists keys in UTF-8 byte
+// order, so this backend keeps the store's contract (blob-store.ts) by doing no more than one
+// request per operation. Metadata is the object's user metadata (x-amz-meta-*), written with
+// the same PutObject, so bytes and metadata change together.
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3'
+import { isBlobKey, type BlobMetadata } from '../../contracts/mod.ts'
+import type { BlobInfo, BlobStore, BlobStoreOptions } from './blob-store.ts'
+import { checkBlobKey, checkBlobKeyPrefix, checkBlobMetadata } from './checks.ts'
+import { BlobStoreError } from './errors.ts'
+
+/** S3 answers at most 1000 keys per ListObjectsV2 page. */
+const DEFAULT_LIST_PAGE_SIZE = 1000
+
+export interface S3BlobStoreSettings extends BlobStoreOptions {
+  bucket: string
+  /** "" or ending in "/" (runtime/config.ts BlobStoreConfig normalizes it). */
+  prefix: string
+  region: string
+  /** An S3-API server other than AWS (MinIO, s3rver), addressed path-style. Default: AWS. */
+  endpoint?: string
+}
+
+/** The object was not there: GetObject says NoSuchKey, HeadObject a bare 404. */
+const isMissing = (err: unknown): boolean =>
+  (err as { name?: string } | null)?.name === 'NoSuchKey' || (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode === 404
+
+export class S3BlobStore implements BlobStore {
+  private readonly listPageSize: number
+
+  private constructor(
+    private readonly client: S3Client,
+    private readonly settings: S3BlobStoreSettings,
+  ) {
+    this.listPageSize = settings.listPageSize ?? DEFAULT_LIST_PAGE_SIZE
+    if (!Number.isInteger(this.listPageSize) || this.listPageSize < 1 || this.listPageSize > DEFAULT_LIST_PAGE_SIZE) {
+      throw new RangeError(`listPageSize must be 1..${DEFAULT_LIST_PAGE_SIZE}, got ${this.listPageSize}`)
+    }
+  }
+
+  get location(): string {
+    return `s3://${this.settings.bucket}/${this.settings.prefix}`
+  }
+
+  /** A client for the bucket (credentials from the SDK's default chain), checked with HeadBucket so bad settings fail at start. */
+  static async open(settings: S3BlobStoreSettings): Promise<S3BlobStore> {
+    const client = new S3Client({
+      region: settings.region,
+      ...(settings.endpoint !== undefined ? { endpoint: settings.endpoint, forcePathStyle: true } : {}),
+    })
+    const store = new S3BlobStore(client, settings)
+    try {
+      await client.send(new HeadBucketCommand({ Bucket: settings.bucket }))
+    } catch (err) {
+      client.destroy()
+      throw new BlobStoreError(`cannot reach bucket ${store.location} (region ${settings.region}${settings.endpoint ? `, endpoint ${settings.endpoint}` : ''}): ${describe(err)}`, { cause: err })
+    }
+    return store
+  }
+
+  async put(key: string, bytes: Uint8Array, metadata: BlobMetadata = {}): Promise<void> {
+    const objectKey = this.objectKey(key)
+    const checked = checkBlobMetadata(metadata)
+    try {
+      await this.client.send(new PutObjectCommand({ Bucket: this.settings.bucket, Key: objectKey, Body: bytes, ContentType: 'application/octet-stream', Metadata: checked }))
+    } catch (err) {
+      throw new BlobStoreError(`put ${this.location}${key}: ${describe(err)}`, { cause: err })
+    }
+  }
+
+  async get(key: string): Promise<Uint8Array | null> {
+    const objectKey = this.objectKey(key)
+    try {
+      const answer = await this.client.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: objectKey }))
+      if (!answer.Body) throw new Error('answer without a body')
+      return await answer.Body.transformToByteArray()
+    } catch (err) {
+      if (isMissing(err)) return null
+      throw new BlobStoreError(`get ${this.location}${key}: ${describe(err)}`, { cause: err })
+    }
+  }
+
+  async head(key: string): Promise<BlobInfo | null> {
+    const objectKey = this.objectKey(key)
+    try {
+      const answer = await this.client.send(new HeadObjectCommand({ Bucket: this.settings.bucket, Key: objectKey }))
+      return { size: answer.ContentLength ?? 0, metadata: answer.Metadata ?? {} }
+    } catch (err) {
+      if (isMissing(err)) return null
+      throw new BlobStoreError(`head ${this.location}${key}: ${describe(err)}`, { cause: err })
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    checkBlobKeyPrefix(prefix)
+    let continuationToken: string | undefined
+    do {
+      let page
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.settings.bucket, Prefix: this.settings.prefix + prefix, MaxKeys: this.listPageSize, ContinuationToken: continuationToken }),
+        )
+      } catch (err) {
+        throw new BlobStoreError(`list ${this.location}${prefix}: ${describe(err)}`, { cause: err })
+      }
+      for (const object of page.Contents ?? []) {
+        const key = object.Key?.slice(this.settings.prefix.length)
+        // Objects someone else put under the prefix, outside the layout, are not keys.
+        if (key !== undefined && isBlobKey(key)) yield key
+      }
+      continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined
+    } while (continuationToken !== undefined)
+  }
+
+  async delete(key: string): Promise<void> {
+    const objectKey = this.objectKey(key)
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.settings.bucket, Key: objectKey }))
+    } catch (err) {
+      throw new BlobStoreError(`delete ${this.location}${key}: ${describe(err)}`, { cause: err })
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy()
+  }
+
+  private objectKey(key: string): string {
+    checkBlobKey(key)
+    return this.settings.prefix + key
+  }
+}
+
+function describe(err: unknown): string {
+  const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } }
+  const status = e.$metadata?.httpStatusCode
+  return `${e.name ?? 'Error'}${status !== undefined ? ` (HTTP ${status})` : ''}: ${e.message ?? String(err)}`
+}
