@@ -62,3 +62,13 @@ export const StateReplyPart = z.discriminatedUnion('status', [
 export type StateReplyPart = z.infer<typeof StateReplyPart>
 export const encodeStateReplyPart = (m: StateReplyPart) => pack(m)
 export const decodeStateReplyPart = (b: Uint8Array) => unpack(StateReplyPart, b)
+
+/**
+ * Core to one edge (ServiceSubjects.committed): these of its stream messages (Nats-Msg-Id) are
+ * committed to PostgreSQL, or were already. Best effort (core NATS): an edge that misses one
+ * never tells its clients those edits are saved, which errs on the safe side.
+ */
+export const CommittedNotice = z.object({ msgIds: z.array(z.string().min(1).max(512)).min(1) })
+export type CommittedNotice = z.infer<typeof CommittedNotice>
+export const encodeCommittedNotice = (m: CommittedNotice) => pack(m)
+export const decodeCommittedNotice = (b: Uint8Array) => unpack(CommittedNotice, b)

@@ -24,3 +24,6 @@ export const corePartitions = (partitions: number): { partition: number; durable
 
 /** JetStream API subject of the message-get request (by sequence, or `next_by_subj` from one). */
 export const streamMessageGetSubject = (stream: string) => `$JS.API.STREAM.MSG.GET.${stream}`
+
+/** The header carrying a message's dedup id (JetStream's, kept on the sourced copy in AGG). */
+export const MSG_ID_HEADER = 'Nats-Msg-Id'

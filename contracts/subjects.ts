@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { TenantId, docKey, docIdFromKey } from './ids.ts'
 
 /**
@@ -112,6 +113,8 @@ export const ServiceSubjects = {
   coreState: 'df.core.state',
   /** Every edge says it is alive (EdgeBeat) each EDGE_BEAT_MS; the others drop the presence of one gone quiet. */
   edgeBeat: 'df.edges.beat',
+  /** Core tells an edge which of its stream messages are committed to PostgreSQL (CommittedNotice; the "saved" signal). */
+  committed: (edgeId: string) => `df.committed.${createHash('sha256').update(edgeId).digest('base64url').slice(0, 22)}`,
 } as const
 
 /** How often an edge beats, and after how long without a beat its clients' presence is dropped. */
@@ -124,6 +127,7 @@ export const SubjectPatterns = {
   editIngest: 'ten.*.ed.*',
   fan: 'df.fan.>',
   room: 'df.room.>',
+  committed: 'df.committed.>',
 } as const
 
 export const QueueGroups = {

@@ -4,7 +4,7 @@ import type { Server } from 'node:http'
 import pg from 'pg'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import { corePartitions } from '../contracts/mod.ts'
+import { ServiceSubjects, corePartitions, encodeCommittedNotice } from '../contracts/mod.ts'
 import type { TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
@@ -103,7 +103,7 @@ export class Core {
     this.leases = new LeaseHolder(this.o.databaseUrl, timing)
     for (const p of corePartitions(this.o.editPartitions)) {
       const onHoleCheck = (hole: StreamHole | null) => this.holeChecked(p.partition, hole)
-      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck }, js, jsm, this.leases, this.leaseProbe, this.pool, this.log, this.metrics)
+      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck, onCommitted: (byEdge) => this.tellEdges(byEdge) }, js, jsm, this.leases, this.leaseProbe, this.pool, this.log, this.metrics)
       this.workers.push(worker)
       worker.start()
     }
@@ -135,6 +135,18 @@ export class Core {
     }
     await this.ops?.close()
     await this.pool.end()
+  }
+
+  /** Tells each edge which of its messages are committed (best effort: a lost notice only delays a client's "saved"). */
+  private tellEdges(byEdge: Map<string, string[]>): void {
+    for (const [edgeId, msgIds] of byEdge) {
+      try {
+        this.nc.publish(ServiceSubjects.committed(edgeId), encodeCommittedNotice({ msgIds }))
+      } catch (err) {
+        this.metrics.committedNoticeFailures.inc()
+        this.log.warn({ err, edgeId }, 'committed notice not sent')
+      }
+    }
   }
 
   /** A partition whose stream lost uncommitted messages refuses to go on: loud log, counter, blocked gauge. */

@@ -25,6 +25,7 @@ export function createCoreMetrics(registry: Registry = createRegistry('core')) {
     streamHoles: new Counter({ name: 'docflow_core_stream_holes_total', help: 'Consumer restarts refused because the stream lost messages the partition had not committed', labelNames: ['partition'], registers }),
     partitionBlocked: new Gauge({ name: 'docflow_core_partition_blocked', help: '1 while a partition refuses to continue past a hole in the stream', labelNames: ['partition'], registers }),
     stateRequests: new Counter({ name: 'docflow_core_state_requests_total', help: 'Document state requests from edges, by result', labelNames: ['result'], registers }),
+    committedNoticeFailures: new Counter({ name: 'docflow_core_committed_notice_failures_total', help: 'Committed notices to edges (the saved signal) that could not be sent', registers }),
     readRequests: new Counter({ name: 'docflow_core_read_requests_total', help: 'Read API requests by status', labelNames: ['status'], registers }),
   }
 }

@@ -1,7 +1,8 @@
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
 import type pg from 'pg'
+import { MSG_ID_HEADER } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
-import { BatchBuilder, decodeMessage } from './batch.ts'
+import { BatchBuilder, decodeMessage, type DecodedItem } from './batch.ts'
 import { DeliveryRun, type Delivery } from './delivery-run.ts'
 import { DocCache } from './doc-cache.ts'
 import { DeliveryGapError, isLeaseLostError } from './errors.ts'
@@ -27,6 +28,8 @@ export interface WorkerOptions extends PartitionConsumer {
   retryDelayMs: number
   /** How long a missing delivery may hold the checkpoint back before the session restarts. Default ackWaitMs. */
   deliveryGapMs?: number
+  /** After each commit: the committed messages' Nats-Msg-Ids by the edge that published them (the "saved" signal). */
+  onCommitted?: (msgIdsByEdge: Map<string, string[]>) => void
 }
 
 /**
@@ -240,6 +243,7 @@ export class PartitionWorker {
     }
     this.run.commit(deliveries)
     this.maxCommitted = maxSeq
+    this.options.onCommitted?.(committedByEdge(decoded))
     this.ack(msgs)
     this.watchGap()
   }
@@ -325,4 +329,25 @@ const ACK_INTERVAL_MS = 100
 function uniqueBySeq(msgs: JsMsg[]): JsMsg[] {
   const seen = new Set<number>()
   return msgs.filter((m) => !seen.has(m.seq) && seen.add(m.seq))
+}
+
+/**
+ * The Nats-Msg-Ids of a committed batch's messages by publishing edge: messages whose every
+ * update is in the op log now (applied, or committed before). One with a dead-lettered update
+ * is left out: that edit is not saved.
+ */
+function committedByEdge(decoded: DecodedItem[]): Map<string, string[]> {
+  const failed = new Set(decoded.filter((d) => 'failure' in d).map((d) => d.msg.seq))
+  const byEdge = new Map<string, string[]>()
+  const seen = new Set<number>()
+  for (const d of decoded) {
+    if (failed.has(d.msg.seq) || seen.has(d.msg.seq) || !d.edit) continue
+    seen.add(d.msg.seq)
+    const msgId = d.msg.headers?.get(MSG_ID_HEADER)
+    if (!msgId) continue
+    const ids = byEdge.get(d.edit.edgeId) ?? []
+    ids.push(msgId)
+    byEdge.set(d.edit.edgeId, ids)
+  }
+  return byEdge
 }

@@ -1,7 +1,7 @@
 import uWS from 'uWebSockets.js'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream } from '@nats-io/jetstream'
-import { CloseCode, DocId, Role, docAllowed, revokes, type Claims, type Limit, type Revocation } from '../contracts/mod.ts'
+import { CloseCode, DocId, Role, SAVED_QUERY_PARAM, docAllowed, revokes, type Claims, type Limit, type Revocation } from '../contracts/mod.ts'
 import { DEFAULT_CLOCK_TOLERANCE_S, isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
@@ -18,6 +18,8 @@ import { TenantAdmission } from './tenants.ts'
 import { Revocations } from '../runtime/revocations.ts'
 import { PeerEdges } from './peer-edges.ts'
 import { ConnectionBudget, EdgeLimiter, type EdgeLimits } from './limits.ts'
+import { CommitWatch } from './commit-watch.ts'
+import { SavedReceipts } from './saved-receipts.ts'
 
 export interface EdgeOptions {
   /** Listen port; 0 picks a free one. Default 8080. */
@@ -67,7 +69,7 @@ export interface EdgeOptions {
   limits?: Partial<EdgeLimits> | undefined
   /**
    * Request header holding the client's address when a proxy or load balancer sits in front
-   * (e.g. x-forwarded-for: its first entry is used). Only set it when every request comes
+   * (e.g. x-forwarded-for: its last entry, the one our proxy appended, is used). Only set it when every request comes
    * through that proxy, or clients choose their own address. Default: the socket's peer address.
    */
   clientIpHeader?: string | undefined
@@ -82,7 +84,7 @@ export const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 /** What a socket carries from upgrade to close. */
 type SocketData =
   | { ok: false; code: number; reason: string }
-  | { ok: true; tenant: string; docId: string; claims: Claims; client?: SocketClient; room?: Room; budget?: ConnectionBudget }
+  | { ok: true; tenant: string; docId: string; claims: Claims; saved: boolean; client?: SocketClient; room?: Room; budget?: ConnectionBudget }
 
 type Socket = uWS.WebSocket<SocketData>
 
@@ -91,7 +93,7 @@ export class Edge {
   readonly metrics: EdgeMetrics
   private readonly rooms = new Map<string, Room>()
   private readonly publisher: UpdatePublisher
-  private readonly inFlight = new Set<Promise<void>>()
+  private readonly inFlight = new Set<Promise<unknown>>()
   private tenants: TenantAdmission | null = null
   private revocations: Revocations | null = null
   private readonly peers: PeerEdges
@@ -104,6 +106,7 @@ export class Edge {
   private readonly maxMessageBytes: number
   private readonly maxBufferedBytes: number
   private readonly limiter: EdgeLimiter
+  private readonly commits: CommitWatch
 
   constructor(
     private readonly opts: EdgeOptions,
@@ -118,6 +121,7 @@ export class Edge {
     this.peers = new PeerEdges(nc, opts.edgeId, log, (edgeId) => {
       for (const room of this.rooms.values()) room.peerGone(edgeId)
     })
+    this.commits = new CommitWatch(nc, opts.edgeId, this.metrics, log)
     this.limiter = new EdgeLimiter(opts.limits, () => this.peers.liveCount, this.maxMessageBytes, this.metrics, log)
     this.publisher = new UpdatePublisher(nc, opts.edgeId, this.metrics, log, {
       ...(opts.editPartitions !== undefined ? { partitions: opts.editPartitions } : {}),
@@ -147,6 +151,7 @@ export class Edge {
     )
     this.revocations = await Revocations.open(this.nc, 1_000, this.log, (r) => this.closeRevoked(r))
     this.peers.start()
+    this.commits.start()
     const healthy = () => !this.stopping && !this.nc.isClosed() && this.listenSocket !== null
     this.ops = await serveOps({ port: this.opts.opsPort, host: this.opts.opsHost ?? '127.0.0.1', registry: this.metrics.registry, healthy })
     const app = uWS.App()
@@ -193,6 +198,7 @@ export class Edge {
     this.revocations?.stop()
     this.peers.stop()
     this.limiter.stop()
+    this.commits.stop()
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket)
     this.listenSocket = null
     await Promise.allSettled([...this.inFlight])
@@ -205,6 +211,7 @@ export class Edge {
   private upgrade(res: uWS.HttpResponse, req: uWS.HttpRequest, context: uWS.us_socket_context_t): void {
     const path = req.getUrl()
     const token = req.getQuery('token') ?? ''
+    const saved = req.getQuery(SAVED_QUERY_PARAM) === '1'
     const key = req.getHeader('sec-websocket-key')
     const protocol = req.getHeader('sec-websocket-protocol')
     const extensions = req.getHeader('sec-websocket-extensions')
@@ -222,7 +229,7 @@ export class Edge {
     })
     // Otherwise always upgrade: a close code is the only refusal a browser WebSocket can read.
     // Whatever fails on the way (NATS slow or away) refuses this socket with 1013, never the process.
-    this.authorize(path, token)
+    this.authorize(path, token, saved)
       .finally(() => this.limiter.admitted(ip))
       .catch((err: unknown): SocketData => {
         this.metrics.admissionFailures.inc()
@@ -242,7 +249,7 @@ export class Edge {
       .catch((err: unknown) => this.log.error({ err, path }, 'upgrade failed'))
   }
 
-  private async authorize(path: string, token: string): Promise<SocketData> {
+  private async authorize(path: string, token: string, saved: boolean): Promise<SocketData> {
     if (this.stopping) return { ok: false, code: CloseCode.ServiceRestart, reason: 'edge restarting' }
     let docId: string
     try {
@@ -251,7 +258,7 @@ export class Edge {
       return { ok: false, code: CloseCode.BadRequest, reason: 'bad document id in URL' }
     }
     const admission = await this.admit(token, docId)
-    return admission.ok ? { ...admission, docId } : admission
+    return admission.ok ? { ...admission, docId, saved } : admission
   }
 
   /** The token's checks for one document, shared by sockets and HTTP ingest. */
@@ -312,6 +319,7 @@ export class Edge {
     this.metrics.connections.inc()
     data.budget = new ConnectionBudget(this.limiter.limits, this.maxMessageBytes)
     const client = new SocketClient(ws, data, this.maxBufferedBytes, this.metrics, this.log)
+    if (data.saved) client.receipts = new SavedReceipts((frame) => client.send(frame), this.commits)
     client.expireAt((data.claims.exp + (this.opts.tokens.clockToleranceS ?? DEFAULT_CLOCK_TOLERANCE_S)) * 1000)
     const room = this.room(data.tenant, data.docId)
     data.client = client
@@ -339,7 +347,7 @@ export class Edge {
         const over = data.budget.takeUpdate() ?? (data.client.canEdit ? this.limiter.takeTenantUpdate(data.tenant, msg.update.byteLength) : null)
         if (over) return this.closeOverLimit(data.client, data.tenant, data.docId, over)
       }
-      data.room.receive(data.client, msg)
+      data.room.receive(data.client, msg, msg.type === 'update' ? data.client.receipts?.open() : undefined)
     } catch (err) {
       if (err instanceof ProtocolError) {
         this.metrics.rejectedFrames.inc({ reason: 'frame' })
@@ -379,9 +387,12 @@ export class Edge {
     this.log.warn({ tenant, reason }, 'tenant revoked; its sockets were closed')
   }
 
-  /** The address connects are counted by: the configured proxy header's first entry, else the peer's. */
+  /**
+   * The address connects are counted by: the configured proxy header's last entry (the address
+   * our proxy saw; earlier entries are the client's to choose), else the peer's.
+   */
   private clientIp(res: uWS.HttpResponse, req: uWS.HttpRequest): string {
-    const header = this.opts.clientIpHeader ? req.getHeader(this.opts.clientIpHeader).split(',')[0]!.trim() : ''
+    const header = this.opts.clientIpHeader ? (req.getHeader(this.opts.clientIpHeader).split(',').at(-1) ?? '').trim() : ''
     return header || Buffer.from(res.getRemoteAddressAsText()).toString()
   }
 
@@ -413,7 +424,7 @@ export class Edge {
     return room
   }
 
-  private track(p: Promise<void>): Promise<void> {
+  private track<T>(p: Promise<T>): Promise<T> {
     this.inFlight.add(p)
     const done = () => this.inFlight.delete(p)
     p.then(done, done)
@@ -435,6 +446,8 @@ class SocketClient implements RoomClient {
   readonly claims: Claims
   readonly userId: string
   readonly canEdit: boolean
+  /** Set when the socket asked for the saved signal (contracts/saved.ts). */
+  receipts: SavedReceipts | null = null
   private open = true
   private largestFrameBytes = 0
   private expiry: NodeJS.Timeout | undefined

@@ -4,7 +4,7 @@ import type { EdgeMetrics } from './metrics.ts'
 import { EdgeOptionsError } from './errors.ts'
 import { TokenBucket } from './token-bucket.ts'
 
-/** Admission limits of an edge (contracts/limits.ts names them and their answers). A rate of 0 turns its limit off. */
+/** Admission limits of an edge (contracts/limits.ts names them and their answers). A rate (…PerS) or userConnections of 0 turns its limit off. */
 export interface EdgeLimits {
   /** Updates one socket may send per second, sustained. Default 50 (a fast typist sends ~15). */
   connectionUpdatesPerS: number
@@ -107,7 +107,9 @@ export class EdgeLimiter {
   ) {
     this.limits = { ...LIMIT_DEFAULTS, ...limits }
     for (const [name, value] of Object.entries(this.limits)) {
-      if (!Number.isFinite(value) || value < 0) throw new EdgeOptionsError(`limit ${name} must be a number >= 0, got ${value}`)
+      // A rate or the sockets per user may be 0 (off); a burst, cap or size of 0 would refuse everything.
+      const min = name.endsWith('PerS') || name === 'userConnections' ? 0 : 1
+      if (!Number.isFinite(value) || value < min) throw new EdgeOptionsError(`limit ${name} must be a number >= ${min}, got ${value}`)
     }
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS).unref()
   }

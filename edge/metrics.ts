@@ -29,6 +29,7 @@ export function createEdgeMetrics(registry: Registry = createRegistry('edge')) {
     roomLoadFailures: new Counter({ name: 'docflow_edge_room_load_failures_total', help: 'Rooms that could not load state', registers }),
     tooBigRejections: new Counter({ name: 'docflow_edge_too_big_rejections_total', help: 'Frames or updates above the size limit; their writer was closed with 4413', labelNames: ['tenant'], registers }),
     limitRefusals: new Counter({ name: 'docflow_edge_limit_refusals_total', help: 'Sockets, upgrades and HTTP ingest requests refused by an admission limit (contracts/limits.ts), by tenant (empty before the token is checked) and limit', labelNames: ['tenant', 'limit'], registers }),
+    savedUnconfirmed: new Counter({ name: 'docflow_edge_saved_unconfirmed_total', help: 'Updates of sockets asking for the saved signal whose commit notice never came (the client stays unsaved for them)', registers }),
     slowClients: new Counter({ name: 'docflow_edge_slow_clients_total', help: 'Sockets closed with 4508 because their send buffer passed the limit', labelNames: ['tenant'], registers }),
     admissionFailures: new Counter({ name: 'docflow_edge_admission_failures_total', help: 'Sockets closed with 1013 because authorizing them failed (NATS slow or away)', registers }),
     updatesRejected: new Counter({ name: 'docflow_edge_updates_rejected_total', help: 'Client updates not published: poisoned (sender closed with 4422) or missing-dependencies (sender asked to resync)', labelNames: ['reason'], registers }),

@@ -4,6 +4,7 @@ import {
   JS_ACCOUNT_RESOURCES_EXCEEDED,
   MAX_BATCH_UPDATES,
   editBatchMsgId,
+  MSG_ID_HEADER,
   editBatchSubject,
   editPartitionOf,
   DEFAULT_EDIT_PARTITIONS,
@@ -66,7 +67,8 @@ interface QueuedUpdate extends BatchedUpdate {
   bytes: number
   /** When it joined its lane's queue (Date.now()). */
   queuedAtMs: number
-  resolve: () => void
+  /** With the Nats-Msg-Id of the stream message that carried it. */
+  resolve: (msgId: string) => void
   reject: (err: PublishError) => void
 }
 
@@ -148,7 +150,7 @@ export class UpdatePublisher {
     })
   }
 
-  publish(tenant: string, docId: string, userId: string, update: Uint8Array, ingestTs = Date.now()): Promise<void> {
+  publish(tenant: string, docId: string, userId: string, update: Uint8Array, ingestTs = Date.now()): Promise<string> {
     const bytes = update.byteLength + docId.length + userId.length + UPDATE_FRAMING_BYTES
     // The edge's frame limit keeps this from happening; a server with a smaller max_payload
     // (after a reconnect) must still cost only the writer, never the room.
@@ -159,7 +161,7 @@ export class UpdatePublisher {
     }
     const partition = editPartitionOf(docId, this.opts.partitions)
     const lane = this.lane(tenant, partition)
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<string>((resolve, reject) => {
       lane.queue.push({ docId, userId, update, ingestTs, bytes, queuedAtMs: Date.now(), resolve, reject })
       lane.queuedBytes += bytes
       this.schedule(lane)
@@ -261,7 +263,7 @@ export class UpdatePublisher {
     this.ensureSweeper()
     try {
       const h = headers()
-      h.set('Nats-Msg-Id', batch.msgId)
+      h.set(MSG_ID_HEADER, batch.msgId)
       this.nc.publish(editBatchSubject(batch.lane.tenant, batch.lane.partition), batch.payload, { reply: this.replyPrefix + batch.token, headers: h })
     } catch (err) {
       // Closed or draining connection (retrying cannot help), or a payload the server's
@@ -295,7 +297,7 @@ export class UpdatePublisher {
     const now = Date.now()
     for (const u of batch.updates) {
       this.metrics.publishSeconds.observe((now - u.ingestTs) / 1000)
-      u.resolve()
+      u.resolve(batch.msgId)
     }
     if (ack.duplicate) this.metrics.updatesDuplicate.inc(batch.updates.length)
     else this.metrics.updatesPublished.inc(batch.updates.length)

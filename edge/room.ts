@@ -14,6 +14,7 @@ import {
 } from './protocol.ts'
 import type { EdgeMetrics } from './metrics.ts'
 import { RoomLoadError, isPublishError } from './errors.ts'
+import type { Receipt } from './saved-receipts.ts'
 import type { AwarenessLimits } from './awareness-guard.ts'
 import { RoomPresence } from './room-presence.ts'
 import { RoomDoc } from './room-doc.ts'
@@ -36,7 +37,7 @@ export interface RoomOptions extends Partial<AwarenessLimits> {
   log: Logger
   metrics: EdgeMetrics
   /** Publishes an update durably (JetStream ack); rejects when it could not. */
-  publish: (update: Uint8Array, userId: string) => Promise<void>
+  publish: (update: Uint8Array, userId: string) => Promise<string>
   /** How long to wait for core's or a peer edge's state when the room opens. */
   stateTimeoutMs: number
   /**
@@ -82,7 +83,7 @@ export class Room {
   private readonly state: RoomDoc
   private readonly presence: RoomPresence
   private readonly clients = new Map<RoomClient, Member>()
-  private readonly waiting = new Map<RoomClient, ClientMessage[]>()
+  private readonly waiting = new Map<RoomClient, [ClientMessage, Receipt | undefined][]>()
   private readonly subs: Subscription[] = []
   private readonly fanLink: FanLink
   private readonly stopReconnectWatch: () => void
@@ -162,10 +163,11 @@ export class Room {
     else this.waiting.set(client, [])
   }
 
-  receive(client: RoomClient, msg: ClientMessage): void {
+  /** A client frame; an update's `receipt` (a socket asking for the saved signal) learns its fate. */
+  receive(client: RoomClient, msg: ClientMessage, receipt?: Receipt): void {
     const queue = this.waiting.get(client)
-    if (queue) queue.push(msg)
-    else this.handleOrReject(client, msg)
+    if (queue) queue.push([msg, receipt])
+    else this.handleOrReject(client, msg, receipt)
   }
 
   /** The peer edge `edgeId` is gone (edge/peer-edges.ts): its clients' presence goes too. */
@@ -219,7 +221,7 @@ export class Room {
     for (const [client, queue] of this.waiting) {
       this.waiting.delete(client)
       this.greet(client)
-      for (const msg of queue) this.handleOrReject(client, msg)
+      for (const [msg, receipt] of queue) this.handleOrReject(client, msg, receipt)
     }
     this.resync('open', this.o.resyncDelayMs)
   }
@@ -277,9 +279,9 @@ export class Room {
   }
 
   /** A frame that is not valid Yjs or awareness closes only its own socket. */
-  private handleOrReject(client: RoomClient, msg: ClientMessage): void {
+  private handleOrReject(client: RoomClient, msg: ClientMessage, receipt: Receipt | undefined): void {
     try {
-      this.handle(client, msg)
+      this.handle(client, msg, receipt)
     } catch (err) {
       this.o.metrics.rejectedFrames.inc({ reason: msg.type })
       this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId, userId: client.userId }, 'bad client frame')
@@ -287,14 +289,18 @@ export class Room {
     }
   }
 
-  private handle(client: RoomClient, msg: ClientMessage): void {
+  private handle(client: RoomClient, msg: ClientMessage, receipt: Receipt | undefined): void {
     switch (msg.type) {
       case 'sync-step1':
         client.send(isEmptyStateVector(msg.stateVector) ? this.state.fullState() : syncStep2Message(this.state.current(), msg.stateVector))
         return
-      case 'update':
-        this.ingest(client, msg.update)
+      case 'update': {
+        const published = this.ingest(client, msg.update)
+        if (!receipt) return
+        if (published) published.then((msgId) => receipt.whenCommitted(msgId), () => {}) // a failure closes the socket
+        else receipt.settle()
         return
+      }
       case 'awareness':
         this.presence.receive(client, msg.update)
         return
@@ -304,10 +310,11 @@ export class Room {
     }
   }
 
-  private ingest(client: RoomClient, update: Uint8Array): void {
+  /** Publishes a client update when it is new and applies; the publish (its stream message id), or null when nothing was published. */
+  private ingest(client: RoomClient, update: Uint8Array): Promise<string> | null {
     if (!client.canEdit) {
       this.o.metrics.viewerUpdatesDropped.inc()
-      return
+      return null
     }
     const member = this.clients.get(client)
     // A typing client's update continues its own clocks and is proven by its apply alone.
@@ -321,16 +328,19 @@ export class Room {
       // Against the probe: what is in the room doc, waits for it, or is on its way to the stream.
       if (this.state.probe.holdsAll(shape)) {
         this.o.metrics.updatesAlreadyApplied.inc()
-        return
+        return null
       }
     }
-    if (this.wouldPassSizeLimit(update.byteLength)) return this.o.overLimit(client, Limit.DocumentBytes)
+    if (this.wouldPassSizeLimit(update.byteLength)) {
+      this.o.overLimit(client, Limit.DocumentBytes)
+      return null
+    }
     const proof = this.state.probe.prove(update, shape)
     if (proof.kind === 'poisoned') {
       this.o.metrics.updatesRejected.inc({ reason: 'poisoned' })
       this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId, reason: proof.reason, bytes: update.byteLength }, 'update does not apply; not published, sender closed')
       client.close(CloseCode.InvalidUpdate, 'update does not apply to the document')
-      return
+      return null
     }
     if (proof.kind === 'pending') {
       if (fast && member) member.inspectAll = true
@@ -342,11 +352,12 @@ export class Room {
         member.resyncAsked = true
         client.send(syncStep1Message(this.state.current()))
       }
-      return
+      return null
     }
     if (member) member.resyncAsked = false
     this.state.probe.hold(update)
-    this.o.publish(update, client.userId)
+    const published = this.o.publish(update, client.userId)
+    published
       .then(
         () => this.acked(client, update),
         (err: unknown) => this.publishFailed(client, update, err),
@@ -355,6 +366,7 @@ export class Room {
         this.o.metrics.roomApplyFailures.inc({ source: 'ack' })
         this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId }, 'handling a publish outcome failed')
       })
+    return published
   }
 
   /**

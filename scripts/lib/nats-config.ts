@@ -96,7 +96,7 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       // Answers to peer edges' room requests.
       inbox(ServiceUser.Edge),
     ],
-    subscribe: [SubjectPatterns.fan, SubjectPatterns.room, ServiceSubjects.edgeBeat, inbox(ServiceUser.Edge)],
+    subscribe: [SubjectPatterns.fan, SubjectPatterns.room, ServiceSubjects.edgeBeat, SubjectPatterns.committed, inbox(ServiceUser.Edge)],
   },
   // Consume AGG (partition consumers: create, delete, info, pull, ack), read the tenant
   // bucket, and answer edges' state requests.
@@ -117,8 +117,9 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       `$JS.API.CONSUMER.MSG.NEXT.${AGG_STREAM}.*`,
       `$JS.ACK.${AGG_STREAM}.>`,
       ...tenantsBucketRead,
-      // Answers to edges' state requests.
+      // Answers to edges' state requests, and which of their messages are committed.
       inbox(ServiceUser.Edge),
+      SubjectPatterns.committed,
     ],
     subscribe: [ServiceSubjects.coreState, inbox(ServiceUser.Core)],
   },

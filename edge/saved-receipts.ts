@@ -1,0 +1,54 @@
+import * as encoding from 'lib0/encoding'
+import { SAVED_MESSAGE_TYPE } from '../contracts/mod.ts'
+import type { CommitWatch } from './commit-watch.ts'
+
+/** The fate of one update frame of an opted-in socket (contracts/saved.ts). */
+export interface Receipt {
+  /** Nothing to wait for: the room already held it, or it was not taken. */
+  settle(): void
+  /** Published in stream message `msgId`: settled once core committed it. */
+  whenCommitted(msgId: string): void
+}
+
+/**
+ * The update frames of one socket that asked for the "saved" signal, numbered in the order it
+ * sent them. Invariant: the count sent to the client only grows, and covers frame n only once
+ * every frame up to n is settled — so "all saved" on the client means each of its edits is in
+ * PostgreSQL or needed no commit. Frames settled together are told in one message.
+ */
+export class SavedReceipts {
+  private sent = 0
+  private settledThrough = 0
+  private readonly settledAhead = new Set<number>()
+  private told = 0
+  private flushing = false
+
+  constructor(
+    private readonly send: (frame: Uint8Array) => void,
+    private readonly commits: CommitWatch,
+  ) {}
+
+  open(): Receipt {
+    const n = ++this.sent
+    return {
+      settle: () => this.settle(n),
+      whenCommitted: (msgId) => this.commits.watch(msgId, () => this.settle(n)),
+    }
+  }
+
+  private settle(n: number): void {
+    this.settledAhead.add(n)
+    while (this.settledAhead.delete(this.settledThrough + 1)) this.settledThrough++
+    if (this.settledThrough === this.told || this.flushing) return
+    this.flushing = true
+    queueMicrotask(() => {
+      this.flushing = false
+      if (this.settledThrough === this.told) return
+      this.told = this.settledThrough
+      const e = encoding.createEncoder()
+      encoding.writeVarUint(e, SAVED_MESSAGE_TYPE)
+      encoding.writeVarUint(e, this.told)
+      this.send(encoding.toUint8Array(e))
+    })
+  }
+}

@@ -1,0 +1,95 @@
+import t, { type Test } from 'tap'
+import * as Y from 'yjs'
+import WebSocket from 'ws'
+import { SAVED_MESSAGE_TYPE } from '../../contracts/mod.ts'
+import { SavedProvider, type SavedStatus } from '../../clients/saved.ts'
+import { setup, token } from '../helpers/setup.ts'
+import { until, yclient } from '../helpers/client.ts'
+import { opLogReplay } from '../helpers/typed.ts'
+import { counterValue } from '../helpers/metric-value.ts'
+import { frames } from '../helpers/raw-socket.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+const edge = await stack.edge()
+
+function savedClient(t: Test, docId: string, tok: string) {
+  const doc = new Y.Doc()
+  const client = new SavedProvider(edge.url, docId, doc, { params: { token: tok }, WebSocketPolyfill: WebSocket as unknown as typeof globalThis.WebSocket, disableBc: true })
+  const seen: SavedStatus[] = []
+  client.onChange((s) => seen.push(s))
+  t.teardown(() => (client.destroy(), doc.destroy())) // the doc's awareness timer goes with the doc
+  return { client, doc, text: doc.getText('t'), seen }
+}
+
+const synced = (p: SavedProvider['provider']) => until('synced', () => p.synced)
+
+t.test('clients - "saved" comes only once core has committed the edits, not at the JetStream ack', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const first = await stack.core()
+  const writer = savedClient(t, 'saved-doc', tok)
+  await synced(writer.client.provider)
+  await first.stop()
+  const before = await counterValue(edge.edge.metrics.updatesPublished)
+  for (let i = 0; i < 5; i++) writer.text.insert(i, String(i))
+  t.equal(writer.client.status.unsaved, 5, 'five edits waiting')
+  await until('JetStream acked all five', async () => (await counterValue(edge.edge.metrics.updatesPublished)) >= before + 5)
+  t.equal(writer.client.status.saved, false, 'in JetStream but no core yet: not saved')
+
+  const core = await stack.core()
+  await until('saved once core committed', () => writer.client.status.saved, 20_000)
+  const log = await opLogReplay(stack.db, 'acme', 'saved-doc')
+  t.equal(log.text, '01234', 'when "saved" was reported, the op log held every edit')
+  t.same(writer.seen.at(-1), { saved: true, unsaved: 0 })
+
+  // Typing on with core running: saved again after each burst.
+  writer.text.insert(5, 'more')
+  t.equal(writer.client.status.saved, false)
+  await until('saved again', () => writer.client.status.saved, 20_000)
+  t.equal((await opLogReplay(stack.db, 'acme', 'saved-doc')).text, '01234more')
+  await core.stop()
+})
+
+t.test('clients - edits made offline count as unsaved and are saved after the reconnect', async (t) => {
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  const tok = await token({ tenant: 'acme' })
+  const writer = savedClient(t, 'offline-doc', tok)
+  await synced(writer.client.provider)
+  writer.client.provider.disconnect()
+  writer.text.insert(0, 'offline ')
+  writer.text.insert(8, 'edits')
+  t.same(writer.client.status, { saved: false, unsaved: 2 })
+  writer.client.provider.connect()
+  await until('saved after the reconnect', () => writer.client.status.saved, 20_000)
+  t.equal((await opLogReplay(stack.db, 'acme', 'offline-doc')).text, 'offline edits')
+})
+
+t.test('clients - a socket that did not ask never gets a saved frame; one that asked does', async (t) => {
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  const tok = await token({ tenant: 'acme' })
+  const typeOf = (data: Buffer) => data[0]
+  const open = async (query: string) => {
+    const ws = new WebSocket(`${edge.url}/stock-doc?token=${tok}${query}`)
+    const types: number[] = []
+    ws.on('message', (data: Buffer) => types.push(typeOf(data)!))
+    await new Promise((resolve) => ws.once('open', resolve))
+    t.teardown(() => ws.close())
+    return { ws, types }
+  }
+  const stock = await open('')
+  const asking = await open('&saved=1')
+  const writer = new Y.Doc()
+  writer.clientID = 4242
+  writer.getText('t').insert(0, 'x')
+  stock.ws.send(frames.update(Y.encodeStateAsUpdate(writer)))
+  writer.getText('t').insert(1, 'y')
+  asking.ws.send(frames.update(Y.encodeStateAsUpdate(writer)))
+  await until('the asking socket is told its update is saved', () => asking.types.includes(SAVED_MESSAGE_TYPE), 20_000)
+  // The stock socket's update went first, so core committed it in the same notice or an earlier one.
+  const reader = yclient(edge.url, 'stock-doc', tok)
+  t.teardown(() => reader.destroy())
+  await until('both updates materialized', () => reader.text.toString() === 'xy', 20_000)
+  t.notOk(stock.types.includes(SAVED_MESSAGE_TYPE), 'the stock socket never saw the unknown message type')
+})
