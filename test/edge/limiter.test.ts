@@ -37,6 +37,9 @@ t.test("edge - a tenant's rate is shared by the live edges", async (t) => {
   t.equal(passed, 5, 'two edges: half each')
 })
 
-t.test('edge - a negative limit is refused at construction', async (t) => {
+t.test('edge - a negative limit, or a burst, cap or size of 0, is refused at construction', async (t) => {
   t.throws(() => limiter({ connectionUpdatesPerS: -1 }), /connectionUpdatesPerS must be a number >= 0/)
+  t.throws(() => limiter({ maxDocumentBytes: 0 }), /maxDocumentBytes must be a number >= 1/)
+  t.throws(() => limiter({ pendingAdmissions: 0 }), /pendingAdmissions must be a number >= 1/)
+  t.doesNotThrow(() => limiter({ tenantBytesPerS: 0, userConnections: 0 }), 'rates and sockets per user may be off')
 })

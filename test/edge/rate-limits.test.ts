@@ -92,11 +92,11 @@ t.test('edge - connects from one IP past its rate get 429 before any token work;
   t.same(statuses.slice(3), [429, 429], 'then 429')
   t.equal(await refusals(edge, '', Limit.IpConnects), 2, 'counted without a tenant (refused before the token is read)')
   const other = await new Promise<number>((resolve) => {
-    const ws = new WebSocket(`${edge.url}/ip-doc?token=${tok}`, { headers: { 'x-forwarded-for': '203.0.113.7, 10.0.0.1' } })
+    const ws = new WebSocket(`${edge.url}/ip-doc?token=${tok}`, { headers: { 'x-forwarded-for': '10.0.0.1, 203.0.113.7' } })
     ws.once('open', () => (resolve(101), ws.close()))
     ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0))
   })
-  t.equal(other, 101, 'another client address (first x-forwarded-for entry) has its own budget')
+  t.equal(other, 101, 'another client address (the last x-forwarded-for entry, which the proxy appends) has its own budget')
   const res = await fetch(`${edge.url.replace('ws', 'http')}/v1/docs/ip-doc/updates`, { method: 'POST', headers: { authorization: `Bearer ${tok}`, 'idempotency-key': 'k1' }, body: new Uint8Array(writer(9003)()) })
   t.equal(res.status, 429, 'HTTP ingest from the same IP is throttled too')
   t.equal(res.headers.get('retry-after'), '1')
