@@ -1,13 +1,15 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type pg from 'pg'
-import { DocId, docAllowed } from '../contracts/mod.ts'
+import { DocId, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER, docAllowed } from '../contracts/mod.ts'
 import { isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
 import type { TenantReadStatus } from '../runtime/tenant-directory.ts'
+import { parseHistoryQuery, readHistoryPage, readLastApplied, type LastApplied } from './history.ts'
 import { readDocState } from './store.ts'
 
-const STATE_PATH = /^\/v1\/docs\/(.+)\/state$/
+/** `/v1/docs/<docId>/<view>`; the doc id may hold slashes, the view is the last segment. */
+const DOC_PATH = /^\/v1\/docs\/(.+)\/([a-z]+)$/
 
 export interface ReadApiOptions {
   tokens: TokenPolicy
@@ -16,21 +18,55 @@ export interface ReadApiOptions {
   tenantStatus: (tenant: string) => TenantReadStatus
 }
 
-/** HTTP read API on core: materialized state per document and health (metrics are on the ops port). */
+/** A request for one view of one document, its token checked and its tenant taken from the token. */
+interface DocRequest {
+  tenant: string
+  docId: string
+  query: URLSearchParams
+  /** The document's newest op-log row, read before the view (so the view holds at least it); null: no such document. */
+  lastApplied: LastApplied | null
+}
+
+/**
+ * HTTP read API on core: views of a document (state, history) and health (metrics are on the ops
+ * port). Every view answer about an existing document carries the staleness headers
+ * (contracts/read-api.ts), set before the view is read.
+ */
 export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, metrics: CoreMetrics): Server {
+  /** Each view answers with its status; the staleness headers are already on `res`. */
+  const views: Record<string, (r: DocRequest, res: ServerResponse) => Promise<number>> = {
+    async state(r, res) {
+      const state = await readDocState(pool, r.tenant, r.docId)
+      if (!state) return reply(res, 404, { error: 'no such document' })
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': state.byteLength, 'cache-control': 'no-store' })
+      res.end(state)
+      return 200
+    },
+    async history(r, res) {
+      if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
+      const q = parseHistoryQuery(r.query)
+      if ('error' in q) return reply(res, 400, { error: q.error })
+      return reply(res, 200, await readHistoryPage(pool, r.tenant, r.docId, q), { 'cache-control': 'no-store' })
+    },
+  }
+
   return createServer((req, res) => {
     route(req, res).catch((err: unknown) => {
       log.error({ err, url: req.url }, 'read API request failed')
-      reply(res, 500, { error: 'internal error' })
+      if (!res.headersSent) reply(res, 500, { error: 'internal error' })
+      else res.destroy()
     })
   })
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<unknown> {
-    const path = (req.url ?? '/').split('?')[0]!
+    const target = req.url ?? '/'
+    const queryAt = target.indexOf('?')
+    const path = queryAt < 0 ? target : target.slice(0, queryAt)
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, { error: 'method not allowed' })
     if (path === '/healthz') return o.healthy() ? reply(res, 200, 'ok') : reply(res, 503, 'unavailable')
-    const m = STATE_PATH.exec(path)
-    if (!m) return reply(res, 404, { error: 'not found' })
+    const m = DOC_PATH.exec(path)
+    const view = m && Object.hasOwn(views, m[2]!) ? views[m[2]!]! : undefined
+    if (!m || !view) return reply(res, 404, { error: 'not found' })
     let docId: string
     try {
       docId = DocId.parse(decodeURIComponent(m[1]!))
@@ -52,11 +88,12 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       if (!isTokenError(err)) throw err
       return count(reply(res, 401, { error: err.message }))
     }
-    const state = await readDocState(pool, tenant, docId)
-    if (!state) return count(reply(res, 404, { error: 'no such document' }))
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': state.byteLength, 'cache-control': 'no-store' })
-    res.end(state)
-    count(200)
+    const lastApplied = await readLastApplied(pool, tenant, docId)
+    if (lastApplied) {
+      res.setHeader(LAST_SEQ_HEADER, String(lastApplied.seq))
+      res.setHeader(LAST_SEQ_TIME_HEADER, lastApplied.committedAt.toISOString())
+    }
+    count(await view({ tenant, docId, query: new URLSearchParams(queryAt < 0 ? '' : target.slice(queryAt + 1)), lastApplied }, res))
   }
 
   function count(status: number): void {
@@ -64,9 +101,9 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
   }
 }
 
-function reply(res: ServerResponse, status: number, body: string | object): number {
+function reply(res: ServerResponse, status: number, body: string | object, headers: Record<string, string> = {}): number {
   const text = typeof body === 'string' ? body : JSON.stringify(body)
-  res.writeHead(status, { 'content-type': typeof body === 'string' ? 'text/plain' : 'application/json' })
+  res.writeHead(status, { 'content-type': typeof body === 'string' ? 'text/plain' : 'application/json', ...headers })
   res.end(text)
   return status
 }

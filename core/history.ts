@@ -1,0 +1,89 @@
+import type pg from 'pg'
+import * as Y from 'yjs'
+import { HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HistoryParam, type HistoryEntry, type HistoryPage } from '../contracts/mod.ts'
+
+/**
+ * A document's op log read as its history. The op log is append-only and a document's rows are
+ * inserted in its stream order (one partition's worker commits them, in order), so the op-log id
+ * orders a document's updates, newest last; the index op_log_doc (tenant, doc_id, id) serves both
+ * reads below with one backward index scan.
+ */
+
+/** The document's last applied update: its stream sequence and the time core committed it. */
+export interface LastApplied {
+  seq: number
+  committedAt: Date
+}
+
+/**
+ * Staleness of a read answer is told per document, not by the partition's checkpoint: the
+ * newest op-log row of the document is what the answer reflects (its seq is the newest update
+ * the answer holds; its time is when that update became durable), it needs no knowledge of
+ * partitions or consumers, and it stays true after a rebalance. The partition checkpoint's time
+ * would move on with other documents' edits and say nothing about this one. Null when the
+ * tenant has no such document.
+ */
+export async function readLastApplied(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<LastApplied | null> {
+  const r = await c.query<{ stream_seq: string; committed_at: Date }>(
+    'SELECT stream_seq, committed_at FROM op_log WHERE tenant = $1 AND doc_id = $2 ORDER BY id DESC LIMIT 1',
+    [tenant, docId],
+  )
+  const row = r.rows[0]
+  return row ? { seq: Number(row.stream_seq), committedAt: row.committed_at } : null
+}
+
+/** A history request: page size and the cursor after which it starts (null: the newest). */
+export interface HistoryQuery {
+  limit: number
+  /** Op-log id; the page holds entries with smaller ids. */
+  beforeId: string | null
+}
+
+/** The query of `GET …/history`, or the reason it is refused (a 400). */
+export function parseHistoryQuery(params: URLSearchParams): HistoryQuery | { error: string } {
+  const limitText = params.get(HistoryParam.Limit)
+  let limit = HISTORY_DEFAULT_LIMIT
+  if (limitText !== null) {
+    limit = /^\d{1,4}$/.test(limitText) ? Number(limitText) : 0
+    if (limit < 1 || limit > HISTORY_MAX_LIMIT) return { error: `${HistoryParam.Limit} must be an integer from 1 to ${HISTORY_MAX_LIMIT}` }
+  }
+  const cursor = params.get(HistoryParam.Before)
+  if (cursor === null) return { limit, beforeId: null }
+  const beforeId = decodeCursor(cursor)
+  return beforeId === null ? { error: `${HistoryParam.Before} is not a cursor this API gave` } : { limit, beforeId }
+}
+
+/** One page of the document's history, newest first. */
+export async function readHistoryPage(c: pg.ClientBase | pg.Pool, tenant: string, docId: string, q: HistoryQuery): Promise<HistoryPage> {
+  const r = await c.query<{ id: string; stream_seq: string; user_id: string; ingest_ts: Date; update: Buffer; status: HistoryEntry['status'] }>(
+    `SELECT id, stream_seq, user_id, ingest_ts, update, status FROM op_log
+     WHERE tenant = $1 AND doc_id = $2 AND ($3::bigint IS NULL OR id < $3::bigint)
+     ORDER BY id DESC LIMIT $4`,
+    [tenant, docId, q.beforeId, q.limit + 1],
+  )
+  const rows = r.rows.slice(0, q.limit)
+  return {
+    entries: rows.map((row) => ({
+      seq: Number(row.stream_seq),
+      user: row.user_id,
+      ts: row.ingest_ts.toISOString(),
+      bytes: row.update.byteLength,
+      clients: updateClients(row.update),
+      status: row.status,
+    })),
+    next: r.rows.length > q.limit ? encodeCursor(rows.at(-1)!.id) : null,
+  }
+}
+
+/** Yjs client ids with items in the update (a deletion names the deleted items' clients, not the deleter's). */
+function updateClients(update: Uint8Array): number[] {
+  return [...Y.parseUpdateMeta(update).from.keys()].sort((a, b) => a - b)
+}
+
+// The cursor is opaque to clients (the op-log id, base64url), so its form can change.
+const encodeCursor = (id: string) => Buffer.from(`o${id}`).toString('base64url')
+
+function decodeCursor(cursor: string): string | null {
+  const m = /^o([1-9]\d{0,17})$/.exec(Buffer.from(cursor, 'base64url').toString('latin1'))
+  return m ? m[1]! : null
+}
