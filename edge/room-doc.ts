@@ -71,12 +71,37 @@ export class RoomDoc {
       this.apply(update, origin, 'ack', { proven: false, announced: false })
       return false
     }
+    this.waitForDoc(update)
+    return true
+  }
+
+  /**
+   * A durable update from a peer edge. When it integrates whole on the probe and the doc holds
+   * nothing pending, it waits for the doc like an acked update (one Yjs apply, not three) and
+   * the caller sends it to every client as it came (true); otherwise it goes in at once like
+   * core's (applyTrusted; false, or its reason when it does not apply).
+   */
+  acceptPeer(update: Uint8Array): true | false | string {
+    const { pendingStructs, pendingDs } = this.doc.store
+    if (pendingStructs !== null || pendingDs !== null) return this.applyTrusted(update, 'fan') ?? false
+    const proof = this.probe.prove(update)
+    if (proof.kind === 'poisoned') return proof.reason
+    if (proof.kind === 'pending') {
+      this.current()
+      this.apply(update, 'fan', 'fan', { proven: false, announced: false })
+      return false
+    }
+    this.waitForDoc(update)
+    return true
+  }
+
+  /** A proven update the probe holds goes to `unmerged` until the doc is read (or too much waits, or the doc holds pending structs). */
+  private waitForDoc(update: Uint8Array): void {
     this.unmerged.push(update)
     this.unmergedBytes += update.byteLength
     this.fullStateFrame = null
     const { pendingStructs, pendingDs } = this.doc.store
     if (pendingStructs !== null || pendingDs !== null || this.unmerged.length >= MAX_UNMERGED_UPDATES || this.unmergedBytes >= MAX_UNMERGED_BYTES) this.current()
-    return true
   }
 
   /**

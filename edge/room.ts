@@ -411,9 +411,12 @@ export class Room {
   private proveAndApply(update: Uint8Array, source: 'load' | 'core' | 'fan' | 'http'): void {
     this.documentBytes += update.byteLength
     const poisoned = this.state.applyTrusted(update, source)
-    if (poisoned === null) return
+    if (poisoned !== null) this.skipped(source, poisoned)
+  }
+
+  private skipped(source: string, reason: string): void {
     this.o.metrics.roomApplyFailures.inc({ source })
-    this.o.log.error({ tenant: this.o.tenant, docId: this.o.docId, source, reason: poisoned }, 'update from a trusted source does not apply; skipped')
+    this.o.log.error({ tenant: this.o.tenant, docId: this.o.docId, source, reason }, 'update from a trusted source does not apply; skipped')
   }
 
   /** An update the clients may lack (acked, or integrated into the room doc): to every client but its origin. */
@@ -425,7 +428,10 @@ export class Room {
 
   private onFanUpdate(payload: Uint8Array, gap: boolean, stream: string, seq: number): void {
     if (this.closed) return
-    this.proveAndApply(payload, 'fan')
+    this.documentBytes += payload.byteLength
+    const taken = this.state.acceptPeer(payload)
+    if (taken === true) this.sendToOthers(payload, null)
+    else if (taken !== false) this.skipped('fan', taken)
     if (!gap) return
     this.o.metrics.fanGaps.inc()
     this.o.log.info({ tenant: this.o.tenant, docId: this.o.docId, stream, seq }, 'missed a fanned-out update; refetching from core')
