@@ -21,15 +21,40 @@ export const EditEnvelope = z.object({
   update: Bytes.refine((b) => b.length > 0, 'empty update'),
   /** Edge wall clock (ms since epoch) when the update arrived from the client. */
   ingestTs: z.number().int().positive(),
+  /**
+   * Client clock (ms since epoch) when the edit was made, at most ingestTs: HTTP ingest's
+   * X-Event-Time (offline edits synced later). Absent for socket updates (the y-websocket protocol
+   * carries no time) and in messages from before it existed: the event time is then ingestTs.
+   */
+  eventTs: z.number().int().positive().optional(),
   edgeId: z.string().min(1).max(128),
 })
 export type EditEnvelope = z.infer<typeof EditEnvelope>
+
+/** HTTP ingest request header: when the client made the edit (ISO 8601 with a zone, or ms since epoch). */
+export const EVENT_TIME_HEADER = 'x-event-time'
+
+/** How far ahead of the edge's clock an X-Event-Time may be before the answer says it was clamped. */
+export const EVENT_TIME_SKEW_MS = 30_000
+
+const ISO_8601_WITH_ZONE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/i
+
+/**
+ * An X-Event-Time value as ms since epoch: digits are ms since epoch, anything else must be ISO
+ * 8601 with a zone (a time without one would be read in the edge's zone). Throws RangeError
+ * with the reason for anything else.
+ */
+export function parseEventTime(value: string): number {
+  const ms = /^\d{1,16}$/.test(value) ? Number(value) : ISO_8601_WITH_ZONE.test(value) ? Date.parse(value) : NaN
+  if (!Number.isSafeInteger(ms) || ms <= 0) throw new RangeError(`${EVENT_TIME_HEADER} must be ISO 8601 with a zone (2024-05-01T09:30:00Z) or ms since epoch, not ${JSON.stringify(value.slice(0, 64))}`)
+  return ms
+}
 
 export const encodeEnvelope = (e: EditEnvelope): Uint8Array => pack(e)
 export const decodeEnvelope = (bytes: Uint8Array): EditEnvelope => unpack(EditEnvelope, bytes)
 
 /** One update inside a batch: an EditEnvelope without what the batch says once. */
-export const BatchedUpdate = EditEnvelope.pick({ docId: true, userId: true, update: true, ingestTs: true })
+export const BatchedUpdate = EditEnvelope.pick({ docId: true, userId: true, update: true, ingestTs: true, eventTs: true })
 export type BatchedUpdate = z.infer<typeof BatchedUpdate>
 
 /**

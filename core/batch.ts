@@ -34,6 +34,9 @@ export function decodeMessage(msg: JsMsg, partitions: number): DecodedItem[] {
   })
 }
 
+/** Ingest time past event time beyond which a committed update counts as late (an offline edit): 60 s. */
+export const DEFAULT_LATE_AFTER_MS = 60_000
+
 /** Document states one batch rewrites at most; the others stay due and go with later batches. */
 const MAX_COMPACTIONS_PER_BATCH = 8
 
@@ -64,6 +67,8 @@ export class BatchBuilder {
     private readonly loadDoc: (tenant: string, docId: string) => Promise<StoredDoc | null>,
     private readonly metrics: CoreMetrics,
     private readonly compactEveryOps: number,
+    /** An update whose ingest time is this far past its event time is counted late. Default DEFAULT_LATE_AFTER_MS. */
+    private readonly lateAfterMs = DEFAULT_LATE_AFTER_MS,
   ) {}
 
   get empty(): boolean {
@@ -104,7 +109,7 @@ export class BatchBuilder {
     }
     this.metrics.updates.inc({ outcome })
     if (outcome === 'duplicate') return
-    this.ops.push({ tenant: edit.tenant, docId: edit.docId, streamSeq: msg.seq, msgId, userId: edit.userId, edgeId: edit.edgeId, update: edit.update, status: outcome, ingestTs: edit.ingestTs })
+    this.ops.push({ tenant: edit.tenant, docId: edit.docId, streamSeq: msg.seq, msgId, userId: edit.userId, edgeId: edit.edgeId, update: edit.update, status: outcome, ingestTs: edit.ingestTs, eventTs: edit.eventTs ?? edit.ingestTs })
     const k = docKey(edit.tenant, edit.docId)
     const entry = this.touched.get(k) ?? { cached, ops: 0, lastStreamSeq: 0 }
     entry.ops += 1
@@ -138,6 +143,8 @@ export class BatchBuilder {
       cached.compacted = true
     }
     this.metrics.compactions.inc(this.compacting.length)
+    // Counted here, after the commit: a batch that fails is retried and would count its ops twice.
+    for (const op of this.ops) if (op.ingestTs - op.eventTs > this.lateAfterMs) this.metrics.lateUpdates.inc({ tenant: op.tenant })
   }
 
   /** Replaces a doc Yjs threw on with its stored state plus this batch's ops for it. */

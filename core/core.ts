@@ -41,6 +41,8 @@ export interface CoreOptions extends Partial<LeaseTiming> {
   compactEveryOps: number
   /** Documents in memory per partition worker. Default 2_000. */
   maxDocs: number
+  /** An update ingested this long after its event time counts as late (docflow_core_late_updates_total). Default 60_000. */
+  lateAfterMs?: number
   /** JetStream redelivery delay for unacked messages. Default 30_000. */
   ackWaitMs: number
   /** Messages in flight per partition. Default 1_024. */

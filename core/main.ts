@@ -6,6 +6,7 @@ import { tokenPolicy } from '../runtime/jwt.ts'
 import { createLogger } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
 import { drainOnSignal } from '../runtime/shutdown.ts'
+import { DEFAULT_LATE_AFTER_MS } from './batch.ts'
 import { Core } from './core.ts'
 import { DeploymentMismatchError } from './errors.ts'
 
@@ -24,6 +25,7 @@ const Config = z.object({
   maxBatch: PositiveInt.default(512),
   maxDocs: PositiveInt.default(2_000),
   compactEveryOps: PositiveInt.default(256),
+  lateAfterMs: PositiveInt.default(DEFAULT_LATE_AFTER_MS),
   ackWaitMs: PositiveInt.default(30_000),
   maxAckPending: PositiveInt.default(1_024),
   leaseRetryMs: PositiveInt.default(2_000),
@@ -49,6 +51,7 @@ const config = loadConfigOrExit(Config, {
   maxBatch: 'CORE_MAX_BATCH',
   maxDocs: 'CORE_MAX_DOCS',
   compactEveryOps: 'CORE_COMPACT_EVERY_OPS',
+  lateAfterMs: 'CORE_LATE_AFTER_MS',
   ackWaitMs: 'CORE_ACK_WAIT_MS',
   maxAckPending: 'CORE_MAX_ACK_PENDING',
   leaseRetryMs: 'CORE_LEASE_RETRY_MS',

@@ -13,6 +13,7 @@ export function createCoreMetrics(registry: Registry = createRegistry('core')) {
     deadLetters: new Counter({ name: 'docflow_core_dead_letters_total', help: 'Messages dead-lettered, by reason class', labelNames: ['reason'], registers }),
     commitSeconds: new Histogram({ name: 'docflow_core_commit_seconds', help: 'Time from handing a batch to the group commit until it is committed', buckets: LATENCY_BUCKETS, registers }),
     compactions: new Counter({ name: 'docflow_core_compactions_total', help: 'Document states rewritten (a new document, or enough ops gathered since the last state)', registers }),
+    lateUpdates: new Counter({ name: 'docflow_core_late_updates_total', help: 'Updates committed whose edge ingest came more than CORE_LATE_AFTER_MS after the client made them (offline edits synced later)', labelNames: ['tenant'], registers }),
     ingestToCommitSeconds: new Histogram({ name: 'docflow_core_ingest_to_commit_seconds', help: 'Edge ingest to PostgreSQL commit, per update', buckets: LATENCY_BUCKETS, registers }),
     leaseTakeovers: new Counter({ name: 'docflow_core_lease_takeovers_total', help: 'Stale lease sessions (holder stopped renewing) this core ended to take their partition', registers }),
     leasesLost: new Counter({ name: 'docflow_core_leases_lost_total', help: 'Leases this core lost (session ended or not confirmed in time); it stops committing', registers }),

@@ -13,6 +13,8 @@ export interface OpRow {
   status: 'applied' | 'pending'
   /** ms since epoch */
   ingestTs: number
+  /** When the client made the edit (ms since epoch): the envelope's eventTs, else ingestTs. */
+  eventTs: number
 }
 
 /** A compacted state of one document: everything its op log holds, folded into one update. */
@@ -131,10 +133,10 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
     // Named: parsed and planned once per session, not for every group commit.
     name: 'docflow-commit-batches',
     text: `WITH ops AS (
-       INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts)
-       SELECT t, d, s, m, u, e, substring($27::bytea FROM o FOR n), st, to_timestamp(i / 1000.0)
-       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::float8[], $28::int[])
-         AS x(t, d, s, m, u, e, o, st, i, n)
+       INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts, event_ts)
+       SELECT t, d, s, m, u, e, substring($27::bytea FROM o FOR n), st, to_timestamp(i / 1000.0), to_timestamp(ev / 1000.0)
+       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::float8[], $28::int[], $31::float8[])
+         AS x(t, d, s, m, u, e, o, st, i, n, ev)
        ON CONFLICT (tenant, doc_id, msg_id) DO NOTHING
        RETURNING tenant, doc_id, id
      ), states AS (
@@ -191,6 +193,7 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
       updates.lengths,
       states.blob,
       states.lengths,
+      ops.map((o) => o.eventTs),
     ],
   })
 }

@@ -22,6 +22,8 @@ export interface WorkerOptions extends PartitionConsumer {
   compactEveryOps: number
   /** Documents kept in memory by this worker (the batch in hand may pin more). Default 2_000. */
   maxDocs: number
+  /** An update ingested this long after its event time counts as late. Default 60_000. */
+  lateAfterMs?: number
   /** How often leases held elsewhere are looked at (lease-probe.ts). Default 2_000. */
   leaseRetryMs: number
   /** Wait after a failure before resuming from the checkpoint. Default 1_000. */
@@ -214,7 +216,7 @@ export class PartitionWorker {
       this.options.stream,
       maybeCommitted.map((d) => ({ streamSeq: d.msg.seq, item: d.item, op: 'msgId' in d ? { tenant: d.edit.tenant, docId: d.edit.docId, msgId: d.msgId } : undefined })),
     )
-    const batch = new BatchBuilder(this.options.stream, this.cache, (tenant, docId) => readDocParts(this.db, tenant, docId), this.metrics, this.options.compactEveryOps)
+    const batch = new BatchBuilder(this.options.stream, this.cache, (tenant, docId) => readDocParts(this.db, tenant, docId), this.metrics, this.options.compactEveryOps, this.options.lateAfterMs)
     let maxSeq = this.maxCommitted
     try {
       for (const d of decoded) {

@@ -1,6 +1,6 @@
 import type uWS from 'uWebSockets.js'
 import type { JetStreamClient } from '@nats-io/jetstream'
-import { CloseCode, DocId, Limit, HTTP_INGEST_PATH, JS_ACCOUNT_RESOURCES_EXCEEDED, Role, editIdempotencyMsgId, editIngestSubject, encodeEnvelope, type Claims } from '../contracts/mod.ts'
+import { CloseCode, DocId, EVENT_TIME_HEADER, EVENT_TIME_SKEW_MS, Limit, HTTP_INGEST_PATH, JS_ACCOUNT_RESOURCES_EXCEEDED, Role, editIdempotencyMsgId, editIngestSubject, encodeEnvelope, parseEventTime, type Claims } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import { isJetStreamApiError } from '../runtime/nats.ts'
 import type { EdgeMetrics } from './metrics.ts'
@@ -50,12 +50,18 @@ class Refusal extends Error {
  * stored it. The key becomes the message id, so the same key twice within JetStream's dedup
  * window is stored once whichever edge takes it; after the window a resend still changes
  * nothing, since core logs an update the document already holds as a duplicate, not again.
+ *
+ * An optional X-Event-Time (ISO 8601 with a zone, or ms since epoch) is when the client made the
+ * edit; it travels as the envelope's eventTs. A time ahead of the edge's clock is clamped to the
+ * ingest time — never refused, since refusing would strand a skewed phone's offline edits — and
+ * the answer says `eventTimeClamped` when it was more than EVENT_TIME_SKEW_MS ahead.
  */
 export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: IngestOptions, metrics: EdgeMetrics, log: Logger): void {
   app.post(`${HTTP_INGEST_PATH}/*`, (res, req) => {
     const path = req.getUrl()
     const authorization = req.getHeader('authorization')
     const key = req.getHeader('idempotency-key')
+    const eventTime = req.getHeader(EVENT_TIME_HEADER)
     const declaredBytes = Number(req.getHeader('content-length') || '0')
     let done = false
     let tenant = ''
@@ -79,12 +85,14 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
     }
     res.onAborted(() => (done = true))
     let docId: string
+    let eventTs: number | undefined
     try {
       docId = parseIngestPath(path)
       if (!authorization.startsWith('Bearer ')) throw new Refusal(401, 'missing Authorization: Bearer <token>')
       if (!key) throw new Refusal(400, 'missing Idempotency-Key header')
       if (key.length > MAX_IDEMPOTENCY_KEY_CHARS || !IDEMPOTENCY_KEY.test(key)) throw new Refusal(400, `Idempotency-Key must be 1-${MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters`)
       if (declaredBytes > o.maxBodyBytes) throw new Refusal(413, `body above ${o.maxBodyBytes} bytes`)
+      if (eventTime) eventTs = parseEventTimeOrRefuse(eventTime)
       if (o.stopping()) throw new Refusal(503, 'edge restarting')
     } catch (err) {
       return refuse(err)
@@ -114,7 +122,10 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
         if (err instanceof ProtocolError) throw new Refusal(400, err.message)
         throw err
       }
-      const envelope = encodeEnvelope({ v: 1, tenant, docId, userId: admission.claims.sub, update, ingestTs: Date.now(), edgeId: o.edgeId })
+      const ingestTs = Date.now()
+      const clamped = eventTs !== undefined && eventTs - ingestTs > EVENT_TIME_SKEW_MS
+      const event = eventTs === undefined ? {} : { eventTs: Math.min(eventTs, ingestTs) }
+      const envelope = encodeEnvelope({ v: 1, tenant, docId, userId: admission.claims.sub, update, ingestTs, ...event, edgeId: o.edgeId })
       let ack
       try {
         ack = await js.publish(editIngestSubject(tenant, docId), envelope, { msgID: editIdempotencyMsgId(tenant, admission.claims.sub, docId, key), timeout: o.ackTimeoutMs })
@@ -122,7 +133,7 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
         throw publishRefusal(err)
       }
       if (!ack.duplicate) o.stored(tenant, docId, update)
-      return ack
+      return { duplicate: ack.duplicate, seq: ack.seq, ...(clamped ? { eventTimeClamped: true } : {}) }
     }
     readBody(res, o.maxBodyBytes, (bytes) => {
       if (done || tenant || bytes <= o.limiter.limits.unauthenticatedBodyBytes || paused) return
@@ -131,7 +142,7 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
     }, (body) => {
       if (body === null) return refuse(new Refusal(413, `body above ${o.maxBodyBytes} bytes`))
       store(body).then(
-        (r) => respond(202, { status: 'accepted', duplicate: r.duplicate, seq: r.seq }),
+        (r) => respond(202, { status: 'accepted', ...r }),
         refuse,
       )
     })
@@ -147,6 +158,16 @@ async function admitEditor(o: IngestOptions, token: string, docId: string, log: 
   if (!admission.ok) throw new Refusal(STATUS_OF_CLOSE[admission.code] ?? 403, admission.reason)
   if (admission.claims.role !== Role.Editor) throw new Refusal(403, 'viewers cannot write')
   return admission
+}
+
+/** X-Event-Time as ms since epoch, or a 400 saying what is accepted. */
+function parseEventTimeOrRefuse(value: string): number {
+  try {
+    return parseEventTime(value)
+  } catch (err) {
+    if (err instanceof RangeError) throw new Refusal(400, err.message)
+    throw err
+  }
 }
 
 /** The document of `/v1/docs/<docId>/updates` (docId URL-encoded, or with raw slashes). */

@@ -31,11 +31,15 @@ import {
   type TenantRecord,
 } from '../../contracts/mod.ts'
 import { readFileSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { isJetStreamApiError, streamInfo } from '../../runtime/nats.ts'
 import { natsFiles, reloadNats } from './nats-server.ts'
 import { waitFor } from './proc.ts'
 import type { NatsConfigOptions } from './nats-config.ts'
 import { Registry, formatSize, parseSize } from './registry.ts'
+
+/** PostgreSQL's SQLSTATE for a function that does not exist. */
+const UNDEFINED_FUNCTION = '42883'
 
 export interface ProvisionerOptions {
   /** Folder of the nats-server (registry, config, pid). */
@@ -188,8 +192,12 @@ export class Provisioner {
     return this.change(tenant, { maxStorageBytes })
   }
 
-  /** Deletes the tenant everywhere its data was copied: AGG, its stream, KV, PostgreSQL, the account. */
-  async remove(tenant: string): Promise<void> {
+  /**
+   * Deletes the tenant everywhere its data was copied: AGG, its stream, KV, PostgreSQL, the account.
+   * PostgreSQL's rows go through the audited erasure (migration 005: the op log refuses any other
+   * DELETE), which records `actor` and `reason` in the erasures table.
+   */
+  async remove(tenant: string, erasure: { actor?: string; reason?: string } = {}): Promise<void> {
     const registry = this.registry
     if (!registry.tenant(tenant)) throw new Error(`unknown tenant ${tenant}`)
     this.say(`removing tenant ${tenant}: aggregate source`)
@@ -209,10 +217,14 @@ export class Provisioner {
       const db = new pg.Client(this.o.databaseUrl)
       await db.connect()
       try {
-        for (const table of ['op_log', 'docs', 'dead_letters']) {
-          const r = await db.query(`DELETE FROM ${table} WHERE tenant = $1`, [tenant])
-          this.say(`removing tenant ${tenant}: deleted ${r.rowCount} rows from ${table}`)
-        }
+        const actor = erasure.actor ?? `provisioner@${hostname()}`
+        const reason = erasure.reason ?? 'tenant removed'
+        const r = await db.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, NULL, $2, $3)', [tenant, reason, actor]).catch((err: unknown) => {
+          if ((err as { code?: string }).code !== UNDEFINED_FUNCTION) throw err
+          throw new Error('this database has no audited erasure yet (core migration 005_immutable_op_log): start core once to migrate it, then remove again', { cause: err })
+        })
+        const { id, rows_removed: removed } = r.rows[0]!
+        this.say(`removing tenant ${tenant}: erasure ${id} deleted ${Object.entries(removed).map(([table, n]) => `${n} rows from ${table}`).join(', ')}`)
       } finally {
         await db.end()
       }

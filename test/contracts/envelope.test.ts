@@ -1,5 +1,5 @@
 import t from 'tap'
-import { decodeEnvelope, decodeFailureReason, editMsgId, encodeEnvelope } from '../../contracts/mod.ts'
+import { decodeEdits, decodeEnvelope, decodeFailureReason, editMsgId, encodeEnvelope, parseEventTime } from '../../contracts/mod.ts'
 import { pack } from '../../contracts/codec.ts'
 
 const good = { v: 1 as const, tenant: 'acme', docId: 'd', userId: 'u', update: new Uint8Array([1, 2]), ingestTs: 1_700_000_000_000, edgeId: 'e' }
@@ -36,4 +36,21 @@ t.test('contracts - msg ids are tenant-prefixed and content-derived', async (t) 
   const g = editMsgId('globex', 'd', new Uint8Array([1]))
   t.match(g, /^globex:/)
   t.not(g, a, 'one update in two tenants never shares an id (pitfall: it would stall the aggregate source)')
+})
+
+t.test('contracts - eventTs is optional: messages from before it still decode, and it round-trips', async (t) => {
+  t.notOk('eventTs' in decodeEnvelope(pack(good)), 'an envelope without eventTs decodes')
+  const oldBatch = { v: 2, tenant: 'acme', partition: 0, edgeId: 'e', updates: [{ docId: 'd', userId: 'u', update: new Uint8Array([1]), ingestTs: 1_700_000_000_000 }] }
+  t.same(decodeEdits(pack(oldBatch)).map((e) => e.eventTs), [undefined], 'a batch without eventTs decodes')
+  t.equal(decodeEnvelope(encodeEnvelope({ ...good, eventTs: 1_699_999_000_000 })).eventTs, 1_699_999_000_000)
+  const batch = { ...oldBatch, updates: [{ ...oldBatch.updates[0], eventTs: 1_699_999_000_000 }] }
+  t.same(decodeEdits(pack(batch)).map((e) => e.eventTs), [1_699_999_000_000], 'a batched update carries it')
+  t.throws(() => decodeEnvelope(pack({ ...good, eventTs: 'yesterday' })), 'a bad one is refused')
+})
+
+t.test('contracts - X-Event-Time parses ISO 8601 with a zone or ms since epoch, nothing else', async (t) => {
+  t.equal(parseEventTime('2024-05-01T09:30:00Z'), Date.UTC(2024, 4, 1, 9, 30))
+  t.equal(parseEventTime('2024-05-01T11:30:00.250+02:00'), Date.UTC(2024, 4, 1, 9, 30, 0, 250))
+  t.equal(parseEventTime('1714555800000'), 1_714_555_800_000)
+  for (const bad of ['2024-05-01T09:30:00', '2024-05-01', 'May 1 2024', '', '0', '1.5e12', '2024-13-01T00:00:00Z']) t.throws(() => parseEventTime(bad), RangeError, JSON.stringify(bad))
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import * as Y from 'yjs'
-import { HTTP_INGEST_PATH, Role } from '../../contracts/mod.ts'
+import { EVENT_TIME_HEADER, HTTP_INGEST_PATH, Role } from '../../contracts/mod.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 import { counterValue } from '../helpers/metric-value.ts'
@@ -86,4 +86,26 @@ t.test('edge - a bad POST gets a clear 4xx with its reason and stores nothing', 
   t.match(tooBig.body.error, /above 1024 bytes/)
   t.equal(await opRows('refused'), 0, 'nothing stored')
   t.equal(await opRows('team-b/refused'), 0)
+})
+
+t.test('edge - X-Event-Time: ISO 8601 or ms since epoch is kept, a bad one is a 400, a future one is clamped to the ingest time', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const headers = (key: string, eventTime: string) => ({ authorization: `Bearer ${tok}`, 'idempotency-key': key, [EVENT_TIME_HEADER]: eventTime })
+  for (const bad of ['yesterday', '2024-05-01T09:30:00', '-5', '0']) {
+    const r = await post(edge.url, 'event-time-bad', edit('never stored', 1), headers(`bad-${bad}`, bad))
+    t.equal(r.status, 400, `${JSON.stringify(bad)}: 400`)
+    t.match(r.body.error, /x-event-time must be ISO 8601 with a zone .* or ms since epoch/, `${JSON.stringify(bad)}: says what is accepted`)
+  }
+  const times = async (docId: string) =>
+    (await stack.db.query<{ event_ms: number; ingest_ms: number }>("SELECT round(extract(epoch FROM event_ts) * 1000)::float8 AS event_ms, round(extract(epoch FROM ingest_ts) * 1000)::float8 AS ingest_ms FROM op_log WHERE tenant = 'acme' AND doc_id = $1", [docId])).rows
+  const madeAt = Date.now() - 600_000
+  const asMs = await post(edge.url, 'event-time-ms', edit('ten minutes ago', 2), headers('ms-1', String(madeAt)))
+  t.same({ status: asMs.status, clamped: (asMs.body as { eventTimeClamped?: boolean }).eventTimeClamped }, { status: 202, clamped: undefined })
+  const ahead = await post(edge.url, 'event-time-future', edit('from a phone an hour fast', 3), headers('future-1', new Date(Date.now() + 3_600_000).toISOString()))
+  t.same({ status: ahead.status, clamped: (ahead.body as { eventTimeClamped?: boolean }).eventTimeClamped }, { status: 202, clamped: true }, 'stored, and the answer says the time was clamped')
+  await until('both committed', async () => (await times('event-time-ms')).length === 1 && (await times('event-time-future')).length === 1)
+  t.equal((await times('event-time-ms'))[0]!.event_ms, madeAt, 'ms since epoch kept')
+  const [future] = await times('event-time-future')
+  t.equal(future!.event_ms, future!.ingest_ms, 'a future event time is clamped to the ingest time')
+  t.equal(await opRows('event-time-bad'), 0, 'nothing stored for a bad one')
 })
