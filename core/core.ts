@@ -18,6 +18,8 @@ import { TenantDirectory } from '../runtime/tenant-directory.ts'
 import { PartitionWorker } from './worker.ts'
 import { DEFAULT_LEASE_TIMING, LeaseHolder, type LeaseTiming } from './lease.ts'
 import { LeaseProbe } from './lease-probe.ts'
+import type { BlobStore } from '../runtime/blobs/blob-store.ts'
+import { Snapshots } from './snapshots.ts'
 
 export interface CoreOptions extends Partial<LeaseTiming> {
   /** Read API port; 0 picks a free one. Default 8081. */
@@ -53,6 +55,10 @@ export interface CoreOptions extends Partial<LeaseTiming> {
   retryDelayMs: number
   /** How often stream usage and partition lag are sampled for metrics. Default 15_000. */
   monitorIntervalMs: number
+  /** Where document snapshots go (runtime/blobs: a folder or S3). */
+  blobs: BlobStore
+  /** Least time between two snapshots of one document. Default SNAPSHOT_DEFAULTS. */
+  snapshotIntervalMs?: number
 }
 
 /** Merge consumers, the doc-state service for edges and the read API of one core process. */
@@ -68,6 +74,7 @@ export class Core {
   private tenants: TenantDirectory | null = null
   private ops: OpsServer | null = null
   private ready = false
+  private readonly snapshots: Snapshots
 
   constructor(
     private readonly o: CoreOptions,
@@ -78,6 +85,7 @@ export class Core {
     this.metrics = metrics ?? createCoreMetrics()
     this.pool = new pg.Pool({ connectionString: o.databaseUrl, max: 8, application_name: 'docflow-core-read' })
     this.pool.on('error', (err) => log.warn({ error: err.message }, 'idle PostgreSQL connection failed'))
+    this.snapshots = new Snapshots(o.blobs, this.pool, log, this.metrics, o.snapshotIntervalMs !== undefined ? { snapshotIntervalMs: o.snapshotIntervalMs } : {})
   }
 
   /** The ops port (/metrics, /healthz) once started. */
@@ -105,7 +113,7 @@ export class Core {
     this.leases = new LeaseHolder(this.o.databaseUrl, timing)
     for (const p of corePartitions(this.o.editPartitions)) {
       const onHoleCheck = (hole: StreamHole | null) => this.holeChecked(p.partition, hole)
-      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck, onCommitted: (byEdge) => this.tellEdges(byEdge) }, js, jsm, this.leases, this.leaseProbe, this.pool, this.log, this.metrics)
+      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck, onCommitted: (byEdge) => this.tellEdges(byEdge), onCompacted: (states) => this.snapshots.offer(states) }, js, jsm, this.leases, this.leaseProbe, this.pool, this.log, this.metrics)
       this.workers.push(worker)
       worker.start()
     }
@@ -129,6 +137,7 @@ export class Core {
     this.tenants?.stop()
     this.stateSub?.unsubscribe()
     await Promise.all(this.workers.map((w) => w.stop()))
+    await this.snapshots.flush()
     await this.leases?.close()
     await this.leaseProbe?.close()
     if (this.server) {

@@ -1,13 +1,15 @@
 import { hostname } from 'node:os'
 import { z } from 'zod'
 import { AGG_STREAM, EDIT_PARTITIONS_VAR, ServiceUser, serviceInboxPrefix } from '../contracts/mod.ts'
-import { EditPartitions, JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { BLOB_STORE_VARS, BlobStoreConfig, EditPartitions, JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { openBlobStore } from '../runtime/blobs/blob-store.ts'
 import { tokenPolicy } from '../runtime/jwt.ts'
 import { createLogger } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
 import { drainOnSignal } from '../runtime/shutdown.ts'
 import { DEFAULT_LATE_AFTER_MS } from './batch.ts'
 import { Core } from './core.ts'
+import { SNAPSHOT_DEFAULTS } from './snapshots.ts'
 import { DeploymentMismatchError } from './errors.ts'
 
 const Config = z.object({
@@ -33,6 +35,7 @@ const Config = z.object({
   leaseRenewMs: PositiveInt.default(1_000),
   retryDelayMs: PositiveInt.default(1_000),
   monitorIntervalMs: PositiveInt.default(15_000),
+  snapshotIntervalMs: PositiveInt.default(SNAPSHOT_DEFAULTS.snapshotIntervalMs),
 }).refine((c) => c.leaseRenewMs * 2 <= c.leaseTtlMs, { path: ['leaseRenewMs'], message: 'must be at most half of CORE_LEASE_TTL_MS (a lease renews several times before it goes stale)' })
 
 const log = createLogger('core')
@@ -59,9 +62,12 @@ const config = loadConfigOrExit(Config, {
   leaseRenewMs: 'CORE_LEASE_RENEW_MS',
   retryDelayMs: 'CORE_RETRY_DELAY_MS',
   monitorIntervalMs: 'CORE_MONITOR_INTERVAL_MS',
+  snapshotIntervalMs: 'CORE_SNAPSHOT_INTERVAL_MS',
 })
+const blobs = await openBlobStore(loadConfigOrExit(BlobStoreConfig, BLOB_STORE_VARS))
+log.info({ blobs: blobs.location }, 'blob store open')
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: `core-${hostname()}-${process.pid}`, inboxPrefix: serviceInboxPrefix(ServiceUser.Core) }, log)
-const core = new Core({ ...config, tokens: tokenPolicy(config) }, nc, log)
+const core = new Core({ ...config, tokens: tokenPolicy(config), blobs }, nc, log)
 let port: number
 try {
   port = await core.start()

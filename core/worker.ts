@@ -4,12 +4,13 @@ import { MSG_ID_HEADER } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import { BatchBuilder, decodeMessage, type DecodedItem } from './batch.ts'
 import { DeliveryRun, type Delivery } from './delivery-run.ts'
-import { DocCache } from './doc-cache.ts'
+import { DocCache, docKey } from './doc-cache.ts'
 import { DeliveryGapError, isLeaseLostError } from './errors.ts'
 import type { LeaseHolder, PartitionLease } from './lease.ts'
 import type { LeaseProbe } from './lease-probe.ts'
 import type { CoreMetrics } from './metrics.ts'
-import { findCommitted, itemKey, readCheckpointRange, readDocParts } from './store.ts'
+import { findCommitted, itemKey, readCheckpointRange, readDocParts, type DocRow, type OpRow } from './store.ts'
+import type { CompactedState } from './snapshots.ts'
 import { resetConsumer, type PartitionConsumer } from './streams.ts'
 
 export interface WorkerOptions extends PartitionConsumer {
@@ -30,6 +31,8 @@ export interface WorkerOptions extends PartitionConsumer {
   retryDelayMs: number
   /** How long a missing delivery may hold the checkpoint back before the session restarts. Default ackWaitMs. */
   deliveryGapMs?: number
+  /** After a commit that wrote document states: those states, for snapshots (snapshots.ts). */
+  onCompacted?: (states: CompactedState[]) => void
   /** After each commit: the committed messages' Nats-Msg-Ids by the edge that published them (the "saved" signal). */
   onCommitted?: (msgIdsByEdge: Map<string, string[]>) => void
 }
@@ -229,7 +232,9 @@ export class PartitionWorker {
       if (!batch.empty || checkpoint > this.run.checkpoint || maxSeq > this.maxCommitted) {
         const started = performance.now()
         lease.check()
-        await lease.commit({ consumer: this.consumerKey, streamSeq: checkpoint, maxSeq, ops: batch.ops, docs: batch.docRows(), deadLetters: batch.deadLetters })
+        const docs = batch.docRows()
+        await lease.commit({ consumer: this.consumerKey, streamSeq: checkpoint, maxSeq, ops: batch.ops, docs, deadLetters: batch.deadLetters })
+        if (docs.length > 0) this.options.onCompacted?.(compactedStates(docs, batch.ops))
         batch.committed()
         const committedAt = Date.now()
         this.metrics.commitSeconds.observe((performance.now() - started) / 1000)
@@ -352,4 +357,14 @@ function committedByEdge(decoded: DecodedItem[]): Map<string, string[]> {
     byEdge.set(d.edit.edgeId, ids)
   }
   return byEdge
+}
+
+/** The states a commit wrote, each with the ingest time of its newest update (in this batch: its document was touched). */
+function compactedStates(docs: DocRow[], ops: OpRow[]): CompactedState[] {
+  const newest = new Map<string, number>()
+  for (const op of ops) {
+    const k = docKey(op.tenant, op.docId)
+    newest.set(k, Math.max(newest.get(k) ?? 0, op.ingestTs))
+  }
+  return docs.map((d) => ({ tenant: d.tenant, docId: d.docId, state: d.state, lastStreamSeq: d.lastStreamSeq, lastIngestTs: newest.get(docKey(d.tenant, d.docId)) ?? Date.now() }))
 }

@@ -6,7 +6,8 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
-import { EditPartitionCount, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { BLOB_STORE_VARS, EditPartitionCount, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { blobDirOf } from '../runtime/blobs/blob-store.ts'
 import { EDIT_PARTITIONS_VAR, ServiceUser } from '../contracts/mod.ts'
 import { natsFiles, startNatsServer } from './lib/nats-server.ts'
 import { Provisioner } from './lib/provisioner.ts'
@@ -193,6 +194,8 @@ try {
     EDGE_NATS_PASS: registry.servicePassword(ServiceUser.Edge),
     EDGE_AUTO_PROVISION_TENANTS: 'true',
     [EDIT_PARTITIONS_VAR]: String(registry.editPartitions),
+    // Snapshots go to a folder under the data folder unless S3 settings are given (DOCFLOW_S3_*, passed through).
+    [BLOB_STORE_VARS.blobDir]: process.env[BLOB_STORE_VARS.blobDir] || blobDirOf(config.dataDir),
   }
   const nodeArgs = config.nodeArgs.split(/\s+/).filter(Boolean)
   const coreLog = join(logsDir, 'core.log')
@@ -210,6 +213,7 @@ DocFlow is running.
   edge (y-websocket)  ws://localhost:${config.edgePort}/<docId>?token=<jwt>${config.edgeProcesses > 1 ? (config.edgePortPerProcess ? `   (edge i of ${config.edgeProcesses} on port ${config.edgePort} - i)` : `   (${config.edgeProcesses} edge processes share the port)`) : ''}
   edge (HTTP ingest)  POST http://localhost:${config.edgePort}/v1/docs/<docId>/updates
   core (read API)     http://localhost:${config.corePort}/v1/docs/<docId>/state
+  snapshots           ${process.env[BLOB_STORE_VARS.s3Bucket] ? `s3://${process.env[BLOB_STORE_VARS.s3Bucket]}/${process.env[BLOB_STORE_VARS.s3Prefix] ?? ''}` : env[BLOB_STORE_VARS.blobDir]}
   metrics             ${edgeOps.join(', ')} (edge), http://127.0.0.1:${config.coreOpsPort}/metrics (core)
   dev token           npm run token -- --tenant acme
   tenants             npm run tenant -- list   (acme, globex; others are added on first sight in dev)

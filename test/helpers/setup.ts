@@ -8,6 +8,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node'
 import { AGG_STREAM, ServiceUser, serviceInboxPrefix, tenantUser, type Claims } from '../../contracts/mod.ts'
 import { Core, type CoreOptions } from '../../core/core.ts'
 import { Edge, type EdgeOptions } from '../../edge/edge.ts'
+import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { mintToken } from '../../runtime/jwt.ts'
 import { createLogger } from '../../runtime/log.ts'
 import { connectNats } from '../../runtime/nats.ts'
@@ -144,8 +145,9 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     },
     async core(overrides = {}) {
       const nc = await serviceNats(ServiceUser.Core, 'core-test')
+      const blobs = await FsBlobStore.open(join(dir, 'blobs'))
       const core = new Core(
-        { port: 0, host: '127.0.0.1', opsPort: 0, opsHost: '127.0.0.1', databaseUrl: stack.pg.url, tokens: { secret: JWT_SECRET }, stream: AGG_STREAM, editPartitions: stack.partitions, maxBatch: 512, maxDocs: 100, compactEveryOps: 256, ackWaitMs: 30_000, maxAckPending: 1_024, leaseRetryMs: 200, retryDelayMs: 200, monitorIntervalMs: 200, ...overrides },
+        { blobs, port: 0, host: '127.0.0.1', opsPort: 0, opsHost: '127.0.0.1', databaseUrl: stack.pg.url, tokens: { secret: JWT_SECRET }, stream: AGG_STREAM, editPartitions: stack.partitions, maxBatch: 512, maxDocs: 100, compactEveryOps: 256, ackWaitMs: 30_000, maxAckPending: 1_024, leaseRetryMs: 200, retryDelayMs: 200, monitorIntervalMs: 200, ...overrides },
         nc,
         log,
         createCoreMetrics(createRegistry('core', false)),

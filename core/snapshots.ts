@@ -1,0 +1,115 @@
+import type pg from 'pg'
+import { snapshotKey, snapshotMetadata } from '../contracts/mod.ts'
+import type { BlobStore } from '../runtime/blobs/blob-store.ts'
+import type { Logger } from '../runtime/log.ts'
+import { docKey } from './doc-cache.ts'
+import type { CoreMetrics } from './metrics.ts'
+
+/** A compacted state just committed, with the ingest time of the newest update it holds. */
+export interface CompactedState {
+  tenant: string
+  docId: string
+  state: Uint8Array
+  /** Every op-log row of the document up to this stream sequence is in `state`. */
+  lastStreamSeq: number
+  /** ms since epoch */
+  lastIngestTs: number
+}
+
+export interface SnapshotOptions {
+  /** Least time between two snapshots of one document. Default 600_000 (10 min). */
+  snapshotIntervalMs: number
+  /** Snapshots waiting to be written past which new ones are skipped (the next compaction offers again). Default 64. */
+  maxQueuedSnapshots: number
+}
+
+export const SNAPSHOT_DEFAULTS: SnapshotOptions = { snapshotIntervalMs: 600_000, maxQueuedSnapshots: 64 }
+
+/** Documents whose last snapshot time is remembered; past it the oldest are forgotten (and asked for again). */
+const MAX_REMEMBERED_DOCS = 100_000
+
+/**
+ * Writes compacted document states to the blob store as snapshots
+ * (`snapshots/<tenant>/<doc>/<seq>.ydoc`, tagged with their stream sequence and time) and
+ * indexes them in the `snapshots` table. Invariant: a `snapshots` row exists only for a blob
+ * whose put completed, so a reader that finds a row finds whole bytes (or, after the lifecycle
+ * rule expired it, none — then it falls back to an older one or the op log). Off the commit
+ * path: a snapshot that fails is logged and counted, and loses nothing (PostgreSQL holds the
+ * state and the log). At most one snapshot per document per `snapshotIntervalMs`, so blob
+ * writes follow documents' lifetimes, not their edit rates.
+ */
+export class Snapshots {
+  private readonly opts: SnapshotOptions
+  private readonly lastTakenMs = new Map<string, number>()
+  private readonly queue: CompactedState[] = []
+  private writing: Promise<void> | null = null
+
+  constructor(
+    readonly blobs: BlobStore,
+    private readonly pool: pg.Pool,
+    private readonly log: Logger,
+    private readonly metrics: CoreMetrics,
+    opts: Partial<SnapshotOptions> = {},
+  ) {
+    this.opts = { ...SNAPSHOT_DEFAULTS, ...opts }
+  }
+
+  /** After a commit: queues the states whose document is due a snapshot. Never throws. */
+  offer(states: CompactedState[]): void {
+    for (const s of states) {
+      if (this.queue.length >= this.opts.maxQueuedSnapshots) {
+        this.metrics.snapshots.inc({ outcome: 'skipped' })
+        continue
+      }
+      this.queue.push(s)
+    }
+    this.writing ??= this.drain().finally(() => (this.writing = null))
+  }
+
+  /** Waits for the queued snapshots (stop, tests). */
+  async flush(): Promise<void> {
+    while (this.writing) await this.writing
+  }
+
+  private async drain(): Promise<void> {
+    for (let s = this.queue.shift(); s; s = this.queue.shift()) {
+      try {
+        if (await this.due(s)) await this.write(s)
+      } catch (err) {
+        this.metrics.snapshots.inc({ outcome: 'failed' })
+        this.log.warn({ err, tenant: s.tenant, docId: s.docId, seq: s.lastStreamSeq }, 'snapshot not written; the next compaction tries again')
+      }
+    }
+  }
+
+  private async due(s: CompactedState): Promise<boolean> {
+    const k = docKey(s.tenant, s.docId)
+    let last = this.lastTakenMs.get(k)
+    if (last === undefined) {
+      const r = await this.pool.query<{ at: Date | null }>('SELECT max(taken_at) AS at FROM snapshots WHERE tenant = $1 AND doc_id = $2', [s.tenant, s.docId])
+      last = r.rows[0]?.at?.getTime() ?? 0
+      this.remember(k, last)
+    }
+    return Date.now() - last >= this.opts.snapshotIntervalMs
+  }
+
+  private async write(s: CompactedState): Promise<void> {
+    const key = snapshotKey(s.tenant, s.docId, s.lastStreamSeq)
+    const time = new Date(s.lastIngestTs)
+    await this.blobs.put(key, s.state, snapshotMetadata({ seq: s.lastStreamSeq, time }))
+    await this.pool.query(
+      `INSERT INTO snapshots (tenant, doc_id, stream_seq, last_ingest_ts, blob_key, bytes) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (tenant, doc_id, stream_seq) DO NOTHING`,
+      [s.tenant, s.docId, s.lastStreamSeq, time, key, s.state.byteLength],
+    )
+    this.remember(docKey(s.tenant, s.docId), Date.now())
+    this.metrics.snapshots.inc({ outcome: 'written' })
+    this.metrics.snapshotBytes.inc(s.state.byteLength)
+  }
+
+  private remember(k: string, atMs: number): void {
+    this.lastTakenMs.delete(k)
+    this.lastTakenMs.set(k, atMs)
+    if (this.lastTakenMs.size > MAX_REMEMBERED_DOCS) this.lastTakenMs.delete(this.lastTakenMs.keys().next().value!)
+  }
+}

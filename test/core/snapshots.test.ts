@@ -1,0 +1,91 @@
+import t from 'tap'
+import * as Y from 'yjs'
+import { join } from 'node:path'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { jetstream } from '@nats-io/jetstream'
+import { parseSnapshotKey, parseSnapshotMetadata } from '../../contracts/mod.ts'
+import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
+import { readStateAt } from '../../core/point-in-time.ts'
+import { setup } from '../helpers/setup.ts'
+import { until } from '../helpers/client.ts'
+import { publishEdit } from '../helpers/edits.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+const blobs = await FsBlobStore.open(mkdtempSync(join(tmpdir(), 'docflow-snapshots-')))
+const js = jetstream(await stack.connect())
+
+/** Appends `n` characters, one update each, published in order, waiting for core every 9 (so compactions happen along the way); the text typed is returned. */
+async function type(docId: string, n: number, clientID: number): Promise<string> {
+  const doc = new Y.Doc()
+  doc.clientID = clientID
+  const text = doc.getText('t')
+  let update: Uint8Array | null = null
+  doc.on('update', (u: Uint8Array) => (update = u))
+  for (let i = 0; i < n; i++) {
+    text.insert(text.length, String.fromCharCode(97 + (i % 26)))
+    await publishEdit(js, 'acme', docId, update!)
+    if (i % 9 === 8) await until('core caught up', async () => (await seqsOf(docId)).length === i + 1, 20_000)
+  }
+  return text.toString()
+}
+
+const textOf = (update: Uint8Array) => {
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, update)
+  return doc.getText('t').toString()
+}
+
+/** The doc's op-log stream sequences, oldest first. */
+const seqsOf = async (docId: string) => (await stack.db.query<{ s: string }>('SELECT stream_seq AS s FROM op_log WHERE tenant = $1 AND doc_id = $2 ORDER BY stream_seq', ['acme', docId])).rows.map((r) => Number(r.s))
+
+t.test('core - compaction writes snapshots to the blob store, tagged with their stream sequence, at most one per document per interval', async (t) => {
+  const core = await stack.core({ blobs, compactEveryOps: 10, snapshotIntervalMs: 1 })
+  const typed = await type('snap-doc', 45, 501)
+  await until('every edit committed', async () => (await seqsOf('snap-doc')).length === 45, 20_000)
+  await until('snapshots written', async () => ((await stack.db.query('SELECT 1 FROM snapshots WHERE tenant = $1 AND doc_id = $2', ['acme', 'snap-doc'])).rowCount ?? 0) >= 2, 20_000)
+  const seqs = await seqsOf('snap-doc')
+  const rows = (await stack.db.query<{ stream_seq: string; blob_key: string }>('SELECT stream_seq, blob_key FROM snapshots WHERE tenant = $1 AND doc_id = $2 ORDER BY stream_seq', ['acme', 'snap-doc'])).rows
+  for (const row of rows) {
+    const seq = Number(row.stream_seq)
+    t.same(parseSnapshotKey(row.blob_key), { tenant: 'acme', docId: 'snap-doc', seq }, 'the key names the tenant, the document and the sequence')
+    const bytes = await blobs.get(row.blob_key)
+    t.ok(bytes, 'the blob exists')
+    t.equal(parseSnapshotMetadata((await blobs.head(row.blob_key))!.metadata).seq, seq, 'tagged with its sequence')
+    const held = seqs.filter((s) => s <= seq).length
+    t.equal(textOf(bytes!), typed.slice(0, held), `the snapshot at ${seq} holds exactly the ${held} edits up to it`)
+  }
+  await core.stop()
+
+  // A long interval: many more compactions, no second snapshot of the same document.
+  const quiet = await stack.core({ blobs, compactEveryOps: 10, snapshotIntervalMs: 3_600_000 })
+  await type('quiet-doc', 40, 502)
+  await until('quiet doc committed and compacted', async () => ((await stack.db.query('SELECT op_count FROM docs WHERE tenant = $1 AND doc_id = $2 AND op_count >= 30', ['acme', 'quiet-doc'])).rowCount ?? 0) === 1, 20_000)
+  await quiet.stop() // waits for queued snapshots
+  t.equal((await stack.db.query('SELECT 1 FROM snapshots WHERE tenant = $1 AND doc_id = $2', ['acme', 'quiet-doc'])).rowCount, 1, 'one snapshot within the interval')
+})
+
+t.test('core - the state at a sequence or a time is the snapshot before it plus the op log, even when a snapshot blob is gone', async (t) => {
+  const seqs = await seqsOf('snap-doc')
+  const typed = await (async () => {
+    const r = await stack.db.query<{ update: Buffer }>('SELECT update FROM op_log WHERE tenant = $1 AND doc_id = $2 ORDER BY stream_seq', ['acme', 'snap-doc'])
+    const doc = new Y.Doc()
+    for (const row of r.rows) Y.applyUpdate(doc, row.update)
+    return doc.getText('t').toString()
+  })()
+  for (const k of [1, 7, 10, 23, 45]) {
+    const at = await readStateAt(stack.db, blobs, 'acme', 'snap-doc', { seq: seqs[k - 1]! })
+    t.equal(at && textOf(at.update), typed.slice(0, k), `at the ${k}th edit's sequence`)
+  }
+  t.equal(await readStateAt(stack.db, blobs, 'acme', 'snap-doc', { seq: seqs[0]! - 1 }), null, 'before the first edit there is no document')
+  const times = (await stack.db.query<{ t: Date }>('SELECT ingest_ts AS t FROM op_log WHERE tenant = $1 AND doc_id = $2 ORDER BY stream_seq', ['acme', 'snap-doc'])).rows.map((r) => r.t)
+  const byTime = await readStateAt(stack.db, blobs, 'acme', 'snap-doc', { time: times[44]! })
+  t.equal(byTime && textOf(byTime.update), typed, 'at the last edit time: everything')
+  t.equal(await readStateAt(stack.db, blobs, 'other-doc' as never, 'snap-doc', { seq: seqs[44]! }), null, 'another tenant has no such document')
+
+  const keys = (await stack.db.query<{ blob_key: string }>('SELECT blob_key FROM snapshots WHERE tenant = $1 AND doc_id = $2', ['acme', 'snap-doc'])).rows
+  for (const { blob_key } of keys) await blobs.delete(blob_key)
+  const replayed = await readStateAt(stack.db, blobs, 'acme', 'snap-doc', { seq: seqs[29]! })
+  t.equal(replayed && textOf(replayed.update), typed.slice(0, 30), 'every blob expired: replayed from the op log')
+})
