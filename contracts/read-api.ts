@@ -27,8 +27,8 @@ export const HistoryEntry = z.object({
   user: z.string(),
   /** Ingest time: when the edge took it (ISO 8601). */
   ts: z.iso.datetime(),
-  /** Event time: when the client made it (ISO 8601), where the op log keeps it. */
-  eventTs: z.iso.datetime().optional(),
+  /** Event time: when the client made it (ISO 8601; HTTP ingest's X-Event-Time, else the ingest time). */
+  eventTs: z.iso.datetime(),
   /** Size of the Yjs update in bytes. */
   bytes: z.number().int().nonnegative(),
   /** Yjs client ids whose items the update carries, ascending (none for a delete-only update). */

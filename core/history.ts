@@ -55,8 +55,9 @@ export function parseHistoryQuery(params: URLSearchParams): HistoryQuery | { err
 
 /** One page of the document's history, newest first. */
 export async function readHistoryPage(c: pg.ClientBase | pg.Pool, tenant: string, docId: string, q: HistoryQuery): Promise<HistoryPage> {
-  const r = await c.query<{ id: string; stream_seq: string; user_id: string; ingest_ts: Date; update: Buffer; status: HistoryEntry['status'] }>(
-    `SELECT id, stream_seq, user_id, ingest_ts, update, status FROM op_log
+  // event_ts is NULL on rows from before migration 005: read as ingest_ts, as that migration says.
+  const r = await c.query<{ id: string; stream_seq: string; user_id: string; ingest_ts: Date; event_ts: Date; update: Buffer; status: HistoryEntry['status'] }>(
+    `SELECT id, stream_seq, user_id, ingest_ts, COALESCE(event_ts, ingest_ts) AS event_ts, update, status FROM op_log
      WHERE tenant = $1 AND doc_id = $2 AND ($3::bigint IS NULL OR id < $3::bigint)
      ORDER BY id DESC LIMIT $4`,
     [tenant, docId, q.beforeId, q.limit + 1],
@@ -67,6 +68,7 @@ export async function readHistoryPage(c: pg.ClientBase | pg.Pool, tenant: string
       seq: Number(row.stream_seq),
       user: row.user_id,
       ts: row.ingest_ts.toISOString(),
+      eventTs: row.event_ts.toISOString(),
       bytes: row.update.byteLength,
       clients: updateClients(row.update),
       status: row.status,

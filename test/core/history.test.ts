@@ -1,6 +1,6 @@
 import t from 'tap'
 import * as Y from 'yjs'
-import { HTTP_INGEST_PATH, HistoryPage, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER } from '../../contracts/mod.ts'
+import { EVENT_TIME_HEADER, HTTP_INGEST_PATH, HistoryPage, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER } from '../../contracts/mod.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 
@@ -24,8 +24,8 @@ async function opLog(docId: string, tenant = 'acme') {
   return r.rows.map((row) => ({ seq: Number(row.seq), user: row.user_id }))
 }
 
-/** Posts `n` one-character updates by `user` through HTTP ingest: n op-log rows, one each. */
-async function postEdits(docId: string, user: string, doc: Y.Doc, n: number, tenant = 'acme'): Promise<void> {
+/** Posts `n` one-character updates by `user` through HTTP ingest (made at `eventTime` if given): n op-log rows, one each. */
+async function postEdits(docId: string, user: string, doc: Y.Doc, n: number, tenant = 'acme', eventTime?: string): Promise<void> {
   const tok = await token({ tenant, sub: user })
   for (let i = 0; i < n; i++) {
     const before = Y.encodeStateVector(doc)
@@ -33,7 +33,7 @@ async function postEdits(docId: string, user: string, doc: Y.Doc, n: number, ten
     const res = await fetch(`${edge.url.replace(/^ws:/, 'http:')}${HTTP_INGEST_PATH}/${encodeURIComponent(docId)}/updates`, {
       method: 'POST',
       body: Y.encodeStateAsUpdate(doc, before) as BodyInit,
-      headers: { ...bearer(tok), 'idempotency-key': `${user}-${doc.clientID}-${i}` },
+      headers: { ...bearer(tok), 'idempotency-key': `${user}-${doc.clientID}-${i}`, ...(eventTime ? { [EVENT_TIME_HEADER]: eventTime } : {}) },
     })
     if (res.status !== 202) throw new Error(`ingest ${i}: ${res.status} ${await res.text()}`)
   }
@@ -72,10 +72,11 @@ t.test('core - history lists two users’ edits newest first with their users an
   t.same(times, [...times].sort((x, y) => y - x), 'ingest times descend')
 })
 
-t.test('core - history pages cover every entry exactly once, and bad limits or cursors get 400', async (t) => {
+t.test('core - history pages cover every entry exactly once with event times, and bad limits or cursors get 400', async (t) => {
   const tok = await token({ tenant: 'acme' })
   const doc = new Y.Doc()
-  await postEdits('paged', 'carol', doc, 12)
+  const offline = '2026-01-02T03:04:05.000Z'
+  await postEdits('paged', 'carol', doc, 12, 'acme', offline)
   await postEdits('paged', 'dave', doc, 11)
   await until('23 updates committed', async () => (await opLog('paged')).length === 23)
 
@@ -92,6 +93,7 @@ t.test('core - history pages cover every entry exactly once, and bad limits or c
   t.equal(pages, 5, '23 entries in pages of 5')
   t.same(seen.map((e) => ({ seq: e.seq, user: e.user })), await opLog('paged'), 'every op-log row once, newest first')
   t.same(seen.map((e) => e.user), [...Array(11).fill('dave'), ...Array(12).fill('carol')], 'dave’s later edits first')
+  t.ok(seen.every((e) => e.eventTs === (e.user === 'carol' ? offline : e.ts)), 'event time: carol’s X-Event-Time, else the ingest time')
   t.equal((await historyPage('paged', tok)).entries.length, 23, 'default limit (50) holds them all')
 
   for (const query of ['?limit=0', '?limit=501', '?limit=abc', '?limit=', '?before=bm9wZQ', '?before=']) {
