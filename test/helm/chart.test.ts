@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
 import { AGG_MAX_AGE_MS, AGG_STREAM, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS_VAR, Limit, MAX_EDIT_PARTITIONS, REVOCATIONS_BUCKET, REVOCATION_TTL_MS, TENANTS_BUCKET } from '../../contracts/mod.ts'
 import { LIMIT_DEFAULTS } from '../../edge/limits.ts'
-import { JWT_VARS } from '../../runtime/config.ts'
+import { JWT_VARS, BLOB_STORE_VARS } from '../../runtime/config.ts'
 import {
   alertExpressions,
   blockProblems,
@@ -50,6 +50,8 @@ function allowedEnv(component: 'edge' | 'core'): Set<string> {
   // Token settings are shared by every verifying process and spread in as a whole.
   if (main.includes('...JWT_VARS')) for (const n of Object.values(JWT_VARS)) names.add(n)
   if (main.includes(': EDIT_PARTITIONS_VAR,')) names.add(EDIT_PARTITIONS_VAR)
+  // The blob store's settings (runtime/config.ts) are read as a whole where the store is opened.
+  if (main.includes('BLOB_STORE_VARS)')) for (const n of Object.values(BLOB_STORE_VARS)) names.add(n)
   // The edge's limits are spread in as EDGE_LIMIT_<NAME>, one per LIMIT_DEFAULTS key.
   if (main.includes('...LIMIT_VARS')) for (const key of Object.keys(LIMIT_DEFAULTS)) names.add(limitEnvName(key))
   for (const dir of [component, 'runtime']) {
