@@ -9,6 +9,11 @@ import { z } from 'zod'
 export const LAST_SEQ_HEADER = 'x-docflow-last-seq'
 export const LAST_SEQ_TIME_HEADER = 'x-docflow-last-seq-time'
 
+/** `GET /v1/docs/<docId>/state?at=<ISO time | stream seq>`: the document as it was then. */
+export const STATE_AT_PARAM = 'at'
+/** On a point-in-time answer: the stream sequence of the last update the returned state holds. */
+export const STATE_SEQ_HEADER = 'x-docflow-state-seq'
+
 /** `GET /v1/docs/<docId>/history` query parameters. */
 export const HistoryParam = {
   /** Entries per page: 1 to HISTORY_MAX_LIMIT, default HISTORY_DEFAULT_LIMIT. */

@@ -122,7 +122,7 @@ export class Core {
     this.stateSub = serveDocState(this.nc, this.pool, (t, d) => this.cachedDoc(t, d), this.log, this.metrics)
     const healthy = () => this.ready && !this.nc.isClosed()
     const tenants = this.tenants
-    this.server = createReadApi({ tokens: this.o.tokens, healthy, tenantStatus: (t) => tenants.status(t) }, this.pool, this.log, this.metrics)
+    this.server = createReadApi({ tokens: this.o.tokens, healthy, tenantStatus: (t) => tenants.status(t), blobs: this.o.blobs }, this.pool, this.log, this.metrics)
     this.server.listen(this.o.port, this.o.host)
     await once(this.server, 'listening')
     this.ops = await serveOps({ port: this.o.opsPort, host: this.o.opsHost, registry: this.metrics.registry, healthy })

@@ -1,12 +1,14 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type pg from 'pg'
-import { DocId, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER, docAllowed } from '../contracts/mod.ts'
+import { DocId, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER, STATE_AT_PARAM, STATE_SEQ_HEADER, docAllowed } from '../contracts/mod.ts'
 import { isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
 import type { TenantReadStatus } from '../runtime/tenant-directory.ts'
 import { parseHistoryQuery, readHistoryPage, readLastApplied, type LastApplied } from './history.ts'
 import { readDocState } from './store.ts'
+import { parsePointInTime, readStateAt } from './point-in-time.ts'
+import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 
 /** `/v1/docs/<docId>/<view>`; the doc id may hold slashes, the view is the last segment. */
 const DOC_PATH = /^\/v1\/docs\/(.+)\/([a-z]+)$/
@@ -16,6 +18,8 @@ export interface ReadApiOptions {
   healthy: () => boolean
   /** What DF_TENANTS says of a tenant: suspended or removed get 403, unavailable 503. */
   tenantStatus: (tenant: string) => TenantReadStatus
+  /** Where snapshots are, for point-in-time state. */
+  blobs: BlobStore
 }
 
 /** A request for one view of one document, its token checked and its tenant taken from the token. */
@@ -36,11 +40,11 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
   /** Each view answers with its status; the staleness headers are already on `res`. */
   const views: Record<string, (r: DocRequest, res: ServerResponse) => Promise<number>> = {
     async state(r, res) {
+      const at = r.query.get(STATE_AT_PARAM)
+      if (at !== null) return stateAt(r, res, at)
       const state = await readDocState(pool, r.tenant, r.docId)
       if (!state) return reply(res, 404, { error: 'no such document' })
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': state.byteLength, 'cache-control': 'no-store' })
-      res.end(state)
-      return 200
+      return sendState(res, state)
     },
     async history(r, res) {
       if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
@@ -48,6 +52,16 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       if ('error' in q) return reply(res, 400, { error: q.error })
       return reply(res, 200, await readHistoryPage(pool, r.tenant, r.docId, q), { 'cache-control': 'no-store' })
     },
+  }
+
+  /** `state?at=`: the document as it was at a stream sequence or a time (snapshot + op log). */
+  async function stateAt(r: DocRequest, res: ServerResponse, at: string): Promise<number> {
+    const point = parsePointInTime(at)
+    if (!point) return reply(res, 400, { error: `${STATE_AT_PARAM} takes an ISO 8601 time (2026-11-26T12:00:00Z) or a stream sequence` })
+    if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
+    const state = await readStateAt(pool, o.blobs, r.tenant, r.docId, point)
+    if (!state) return reply(res, 404, { error: 'the document had no update by then' })
+    return sendState(res, state.update, { [STATE_SEQ_HEADER]: String(state.seq) })
   }
 
   return createServer((req, res) => {
@@ -99,6 +113,12 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
   function count(status: number): void {
     metrics.readRequests.inc({ status })
   }
+}
+
+function sendState(res: ServerResponse, state: Uint8Array, headers: Record<string, string> = {}): number {
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': state.byteLength, 'cache-control': 'no-store', ...headers })
+  res.end(state)
+  return 200
 }
 
 function reply(res: ServerResponse, status: number, body: string | object, headers: Record<string, string> = {}): number {

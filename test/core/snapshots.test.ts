@@ -4,10 +4,10 @@ import { join } from 'node:path'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { jetstream } from '@nats-io/jetstream'
-import { parseSnapshotKey, parseSnapshotMetadata } from '../../contracts/mod.ts'
+import { LAST_SEQ_HEADER, STATE_SEQ_HEADER, parseSnapshotKey, parseSnapshotMetadata } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { readStateAt } from '../../core/point-in-time.ts'
-import { setup } from '../helpers/setup.ts'
+import { setup, token } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 import { publishEdit } from '../helpers/edits.ts'
 
@@ -88,4 +88,23 @@ t.test('core - the state at a sequence or a time is the snapshot before it plus 
   for (const { blob_key } of keys) await blobs.delete(blob_key)
   const replayed = await readStateAt(stack.db, blobs, 'acme', 'snap-doc', { seq: seqs[29]! })
   t.equal(replayed && textOf(replayed.update), typed.slice(0, 30), 'every blob expired: replayed from the op log')
+})
+
+t.test('core - GET state?at= answers the document as it was, with the sequence it holds; a bad point is 400, another tenant 404', async (t) => {
+  const core = await stack.core({ blobs })
+  const seqs = await seqsOf('snap-doc')
+  const get = async (at: string, tenant = 'acme') => fetch(`${core.url}/v1/docs/snap-doc/state?at=${encodeURIComponent(at)}`, { headers: { authorization: `Bearer ${await token({ tenant })}` } })
+  const early = await get(String(seqs[4]!))
+  t.equal(early.status, 200)
+  t.equal(early.headers.get(STATE_SEQ_HEADER), String(seqs[4]), 'says which sequence it holds')
+  t.equal(early.headers.get(LAST_SEQ_HEADER), String(seqs.at(-1)), 'and how current the document is')
+  t.equal(textOf(new Uint8Array(await early.arrayBuffer())), 'abcde', 'the first five edits, no later one')
+  const firstTime = (await stack.db.query<{ t: Date }>('SELECT ingest_ts AS t FROM op_log WHERE tenant = $1 AND doc_id = $2 AND stream_seq = $3', ['acme', 'snap-doc', seqs[0]])).rows[0]!.t
+  const byTime = await get(firstTime.toISOString())
+  t.equal(byTime.status, 200)
+  t.ok(textOf(new Uint8Array(await byTime.arrayBuffer())).startsWith('a'), 'by ISO time')
+  t.equal((await get(new Date(firstTime.getTime() - 60_000).toISOString())).status, 404, 'before the document existed')
+  t.equal((await get('yesterday')).status, 400)
+  t.equal((await get(String(seqs[4]!), 'globex')).status, 404, 'another tenant has no such document')
+  await core.stop()
 })
