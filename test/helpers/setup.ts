@@ -183,7 +183,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
       const user = service === 'core' ? ServiceUser.Core : ServiceUser.Edge
       const { pass } = credentials(user)
       const env: NodeJS.ProcessEnv = { ...process.env, NATS_URL: stack.nats.url, DATABASE_URL: stack.pg.url, DOCFLOW_JWT_SECRET: JWT_SECRET, DOCFLOW_EDIT_PARTITIONS: String(stack.partitions), LOG_LEVEL: 'warn' }
-      if (service === 'core') Object.assign(env, { CORE_PORT: String(port), CORE_HOST: '127.0.0.1', CORE_NATS_USER: user, CORE_NATS_PASS: pass, CORE_LEASE_RETRY_MS: '200', CORE_RETRY_DELAY_MS: '200', CORE_OPS_PORT: String(await freePort()) })
+      if (service === 'core') Object.assign(env, { DOCFLOW_BLOB_DIR: join(dir, 'blobs'), CORE_PORT: String(port), CORE_HOST: '127.0.0.1', CORE_NATS_USER: user, CORE_NATS_PASS: pass, CORE_LEASE_RETRY_MS: '200', CORE_RETRY_DELAY_MS: '200', CORE_OPS_PORT: String(await freePort()) })
       const edgeOpsPort = service === 'edge' ? await freePort() : undefined
       if (service === 'edge') Object.assign(env, { EDGE_PORT: String(port), EDGE_HOST: '127.0.0.1', EDGE_OPS_PORT: String(edgeOpsPort), EDGE_NATS_USER: user, EDGE_NATS_PASS: pass, EDGE_RESYNC_DELAY_MS: '500', EDGE_LIMIT_IP_CONNECTS_PER_S: '0' })
       const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, service, 'main.ts')], { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] })
