@@ -20,6 +20,7 @@ import { RoomPresence } from './room-presence.ts'
 import { RoomDoc } from './room-doc.ts'
 import { onReconnect } from './nats-reconnect.ts'
 import { FanLink } from './fan-link.ts'
+import { ClientOwners } from './client-owners.ts'
 
 /** One client socket as a room sees it. */
 export interface RoomClient {
@@ -84,6 +85,7 @@ export class Room {
   private readonly presence: RoomPresence
   private readonly clients = new Map<RoomClient, Member>()
   private readonly waiting = new Map<RoomClient, [ClientMessage, Receipt | undefined][]>()
+  private readonly owners = new ClientOwners<RoomClient>()
   private readonly subs: Subscription[] = []
   private readonly fanLink: FanLink
   private readonly stopReconnectWatch: () => void
@@ -176,6 +178,7 @@ export class Room {
   }
 
   leave(client: RoomClient): void {
+    this.owners.release(client)
     this.clients.delete(client)
     this.waiting.delete(client)
     this.presence.leave(client)
@@ -335,6 +338,18 @@ export class Room {
       this.o.overLimit(client, Limit.DocumentBytes)
       return null
     }
+    const ids = this.owners.check(client, update)
+    if (ids === null) {
+      // Structs for a client id another live socket owns: a forgery, or (two tabs sharing a doc)
+      // the owner's own edits not in the room yet. Not published; the sender is asked to sync
+      // again, and once the owner's update is in, its reply no longer carries them.
+      this.o.metrics.updatesRejected.inc({ reason: 'foreign-client' })
+      if (member && !member.resyncAsked) {
+        member.resyncAsked = true
+        client.send(syncStep1Message(this.state.current()))
+      }
+      return null
+    }
     const proof = this.state.probe.prove(update, shape)
     if (proof.kind === 'poisoned') {
       this.o.metrics.updatesRejected.inc({ reason: 'poisoned' })
@@ -355,6 +370,7 @@ export class Room {
       return null
     }
     if (member) member.resyncAsked = false
+    this.owners.claim(client, ids)
     this.state.probe.hold(update)
     const published = this.o.publish(update, client.userId)
     published

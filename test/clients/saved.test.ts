@@ -80,12 +80,17 @@ t.test('clients - a socket that did not ask never gets a saved frame; one that a
   }
   const stock = await open('')
   const asking = await open('&saved=1')
+  // Each socket writes as its own Yjs client (the edge refuses one socket writing another live one's ids).
   const writer = new Y.Doc()
   writer.clientID = 4242
   writer.getText('t').insert(0, 'x')
   stock.ws.send(frames.update(Y.encodeStateAsUpdate(writer)))
-  writer.getText('t').insert(1, 'y')
-  asking.ws.send(frames.update(Y.encodeStateAsUpdate(writer)))
+  const second = new Y.Doc()
+  Y.applyUpdate(second, Y.encodeStateAsUpdate(writer))
+  second.clientID = 4343
+  const before = Y.encodeStateVector(second)
+  second.getText('t').insert(1, 'y')
+  asking.ws.send(frames.update(Y.encodeStateAsUpdate(second, before)))
   await until('the asking socket is told its update is saved', () => asking.types.includes(SAVED_MESSAGE_TYPE), 20_000)
   // The stock socket's update went first, so core committed it in the same notice or an earlier one.
   const reader = yclient(edge.url, 'stock-doc', tok)

@@ -84,3 +84,33 @@ t.test('edge - an update with missing dependencies is not published, so the inno
   attacker.close()
   innocent.close()
 })
+
+t.test("edge - a socket cannot write into another live client's clock range: the forgery is not published and the author's edit wins everywhere", async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const authorDoc = new Y.Doc()
+  authorDoc.clientID = 7_007
+  const author = yclient(url, 'forged', tok, authorDoc)
+  const reader = yclient(url, 'forged', tok)
+  t.teardown(() => (author.destroy(), reader.destroy()))
+  await Promise.all([author.synced(), reader.synced()])
+  author.text.insert(0, 'mine ')
+  await until('the reader has the author edit', () => reader.text.toString() === 'mine ')
+
+  // The forger builds the author's NEXT clocks with other content and sends them first.
+  const forgerDoc = new Y.Doc()
+  Y.applyUpdate(forgerDoc, Y.encodeStateAsUpdate(authorDoc))
+  forgerDoc.clientID = 7_007 // after the apply: Yjs gives a doc a new id when remote structs carry its own
+  const before = Y.encodeStateVector(forgerDoc)
+  forgerDoc.getText('t').insert(5, 'FORGED')
+  const forged = Y.encodeStateAsUpdate(forgerDoc, before)
+  const forger = await RawSocket.open(url, 'forged', tok)
+  t.teardown(() => forger.close())
+  const refused = await counterValue(edge.metrics.updatesRejected, { reason: 'foreign-client' })
+  forger.send(frames.update(forged))
+  await until('the forgery is refused', async () => (await counterValue(edge.metrics.updatesRejected, { reason: 'foreign-client' })) === refused + 1)
+
+  author.text.insert(5, 'real')
+  await until('the reader has the real edit', () => reader.text.toString() === 'mine real')
+  await until('core materialized the real edit', async () => (await materializedText(core.url, 'forged', tok)) === 'mine real', 20_000)
+  t.equal(author.text.toString(), 'mine real', 'the author and the server agree')
+})
