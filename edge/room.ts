@@ -344,10 +344,7 @@ export class Room {
       // the owner's own edits not in the room yet. Not published; the sender is asked to sync
       // again, and once the owner's update is in, its reply no longer carries them.
       this.o.metrics.updatesRejected.inc({ reason: 'foreign-client' })
-      if (member && !member.resyncAsked) {
-        member.resyncAsked = true
-        client.send(syncStep1Message(this.state.current()))
-      }
+      this.askResync(client, member)
       return null
     }
     const proof = this.state.probe.prove(update, shape)
@@ -363,10 +360,7 @@ export class Room {
       // update. A stock client sent it before its sync step 2 (or lost its dependencies); asking
       // it to sync again brings the dependencies and this edit in one self-contained update.
       this.o.metrics.updatesRejected.inc({ reason: 'missing-dependencies' })
-      if (member && !member.resyncAsked) {
-        member.resyncAsked = true
-        client.send(syncStep1Message(this.state.current()))
-      }
+      this.askResync(client, member)
       return null
     }
     if (member) member.resyncAsked = false
@@ -383,6 +377,13 @@ export class Room {
         this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId }, 'handling a publish outcome failed')
       })
     return published
+  }
+
+  /** Asks a client to sync again (a sync step 1), once until one of its updates is taken. */
+  private askResync(client: RoomClient, member: Member | undefined): void {
+    if (!member || member.resyncAsked) return
+    member.resyncAsked = true
+    client.send(syncStep1Message(this.state.current()))
   }
 
   /**
