@@ -79,20 +79,18 @@ export class RoomDoc {
    * A durable update from a peer edge. When it integrates whole on the probe and the doc holds
    * nothing pending, it waits for the doc like an acked update (one Yjs apply, not three) and
    * the caller sends it to every client as it came (true); otherwise it goes in at once like
-   * core's (applyTrusted; false, or its reason when it does not apply).
+   * core's (false), or, when it does not apply, is skipped (its reason).
    */
   acceptPeer(update: Uint8Array): true | false | string {
-    const { pendingStructs, pendingDs } = this.doc.store
-    if (pendingStructs !== null || pendingDs !== null) return this.applyTrusted(update, 'fan') ?? false
     const proof = this.probe.prove(update)
     if (proof.kind === 'poisoned') return proof.reason
-    if (proof.kind === 'pending') {
-      this.current()
-      this.apply(update, 'fan', 'fan', { proven: false, announced: false })
-      return false
+    const { pendingStructs, pendingDs } = this.doc.store
+    if (proof.kind === 'applied' && pendingStructs === null && pendingDs === null) {
+      this.waitForDoc(update)
+      return true
     }
-    this.waitForDoc(update)
-    return true
+    this.applyProven(update, 'fan', proof.kind === 'applied')
+    return false
   }
 
   /** A proven update the probe holds goes to `unmerged` until the doc is read (or too much waits, or the doc holds pending structs). */
@@ -112,9 +110,14 @@ export class RoomDoc {
   applyTrusted(update: Uint8Array, source: string): string | null {
     const proof = this.probe.prove(update)
     if (proof.kind === 'poisoned') return proof.reason
-    this.current()
-    this.apply(update, source, source, { proven: proof.kind === 'applied', announced: false })
+    this.applyProven(update, source, proof.kind === 'applied')
     return null
+  }
+
+  /** An update tried on the probe goes into the doc now, after what waits for it. */
+  private applyProven(update: Uint8Array, source: string, proven: boolean): void {
+    this.current()
+    this.apply(update, source, source, { proven, announced: false })
   }
 
   /** The whole doc as a sync step 2, encoded once per doc version however many clients join (150 joining a 20 MB doc). */
