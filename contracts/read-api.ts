@@ -49,3 +49,66 @@ export const HistoryPage = z.object({
   next: z.string().nullable(),
 })
 export type HistoryPage = z.infer<typeof HistoryPage>
+
+/** `GET /v1/docs/<docId>/blame?type=<root name>&at=<point>`: which user wrote each span of a text. */
+export const BlameParam = {
+  /** The root Y.Text to blame, by name: 1 to BLAME_MAX_TYPE_CHARS characters, default DEFAULT_TEXT_TYPE. */
+  Type: 'type',
+  /** Optional point (ISO time | stream seq, as `state?at=`): blame the text as it was then. */
+  At: STATE_AT_PARAM,
+} as const
+/** The root Y.Text the stock clients, the demo and the load test type into. */
+export const DEFAULT_TEXT_TYPE = 't'
+export const BLAME_MAX_TYPE_CHARS = 256
+
+/** A run of the text inserted by one user at one time (adjacent characters with the same user and ts are one span). */
+export const BlameSpan = z.object({
+  text: z.string(),
+  /** Offset of the span in the text (UTF-16 units, as Y.Text counts). */
+  index: z.number().int().nonnegative(),
+  /** The token's `sub` of the op-log update that first carried these characters; null only if the op log lacks it. */
+  user: z.string().nullable(),
+  /** Event time of that update (ISO 8601; the ingest time when the client gave none); null with user null. */
+  ts: z.iso.datetime().nullable(),
+})
+export type BlameSpan = z.infer<typeof BlameSpan>
+
+export const BlameAnswer = z.object({
+  /** The root Y.Text blamed. */
+  type: z.string(),
+  /** Stream sequence of the last update the blamed text holds. */
+  seq: z.number().int().positive(),
+  spans: z.array(BlameSpan),
+})
+export type BlameAnswer = z.infer<typeof BlameAnswer>
+
+/** Largest body of `POST …/rollback`. */
+export const ROLLBACK_MAX_BODY_BYTES = 4_096
+
+/**
+ * `POST /v1/docs/<docId>/rollback` (editors): `{"to": "<ISO time | seq>"}` restores the document
+ * to what it was then; `{"user": "<sub>", "since": "<ISO time>"}` reverts that user's changes
+ * ingested after `since`. Either is applied as a new update by the caller.
+ */
+export const RollbackRequest = z.union([
+  z.strictObject({ to: z.union([z.number().int().positive(), z.string().regex(/^\d{1,15}$/), z.iso.datetime({ offset: true })]) }),
+  z.strictObject({ user: z.string().min(1).max(256), since: z.iso.datetime({ offset: true }) }),
+])
+export type RollbackRequest = z.infer<typeof RollbackRequest>
+
+/** The 202 answer of a rollback. */
+export const RollbackAnswer = z.object({
+  /** 'accepted': the rollback update is stored in JetStream; 'unchanged': there was nothing to revert, no update sent. */
+  status: z.enum(['accepted', 'unchanged']),
+  /** The last stream sequence of the document the rollback was computed against. */
+  basedOnSeq: z.number().int().positive(),
+  /** Id of the rollback update in the op log (op_log.msg_id: editMsgId of its bytes; absent when unchanged). */
+  msgId: z.string().optional(),
+  /** True when the same rollback had been stored already (same request against the same state). */
+  duplicate: z.boolean().optional(),
+  /** Size of the rollback update in bytes (0 when unchanged). */
+  bytes: z.number().int().nonnegative(),
+  /** The Idempotency-Key it went to the edge with (derived from the request and basedOnSeq). */
+  idempotencyKey: z.string().optional(),
+})
+export type RollbackAnswer = z.infer<typeof RollbackAnswer>

@@ -59,6 +59,8 @@ export interface CoreOptions extends Partial<LeaseTiming> {
   blobs: BlobStore
   /** Least time between two snapshots of one document. Default SNAPSHOT_DEFAULTS. */
   snapshotIntervalMs?: number
+  /** Base URL of an edge's HTTP ingest that rollback updates go through (core/rollback.ts). Default none: rollback answers 503 (main.ts: CORE_EDGE_URL, default http://127.0.0.1:8080). */
+  edgeUrl?: string
 }
 
 /** Merge consumers, the doc-state service for edges and the read API of one core process. */
@@ -122,7 +124,7 @@ export class Core {
     this.stateSub = serveDocState(this.nc, this.pool, (t, d) => this.cachedDoc(t, d), this.log, this.metrics)
     const healthy = () => this.ready && !this.nc.isClosed()
     const tenants = this.tenants
-    this.server = createReadApi({ tokens: this.o.tokens, healthy, tenantStatus: (t) => tenants.status(t), blobs: this.o.blobs }, this.pool, this.log, this.metrics)
+    this.server = createReadApi({ tokens: this.o.tokens, healthy, tenantStatus: (t) => tenants.status(t), blobs: this.o.blobs, edgeUrl: this.o.edgeUrl ?? null }, this.pool, this.log, this.metrics)
     this.server.listen(this.o.port, this.o.host)
     await once(this.server, 'listening')
     this.ops = await serveOps({ port: this.o.opsPort, host: this.o.opsHost, registry: this.metrics.registry, healthy })

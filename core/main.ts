@@ -36,6 +36,7 @@ const Config = z.object({
   retryDelayMs: PositiveInt.default(1_000),
   monitorIntervalMs: PositiveInt.default(15_000),
   snapshotIntervalMs: PositiveInt.default(SNAPSHOT_DEFAULTS.snapshotIntervalMs),
+  edgeUrl: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:8080'),
 }).refine((c) => c.leaseRenewMs * 2 <= c.leaseTtlMs, { path: ['leaseRenewMs'], message: 'must be at most half of CORE_LEASE_TTL_MS (a lease renews several times before it goes stale)' })
 
 const log = createLogger('core')
@@ -63,6 +64,7 @@ const config = loadConfigOrExit(Config, {
   retryDelayMs: 'CORE_RETRY_DELAY_MS',
   monitorIntervalMs: 'CORE_MONITOR_INTERVAL_MS',
   snapshotIntervalMs: 'CORE_SNAPSHOT_INTERVAL_MS',
+  edgeUrl: 'CORE_EDGE_URL',
 })
 const blobs = await openBlobStore(loadConfigOrExit(BlobStoreConfig, BLOB_STORE_VARS))
 log.info({ blobs: blobs.location }, 'blob store open')

@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type pg from 'pg'
-import { DocId, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER, STATE_AT_PARAM, STATE_SEQ_HEADER, docAllowed } from '../contracts/mod.ts'
+import { BLAME_MAX_TYPE_CHARS, BlameParam, DEFAULT_TEXT_TYPE, DocId, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER, ROLLBACK_MAX_BODY_BYTES, Role, STATE_AT_PARAM, STATE_SEQ_HEADER, docAllowed, type Claims } from '../contracts/mod.ts'
 import { isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
@@ -9,6 +9,8 @@ import { parseHistoryQuery, readHistoryPage, readLastApplied, type LastApplied }
 import { readDocState } from './store.ts'
 import { parsePointInTime, readStateAt } from './point-in-time.ts'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
+import { readBlame } from './blame.ts'
+import { rollback } from './rollback.ts'
 
 /** `/v1/docs/<docId>/<view>`; the doc id may hold slashes, the view is the last segment. */
 const DOC_PATH = /^\/v1\/docs\/(.+)\/([a-z]+)$/
@@ -20,6 +22,10 @@ export interface ReadApiOptions {
   tenantStatus: (tenant: string) => TenantReadStatus
   /** Where snapshots are, for point-in-time state. */
   blobs: BlobStore
+  /** Base URL of an edge's HTTP ingest that rollback updates go through (core/rollback.ts); null: rollback answers 503. */
+  edgeUrl: string | null
+  /** How long the edge may take to store a rollback update. Default 10_000. */
+  edgeTimeoutMs?: number
 }
 
 /** A request for one view of one document, its token checked and its tenant taken from the token. */
@@ -27,18 +33,24 @@ interface DocRequest {
   tenant: string
   docId: string
   query: URLSearchParams
+  /** The verified token and its claims (rollback acts as the caller). */
+  token: string
+  claims: Claims
   /** The document's newest op-log row, read before the view (so the view holds at least it); null: no such document. */
   lastApplied: LastApplied | null
 }
 
+/** Answers one request about a document with its status; the staleness headers are already on `res`. */
+type DocHandler = (r: DocRequest, res: ServerResponse, req: IncomingMessage) => Promise<number>
+
 /**
- * HTTP read API on core: views of a document (state, history) and health (metrics are on the ops
+ * HTTP read API on core: views of a document (GET: state, history, blame), actions on it (POST:
+ * rollback) and health (metrics are on the ops
  * port). Every view answer about an existing document carries the staleness headers
  * (contracts/read-api.ts), set before the view is read.
  */
 export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, metrics: CoreMetrics): Server {
-  /** Each view answers with its status; the staleness headers are already on `res`. */
-  const views: Record<string, (r: DocRequest, res: ServerResponse) => Promise<number>> = {
+  const views: Record<string, DocHandler> = {
     async state(r, res) {
       const at = r.query.get(STATE_AT_PARAM)
       if (at !== null) return stateAt(r, res, at)
@@ -51,6 +63,33 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       const q = parseHistoryQuery(r.query)
       if ('error' in q) return reply(res, 400, { error: q.error })
       return reply(res, 200, await readHistoryPage(pool, r.tenant, r.docId, q), { 'cache-control': 'no-store' })
+    },
+    /** `blame?type=<root Y.Text>&at=<point>`: who wrote each span of the text (core/blame.ts). */
+    async blame(r, res) {
+      const unknown = [...r.query.keys()].find((k) => k !== BlameParam.Type && k !== BlameParam.At)
+      if (unknown !== undefined) return reply(res, 400, { error: `unknown parameter ${unknown}; blame takes ${BlameParam.Type} and ${BlameParam.At}` })
+      const type = r.query.get(BlameParam.Type) ?? DEFAULT_TEXT_TYPE
+      if (type.length < 1 || type.length > BLAME_MAX_TYPE_CHARS) return reply(res, 400, { error: `${BlameParam.Type} names a root Y.Text: 1 to ${BLAME_MAX_TYPE_CHARS} characters` })
+      const at = r.query.get(BlameParam.At)
+      const point = at === null ? null : parsePointInTime(at)
+      if (at !== null && !point) return reply(res, 400, { error: `${BlameParam.At} takes an ISO 8601 time (2026-11-26T12:00:00Z) or a stream sequence` })
+      if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
+      const blame = await readBlame(pool, o.blobs, r.tenant, r.docId, point ?? { seq: r.lastApplied.seq }, type)
+      if (!blame) return reply(res, 404, { error: 'the document had no update by then' })
+      return reply(res, 200, blame, { 'cache-control': 'no-store' })
+    },
+  }
+
+  const actions: Record<string, DocHandler> = {
+    /** `POST …/rollback` (editors): restore or revert as a new update through the edge (core/rollback.ts). */
+    async rollback(r, res, req) {
+      if (r.claims.role !== Role.Editor) return reply(res, 403, { error: 'only editors can roll back' })
+      const body = await readBody(req, ROLLBACK_MAX_BODY_BYTES)
+      if (body === null) return reply(res, 413, { error: `body above ${ROLLBACK_MAX_BODY_BYTES} bytes` }, { connection: 'close' })
+      if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
+      const target = { tenant: r.tenant, docId: r.docId, user: r.claims.sub, token: r.token, basedOnSeq: r.lastApplied.seq }
+      const result = await rollback({ pool, blobs: o.blobs, edgeUrl: o.edgeUrl, edgeTimeoutMs: o.edgeTimeoutMs ?? 10_000, log }, target, body)
+      return reply(res, result.status, result.body)
     },
   }
 
@@ -76,10 +115,13 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
     const target = req.url ?? '/'
     const queryAt = target.indexOf('?')
     const path = queryAt < 0 ? target : target.slice(0, queryAt)
-    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, { error: 'method not allowed' })
+    const post = req.method === 'POST'
+    if (!post && req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, { error: 'method not allowed' })
     if (path === '/healthz') return o.healthy() ? reply(res, 200, 'ok') : reply(res, 503, 'unavailable')
     const m = DOC_PATH.exec(path)
-    const view = m && Object.hasOwn(views, m[2]!) ? views[m[2]!]! : undefined
+    const handlers = post ? actions : views
+    const view = m && Object.hasOwn(handlers, m[2]!) ? handlers[m[2]!]! : undefined
+    if (m && !view && Object.hasOwn(post ? views : actions, m[2]!)) return reply(res, 405, { error: `${post ? 'GET' : 'POST'} only` }, { allow: post ? 'GET' : 'POST' })
     if (!m || !view) return reply(res, 404, { error: 'not found' })
     let docId: string
     try {
@@ -90,8 +132,9 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
     const auth = req.headers.authorization ?? ''
     if (!auth.startsWith('Bearer ')) return count(reply(res, 401, { error: 'missing bearer token' }))
     let tenant: string
+    let claims: Claims
     try {
-      const claims = await verifyToken(auth.slice(7).trim(), o.tokens)
+      claims = await verifyToken(auth.slice(7).trim(), o.tokens)
       if (!docAllowed(claims, docId)) return count(reply(res, 403, { error: 'token does not cover this document' }))
       const status = o.tenantStatus(claims.tenant)
       if (status === 'suspended' || status === 'removed') return count(reply(res, 403, { error: `tenant ${claims.tenant} is ${status}` }))
@@ -107,12 +150,31 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       res.setHeader(LAST_SEQ_HEADER, String(lastApplied.seq))
       res.setHeader(LAST_SEQ_TIME_HEADER, lastApplied.committedAt.toISOString())
     }
-    count(await view({ tenant, docId, query: new URLSearchParams(queryAt < 0 ? '' : target.slice(queryAt + 1)), lastApplied }, res))
+    count(await view({ tenant, docId, query: new URLSearchParams(queryAt < 0 ? '' : target.slice(queryAt + 1)), token: auth.slice(7).trim(), claims, lastApplied }, res, req))
   }
 
   function count(status: number): void {
     metrics.readRequests.inc({ status })
   }
+}
+
+/** The request body, or null once it passed `limit` bytes (the rest is not read). */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | null> {
+  if (Number(req.headers['content-length'] ?? 0) > limit) return Promise.resolve(null)
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let bytes = 0
+    req.on('data', (chunk: Buffer) => {
+      bytes += chunk.byteLength
+      if (bytes > limit) {
+        req.removeAllListeners('data')
+        req.pause()
+        resolve(null)
+      } else chunks.push(chunk)
+    })
+    req.on('end', () => resolve(Buffer.concat(chunks)))
+    req.on('error', reject)
+  })
 }
 
 function sendState(res: ServerResponse, state: Uint8Array, headers: Record<string, string> = {}): number {

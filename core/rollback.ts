@@ -1,0 +1,159 @@
+import { createHash } from 'node:crypto'
+import type pg from 'pg'
+import * as Y from 'yjs'
+import { HTTP_INGEST_PATH, RollbackRequest, editMsgId, type RollbackAnswer } from '../contracts/mod.ts'
+import type { BlobStore } from '../runtime/blobs/blob-store.ts'
+import type { Logger } from '../runtime/log.ts'
+import { docRows } from './op-log-rows.ts'
+import { parsePointInTime, readStateAt } from './point-in-time.ts'
+
+/**
+ * Rollback as a NEW Yjs update, computed here and sent through the normal edit path.
+ *
+ * How the update is computed: Yjs cannot undelete, so restoring means re-inserting copies of
+ * deleted content at the place it was, and deleting what was added since — exactly what
+ * Y.UndoManager does. The document is rebuilt as it was at the rollback's start point
+ * (readStateAt: snapshot + op log), an UndoManager (scope: the whole doc, one stack item) is
+ * attached, the op-log rows after that point are replayed (the tracked ones with a tracked
+ * origin), and one undo yields the update:
+ *  - `{to}`: every row after the point is tracked, so the undo deletes every item inserted since
+ *    and re-inserts every item deleted since: the content is the content at `to`;
+ *  - `{user, since}`: only that user's rows ingested after `since` are tracked, so the undo
+ *    deletes that user's items still alive and re-inserts what that user deleted; other users'
+ *    edits stay.
+ * A rollback is itself an update like any other, so a rollback to the sequence before it undoes it.
+ * Limits (UndoManager's): text and array items come back where they were; a Y.Map key another
+ * (untracked) user wrote since is left as they wrote it; an item still pending in the op log
+ * (its dependencies never arrived) is not reverted; a `{to}` rollback of a document that already
+ * reads as it did then still sends an update (copies replace copies). Cost: replaying the rows
+ * after the point — bounded by the point's age, not by the document's.
+ *
+ * Why through the edge's HTTP ingest (POST /v1/docs/<docId>/updates) with the CALLER's token:
+ * it is the path every client edit takes — the edge checks the token (editor, document allowed,
+ * tenant active), applies the tenant's limits, publishes to the tenant's subject with a tenant
+ * message id (so JetStream dedups a retry), fans the update out to the document's live clients on
+ * every edge, and core commits it to the op log attributed to the token's `sub`. Publishing from
+ * core instead would duplicate all of that, and core's NATS user cannot publish edits by design
+ * (NATS-TENANCY.md). The Idempotency-Key and the rollback's Yjs client id derive from the request
+ * and the document's last sequence, so a retried request against the same state is the same
+ * update and lands once.
+ */
+
+export interface RollbackTarget {
+  tenant: string
+  docId: string
+  /** The caller's token `sub` and the token itself (sent on to the edge). */
+  user: string
+  token: string
+  /** The document's last applied stream sequence, read before the rollback is computed. */
+  basedOnSeq: number
+}
+
+export interface RollbackDeps {
+  pool: pg.Pool
+  blobs: BlobStore
+  /** Base URL of an edge's HTTP ingest, e.g. http://127.0.0.1:8080; null: rollback is off. */
+  edgeUrl: string | null
+  /** How long the edge may take to store the update. */
+  edgeTimeoutMs: number
+  log: Logger
+}
+
+/** An HTTP status and the JSON body to answer with. */
+export interface RollbackResult {
+  status: number
+  body: RollbackAnswer | { error: string }
+}
+
+/** Tracked origin of the replayed rows the rollback undoes; the others replay under UNTRACKED. */
+const TRACKED = Symbol('rollback-tracked')
+const UNTRACKED = Symbol('rollback-untracked')
+
+/** Parses the body, computes the rollback update and has the edge store it. */
+export async function rollback(deps: RollbackDeps, target: RollbackTarget, body: Buffer): Promise<RollbackResult> {
+  if (!deps.edgeUrl) return { status: 503, body: { error: 'rollback is not configured on this core (CORE_EDGE_URL)' } }
+  let json: unknown
+  try {
+    json = JSON.parse(body.toString('utf8'))
+  } catch {
+    return { status: 400, body: { error: 'body must be JSON: {"to": "<ISO time | seq>"} or {"user": "<sub>", "since": "<ISO time>"}' } }
+  }
+  const parsed = RollbackRequest.safeParse(json)
+  if (!parsed.success) return { status: 400, body: { error: `body must be {"to": "<ISO time with zone | stream seq>"} or {"user": "<sub>", "since": "<ISO time with zone>"}: ${parsed.error.issues.map((i) => i.message).join('; ')}` } }
+  const request = parsed.data
+  const hash = createHash('sha256').update(JSON.stringify([target.tenant, target.docId, target.user, target.basedOnSeq, request])).digest()
+  const key = `rollback-${hash.subarray(0, 18).toString('base64url')}`
+  const planned = await planUpdate(deps.pool, deps.blobs, target, request, hash.readUInt32BE(18))
+  if ('error' in planned) return { status: 422, body: planned }
+  if (!planned.update) return { status: 202, body: { status: 'unchanged', basedOnSeq: target.basedOnSeq, bytes: 0 } }
+  const stored = await sendToEdge(deps, target, planned.update, key)
+  if ('error' in stored) return { status: stored.status, body: { error: stored.error } }
+  const msgId = editMsgId(target.tenant, target.docId, planned.update)
+  return { status: 202, body: { status: 'accepted', basedOnSeq: target.basedOnSeq, msgId, duplicate: stored.duplicate, bytes: planned.update.byteLength, idempotencyKey: key } }
+}
+
+/** The rollback update (null: nothing to revert), or why there is none to compute. */
+async function planUpdate(pool: pg.Pool, blobs: BlobStore, target: RollbackTarget, request: RollbackRequest, clientSeed: number): Promise<{ update: Uint8Array | null } | { error: string }> {
+  const { tenant, docId, basedOnSeq } = target
+  let since: Date | null = null
+  let base: { update: Uint8Array; seq: number } | null
+  if ('to' in request) {
+    const point = parsePointInTime(String(request.to))
+    if (!point) return { error: 'to takes an ISO 8601 time or a stream sequence' }
+    base = await readStateAt(pool, blobs, tenant, docId, point)
+    if (!base) return { error: 'the document had no update by then; nothing to restore' }
+  } else {
+    since = new Date(request.since)
+    // A document begun after `since` is reverted from its start.
+    base = await readStateAt(pool, blobs, tenant, docId, { time: since })
+  }
+  const tracked = (row: { user: string; ingestTs: Date }) => since === null || (row.user === (request as { user: string }).user && row.ingestTs > since)
+  const doc = new Y.Doc()
+  try {
+    if (base) Y.applyUpdate(doc, base.update, UNTRACKED)
+    const undo = new Y.UndoManager(doc, { captureTimeout: Number.POSITIVE_INFINITY, trackedOrigins: new Set([TRACKED]) })
+    for await (const row of docRows(pool, tenant, docId, base?.seq ?? 0, basedOnSeq)) Y.applyUpdate(doc, row.update, tracked(row) ? TRACKED : UNTRACKED)
+    if (undo.undoStack.length === 0) return { update: null }
+    doc.clientID = freshClientId(doc, clientSeed)
+    const updates: Uint8Array[] = []
+    doc.on('update', (update: Uint8Array, origin: unknown) => {
+      if (origin === undo) updates.push(update)
+    })
+    while (undo.undoStack.length > 0) undo.undo()
+    return { update: updates.length === 0 ? null : Y.mergeUpdates(updates) }
+  } finally {
+    doc.destroy()
+  }
+}
+
+/** A Yjs client id the document has never seen, derived from the request (a retry gets the same one). */
+function freshClientId(doc: Y.Doc, seed: number): number {
+  let id = seed
+  while (id === 0 || doc.store.clients.has(id)) id = (Math.imul(id ^ (id >>> 16), 0x45d9f3b) >>> 0) + 1
+  return id
+}
+
+/** Maps an edge refusal onto this API's answer: the caller's own refusals pass through, the rest is a retry. */
+const EDGE_STATUS: Record<number, number> = { 400: 422, 401: 401, 403: 403, 413: 413, 429: 429 }
+
+/** Has the edge store the update as the caller's edit; whether JetStream had it already. */
+async function sendToEdge(deps: RollbackDeps, target: RollbackTarget, update: Uint8Array, key: string): Promise<{ duplicate: boolean } | { status: number; error: string }> {
+  const url = `${deps.edgeUrl!.replace(/\/$/, '')}${HTTP_INGEST_PATH}/${encodeURIComponent(target.docId)}/updates`
+  let res: Response
+  try {
+    res = await fetch(url, {
+      method: 'POST',
+      body: update as BodyInit,
+      headers: { authorization: `Bearer ${target.token}`, 'idempotency-key': key, 'content-type': 'application/octet-stream' },
+      signal: AbortSignal.timeout(deps.edgeTimeoutMs),
+    })
+  } catch (err) {
+    deps.log.warn({ err, tenant: target.tenant, docId: target.docId, url }, 'rollback update not sent to the edge')
+    return { status: 503, error: 'the edge did not take the rollback update; retry' }
+  }
+  const answer = (await res.json().catch(() => ({}))) as { duplicate?: boolean; error?: string }
+  if (res.status === 202) return { duplicate: answer.duplicate === true }
+  deps.log.warn({ tenant: target.tenant, docId: target.docId, status: res.status, error: answer.error }, 'edge refused a rollback update')
+  const status = EDGE_STATUS[res.status] ?? 503
+  return { status, error: `the edge refused the rollback update (${res.status}: ${answer.error ?? 'no reason'})${status === 503 ? '; retry' : ''}` }
+}

@@ -1,0 +1,126 @@
+import t from 'tap'
+import { ROLLBACK_MAX_BODY_BYTES, RollbackAnswer } from '../../contracts/mod.ts'
+import { setup, token } from '../helpers/setup.ts'
+import { materializedText, until, yclient, type TestClient } from '../helpers/client.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+const edge = await stack.edge()
+// Rollback updates go through this edge's HTTP ingest, like any client's edit.
+const core = await stack.core({ edgeUrl: edge.url.replace(/^ws:/, 'http:') })
+
+const rollbackUrl = (docId: string) => `${core.url}/v1/docs/${encodeURIComponent(docId)}/rollback`
+const post = (docId: string, tok: string, body: string) => fetch(rollbackUrl(docId), { method: 'POST', body, headers: { authorization: `Bearer ${tok}`, 'content-type': 'application/json' } })
+
+async function rollback(docId: string, tok: string, request: object): Promise<RollbackAnswer> {
+  const res = await post(docId, tok, JSON.stringify(request))
+  if (res.status !== 202) throw new Error(`rollback ${JSON.stringify(request)}: ${res.status} ${await res.text()}`)
+  return RollbackAnswer.parse(await res.json())
+}
+
+/** The document's op log, oldest first. */
+async function opLog(docId: string) {
+  const r = await stack.db.query<{ seq: string; user_id: string; msg_id: string }>('SELECT stream_seq AS seq, user_id, msg_id FROM op_log WHERE tenant = $1 AND doc_id = $2 ORDER BY id', ['acme', docId])
+  return r.rows.map((row) => ({ seq: Number(row.seq), user: row.user_id, msgId: row.msg_id }))
+}
+
+/** Two connected stock clients of `docId`, alice's and bob's. */
+async function twoClients(t: { teardown(fn: () => void): void }, docId: string): Promise<[TestClient, TestClient]> {
+  const a = yclient(edge.url, docId, await token({ tenant: 'acme', sub: 'alice' }))
+  const b = yclient(edge.url, docId, await token({ tenant: 'acme', sub: 'bob' }))
+  t.teardown(() => {
+    a.destroy()
+    b.destroy()
+  })
+  await Promise.all([a.synced(), b.synced()])
+  return [a, b]
+}
+
+/** Waits until the text is committed and both clients show it. */
+async function settled(docId: string, clients: TestClient[], text: string): Promise<void> {
+  const tok = await token({ tenant: 'acme' })
+  await until(`"${text}" committed`, async () => (await materializedText(core.url, docId, tok)) === text)
+  await until(`"${text}" on every client`, () => clients.every((c) => c.text.toString() === text))
+}
+
+t.test('core - rollback to a sequence restores the text on connected clients as the caller’s update, and a rollback to the sequence before it undoes it', async (t) => {
+  const doc = 'rb/to'
+  const [a, b] = await twoClients(t, doc)
+  a.text.insert(0, 'Hello world')
+  await settled(doc, [a, b], 'Hello world')
+  const restorePoint = (await opLog(doc)).at(-1)!.seq
+  b.text.insert(6, 'big ')
+  await settled(doc, [a, b], 'Hello big world')
+  a.text.delete(10, 5)
+  a.text.insert(10, 'there')
+  await settled(doc, [a, b], 'Hello big there')
+  const before = await opLog(doc)
+
+  const carol = await token({ tenant: 'acme', sub: 'carol' })
+  const answer = await rollback(doc, carol, { to: restorePoint })
+  t.equal(answer.status, 'accepted')
+  t.equal(answer.basedOnSeq, before.at(-1)!.seq, 'computed against the document’s last sequence')
+  t.ok(answer.bytes > 0)
+  await settled(doc, [a, b], 'Hello world')
+  const after = await opLog(doc)
+  t.same(after.slice(0, before.length), before, 'the op log kept every row: append-only')
+  t.same(after.slice(before.length).map((r) => ({ user: r.user, msgId: r.msgId })), [{ user: 'carol', msgId: answer.msgId }], 'one new row: the rollback, by the caller')
+
+  // The rollback is an update like any other: restoring the sequence before it undoes it.
+  const undo = await rollback(doc, carol, { to: String(before.at(-1)!.seq) })
+  t.equal(undo.status, 'accepted')
+  await settled(doc, [a, b], 'Hello big there')
+  a.text.insert(0, '>')
+  await settled(doc, [a, b], '>Hello big there')
+})
+
+t.test('core - rollback of one user’s changes since a time removes only that user’s edits and restores what they deleted', async (t) => {
+  const doc = 'rb/user'
+  const [a, b] = await twoClients(t, doc)
+  a.text.insert(0, 'Hello ')
+  await settled(doc, [a, b], 'Hello ')
+  b.text.insert(6, 'world')
+  await settled(doc, [a, b], 'Hello world')
+  const since = new Date().toISOString()
+  await until('the clock passed since', () => Date.now() > Date.parse(since) + 1)
+  a.text.insert(0, 'XX')
+  await settled(doc, [a, b], 'XXHello world')
+  b.text.insert(13, '!')
+  await settled(doc, [a, b], 'XXHello world!')
+  a.text.delete(8, 1) // bob's "w", written before since
+  await settled(doc, [a, b], 'XXHello orld!')
+
+  const answer = await rollback(doc, await token({ tenant: 'acme', sub: 'bob' }), { user: 'alice', since })
+  t.equal(answer.status, 'accepted')
+  await settled(doc, [a, b], 'Hello world!')
+  t.equal((await opLog(doc)).at(-1)!.user, 'bob', 'logged as the caller’s update')
+  const none = await rollback(doc, await token({ tenant: 'acme', sub: 'bob' }), { user: 'nobody', since })
+  t.same(none, { status: 'unchanged', basedOnSeq: (await opLog(doc)).at(-1)!.seq, bytes: 0 }, 'a user with no changes since: nothing sent')
+})
+
+t.test('core - rollback is for editors of their tenant’s documents and refuses bad bodies', async (t) => {
+  const doc = 'rb/guards'
+  const [a, b] = await twoClients(t, doc)
+  a.text.insert(0, 'keep')
+  await settled(doc, [a, b], 'keep')
+  const seq = (await opLog(doc)).at(-1)!.seq
+  const editor = await token({ tenant: 'acme', sub: 'dora' })
+  const viewer = await token({ tenant: 'acme', sub: 'vic', role: 'viewer' })
+  t.equal((await post(doc, viewer, JSON.stringify({ to: seq }))).status, 403, 'a viewer: 403')
+  t.equal((await post(doc, await token({ tenant: 'globex' }), JSON.stringify({ to: seq }))).status, 404, 'another tenant: 404')
+  t.equal((await post('rb/none', editor, JSON.stringify({ to: seq }))).status, 404, 'no such document: 404')
+  t.equal((await post(doc, await token({ tenant: 'acme', docs: ['other/*'] }), JSON.stringify({ to: seq }))).status, 403, 'a doc outside the token: 403')
+  t.equal((await fetch(rollbackUrl(doc), { method: 'POST', body: '{}' })).status, 401, 'no token: 401')
+  for (const body of ['not json', '{}', '{"to":"yesterday"}', '{"to":-3}', '{"user":"a"}', '{"user":"a","since":"2026-01-01"}', '{"to":1,"user":"a","since":"2026-01-01T00:00:00Z"}']) {
+    const res = await post(doc, editor, body)
+    t.equal(res.status, 400, `${body}: 400`)
+    t.match(await res.json(), { error: /body must be/ })
+  }
+  const big = await post(doc, editor, JSON.stringify({ to: 'x'.repeat(ROLLBACK_MAX_BODY_BYTES) }))
+  t.equal(big.status, 413, 'a body past the limit: 413')
+  const early = await post(doc, editor, JSON.stringify({ to: '2000-01-01T00:00:00Z' }))
+  t.equal(early.status, 422, 'a time before the document: nothing to restore')
+  t.equal((await fetch(rollbackUrl(doc), { headers: { authorization: `Bearer ${editor}` } })).status, 405, 'GET rollback: 405')
+  t.same(await rollback(doc, editor, { to: seq }), { status: 'unchanged', basedOnSeq: seq, bytes: 0 }, 'a rollback to now changes nothing')
+  t.equal((await opLog(doc)).length, 1, 'no refused or empty rollback reached the op log')
+})
