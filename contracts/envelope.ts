@@ -74,8 +74,11 @@ export type EditBatch = z.infer<typeof EditBatch>
 
 export const encodeBatch = (b: EditBatch): Uint8Array => pack(b)
 
-/** A stream message as the edits it carries: one for an envelope, each update of a batch. */
-export const EditMessage = z.union([EditEnvelope, EditBatch])
+/**
+ * A stream message as the edits it carries: one for an envelope, each update of a batch. Told
+ * apart by `v`, so a schema failure names the fields of the form the message claims to be.
+ */
+export const EditMessage = z.discriminatedUnion('v', [EditEnvelope, EditBatch])
 
 /**
  * Decodes a stream message (either form) into single envelopes; throws with the reason when the

@@ -27,3 +27,21 @@ export const streamMessageGetSubject = (stream: string) => `$JS.API.STREAM.MSG.G
 
 /** The header carrying a message's dedup id (JetStream's, kept on the sourced copy in AGG). */
 export const MSG_ID_HEADER = 'Nats-Msg-Id'
+
+/**
+ * Core's feeds in the service account (provisioned like AGG, scripts/lib/provisioner.ts): the
+ * dead-letter stream (contracts/dead-letters.ts) and the CLEAN stream of applied updates
+ * (contracts/clean-events.ts). Core publishes to both after its PostgreSQL commit; the tables
+ * (dead_letters, op_log) stay the record, the streams are the feed sinks read.
+ */
+export const DLQ_STREAM = 'DLQ'
+export const CLEAN_STREAM = 'CLEAN'
+
+/** Window within which a republished feed message id is dropped (same as the edit streams'). */
+export const FEED_DEDUP_WINDOW_MS = EDIT_DEDUP_WINDOW_MS
+
+/** Dead letters stay a month in the stream (the dead_letters table keeps them for good). */
+export const DLQ_MAX_AGE_MS = 30 * 24 * 3_600_000
+
+/** Cleaned events stay a week: sinks read them within minutes, the op log is the record. */
+export const CLEAN_MAX_AGE_MS = 7 * 24 * 3_600_000

@@ -1,7 +1,11 @@
 import * as Y from 'yjs'
 import type { JsMsg } from '@nats-io/jetstream'
-import { decodeEdits, decodeFailureReason, editMsgId, encodeEnvelope, editPartitionOf, parseEditSubject, type EditEnvelope } from '../contracts/mod.ts'
-import { applyTracked } from './apply.ts'
+import { DeadLetterReason, decodeEdits, decodeFailureReason, deadLetterReasonClass, editMsgId, encodeEnvelope, editPartitionOf, parseEditSubject, type CleanEvent, type EditEnvelope } from '../contracts/mod.ts'
+import { applyTracked, type ApplyResult } from './apply.ts'
+import { cleanEvent } from './clean-events.ts'
+import { isVersionRegressionError } from './errors.ts'
+import type { PendingDoc } from './gap-watch.ts'
+import { findOverlapViolation } from './overlap.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
 import type { CoreMetrics } from './metrics.ts'
 import type { DeadLetterRow, DocRow, OpRow, StoredDoc } from './store.ts'
@@ -34,6 +38,15 @@ export function decodeMessage(msg: JsMsg, partitions: number): DecodedItem[] {
   })
 }
 
+/** Tenant and doc of a stored edit subject; null when it is not one. */
+function subjectOf(subject: string): { tenant: string; docId: string | null } | null {
+  try {
+    return parseEditSubject(subject)
+  } catch {
+    return null // not an edit subject: the dead letter's tenant is unknown
+  }
+}
+
 /** Ingest time past event time beyond which a committed update counts as late (an offline edit): 60 s. */
 export const DEFAULT_LATE_AFTER_MS = 60_000
 
@@ -41,6 +54,17 @@ export const DEFAULT_LATE_AFTER_MS = 60_000
 const MAX_COMPACTIONS_PER_BATCH = 8
 
 const reasonOf = (prefix: string, err: unknown) => `${prefix}: ${err instanceof Error ? err.message : String(err)}`
+
+/** What a committed batch hands to core's feeds and its sequence-gap watch (core.ts), after the commit. */
+export interface BatchFeeds {
+  deadLetters: DeadLetterRow[]
+  /** One per applied update, in stream order. */
+  cleanEvents: CleanEvent[]
+  /** Touched documents holding pending structs now. */
+  pending: PendingDoc[]
+  /** Touched documents holding none. */
+  settled: { tenant: string; docId: string }[]
+}
 
 /**
  * Folds one batch of a partition's messages into its documents and collects what the batch
@@ -51,13 +75,19 @@ const reasonOf = (prefix: string, err: unknown) => `${prefix}: ${err instanceof 
  * decode, or Yjs throws on it, or its document's stored state does not load — becomes a dead
  * letter with its reason and bytes and never blocks the partition; a document Yjs threw on is
  * rebuilt from its stored state plus the batch's earlier ops for it, since a throw can leave
- * the in-memory doc half-modified. The op log is the record: a document's state is written
+ * the in-memory doc half-modified. Data quality in Yjs terms (overlap.ts, apply.ts): an update
+ * whose already-seen clocks carry other content than the doc holds, or that would move the doc's
+ * version backwards, is a dead letter too, and never enters state; a retry is counted per tenant
+ * and dropped. Each applied update yields its cleaned event. The op log is the record: a document's state is written
  * (compacted) only when it is new or `compactEveryOps` ops have gathered since its last state,
  * so a cold load replays at most that many ops on top of it.
  */
 export class BatchBuilder {
   readonly ops: OpRow[] = []
   readonly deadLetters: DeadLetterRow[] = []
+  readonly cleanEvents: CleanEvent[] = []
+  /** Per touched doc key: its first update of this batch that went pending. */
+  private readonly pendingSources = new Map<string, PendingDoc['source']>()
   private readonly touched = new Map<string, { cached: CachedDoc; ops: number; lastStreamSeq: number }>()
   private compacting: { cached: CachedDoc; ops: number }[] = []
 
@@ -80,10 +110,15 @@ export class BatchBuilder {
     return [...this.touched.values()].map((t) => t.cached)
   }
 
-  /** Its payload: the update as a single envelope when it decoded that far, else the message's bytes. */
+  /**
+   * Its payload: the update as a single envelope when it decoded that far, else the message's
+   * bytes. Its tenant (and doc) come from the envelope, else from the stored subject (nats-server
+   * only stores a tenant's subjects in that tenant's stream), else are unknown.
+   */
   deadLetter(msg: JsMsg, item: number, edit: EditEnvelope | undefined, reason: string): void {
-    this.deadLetters.push({ stream: this.stream, streamSeq: msg.seq, item, subject: msg.subject, tenant: edit?.tenant ?? null, docId: edit?.docId ?? null, reason, payload: edit ? encodeEnvelope(edit) : msg.data })
-    this.metrics.deadLetters.inc({ reason: reason.split(':')[0] })
+    const where = edit ?? subjectOf(msg.subject)
+    this.deadLetters.push({ stream: this.stream, streamSeq: msg.seq, item, subject: msg.subject, tenant: where?.tenant ?? null, docId: where?.docId ?? null, reason, payload: edit ? encodeEnvelope(edit) : msg.data })
+    this.metrics.deadLetters.inc({ reason: deadLetterReasonClass(reason), tenant: where?.tenant ?? 'unknown' })
   }
 
   async apply(msg: JsMsg, item: number, edit: EditEnvelope, msgId: string): Promise<void> {
@@ -99,18 +134,31 @@ export class BatchBuilder {
       }
     }
     this.cache.pin(cached)
-    let outcome
+    const violation = findOverlapViolation(cached.doc, edit.update)
+    if (violation) {
+      this.deadLetter(msg, item, edit, `${violation.reason}: client ${violation.client} clock ${violation.clock} already holds other content (${violation.detail})`)
+      return
+    }
+    let result: ApplyResult
     try {
-      outcome = applyTracked(cached.doc, edit.update)
+      result = applyTracked(cached.doc, edit.update)
     } catch (err) {
-      this.deadLetter(msg, item, edit, reasonOf('apply', err))
+      this.deadLetter(msg, item, edit, reasonOf(isVersionRegressionError(err) ? DeadLetterReason.VersionRegression : DeadLetterReason.Apply, err))
       await this.rebuild(edit.tenant, edit.docId)
       return
     }
+    const { outcome, summary } = result
     this.metrics.updates.inc({ outcome })
-    if (outcome === 'duplicate') return
+    if (outcome === 'duplicate') {
+      this.metrics.duplicateUpdates.inc({ tenant: edit.tenant })
+      return
+    }
+    if (summary) this.cleanEvents.push(cleanEvent(this.stream, msg.seq, item, edit, summary))
     this.ops.push({ tenant: edit.tenant, docId: edit.docId, streamSeq: msg.seq, msgId, userId: edit.userId, edgeId: edit.edgeId, update: edit.update, status: outcome, ingestTs: edit.ingestTs, eventTs: edit.eventTs ?? edit.ingestTs })
     const k = docKey(edit.tenant, edit.docId)
+    if (outcome === 'pending' && !this.pendingSources.get(k)) {
+      this.pendingSources.set(k, { stream: this.stream, streamSeq: msg.seq, item, subject: msg.subject, tenant: edit.tenant, docId: edit.docId, payload: encodeEnvelope(edit) })
+    }
     const entry = this.touched.get(k) ?? { cached, ops: 0, lastStreamSeq: 0 }
     entry.ops += 1
     entry.lastStreamSeq = msg.seq
@@ -145,6 +193,18 @@ export class BatchBuilder {
     this.metrics.compactions.inc(this.compacting.length)
     // Counted here, after the commit: a batch that fails is retried and would count its ops twice.
     for (const op of this.ops) if (op.ingestTs - op.eventTs > this.lateAfterMs) this.metrics.lateUpdates.inc({ tenant: op.tenant })
+  }
+
+  /** After the commit: what core publishes (dead letters, cleaned events) and the touched docs' pending state. */
+  feeds(): BatchFeeds {
+    const pending: PendingDoc[] = []
+    const settled: BatchFeeds['settled'] = []
+    for (const [k, { cached }] of this.touched) {
+      const { tenant, docId } = cached
+      if (cached.doc.store.pendingStructs || cached.doc.store.pendingDs) pending.push({ tenant, docId, source: this.pendingSources.get(k) ?? null })
+      else settled.push({ tenant, docId })
+    }
+    return { deadLetters: this.deadLetters, cleanEvents: this.cleanEvents, pending, settled }
   }
 
   /** Replaces a doc Yjs threw on with its stored state plus this batch's ops for it. */

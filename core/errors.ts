@@ -38,3 +38,12 @@ export const isStreamHoleError = (e: unknown): e is StreamHoleError => e instanc
 export class DeploymentMismatchError extends Error {
   override name = 'DeploymentMismatchError'
 }
+
+/** Applying an update would move a document's version backwards (apply.ts versionTransition). */
+export class VersionRegressionError extends Error {
+  override name = 'VersionRegressionError'
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+  }
+}
+export const isVersionRegressionError = (e: unknown): e is VersionRegressionError => e instanceof VersionRegressionError

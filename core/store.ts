@@ -208,3 +208,20 @@ function concatenated(parts: Uint8Array[]): { blob: Buffer; offsets: number[]; l
   }
   return { blob: Buffer.concat(parts), offsets, lengths: parts.map((p) => p.byteLength) }
 }
+
+/**
+ * Records a dead letter outside a batch's transaction (a sequence-gap report: the update itself is
+ * in the op log); idempotent on (stream, stream_seq, item) like commitBatches.
+ */
+export async function recordDeadLetter(c: pg.ClientBase | pg.Pool, d: DeadLetterRow): Promise<void> {
+  await c.query(
+    `INSERT INTO dead_letters (stream, stream_seq, item, subject, tenant, doc_id, reason, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (stream, stream_seq, item) DO NOTHING`,
+    [d.stream, d.streamSeq, d.item, d.subject, d.tenant, d.docId, d.reason, buf(d.payload)],
+  )
+}
+
+/** Marks a reported dead letter resolved (a sequence gap that filled; migration 007). */
+export async function resolveDeadLetter(c: pg.ClientBase | pg.Pool, d: Pick<DeadLetterRow, 'stream' | 'streamSeq' | 'item'>): Promise<void> {
+  await c.query('UPDATE dead_letters SET resolved_at = now() WHERE stream = $1 AND stream_seq = $2 AND item = $3 AND resolved_at IS NULL', [d.stream, d.streamSeq, d.item])
+}

@@ -2,7 +2,7 @@ import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from 
 import type pg from 'pg'
 import { MSG_ID_HEADER } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
-import { BatchBuilder, decodeMessage, type DecodedItem } from './batch.ts'
+import { BatchBuilder, decodeMessage, type BatchFeeds, type DecodedItem } from './batch.ts'
 import { DeliveryRun, type Delivery } from './delivery-run.ts'
 import { DocCache, docKey } from './doc-cache.ts'
 import { DeliveryGapError, isLeaseLostError } from './errors.ts'
@@ -35,6 +35,8 @@ export interface WorkerOptions extends PartitionConsumer {
   onCompacted?: (states: CompactedState[]) => void
   /** After each commit: the committed messages' Nats-Msg-Ids by the edge that published them (the "saved" signal). */
   onCommitted?: (msgIdsByEdge: Map<string, string[]>) => void
+  /** After each commit: its dead letters, cleaned events and documents' pending state (core's feeds, batch.ts BatchFeeds). */
+  onFeeds?: (feeds: BatchFeeds) => void
 }
 
 /**
@@ -251,6 +253,7 @@ export class PartitionWorker {
     this.run.commit(deliveries)
     this.maxCommitted = maxSeq
     this.options.onCommitted?.(committedByEdge(decoded))
+    this.options.onFeeds?.(batch.feeds())
     this.ack(msgs)
     this.watchGap()
   }

@@ -1,5 +1,7 @@
 import {
   AGG_STREAM,
+  CLEAN_SUBJECTS,
+  DEAD_LETTER_SUBJECTS,
   EDIT_BATCH_TOKEN,
   SERVICE_ACCOUNT,
   ServiceSubjects,
@@ -120,6 +122,9 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       // Answers to edges' state requests, and which of their messages are committed.
       inbox(ServiceUser.Edge),
       SubjectPatterns.committed,
+      // Its feeds (after each commit): dead letters and cleaned events.
+      DEAD_LETTER_SUBJECTS,
+      CLEAN_SUBJECTS,
     ],
     subscribe: [ServiceSubjects.coreState, inbox(ServiceUser.Core)],
   },

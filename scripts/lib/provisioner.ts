@@ -7,6 +7,13 @@ import pg from 'pg'
 import {
   AGG_MAX_AGE_MS,
   AGG_STREAM,
+  CLEAN_MAX_AGE_MS,
+  CLEAN_STREAM,
+  CLEAN_SUBJECTS,
+  DEAD_LETTER_SUBJECTS,
+  DLQ_MAX_AGE_MS,
+  DLQ_STREAM,
+  FEED_DEDUP_WINDOW_MS,
   EDIT_DEDUP_WINDOW_MS,
   EDIT_STREAM_MAX_AGE_MS,
   ServiceUser,
@@ -84,6 +91,10 @@ export const AGG_BYTES_PER_TENANT_BYTE = 1.5
 /** Most of the service account's quota AGG may take (KV buckets and other service streams need the rest). */
 const AGG_SHARE_OF_SERVICE_QUOTA = 0.8
 
+/** Shares of the service account's quota the dead-letter and CLEAN streams may take (AGG takes up to 80%). */
+const DLQ_SHARE_OF_SERVICE_QUOTA = 0.02
+const CLEAN_SHARE_OF_SERVICE_QUOTA = 0.08
+
 /** AGG's byte cap for these tenant quotas. */
 export function aggMaxBytes(tenantQuotas: readonly number[]): number {
   return Math.ceil(tenantQuotas.reduce((a, b) => a + b, 0) * AGG_BYTES_PER_TENANT_BYTE)
@@ -157,6 +168,7 @@ export class Provisioner {
     this.checkStorageBudget(registry)
     for (const [tenant] of registry.tenants()) await this.ensureTenantStream(tenant, registry)
     await this.ensureAggregate(registry.tenants().map(([t]) => t))
+    await this.ensureFeeds()
     for (const [tenant] of registry.tenants()) await this.kv.put(tenant, encodeTenantRecord(registry.record(tenant)))
   }
 
@@ -341,6 +353,23 @@ export class Provisioner {
       num_replicas: 1,
       sources,
     })
+  }
+
+  /**
+   * Core's feeds in SVC, next to AGG (contracts/streams.ts): the dead-letter stream and the CLEAN
+   * stream, created once, each capped at a share of the service account's quota (discard old:
+   * the tables are the record). Core publishes to them after its commits.
+   */
+  private async ensureFeeds(): Promise<void> {
+    const quota = this.serverOptions().serviceMaxFileBytes
+    const feeds = [
+      { name: DLQ_STREAM, subjects: [DEAD_LETTER_SUBJECTS], max_age: nanos(DLQ_MAX_AGE_MS), max_bytes: Math.floor(quota * DLQ_SHARE_OF_SERVICE_QUOTA) },
+      { name: CLEAN_STREAM, subjects: [CLEAN_SUBJECTS], max_age: nanos(CLEAN_MAX_AGE_MS), max_bytes: Math.floor(quota * CLEAN_SHARE_OF_SERVICE_QUOTA) },
+    ]
+    for (const feed of feeds) {
+      if (await streamInfo(this.jsm, feed.name)) continue
+      await this.jsm.streams.add({ ...feed, storage: StorageType.File, retention: RetentionPolicy.Limits, discard: DiscardPolicy.Old, duplicate_window: nanos(FEED_DEDUP_WINDOW_MS), num_replicas: 1 })
+    }
   }
 
   private async withTenantAdmin<T>(tenant: string, registry: Registry, fn: (jsm: JetStreamManager) => Promise<T>): Promise<T> {

@@ -1,0 +1,115 @@
+import t from 'tap'
+import * as Y from 'yjs'
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
+import { AGG_STREAM, CLEAN_STREAM, COMMENTS_ROOT, MSG_ID_HEADER, ServiceUser, cleanMsgId, decodeCleanEvent, editBatchSubject, editIngestSubject, editMsgId, editPartitionOf, encodeBatch, encodeEnvelope, type CleanEvent } from '../../contracts/mod.ts'
+import { setup } from '../helpers/setup.ts'
+import { until } from '../helpers/client.ts'
+
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+let running = await stack.core({ gapReportAfterMs: 60_000 })
+const js = jetstream(await stack.connect())
+const jsm = await jetstreamManager(await stack.connect(ServiceUser.Admin))
+
+/** Every message of the CLEAN stream for `docId`, decoded by its zod schema, with its Nats-Msg-Id. */
+async function cleanEvents(j: JetStreamManager, docId: string): Promise<(CleanEvent & { msgId: string | undefined })[]> {
+  const info = await j.streams.info(CLEAN_STREAM)
+  const out = []
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+    const m = await j.streams.getMessage(CLEAN_STREAM, { seq })
+    if (!m) continue
+    const e = decodeCleanEvent(m.data)
+    if (e.docId === docId) out.push({ ...e, msgId: m.header?.get(MSG_ID_HEADER) })
+  }
+  return out
+}
+
+function publish(j: JetStreamClient, docId: string, update: Uint8Array, o: { userId?: string; eventTs?: number; msgID?: string } = {}) {
+  const env = encodeEnvelope({ v: 1, tenant: 'acme', docId, userId: o.userId ?? 'alice', update, ingestTs: Date.now(), ...(o.eventTs ? { eventTs: o.eventTs } : {}), edgeId: 'test' })
+  return j.publish(editIngestSubject('acme', docId), env, { msgID: o.msgID ?? editMsgId('acme', docId, update) })
+}
+
+/** A writer under its own Yjs client id that keeps the document's whole history, so each edit is an incremental update. */
+class Writer {
+  readonly doc = new Y.Doc()
+  constructor(clientID: number, base: Y.Doc | null) {
+    if (base) Y.applyUpdate(this.doc, Y.encodeStateAsUpdate(base))
+    this.doc.clientID = clientID // after applyUpdate: Yjs regenerates an id that remote structs carry
+  }
+  edit(change: (doc: Y.Doc) => void): Uint8Array {
+    const sv = Y.encodeStateVector(this.doc)
+    change(this.doc)
+    return Y.encodeStateAsUpdate(this.doc, sv)
+  }
+}
+
+const seqsOf = async (docId: string) => (await stack.db.query('SELECT stream_seq FROM op_log WHERE doc_id = $1 ORDER BY id', [docId])).rows.map((r) => Number(r.stream_seq))
+
+t.test('core - one cleaned event per applied update, with op kinds, sizes, times and the source sequence', async (t) => {
+  const docId = 'clean-kinds'
+  const alice = new Writer(11, null)
+  const inserted = alice.edit((d) => d.getText('t').insert(0, 'hello world'))
+  const bob = new Writer(12, alice.doc)
+  const deleted = bob.edit((d) => d.getText('t').delete(0, 6))
+  Y.applyUpdate(alice.doc, deleted)
+  const carol = new Writer(13, alice.doc)
+  const formatted = carol.edit((d) => d.getText('t').format(0, 5, { bold: true }))
+  const dave = new Writer(14, carol.doc)
+  const commented = dave.edit((d) => d.getMap(COMMENTS_ROOT).set('c1', 'nice'))
+
+  const eventTs = Date.now() - 5_000
+  await publish(js, docId, inserted, { eventTs })
+  await publish(js, docId, inserted, { msgID: 'acme:retry' }) // a retry: no event
+  await publish(js, docId, deleted, { userId: 'bob' })
+  await publish(js, docId, formatted, { userId: 'carol' })
+  await publish(js, docId, commented, { userId: 'dave' })
+
+  await until('four events', async () => (await cleanEvents(jsm, docId)).length === 4)
+  const events = await cleanEvents(jsm, docId)
+  const seqs = await seqsOf(docId)
+  t.same(events.map((e) => e.sourceSeq), seqs, 'one per op-log row, in order, with its source stream sequence')
+  t.same(events.map((e) => e.opKinds), [['insert'], ['delete'], ['format'], ['insert', 'comment']], 'op kinds from structs and delete set')
+  t.same(events.map((e) => e.userId), ['alice', 'bob', 'carol', 'dave'])
+  t.same(events.map((e) => e.clients), [[11], [], [13], [14]], 'the Yjs clients whose clocks moved (a delete moves none)')
+  t.same(events[0]!.sizes, { updateBytes: inserted.byteLength, insertedChars: 11, deleted: 0 })
+  t.same(events[1]!.sizes, { updateBytes: deleted.byteLength, insertedChars: 0, deleted: 6 })
+  t.equal(events[0]!.eventTs, eventTs, 'event time from the client')
+  t.ok(events[0]!.ingestTs > eventTs, 'ingest time from the edge')
+  t.equal(events[1]!.eventTs, events[1]!.ingestTs, 'no client time: event time is ingest time')
+  for (const e of events) {
+    t.equal(e.tenant, 'acme')
+    t.equal(e.sourceStream, AGG_STREAM)
+    t.equal(e.msgId, cleanMsgId(AGG_STREAM, e.sourceSeq, e.item), 'message id derived from the source sequence and item')
+  }
+})
+
+t.test('core - updates of one batch message get one event each, told apart by item', async (t) => {
+  const docId = 'clean-batch'
+  const partition = editPartitionOf(docId, stack.partitions)
+  const w = new Writer(21, null)
+  const updates = [w.edit((d) => d.getText('t').insert(0, 'ab')), w.edit((d) => d.getText('t').insert(2, 'cd'))]
+  const batch = encodeBatch({ v: 2, tenant: 'acme', partition, edgeId: 'test', updates: updates.map((update) => ({ docId, userId: 'alice', update, ingestTs: Date.now() })) })
+  await js.publish(editBatchSubject('acme', partition), batch, { msgID: 'acme:b:clean-test:1' })
+  await until('two events', async () => (await cleanEvents(jsm, docId)).length === 2)
+  const events = await cleanEvents(jsm, docId)
+  t.equal(events[0]!.sourceSeq, events[1]!.sourceSeq, 'one source message')
+  t.same(events.map((e) => e.item), [0, 1], 'one event per item')
+  t.not(events[0]!.msgId, events[1]!.msgId, 'distinct message ids')
+})
+
+t.test('core - a replay from an earlier checkpoint publishes no event twice', async (t) => {
+  const docId = 'clean-replay'
+  const w = new Writer(31, null)
+  await publish(js, docId, w.edit((d) => d.getText('t').insert(0, 'one')))
+  await publish(js, docId, w.edit((d) => d.getText('t').insert(3, ' two')))
+  await until('two events', async () => (await cleanEvents(jsm, docId)).length === 2)
+  const before = (await jsm.streams.info(CLEAN_STREAM)).state.messages
+
+  await running.stop()
+  await stack.db.query('UPDATE consumer_checkpoints SET stream_seq = 0')
+  running = await stack.core({ gapReportAfterMs: 60_000 })
+  await publish(js, docId, w.edit((d) => d.getText('t').insert(7, ' three')))
+  await until('the new update has its event', async () => (await cleanEvents(jsm, docId)).length === 3, 20_000)
+  t.equal((await jsm.streams.info(CLEAN_STREAM)).state.messages, before + 1, 'the replayed updates published nothing again')
+  t.same((await cleanEvents(jsm, docId)).map((e) => e.sourceSeq), await seqsOf(docId), 'still one event per op-log row')
+})

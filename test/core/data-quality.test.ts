@@ -1,0 +1,146 @@
+import t from 'tap'
+import * as Y from 'yjs'
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
+import { AGG_STREAM, DLQ_STREAM, MSG_ID_HEADER, ServiceUser, decodeDeadLetterEvent, decodeEnvelope, deadLetterMsgId, editIngestSubject, editPartitionOf, type DeadLetterEvent } from '../../contracts/mod.ts'
+import { pack } from '../../contracts/codec.ts'
+import { versionTransition } from '../../core/apply.ts'
+import { readDocState } from '../../core/store.ts'
+import { edit, publishEdit } from '../helpers/edits.ts'
+import { setup } from '../helpers/setup.ts'
+import { until } from '../helpers/client.ts'
+
+const GAP_REPORT_AFTER_MS = 1_000
+const stack = await setup()
+t.teardown(() => stack.cleanup())
+const { core } = await stack.core({ gapReportAfterMs: GAP_REPORT_AFTER_MS })
+const js = jetstream(await stack.connect())
+const jsm = await jetstreamManager(await stack.connect(ServiceUser.Admin))
+
+const opRows = async (docId: string) => (await stack.db.query('SELECT count(*)::int AS n FROM op_log WHERE doc_id = $1', [docId])).rows[0].n as number
+const deadRows = async (docId: string) => (await stack.db.query('SELECT stream, stream_seq, item, reason, payload, resolved_at FROM dead_letters WHERE doc_id = $1 ORDER BY id', [docId])).rows
+const text = async (docId: string) => {
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, (await readDocState(stack.db, 'acme', docId))!)
+  return doc.getText('t').toString()
+}
+const metric = async (m: { get(): Promise<{ values: { value: number; labels: Record<string, unknown> }[] }> }, labels: Record<string, string>) =>
+  (await m.get()).values.find((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))?.value ?? 0
+
+/** Every message of the dead-letter stream, decoded by its zod schema, with its Nats-Msg-Id. */
+async function dlq(j: JetStreamManager): Promise<(DeadLetterEvent & { msgId: string | undefined })[]> {
+  const info = await j.streams.info(DLQ_STREAM)
+  const out = []
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+    const m = await j.streams.getMessage(DLQ_STREAM, { seq })
+    if (m) out.push({ ...decodeDeadLetterEvent(m.data), msgId: m.header?.get(MSG_ID_HEADER) })
+  }
+  return out
+}
+
+/** A doc id in the same partition as `docId` (nats-server hashes doc ids as editPartitionOf does). */
+const neighbourOf = (docId: string) => Array.from({ length: 200 }, (_, i) => `${docId}-neighbour-${i}`).find((d) => editPartitionOf(d, stack.partitions) === editPartitionOf(docId, stack.partitions))!
+
+/** `base` (by client `baseClient`) with `change` made by `clientID`, encoded from clock 0 of every client (a full resend). */
+function fullStateAfter(base: Uint8Array, clientID: number, change: (text: Y.Text) => void): Uint8Array {
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, base)
+  doc.clientID = clientID // after applyUpdate: Yjs regenerates an id that remote structs carry
+  change(doc.getText('t'))
+  return Y.encodeStateAsUpdate(doc)
+}
+
+t.test('core - a retry is counted per tenant and dropped; the same op ids with other content are dead-lettered and never applied, while a neighbour doc goes on', async (t) => {
+  const docId = 'dq-dup'
+  const neighbour = neighbourOf(docId)
+  const base = edit('hello', 7)
+  await publishEdit(js, 'acme', docId, base)
+  await until('base committed', async () => (await opRows(docId)) === 1)
+
+  const duplicatesBefore = await metric(core.metrics.duplicateUpdates, { tenant: 'acme' })
+  await publishEdit(js, 'acme', docId, base, 'retry-of-base') // another msg id: JetStream stores it, core sees a retry
+  await publishEdit(js, 'acme', neighbour, edit('n1', 30))
+  await until('neighbour committed after the retry', async () => (await opRows(neighbour)) === 1)
+  t.equal(await metric(core.metrics.duplicateUpdates, { tenant: 'acme' }), duplicatesBefore + 1, 'the retry is counted for its tenant')
+  t.equal(await opRows(docId), 1, 'and dropped')
+  t.equal((await deadRows(docId)).length, 0, 'a retry is no violation')
+
+  // Client 7 again from clock 0, other text: inside what the doc holds (conflicting duplicate) ...
+  const conflicting = edit('HELLO', 7)
+  // ... and starting below the doc's state but going past it (its clock went backwards).
+  const regressed = edit('HOWDY partner', 7)
+  await publishEdit(js, 'acme', docId, conflicting)
+  await publishEdit(js, 'acme', docId, regressed)
+  await publishEdit(js, 'acme', neighbour, edit('n2', 31))
+  await until('neighbour committed after the violations', async () => (await opRows(neighbour)) === 2)
+  const dead = await deadRows(docId)
+  t.equal(dead.length, 2, 'both violations dead-lettered')
+  t.match(dead[0].reason, /^conflicting-duplicate: client 7 clock 0 /, 'a changed range inside the doc is a conflicting duplicate')
+  t.match(dead[1].reason, /^clock-regression: client 7 clock 0 /, 'a changed range that goes on past the doc is a clock regression')
+  t.same(Buffer.from(decodeEnvelope(dead[0].payload).update), Buffer.from(conflicting), 'with the original bytes')
+  t.equal(await text(docId), 'hello', 'neither entered state')
+  t.equal(await opRows(docId), 1, 'nor the op log')
+  t.ok((await metric(core.metrics.deadLetters, { reason: 'conflicting-duplicate', tenant: 'acme' })) >= 1, 'counted with reason and tenant')
+
+  // The same resend with its own content plus new clocks is no violation: Yjs applies the new part.
+  const resend = fullStateAfter(base, 7, (text) => text.insert(5, ' world'))
+  await publishEdit(js, 'acme', docId, resend)
+  await until('the honest resend applied', async () => (await text(docId)) === 'hello world')
+  t.equal((await deadRows(docId)).length, 2, 'no new dead letter')
+
+  await until('both violations on the dead-letter stream', async () => (await dlq(jsm)).filter((e) => e.docId === docId).length === 2)
+  const events = (await dlq(jsm)).filter((e) => e.docId === docId)
+  for (const [i, e] of events.entries()) {
+    t.equal(e.reason, dead[i].reason, 'the stream says the same reason as the table')
+    t.equal(e.tenant, 'acme')
+    t.equal(e.sourceStream, AGG_STREAM)
+    t.equal(e.sourceSeq, Number(dead[i].stream_seq), 'the source stream sequence')
+    t.same(Buffer.from(e.payload), Buffer.from(dead[i].payload), 'the original bytes')
+    t.equal(e.msgId, deadLetterMsgId(AGG_STREAM, e.sourceSeq, e.item, 'conflicting-duplicate'), 'message id derived from the source update (replays dedup)')
+  }
+})
+
+t.test('core - a schema failure goes to the dead-letter stream with its reason and tenant', async (t) => {
+  const docId = 'dq-schema'
+  const neighbour = neighbourOf(docId)
+  await js.publish(editIngestSubject('acme', docId), pack({ v: 1, tenant: 'acme', docId, userId: 'u' }), { msgID: 'acme:schema-bad' })
+  await publishEdit(js, 'acme', neighbour, edit('after', 40))
+  await until('neighbour committed after the bad envelope', async () => (await opRows(neighbour)) === 1)
+  await until('on the dead-letter stream', async () => (await dlq(jsm)).some((e) => e.docId === docId))
+  const e = (await dlq(jsm)).find((x) => x.docId === docId)!
+  t.match(e.reason, /^schema: .*update/, 'the zod reason names the missing field')
+  t.equal(e.tenant, 'acme', 'tenant from the stored subject')
+  t.ok((await metric(core.metrics.deadLetters, { reason: 'schema', tenant: 'acme' })) >= 1, 'counted with the tenant label')
+})
+
+t.test('core - a gap that does not fill in time is reported per document, and cleared when it fills', async (t) => {
+  const docId = 'dq-gap'
+  const author = new Y.Doc()
+  author.clientID = 9
+  author.getText('t').insert(0, 'abc')
+  const first = Y.encodeStateAsUpdate(author)
+  const sv = Y.encodeStateVector(author)
+  author.getText('t').insert(3, 'def')
+  const second = Y.encodeStateAsUpdate(author, sv)
+
+  await publishEdit(js, 'acme', docId, second)
+  await until('the gap reported', async () => (await deadRows(docId)).length === 1, 10_000 + GAP_REPORT_AFTER_MS)
+  const [row] = await deadRows(docId)
+  t.match(row.reason, /^sequence-gap: client 9 expected clock 0/, 'names the client and the clock the doc expects')
+  t.equal(row.resolved_at, null, 'open')
+  t.equal(await metric(core.metrics.docsWithSequenceGaps, { tenant: 'acme' }), 1, 'the document counts in the gauge for its tenant')
+  t.equal(await metric(core.metrics.sequenceGaps, { tenant: 'acme' }), 1, 'and the counter')
+  t.equal(await opRows(docId), 1, 'the pending update stays in the op log (report only)')
+  await until('the report on the dead-letter stream', async () => (await dlq(jsm)).some((e) => e.docId === docId && e.reason.startsWith('sequence-gap')))
+
+  await publishEdit(js, 'acme', docId, first)
+  await until('the gap filled', async () => (await text(docId)) === 'abcdef')
+  await until('the report cleared', async () => (await metric(core.metrics.docsWithSequenceGaps, { tenant: 'acme' })) === 0 && (await deadRows(docId))[0].resolved_at !== null)
+  t.pass('gauge back to 0 and the row resolved')
+})
+
+t.test('core - a document version that would go backwards is a violation', async (t) => {
+  t.equal(versionTransition(new Map([[1, 5]]), new Map([[1, 4]]), true), 'regressed', 'a client clock going down')
+  t.equal(versionTransition(new Map([[1, 5]]), new Map([[1, 5]]), false), 'unchanged', 'nothing moved: a duplicate')
+  t.equal(versionTransition(new Map([[1, 5]]), new Map([[1, 5]]), true), 'forward', 'deletions move the version')
+  t.equal(versionTransition(new Map([[1, 5]]), new Map([[1, 5], [2, 1]]), false), 'forward', 'a new client')
+})
