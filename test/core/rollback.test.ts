@@ -107,6 +107,7 @@ t.test('core - rollback is for editors of their tenant’s documents and refuses
   const editor = await token({ tenant: 'acme', sub: 'dora' })
   const viewer = await token({ tenant: 'acme', sub: 'vic', role: 'viewer' })
   t.equal((await post(doc, viewer, JSON.stringify({ to: seq }))).status, 403, 'a viewer: 403')
+  t.equal((await post(doc, viewer, 'not json')).status, 403, 'a viewer is refused by core before its body is read')
   t.equal((await post(doc, await token({ tenant: 'globex' }), JSON.stringify({ to: seq }))).status, 404, 'another tenant: 404')
   t.equal((await post('rb/none', editor, JSON.stringify({ to: seq }))).status, 404, 'no such document: 404')
   t.equal((await post(doc, await token({ tenant: 'acme', docs: ['other/*'] }), JSON.stringify({ to: seq }))).status, 403, 'a doc outside the token: 403')
