@@ -193,6 +193,8 @@ try {
     EDGE_NATS_USER: ServiceUser.Edge,
     EDGE_NATS_PASS: registry.servicePassword(ServiceUser.Edge),
     EDGE_AUTO_PROVISION_TENANTS: 'true',
+    // Core sends rollback updates through the edge's HTTP ingest (core/rollback.ts).
+    CORE_EDGE_URL: `http://127.0.0.1:${config.edgePort}`,
     [EDIT_PARTITIONS_VAR]: String(registry.editPartitions),
     // Snapshots go to a folder under the data folder unless S3 settings are given (DOCFLOW_S3_*, passed through).
     [BLOB_STORE_VARS.blobDir]: process.env[BLOB_STORE_VARS.blobDir] || blobDirOf(config.dataDir),
