@@ -1,5 +1,9 @@
 import t from 'tap'
 import { ROLLBACK_MAX_BODY_BYTES, RollbackAnswer } from '../../contracts/mod.ts'
+import { join } from 'node:path'
+import { rollback as computeAndSend } from '../../core/rollback.ts'
+import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
+import { createLogger } from '../../runtime/log.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient, type TestClient } from '../helpers/client.ts'
 
@@ -124,4 +128,31 @@ t.test('core - rollback is for editors of their tenant’s documents and refuses
   t.equal((await fetch(rollbackUrl(doc), { headers: { authorization: `Bearer ${editor}` } })).status, 405, 'GET rollback: 405')
   t.same(await rollback(doc, editor, { to: seq }), { status: 'unchanged', basedOnSeq: seq, bytes: 0 }, 'a rollback to now changes nothing')
   t.equal((await opLog(doc)).length, 1, 'no refused or empty rollback reached the op log')
+})
+
+t.test('core - the same rollback against the same document state is the same update and lands once', async (t) => {
+  const doc = 'rb/retry'
+  const [a, b] = await twoClients(t, doc)
+  a.text.insert(0, 'one')
+  await settled(doc, [a, b], 'one')
+  const point = (await opLog(doc)).at(-1)!.seq
+  b.text.insert(3, ' two')
+  await settled(doc, [a, b], 'one two')
+  a.text.delete(0, 1) // restoring it re-inserts it under the rollback's own Yjs client id
+  await settled(doc, [a, b], 'ne two')
+  const basedOnSeq = (await opLog(doc)).at(-1)!.seq
+  const deps = { pool: stack.db, blobs: await FsBlobStore.open(join(stack.dir, 'blobs')), edgeUrl: edge.url.replace(/^ws:/, 'http:'), edgeTimeoutMs: 10_000, log: createLogger('test', 'silent') }
+  const target = { tenant: 'acme', docId: doc, user: 'carol', token: await token({ tenant: 'acme', sub: 'carol' }), basedOnSeq }
+  const body = Buffer.from(JSON.stringify({ to: point }))
+  // A client retrying after a lost answer: the request is computed again against the same state.
+  const first = await computeAndSend(deps, target, body)
+  await settled(doc, [a, b], 'one')
+  const again = await computeAndSend(deps, target, body)
+  t.equal(first.status, 202)
+  t.equal(again.status, 202)
+  t.match(first.body, { status: 'accepted', duplicate: false })
+  t.match(again.body, { status: 'accepted', duplicate: true, msgId: (first.body as RollbackAnswer).msgId, idempotencyKey: (first.body as RollbackAnswer).idempotencyKey }, 'the same bytes and key: JetStream stored it once')
+  a.text.insert(3, '!')
+  await settled(doc, [a, b], 'one!')
+  t.equal((await opLog(doc)).filter((r) => r.user === 'carol').length, 1, 'one rollback row in the op log')
 })
