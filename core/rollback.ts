@@ -22,10 +22,11 @@ import { parsePointInTime, readStateAt } from './point-in-time.ts'
  *    deletes that user's items still alive and re-inserts what that user deleted; other users'
  *    edits stay.
  * A rollback is itself an update like any other, so a rollback to the sequence before it undoes it.
+ * A rollback that would leave every root reading as it does now (a retry after the first landed,
+ * or nothing of the user's left to revert) sends nothing: 'unchanged'.
  * Limits (UndoManager's): text and array items come back where they were; a Y.Map key another
  * (untracked) user wrote since is left as they wrote it; an item still pending in the op log
- * (its dependencies never arrived) is not reverted; a `{to}` rollback of a document that already
- * reads as it did then still sends an update (copies replace copies). Cost: replaying the rows
+ * (its dependencies never arrived) is not reverted. Cost: replaying the rows
  * after the point — bounded by the point's age, not by the document's (~4 s per 100K
  * one-character updates on the 2-core dev box).
  *
@@ -115,16 +116,40 @@ async function planUpdate(pool: pg.Pool, blobs: BlobStore, target: RollbackTarge
     const undo = new Y.UndoManager(doc, { captureTimeout: Number.POSITIVE_INFINITY, trackedOrigins: new Set([TRACKED]) })
     for await (const row of docRows(pool, tenant, docId, base?.seq ?? 0, basedOnSeq)) Y.applyUpdate(doc, row.update, tracked(row) ? TRACKED : UNTRACKED)
     if (undo.undoStack.length === 0) return { update: null }
+    const current = visibleContent(doc)
     doc.clientID = freshClientId(doc, clientSeed)
     const updates: Uint8Array[] = []
     doc.on('update', (update: Uint8Array, origin: unknown) => {
       if (origin === undo) updates.push(update)
     })
     while (undo.undoStack.length > 0) undo.undo()
-    return { update: updates.length === 0 ? null : Y.mergeUpdates(updates) }
+    return { update: updates.length === 0 || visibleContent(doc) === current ? null : Y.mergeUpdates(updates) }
   } finally {
     doc.destroy()
   }
+}
+
+/**
+ * What the document's roots read as, whatever their kind, as one string: live sequence content
+ * (adjacent text joined, so items split or copied differently read the same), formatting marks,
+ * live map entries, nested types recursively.
+ */
+function visibleContent(doc: Y.Doc): string {
+  const read = (type: { _start: Y.Item | null; _map: Map<string, Y.Item> }): unknown => {
+    const sequence: unknown[] = []
+    for (let item = type._start; item !== null; item = item.right) {
+      if (item.deleted) continue
+      const c = item.content
+      if (c instanceof Y.ContentString && typeof sequence.at(-1) === 'string') sequence[sequence.length - 1] += c.str
+      else if (c instanceof Y.ContentString) sequence.push(c.str)
+      else if (c instanceof Y.ContentFormat) sequence.push({ format: c.key, value: c.value })
+      else sequence.push(...c.getContent().map((v) => (v instanceof Y.AbstractType ? read(v) : v)))
+    }
+    const entries: [string, unknown][] = []
+    for (const [key, item] of type._map) if (!item.deleted) entries.push([key, item.content.getContent().map((v) => (v instanceof Y.AbstractType ? read(v) : v))])
+    return { sequence, entries: entries.sort(([a], [b]) => (a < b ? -1 : 1)) }
+  }
+  return JSON.stringify([...doc.share.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, type]) => [name, read(type)]))
 }
 
 /** A Yjs client id the document has never seen, derived from the request (a retry gets the same one). */

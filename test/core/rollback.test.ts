@@ -69,6 +69,7 @@ t.test('core - rollback to a sequence restores the text on connected clients as 
   const after = await opLog(doc)
   t.same(after.slice(0, before.length), before, 'the op log kept every row: append-only')
   t.same(after.slice(before.length).map((r) => ({ user: r.user, msgId: r.msgId })), [{ user: 'carol', msgId: answer.msgId }], 'one new row: the rollback, by the caller')
+  t.match(await rollback(doc, carol, { to: restorePoint }), { status: 'unchanged', bytes: 0 }, 'the same rollback again: the text already reads so, nothing sent')
 
   // The rollback is an update like any other: restoring the sequence before it undoes it.
   const undo = await rollback(doc, carol, { to: String(before.at(-1)!.seq) })
