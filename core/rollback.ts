@@ -109,7 +109,8 @@ async function planUpdate(pool: pg.Pool, blobs: BlobStore, target: RollbackTarge
     // A document begun after `since` is reverted from its start.
     base = await readStateAt(pool, blobs, tenant, docId, { time: since })
   }
-  const tracked = (row: { user: string; ingestTs: Date }) => since === null || (row.user === (request as { user: string }).user && row.ingestTs > since)
+  const user = 'user' in request ? request.user : null
+  const tracked = (row: { user: string; ingestTs: Date }) => since === null || (row.user === user && row.ingestTs > since)
   const doc = new Y.Doc()
   try {
     if (base) Y.applyUpdate(doc, base.update, UNTRACKED)
