@@ -15,6 +15,8 @@ export const CloseCode = {
   Forbidden: 4403,
   /** A frame, update or presence state above the edge's size limit (below NATS max_payload); do not resend it. */
   MessageTooBig: 4413,
+  /** The document was deleted (or erased) by an operator: it is hidden until restored; do not reconnect. */
+  DocumentDeleted: 4410,
   /** The document passed its size limit (contracts/limits.ts): no more edits to it are taken. */
   DocumentTooLarge: 4414,
   /** A well-formed Yjs update that does not apply to the document (poisoned); do not resend it. */

@@ -39,6 +39,8 @@ export const decodeStateRequest = (b: Uint8Array) => unpack(StateRequest, b)
 export const StateReply = z.discriminatedUnion('status', [
   z.object({ status: z.literal('found'), update: Bytes }),
   z.object({ status: z.literal('missing') }),
+  /** An operator deleted the document (hidden until restored): the edge closes its sockets with CloseCode.DocumentDeleted. */
+  z.object({ status: z.literal('deleted') }),
   z.object({ status: z.literal('error'), message: z.string() }),
 ])
 export type StateReply = z.infer<typeof StateReply>
@@ -57,6 +59,7 @@ export const STATE_PART_BYTES = 512 * 1024
 export const StateReplyPart = z.discriminatedUnion('status', [
   z.object({ status: z.literal('found'), transfer: z.string().min(1).max(64), part: z.number().int().min(0), parts: z.number().int().min(1).max(65_536), update: Bytes }),
   z.object({ status: z.literal('missing'), transfer: z.string().min(1).max(64) }),
+  z.object({ status: z.literal('deleted'), transfer: z.string().min(1).max(64) }),
   z.object({ status: z.literal('error'), transfer: z.string().min(1).max(64), message: z.string() }),
 ]).refine((m) => m.status !== 'found' || m.part < m.parts, 'part beyond parts')
 export type StateReplyPart = z.infer<typeof StateReplyPart>
@@ -72,3 +75,18 @@ export const CommittedNotice = z.object({ msgIds: z.array(z.string().min(1).max(
 export type CommittedNotice = z.infer<typeof CommittedNotice>
 export const encodeCommittedNotice = (m: CommittedNotice) => pack(m)
 export const decodeCommittedNotice = (b: Uint8Array) => unpack(CommittedNotice, b)
+
+/** What happened to a document (ServiceSubjects.docNotice). */
+export const DocEvent = { Deleted: 'deleted', Restored: 'restored', Erased: 'erased' } as const
+export type DocEvent = (typeof DocEvent)[keyof typeof DocEvent]
+
+/**
+ * The ops CLI tells every edge and core that a document was deleted, restored or erased (core
+ * NATS, best effort: the database is the truth, edges ask core at every room open). Deleted or
+ * erased: edges close the document's rooms with CloseCode.DocumentDeleted, cores drop their
+ * in-memory copy so no compaction writes erased content back.
+ */
+export const DocNotice = z.object({ tenant: TenantId, docId: DocId, event: z.enum([DocEvent.Deleted, DocEvent.Restored, DocEvent.Erased]) })
+export type DocNotice = z.infer<typeof DocNotice>
+export const encodeDocNotice = (m: DocNotice) => pack(m)
+export const decodeDocNotice = (b: Uint8Array) => unpack(DocNotice, b)

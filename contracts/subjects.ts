@@ -61,6 +61,11 @@ export function storedEditSubjects(tenant: string): string {
   return `ten.${TenantId.parse(tenant)}.ed.*.*`
 }
 
+/** Stored single-update subjects of one document, any partition (purging a document's raw edits; batches are not covered). */
+export function docEditSubjects(tenant: string, docId: string): string {
+  return `ten.${TenantId.parse(tenant)}.ed.*.${docKey(docId)}`
+}
+
 /** Every edit subject of one tenant (ingest and stored forms). */
 export function tenantEditSubjects(tenant: string): string {
   return `ten.${TenantId.parse(tenant)}.ed.>`
@@ -115,6 +120,8 @@ export const ServiceSubjects = {
   edgeBeat: 'df.edges.beat',
   /** Core tells an edge which of its stream messages are committed to PostgreSQL (CommittedNotice; the "saved" signal). */
   committed: (edgeId: string) => `df.committed.${createHash('sha256').update(edgeId).digest('base64url').slice(0, 22)}`,
+  /** A document was deleted, restored or erased (DocNotice, from the ops CLI): edges close its rooms, cores drop it from memory. */
+  docNotice: 'df.docs.notice',
 } as const
 
 /** How often an edge beats, and after how long without a beat its clients' presence is dropped. */

@@ -89,7 +89,7 @@ export class BatchBuilder {
   /** Per touched doc key: its first update of this batch that went pending. */
   private readonly pendingSources = new Map<string, PendingDoc['source']>()
   private readonly touched = new Map<string, { cached: CachedDoc; ops: number; lastStreamSeq: number }>()
-  private compacting: { cached: CachedDoc; ops: number }[] = []
+  private compacting: { cached: CachedDoc; stateBytes: number }[] = []
 
   constructor(
     private readonly stream: string,
@@ -166,14 +166,17 @@ export class BatchBuilder {
   }
 
   /**
-   * States to write: documents that are new or have gathered `compactEveryOps` ops since their
-   * last state — at most MAX_COMPACTIONS_PER_BATCH, so documents that reach the limit together
-   * (opened together, typed alike) spread their rewrites over several commits.
+   * States to write: documents that are new, have gathered `compactEveryOps` ops since their
+   * last state, or hold ops uncompacted for longer than the cache's `compactAfterMs` (touched by
+   * this batch or not: a quiet document must not keep its op-log tail forever) — at most
+   * MAX_COMPACTIONS_PER_BATCH, so documents that reach the limit together (opened together,
+   * typed alike) spread their rewrites over several commits.
    */
   docRows(): DocRow[] {
-    const due = [...this.touched.values()].filter(({ cached, ops }) => !cached.compacted || cached.uncompacted + ops >= this.compactEveryOps).slice(0, MAX_COMPACTIONS_PER_BATCH)
-    this.compacting = due.map(({ cached, ops }) => ({ cached, ops }))
-    return due.map(({ cached, ops, lastStreamSeq }) => ({
+    const touched = [...this.touched.values()].filter(({ cached, ops }) => !cached.compacted || cached.uncompacted + ops >= this.compactEveryOps || this.cache.isAged(cached))
+    const aged = this.cache.aged(MAX_COMPACTIONS_PER_BATCH, (k) => this.touched.has(k)).map((cached) => ({ cached, ops: 0, lastStreamSeq: cached.lastStreamSeq }))
+    const due = [...touched, ...aged].slice(0, MAX_COMPACTIONS_PER_BATCH)
+    const rows = due.map(({ cached, ops, lastStreamSeq }) => ({
       tenant: cached.tenant,
       docId: cached.docId,
       state: Y.encodeStateAsUpdate(cached.doc),
@@ -181,15 +184,22 @@ export class BatchBuilder {
       lastStreamSeq,
       ops: cached.uncompacted + ops,
     }))
+    this.compacting = due.map(({ cached }, i) => ({ cached, stateBytes: rows[i]!.state.byteLength }))
+    return rows
   }
 
-  /** After the commit: what each touched doc has stored now. */
+  /** After the commit: what each touched doc has stored now, and its bytes in memory (doc-cache.ts). */
   committed(): void {
-    for (const { cached, ops } of this.touched.values()) cached.uncompacted += ops
-    for (const { cached } of this.compacting) {
-      cached.uncompacted = 0
-      cached.compacted = true
+    const written = new Map<string, { bytes: number; ingestTs: number }>()
+    for (const op of this.ops) {
+      const k = docKey(op.tenant, op.docId)
+      const w = written.get(k) ?? { bytes: 0, ingestTs: 0 }
+      w.bytes += op.update.byteLength
+      w.ingestTs = Math.max(w.ingestTs, op.ingestTs)
+      written.set(k, w)
     }
+    for (const [k, { cached, ops, lastStreamSeq }] of this.touched) this.cache.committedOps(cached, ops, written.get(k)?.bytes ?? 0, lastStreamSeq, written.get(k)?.ingestTs ?? 0)
+    for (const { cached, stateBytes } of this.compacting) this.cache.compactedState(cached, stateBytes)
     this.metrics.compactions.inc(this.compacting.length)
     // Counted here, after the commit: a batch that fails is retried and would count its ops twice.
     for (const op of this.ops) if (op.ingestTs - op.eventTs > this.lateAfterMs) this.metrics.lateUpdates.inc({ tenant: op.tenant })

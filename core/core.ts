@@ -20,6 +20,9 @@ import { DEFAULT_LEASE_TIMING, LeaseHolder, type LeaseTiming } from './lease.ts'
 import { LeaseProbe } from './lease-probe.ts'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import { Snapshots } from './snapshots.ts'
+import { DEFAULT_DOC_CACHE_BYTES, DocCacheBudget } from './doc-cache.ts'
+import { watchDocNotices } from './doc-notices.ts'
+import { SnapshotRetention } from './snapshot-retention.ts'
 
 export interface CoreOptions extends Partial<LeaseTiming> {
   /** Read API port; 0 picks a free one. Default 8081. */
@@ -59,6 +62,14 @@ export interface CoreOptions extends Partial<LeaseTiming> {
   blobs: BlobStore
   /** Least time between two snapshots of one document. Default SNAPSHOT_DEFAULTS. */
   snapshotIntervalMs?: number
+  /** A document whose oldest uncompacted op is this old has its state written, new ops or not. Default 60_000 (DEFAULT_COMPACT_AFTER_MS). */
+  compactAfterMs?: number
+  /** Bytes the partition workers' document caches hold together; least recently used docs go past it. Default 256 MiB (DEFAULT_DOC_CACHE_BYTES). */
+  maxDocCacheBytes?: number
+  /** Snapshots older than this many days are deleted, the newest of each document kept (snapshot-retention.ts). Default 90. */
+  snapshotRetentionDays?: number
+  /** How often old snapshots are looked for. Default 3_600_000 (1 h). */
+  snapshotPruneIntervalMs?: number
   /** Base URL of an edge's HTTP ingest that rollback updates go through (core/rollback.ts). Default none: rollback answers 503 (main.ts: CORE_EDGE_URL, default http://127.0.0.1:8080). */
   edgeUrl?: string
 }
@@ -77,6 +88,9 @@ export class Core {
   private ops: OpsServer | null = null
   private ready = false
   private readonly snapshots: Snapshots
+  private readonly docCacheBudget: DocCacheBudget
+  private readonly retention: SnapshotRetention
+  private docNotices: Subscription | null = null
 
   constructor(
     private readonly o: CoreOptions,
@@ -87,6 +101,8 @@ export class Core {
     this.metrics = metrics ?? createCoreMetrics()
     this.pool = new pg.Pool({ connectionString: o.databaseUrl, max: 8, application_name: 'docflow-core-read' })
     this.pool.on('error', (err) => log.warn({ error: err.message }, 'idle PostgreSQL connection failed'))
+    this.docCacheBudget = new DocCacheBudget(o.maxDocCacheBytes ?? DEFAULT_DOC_CACHE_BYTES, { bytes: (delta) => this.metrics.docCacheBytes.inc(delta), evicted: () => this.metrics.docCacheEvictions.inc() })
+    this.retention = new SnapshotRetention(o.blobs, this.pool, log, this.metrics, { ...(o.snapshotRetentionDays !== undefined ? { retentionDays: o.snapshotRetentionDays } : {}), ...(o.snapshotPruneIntervalMs !== undefined ? { pruneIntervalMs: o.snapshotPruneIntervalMs } : {}) })
     this.snapshots = new Snapshots(o.blobs, this.pool, log, this.metrics, o.snapshotIntervalMs !== undefined ? { snapshotIntervalMs: o.snapshotIntervalMs } : {})
   }
 
@@ -115,12 +131,14 @@ export class Core {
     this.leases = new LeaseHolder(this.o.databaseUrl, timing)
     for (const p of corePartitions(this.o.editPartitions)) {
       const onHoleCheck = (hole: StreamHole | null) => this.holeChecked(p.partition, hole)
-      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck, onCommitted: (byEdge) => this.tellEdges(byEdge), onCompacted: (states) => this.snapshots.offer(states) }, js, jsm, this.leases, this.leaseProbe, this.pool, this.log, this.metrics)
+      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck, onCommitted: (byEdge) => this.tellEdges(byEdge), onCompacted: (states) => this.snapshots.offer(states), docCacheBudget: this.docCacheBudget }, js, jsm, this.leases, this.leaseProbe, this.pool, this.log, this.metrics)
       this.workers.push(worker)
       worker.start()
     }
     this.monitor = new StreamMonitor(this.nc, jsm, this.o.stream, this.workers, this.o.monitorIntervalMs, this.log, this.metrics)
     this.monitor.start()
+    this.docNotices = watchDocNotices(this.nc, this.log, (notice) => this.forget(notice.tenant, notice.docId, notice.event))
+    this.retention.start()
     this.stateSub = serveDocState(this.nc, this.pool, (t, d) => this.cachedDoc(t, d), this.log, this.metrics)
     const healthy = () => this.ready && !this.nc.isClosed()
     const tenants = this.tenants
@@ -138,6 +156,8 @@ export class Core {
     this.monitor?.stop()
     this.tenants?.stop()
     this.stateSub?.unsubscribe()
+    this.docNotices?.unsubscribe()
+    await this.retention.stop()
     await Promise.all(this.workers.map((w) => w.stop()))
     await this.snapshots.flush()
     await this.leases?.close()
@@ -168,6 +188,14 @@ export class Core {
     if (!hole) return
     this.metrics.streamHoles.inc({ partition })
     this.log.error({ partition, ...hole }, 'the stream lost messages this partition has not committed; the partition stays stopped until an operator recovers them from the tenant streams')
+  }
+
+  /** A document was deleted or erased: no worker keeps it in memory (its next compaction would write it back). */
+  private forget(tenant: string, docId: string, event: string): void {
+    this.metrics.docsForgotten.inc({ event })
+    for (const w of this.workers) {
+      w.forget(tenant, docId).catch((err: unknown) => this.log.error({ err, tenant, docId }, 'document not dropped from memory'))
+    }
   }
 
   private cachedDoc(tenant: string, docId: string) {

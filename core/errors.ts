@@ -39,6 +39,19 @@ export class DeploymentMismatchError extends Error {
   override name = 'DeploymentMismatchError'
 }
 
+/** A document delete, restore or erase that cannot be done as asked (no such document, already deleted, not deleted). */
+export class DocDeletionError extends Error {
+  override name = 'DocDeletionError'
+  constructor(
+    message: string,
+    readonly kind: 'not-found' | 'already-deleted' | 'not-deleted',
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+  }
+}
+export const isDocDeletionError = (e: unknown): e is DocDeletionError => e instanceof DocDeletionError
+
 /** Applying an update would move a document's version backwards (apply.ts versionTransition). */
 export class VersionRegressionError extends Error {
   override name = 'VersionRegressionError'

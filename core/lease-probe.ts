@@ -1,12 +1,17 @@
 import pg from 'pg'
 import type { Logger } from '../runtime/log.ts'
-import { LEASE_NAMESPACE, type LeaseTiming } from './lease.ts'
+import type { CoreView } from './balance.ts'
+import { LEASE_NAMESPACE, LEASE_SESSION_PREFIX, type LeaseTiming } from './lease.ts'
 import type { CoreMetrics } from './metrics.ts'
 
 export interface LeaseProbeOptions extends LeaseTiming {
   databaseUrl: string
-  /** How often partitions held elsewhere are looked at. Default 2_000. */
+  /** How often the leases and the live cores are looked at. Default 2_000. */
   leaseRetryMs: number
+  /** This core's lease session backend (opened again when it was lost). */
+  ownSession: () => Promise<number>
+  /** After each look: the live cores (balance.ts), before any waiter is woken. */
+  onView: (view: CoreView) => void
 }
 
 interface Holder {
@@ -17,8 +22,9 @@ interface Holder {
 }
 
 /**
- * Watches the partition leases this core is waiting for, on one shared connection (not one new
- * connection per partition per retry): a partition whose lock nobody holds wakes its workers,
+ * Looks at the leases and the live cores every `leaseRetryMs`, on one shared connection (not one
+ * new connection per partition per retry): the live cores — lease sessions that renewed within
+ * the lease TTL — go to the balance first; then a partition whose lock nobody holds wakes its workers,
  * which then try to take it on their own lease session; a holder whose session has been idle
  * longer than the lease TTL — it stopped renewing: paused, cut off or hung — has its session
  * ended with pg_terminate_backend, which frees the lock (lease.ts states the holder's side).
@@ -28,7 +34,6 @@ export class LeaseProbe {
   private readonly waiters = new Map<number, Set<() => void>>()
   private client: pg.Client | null = null
   private timer: NodeJS.Timeout | null = null
-  private ticking = false
   private closed = false
   /** Sessions this probe already ended that may still show as holders while they exit. */
   private readonly ended = new Set<number>()
@@ -38,6 +43,11 @@ export class LeaseProbe {
     private readonly log: Logger,
     private readonly metrics: CoreMetrics,
   ) {}
+
+  /** Starts looking, at once and then every leaseRetryMs. */
+  start(): void {
+    this.schedule(0)
+  }
 
   /** Closes the probe's connection and wakes anyone still waiting (after the workers stopped). */
   async close(): Promise<void> {
@@ -64,26 +74,23 @@ export class LeaseProbe {
       }
       set.add(wake)
       signal.addEventListener('abort', wake)
-      this.schedule(0)
     })
   }
 
   private schedule(ms: number): void {
-    if (this.ticking || this.closed) return
-    if (this.timer && ms > 0) return
-    if (this.timer) clearTimeout(this.timer)
+    if (this.closed) return
     this.timer = setTimeout(() => void this.tick(), ms)
   }
 
   /** Never rejects: a failed look is logged, counted and retried at the next interval. */
   private async tick(): Promise<void> {
     this.timer = null
-    if (this.waiters.size === 0) return
-    this.ticking = true
     try {
       const holders = await this.holders()
       const holderPids = new Set([...holders.values()].map((h) => h.pid))
       for (const pid of this.ended) if (!holderPids.has(pid)) this.ended.delete(pid)
+      const [members, own] = await Promise.all([this.liveCores(), this.o.ownSession()])
+      this.o.onView({ members: members.filter((pid) => !this.ended.has(pid)), own })
       for (const [partition, wakes] of this.waiters) {
         const holder = holders.get(partition)
         if (!holder) {
@@ -98,10 +105,8 @@ export class LeaseProbe {
       const client = this.client
       this.client = null
       await client?.end().catch((endErr: unknown) => this.log.debug({ err: endErr }, 'lease probe connection already closed'))
-    } finally {
-      this.ticking = false
     }
-    if (this.waiters.size > 0) this.schedule(this.o.leaseRetryMs)
+    this.schedule(this.o.leaseRetryMs)
   }
 
   /** Lease holders by partition, with how long each session has been in its state. */
@@ -111,10 +116,24 @@ export class LeaseProbe {
       `SELECT l.objid::int AS partition, l.pid, a.state,
               (extract(epoch FROM clock_timestamp() - a.state_change) * 1000)::float8 AS quiet_ms
        FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-       WHERE l.locktype = 'advisory' AND l.classid = $1::bigint::oid AND l.objsubid = 2 AND l.granted`,
+       WHERE l.locktype = 'advisory' AND l.classid = $1::bigint::oid AND l.objsubid = 2 AND l.granted
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
       [LEASE_NAMESPACE],
     )
     return new Map(r.rows.map((row) => [row.partition, { partition: row.partition, pid: row.pid, state: row.state, quietMs: row.quiet_ms }]))
+  }
+
+  /** Backends of the lease sessions of live cores (this one too): any not idle, or idle for less than the lease TTL. */
+  private async liveCores(): Promise<number[]> {
+    const client = await this.connection()
+    const r = await client.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity
+       WHERE datname = current_database() AND starts_with(application_name, $1)
+         AND (state IS DISTINCT FROM 'idle' OR clock_timestamp() - state_change < $2 * interval '1 millisecond')
+       ORDER BY pid`,
+      [LEASE_SESSION_PREFIX, this.o.leaseTtlMs],
+    )
+    return r.rows.map((row) => row.pid)
   }
 
   private async endStaleSession(holder: Holder): Promise<void> {

@@ -24,8 +24,9 @@ const MAX_GROUP_OPS = 10_000
 
 export const DEFAULT_LEASE_TIMING: LeaseTiming = { leaseTtlMs: 5_000, leaseRenewMs: 1_000 }
 
-/** application_name of a core process's lease session. */
-export const leaseSessionName = (pid = process.pid) => `docflow-core-leases-pid${pid}`
+/** application_name of a core process's lease session: this prefix, then `pid<os pid>`. */
+export const LEASE_SESSION_PREFIX = 'docflow-core-leases-'
+const leaseSessionName = (pid = process.pid) => `${LEASE_SESSION_PREFIX}pid${pid}`
 
 /**
  * The one PostgreSQL session of a core process that holds its partition leases (a session
@@ -56,6 +57,8 @@ export class LeaseSession {
   private committing = false
   private nextCommit: NodeJS.Timeout | null = null
   private lastCommitAtMs = 0
+  /** The PostgreSQL backend of this session: how other cores tell it apart (balance.ts). */
+  backendPid = 0
 
   private constructor(
     private readonly client: pg.Client,
@@ -76,6 +79,7 @@ export class LeaseSession {
     client.on('error', (err) => session.markLost(new LeaseLostError('lease session ended', { cause: err })))
     try {
       await client.connect()
+      session.backendPid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid
     } catch (err) {
       await client.end().catch(() => undefined) // nothing to close beyond the failed socket
       throw err
@@ -246,6 +250,14 @@ export class LeaseHolder {
     private readonly databaseUrl: string,
     readonly timing: LeaseTiming,
   ) {}
+
+  /**
+   * The backend pid of the live session, opened (again) when there is none or the last was lost:
+   * a core holding no lease still shows as live to the others (balance.ts).
+   */
+  async open(): Promise<number> {
+    return (await this.current()).backendPid
+  }
 
   /** The lease of `partition`, or null when another process holds it. */
   async tryAcquire(partition: number): Promise<PartitionLease | null> {

@@ -10,6 +10,8 @@ import { drainOnSignal } from '../runtime/shutdown.ts'
 import { DEFAULT_LATE_AFTER_MS } from './batch.ts'
 import { Core } from './core.ts'
 import { SNAPSHOT_DEFAULTS } from './snapshots.ts'
+import { DEFAULT_COMPACT_AFTER_MS, DEFAULT_DOC_CACHE_BYTES } from './doc-cache.ts'
+import { SNAPSHOT_RETENTION_DEFAULTS } from './snapshot-retention.ts'
 import { DeploymentMismatchError } from './errors.ts'
 
 const Config = z.object({
@@ -36,6 +38,9 @@ const Config = z.object({
   retryDelayMs: PositiveInt.default(1_000),
   monitorIntervalMs: PositiveInt.default(15_000),
   snapshotIntervalMs: PositiveInt.default(SNAPSHOT_DEFAULTS.snapshotIntervalMs),
+  compactAfterMs: PositiveInt.default(DEFAULT_COMPACT_AFTER_MS),
+  docCacheMb: PositiveInt.default(DEFAULT_DOC_CACHE_BYTES / 1024 ** 2),
+  snapshotRetentionDays: PositiveInt.default(SNAPSHOT_RETENTION_DEFAULTS.retentionDays),
   edgeUrl: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:8080'),
 }).refine((c) => c.leaseRenewMs * 2 <= c.leaseTtlMs, { path: ['leaseRenewMs'], message: 'must be at most half of CORE_LEASE_TTL_MS (a lease renews several times before it goes stale)' })
 
@@ -64,12 +69,15 @@ const config = loadConfigOrExit(Config, {
   retryDelayMs: 'CORE_RETRY_DELAY_MS',
   monitorIntervalMs: 'CORE_MONITOR_INTERVAL_MS',
   snapshotIntervalMs: 'CORE_SNAPSHOT_INTERVAL_MS',
+  compactAfterMs: 'CORE_COMPACT_AFTER_MS',
+  docCacheMb: 'CORE_DOC_CACHE_MB',
+  snapshotRetentionDays: 'CORE_SNAPSHOT_RETENTION_DAYS',
   edgeUrl: 'CORE_EDGE_URL',
 })
 const blobs = await openBlobStore(loadConfigOrExit(BlobStoreConfig, BLOB_STORE_VARS))
 log.info({ blobs: blobs.location }, 'blob store open')
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: `core-${hostname()}-${process.pid}`, inboxPrefix: serviceInboxPrefix(ServiceUser.Core) }, log)
-const core = new Core({ ...config, tokens: tokenPolicy(config), blobs }, nc, log)
+const core = new Core({ ...config, maxDocCacheBytes: config.docCacheMb * 1024 ** 2, tokens: tokenPolicy(config), blobs }, nc, log)
 let port: number
 try {
   port = await core.start()

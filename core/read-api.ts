@@ -7,6 +7,7 @@ import type { CoreMetrics } from './metrics.ts'
 import type { TenantReadStatus } from '../runtime/tenant-directory.ts'
 import { parseHistoryQuery, readHistoryPage, readLastApplied, type LastApplied } from './history.ts'
 import { readDocState } from './store.ts'
+import { isDocDeleted } from './deletion.ts'
 import { parsePointInTime, readStateAt } from './point-in-time.ts'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import { readBlame } from './blame.ts'
@@ -145,6 +146,8 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       if (!isTokenError(err)) throw err
       return count(reply(res, 401, { error: err.message }))
     }
+    // A deleted document (core/deletion.ts) is hidden from every view until it is restored.
+    if (await isDocDeleted(pool, tenant, docId)) return count(reply(res, 404, { error: 'no such document' }))
     const lastApplied = await readLastApplied(pool, tenant, docId)
     if (lastApplied) {
       res.setHeader(LAST_SEQ_HEADER, String(lastApplied.seq))

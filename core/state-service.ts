@@ -6,10 +6,12 @@ import { respondState } from '../runtime/state-transfer.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
 import { readDocState } from './store.ts'
+import { isDocDeleted } from './deletion.ts'
 
 /**
  * Answers edges asking for a document's state when they open a room: the owning worker's
- * in-memory doc when this process has it (newest), else the committed row.
+ * in-memory doc when this process has it (newest), else the committed row; `deleted` for a
+ * document an operator deleted (core/deletion.ts), which the edge closes with DocumentDeleted.
  */
 export function serveDocState(
   nc: NatsConnection,
@@ -35,6 +37,7 @@ export function serveDocState(
     try {
       const req = decodeStateRequest(data)
       const sv = req.stateVector ?? new Uint8Array([0])
+      if (await isDocDeleted(pool, req.tenant, req.docId)) return { status: 'deleted' }
       const doc = cachedDoc(req.tenant, req.docId)
       if (doc) return { status: 'found', update: Y.encodeStateAsUpdate(doc, sv) }
       const state = await readDocState(pool, req.tenant, req.docId)

@@ -4,7 +4,7 @@ import { MSG_ID_HEADER } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import { BatchBuilder, decodeMessage, type BatchFeeds, type DecodedItem } from './batch.ts'
 import { DeliveryRun, type Delivery } from './delivery-run.ts'
-import { DocCache, docKey } from './doc-cache.ts'
+import { DocCache, docKey, type DocCacheBudget } from './doc-cache.ts'
 import { DeliveryGapError, isLeaseLostError } from './errors.ts'
 import type { LeaseHolder, PartitionLease } from './lease.ts'
 import type { LeaseProbe } from './lease-probe.ts'
@@ -21,6 +21,10 @@ export interface WorkerOptions extends PartitionConsumer {
   maxBatch: number
   /** A document's state is rewritten once this many ops gathered in the op log since the last. Default 256. */
   compactEveryOps: number
+  /** A document whose oldest uncompacted op is this old has its state written, new ops or not (doc-cache.ts). Default 60_000. */
+  compactAfterMs?: number
+  /** The process's doc caches' shared byte limit (doc-cache.ts). Default: DEFAULT_DOC_CACHE_BYTES for this worker alone. */
+  docCacheBudget?: DocCacheBudget
   /** Documents kept in memory by this worker (the batch in hand may pin more). Default 2_000. */
   maxDocs: number
   /** An update ingested this long after its event time counts as late. Default 60_000. */
@@ -86,7 +90,7 @@ export class PartitionWorker {
     private readonly log: Logger,
     private readonly metrics: CoreMetrics,
   ) {
-    this.cache = new DocCache(options.maxDocs)
+    this.cache = new DocCache({ maxDocs: options.maxDocs, ...(options.docCacheBudget ? { budget: options.docCacheBudget } : {}), ...(options.compactAfterMs !== undefined ? { compactAfterMs: options.compactAfterMs } : {}) })
   }
 
   get owned(): boolean {
@@ -102,6 +106,16 @@ export class PartitionWorker {
   }
 
   /** The in-memory doc, when this worker has it (it may hold updates not yet committed). */
+  /**
+   * Drops a document from memory (deleted or erased by an operator: core/erasure.ts) so no
+   * compaction writes it back; resolves once the batch in hand, which may hold it, committed.
+   */
+  async forget(tenant: string, docId: string): Promise<void> {
+    this.cache.evict(tenant, docId)
+    await this.processing
+    this.cache.evict(tenant, docId)
+  }
+
   cachedDoc(tenant: string, docId: string) {
     return this.cache.get(tenant, docId)?.doc
   }
@@ -161,6 +175,8 @@ export class PartitionWorker {
     let fail: (err: unknown) => void = () => undefined
     const failed = new Promise<never>((_, reject) => (fail = reject))
     this.failSession = fail
+    // Age compaction while no message comes to carry it (batch.ts docRows takes aged docs too).
+    const aging = setInterval(() => this.compactAged(lease, fail), Math.max(MIN_AGE_CHECK_MS, Math.floor(this.cache.compactAfterMs / 4)))
     this.messages = await consumer.consume({
       max_messages: this.options.maxAckPending,
       callback: (msg) => {
@@ -185,7 +201,11 @@ export class PartitionWorker {
     const lost = lease.whenLost.then((err) => {
       throw err
     })
-    await Promise.race([ended, failed, lost])
+    try {
+      await Promise.race([ended, failed, lost])
+    } finally {
+      clearInterval(aging)
+    }
     await this.processing
   }
 
@@ -194,6 +214,29 @@ export class PartitionWorker {
       lease.check()
       await this.processBatch(lease, this.queue.splice(0, this.batchLength()))
     }
+  }
+
+  /** Commits the states of aged docs (an empty batch) when no batch is in hand, then drains what arrived meanwhile. */
+  private compactAged(lease: PartitionLease, fail: (err: unknown) => void): void {
+    if (this.processing || this.stopped || this.cache.aged(1).length === 0) return
+    this.processing = (async () => {
+      lease.check()
+      const batch = new BatchBuilder(this.options.stream, this.cache, (tenant, docId) => readDocParts(this.db, tenant, docId), this.metrics, this.options.compactEveryOps, this.options.lateAfterMs)
+      const docs = batch.docRows()
+      await lease.commit({ consumer: this.consumerKey, streamSeq: this.run.checkpoint, maxSeq: this.maxCommitted, ops: [], docs, deadLetters: [] })
+      this.options.onCompacted?.(compactedStates(docs, []))
+      batch.committed()
+      this.metrics.ageCompactions.inc(docs.length)
+      await this.drain(lease)
+    })().then(
+      () => {
+        this.processing = null
+      },
+      (err: unknown) => {
+        this.processing = null
+        fail(err)
+      },
+    )
   }
 
   /**
@@ -331,6 +374,9 @@ export class PartitionWorker {
 
 /** Stream bytes one partition batch takes at most (about 5,000 typed characters). */
 const MAX_BATCH_BYTES = 256 * 1024
+
+/** Aged docs are looked for at least this far apart (a quarter of compactAfterMs otherwise). */
+const MIN_AGE_CHECK_MS = 250
 
 /** Acks of a partition go out at most this often (each covers every delivery before it). */
 const ACK_INTERVAL_MS = 100

@@ -21,6 +21,7 @@ import { ConnectionBudget, EdgeLimiter, type EdgeLimits } from './limits.ts'
 import { CommitWatch } from './commit-watch.ts'
 import { SavedReceipts } from './saved-receipts.ts'
 import { SocketClient } from './socket-client.ts'
+import { watchDocNotices } from './doc-notices.ts'
 
 export interface EdgeOptions {
   /** Listen port; 0 picks a free one. Default 8080. */
@@ -97,6 +98,7 @@ export class Edge {
   private readonly inFlight = new Set<Promise<unknown>>()
   private tenants: TenantAdmission | null = null
   private revocations: Revocations | null = null
+  private docNotices: { unsubscribe(): void } | null = null
   private readonly peers: PeerEdges
   /** Every open client socket, for revocations. */
   private readonly sockets = new Set<SocketClient>()
@@ -153,6 +155,7 @@ export class Edge {
     this.revocations = await Revocations.open(this.nc, 1_000, this.log, (r) => this.closeRevoked(r))
     this.peers.start()
     this.commits.start()
+    this.docNotices = watchDocNotices(this.nc, this.log, (tenant, docId) => this.rooms.get(roomKey(tenant, docId))?.fail(CloseCode.DocumentDeleted, 'document deleted'))
     const healthy = () => !this.stopping && !this.nc.isClosed() && this.listenSocket !== null
     this.ops = await serveOps({ port: this.opts.opsPort, host: this.opts.opsHost ?? '127.0.0.1', registry: this.metrics.registry, healthy })
     const app = uWS.App()
@@ -200,6 +203,7 @@ export class Edge {
     this.peers.stop()
     this.limiter.stop()
     this.commits.stop()
+    this.docNotices?.unsubscribe()
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket)
     this.listenSocket = null
     await Promise.allSettled([...this.inFlight])

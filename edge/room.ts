@@ -216,6 +216,7 @@ export class Room {
       this.fail(CloseCode.TryAgainLater, 'document state unavailable')
       return
     }
+    if (replies[0]?.status === 'deleted') return this.fail(CloseCode.DocumentDeleted, 'document deleted')
     if (replies[1] !== null) this.fanLink.peerSeen() // a room on another edge answered
     for (const reply of replies) if (!this.closed && reply?.status === 'found') this.proveAndApply(reply.update, 'load')
     if (this.closed) return
@@ -266,6 +267,7 @@ export class Room {
     try {
       const reply = await this.requestState(ServiceSubjects.coreState)
       if (!this.closed && reply?.status === 'found') this.proveAndApply(reply.update, 'core')
+      if (reply?.status === 'deleted') this.fail(CloseCode.DocumentDeleted, 'document deleted')
       return reply !== null
     } catch (err) {
       this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId }, 'room resync failed')

@@ -65,7 +65,8 @@ export function requestState(nc: NatsConnection, subject: string, request: State
       }
       if (transfer !== null && part.transfer !== transfer) return // a slower peer's answer
       transfer = part.transfer
-      if (part.status !== 'found') return finish(part.status === 'missing' ? { status: 'missing' } : { status: 'error', message: part.message })
+      if (part.status === 'error') return finish({ status: 'error', message: part.message })
+      if (part.status !== 'found') return finish({ status: part.status })
       if (chunks.length === 0) chunks = new Array<Uint8Array | undefined>(part.parts)
       if (part.parts !== chunks.length) return finish(new StateTransferError(`state reply from ${subject} changed its part count`))
       if (!chunks[part.part]) received++

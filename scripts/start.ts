@@ -26,6 +26,8 @@ const DEV_TENANT_QUOTA_BYTES = 1024 ** 3
 const DEV_AUTO_TENANT_QUOTA_BYTES = 256 * 1024 ** 2
 /** Most edge processes npm start runs (EDGE_PROCESSES); one machine gains nothing past its cores. */
 const MAX_EDGE_PROCESSES = 16
+/** Most core processes npm start runs (CORE_PROCESSES); they share the partitions (core/balance.ts). */
+const MAX_CORE_PROCESSES = 16
 
 const config = loadConfigOrExit(
   z.object({
@@ -46,6 +48,8 @@ const config = loadConfigOrExit(
     edgeProcesses: PositiveInt.max(MAX_EDGE_PROCESSES).default(1),
     /** Each edge its own public port, EDGE_PORT - i like the ops ports, instead of all sharing EDGE_PORT (the load test places a document's clients on different edges). Default false. */
     edgePortPerProcess: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
+    /** Core processes sharing the partitions; the i-th (from 0) serves the read API on CORE_PORT + i and its ops on CORE_OPS_PORT + i. */
+    coreProcesses: PositiveInt.max(MAX_CORE_PROCESSES).default(1),
   }),
   {
     dataDir: 'DOCFLOW_DATA_DIR',
@@ -61,6 +65,7 @@ const config = loadConfigOrExit(
     editPartitions: EDIT_PARTITIONS_VAR,
     edgeProcesses: 'EDGE_PROCESSES',
     edgePortPerProcess: 'EDGE_PORT_PER_PROCESS',
+    coreProcesses: 'CORE_PROCESSES',
   },
 )
 
@@ -83,19 +88,23 @@ const edgeName = (i: number) => (i === 0 ? 'edge' : `edge-${i + 1}`)
 const edgeOpsPort = (i: number) => config.edgeOpsPort - i
 /** EDGE_PORT for every edge (SO_REUSEPORT), or with EDGE_PORT_PER_PROCESS counting down like the ops ports. */
 const edgePublicPort = (i: number) => (config.edgePortPerProcess ? config.edgePort - i : config.edgePort)
+/** Core i (0-based) of CORE_PROCESSES: `core`, then `core-2`, ...; ports count up from CORE_PORT and CORE_OPS_PORT. */
+const coreName = (i: number) => (i === 0 ? 'core' : `core-${i + 1}`)
+const corePublicPort = (i: number) => config.corePort + i
+const coreOpsPort = (i: number) => config.coreOpsPort + i
 for (let i = 0; i < MAX_EDGE_PROCESSES; i++) stopStale(pidOf(edgeName(i)), 'edge/main.', 'SIGTERM')
-stopStale(pidOf('core'), 'core/main.', 'SIGTERM')
+for (let i = 0; i < MAX_CORE_PROCESSES; i++) stopStale(pidOf(coreName(i)), 'core/main.', 'SIGTERM')
 stopStale(join(config.dataDir, 'nats', 'nats-server.pid'), 'nats-server', 'SIGTERM')
 stopStale(postmasterPidFile(join(config.dataDir, 'pg')), 'postgres', 'SIGINT')
 
 const ports: [string, number][] = [
   ['EDGE_PORT', config.edgePort],
   ...Array.from({ length: config.edgePortPerProcess ? config.edgeProcesses - 1 : 0 }, (_, i) => [`EDGE_PORT (${config.edgePort} - ${i + 1} for edge ${i + 2}, EDGE_PORT_PER_PROCESS)`, edgePublicPort(i + 1)] as [string, number]),
-  ['CORE_PORT', config.corePort],
+  ...Array.from({ length: config.coreProcesses }, (_, i) => [i === 0 ? 'CORE_PORT' : `CORE_PORT (${config.corePort} + ${i} for core ${i + 1} of CORE_PROCESSES)`, corePublicPort(i)] as [string, number]),
   ['NATS_PORT', config.natsPort],
   ['NATS_MONITOR_PORT', config.natsMonitorPort],
   ...Array.from({ length: config.edgeProcesses }, (_, i) => [i === 0 ? 'EDGE_OPS_PORT' : `EDGE_OPS_PORT (${config.edgeOpsPort} - ${i} for edge ${i + 1} of EDGE_PROCESSES)`, edgeOpsPort(i)] as [string, number]),
-  ['CORE_OPS_PORT', config.coreOpsPort],
+  ...Array.from({ length: config.coreProcesses }, (_, i) => [i === 0 ? 'CORE_OPS_PORT' : `CORE_OPS_PORT (${config.coreOpsPort} + ${i} for core ${i + 1} of CORE_PROCESSES)`, coreOpsPort(i)] as [string, number]),
   ...(config.databaseUrl ? [] : ([['PG_PORT', config.pgPort]] as [string, number][])),
 ]
 for (const [name, port] of ports) {
@@ -200,8 +209,11 @@ try {
     [BLOB_STORE_VARS.blobDir]: process.env[BLOB_STORE_VARS.blobDir] || blobDirOf(config.dataDir),
   }
   const nodeArgs = config.nodeArgs.split(/\s+/).filter(Boolean)
-  const coreLog = join(logsDir, 'core.log')
-  await supervise('core', coreLog, nodeProcess('core', join(dist, 'core', 'main.js'), nodeArgs, env, `http://127.0.0.1:${config.coreOpsPort}/healthz`, coreLog, pidOf('core')))
+  for (let i = 0; i < config.coreProcesses; i++) {
+    const name = coreName(i)
+    const logFile = join(logsDir, `${name}.log`)
+    await supervise(name, logFile, nodeProcess(name, join(dist, 'core', 'main.js'), nodeArgs, { ...env, CORE_PORT: String(corePublicPort(i)), CORE_OPS_PORT: String(coreOpsPort(i)) }, `http://127.0.0.1:${coreOpsPort(i)}/healthz`, logFile, pidOf(name)))
+  }
   for (let i = 0; i < config.edgeProcesses; i++) {
     const name = edgeName(i)
     const logFile = join(logsDir, `${name}.log`)
@@ -214,9 +226,9 @@ try {
 DocFlow is running.
   edge (y-websocket)  ws://localhost:${config.edgePort}/<docId>?token=<jwt>${config.edgeProcesses > 1 ? (config.edgePortPerProcess ? `   (edge i of ${config.edgeProcesses} on port ${config.edgePort} - i)` : `   (${config.edgeProcesses} edge processes share the port)`) : ''}
   edge (HTTP ingest)  POST http://localhost:${config.edgePort}/v1/docs/<docId>/updates
-  core (read API)     http://localhost:${config.corePort}/v1/docs/<docId>/state
+  core (read API)     http://localhost:${config.corePort}/v1/docs/<docId>/state${config.coreProcesses > 1 ? `   (core i of ${config.coreProcesses} on port ${config.corePort} + i; they share the partitions)` : ''}
   snapshots           ${process.env[BLOB_STORE_VARS.s3Bucket] ? `s3://${process.env[BLOB_STORE_VARS.s3Bucket]}/${process.env[BLOB_STORE_VARS.s3Prefix] ?? ''}` : env[BLOB_STORE_VARS.blobDir]}
-  metrics             ${edgeOps.join(', ')} (edge), http://127.0.0.1:${config.coreOpsPort}/metrics (core)
+  metrics             ${edgeOps.join(', ')} (edge), ${Array.from({ length: config.coreProcesses }, (_, i) => `http://127.0.0.1:${coreOpsPort(i)}/metrics`).join(', ')} (core)
   dev token           npm run token -- --tenant acme
   tenants             npm run tenant -- list   (acme, globex; others are added on first sight in dev)
   logs                ${logsDir}

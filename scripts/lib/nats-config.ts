@@ -98,7 +98,7 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       // Answers to peer edges' room requests.
       inbox(ServiceUser.Edge),
     ],
-    subscribe: [SubjectPatterns.fan, SubjectPatterns.room, ServiceSubjects.edgeBeat, SubjectPatterns.committed, inbox(ServiceUser.Edge)],
+    subscribe: [SubjectPatterns.fan, SubjectPatterns.room, ServiceSubjects.edgeBeat, SubjectPatterns.committed, ServiceSubjects.docNotice, inbox(ServiceUser.Edge)],
   },
   // Consume AGG (partition consumers: create, delete, info, pull, ack), read the tenant
   // bucket, and answer edges' state requests.
@@ -126,7 +126,7 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       DEAD_LETTER_SUBJECTS,
       CLEAN_SUBJECTS,
     ],
-    subscribe: [ServiceSubjects.coreState, inbox(ServiceUser.Core)],
+    subscribe: [ServiceSubjects.coreState, ServiceSubjects.docNotice, inbox(ServiceUser.Core)],
   },
   // Read only for now: stream and consumer state, messages by sequence, the tenant bucket.
   [ServiceUser.Sinks]: {

@@ -1,5 +1,6 @@
 import t from 'tap'
 import { readDocState } from '../../core/store.ts'
+import { DocCache, DocCacheBudget } from '../../core/doc-cache.ts'
 import * as Y from 'yjs'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { ServiceUser } from '../../contracts/mod.ts'
@@ -49,4 +50,54 @@ t.test('core - a batch touching more documents than the doc cache holds commits 
     t.equal(materialized.getText('t').toString(), reference.getText('t').toString(), `${doc} holds all its edits`)
   }
   t.equal((await second.core.metrics.workerErrors.get()).values.reduce((n, v) => n + v.value, 0), 0, 'no batch failed')
+  await second.stop()
+})
+
+/** A stored document of about `bytes` bytes (one insert of that many characters). */
+const storedDoc = (bytes: number, clientID: number) => ({ state: edit('x'.repeat(bytes), clientID), tail: [] })
+
+t.test('core - the doc cache evicts least recently used unpinned docs past its byte budget, and reports bytes and evictions', async (t) => {
+  let reported = 0
+  let evictions = 0
+  const budget = new DocCacheBudget(10_000, { bytes: (delta) => (reported += delta), evicted: () => evictions++ })
+  const cache = new DocCache({ maxDocs: 1_000, budget })
+  const a = cache.add('acme', 'a', storedDoc(4_000, 1))
+  cache.add('acme', 'b', storedDoc(4_000, 2))
+  t.ok(cache.bytes > 8_000 && cache.bytes < 8_200, `two docs of about 4 KB: ${cache.bytes} bytes, estimated from their stored bytes`)
+  t.equal(reported, cache.bytes, 'the budget is told every byte')
+  cache.get('acme', 'a') // a is now more recent than b
+  cache.pin(a)
+  cache.add('acme', 'c', storedDoc(4_000, 3))
+  t.ok(cache.get('acme', 'a') && cache.get('acme', 'c'), 'the pinned doc and the one just added stay')
+  t.notOk(cache.get('acme', 'b'), 'the least recently used unpinned doc went')
+  t.equal(evictions, 1)
+  cache.pin(cache.get('acme', 'c')!) // a batch pins every doc it touches
+  cache.add('acme', 'd', storedDoc(4_000, 4))
+  t.ok(cache.get('acme', 'a') && cache.get('acme', 'c'), 'pinned docs are kept even over the budget')
+  t.ok(budget.over, 'over the budget while pinned')
+  cache.unpinAll()
+  t.notOk(budget.over, 'unpinning trims back under the budget')
+  t.equal(reported, cache.bytes, 'the gauge follows evictions')
+  // Committed updates grow a doc's estimate without encoding it; a compaction resets it to the state's size.
+  const d = cache.add('acme', 'e', storedDoc(100, 5))
+  const before = d.bytes
+  cache.committedOps(d, 2, 300, 10, Date.now())
+  t.equal(d.bytes, before + 300, 'each committed update adds its bytes')
+  cache.compactedState(d, 4_100)
+  t.equal(d.bytes, 4_100, 'a compaction sets the state size')
+  t.equal(reported, cache.bytes)
+  cache.clear()
+  t.equal(reported, 0, 'a cleared cache holds nothing')
+})
+
+t.test('core - a core under a small CORE_DOC_CACHE_MB evicts by bytes and still commits every edit', async (t) => {
+  const core = await stack.core({ maxDocCacheBytes: 20_000 })
+  const docs = Array.from({ length: 12 }, (_, i) => `bytes-${i}`)
+  for (const [i, doc] of docs.entries()) await publishEdit(js, 'acme', doc, edit('y'.repeat(4_000), 5_000 + i))
+  await until('every edit committed', async () => (await opRows(docs)) === docs.length, 20_000)
+  const metric = async (name: 'docCacheBytes' | 'docCacheEvictions') => (await core.core.metrics[name].get()).values.reduce((n, v) => n + v.value, 0)
+  t.ok((await metric('docCacheEvictions')) > 0, `evicted ${await metric('docCacheEvictions')} docs`)
+  t.ok((await metric('docCacheBytes')) <= 20_000, `holds ${await metric('docCacheBytes')} bytes, at most the limit`)
+  for (const doc of docs) t.ok(((await readDocState(stack.db, 'acme', doc))?.byteLength ?? 0) > 4_000, `${doc} materialized`)
+  await core.stop()
 })

@@ -4,8 +4,9 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
-import { AGG_MAX_AGE_MS, AGG_STREAM, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS_VAR, Limit, MAX_EDIT_PARTITIONS, REVOCATIONS_BUCKET, REVOCATION_TTL_MS, TENANTS_BUCKET } from '../../contracts/mod.ts'
+import { SNAPSHOTS_FOLDER, AGG_MAX_AGE_MS, AGG_STREAM, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS_VAR, Limit, MAX_EDIT_PARTITIONS, REVOCATIONS_BUCKET, REVOCATION_TTL_MS, TENANTS_BUCKET } from '../../contracts/mod.ts'
 import { LIMIT_DEFAULTS } from '../../edge/limits.ts'
+import { SNAPSHOT_RETENTION_DEFAULTS } from '../../core/snapshot-retention.ts'
 import { JWT_VARS, BLOB_STORE_VARS } from '../../runtime/config.ts'
 import {
   alertExpressions,
@@ -310,4 +311,22 @@ t.test('helm - edge drains within its grace period and core keeps a standby', as
     for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) t.match(deployment, new RegExp(`${probe}:\\s+httpGet:\\s+path: /healthz`), `${component} ${probe} on /healthz`)
   }
   t.ok(existsSync(join(TEMPLATES, 'edge-hpa.yaml')), 'edge HPA')
+})
+
+t.test('helm - the S3 lifecycle rule expires snapshots after the days core prunes by', async (t) => {
+  const days = values.blobStore.snapshotRetentionDays as number
+  t.equal(days, SNAPSHOT_RETENTION_DEFAULTS.retentionDays, 'values default is core\'s default (90 days)')
+  const core = read(join(TEMPLATES, 'core-deployment.yaml'))
+  t.match(core, /- name: CORE_SNAPSHOT_RETENTION_DAYS\n\s+value: \{\{ \.Values\.blobStore\.snapshotRetentionDays \| quote \}\}/, 'core prunes by the same value')
+  const template = read(join(TEMPLATES, 'blob-lifecycle.yaml'))
+  // Render the JSON body for a sample release by hand (no helm binary here): prefix "docflow/", 90 days.
+  const body = template.slice(template.indexOf('lifecycle.json: |') + 'lifecycle.json: |'.length, template.lastIndexOf('{{- end }}'))
+  const rendered = body
+    .replaceAll('{{ .Values.blobStore.snapshotRetentionDays }}', String(days))
+    .replace('{{ with .Values.blobStore.s3.prefix }}{{ trimSuffix "/" . }}/{{ end }}', 'docflow/')
+  t.notMatch(rendered, /\{\{/, 'every action of the body is a known one')
+  const rule = (JSON.parse(rendered) as { Rules: { Filter: { Prefix: string }; Expiration: { Days: number }; Status: string }[] }).Rules[0]!
+  t.equal(rule.Expiration.Days, days)
+  t.equal(rule.Status, 'Enabled')
+  t.equal(rule.Filter.Prefix, `docflow/${SNAPSHOTS_FOLDER}/`, 'only snapshots expire (the archive keeps a year)')
 })

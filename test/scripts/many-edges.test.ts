@@ -11,19 +11,24 @@ import { portFree } from '../../scripts/lib/single-instance.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
-/** Open sockets of the edge whose ops port is `port`. */
-async function connectionsOf(port: number): Promise<number> {
+/** A gauge's value on the ops port `port`. */
+async function gaugeOf(port: number, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
-  return Number(/^docflow_edge_connections(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1] ?? NaN)
+  return Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)`, 'm').exec(text)?.[1] ?? NaN)
 }
+const connectionsOf = (port: number) => gaugeOf(port, 'docflow_edge_connections')
 
-t.test('scripts - EDGE_PROCESSES=2 runs two edges on one port; clients spread over both converge', async (t) => {
+t.test('scripts - EDGE_PROCESSES=2 runs two edges on one port, CORE_PROCESSES=2 two cores sharing the partitions; clients spread over both converge', async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'docflow-edges-'))
   const ports = { EDGE_PORT: 0, CORE_PORT: 0, NATS_PORT: 0, NATS_MONITOR_PORT: 0, PG_PORT: 0, EDGE_OPS_PORT: 0, CORE_OPS_PORT: 0 }
   for (const name of Object.keys(ports) as (keyof typeof ports)[]) ports[name] = await freePort()
   // The second edge's ops port is EDGE_OPS_PORT - 1.
   while (!(await portFree(ports.EDGE_OPS_PORT - 1)) || Object.values(ports).includes(ports.EDGE_OPS_PORT - 1)) ports.EDGE_OPS_PORT = await freePort()
-  const env: NodeJS.ProcessEnv = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), EDGE_PROCESSES: '2', DOCFLOW_DATA_DIR: dataDir, DOCFLOW_JWT_SECRET: JWT_SECRET, LOG_LEVEL: 'warn' }
+  // The second core's ports are CORE_PORT + 1 and CORE_OPS_PORT + 1.
+  for (const name of ['CORE_PORT', 'CORE_OPS_PORT'] as const) {
+    while (!(await portFree(ports[name] + 1)) || [...Object.values(ports), ports.EDGE_OPS_PORT - 1].includes(ports[name] + 1)) ports[name] = await freePort()
+  }
+  const env: NodeJS.ProcessEnv = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), EDGE_PROCESSES: '2', CORE_PROCESSES: '2', DOCFLOW_DATA_DIR: dataDir, DOCFLOW_JWT_SECRET: JWT_SECRET, LOG_LEVEL: 'warn' }
   delete env.DATABASE_URL
   const supervisor = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/start.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
@@ -47,6 +52,14 @@ t.test('scripts - EDGE_PROCESSES=2 runs two edges on one port; clients spread ov
   t.match(output, /2 edge processes share the port/)
   const edgePids = ['edge', 'edge-2'].map((name) => Number(readFileSync(join(dataDir, 'run', `${name}.pid`), 'utf8')))
   t.ok(edgePids.every(alive) && edgePids[0] !== edgePids[1], `two edge processes (${edgePids.join(', ')})`)
+  const corePids = ['core', 'core-2'].map((name) => Number(readFileSync(join(dataDir, 'run', `${name}.pid`), 'utf8')))
+  t.ok(corePids.every(alive) && corePids[0] !== corePids[1], `two core processes (${corePids.join(', ')})`)
+  const coreOps = [ports.CORE_OPS_PORT, ports.CORE_OPS_PORT + 1]
+  await until('the two cores share the partitions', async () => {
+    const held = await Promise.all(coreOps.map((p) => gaugeOf(p, 'docflow_core_leases_held')))
+    const shares = await Promise.all(coreOps.map((p) => gaugeOf(p, 'docflow_core_fair_share')))
+    return held.every((n, i) => n > 0 && n === shares[i])
+  }, 20_000)
 
   // The kernel picks the edge per connection: open clients until both edges hold some.
   const tok = await token({ tenant: 'acme' })
@@ -71,10 +84,10 @@ t.test('scripts - EDGE_PROCESSES=2 runs two edges on one port; clients spread ov
   supervisor.kill('SIGTERM')
   await exited(supervisor)
   t.equal(supervisor.exitCode, 0, 'SIGTERM stops both edges and the rest')
-  t.ok(edgePids.every((pid) => !alive(pid)), 'both edges stopped')
+  t.ok([...edgePids, ...corePids].every((pid) => !alive(pid)), 'both edges and both cores stopped')
 
   // Two parts on one port are refused before anything starts (the second edge's ops port is CORE_OPS_PORT here).
-  const clash = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/start.ts')], { cwd: ROOT, env: { ...env, CORE_OPS_PORT: String(ports.EDGE_OPS_PORT - 1) }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const clash = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/start.ts')], { cwd: ROOT, env: { ...env, CORE_PROCESSES: '1', CORE_OPS_PORT: String(ports.EDGE_OPS_PORT - 1) }, stdio: ['ignore', 'pipe', 'pipe'] })
   let refused = ''
   clash.stderr.on('data', (b: Buffer) => (refused += b.toString()))
   await exited(clash)

@@ -1,0 +1,93 @@
+import type { Logger } from '../runtime/log.ts'
+import type { CoreMetrics } from './metrics.ts'
+
+/** The live core processes as one look at PostgreSQL saw them (lease-probe.ts). */
+export interface CoreView {
+  /** Backend pids of the live cores' lease sessions in this database, ascending. */
+  members: number[]
+  /** This core's lease session backend. */
+  own: number
+}
+
+/** A partition this core owns, as the balance sees it (a PartitionWorker). */
+export interface OwnedPartition {
+  readonly partition: number
+  /** Commit what is in hand, give the lease up and wait again. */
+  handBack(): void
+}
+
+/**
+ * This core's fair share of `partitions` among the live cores: each gets floor(P / N), and the
+ * first P mod N of them by backend pid one more, so every core computes the same split from the
+ * same view and the shares add up to P. A core not in the view yet counts itself last.
+ */
+export function fairShare(partitions: number, view: CoreView): number {
+  const known = view.members.includes(view.own)
+  const cores = known ? view.members.length : view.members.length + 1
+  const rank = known ? view.members.indexOf(view.own) : cores - 1
+  return Math.floor(partitions / cores) + (rank < partitions % cores ? 1 : 0)
+}
+
+/**
+ * How many partitions this core may own, and which it gives back.
+ *
+ * Invariants:
+ * - A worker takes a free lease only through `reserve()`, which is synchronous, so the owned
+ *   plus reserved partitions never exceed the share this core last computed.
+ * - Nothing is taken before the first view (the share starts at 0): a core that starts beside
+ *   others does not grab every partition and give most of them back a moment later.
+ * - A core over its share (a core joined) hands back the surplus, highest partitions first; a
+ *   hand-back commits the batch in hand before the lock goes (worker.ts), and the next owner
+ *   starts from the committed checkpoint, so per-document order holds across the move.
+ * - Views of different cores may disagree for one look; a core then holds one partition too
+ *   many or too few until the next look. The leases themselves (lease.ts) are what keep one
+ *   owner per partition, whatever the views say.
+ */
+export class PartitionBalance {
+  private share = 0
+  private reserved = 0
+  private readonly owned = new Set<OwnedPartition>()
+  private readonly handingBack = new Set<OwnedPartition>()
+
+  constructor(
+    private readonly partitions: number,
+    private readonly log: Logger,
+    private readonly metrics: CoreMetrics,
+  ) {}
+
+  /** Room for one more partition; false when this core has its share (the worker waits). */
+  reserve(): boolean {
+    if (this.owned.size + this.reserved >= this.share) return false
+    this.reserved++
+    return true
+  }
+
+  /** Ends a reservation: with the partition now owned, or null when another core had it. */
+  settle(owned: OwnedPartition | null): void {
+    this.reserved--
+    if (owned) this.owned.add(owned)
+  }
+
+  /** The partition is owned no more (handed back, its lease lost, or the worker stopped). */
+  released(owned: OwnedPartition): void {
+    this.owned.delete(owned)
+    this.handingBack.delete(owned)
+  }
+
+  /** A new look at the live cores: the share follows it, and a surplus is handed back. */
+  update(view: CoreView): void {
+    const share = fairShare(this.partitions, view)
+    if (share !== this.share) this.log.info({ share, liveCores: view.members.length, owned: this.owned.size }, 'fair share of partitions changed')
+    this.share = share
+    this.metrics.fairShare.set(share)
+    this.metrics.liveCores.set(view.members.length)
+    const surplus = this.owned.size - this.handingBack.size - share
+    if (surplus <= 0) return
+    const keep = [...this.owned].filter((o) => !this.handingBack.has(o)).sort((a, b) => a.partition - b.partition)
+    for (const owned of keep.slice(keep.length - surplus)) {
+      this.handingBack.add(owned)
+      this.metrics.partitionsHandedBack.inc()
+      owned.handBack()
+    }
+  }
+}

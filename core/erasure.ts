@@ -1,0 +1,178 @@
+import type pg from 'pg'
+import { JetStreamApiCodes, type JetStreamManager } from '@nats-io/jetstream'
+import { DocEvent, docEditSubjects, docSnapshotsPrefix, tenantStreamName, type DocNotice } from '../contracts/mod.ts'
+import type { BlobStore } from '../runtime/blobs/blob-store.ts'
+import { isJetStreamApiError } from '../runtime/nats.ts'
+import { ensureDeleted, type DocChange } from './deletion.ts'
+
+// Erasure of one document (a GDPR request): everything DocFlow stored of it goes — op log,
+// state and dead letters (docflow_erase, migration 005, with its audit row), snapshot rows and
+// blobs, its raw messages in JetStream — and no running process keeps or writes back a copy.
+//
+// Invariants:
+// - the document is deleted (hidden, core/deletion.ts) before anything is removed and stays
+//   deleted: edges close its rooms and refuse it (CloseCode.DocumentDeleted), so a client that
+//   still holds its content cannot sync it back in; a restore shows an empty document;
+// - every removal is audited: the erasures row (actor, reason, rows per table), and the counts
+//   of snapshot blobs and stream messages this returns for the caller to print and log;
+// - cores drop their in-memory copy on the erased notice (a worker's next compaction would
+//   write it back), after the batch in hand committed; a batch in flight at that moment could
+//   still commit, so once the notice has settled the erasure looks again and erases what
+//   reappeared (a second audited erasure).
+//
+// Raw messages: in AGG (the service account's aggregate stream) the messages that carried the
+// document's updates — the op log and dead letters name their sequences — are deleted by
+// sequence (an edge batches a partition's updates, so such a message may carry other
+// documents' updates too: they are committed already, and the tenant stream keeps its copy), and
+// single-update messages of the document not committed yet are purged by subject. A tenant
+// stream is created with deny_purge and deny_delete (no one, its tenant included, may edit the
+// record; JetStream cannot lift either later), so its copies are reported and leave with the
+// stream's max_age (contracts/streams.ts EDIT_STREAM_MAX_AGE_MS).
+
+export interface ErasureStores {
+  pool: pg.Pool
+  blobs: BlobStore
+  /** The service account's JetStream (AGG). */
+  aggJsm: JetStreamManager
+  /** AGG's name (contracts AGG_STREAM). */
+  aggStream: string
+  /** The tenant account's JetStream (its edit stream); null when not reachable. */
+  tenantJsm: JetStreamManager | null
+  /** Publishes a document notice to every edge and core (ServiceSubjects.docNotice). */
+  notify: (notice: DocNotice) => Promise<void>
+  /** After the erased notice, how long a batch in flight may take to commit before the second look. Default 2_000. */
+  settleMs?: number
+}
+
+/** What happened to one stream's copies of the document. */
+export interface StreamErasure {
+  stream: string
+  /** Messages removed. */
+  removed: number
+  /** Why some copies stay (refused by the stream's settings), when they do. */
+  kept?: string
+}
+
+export interface ErasureReport {
+  tenant: string
+  docId: string
+  /** The erasures rows written (a second when the document reappeared after the notice). */
+  erasureIds: number[]
+  /** Rows removed per table (op_log, docs, dead_letters, snapshots), over every pass. */
+  rowsRemoved: Record<string, number>
+  snapshotBlobsDeleted: number
+  streams: StreamErasure[]
+  /** The document was not deleted before: the erasure marked it. */
+  markedDeleted: boolean
+  /** Rows that reappeared after the erased notice (a batch in flight) and were erased again. */
+  rewrittenRows: number
+}
+
+const DEFAULT_SETTLE_MS = 2_000
+
+/** Erases one document everywhere (see above). Throws when a step fails; rerunning finishes it (every step is idempotent). */
+export async function eraseDocument(stores: ErasureStores, change: DocChange): Promise<ErasureReport> {
+  const { tenant, docId } = change
+  const markedDeleted = await ensureDeleted(stores.pool, { ...change, reason: `erase: ${change.reason}` })
+  await stores.notify({ tenant, docId, event: DocEvent.Deleted })
+  const first = await eraseRows(stores.pool, change)
+  const report: ErasureReport = { tenant, docId, erasureIds: [first.id], rowsRemoved: first.rows, snapshotBlobsDeleted: 0, streams: [], markedDeleted, rewrittenRows: 0 }
+  report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores.blobs, tenant, docId, first.snapshotKeys)
+  report.streams = await eraseRawMessages(stores, tenant, docId, first.streamSeqs)
+  await stores.notify({ tenant, docId, event: DocEvent.Erased })
+  await new Promise((resolve) => setTimeout(resolve, stores.settleMs ?? DEFAULT_SETTLE_MS))
+  if (await hasRows(stores.pool, tenant, docId)) {
+    const again = await eraseRows(stores.pool, { ...change, reason: `${change.reason} (written back by a batch in flight)` })
+    report.erasureIds.push(again.id)
+    for (const [table, n] of Object.entries(again.rows)) {
+      report.rowsRemoved[table] = (report.rowsRemoved[table] ?? 0) + n
+      report.rewrittenRows += n
+    }
+    report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores.blobs, tenant, docId, again.snapshotKeys)
+    const aggAgain = await deleteAggMessages(stores, again.streamSeqs)
+    const agg = report.streams.find((s) => s.stream === stores.aggStream)
+    if (agg) agg.removed += aggAgain
+  }
+  return report
+}
+
+interface RowsErased {
+  id: number
+  rows: Record<string, number>
+  snapshotKeys: string[]
+  /** AGG sequences of the messages that carried the document's updates. */
+  streamSeqs: number[]
+}
+
+/** docflow_erase and the snapshot rows, in one transaction; the AGG sequences are read first, in it. */
+async function eraseRows(pool: pg.Pool, change: DocChange): Promise<RowsErased> {
+  const c = await pool.connect()
+  try {
+    await c.query('BEGIN')
+    const seqs = await c.query<{ s: string }>(
+      `SELECT stream_seq AS s FROM op_log WHERE tenant = $1 AND doc_id = $2
+       UNION SELECT stream_seq FROM dead_letters WHERE tenant = $1 AND doc_id = $2`,
+      [change.tenant, change.docId],
+    )
+    const erased = await c.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, $2, $3, $4)', [change.tenant, change.docId, change.reason, change.actor])
+    const snaps = await c.query<{ blob_key: string }>('DELETE FROM snapshots WHERE tenant = $1 AND doc_id = $2 RETURNING blob_key', [change.tenant, change.docId])
+    await c.query('COMMIT')
+    const row = erased.rows[0]!
+    return { id: Number(row.id), rows: { ...row.rows_removed, snapshots: snaps.rowCount ?? 0 }, snapshotKeys: snaps.rows.map((r) => r.blob_key), streamSeqs: seqs.rows.map((r) => Number(r.s)) }
+  } catch (err) {
+    await c.query('ROLLBACK').catch((rollbackErr: unknown) => {
+      throw new AggregateError([err, rollbackErr], 'rollback failed after a failed erasure')
+    })
+    throw err
+  } finally {
+    c.release()
+  }
+}
+
+async function hasRows(pool: pg.Pool, tenant: string, docId: string): Promise<boolean> {
+  const r = await pool.query<{ found: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM op_log WHERE tenant = $1 AND doc_id = $2) OR EXISTS (SELECT 1 FROM docs WHERE tenant = $1 AND doc_id = $2)
+       OR EXISTS (SELECT 1 FROM snapshots WHERE tenant = $1 AND doc_id = $2) AS found`,
+    [tenant, docId],
+  )
+  return r.rows[0]!.found
+}
+
+/** The blobs the rows named and any other under the document's snapshot folder (a put whose row never landed). */
+async function deleteSnapshotBlobs(blobs: BlobStore, tenant: string, docId: string, keys: string[]): Promise<number> {
+  const all = new Set(keys)
+  for await (const key of blobs.list(docSnapshotsPrefix(tenant, docId))) all.add(key)
+  for (const key of all) await blobs.delete(key)
+  return all.size
+}
+
+async function eraseRawMessages(stores: ErasureStores, tenant: string, docId: string, seqs: number[]): Promise<StreamErasure[]> {
+  const subjects = docEditSubjects(tenant, docId)
+  const agg = { stream: stores.aggStream, removed: await deleteAggMessages(stores, seqs) }
+  // Purges do not propagate from a source to AGG (NATS-TENANCY pitfall 4): each stream on its own.
+  agg.removed += (await stores.aggJsm.streams.purge(stores.aggStream, { filter: subjects })).purged
+  const name = tenantStreamName(tenant)
+  if (!stores.tenantJsm) return [agg, { stream: name, removed: 0, kept: 'tenant account not reachable; its copies leave with the stream max_age' }]
+  try {
+    const purged = await stores.tenantJsm.streams.purge(name, { filter: subjects })
+    return [agg, { stream: name, removed: purged.purged, kept: 'updates sent in partition batches (every socket edit) stay until the stream max_age' }]
+  } catch (err) {
+    return [agg, { stream: name, removed: 0, kept: `${(err as Error).message}: the stream refuses purges and deletes (deny_purge, deny_delete); its copies leave with the stream max_age` }]
+  }
+}
+
+/** Deletes (overwriting) the AGG messages at `seqs`; a message already gone (aged out, deleted) is not counted. */
+async function deleteAggMessages(stores: ErasureStores, seqs: number[]): Promise<number> {
+  if (seqs.length === 0) return 0
+  const { state } = await stores.aggJsm.streams.info(stores.aggStream)
+  let removed = 0
+  for (const seq of seqs) {
+    if (state.messages === 0 || seq < state.first_seq || seq > state.last_seq) continue
+    try {
+      if (await stores.aggJsm.streams.deleteMessage(stores.aggStream, seq, true)) removed++
+    } catch (err) {
+      if (!isJetStreamApiError(err, JetStreamApiCodes.NoMessageFound) && !/no message found/i.test((err as Error).message)) throw err
+    }
+  }
+  return removed
+}
