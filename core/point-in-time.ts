@@ -54,8 +54,12 @@ export async function readStateAt(pool: pg.Pool, blobs: BlobStore, tenant: strin
   )
   const doc = new Y.Doc()
   try {
-    if (base) Y.applyUpdate(doc, base)
-    for (const row of tail.rows) Y.applyUpdate(doc, row.update)
+    // One transaction for the whole replay: Yjs cleans up (merges structs, collects garbage)
+    // once instead of after every row — 3-4x faster over a tail of 90K rows (loadtest state-at).
+    Y.transact(doc, () => {
+      if (base) Y.applyUpdate(doc, base)
+      for (const row of tail.rows) Y.applyUpdate(doc, row.update)
+    })
     return { update: Y.encodeStateAsUpdate(doc), seq: Number(seq) }
   } finally {
     doc.destroy()
