@@ -18,6 +18,7 @@ import { TenantDirectory } from '../runtime/tenant-directory.ts'
 import { PartitionWorker } from './worker.ts'
 import { DEFAULT_LEASE_TIMING, LeaseHolder, type LeaseTiming } from './lease.ts'
 import { LeaseProbe } from './lease-probe.ts'
+import { PartitionBalance } from './balance.ts'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import { Snapshots } from './snapshots.ts'
 import { DEFAULT_DOC_CACHE_BYTES, DocCacheBudget } from './doc-cache.ts'
@@ -127,14 +128,19 @@ export class Core {
     this.tenants = await TenantDirectory.open(this.nc, { watchRetryMs: this.o.retryDelayMs }, this.log)
     const js = jetstream(this.nc)
     const timing = { leaseTtlMs: this.o.leaseTtlMs ?? DEFAULT_LEASE_TIMING.leaseTtlMs, leaseRenewMs: this.o.leaseRenewMs ?? DEFAULT_LEASE_TIMING.leaseRenewMs }
-    this.leaseProbe = new LeaseProbe({ databaseUrl: this.o.databaseUrl, leaseRetryMs: this.o.leaseRetryMs, ...timing }, this.log, this.metrics)
-    this.leases = new LeaseHolder(this.o.databaseUrl, timing)
+    const leases = new LeaseHolder(this.o.databaseUrl, timing)
+    this.leases = leases
+    // Open before the first look, so this core counts itself among the live ones from the start.
+    await leases.open()
+    const balance = new PartitionBalance(this.o.editPartitions, this.log, this.metrics)
+    this.leaseProbe = new LeaseProbe({ databaseUrl: this.o.databaseUrl, leaseRetryMs: this.o.leaseRetryMs, ...timing, ownSession: () => leases.open(), onView: (view) => balance.update(view) }, this.log, this.metrics)
     for (const p of corePartitions(this.o.editPartitions)) {
       const onHoleCheck = (hole: StreamHole | null) => this.holeChecked(p.partition, hole)
-      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck, onCommitted: (byEdge) => this.tellEdges(byEdge), onCompacted: (states) => this.snapshots.offer(states), docCacheBudget: this.docCacheBudget }, js, jsm, this.leases, this.leaseProbe, this.pool, this.log, this.metrics)
+      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck, onCommitted: (byEdge) => this.tellEdges(byEdge), onCompacted: (states) => this.snapshots.offer(states), docCacheBudget: this.docCacheBudget }, js, jsm, leases, this.leaseProbe, balance, this.pool, this.log, this.metrics)
       this.workers.push(worker)
       worker.start()
     }
+    this.leaseProbe.start()
     this.monitor = new StreamMonitor(this.nc, jsm, this.o.stream, this.workers, this.o.monitorIntervalMs, this.log, this.metrics)
     this.monitor.start()
     this.docNotices = watchDocNotices(this.nc, this.log, (notice) => this.forget(notice.tenant, notice.docId, notice.event))

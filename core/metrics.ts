@@ -7,6 +7,9 @@ export function createCoreMetrics(registry: Registry = createRegistry('core')) {
   return {
     registry,
     leasesHeld: new Gauge({ name: 'docflow_core_leases_held', help: 'Partitions this process owns', registers }),
+    fairShare: new Gauge({ name: 'docflow_core_fair_share', help: 'Partitions this process should own given the live cores (balance.ts)', registers }),
+    liveCores: new Gauge({ name: 'docflow_core_live_cores', help: 'Core processes with a live lease session, as this process last saw them', registers }),
+    partitionsHandedBack: new Counter({ name: 'docflow_core_partitions_handed_back_total', help: 'Partitions this process gave back because it owned more than its fair share (a core joined)', registers }),
     batches: new Counter({ name: 'docflow_core_batches_total', help: 'Batches committed to PostgreSQL', registers }),
     batchSize: new Histogram({ name: 'docflow_core_batch_messages', help: 'Messages per committed batch', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], registers }),
     updates: new Counter({ name: 'docflow_core_updates_total', help: 'Stream messages by outcome', labelNames: ['outcome'], registers }),

@@ -8,6 +8,7 @@ import { DocCache, docKey, type DocCacheBudget } from './doc-cache.ts'
 import { DeliveryGapError, isLeaseLostError } from './errors.ts'
 import type { LeaseHolder, PartitionLease } from './lease.ts'
 import type { LeaseProbe } from './lease-probe.ts'
+import type { OwnedPartition, PartitionBalance } from './balance.ts'
 import type { CoreMetrics } from './metrics.ts'
 import { findCommitted, itemKey, readCheckpointRange, readDocParts, type DocRow, type OpRow } from './store.ts'
 import type { CompactedState } from './snapshots.ts'
@@ -58,8 +59,12 @@ export interface WorkerOptions extends PartitionConsumer {
  *   committed past C — are looked up, anything above M cannot be committed yet;
  * - so a redelivery behind later committed messages, or a delivery lost in flight, is applied.
  */
-export class PartitionWorker {
+export class PartitionWorker implements OwnedPartition {
   private lease: PartitionLease | null = null
+  /** Set when the balance asks for this partition back: the session ends, then the lease goes. */
+  private handingBack = false
+  /** Ends the current consumer session cleanly (set by consume). */
+  private endSession: () => void = () => undefined
   private messages: ConsumerMessages | null = null
   private readonly queue: JsMsg[] = []
   private readonly cache: DocCache
@@ -85,6 +90,7 @@ export class PartitionWorker {
     private readonly jsm: JetStreamManager,
     private readonly leases: LeaseHolder,
     private readonly probe: LeaseProbe,
+    private readonly balance: PartitionBalance,
     /** Reads: checkpoints, committed lookups, cold loads (commits go over the lease session). */
     private readonly db: pg.Pool,
     private readonly log: Logger,
@@ -124,6 +130,13 @@ export class PartitionWorker {
     this.running = this.loop()
   }
 
+  /** Commits what is in hand, gives the lease up and waits again (balance.ts: a core joined). */
+  handBack(): void {
+    if (!this.lease || this.handingBack) return
+    this.handingBack = true
+    this.endSession()
+  }
+
   /** Stops pulling, finishes and commits the batch in hand, releases the lease. */
   async stop(): Promise<void> {
     this.stopped = true
@@ -138,8 +151,18 @@ export class PartitionWorker {
         if (!this.lease) {
           await this.probe.untilFree(this.options.partition, this.stopping.signal)
           if (this.stopped) break
-          this.lease = await this.leases.tryAcquire(this.options.partition)
-          if (!this.lease) continue
+          if (!this.balance.reserve()) {
+            await this.pause(this.options.leaseRetryMs)
+            continue
+          }
+          let lease: PartitionLease | null = null
+          try {
+            lease = await this.leases.tryAcquire(this.options.partition)
+          } finally {
+            this.balance.settle(lease ? this : null)
+          }
+          if (!lease) continue
+          this.lease = lease
           this.metrics.leasesHeld.inc()
         }
         await this.consume(this.lease)
@@ -160,7 +183,7 @@ export class PartitionWorker {
       this.queue.length = 0
       this.unacked.clear()
       this.cache.clear()
-      if (this.lease && (this.lease.isLost || this.stopped)) await this.dropLease()
+      if (this.lease && (this.lease.isLost || this.stopped || this.handingBack)) await this.dropLease()
       if (!this.stopped) await this.pause(this.options.retryDelayMs)
     }
   }
@@ -177,9 +200,15 @@ export class PartitionWorker {
     this.failSession = fail
     // Age compaction while no message comes to carry it (batch.ts docRows takes aged docs too).
     const aging = setInterval(() => this.compactAged(lease, fail), Math.max(MIN_AGE_CHECK_MS, Math.floor(this.cache.compactAfterMs / 4)))
+    const handedBack = new Promise<void>((resolve) => (this.endSession = resolve))
+    if (this.handingBack) this.endSession()
+    // Deliveries after the session ended are left for the next session or owner: what is
+    // queued by then is committed before the lease can go.
+    let open = true
     this.messages = await consumer.consume({
       max_messages: this.options.maxAckPending,
       callback: (msg) => {
+        if (!open) return
         this.queue.push(msg)
         this.processing ??= this.drain(lease).then(
           () => {
@@ -202,8 +231,9 @@ export class PartitionWorker {
       throw err
     })
     try {
-      await Promise.race([ended, failed, lost])
+      await Promise.race([ended, failed, lost, handedBack])
     } finally {
+      open = false
       clearInterval(aging)
     }
     await this.processing
@@ -351,6 +381,9 @@ export class PartitionWorker {
   private async dropLease(): Promise<void> {
     const lease = this.lease
     this.lease = null
+    if (this.handingBack) this.log.info({ partition: this.options.partition }, 'partition handed back (over this core\'s fair share)')
+    this.handingBack = false
+    this.balance.released(this)
     this.metrics.leasesHeld.dec()
     try {
       await lease?.release()
