@@ -27,6 +27,10 @@ export function cleanEvent(stream: string, streamSeq: number, item: number, edit
   }
 }
 
+/** The last subject built: a batch's events mostly follow one document's (building one validates and escapes). */
+let lastSubject = { tenant: '', docId: '', subject: '' }
+
 export function cleanMessage(e: CleanEvent): FeedMessage {
-  return { subject: cleanSubject(e.tenant, e.docId), msgId: cleanMsgId(e.sourceStream, e.sourceSeq, e.item), data: encodeCleanEvent(e) }
+  if (lastSubject.tenant !== e.tenant || lastSubject.docId !== e.docId) lastSubject = { tenant: e.tenant, docId: e.docId, subject: cleanSubject(e.tenant, e.docId) }
+  return { subject: lastSubject.subject, msgId: cleanMsgId(e.sourceStream, e.sourceSeq, e.item), data: encodeCleanEvent(e) }
 }

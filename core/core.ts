@@ -24,6 +24,8 @@ import { Snapshots } from './snapshots.ts'
 import { DEFAULT_DOC_CACHE_BYTES, DocCacheBudget } from './doc-cache.ts'
 import { watchDocNotices } from './doc-notices.ts'
 import { SnapshotRetention } from './snapshot-retention.ts'
+import { QualityFeeds } from './quality-feeds.ts'
+import { DEFAULT_GAP_REPORT_AFTER_MS } from './gap-watch.ts'
 
 export interface CoreOptions extends Partial<LeaseTiming> {
   /** Read API port; 0 picks a free one. Default 8081. */
@@ -73,6 +75,8 @@ export interface CoreOptions extends Partial<LeaseTiming> {
   snapshotPruneIntervalMs?: number
   /** Base URL of an edge's HTTP ingest that rollback updates go through (core/rollback.ts). Default none: rollback answers 503 (main.ts: CORE_EDGE_URL, default http://127.0.0.1:8080). */
   edgeUrl?: string
+  /** Pending updates of a document that wait this long for missing clocks are reported as a sequence gap (gap-watch.ts). Default 30_000. */
+  gapReportAfterMs?: number
 }
 
 /** Merge consumers, the doc-state service for edges and the read API of one core process. */
@@ -92,6 +96,7 @@ export class Core {
   private readonly docCacheBudget: DocCacheBudget
   private readonly retention: SnapshotRetention
   private docNotices: Subscription | null = null
+  private feeds: QualityFeeds | null = null
 
   constructor(
     private readonly o: CoreOptions,
@@ -127,6 +132,9 @@ export class Core {
     await waitForStream(jsm, this.o.stream, () => this.log.warn({ stream: this.o.stream }, 'waiting for the aggregate stream; provision a tenant (npm run tenant -- add <name>)'))
     this.tenants = await TenantDirectory.open(this.nc, { watchRetryMs: this.o.retryDelayMs }, this.log)
     const js = jetstream(this.nc)
+    const feeds = new QualityFeeds(this.nc, this.pool, (t, d) => this.cachedDoc(t, d), { gapReportAfterMs: this.o.gapReportAfterMs ?? DEFAULT_GAP_REPORT_AFTER_MS }, this.log, this.metrics)
+    this.feeds = feeds
+    feeds.start()
     const timing = { leaseTtlMs: this.o.leaseTtlMs ?? DEFAULT_LEASE_TIMING.leaseTtlMs, leaseRenewMs: this.o.leaseRenewMs ?? DEFAULT_LEASE_TIMING.leaseRenewMs }
     const leases = new LeaseHolder(this.o.databaseUrl, timing)
     this.leases = leases
@@ -136,7 +144,7 @@ export class Core {
     this.leaseProbe = new LeaseProbe({ databaseUrl: this.o.databaseUrl, leaseRetryMs: this.o.leaseRetryMs, ...timing, ownSession: () => leases.open(), onView: (view) => balance.update(view) }, this.log, this.metrics)
     for (const p of corePartitions(this.o.editPartitions)) {
       const onHoleCheck = (hole: StreamHole | null) => this.holeChecked(p.partition, hole)
-      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck, onCommitted: (byEdge) => this.tellEdges(byEdge), onCompacted: (states) => this.snapshots.offer(states), docCacheBudget: this.docCacheBudget }, js, jsm, leases, this.leaseProbe, balance, this.pool, this.log, this.metrics)
+      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck, onCommitted: (byEdge) => this.tellEdges(byEdge), onCompacted: (states) => this.snapshots.offer(states), onFeeds: (f) => feeds.take(f), docCacheBudget: this.docCacheBudget }, js, jsm, leases, this.leaseProbe, balance, this.pool, this.log, this.metrics)
       this.workers.push(worker)
       worker.start()
     }
@@ -165,6 +173,7 @@ export class Core {
     this.docNotices?.unsubscribe()
     await this.retention.stop()
     await Promise.all(this.workers.map((w) => w.stop()))
+    await this.feeds?.stop()
     await this.snapshots.flush()
     await this.leases?.close()
     await this.leaseProbe?.close()

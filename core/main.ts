@@ -9,6 +9,7 @@ import { connectNats } from '../runtime/nats.ts'
 import { drainOnSignal } from '../runtime/shutdown.ts'
 import { DEFAULT_LATE_AFTER_MS } from './batch.ts'
 import { Core } from './core.ts'
+import { DEFAULT_GAP_REPORT_AFTER_MS } from './gap-watch.ts'
 import { SNAPSHOT_DEFAULTS } from './snapshots.ts'
 import { DEFAULT_COMPACT_AFTER_MS, DEFAULT_DOC_CACHE_BYTES } from './doc-cache.ts'
 import { SNAPSHOT_RETENTION_DEFAULTS } from './snapshot-retention.ts'
@@ -38,6 +39,7 @@ const Config = z.object({
   retryDelayMs: PositiveInt.default(1_000),
   monitorIntervalMs: PositiveInt.default(15_000),
   snapshotIntervalMs: PositiveInt.default(SNAPSHOT_DEFAULTS.snapshotIntervalMs),
+  gapReportAfterMs: PositiveInt.default(DEFAULT_GAP_REPORT_AFTER_MS),
   compactAfterMs: PositiveInt.default(DEFAULT_COMPACT_AFTER_MS),
   docCacheMb: PositiveInt.default(DEFAULT_DOC_CACHE_BYTES / 1024 ** 2),
   snapshotRetentionDays: PositiveInt.default(SNAPSHOT_RETENTION_DEFAULTS.retentionDays),
@@ -69,6 +71,7 @@ const config = loadConfigOrExit(Config, {
   retryDelayMs: 'CORE_RETRY_DELAY_MS',
   monitorIntervalMs: 'CORE_MONITOR_INTERVAL_MS',
   snapshotIntervalMs: 'CORE_SNAPSHOT_INTERVAL_MS',
+  gapReportAfterMs: 'CORE_GAP_REPORT_AFTER_MS',
   compactAfterMs: 'CORE_COMPACT_AFTER_MS',
   docCacheMb: 'CORE_DOC_CACHE_MB',
   snapshotRetentionDays: 'CORE_SNAPSHOT_RETENTION_DAYS',

@@ -1,7 +1,7 @@
-import type { JetStreamClient } from '@nats-io/jetstream'
+import type { NatsConnection } from '@nats-io/nats-core'
 import type pg from 'pg'
 import type * as Y from 'yjs'
-import { CLEAN_STREAM, DLQ_STREAM } from '../contracts/mod.ts'
+import { CLEAN_STREAM, DLQ_STREAM, ServiceUser, serviceInboxPrefix } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { BatchFeeds } from './batch.ts'
 import { cleanMessage } from './clean-events.ts'
@@ -22,9 +22,10 @@ export class QualityFeeds {
   private readonly clean: FeedPublisher
   private readonly gaps: SequenceGapWatch
 
-  constructor(js: JetStreamClient, pool: pg.Pool, docOf: (tenant: string, docId: string) => Y.Doc | undefined, options: GapWatchOptions, log: Logger, metrics: CoreMetrics) {
-    this.deadLetters = new FeedPublisher(DLQ_STREAM, js, log, metrics)
-    this.clean = new FeedPublisher(CLEAN_STREAM, js, log, metrics)
+  constructor(nc: NatsConnection, pool: pg.Pool, docOf: (tenant: string, docId: string) => Y.Doc | undefined, options: GapWatchOptions, log: Logger, metrics: CoreMetrics) {
+    // Core's connection has the core user's inbox prefix (core/main.ts); acks come back there.
+    this.deadLetters = new FeedPublisher(DLQ_STREAM, nc, serviceInboxPrefix(ServiceUser.Core), log, metrics)
+    this.clean = new FeedPublisher(CLEAN_STREAM, nc, serviceInboxPrefix(ServiceUser.Core), log, metrics)
     this.gaps = new SequenceGapWatch(
       options,
       {

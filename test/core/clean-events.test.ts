@@ -1,7 +1,12 @@
 import t from 'tap'
 import * as Y from 'yjs'
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, CLEAN_STREAM, COMMENTS_ROOT, MSG_ID_HEADER, ServiceUser, cleanMsgId, decodeCleanEvent, editBatchSubject, editIngestSubject, editMsgId, editPartitionOf, encodeBatch, encodeEnvelope, type CleanEvent } from '../../contracts/mod.ts'
+import { AGG_STREAM, CLEAN_STREAM, serviceInboxPrefix, COMMENTS_ROOT, MSG_ID_HEADER, ServiceUser, cleanMsgId, decodeCleanEvent, editBatchSubject, editIngestSubject, editMsgId, editPartitionOf, encodeBatch, encodeEnvelope, type CleanEvent } from '../../contracts/mod.ts'
+import { cleanMessage } from '../../core/clean-events.ts'
+import { FeedPublisher } from '../../core/feed-publisher.ts'
+import { createCoreMetrics } from '../../core/metrics.ts'
+import { createLogger } from '../../runtime/log.ts'
+import { createRegistry } from '../../runtime/metrics.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 
@@ -97,7 +102,7 @@ t.test('core - updates of one batch message get one event each, told apart by it
   t.not(events[0]!.msgId, events[1]!.msgId, 'distinct message ids')
 })
 
-t.test('core - a replay from an earlier checkpoint publishes no event twice', async (t) => {
+t.test('core - a replay from an earlier checkpoint, or a second publish of an event, stores no event twice', async (t) => {
   const docId = 'clean-replay'
   const w = new Writer(31, null)
   await publish(js, docId, w.edit((d) => d.getText('t').insert(0, 'one')))
@@ -105,11 +110,26 @@ t.test('core - a replay from an earlier checkpoint publishes no event twice', as
   await until('two events', async () => (await cleanEvents(jsm, docId)).length === 2)
   const before = (await jsm.streams.info(CLEAN_STREAM)).state.messages
 
+  // Replay: core restarted with every checkpoint at 0 reads the whole stream again.
+  const checkpoints = async () => JSON.stringify((await stack.db.query('SELECT consumer, stream_seq FROM consumer_checkpoints ORDER BY consumer')).rows)
+  const checkpointsBefore = await checkpoints()
   await running.stop()
   await stack.db.query('UPDATE consumer_checkpoints SET stream_seq = 0')
   running = await stack.core({ gapReportAfterMs: 60_000 })
+  await until('every partition replayed to where it was', async () => (await checkpoints()) === checkpointsBefore, 30_000)
   await publish(js, docId, w.edit((d) => d.getText('t').insert(7, ' three')))
-  await until('the new update has its event', async () => (await cleanEvents(jsm, docId)).length === 3, 20_000)
+  await until('the new update has its event', async () => (await cleanEvents(jsm, docId)).length === 3)
   t.equal((await jsm.streams.info(CLEAN_STREAM)).state.messages, before + 1, 'the replayed updates published nothing again')
   t.same((await cleanEvents(jsm, docId)).map((e) => e.sourceSeq), await seqsOf(docId), 'still one event per op-log row')
+
+  // What a publish retry after a lost ack (or a republish) sends: the same event again.
+  const { msgId: _, ...first } = (await cleanEvents(jsm, docId))[0]!
+  const publisher = new FeedPublisher(CLEAN_STREAM, await stack.connect(ServiceUser.Core), serviceInboxPrefix(ServiceUser.Core), createLogger('test', 'silent'), createCoreMetrics(createRegistry('core', false)))
+  publisher.offer([cleanMessage(first), cleanMessage({ ...first })])
+  publisher.offer([cleanMessage(first)])
+  await publisher.flush()
+  const marker = w.edit((d) => d.getText('t').insert(0, '> '))
+  await publish(js, docId, marker)
+  await until('a later event stored', async () => (await cleanEvents(jsm, docId)).length === 4)
+  t.equal((await jsm.streams.info(CLEAN_STREAM)).state.messages, before + 2, 'the republished event was dropped by its message id')
 })
