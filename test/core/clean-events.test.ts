@@ -1,7 +1,7 @@
 import t from 'tap'
 import * as Y from 'yjs'
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, CLEAN_STREAM, serviceInboxPrefix, COMMENTS_ROOT, MSG_ID_HEADER, ServiceUser, cleanMsgId, decodeCleanEvent, editBatchSubject, editIngestSubject, editMsgId, editPartitionOf, encodeBatch, encodeEnvelope, type CleanEvent } from '../../contracts/mod.ts'
+import { AGG_STREAM, CLEAN_STREAM, DLQ_STREAM, cleanSubject, serviceInboxPrefix, COMMENTS_ROOT, MSG_ID_HEADER, ServiceUser, cleanMsgId, decodeCleanEvent, editBatchSubject, editIngestSubject, editMsgId, editPartitionOf, encodeBatch, encodeEnvelope, type CleanEvent } from '../../contracts/mod.ts'
 import { cleanMessage } from '../../core/clean-events.ts'
 import { FeedPublisher } from '../../core/feed-publisher.ts'
 import { createCoreMetrics } from '../../core/metrics.ts'
@@ -132,4 +132,24 @@ t.test('core - a replay from an earlier checkpoint, or a second publish of an ev
   await publish(js, docId, marker)
   await until('a later event stored', async () => (await cleanEvents(jsm, docId)).length === 4)
   t.equal((await jsm.streams.info(CLEAN_STREAM)).state.messages, before + 2, 'the republished event was dropped by its message id')
+})
+
+t.test('core - a feed message JetStream does not take is retried, then given up, counted and logged, without blocking', async (t) => {
+  const metrics = createCoreMetrics(createRegistry('core', false))
+  const publisher = new FeedPublisher(CLEAN_STREAM, await stack.connect(ServiceUser.Core), serviceInboxPrefix(ServiceUser.Core), createLogger('test', 'silent'), metrics, { maxQueued: 10, maxInFlight: 4, attempts: 3, ackTimeoutMs: 300 })
+  const gaveUp = async () => (await metrics.feedPublishFailures.get()).values.find((v) => v.labels.cause === 'gave-up')?.value ?? 0
+  // A subject outside the stream: JetStream answers no stream, every attempt fails.
+  const offered = performance.now()
+  publisher.offer([{ subject: 'clean-nowhere.acme.x', data: new Uint8Array([1]), msgId: 'clean:test:1:0' }])
+  t.ok(performance.now() - offered < 50, 'offer returns at once')
+  await until('given up after its attempts', async () => (await gaveUp()) === 1)
+  // A refusal (the stream that holds the subject is not the one expected) is retried and given up too, before any ack timeout.
+  const refusals = createCoreMetrics(createRegistry('core', false))
+  const wrongStream = new FeedPublisher(DLQ_STREAM, await stack.connect(ServiceUser.Core), serviceInboxPrefix(ServiceUser.Core), createLogger('test', 'silent'), refusals, { maxQueued: 10, maxInFlight: 4, attempts: 2, ackTimeoutMs: 60_000 })
+  wrongStream.offer([{ subject: cleanSubject('acme', 'refused'), data: new Uint8Array([1]), msgId: 'clean:test:refused:0' }])
+  await until('a refused message given up', async () => (await refusals.feedPublishFailures.get()).values.some((v) => v.labels.cause === 'gave-up' && v.value === 1))
+  await wrongStream.flush()
+  publisher.offer(Array.from({ length: 12 }, (_, i) => ({ subject: cleanSubject('acme', 'full'), data: new Uint8Array([i]), msgId: `clean:test:full:${i}` })))
+  t.equal((await metrics.feedPublishFailures.get()).values.find((v) => v.labels.cause === 'queue-full')?.value, 2, 'past maxQueued the oldest are dropped and counted')
+  await publisher.flush()
 })
