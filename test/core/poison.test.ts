@@ -2,7 +2,7 @@ import t from 'tap'
 import { readDocState } from '../../core/store.ts'
 import * as Y from 'yjs'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { ServiceUser, decodeEnvelope } from '../../contracts/mod.ts'
+import { DLQ_STREAM, ServiceUser, deadLetterSubject, decodeDeadLetterEvent, decodeEnvelope } from '../../contracts/mod.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
@@ -70,6 +70,10 @@ t.test('core - an update Yjs cannot apply is dead-lettered, its doc reloaded, an
   t.equal(dead.length, 1, 'the poison is dead-lettered once')
   t.match(dead[0].reason, /^apply: /, 'with the reason Yjs gave')
   t.same(Buffer.from(decodeEnvelope(dead[0].payload).update), Buffer.from(poison), 'and its bytes')
+  await until('on the dead-letter stream too', async () => (await jsm.streams.info(DLQ_STREAM, { subjects_filter: deadLetterSubject('acme', 'apply') })).state.messages === 1)
+  const streamed = decodeDeadLetterEvent((await jsm.streams.getMessage(DLQ_STREAM, { last_by_subj: deadLetterSubject('acme', 'apply') }))!.data)
+  t.match(streamed, { reason: dead[0].reason, tenant: 'acme', docId: 'poisoned' }, 'with the same reason, tenant and doc')
+  t.same(Buffer.from(decodeEnvelope(streamed.payload).update), Buffer.from(poison), 'and the original bytes')
 
   const reference = docFrom(base, before, ...after)
   const state = (await readDocState(stack.db, 'acme', 'poisoned'))!
