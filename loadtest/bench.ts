@@ -5,9 +5,15 @@
 //   npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30]
 //                    [--warmup-s 5] [--scenarios typing,observers,join,idle] [--observers 1500]
 //                    [--joiners 150] [--join-doc-mb 20] [--idle-sockets 10000] [--edges 1] [--no-record]
+//                    [--core-doc-updates 100000] [--core-loads 50] [--max-rate 5000]
 // --edges n: DocFlow's typing storm runs n edge processes, a document's two clients on two of them.
 // The observers and join scenarios (loadtest/scenarios/) run on DocFlow and Hocuspocus only;
 // idle sockets (memory per socket and connect rate of one edge process) on DocFlow only.
+// The core scenarios (loadtest/scenarios/core-*.ts, issue 10's benchmarks) run on DocFlow only:
+// cold-load (a document of --core-doc-updates updates loaded --core-loads times by each path, P95
+// target < 100 ms), state-at (state?at= early and late in its life, early P95 target < 500 ms) and
+// materialize (ingest → materialized P95 < 50 ms in a typing storm at 50% of the highest rate
+// DocFlow sustained: this run's typing storms, else a probe storm at --max-rate offered).
 import { execFileSync } from 'node:child_process'
 import { appendFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, totalmem } from 'node:os'
@@ -22,11 +28,14 @@ import { joinScenario, type JoinScenarioResult } from './scenarios/join.ts'
 import { observersScenario, type ObserversResult } from './scenarios/observers.ts'
 import { idleLines, joinLines, observersLines, scenarioFailed, type Outcome } from './scenarios/report.ts'
 import { idleScenario, type IdleResult } from './scenarios/idle.ts'
+import { coreLoads, type ColdLoadResult, type StateAtResult } from './scenarios/core-loads.ts'
+import { materializeAtHalf, sustainedMax, type MaterializeResult } from './scenarios/core-materialize.ts'
+import { coldLoadLines, materializeLines, stateAtLines } from './scenarios/core-report.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const RESULTS = join(ROOT, 'loadtest', 'RESULTS.md')
-const USAGE = 'usage: npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30] [--warmup-s 5] [--scenarios typing,observers,join,idle] [--observers 1500] [--joiners 150] [--join-doc-mb 20] [--idle-sockets 10000] [--edges 1] [--no-record]'
-export const SCENARIOS = ['typing', 'observers', 'join', 'idle'] as const
+const USAGE = 'usage: npm run bench -- [--systems docflow,ywebsocket,hocuspocus] [--rates 2000,5000] [--duration-s 30] [--warmup-s 5] [--scenarios typing,observers,join,idle] [--observers 1500] [--joiners 150] [--join-doc-mb 20] [--idle-sockets 10000] [--edges 1] [--core-doc-updates 100000] [--core-loads 50] [--max-rate 5000] [--no-record]'
+export const SCENARIOS = ['typing', 'observers', 'join', 'idle', 'cold-load', 'state-at', 'materialize'] as const
 /** Most DocFlow edges --edges takes (scripts/start.ts caps EDGE_PROCESSES at 16; this box has 2 cores). */
 const MAX_EDGES = 8
 /** Systems the observers and join scenarios run on. */
@@ -52,6 +61,9 @@ function parseOptions() {
         'join-doc-mb': { type: 'string', default: '20' },
         'idle-sockets': { type: 'string', default: '10000' },
         edges: { type: 'string', default: '1' },
+        'core-doc-updates': { type: 'string', default: '100000' },
+        'core-loads': { type: 'string', default: '50' },
+        'max-rate': { type: 'string', default: '5000' },
         'no-record': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h' },
       },
@@ -88,6 +100,9 @@ function parseOptions() {
     joiners: count('joiners', values.joiners, 2_000),
     idleSockets: count('idle-sockets', values['idle-sockets'], 15_000),
     edges: count('edges', values.edges, MAX_EDGES),
+    coreDocUpdates: count('core-doc-updates', values['core-doc-updates'], 1_000_000),
+    coreLoads: count('core-loads', values['core-loads'], 10_000),
+    maxRate: count('max-rate', values['max-rate'], 100_000),
     joinDocMb: Number(docMb),
     systems: systems as SystemKind[],
     rates: rates.map(Number),
@@ -215,6 +230,54 @@ async function main(): Promise<void> {
     }
   }
 
+  const cold: Outcome<ColdLoadResult>[] = []
+  const stateAt: Outcome<StateAtResult>[] = []
+  const wantsDoc = options.scenarios.has('cold-load') || options.scenarios.has('state-at')
+  if (wantsDoc && options.systems.includes('docflow')) {
+    const system = await startSystem('docflow', { say })
+    try {
+      const r = await coreLoads(system, { updates: options.coreDocUpdates, loads: options.coreLoads, cold: options.scenarios.has('cold-load'), stateAt: options.scenarios.has('state-at'), say })
+      if (r.cold) cold.push({ ok: true, result: r.cold })
+      if (r.stateAt) stateAt.push({ ok: true, result: r.stateAt })
+      for (const e of logErrors(system)) notes.push(`${system.name} (cold-load, state-at) logs: ${e}`)
+    } catch (err) {
+      say(`${system.name} cold-load / state-at failed: ${(err as Error).stack}`)
+      const failed = { ok: false as const, system: system.name, error: (err as Error).message }
+      if (options.scenarios.has('cold-load')) cold.push(failed)
+      if (options.scenarios.has('state-at')) stateAt.push(failed)
+    } finally {
+      await system.stop()
+    }
+  }
+
+  const materialize: Outcome<MaterializeResult>[] = []
+  if (options.scenarios.has('materialize') && options.systems.includes('docflow')) {
+    try {
+      let max = sustainedMax(results)
+      if (!max) {
+        const probe = await startSystem('docflow', { say })
+        try {
+          say(`ingest → materialized: probing DocFlow's sustained maximum at ${int(options.maxRate)} ops/s offered`)
+          max = sustainedMax([await typingStorm(probe, { rate: options.maxRate, durationS: options.durationS, warmupS: options.warmupS, docPrefix: 'probe', say })])
+        } finally {
+          await probe.stop()
+        }
+        if (!max) throw new Error(`the probe storm at ${int(options.maxRate)} ops/s did not converge`)
+        max.from = `probe storm at ${int(options.maxRate)} offered`
+      }
+      const system = await startSystem('docflow', { say })
+      try {
+        materialize.push({ ok: true, result: await materializeAtHalf(system, max, { durationS: options.durationS, warmupS: options.warmupS, say }) })
+        for (const e of logErrors(system)) notes.push(`${system.name} (materialize) logs: ${e}`)
+      } finally {
+        await system.stop()
+      }
+    } catch (err) {
+      say(`DocFlow materialize failed: ${(err as Error).stack}`)
+      materialize.push({ ok: false, system: 'DocFlow', error: (err as Error).message })
+    }
+  }
+
   const lines: string[] = [TABLE_HEADER, '|---|---|---|---|---|---|---|---|', ...results.map(row), '']
   lines.push('Server CPU and memory by process (driver not counted):')
   for (const r of results) {
@@ -235,6 +298,9 @@ async function main(): Promise<void> {
   if (observers.length > 0) lines.push(...observersLines(observers), '')
   if (joins.length > 0) lines.push(...joinLines(joins), '')
   if (idle.length > 0) lines.push(...idleLines(idle), '')
+  for (const o of cold) lines.push(...coldLoadLines(o), '')
+  for (const o of stateAt) lines.push(...stateAtLines(o), '')
+  for (const o of materialize) lines.push(...materializeLines(o), '')
   const rates = options.scenarios.has('typing') ? [...options.rates] : []
   if (rates.length === 0) lines.splice(0, 4) // no typing table or its breakdown heading (--scenarios without typing)
   for (const rate of rates.slice(0, -1)) lines.push(`at ${int(rate)} offered: ${ratioLine(results, rate)}`)
@@ -250,7 +316,13 @@ async function main(): Promise<void> {
     say(`recorded in ${RESULTS}`)
   }
   const failed = results.filter((r) => !r.converged)
-  const crowdFailed = [...scenarioFailed(observers, joins), ...idle.flatMap((o) => (o.ok ? [] : [`${o.system} idle: ${o.error}`]))]
+  const crowdFailed = [
+    ...scenarioFailed(observers, joins),
+    ...idle.flatMap((o) => (o.ok ? [] : [`${o.system} idle: ${o.error}`])),
+    ...cold.flatMap((o) => (o.ok ? (o.result.cold ? [] : ['DocFlow cold-load: not cold (the op log changed during the loads)']) : [`${o.system} cold-load: ${o.error}`])),
+    ...stateAt.flatMap((o) => (o.ok ? [] : [`${o.system} state-at: ${o.error}`])),
+    ...materialize.flatMap((o) => (o.ok ? (o.result.run.converged ? [] : ['DocFlow materialize: docs diverged']) : [`${o.system} materialize: ${o.error}`])),
+  ]
   if (crowdFailed.length > 0) {
     console.error(`bench: ${crowdFailed.join('; ')}`)
     process.exitCode = 1

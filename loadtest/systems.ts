@@ -1,6 +1,7 @@
 // The systems the benchmark compares, behind one interface. Each starts its servers in a temp
 // dir on free ports and stops them completely: stop() leaves no process behind, and
 // stopAllSystems() does the same for whatever is still running on Ctrl-C or an error.
+import type pg from 'pg'
 import type { EdgeEndpoint } from './edge-stats.ts'
 import { startDocFlow } from './peers/docflow.ts'
 import { startHocuspocus } from './peers/hocuspocus.ts'
@@ -58,11 +59,34 @@ export interface RunningSystem {
   storedUpTo?(docId: string, client: number, clock: number): Promise<boolean>
   /** DocFlow only: op-log committed_at − ingest_ts of the rows ingested in [fromWallMs, toWallMs]. */
   ingestToCommitted?(fromWallMs: number, toWallMs: number): Promise<LatencySummary>
+  /** DocFlow only: its endpoints and parts, for the core scenarios (loadtest/scenarios/core-*.ts). */
+  docflow?: DocFlowParts
   /** DocFlow with several edge processes: each edge on its own port, in start order. */
   edges?: EdgeEndpoint[]
   /** Folder holding the servers' logs (gone after stop()). */
   logsDir: string
   stop(): Promise<void>
+}
+
+/** What the core scenarios reach of a running DocFlow (npm start). */
+export interface DocFlowParts {
+  tenant: string
+  /** An editor token of `tenant` for every document. */
+  token: string
+  /** nats-server, and the edge service user's login (the edge's own publish rights). */
+  natsUrl: string
+  edgeNatsUser: string
+  edgeNatsPass: string
+  /** The deployment's edit partition count (DOCFLOW_EDIT_PARTITIONS npm start provisioned). */
+  editPartitions: number
+  /** Core's read API base URL (http://host:port). */
+  coreUrl: string
+  coreMetricsUrl: string
+  edgeMetricsUrl: string
+  /** DocFlow's PostgreSQL. */
+  db: pg.Pool
+  /** Stops the core process and waits until npm start's supervisor brought a new one up (empty caches). */
+  restartCore(): Promise<void>
 }
 
 export interface StartOptions {

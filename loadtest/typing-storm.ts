@@ -24,6 +24,8 @@ export interface TypingStormOptions {
   docPrefix?: string
   /** A progress line (about every 5 s). Default: nowhere. */
   say?: (line: string) => void
+  /** Called (and awaited) right before the measured window opens and right after it closes. Default: nothing. */
+  onWindow?: (phase: 'open' | 'close') => Promise<void>
 }
 
 export interface TypingStormResult {
@@ -71,6 +73,7 @@ export async function typingStorm(system: RunningSystem, o: TypingStormOptions):
     const driver = new ProcSampler({ pids: () => fleet.pids() })
     const perEdge = edges.length > 1 ? new EdgeWindowSampler(edges) : undefined
     await perEdge?.start()
+    await o.onWindow?.('open')
     const base = fleet.progress()
     const windowStartWall = Date.now()
     const t0 = performance.now()
@@ -88,6 +91,7 @@ export async function typingStorm(system: RunningSystem, o: TypingStormOptions):
     fleet.window(false)
     const windowS = (performance.now() - t0) / 1_000
     const windowEndWall = Date.now()
+    await o.onWindow?.('close')
     const serverReport = server.stop()
     const driverReport = driver.stop()
     const edgeWindows = await perEdge?.stop()

@@ -6,7 +6,7 @@
 // port (EDGE_PORT_PER_PROCESS: EDGE_PORT - i, ops port EDGE_OPS_PORT - i), so the driver can put
 // a document's two clients on different edges instead of leaving it to the kernel's SO_REUSEPORT
 // hash.
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -15,6 +15,9 @@ import * as Y from 'yjs'
 import { DEV_JWT_SECRET } from '../../runtime/config.ts'
 import { mintToken } from '../../runtime/jwt.ts'
 import { postmasterPidFile } from '../../scripts/lib/postgres.ts'
+import { natsFiles } from '../../scripts/lib/nats-server.ts'
+import { Registry } from '../../scripts/lib/registry.ts'
+import { ServiceUser } from '../../contracts/mod.ts'
 import { lastLines } from '../../scripts/lib/proc.ts'
 import type { EdgeEndpoint } from '../edge-stats.ts'
 import { allStats, descendants } from '../proc-stats.ts'
@@ -98,10 +101,11 @@ export async function startDocFlow(options: StartOptions): Promise<RunningSystem
     await stop()
     throw new Error(`DocFlow did not start: ${(err as Error).message}\n${tail}`, { cause: err })
   }
-  const endpoints = JSON.parse(readFileSync(join(dataDir, 'endpoints.json'), 'utf8')) as { databaseUrl: string }
+  const endpoints = JSON.parse(readFileSync(join(dataDir, 'endpoints.json'), 'utf8')) as { databaseUrl: string; nats: string; core: string }
   db = new pg.Pool({ connectionString: endpoints.databaseUrl, max: 2 })
   const token = await mintToken({ sub: 'bench', tenant: DOCFLOW_TENANT, docs: ['*'], role: 'editor' }, DEV_JWT_SECRET, 24 * 3_600)
   const pool = db
+  const registry = Registry.open(natsFiles(join(dataDir, 'nats')).registry)
   /** Edge i (from 0) as npm start names and places it (scripts/start.ts: edgeName, edgePublicPort, edgeOpsPort). */
   const edgeEndpoints: EdgeEndpoint[] = Array.from({ length: edges }, (_, i) => ({
     wsUrl: `ws://127.0.0.1:${edgePort - i}`,
@@ -124,6 +128,19 @@ export async function startDocFlow(options: StartOptions): Promise<RunningSystem
     serverPids,
     logsDir: join(dataDir, 'logs'),
     stop,
+    docflow: {
+      tenant: DOCFLOW_TENANT,
+      token,
+      natsUrl: endpoints.nats,
+      edgeNatsUser: ServiceUser.Edge,
+      edgeNatsPass: registry.servicePassword(ServiceUser.Edge),
+      editPartitions: registry.editPartitions,
+      coreUrl: endpoints.core,
+      coreMetricsUrl: `http://127.0.0.1:${coreOpsPort}/metrics`,
+      edgeMetricsUrl: `http://127.0.0.1:${edgeOpsPort}/metrics`,
+      db: pool,
+      restartCore: () => restartCore(join(dataDir, 'run', 'core.pid'), `http://127.0.0.1:${corePort}/healthz`, supervisor),
+    },
     persistedLatency: async (samples: EditSample[]) => {
       const docs = [...new Set(samples.map((s) => s.docId))]
       const deadline = Date.now() + PERSIST_WAIT_MS
@@ -159,5 +176,25 @@ export async function startDocFlow(options: StartOptions): Promise<RunningSystem
       const row = r.rows[0]!
       return { n: Number(row.n), p50Ms: Number(row.p50 ?? NaN), p95Ms: Number(row.p95 ?? NaN) }
     },
+  }
+}
+
+/** SIGTERMs the core process npm start runs and waits until its supervisor brought a new one up and it answers. */
+async function restartCore(pidFile: string, healthUrl: string, supervisor: ChildProcess): Promise<void> {
+  const pidNow = () => Number(readFileSync(pidFile, 'utf8').trim())
+  const old = pidNow()
+  process.kill(old, 'SIGTERM')
+  const deadline = Date.now() + START_TIMEOUT_MS
+  for (;;) {
+    if (supervisor.exitCode !== null) throw new Error('npm start exited while core restarted')
+    if (Date.now() > deadline) throw new Error(`core did not come back within ${START_TIMEOUT_MS} ms (pid file ${pidFile})`)
+    let pid = 0
+    try {
+      pid = pidNow()
+    } catch {
+      // between the old instance and the new one
+    }
+    if (pid > 0 && pid !== old && (await fetch(healthUrl).then((r) => r.ok, () => false))) return
+    await new Promise((r) => setTimeout(r, 200))
   }
 }

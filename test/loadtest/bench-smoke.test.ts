@@ -3,6 +3,8 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+// Each test starts whole stacks (the core scenarios three DocFlows): more than tap's 180 s per file.
+t.setTimeout(900_000)
 
 /** Runs `npm run bench` with `args`; resolves with its exit code and output. */
 function bench(args: string[]): Promise<{ code: number | null; out: string }> {
@@ -72,4 +74,38 @@ t.test('loadtest - npm run bench rejects a bad flag value with one line', async 
   const { code, out } = await bench(['--rates', '2000,fast'])
   t.equal(code, 2)
   t.match(out, /^bench: --rates: "fast" is not an integer/)
+})
+
+t.test('loadtest - the core scenarios report cold loads by path, state?at= early and late, and ingest → materialized at half the sustained maximum', async (t) => {
+  const { code, out } = await bench(['--systems', 'docflow', '--scenarios', 'cold-load,state-at,materialize', '--core-doc-updates', '2000', '--core-loads', '5', '--max-rate', '200', '--duration-s', '3', '--warmup-s', '1', '--no-record'])
+  t.equal(code, 0, `bench exits 0\n${out}`)
+  const num = (s: string | undefined) => Number((s ?? '').replace(/[*,]/g, ''))
+  /** p50 / p95 / p99 / max of a table cell, as numbers. */
+  const percentiles = (cell: string | undefined) => (cell ?? '').split('/').map(num)
+  const cells = (row: string | undefined) => (row ?? '').split('|').slice(1, -1).map((c) => c.trim())
+  t.match(out, /Cold load of a document of 2,000 typed updates/, 'the cold-load table names the document')
+  for (const path of ['edge first socket', 'core state over NATS', 'read API GET state', 'core worker cache miss']) {
+    const row = cells(out.split('\n').find((l) => l.startsWith(`| ${path}`)))
+    t.equal(num(row[1]), 5, `${path}: 5 loads`)
+    const [p50, p95, p99, max] = percentiles(row[2])
+    t.ok(p50! > 0 && p95! >= p50! && p99! >= p95! && max! >= p99!, `${path}: 0 < p50 <= p95 <= p99 <= max (${row[2]})`)
+    t.match(row[3] ?? '', /PASS|FAIL|under|over/, `${path}: judged against the target (${row[3]})`)
+  }
+  t.match(out, /\| edge first socket \(judged: what a user waits for\) \| 5 \| [^|]+ \| (PASS|FAIL)/, 'the target is judged on the edge first socket')
+  t.match(out, /- cold throughout: the op log was unchanged after the loads/, 'the loads were cold')
+  for (const point of ['early', 'late']) {
+    const row = cells(out.split('\n').find((l) => l.startsWith(`| ${point} (`)))
+    t.ok(num(row[1]?.split(';')[1]) > 0, `state?at= ${point}: holds updates (${row[1]})`)
+    t.equal(num(row[3]), 5, `state?at= ${point}: 5 loads`)
+    const [p50, p95] = percentiles(row[4])
+    t.ok(p50! > 0 && p95! >= p50!, `state?at= ${point}: 0 < p50 <= p95 (${row[4]})`)
+  }
+  const half = /Ingest → materialized at 50% of the sustained maximum \(([\d,]+) ops\/s offered = half of the (?:at least )?([\d,]+) DocFlow sustained in the probe storm at 200 offered[^)]*\), compaction running \(([\d,]+) compactions/.exec(out)
+  t.ok(half, `the materialize line names the rate, the maximum and the compactions\n${out}`)
+  t.equal(num(half?.[1]), Math.max(10, Math.round(num(half?.[2]) / 2)), 'offered = half the sustained maximum')
+  const hist = /core ingest → commit histogram over ([\d,]+) updates: p50 ([\d.,]+) \/ p95 \*\*([\d.,]+)\*\* \/ p99 ([\d.,]+) ms \(within buckets\); ([\d.]+)% at or under 50 ms: (PASS|FAIL)/.exec(out)
+  t.ok(hist, 'the histogram figures are printed with a verdict')
+  t.ok(num(hist?.[1]) > 0 && num(hist?.[2]) > 0 && num(hist?.[3]) >= num(hist?.[2]), `histogram: n > 0, 0 < p50 <= p95 (${hist?.slice(1, 4).join(', ')})`)
+  const sql = /op log committed_at − ingest_ts over ([\d,]+) rows: p50 ([\d.,]+) \/ p95 ([\d.,]+) ms/.exec(out)
+  t.ok(sql && num(sql[1]) > 0 && num(sql[2]) > 0 && num(sql[3]) >= num(sql[2]), `op log figures: n > 0, 0 < p50 <= p95 (${sql?.slice(1, 4).join(', ')})`)
 })
