@@ -4,7 +4,7 @@ import type * as Y from 'yjs'
 import { CLEAN_STREAM, DLQ_STREAM, ServiceUser, serviceInboxPrefix } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { BatchFeeds } from './batch.ts'
-import { cleanMessage } from './clean-events.ts'
+import { cleanMessages } from './clean-events.ts'
 import { deadLetterMessage } from './dead-letter-feed.ts'
 import { FeedPublisher } from './feed-publisher.ts'
 import { SequenceGapWatch, type GapWatchOptions } from './gap-watch.ts'
@@ -51,7 +51,7 @@ export class QualityFeeds {
       const at = Date.now()
       this.deadLetters.offer(feeds.deadLetters.map((row) => deadLetterMessage(row, at)))
     }
-    this.clean.offer(feeds.cleanEvents.map(cleanMessage))
+    if (feeds.cleanEvents.length > 0) this.clean.offer(cleanMessages(feeds.cleanEvents))
     if (feeds.pending.length > 0 || feeds.settled.length > 0) this.gaps.observe(feeds.pending, feeds.settled)
   }
 

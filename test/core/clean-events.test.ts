@@ -1,8 +1,8 @@
 import t from 'tap'
 import * as Y from 'yjs'
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, CLEAN_STREAM, DLQ_STREAM, cleanSubject, serviceInboxPrefix, COMMENTS_ROOT, MSG_ID_HEADER, ServiceUser, cleanMsgId, decodeCleanEvent, editBatchSubject, editIngestSubject, editMsgId, editPartitionOf, encodeBatch, encodeEnvelope, type CleanEvent } from '../../contracts/mod.ts'
-import { cleanMessage } from '../../core/clean-events.ts'
+import { AGG_STREAM, CLEAN_STREAM, DLQ_STREAM, cleanSubject, serviceInboxPrefix, COMMENTS_ROOT, MSG_ID_HEADER, ServiceUser, cleanMsgId, decodeCleanEventBatch, MAX_CLEAN_EVENTS_PER_MESSAGE, editBatchSubject, editIngestSubject, editMsgId, editPartitionOf, encodeBatch, encodeEnvelope, type CleanEvent } from '../../contracts/mod.ts'
+import { cleanMessages } from '../../core/clean-events.ts'
 import { FeedPublisher } from '../../core/feed-publisher.ts'
 import { createCoreMetrics } from '../../core/metrics.ts'
 import { createLogger } from '../../runtime/log.ts'
@@ -16,15 +16,22 @@ let running = await stack.core({ gapReportAfterMs: 60_000 })
 const js = jetstream(await stack.connect())
 const jsm = await jetstreamManager(await stack.connect(ServiceUser.Admin))
 
-/** Every message of the CLEAN stream for `docId`, decoded by its zod schema, with its Nats-Msg-Id. */
-async function cleanEvents(j: JetStreamManager, docId: string): Promise<(CleanEvent & { msgId: string | undefined })[]> {
+interface StoredMessage {
+  subject: string
+  msgId: string | undefined
+  events: CleanEvent[]
+}
+
+/** The cleaned events of `docId` in the CLEAN stream (messages decoded by their zod schema), each with the message that carried it. */
+async function cleanEvents(j: JetStreamManager, docId: string): Promise<(CleanEvent & { message: StoredMessage })[]> {
   const info = await j.streams.info(CLEAN_STREAM)
   const out = []
   for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
     const m = await j.streams.getMessage(CLEAN_STREAM, { seq })
     if (!m) continue
-    const e = decodeCleanEvent(m.data)
-    if (e.docId === docId) out.push({ ...e, msgId: m.header?.get(MSG_ID_HEADER) })
+    const batch = decodeCleanEventBatch(m.data)
+    const message = { subject: m.subject, msgId: m.header?.get(MSG_ID_HEADER), events: batch.events }
+    for (const e of batch.events) if (e.docId === docId) out.push({ ...e, message })
   }
   return out
 }
@@ -84,7 +91,8 @@ t.test('core - one cleaned event per applied update, with op kinds, sizes, times
   for (const e of events) {
     t.equal(e.tenant, 'acme')
     t.equal(e.sourceStream, AGG_STREAM)
-    t.equal(e.msgId, cleanMsgId(AGG_STREAM, e.sourceSeq, e.item), 'message id derived from the source sequence and item')
+    t.equal(e.message.subject, cleanSubject('acme'), 'on its tenant subject')
+    t.equal(e.message.msgId, cleanMsgId(AGG_STREAM, e.message.events[0]!, e.message.events.length), 'message id derived from the first source sequence and item, and the count')
   }
 })
 
@@ -99,7 +107,7 @@ t.test('core - updates of one batch message get one event each, told apart by it
   const events = await cleanEvents(jsm, docId)
   t.equal(events[0]!.sourceSeq, events[1]!.sourceSeq, 'one source message')
   t.same(events.map((e) => e.item), [0, 1], 'one event per item')
-  t.not(events[0]!.msgId, events[1]!.msgId, 'distinct message ids')
+  t.same(events.map((e) => e.sizes.insertedChars), [2, 2], 'each its own sizes')
 })
 
 t.test('core - a replay from an earlier checkpoint, or a second publish of an event, stores no event twice', async (t) => {
@@ -123,15 +131,17 @@ t.test('core - a replay from an earlier checkpoint, or a second publish of an ev
   t.same((await cleanEvents(jsm, docId)).map((e) => e.sourceSeq), await seqsOf(docId), 'still one event per op-log row')
 
   // What a publish retry after a lost ack (or a republish) sends: the same event again.
-  const { msgId: _, ...first } = (await cleanEvents(jsm, docId))[0]!
+  const stored = (await cleanEvents(jsm, docId))[0]!.message
+  const again = cleanMessages(stored.events)
+  t.same(again.map((m) => m.msgId), [stored.msgId], 'the same events make the same message id')
   const publisher = new FeedPublisher(CLEAN_STREAM, await stack.connect(ServiceUser.Core), serviceInboxPrefix(ServiceUser.Core), createLogger('test', 'silent'), createCoreMetrics(createRegistry('core', false)))
-  publisher.offer([cleanMessage(first), cleanMessage({ ...first })])
-  publisher.offer([cleanMessage(first)])
+  publisher.offer([...again, ...cleanMessages(stored.events)])
+  publisher.offer(again)
   await publisher.flush()
   const marker = w.edit((d) => d.getText('t').insert(0, '> '))
   await publish(js, docId, marker)
   await until('a later event stored', async () => (await cleanEvents(jsm, docId)).length === 4)
-  t.equal((await jsm.streams.info(CLEAN_STREAM)).state.messages, before + 2, 'the republished event was dropped by its message id')
+  t.equal((await jsm.streams.info(CLEAN_STREAM)).state.messages, before + 2, 'the republished message was dropped by its message id')
 })
 
 t.test('core - a feed message JetStream does not take is retried, then given up, counted and logged, without blocking', async (t) => {
@@ -146,10 +156,21 @@ t.test('core - a feed message JetStream does not take is retried, then given up,
   // A refusal (the stream that holds the subject is not the one expected) is retried and given up too, before any ack timeout.
   const refusals = createCoreMetrics(createRegistry('core', false))
   const wrongStream = new FeedPublisher(DLQ_STREAM, await stack.connect(ServiceUser.Core), serviceInboxPrefix(ServiceUser.Core), createLogger('test', 'silent'), refusals, { maxQueued: 10, maxInFlight: 4, attempts: 2, ackTimeoutMs: 60_000 })
-  wrongStream.offer([{ subject: cleanSubject('acme', 'refused'), data: new Uint8Array([1]), msgId: 'clean:test:refused:0' }])
+  wrongStream.offer([{ subject: cleanSubject('acme'), data: new Uint8Array([1]), msgId: 'clean:test:refused:0' }])
   await until('a refused message given up', async () => (await refusals.feedPublishFailures.get()).values.some((v) => v.labels.cause === 'gave-up' && v.value === 1))
   await wrongStream.flush()
-  publisher.offer(Array.from({ length: 12 }, (_, i) => ({ subject: cleanSubject('acme', 'full'), data: new Uint8Array([i]), msgId: `clean:test:full:${i}` })))
+  publisher.offer(Array.from({ length: 12 }, (_, i) => ({ subject: cleanSubject('acme'), data: new Uint8Array([i]), msgId: `clean:test:full:${i}` })))
   t.equal((await metrics.feedPublishFailures.get()).values.find((v) => v.labels.cause === 'queue-full')?.value, 2, 'past maxQueued the oldest are dropped and counted')
   await publisher.flush()
+})
+
+t.test('core - cleaned events go one message per tenant, in source order, at most MAX_CLEAN_EVENTS_PER_MESSAGE each', async (t) => {
+  const event = (tenant: string, sourceSeq: number): CleanEvent => ({ v: 1, tenant, docId: 'd', userId: 'u', clients: [1], eventTs: 1, ingestTs: 1, opKinds: ['insert'], sizes: { updateBytes: 1, insertedChars: 1, deleted: 0 }, sourceStream: AGG_STREAM, sourceSeq, item: 0 })
+  const events = Array.from({ length: MAX_CLEAN_EVENTS_PER_MESSAGE + 3 }, (_, i) => event(i % 2 === 0 ? 'acme' : 'globex', i + 1))
+  const messages = cleanMessages(events)
+  const decoded = messages.map((m) => ({ subject: m.subject, events: decodeCleanEventBatch(m.data).events }))
+  t.same(decoded.map((m) => [m.subject, m.events.length]), [[cleanSubject('acme'), 514], [cleanSubject('globex'), 513]], 'one message per tenant')
+  const big = cleanMessages(Array.from({ length: MAX_CLEAN_EVENTS_PER_MESSAGE + 1 }, (_, i) => event('acme', i + 1)))
+  t.same(big.map((m) => decodeCleanEventBatch(m.data).events.length), [MAX_CLEAN_EVENTS_PER_MESSAGE, 1], 'split past the cap')
+  t.same(decoded[0]!.events.map((e) => e.sourceSeq), events.filter((e) => e.tenant === 'acme').map((e) => e.sourceSeq), 'in source order')
 })
