@@ -4,7 +4,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
-import { SNAPSHOTS_FOLDER, AGG_MAX_AGE_MS, AGG_STREAM, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS_VAR, Limit, MAX_EDIT_PARTITIONS, REVOCATIONS_BUCKET, REVOCATION_TTL_MS, TENANTS_BUCKET } from '../../contracts/mod.ts'
+import { SNAPSHOTS_FOLDER, AGG_MAX_AGE_MS, AGG_STREAM, CLEAN_MAX_AGE_MS, CLEAN_STREAM, CLEAN_SUBJECTS, DEAD_LETTER_SUBJECTS, DLQ_MAX_AGE_MS, DLQ_STREAM, FEED_DEDUP_WINDOW_MS, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS_VAR, Limit, MAX_EDIT_PARTITIONS, REVOCATIONS_BUCKET, REVOCATION_TTL_MS, TENANTS_BUCKET } from '../../contracts/mod.ts'
 import { LIMIT_DEFAULTS } from '../../edge/limits.ts'
 import { SNAPSHOT_RETENTION_DEFAULTS } from '../../core/snapshot-retention.ts'
 import { JWT_VARS, BLOB_STORE_VARS } from '../../runtime/config.ts'
@@ -286,6 +286,10 @@ t.test('helm - provisioning and alerts use the numbers in contracts/', async (t)
   t.equal(p.tenantsBucket.replicas, 3)
   t.equal(p.revocationsBucket.name, REVOCATIONS_BUCKET)
   t.equal(p.revocationsBucket.replicas, 3)
+  t.match(p.feeds, {
+    deadLetters: { stream: DLQ_STREAM, subjects: DEAD_LETTER_SUBJECTS, replicas: 3, maxAgeMs: DLQ_MAX_AGE_MS, duplicateWindowMs: FEED_DEDUP_WINDOW_MS },
+    clean: { stream: CLEAN_STREAM, subjects: CLEAN_SUBJECTS, replicas: 3, maxAgeMs: CLEAN_MAX_AGE_MS, duplicateWindowMs: FEED_DEDUP_WINDOW_MS },
+  }, "core's feed streams as contracts/ names them")
   t.equal(Number(/^(\d+)h$/.exec(p.revocationsBucket.ttl)?.[1]) * 3_600_000, REVOCATION_TTL_MS, 'revocations are kept as long as contracts/ says')
   t.ok(Number.isInteger(values.editPartitions) && values.editPartitions >= 16 && values.editPartitions <= MAX_EDIT_PARTITIONS, `editPartitions ${values.editPartitions}: room for many core processes, within ${MAX_EDIT_PARTITIONS}`)
   for (const component of ['edge', 'core']) {
