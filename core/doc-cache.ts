@@ -90,8 +90,7 @@ export class DocCache {
   private readonly budget: DocCacheBudget
   readonly compactAfterMs: number
 
-  constructor(options: DocCacheOptions | number) {
-    const o = typeof options === 'number' ? { maxDocs: options } : options
+  constructor(o: DocCacheOptions) {
     this.maxDocs = o.maxDocs
     this.budget = o.budget ?? new DocCacheBudget(DEFAULT_DOC_CACHE_BYTES)
     this.compactAfterMs = o.compactAfterMs ?? DEFAULT_COMPACT_AFTER_MS

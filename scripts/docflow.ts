@@ -7,6 +7,7 @@
 // Where it connects: scripts/lib/ops-context.ts.
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
+import type { NatsConnection } from '@nats-io/transport-node'
 import { DocEvent, DocId, ServiceSubjects, TenantId, AGG_STREAM, encodeDocNotice, type DocNotice } from '../contracts/mod.ts'
 import { createLogger } from '../runtime/log.ts'
 import { deleteDocument, restoreDocument, type DocChange } from '../core/deletion.ts'
@@ -99,7 +100,7 @@ function docChange(values: Record<string, string | boolean | undefined>): DocCha
 }
 
 /** Tells every edge and core, and waits until nats-server has it. */
-async function notify(nc: Awaited<ReturnType<OpsContext['nc']>>, notice: DocNotice): Promise<void> {
+async function notify(nc: NatsConnection, notice: DocNotice): Promise<void> {
   nc.publish(ServiceSubjects.docNotice, encodeDocNotice(notice))
   await nc.flush()
 }
