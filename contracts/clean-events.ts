@@ -53,10 +53,12 @@ export type CleanEvent = z.infer<typeof CleanEvent>
 export const MAX_CLEAN_EVENTS_PER_MESSAGE = 1_024
 
 /**
- * One CLEAN stream message: the cleaned events of one tenant from one core commit, in source
- * stream order. Batched like the edits themselves (contracts/envelope.ts EditBatch): one
- * JetStream message per event cost core and nats-server about 55 us of CPU per applied update,
- * several times what applying it costs.
+ * One CLEAN stream message: the cleaned events of the updates of one source stream message (an
+ * edge batches a tenant partition's updates into one, contracts/envelope.ts EditBatch), in item
+ * order. Batched like the edits themselves: one JetStream message per event cost core and
+ * nats-server about 55 us of CPU per applied update, several times what applying it costs; and
+ * grouped by source message, not by commit, so the same source message always gives the same
+ * CLEAN message and id, however commits happen to fall (a rebuild or a replay of the stream).
  */
 export const CleanEventBatch = z.object({
   v: z.literal(1),
@@ -74,10 +76,11 @@ export const cleanSubject = (tenant: string) => `clean.${TenantId.parse(tenant)}
 export const CLEAN_SUBJECTS = 'clean.>'
 
 /**
- * Nats-Msg-Id of a CLEAN message: the source stream sequence and item of its first event (an
- * update's event is in one message only) and how many it carries, so a republish of the message
- * within the dedup window is stored once. Core never emits an event for an update it committed
- * before (a redelivery or replay is skipped), so replays add nothing; a consumer that must never
- * see an event twice keys events by (sourceStream, sourceSeq, item).
+ * Nats-Msg-Id of a CLEAN message: the source stream and sequence of its events and the item of
+ * the first (a source message with more than MAX_CLEAN_EVENTS_PER_MESSAGE applied updates spans
+ * several), so a republish within the dedup window is stored once. Core never emits an event for
+ * an update it committed before (a redelivery or replay is skipped), so replays add nothing; a
+ * consumer that must never see an event twice (past the dedup window) keys events by
+ * (sourceStream, sourceSeq, item).
  */
-export const cleanMsgId = (sourceStream: string, first: { sourceSeq: number; item: number }, count: number) => `clean:${sourceStream}:${first.sourceSeq}:${first.item}+${count}`
+export const cleanMsgId = (sourceStream: string, first: { sourceSeq: number; item: number }) => `clean:${sourceStream}:${first.sourceSeq}:${first.item}`

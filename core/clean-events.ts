@@ -26,23 +26,23 @@ export function cleanEvent(stream: string, streamSeq: number, item: number, edit
 }
 
 /**
- * The CLEAN messages of a commit's events: one per tenant (at most MAX_CLEAN_EVENTS_PER_MESSAGE
- * events each), events in source stream order, id from the first event and the count.
+ * The CLEAN messages of a commit's events (in source order): one per source stream message (at
+ * most MAX_CLEAN_EVENTS_PER_MESSAGE events each), id from its first event (contracts cleanMsgId).
  */
 export function cleanMessages(events: CleanEvent[]): FeedMessage[] {
-  const byTenant = new Map<string, CleanEvent[]>()
-  for (const e of events) {
-    const list = byTenant.get(e.tenant)
-    if (list) list.push(e)
-    else byTenant.set(e.tenant, [e])
-  }
   const messages: FeedMessage[] = []
-  for (const [tenant, list] of byTenant) {
-    const subject = cleanSubject(tenant)
-    for (let at = 0; at < list.length; at += MAX_CLEAN_EVENTS_PER_MESSAGE) {
-      const chunk = list.slice(at, at + MAX_CLEAN_EVENTS_PER_MESSAGE)
-      messages.push({ subject, msgId: cleanMsgId(chunk[0]!.sourceStream, chunk[0]!, chunk.length), data: encodeCleanEventBatch({ v: 1, tenant, events: chunk }) })
-    }
+  let chunk: CleanEvent[] = []
+  const flush = () => {
+    const first = chunk[0]
+    if (!first) return
+    messages.push({ subject: cleanSubject(first.tenant), msgId: cleanMsgId(first.sourceStream, first), data: encodeCleanEventBatch({ v: 1, tenant: first.tenant, events: chunk }) })
+    chunk = []
   }
+  for (const e of events) {
+    const first = chunk[0]
+    if (first && (first.sourceSeq !== e.sourceSeq || first.sourceStream !== e.sourceStream || chunk.length === MAX_CLEAN_EVENTS_PER_MESSAGE)) flush()
+    chunk.push(e)
+  }
+  flush()
   return messages
 }

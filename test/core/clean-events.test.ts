@@ -92,7 +92,7 @@ t.test('core - one cleaned event per applied update, with op kinds, sizes, times
     t.equal(e.tenant, 'acme')
     t.equal(e.sourceStream, AGG_STREAM)
     t.equal(e.message.subject, cleanSubject('acme'), 'on its tenant subject')
-    t.equal(e.message.msgId, cleanMsgId(AGG_STREAM, e.message.events[0]!, e.message.events.length), 'message id derived from the first source sequence and item, and the count')
+    t.equal(e.message.msgId, cleanMsgId(AGG_STREAM, e.message.events[0]!), 'message id derived from the source sequence and first item')
   }
 })
 
@@ -164,13 +164,19 @@ t.test('core - a feed message JetStream does not take is retried, then given up,
   await publisher.flush()
 })
 
-t.test('core - cleaned events go one message per tenant, in source order, at most MAX_CLEAN_EVENTS_PER_MESSAGE each', async (t) => {
-  const event = (tenant: string, sourceSeq: number): CleanEvent => ({ v: 1, tenant, docId: 'd', userId: 'u', clients: [1], eventTs: 1, ingestTs: 1, opKinds: ['insert'], sizes: { updateBytes: 1, insertedChars: 1, deleted: 0 }, sourceStream: AGG_STREAM, sourceSeq, item: 0 })
-  const events = Array.from({ length: MAX_CLEAN_EVENTS_PER_MESSAGE + 3 }, (_, i) => event(i % 2 === 0 ? 'acme' : 'globex', i + 1))
+t.test('core - cleaned events go one message per source message, in item order, at most MAX_CLEAN_EVENTS_PER_MESSAGE each, whatever the commit', async (t) => {
+  const event = (tenant: string, sourceSeq: number, item: number): CleanEvent => ({ v: 1, tenant, docId: 'd', userId: 'u', clients: [1], eventTs: 1, ingestTs: 1, opKinds: ['insert'], sizes: { updateBytes: 1, insertedChars: 1, deleted: 0 }, sourceStream: AGG_STREAM, sourceSeq, item })
+  // Source message 7 (acme) carries three updates, 8 (globex) one, 9 (acme) two.
+  const events = [event('acme', 7, 0), event('acme', 7, 1), event('acme', 7, 2), event('globex', 8, 0), event('acme', 9, 0), event('acme', 9, 1)]
   const messages = cleanMessages(events)
-  const decoded = messages.map((m) => ({ subject: m.subject, events: decodeCleanEventBatch(m.data).events }))
-  t.same(decoded.map((m) => [m.subject, m.events.length]), [[cleanSubject('acme'), 514], [cleanSubject('globex'), 513]], 'one message per tenant')
-  const big = cleanMessages(Array.from({ length: MAX_CLEAN_EVENTS_PER_MESSAGE + 1 }, (_, i) => event('acme', i + 1)))
-  t.same(big.map((m) => decodeCleanEventBatch(m.data).events.length), [MAX_CLEAN_EVENTS_PER_MESSAGE, 1], 'split past the cap')
-  t.same(decoded[0]!.events.map((e) => e.sourceSeq), events.filter((e) => e.tenant === 'acme').map((e) => e.sourceSeq), 'in source order')
+  t.same(messages.map((m) => [m.subject, m.msgId, decodeCleanEventBatch(m.data).events.map((e) => e.item)]), [
+    [cleanSubject('acme'), cleanMsgId(AGG_STREAM, { sourceSeq: 7, item: 0 }), [0, 1, 2]],
+    [cleanSubject('globex'), cleanMsgId(AGG_STREAM, { sourceSeq: 8, item: 0 }), [0]],
+    [cleanSubject('acme'), cleanMsgId(AGG_STREAM, { sourceSeq: 9, item: 0 }), [0, 1]],
+  ], 'one message per source message, its events in item order')
+  // A replay whose commits fall elsewhere (two commits instead of one) gives the same messages.
+  const split = [...cleanMessages(events.slice(0, 4)), ...cleanMessages(events.slice(4))]
+  t.same(split.map((m) => [m.msgId, Buffer.from(m.data).toString('hex')]), messages.map((m) => [m.msgId, Buffer.from(m.data).toString('hex')]), 'the same ids and bytes however the commits fall')
+  const big = cleanMessages(Array.from({ length: MAX_CLEAN_EVENTS_PER_MESSAGE + 1 }, (_, i) => event('acme', 1, i)))
+  t.same(big.map((m) => [m.msgId, decodeCleanEventBatch(m.data).events.length]), [[cleanMsgId(AGG_STREAM, { sourceSeq: 1, item: 0 }), MAX_CLEAN_EVENTS_PER_MESSAGE], [cleanMsgId(AGG_STREAM, { sourceSeq: 1, item: MAX_CLEAN_EVENTS_PER_MESSAGE }), 1]], 'split past the cap, each part its own id')
 })
