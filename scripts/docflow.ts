@@ -13,7 +13,7 @@ import { createLogger } from '../runtime/log.ts'
 import { deleteDocument, restoreDocument, type DocChange } from '../core/deletion.ts'
 import { eraseDocument } from '../core/erasure.ts'
 import { isDocDeletionError } from '../core/errors.ts'
-import { OpsContext, OpsError } from './lib/ops-context.ts'
+import { OpsContext, OpsError, explainDbError } from './lib/ops-context.ts'
 
 /** What a command prints: a line for people, an object for --json. */
 interface Outcome {
@@ -127,7 +127,8 @@ async function main(argv: string[]): Promise<number> {
     const outcome = await command.run(values, ctx)
     console.log(values.json ? JSON.stringify(outcome.json) : outcome.line)
     return 0
-  } catch (err) {
+  } catch (caught) {
+    const err = explainDbError(caught)
     const code = (err as { code?: unknown }).code
     const usageError = err instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))
     console.error(`docflow ${name}: ${oneLine((err as Error).message)}`)

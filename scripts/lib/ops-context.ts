@@ -12,7 +12,6 @@ import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { ServiceUser, tenantUser } from '../../contracts/mod.ts'
 import { BLOB_STORE_VARS, BlobStoreConfig, loadConfig } from '../../runtime/config.ts'
 import { blobDirOf, openBlobStore, type BlobStore } from '../../runtime/blobs/blob-store.ts'
-import { migrate } from '../../core/migrate.ts'
 import { natsFiles } from './nats-server.ts'
 import type { NatsConfigOptions } from './nats-config.ts'
 import { Registry } from './registry.ts'
@@ -23,6 +22,15 @@ export class OpsError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options)
   }
+}
+
+/** PostgreSQL's SQLSTATEs for a table or function that does not exist (a schema older than this command). */
+const MISSING_SCHEMA = new Set(['42P01', '42883'])
+
+/** The error, or an OpsError saying core must migrate first when the schema lacks what the command uses. */
+export function explainDbError(err: unknown): unknown {
+  if (!MISSING_SCHEMA.has((err as { code?: string }).code ?? '')) return err
+  return new OpsError(`the database schema is older than this command (${(err as Error).message}): start core once to migrate it`, { cause: err })
 }
 
 export class OpsContext {
@@ -37,7 +45,7 @@ export class OpsContext {
     readonly dataDir = env.DOCFLOW_DATA_DIR ?? join(fileURLToPath(new URL('../..', import.meta.url)), 'data'),
   ) {}
 
-  /** PostgreSQL, migrated (the same migrations core applies at its start). */
+  /** PostgreSQL, as core migrated it (core owns the schema: it applies migrations at its start). */
   async db(): Promise<pg.Pool> {
     if (this.pool) return this.pool
     const endpoints = join(this.dataDir, 'endpoints.json')
@@ -45,15 +53,10 @@ export class OpsContext {
     if (!url) throw new OpsError(`no database: set DATABASE_URL, or run \`npm start\` (it writes ${endpoints})`)
     const pool = new pg.Pool({ connectionString: url, max: 2, application_name: 'docflow-ops' })
     pool.on('error', () => undefined) // an idle connection dropping is seen by the next query
-    const client = await pool.connect().catch(async (err: unknown) => {
+    await pool.query('SELECT 1').catch(async (err: unknown) => {
       await pool.end()
       throw new OpsError(`cannot reach PostgreSQL: ${(err as Error).message}`, { cause: err })
     })
-    try {
-      await migrate(client)
-    } finally {
-      client.release()
-    }
     this.pool = pool
     return pool
   }

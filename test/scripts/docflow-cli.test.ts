@@ -88,6 +88,15 @@ t.test('scripts - docflow doc delete, restore and erase: exit 0 with --json, exi
   const text = await docflow(change('restore', 'cli-doc'))
   t.equal(text.code, 0, 'an erased document can be restored (empty)')
 
+  // A database core has not migrated yet (the CLI leaves the schema to core).
+  await stack.db.query('CREATE DATABASE unmigrated')
+  const url = new URL(stack.pg.url)
+  url.pathname = '/unmigrated'
+  const unmigrated = await docflow(change('delete', 'cli-doc'), { env: { DATABASE_URL: url.toString() } })
+  t.equal(unmigrated.code, 1)
+  t.equal(lines(unmigrated.stderr).length, 1, 'one line')
+  t.match(unmigrated.stderr, /schema is older than this command.*start core once to migrate it/)
+
   const noNats = await docflow(change('delete', 'cli-doc'), { env: { NATS_URL: 'nats://127.0.0.1:1' } })
   t.equal(noNats.code, 1)
   t.equal(lines(noNats.stderr).length, 1, 'one line')
