@@ -7,6 +7,9 @@ import { createCoreMetrics } from '../../core/metrics.ts'
 import { createRegistry } from '../../runtime/metrics.ts'
 import { createLogger } from '../../runtime/log.ts'
 import { SnapshotRetention } from '../../core/snapshot-retention.ts'
+import * as Y from 'yjs'
+import { BatchBuilder } from '../../core/batch.ts'
+import { DocCache } from '../../core/doc-cache.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
@@ -33,6 +36,26 @@ t.test('core - a quiet document has its op-log tail compacted once its oldest un
   t.same(await stored('quiet'), { folded: 4, tail: 0 }, 'every op is in the state now')
   t.ok((await counterValue(core.core.metrics.ageCompactions)) >= 1, 'counted as an age compaction')
   await core.stop()
+})
+
+t.test('core - a batch also writes the state of an aged document it did not touch (so steady traffic elsewhere does not starve it)', async (t) => {
+  const cache = new DocCache({ maxDocs: 10, compactAfterMs: 50 })
+  const quiet = cache.add('acme', 'aged', null)
+  quiet.compacted = true
+  Y.applyUpdate(quiet.doc, edit('hello', 1))
+  cache.committedOps(quiet, 3, 30, 42, Date.now())
+  const batch = () => new BatchBuilder('AGG', cache, async () => null, createCoreMetrics(createRegistry('core', false)), 1_000)
+  t.same(batch().docRows(), [], 'not aged yet')
+  await until('aged', () => cache.isAged(quiet))
+  const b = batch()
+  const rows = b.docRows()
+  t.same(rows.map((r) => ({ docId: r.docId, lastStreamSeq: r.lastStreamSeq, ops: r.ops })), [{ docId: 'aged', lastStreamSeq: 42, ops: 3 }], 'its state, tagged with its last committed sequence, folding its 3 ops')
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, rows[0]!.state)
+  t.equal(doc.getText('t').toString(), 'hello')
+  b.committed()
+  t.equal(quiet.uncompacted, 0, 'nothing uncompacted after the commit')
+  t.same(cache.aged(10), [], 'no longer due')
 })
 
 t.test('core - snapshots past the retention are deleted, row and blob, the newest of each document kept', async (t) => {
