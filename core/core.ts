@@ -175,8 +175,9 @@ export class Core {
     await Promise.all(this.workers.map((w) => w.stop()))
     await this.feeds?.stop()
     await this.snapshots.flush()
-    await this.leases?.close()
+    // The probe first: a look of it reopens the lease session (LeaseHolder.open).
     await this.leaseProbe?.close()
+    await this.leases?.close()
     if (this.server) {
       this.server.closeAllConnections()
       await new Promise((r) => this.server!.close(r))

@@ -245,6 +245,7 @@ export class PartitionLease {
  */
 export class LeaseHolder {
   private session: Promise<LeaseSession> | null = null
+  private closed = false
 
   constructor(
     private readonly databaseUrl: string,
@@ -265,7 +266,9 @@ export class LeaseHolder {
     return (await session.tryLock(partition)) ? new PartitionLease(session, partition) : null
   }
 
+  /** Ends the session; no other opens after it (a lease session left open would count as a live core). */
   async close(): Promise<void> {
+    this.closed = true
     const session = this.session
     this.session = null
     const s = await session?.catch(() => null)
@@ -273,6 +276,7 @@ export class LeaseHolder {
   }
 
   private async current(): Promise<LeaseSession> {
+    if (this.closed) throw new LeaseLostError('lease holder closed')
     const open = this.session
     const s = open ? await open.catch(() => null) : null
     if (s && !s.isLost) return s
