@@ -48,6 +48,9 @@ export class PartitionBalance {
   private reserved = 0
   private readonly owned = new Set<OwnedPartition>()
   private readonly handingBack = new Set<OwnedPartition>()
+  /** Set once this core took an orphan; cleared when the live cores change. */
+  private keepOrphans = false
+  private lastMembers = ''
 
   constructor(
     private readonly partitions: number,
@@ -55,9 +58,20 @@ export class PartitionBalance {
     private readonly metrics: CoreMetrics,
   ) {}
 
-  /** Room for one more partition; false when this core has its share (the worker waits). */
-  reserve(): boolean {
-    if (this.owned.size + this.reserved >= this.share) return false
+  /**
+   * Room for one more partition; false when this core has its share (the worker waits). `orphaned`:
+   * the partition has stayed free for longer than a live core needs to take it (a core counted
+   * live that does not take its share, e.g. its probe cannot connect): it is taken over the share
+   * rather than left unowned, and nothing is handed back until the live cores change (handing it
+   * back would only leave it unowned again).
+   */
+  reserve(orphaned = false): boolean {
+    if (this.owned.size + this.reserved >= this.share) {
+      if (!orphaned) return false
+      this.keepOrphans = true
+      this.metrics.orphansTaken.inc()
+      this.log.warn({ share: this.share, owned: this.owned.size }, 'taking a partition nobody took although this core has its fair share')
+    }
     this.reserved++
     return true
   }
@@ -81,8 +95,11 @@ export class PartitionBalance {
     this.share = share
     this.metrics.fairShare.set(share)
     this.metrics.liveCores.set(view.members.length)
+    const members = view.members.join(',')
+    if (members !== this.lastMembers) this.keepOrphans = false
+    this.lastMembers = members
     const surplus = this.owned.size - this.handingBack.size - share
-    if (surplus <= 0) return
+    if (surplus <= 0 || this.keepOrphans) return
     const keep = [...this.owned].filter((o) => !this.handingBack.has(o)).sort((a, b) => a.partition - b.partition)
     for (const owned of keep.slice(keep.length - surplus)) {
       this.handingBack.add(owned)

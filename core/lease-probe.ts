@@ -35,6 +35,8 @@ export class LeaseProbe {
   private client: pg.Client | null = null
   private timer: NodeJS.Timeout | null = null
   private closed = false
+  /** When each partition this core waits for was first seen free, while it stays free. */
+  private readonly freeSince = new Map<number, number>()
   /** Sessions this probe already ended that may still show as holders while they exit. */
   private readonly ended = new Set<number>()
 
@@ -59,6 +61,12 @@ export class LeaseProbe {
     const client = this.client
     this.client = null
     await client?.end()
+  }
+
+  /** How long `partition` has been seen free without a break (0: held at the last look). */
+  freeForMs(partition: number): number {
+    const since = this.freeSince.get(partition)
+    return since === undefined ? 0 : Date.now() - since
   }
 
   /** Resolves when nobody holds `partition`'s lease (or `signal` aborts). */
@@ -91,9 +99,12 @@ export class LeaseProbe {
       for (const pid of this.ended) if (!holderPids.has(pid)) this.ended.delete(pid)
       const [members, own] = await Promise.all([this.liveCores(), this.o.ownSession()])
       this.o.onView({ members: members.filter((pid) => !this.ended.has(pid)), own })
+      const now = Date.now()
+      for (const partition of this.freeSince.keys()) if (holders.has(partition)) this.freeSince.delete(partition)
       for (const [partition, wakes] of this.waiters) {
         const holder = holders.get(partition)
         if (!holder) {
+          if (!this.freeSince.has(partition)) this.freeSince.set(partition, now)
           for (const wake of [...wakes]) wake()
           continue
         }

@@ -9,6 +9,7 @@ export function createCoreMetrics(registry: Registry = createRegistry('core')) {
     leasesHeld: new Gauge({ name: 'docflow_core_leases_held', help: 'Partitions this process owns', registers }),
     fairShare: new Gauge({ name: 'docflow_core_fair_share', help: 'Partitions this process should own given the live cores (balance.ts)', registers }),
     liveCores: new Gauge({ name: 'docflow_core_live_cores', help: 'Core processes with a live lease session, as this process last saw them', registers }),
+    orphansTaken: new Counter({ name: 'docflow_core_orphan_partitions_taken_total', help: 'Partitions this process took over its fair share because they stayed free longer than the lease TTL (a core counted live did not take its share)', registers }),
     partitionsHandedBack: new Counter({ name: 'docflow_core_partitions_handed_back_total', help: 'Partitions this process gave back because it owned more than its fair share (a core joined)', registers }),
     batches: new Counter({ name: 'docflow_core_batches_total', help: 'Batches committed to PostgreSQL', registers }),
     batchSize: new Histogram({ name: 'docflow_core_batch_messages', help: 'Messages per committed batch', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], registers }),

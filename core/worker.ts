@@ -151,7 +151,7 @@ export class PartitionWorker implements OwnedPartition {
         if (!this.lease) {
           await this.probe.untilFree(this.options.partition, this.stopping.signal)
           if (this.stopped) break
-          if (!this.balance.reserve()) {
+          if (!this.balance.reserve(this.probe.freeForMs(this.options.partition) > this.leases.timing.leaseTtlMs)) {
             await this.pause(this.options.leaseRetryMs)
             continue
           }

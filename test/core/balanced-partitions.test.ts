@@ -1,5 +1,7 @@
 import t from 'tap'
+import pg from 'pg'
 import { fairShare } from '../../core/balance.ts'
+import { LEASE_SESSION_PREFIX } from '../../core/lease.ts'
 import { setup, token, type ServiceProcess } from '../helpers/setup.ts'
 import { materializedText, until, yclient, type TestClient } from '../helpers/client.ts'
 import { leaseSessions } from '../helpers/partitions.ts'
@@ -99,4 +101,32 @@ t.test('core - three cores share the partitions; one joins and one is killed und
      ) r WHERE back GROUP BY doc_id`,
   )
   t.same(outOfOrder.rows, [], 'no document has an update committed after a later one of its stream')
+  for (const c of cores) await c.kill9()
+})
+
+t.test('core - a partition nobody takes (a core counted live that does not take its share) is taken over the share after the lease TTL', async (t) => {
+  // A session named like a core's lease session that keeps renewing but never locks anything.
+  const ghost = new pg.Client({ connectionString: stack.pg.url, application_name: `${LEASE_SESSION_PREFIX}pid0` })
+  await ghost.connect()
+  const renew = setInterval(() => void ghost.query('SELECT 1').catch(() => undefined), 300)
+  t.teardown(async () => {
+    clearInterval(renew)
+    await ghost.end()
+  })
+  const core = await stack.core({ leaseTtlMs: 2_000, leaseRenewMs: 500 })
+  t.teardown(() => core.stop())
+  const held = async () => (await core.core.metrics.leasesHeld.get()).values[0]?.value ?? 0
+  await until('the core holds its share of two', async () => (await held()) >= stack.partitions / 2, 15_000)
+  await until('and then every partition', async () => (await held()) === stack.partitions, 15_000)
+  // Positive signal that time passed: the probe (named by this process's pid) looked five more times.
+  const looks = new Set<string>()
+  await until('five more looks of the lease probe', async () => {
+    const r = await stack.db.query("SELECT query_start::text AS at FROM pg_stat_activity WHERE application_name = $1 AND query ILIKE '%pg_locks%'", [`docflow-core-probe-pid${process.pid}`])
+    for (const row of r.rows) looks.add(row.at)
+    return looks.size >= 5
+  }, 30_000)
+  t.equal(await held(), stack.partitions, 'it keeps them: handing one back would leave it unowned again')
+  t.equal((await core.core.metrics.partitionsHandedBack.get()).values[0]?.value ?? 0, 0, 'nothing handed back')
+  t.equal((await core.core.metrics.fairShare.get()).values[0]?.value, stack.partitions / 2, 'its fair share still counts the ghost')
+  t.ok(((await core.core.metrics.orphansTaken.get()).values[0]?.value ?? 0) >= stack.partitions / 2, 'the rest taken as orphans')
 })
