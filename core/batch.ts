@@ -134,11 +134,13 @@ export class BatchBuilder {
       }
     }
     this.cache.pin(cached)
+    // A violation is recorded, and the update is still applied as Yjs applies it everywhere: the
+    // document keeps the content it holds for those clocks, and what the update adds past them
+    // goes in — as on every edge and client that already received it (edges fan an update out
+    // once JetStream has it). Refusing it here would leave the materialized state short of what
+    // every client shows, for good.
     const violation = findOverlapViolation(cached.doc, edit.update)
-    if (violation) {
-      this.deadLetter(msg, item, edit, `${violation.reason}: client ${violation.client} clock ${violation.clock} already holds other content (${violation.detail})`)
-      return
-    }
+    if (violation) this.deadLetter(msg, item, edit, `${violation.reason}: client ${violation.client} clock ${violation.clock} already holds other content (${violation.detail})`)
     let result: ApplyResult
     try {
       result = applyTracked(cached.doc, edit.update)

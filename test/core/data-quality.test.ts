@@ -49,7 +49,7 @@ function fullStateAfter(base: Uint8Array, clientID: number, change: (text: Y.Tex
   return Y.encodeStateAsUpdate(doc)
 }
 
-t.test('core - a retry is counted per tenant and dropped; the same op ids with other content are dead-lettered and never applied, while a neighbour doc goes on', async (t) => {
+t.test('core - a retry is counted per tenant and dropped; the same op ids with other content are dead-lettered, their content never replaces what the doc holds, and the doc ends as every client has it', async (t) => {
   const docId = 'dq-dup'
   const neighbour = neighbourOf(docId)
   const base = edit('hello', 7)
@@ -77,14 +77,19 @@ t.test('core - a retry is counted per tenant and dropped; the same op ids with o
   t.match(dead[0].reason, /^conflicting-duplicate: client 7 clock 0 /, 'a changed range inside the doc is a conflicting duplicate')
   t.match(dead[1].reason, /^clock-regression: client 7 clock 0 /, 'a changed range that goes on past the doc is a clock regression')
   t.same(Buffer.from(decodeEnvelope(dead[0].payload).update), Buffer.from(conflicting), 'with the original bytes')
-  t.equal(await text(docId), 'hello', 'neither entered state')
-  t.equal(await opRows(docId), 1, 'nor the op log')
+  // What every client that received them holds: the doc's own content for clocks 0-4 ("hello"),
+  // the regressed update's tail past them (" partner", placed after its own clock 4).
+  const clientView = new Y.Doc()
+  for (const u of [base, conflicting, regressed]) Y.applyUpdate(clientView, u)
+  t.equal(clientView.getText('t').toString(), 'hello partner', 'Yjs keeps the first content of an id and adds the tail')
+  await until('the materialized doc is what clients hold', async () => (await text(docId)) === 'hello partner')
+  t.equal(await opRows(docId), 2, 'the regression is logged (it added clocks); the conflicting duplicate added nothing')
   t.ok((await metric(core.metrics.deadLetters, { reason: 'conflicting-duplicate', tenant: 'acme' })) >= 1, 'counted with reason and tenant')
 
   // The same resend with its own content plus new clocks is no violation: Yjs applies the new part.
-  const resend = fullStateAfter(base, 7, (text) => text.insert(5, ' world'))
+  const resend = fullStateAfter(Y.encodeStateAsUpdate(clientView), 7, (text) => text.insert(13, ' world'))
   await publishEdit(js, 'acme', docId, resend)
-  await until('the honest resend applied', async () => (await text(docId)) === 'hello world')
+  await until('the honest resend applied', async () => (await text(docId)) === 'hello partner world')
   t.equal((await deadRows(docId)).length, 2, 'no new dead letter')
 
   await until('both violations on the dead-letter stream', async () => (await dlq(jsm)).filter((e) => e.docId === docId).length === 2)
