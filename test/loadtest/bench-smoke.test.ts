@@ -102,7 +102,8 @@ t.test('loadtest - the core scenarios report cold loads by path, state?at= early
   }
   const half = /Ingest → materialized at 50% of the sustained maximum \(([\d,]+) ops\/s offered = half of the (?:at least )?([\d,]+) DocFlow sustained in the probe storm at 200 offered[^)]*\), compaction running \(([\d,]+) compactions/.exec(out)
   t.ok(half, `the materialize line names the rate, the maximum and the compactions\n${out}`)
-  t.equal(num(half?.[1]), Math.max(10, Math.round(num(half?.[2]) / 2)), 'offered = half the sustained maximum')
+  // The maximum is printed rounded: half of it may round to one more or less than the rate offered.
+  t.ok(Math.abs(num(half?.[1]) - Math.max(10, num(half?.[2]) / 2)) <= 1, `offered ${half?.[1]} = half the sustained maximum ${half?.[2]}`)
   const hist = /core ingest → commit histogram over ([\d,]+) updates: p50 ([\d.,]+) \/ p95 \*\*([\d.,]+)\*\* \/ p99 ([\d.,]+) ms \(within buckets\); ([\d.]+)% at or under 50 ms: (PASS|FAIL)/.exec(out)
   t.ok(hist, 'the histogram figures are printed with a verdict')
   t.ok(num(hist?.[1]) > 0 && num(hist?.[2]) > 0 && num(hist?.[3]) >= num(hist?.[2]), `histogram: n > 0, 0 < p50 <= p95 (${hist?.slice(1, 4).join(', ')})`)
