@@ -1,16 +1,16 @@
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
 import type pg from 'pg'
-import { MSG_ID_HEADER } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
-import { BatchBuilder, decodeMessage, type BatchFeeds, type DecodedItem } from './batch.ts'
+import { BatchBuilder, decodeMessage, type BatchFeeds } from './batch.ts'
 import { DeliveryRun, type Delivery } from './delivery-run.ts'
-import { DocCache, docKey, type DocCacheBudget } from './doc-cache.ts'
+import { DocCache, type DocCacheBudget } from './doc-cache.ts'
 import { DeliveryGapError, isLeaseLostError } from './errors.ts'
 import type { LeaseHolder, PartitionLease } from './lease.ts'
 import type { LeaseProbe } from './lease-probe.ts'
 import type { OwnedPartition, PartitionBalance } from './balance.ts'
 import type { CoreMetrics } from './metrics.ts'
-import { findCommitted, itemKey, readCheckpointRange, readDocParts, type DocRow, type OpRow } from './store.ts'
+import { findCommitted, itemKey, readCheckpointRange, readDocParts } from './store.ts'
+import { committedByEdge, compactedStates } from './commit-outcomes.ts'
 import type { CompactedState } from './snapshots.ts'
 import { resetConsumer, type PartitionConsumer } from './streams.ts'
 
@@ -418,35 +418,4 @@ const ACK_INTERVAL_MS = 100
 function uniqueBySeq(msgs: JsMsg[]): JsMsg[] {
   const seen = new Set<number>()
   return msgs.filter((m) => !seen.has(m.seq) && seen.add(m.seq))
-}
-
-/**
- * The Nats-Msg-Ids of a committed batch's messages by publishing edge: messages whose every
- * update is in the op log now (applied, or committed before). One with a dead-lettered update
- * is left out: that edit is not saved.
- */
-function committedByEdge(decoded: DecodedItem[]): Map<string, string[]> {
-  const failed = new Set(decoded.filter((d) => 'failure' in d).map((d) => d.msg.seq))
-  const byEdge = new Map<string, string[]>()
-  const seen = new Set<number>()
-  for (const d of decoded) {
-    if (failed.has(d.msg.seq) || seen.has(d.msg.seq) || !d.edit) continue
-    seen.add(d.msg.seq)
-    const msgId = d.msg.headers?.get(MSG_ID_HEADER)
-    if (!msgId) continue
-    const ids = byEdge.get(d.edit.edgeId) ?? []
-    ids.push(msgId)
-    byEdge.set(d.edit.edgeId, ids)
-  }
-  return byEdge
-}
-
-/** The states a commit wrote, each with the ingest time of its newest update (in this batch: its document was touched). */
-function compactedStates(docs: DocRow[], ops: OpRow[]): CompactedState[] {
-  const newest = new Map<string, number>()
-  for (const op of ops) {
-    const k = docKey(op.tenant, op.docId)
-    newest.set(k, Math.max(newest.get(k) ?? 0, op.ingestTs))
-  }
-  return docs.map((d) => ({ tenant: d.tenant, docId: d.docId, state: d.state, lastStreamSeq: d.lastStreamSeq, lastIngestTs: newest.get(docKey(d.tenant, d.docId)) ?? Date.now() }))
 }
