@@ -22,6 +22,8 @@ export const Limit = {
   IpConnects: 'ip-connects',
   /** Connects waiting for their token check, from one IP address and on the whole edge. */
   PendingAdmissions: 'pending-admissions',
+  /** Bytes a socket may send before its token is checked (an HTTP ingest body pauses there instead). */
+  UnauthenticatedBytes: 'unauthenticated-bytes',
   /** Size a document may grow to. */
   DocumentBytes: 'document-bytes',
 } as const
@@ -43,5 +45,7 @@ export const LIMIT_ANSWERS: Record<Limit, LimitAnswer> = {
   [Limit.UserConnections]: { close: CloseCode.TooManyConnections, http: 429 },
   [Limit.IpConnects]: { close: null, http: 429 },
   [Limit.PendingAdmissions]: { close: null, http: 503 },
+  // A stock client sends far less before its token is checked; it reconnects and resyncs.
+  [Limit.UnauthenticatedBytes]: { close: CloseCode.TryAgainLater, http: 429 },
   [Limit.DocumentBytes]: { close: CloseCode.DocumentTooLarge, http: 413 },
 }

@@ -1,8 +1,8 @@
 import uWS from 'uWebSockets.js'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream } from '@nats-io/jetstream'
-import { CloseCode, DocId, SAVED_QUERY_PARAM, docAllowed, revokes, type Claims, type Limit, type Revocation } from '../contracts/mod.ts'
-import { DEFAULT_CLOCK_TOLERANCE_S, isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
+import { CloseCode, DocId, SAVED_QUERY_PARAM, docAllowed, revokes, Limit, type Claims, type Revocation } from '../contracts/mod.ts'
+import { DEFAULT_CLOCK_TOLERANCE_S, claimedTenant, isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
 import type { AwarenessLimits } from './awareness-guard.ts'
@@ -83,12 +83,37 @@ export const ENVELOPE_MARGIN_BYTES = 64 * 1024
 export const FRAME_READ_LIMIT_BYTES = 64 * 1024 * 1024
 export const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 
-/** What a socket carries from upgrade to close. */
-type SocketData =
-  | { ok: false; code: number; reason: string }
-  | { ok: true; tenant: string; docId: string; claims: Claims; saved: boolean; client?: SocketClient; room?: Room; budget?: ConnectionBudget }
+/** A socket whose token passed: what it carries until it closes. */
+interface Admitted {
+  tenant: string
+  docId: string
+  claims: Claims
+  saved: boolean
+  client: SocketClient
+  room: Room
+  budget: ConnectionBudget
+}
+
+/**
+ * What a socket carries from upgrade to close. Sockets upgrade at once and are authorized
+ * after open: a uWS defect (uNetworking/uWebSockets#1929) drops about one in 300-10,000
+ * sockets ~1 ms after an upgrade completed from a later tick with 1006.
+ */
+interface SocketData {
+  path: string
+  token: string
+  saved: boolean
+  ip: string
+  /** Set once the token passed. */
+  admitted: Admitted | null
+  /** Frames that came while the token was checked, handled in order once it passed; null after. */
+  early: Uint8Array[] | null
+  earlyBytes: number
+  closed: boolean
+}
 
 type Socket = uWS.WebSocket<SocketData>
+type SocketAdmission = Admission & ({ ok: false } | { docId: string; saved: boolean })
 
 /** Serves the y-websocket protocol to clients and publishes their updates to JetStream. */
 export class Edge {
@@ -214,47 +239,23 @@ export class Edge {
   }
 
   private upgrade(res: uWS.HttpResponse, req: uWS.HttpRequest, context: uWS.us_socket_context_t): void {
-    const path = req.getUrl()
     const token = req.getQuery('token') ?? ''
-    const saved = req.getQuery(SAVED_QUERY_PARAM) === '1'
-    const key = req.getHeader('sec-websocket-key')
-    const protocol = req.getHeader('sec-websocket-protocol')
-    const extensions = req.getHeader('sec-websocket-extensions')
     const ip = this.clientIp(res, req)
-    const throttled = this.limiter.startAdmission(ip)
-    if (throttled) {
-      // Before any token work: answered with a status a stock client takes as a failed connect,
-      // so it backs off (a close after open would reset its backoff).
-      refuseUpgrade(res, this.limiter.refused(throttled, { ip }).http)
+    // Refused with a status before any token work: a stock client takes it as a failed connect
+    // and backs off (a close after open would reset its backoff). A tenant over its rate is
+    // judged by the token's unverified claim, which only ever refuses.
+    const tenant = claimedTenant(token)
+    const cooling = tenant === null ? null : this.limiter.tenantCooling(tenant)
+    const refusal = cooling ?? this.limiter.startAdmission(ip)
+    if (refusal) {
+      refuseUpgrade(res, this.limiter.refused(refusal, cooling ? { tenant: tenant! } : { ip }).http)
       return
     }
-    let aborted = false
-    res.onAborted(() => {
-      aborted = true
-    })
-    // Otherwise always upgrade: a close code is the only refusal a browser WebSocket can read.
-    // Whatever fails on the way (NATS slow or away) refuses this socket with 1013, never the process.
-    this.authorize(path, token, saved)
-      .finally(() => this.limiter.admitted(ip))
-      .catch((err: unknown): SocketData => {
-        this.metrics.admissionFailures.inc()
-        this.log.warn({ err, path }, 'could not authorize a socket; refusing it with 1013')
-        return { ok: false, code: CloseCode.TryAgainLater, reason: 'admission unavailable, retry' }
-      })
-      .then((data) => {
-        // Known uWS defect (uNetworking/uWebSockets#1929): cork() after an async upgrade can
-        // misread the fresh WebSocket as an HTTP response marked "close" and drop it ~1 ms
-        // after open (1006; about 1 socket in 300-10,000 here; stock clients reconnect).
-        // Upgrading uncorked avoids it but uWS.js then warns on stderr for every socket.
-        if (aborted) return
-        const cooling = data.ok ? this.limiter.tenantCooling(data.tenant) : null
-        if (cooling && data.ok) return res.cork(() => refuseUpgrade(res, this.limiter.refused(cooling, { tenant: data.tenant }).http))
-        res.cork(() => res.upgrade(data, key, protocol, extensions, context))
-      })
-      .catch((err: unknown) => this.log.error({ err, path }, 'upgrade failed'))
+    const data: SocketData = { path: req.getUrl(), token, saved: req.getQuery(SAVED_QUERY_PARAM) === '1', ip, admitted: null, early: [], earlyBytes: 0, closed: false }
+    res.upgrade(data, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context)
   }
 
-  private async authorize(path: string, token: string, saved: boolean): Promise<SocketData> {
+  private async authorize(path: string, token: string, saved: boolean): Promise<SocketAdmission> {
     if (this.stopping) return { ok: false, code: CloseCode.ServiceRestart, reason: 'edge restarting' }
     let docId: string
     try {
@@ -307,35 +308,69 @@ export class Edge {
     else sendFanUpdate(this.nc, tenant, docId, `${this.opts.edgeId}/http`, update, this.log, this.metrics)
   }
 
+  /** Checks the socket's token; every refusal is a close code, the only one a browser WebSocket can read. */
   private open(ws: Socket): void {
     const data = ws.getUserData()
-    if (!data.ok) {
-      this.metrics.closes.inc({ code: data.code })
-      ws.end(data.code, data.reason)
+    // Whatever fails on the way (NATS slow or away) refuses this socket with 1013, never the process.
+    this.authorize(data.path, data.token, data.saved)
+      .finally(() => this.limiter.admitted(data.ip))
+      .catch((err: unknown): SocketAdmission => {
+        this.metrics.admissionFailures.inc()
+        this.log.warn({ err, path: data.path }, 'could not authorize a socket; refusing it with 1013')
+        return { ok: false, code: CloseCode.TryAgainLater, reason: 'admission unavailable, retry' }
+      })
+      .then((admission) => {
+        if (!data.closed) this.opened(ws, data, admission)
+      })
+      .catch((err: unknown) => this.log.error({ err, path: data.path }, 'opening a socket failed'))
+  }
+
+  private opened(ws: Socket, data: SocketData, admission: SocketAdmission): void {
+    const early = data.early ?? []
+    data.early = null
+    if (!admission.ok) {
+      this.metrics.closes.inc({ code: admission.code })
+      ws.end(admission.code, admission.reason)
       return
     }
-    const overUser = this.limiter.openSocket(data.tenant, data.claims.sub)
+    const { tenant, docId, claims } = admission
+    const overUser = this.limiter.openSocket(tenant, claims.sub)
     if (overUser) {
-      const { close } = this.limiter.refused(overUser, { tenant: data.tenant, userId: data.claims.sub, docId: data.docId })
+      const { close } = this.limiter.refused(overUser, { tenant, userId: claims.sub, docId })
       this.metrics.closes.inc({ code: close! })
       ws.end(close!, 'too many open sockets for this user')
       return
     }
     this.metrics.connections.inc()
-    data.budget = new ConnectionBudget(this.limiter.limits, this.maxMessageBytes)
-    const client = new SocketClient(ws, data, this.maxBufferedBytes, this.metrics, this.log)
-    if (data.saved) client.receipts = new SavedReceipts((frame) => client.send(frame), this.commits)
-    client.expireAt((data.claims.exp + (this.opts.tokens.clockToleranceS ?? DEFAULT_CLOCK_TOLERANCE_S)) * 1000)
-    const room = this.room(data.tenant, data.docId)
-    data.client = client
-    data.room = room
+    const client = new SocketClient(ws, admission, this.maxBufferedBytes, this.metrics, this.log)
+    if (admission.saved) client.receipts = new SavedReceipts((frame) => client.send(frame), this.commits)
+    client.expireAt((claims.exp + (this.opts.tokens.clockToleranceS ?? DEFAULT_CLOCK_TOLERANCE_S)) * 1000)
+    const room = this.room(tenant, docId)
+    data.admitted = { ...admission, client, room, budget: new ConnectionBudget(this.limiter.limits, this.maxMessageBytes) }
     this.sockets.add(client)
     room.join(client)
+    for (const frame of early) {
+      if (data.closed) return
+      this.frame(data.admitted, frame)
+    }
   }
 
   private message(ws: Socket, message: ArrayBuffer): void {
     const data = ws.getUserData()
-    if (!data.ok || !data.room || !data.client || !data.budget) return
+    // uWS reuses the buffer after this callback returns.
+    if (data.admitted) return this.frame(data.admitted, new Uint8Array(message.slice(0)))
+    if (!data.early) return // refused; its close is on the way
+    data.earlyBytes += message.byteLength
+    if (data.earlyBytes > this.limiter.limits.unauthenticatedBodyBytes) {
+      const { close } = this.limiter.refused(Limit.UnauthenticatedBytes, { ip: data.ip })
+      data.early = null
+      ws.end(close!, 'too much sent before the token was checked')
+      return
+    }
+    data.early.push(new Uint8Array(message.slice(0)))
+  }
+
+  private frame(data: Admitted, message: Uint8Array): void {
     const overBytes = data.budget.takeFrame(message.byteLength)
     if (overBytes) return this.closeOverLimit(data.client, data.tenant, data.docId, overBytes)
     if (message.byteLength > this.maxMessageBytes) {
@@ -346,8 +381,7 @@ export class Edge {
       return
     }
     try {
-      // uWS reuses the buffer after this callback returns.
-      const msg = parseClientMessage(new Uint8Array(message.slice(0)))
+      const msg = parseClientMessage(message)
       if (msg.type === 'update') {
         const over = data.budget.takeUpdate() ?? (data.client.canEdit ? this.limiter.takeTenantUpdate(data.tenant, msg.update.byteLength) : null)
         if (over) return this.closeOverLimit(data.client, data.tenant, data.docId, over)
@@ -374,12 +408,14 @@ export class Edge {
 
   private closed(ws: Socket): void {
     const data = ws.getUserData()
-    if (!data.ok || !data.client) return
-    this.limiter.closedSocket(data.tenant, data.claims.sub)
-    data.client.markClosed()
-    this.sockets.delete(data.client)
+    data.closed = true
+    const admitted = data.admitted
+    if (!admitted) return
+    this.limiter.closedSocket(admitted.tenant, admitted.claims.sub)
+    admitted.client.markClosed()
+    this.sockets.delete(admitted.client)
     this.metrics.connections.dec()
-    data.room?.leave(data.client)
+    admitted.room.leave(admitted.client)
   }
 
   /** A tenant was suspended or removed: its sockets go now, not at their next reconnect. */

@@ -28,7 +28,7 @@ export interface EdgeLimits {
   ipPendingAdmissions: number
   /** Connects waiting for their token check on the whole edge. Default 4_096. */
   pendingAdmissions: number
-  /** Body bytes an HTTP ingest request may send before its token is checked; then reading pauses. Default 64 KiB. */
+  /** Bytes a socket or an HTTP ingest body may send before its token is checked: the socket is closed (1013), the body's reading pauses. Default 64 KiB. */
   unauthenticatedBodyBytes: number
   /** Size a document may grow to (its loaded state plus the updates since, as this edge counts them). Default 256 MiB. */
   maxDocumentBytes: number

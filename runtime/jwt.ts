@@ -1,4 +1,4 @@
-import { SignJWT, createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose'
+import { SignJWT, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose'
 import { Claims } from '../contracts/auth.ts'
 
 /**
@@ -147,6 +147,19 @@ export async function verifyToken(token: string, policy: TokenPolicy): Promise<C
   const claims = Claims.safeParse(payload)
   if (!claims.success) throw new TokenError(`bad claims: ${claims.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`)
   return claims.data
+}
+
+/**
+ * The tenant a token claims, NOT verified: only for refusing a connect early (a forged claim can
+ * only get its own connect refused). Null when the token cannot be decoded.
+ */
+export function claimedTenant(token: string): string | null {
+  try {
+    const { tenant } = decodeJwt(token)
+    return typeof tenant === 'string' ? tenant : null
+  } catch {
+    return null
+  }
 }
 
 /** Signs an HS256 token; `ttlSeconds` sets `exp`; `iss`/`aud` when given. */

@@ -37,9 +37,6 @@ export function awarenessUpdate(entries: { clientId: number; clock: number; stat
   return encoding.toUint8Array(e)
 }
 
-/** The close code a WebSocket reports when the connection went without a close frame. */
-const TRANSPORT_DROP = 1006
-
 export interface Closed {
   code: number
   reason: string
@@ -81,22 +78,17 @@ export class RawSocket {
 
   /**
    * Opens a socket to `docId` and syncs `mirror` (pass the previous socket's to fetch only
-   * what it lacks); rejects if the edge closes it first with a code. A transport drop (1006)
-   * before the sync is tried again, twice at most, as a stock client reconnects: the edge's uWS
-   * drops a fresh socket now and then (README, the cork defect), which is not what tests look at.
+   * what it lacks); rejects if the edge closes it first.
    */
   static async open(edgeUrl: string, docId: string, token: string, mirror = new Y.Doc()): Promise<RawSocket> {
-    for (let attempt = 1; ; attempt++) {
-      const socket = new RawSocket(`${edgeUrl}/${encodeURIComponent(docId)}?token=${token}`, mirror)
-      const opened = await new Promise<Closed | null>((resolve) => {
-        socket.ws.once('open', () => resolve(null))
-        void socket.closed.then(resolve)
-      })
-      const synced = opened ?? (await socket.ping())
-      if (synced === 'alive') return socket
-      if (synced.code === TRANSPORT_DROP && attempt < 3) continue
-      throw new Error(`closed ${opened ? 'before open' : 'while syncing'}: ${synced.code} ${synced.reason}`)
-    }
+    const socket = new RawSocket(`${edgeUrl}/${encodeURIComponent(docId)}?token=${token}`, mirror)
+    const opened = await new Promise<Closed | null>((resolve) => {
+      socket.ws.once('open', () => resolve(null))
+      void socket.closed.then(resolve)
+    })
+    const synced = opened ?? (await socket.ping())
+    if (synced === 'alive') return socket
+    throw new Error(`closed ${opened ? 'before open' : 'while syncing'}: ${synced.code} ${synced.reason}`)
   }
 
   get isOpen(): boolean {

@@ -1,9 +1,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { Writable } from 'node:stream'
-import { SignJWT, exportJWK, exportSPKI, generateKeyPair, type JWK } from 'jose'
+import { SignJWT, exportSPKI } from 'jose'
 import { parse } from 'yaml'
 import { z } from 'zod'
 import { CloseCode, HTTP_INGEST_PATH, type Claims } from '../../contracts/mod.ts'
@@ -16,46 +14,10 @@ import { createRegistry } from '../../runtime/metrics.ts'
 import { JWT_SECRET, setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 import { edit } from '../helpers/edits.ts'
+import { JwksServer, editorClaims, signingKey } from '../helpers/jwks.ts'
 
 const SECRET = 'a-test-secret-of-at-least-32-bytes!!'
-const claims = { sub: 'u1', tenant: 'acme', docs: ['*'], role: 'editor' as const }
-
-/** A signing key of the identity provider and its public JWK as a JWKS serves it. */
-async function signingKey(alg: 'RS256' | 'ES256', kid: string) {
-  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true })
-  const jwk: JWK = { ...(await exportJWK(publicKey)), kid, alg, use: 'sig' }
-  const sign = (c: Omit<Claims, 'exp'> = claims, ttlS = 600, header: Record<string, unknown> = {}) =>
-    new SignJWT({ ...c })
-      .setProtectedHeader({ alg, kid, typ: 'JWT', ...header })
-      .setIssuedAt()
-      .setExpirationTime(Math.floor(Date.now() / 1000) + ttlS)
-      .sign(privateKey)
-  return { jwk, publicKey, sign }
-}
-
-/** An identity provider's JWKS endpoint on node:http: the keys it serves, how it fails, how often it was read. */
-class JwksServer {
-  keys: JWK[] = []
-  /** ok: 200 with the keys; error: 500; hang: never answers. */
-  mode: 'ok' | 'error' | 'hang' = 'ok'
-  fetches = 0
-  url = ''
-  private server: Server = createServer((req, res) => {
-    this.fetches++
-    if (this.mode === 'hang') return
-    if (this.mode === 'error') return void res.writeHead(500).end('identity provider down')
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: this.keys }))
-  })
-  async start(): Promise<this> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve))
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/.well-known/jwks.json`
-    return this
-  }
-  stop(): Promise<void> {
-    this.server.closeAllConnections()
-    return new Promise((resolve) => this.server.close(() => resolve()))
-  }
-}
+const claims = editorClaims
 
 /** The reason verifyToken refused a token, 'accepted', or 'key set unavailable'. */
 async function verdict(token: string, policy: TokenPolicy): Promise<string> {
