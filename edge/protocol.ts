@@ -62,6 +62,15 @@ export function syncStep2Message(doc: Y.Doc, stateVector: Uint8Array): Uint8Arra
   return encoding.toUint8Array(e)
 }
 
+/** A sync step 2 carrying `update` as it is (no encode of a doc). */
+export function syncStep2Frame(update: Uint8Array): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, MessageType.Sync)
+  encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2)
+  encoding.writeVarUint8Array(e, update)
+  return encoding.toUint8Array(e)
+}
+
 /** A state vector with no clients (a client that holds nothing yet): one varuint 0. */
 export const isEmptyStateVector = (stateVector: Uint8Array): boolean => stateVector.length === 1 && stateVector[0] === 0
 

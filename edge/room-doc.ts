@@ -1,7 +1,7 @@
 import * as Y from 'yjs'
 import type { Logger } from '../runtime/log.ts'
 import type { EdgeMetrics } from './metrics.ts'
-import { syncStep2Message } from './protocol.ts'
+import { inspectUpdate, isAlreadyApplied, syncStep2Frame, syncStep2Message, type UpdateShape } from './protocol.ts'
 import { UpdateProbe } from './update-probe.ts'
 
 /**
@@ -48,7 +48,7 @@ export class RoomDoc {
         metrics.roomApplyFailures.inc({ source: `probe-${what}` })
         log.warn({ err, ...context, what }, 'update probe fault; probe rebuilt')
       },
-      rebuilt: () => metrics.probeRebuilds.inc(),
+      built: () => metrics.probeBuilds.inc(),
     })
   }
 
@@ -103,12 +103,41 @@ export class RoomDoc {
   }
 
   /**
-   * Applies an update that did not come from a client's socket (core, a peer, a load): tried on
+   * The room's first state (the answers of core and of a room on another edge, before any
+   * client is served): straight into the doc, with no trial on the probe and no update event
+   * (nobody to tell yet). The probe is built from the doc when first needed, so a room whose
+   * clients only read never builds it, and the first answer into an empty doc is what joiners
+   * get, as it came (no encode). An answer that throws breaks the room (its clients retry)
+   * rather than open the document without its state.
+   */
+  load(update: Uint8Array, source: string): void {
+    const empty = this.doc.store.clients.size === 0 && this.unmerged.length === 0
+    this.probe.drop()
+    try {
+      Y.applyUpdate(this.doc, update, source)
+    } catch (err) {
+      this.hooks.broken(err, source)
+      return
+    }
+    const { pendingStructs, pendingDs } = this.doc.store
+    this.fullStateFrame = empty && pendingStructs === null && pendingDs === null ? syncStep2Frame(update) : null
+  }
+
+  /**
+   * Applies an update that did not come from a client's socket (core, a peer, HTTP ingest):
+   * nothing when the doc holds it all already (core's answer to a resync, mostly); else tried on
    * the probe first, so one that does not apply is skipped (its reason returned) instead of
    * breaking the doc. It may leave structs pending in the doc (a gap a resync fills).
    */
   applyTrusted(update: Uint8Array, source: string): string | null {
-    const proof = this.probe.prove(update)
+    let shape: UpdateShape
+    try {
+      shape = inspectUpdate(update)
+    } catch (err) {
+      return (err as Error).message
+    }
+    if (isAlreadyApplied(shape, this.current())) return null
+    const proof = this.probe.prove(update, shape)
     if (proof.kind === 'poisoned') return proof.reason
     this.applyProven(update, source, proof.kind === 'applied')
     return null

@@ -218,7 +218,11 @@ export class Room {
     }
     if (replies[0]?.status === 'deleted') return this.fail(CloseCode.DocumentDeleted, 'document deleted')
     if (replies[1] !== null) this.fanLink.peerSeen() // a room on another edge answered
-    for (const reply of replies) if (!this.closed && reply?.status === 'found') this.proveAndApply(reply.update, 'load')
+    for (const reply of replies) {
+      if (this.closed || reply?.status !== 'found') continue
+      this.documentBytes += reply.update.byteLength
+      this.state.load(reply.update, 'load')
+    }
     if (this.closed) return
     this.o.metrics.roomLoadSeconds.observe((performance.now() - started) / 1000)
     this.ready = true
@@ -427,7 +431,7 @@ export class Room {
   }
 
   /** An update from core, a peer, HTTP ingest or the load; one that does not apply is skipped and counted. */
-  private proveAndApply(update: Uint8Array, source: 'load' | 'core' | 'fan' | 'http'): void {
+  private proveAndApply(update: Uint8Array, source: 'core' | 'fan' | 'http'): void {
     this.documentBytes += update.byteLength
     const poisoned = this.state.applyTrusted(update, source)
     if (poisoned !== null) this.skipped(source, poisoned)

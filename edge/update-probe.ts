@@ -13,8 +13,8 @@ export type Proof = { kind: 'applied' } | { kind: 'pending' } | { kind: 'poisone
 export interface ProbeHooks {
   /** Something the probe survived: a mirror or a held update that did not apply. */
   fault(what: 'mirror' | 'held-update', err: unknown): void
-  /** The probe was rebuilt from the room doc (costs one encode and apply of the document). */
-  rebuilt(): void
+  /** The probe was built from the room doc (costs one encode and apply of the document). */
+  built(): void
 }
 
 /**
@@ -26,7 +26,8 @@ export interface ProbeHooks {
  * one. After a pending or poisoned trial the probe is rebuilt, which drops what the trial left.
  */
 export class UpdateProbe {
-  private probe: Y.Doc
+  /** Built from the room doc when first needed: a room whose clients only read never builds it. */
+  private built: Y.Doc | null = null
   private readonly held = new Set<Uint8Array>()
 
   /**
@@ -36,8 +37,18 @@ export class UpdateProbe {
   constructor(
     private readonly room: () => Y.Doc,
     private readonly hooks: ProbeHooks,
-  ) {
-    this.probe = this.fresh()
+  ) {}
+
+  /** What the probe would hold, without building it: the room doc while nothing is in flight. */
+  private get view(): Y.Doc {
+    return this.built === null && this.held.size === 0 ? this.room() : this.probe
+  }
+
+  private get probe(): Y.Doc {
+    if (this.built) return this.built
+    this.built = this.fresh()
+    this.hooks.built()
+    return this.built
   }
 
   /**
@@ -50,11 +61,11 @@ export class UpdateProbe {
     try {
       Y.applyUpdate(this.probe, update)
     } catch (err) {
-      this.rebuild()
+      this.drop()
       return { kind: 'poisoned', reason: (err as Error).message ?? String(err) }
     }
     if (this.probe.store.pendingStructs === null && this.probe.store.pendingDs === null) return { kind: 'applied' }
-    this.rebuild()
+    this.drop()
     return { kind: 'pending' }
   }
 
@@ -72,8 +83,9 @@ export class UpdateProbe {
       return false // not parseable: the whole inspection refuses it, with its reason
     }
     if (meta.from.size === 0) return false
+    const { store } = this.view
     for (const [client, first] of meta.from) {
-      const state = Y.getState(this.probe.store, client)
+      const state = Y.getState(store, client)
       if (first > state || (meta.to.get(client) ?? 0) <= state) return false
     }
     return true
@@ -81,7 +93,7 @@ export class UpdateProbe {
 
   /** True when the probe already holds everything in the update: it is in the room doc or on its way there. */
   holdsAll(shape: UpdateShape): boolean {
-    return isAlreadyApplied(shape, this.probe)
+    return isAlreadyApplied(shape, this.view)
   }
 
   /** Keeps a proven client update across rebuilds until `release` (its ack or its failure). */
@@ -96,32 +108,33 @@ export class UpdateProbe {
    */
   release(update: Uint8Array, applied: boolean): boolean {
     if (!this.held.delete(update)) return false
-    if (!applied) this.rebuild()
+    if (!applied) this.drop()
     return true
   }
 
   /** Applies an integrated change of the room doc; the probe already holds most of them. */
   mirror(update: Uint8Array): boolean {
+    if (!this.built) return true // built from the room doc, which holds it
     try {
       Y.applyUpdate(this.probe, update)
       return true
     } catch (err) {
       // The room and a held update disagree about the same ids (forged duplicate ids): start over.
       this.hooks.fault('mirror', err)
-      this.rebuild()
+      this.drop()
       return false
     }
   }
 
   destroy(): void {
-    this.probe.destroy()
+    this.drop()
     this.held.clear()
   }
 
-  private rebuild(): void {
-    this.probe.destroy()
-    this.probe = this.fresh()
-    this.hooks.rebuilt()
+  /** Drops the probe (after a trial it must forget, or the room doc's load): built again when next needed. */
+  drop(): void {
+    this.built?.destroy()
+    this.built = null
   }
 
   private fresh(): Y.Doc {
