@@ -59,6 +59,8 @@ export class LeaseSession {
   private lastCommitAtMs = 0
   /** The PostgreSQL backend of this session: how other cores tell it apart (balance.ts). */
   backendPid = 0
+  /** The end of the last statement queued on the session (serial). */
+  private statements: Promise<unknown> = Promise.resolve()
 
   private constructor(
     private readonly client: pg.Client,
@@ -92,7 +94,7 @@ export class LeaseSession {
   /** Locks `partition` on this session; false when another session holds it. */
   async tryLock(partition: number): Promise<boolean> {
     this.check()
-    const r = await this.client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [LEASE_NAMESPACE, partition])
+    const r = await this.serial(() => this.client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [LEASE_NAMESPACE, partition]))
     this.confirmed()
     return r.rows[0]?.ok === true
   }
@@ -100,7 +102,7 @@ export class LeaseSession {
   /** Gives `partition` up; nothing to do once the session is lost (the lock went with it). */
   async unlock(partition: number): Promise<void> {
     if (this.lost) return
-    await this.client.query('SELECT pg_advisory_unlock($1, $2)', [LEASE_NAMESPACE, partition])
+    await this.serial(() => this.client.query('SELECT pg_advisory_unlock($1, $2)', [LEASE_NAMESPACE, partition]))
   }
 
   /**
@@ -134,6 +136,16 @@ export class LeaseSession {
     return this.lost !== null
   }
 
+  /**
+   * Runs the session's statements one at a time: locks, unlocks, renewals and group commits
+   * share it, and pg only queues concurrent ones with a deprecation warning (an error in pg 9).
+   */
+  private serial<T>(statement: () => Promise<T>): Promise<T> {
+    const run = this.statements.then(statement, statement)
+    this.statements = run.catch(() => undefined)
+    return run
+  }
+
   /** Ends the session, which frees every lock it holds. */
   async close(): Promise<void> {
     if (this.nextCommit) clearTimeout(this.nextCommit)
@@ -151,7 +163,7 @@ export class LeaseSession {
     const group = this.takeGroup()
     try {
       this.check()
-      await commitBatches(this.client, group.map((w) => w.batch))
+      await this.serial(() => commitBatches(this.client, group.map((w) => w.batch)))
       this.confirmed()
       for (const w of group) w.resolve()
     } catch (err) {
@@ -192,7 +204,7 @@ export class LeaseSession {
         timer = setTimeout(() => reject(new Error(`no answer within ${this.timing.leaseTtlMs} ms`)), this.timing.leaseTtlMs)
       })
       try {
-        await Promise.race([this.client.query('SELECT 1'), timeout])
+        await Promise.race([this.serial(() => this.client.query('SELECT 1')), timeout])
       } finally {
         clearTimeout(timer)
       }
