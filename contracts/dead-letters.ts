@@ -9,6 +9,9 @@ import { Bytes, pack, unpack } from './codec.ts'
  * - conflicting-duplicate: a (clientID, clock) range the document already holds, with other content;
  * - clock-regression: a client's structs restart below what the document holds from it, with
  *   other content, and go on past it (the client's clock went backwards);
+ * - malformed-item: an item whose left and right neighbours are the same struct, or a clock of its
+ *   own client not made before it (runtime/yjs-items.ts): replicas would place it differently,
+ *   so it is not applied (edges refuse such updates; only a publisher that bypassed them sends one);
  * - version-regression: applying it would not move the document's version forward (a client
  *   clock going down) though Yjs took it;
  * - sequence-gap: a report, not a refusal — the update waits in the document for clocks that did
@@ -22,6 +25,7 @@ export const DeadLetterReason = {
   State: 'state',
   ConflictingDuplicate: 'conflicting-duplicate',
   ClockRegression: 'clock-regression',
+  MalformedItem: 'malformed-item',
   VersionRegression: 'version-regression',
   SequenceGap: 'sequence-gap',
 } as const

@@ -6,6 +6,7 @@ import { cleanEvent } from './clean-events.ts'
 import { isVersionRegressionError } from './errors.ts'
 import type { PendingDoc } from './gap-watch.ts'
 import { findOverlapViolation } from './overlap.ts'
+import { malformedUpdate } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
 import type { CoreMetrics } from './metrics.ts'
 import type { DeadLetterRow, DocRow, OpRow, StoredDoc } from './store.ts'
@@ -134,6 +135,11 @@ export class BatchBuilder {
       }
     }
     this.cache.pin(cached)
+    const malformed = malformedUpdate(edit.update)
+    if (malformed) {
+      this.deadLetter(msg, item, edit, `${DeadLetterReason.MalformedItem}: ${malformed}`)
+      return
+    }
     // A violation is recorded, and the update is still applied as Yjs applies it everywhere: the
     // document keeps the content it holds for those clocks, and what the update adds past them
     // goes in — as on every edge and client that already received it (edges fan an update out

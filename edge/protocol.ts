@@ -2,6 +2,7 @@ import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import * as syncProtocol from 'y-protocols/sync'
 import * as Y from 'yjs'
+import { malformedItem } from '../runtime/yjs-items.ts'
 
 /** Top-level message types of the y-websocket protocol. */
 export const MessageType = { Sync: 0, Awareness: 1, Auth: 2, QueryAwareness: 3 } as const
@@ -14,6 +15,11 @@ export type ClientMessage =
 
 export class ProtocolError extends Error {
   override name = 'ProtocolError'
+}
+
+/** A Yjs update with an item replicas would place differently (runtime/yjs-items.ts): poisoned, like one Yjs throws on. */
+export class MalformedUpdateError extends ProtocolError {
+  override name = 'MalformedUpdateError'
 }
 
 /** Parses one client frame; throws ProtocolError on anything the protocol does not allow. */
@@ -97,6 +103,22 @@ export interface UpdateShape {
   refs: Map<number, number>
 }
 
+/** Throws ProtocolError when an item of the update could not integrate alike everywhere (runtime/yjs-items.ts). */
+export function assertWellFormed(update: Uint8Array): void {
+  let decoded: ReturnType<typeof Y.decodeUpdate>
+  try {
+    decoded = Y.decodeUpdate(update)
+  } catch (err) {
+    throw new ProtocolError(`not a Yjs update: ${(err as Error).message}`)
+  }
+  wellFormed(decoded.structs)
+}
+
+function wellFormed(structs: (Y.Item | Y.GC | Y.Skip)[]): void {
+  const malformed = malformedItem(structs)
+  if (malformed) throw new MalformedUpdateError(`malformed update: ${malformed}`)
+}
+
 /**
  * Decodes a Yjs update far enough to prove it is one and to see what it touches;
  * throws ProtocolError on bytes that are not a Yjs v1 update.
@@ -108,6 +130,7 @@ export function inspectUpdate(update: Uint8Array): UpdateShape {
   } catch (err) {
     throw new ProtocolError(`not a Yjs update: ${(err as Error).message}`)
   }
+  wellFormed(decoded.structs)
   const structs = new Map<number, [number, number]>()
   for (const s of decoded.structs) {
     const range = structs.get(s.id.client)

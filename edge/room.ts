@@ -4,6 +4,8 @@ import { CloseCode, Limit, ServiceSubjects, type StateReply } from '../contracts
 import { requestState, respondState } from '../runtime/state-transfer.ts'
 import type { Logger } from '../runtime/log.ts'
 import {
+  MalformedUpdateError,
+  assertWellFormed,
   inspectUpdate,
   isEmptyStateVector,
   syncStep1Message,
@@ -332,13 +334,17 @@ export class Room {
     // update of a client one of whose fast updates still missed dependencies.
     const fast = member !== undefined && !member.inspectAll && this.state.probe.extendsClocks(update)
     let shape: UpdateShape | undefined
-    if (!fast) {
-      shape = inspectUpdate(update)
-      // Against the probe: what is in the room doc, waits for it, or is on its way to the stream.
-      if (this.state.probe.holdsAll(shape)) {
-        this.o.metrics.updatesAlreadyApplied.inc()
-        return null
-      }
+    try {
+      if (fast) assertWellFormed(update)
+      else shape = inspectUpdate(update)
+    } catch (err) {
+      if (!(err instanceof MalformedUpdateError)) throw err
+      return this.refusePoisoned(client, update, err.message)
+    }
+    // Against the probe: what is in the room doc, waits for it, or is on its way to the stream.
+    if (shape && this.state.probe.holdsAll(shape)) {
+      this.o.metrics.updatesAlreadyApplied.inc()
+      return null
     }
     if (this.wouldPassSizeLimit(update.byteLength)) {
       this.o.overLimit(client, Limit.DocumentBytes)
@@ -354,12 +360,7 @@ export class Room {
       return null
     }
     const proof = this.state.probe.prove(update, shape)
-    if (proof.kind === 'poisoned') {
-      this.o.metrics.updatesRejected.inc({ reason: 'poisoned' })
-      this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId, reason: proof.reason, bytes: update.byteLength }, 'update does not apply; not published, sender closed')
-      client.close(CloseCode.InvalidUpdate, 'update does not apply to the document')
-      return null
-    }
+    if (proof.kind === 'poisoned') return this.refusePoisoned(client, update, proof.reason)
     if (proof.kind === 'pending') {
       if (fast && member) member.inspectAll = true
       // Not published: it would sit pending in core and could later integrate under an innocent
@@ -386,6 +387,14 @@ export class Room {
   }
 
   /** Asks a client to sync again (a sync step 1), once until one of its updates is taken. */
+  /** An update that must not be applied (Yjs throws on it, or it is malformed): not published, its sender closed. */
+  private refusePoisoned(client: RoomClient, update: Uint8Array, reason: string): null {
+    this.o.metrics.updatesRejected.inc({ reason: 'poisoned' })
+    this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId, reason, bytes: update.byteLength }, 'update does not apply; not published, sender closed')
+    client.close(CloseCode.InvalidUpdate, 'update does not apply to the document')
+    return null
+  }
+
   private askResync(client: RoomClient, member: Member | undefined): void {
     if (!member || member.resyncAsked) return
     member.resyncAsked = true

@@ -5,7 +5,7 @@ import { AGG_STREAM, DLQ_STREAM, MSG_ID_HEADER, ServiceUser, decodeDeadLetterEve
 import { pack } from '../../contracts/codec.ts'
 import { versionTransition } from '../../core/apply.ts'
 import { readDocState } from '../../core/store.ts'
-import { edit, publishEdit } from '../helpers/edits.ts'
+import { edit, malformedEdit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 
@@ -115,6 +115,20 @@ t.test('core - a schema failure goes to the dead-letter stream with its reason a
   t.match(e.reason, /^schema: .*update/, 'the zod reason names the missing field')
   t.equal(e.tenant, 'acme', 'tenant from the stored subject')
   t.ok((await metric(core.metrics.deadLetters, { reason: 'schema', tenant: 'acme' })) >= 1, 'counted with the tenant label')
+})
+
+t.test('core - an item naming one struct as both its neighbours is dead-lettered as malformed and never applied', async (t) => {
+  const docId = 'dq-malformed'
+  const { base, malformed } = malformedEdit()
+  await publishEdit(js, 'acme', docId, base)
+  await publishEdit(js, 'acme', docId, malformed)
+  await publishEdit(js, 'acme', docId, edit('!', 41))
+  await until('the edit after it committed', async () => (await opRows(docId)) === 2)
+  const dead = await deadRows(docId)
+  t.equal(dead.length, 1)
+  t.match(dead[0].reason, /^malformed-item: item 8:0 has the same struct as its left and right neighbour/)
+  t.equal((await text(docId)).replace('!', ''), 'ab', 'the doc never took it')
+  t.ok((await metric(core.metrics.deadLetters, { reason: 'malformed-item', tenant: 'acme' })) >= 1, 'counted with reason and tenant')
 })
 
 t.test('core - a gap that does not fill in time is reported per document, and cleared when it fills', async (t) => {

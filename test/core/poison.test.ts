@@ -7,7 +7,8 @@ import { edit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 import { partitionsOf } from '../helpers/partitions.ts'
-import { decodes, mutateUntil, seeded, trial } from '../helpers/mutants.ts'
+import { decodes, mutateUntil, richEdit, seeded, trial } from '../helpers/mutants.ts'
+import { malformedUpdate } from '../../runtime/yjs-items.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -31,16 +32,19 @@ function editOn(base: Uint8Array, clientID: number, change: (text: Y.Text) => vo
 }
 
 /**
- * A valid edit on top of `base` with one to three bytes changed (seeded, so always the same)
- * such that Y.decodeUpdate accepts it and Y.applyUpdate throws on a doc holding `base`.
+ * A valid rich edit on top of `base` with one to three bytes changed (seeded, so always the same)
+ * such that Y.decodeUpdate accepts it, its items are well formed, and Y.applyUpdate throws on a doc holding `base`.
  */
 function poisonedUpdate(base: Uint8Array): Uint8Array {
-  const valid = editOn(base, 2, (text) => {
-    text.insert(5, ' there')
-    text.delete(0, 2)
-  })
+  // Nested types and formatting: mutants of a plain text edit that throw are all malformed.
+  const doc = docFrom(base)
+  doc.clientID = 2
+  const before = Y.encodeStateVector(doc)
+  richEdit(doc)
+  const valid = Y.encodeStateAsUpdate(doc, before)
   const committed = Y.encodeStateAsUpdate(docFrom(base))
-  return mutateUntil(valid, (m) => decodes(m) && trial([base], m) === 'throws' && trial([committed], m) === 'throws', seeded(42))
+  // Well formed (runtime/yjs-items.ts): a malformed one is dead-lettered before any apply.
+  return mutateUntil(valid, (m) => decodes(m) && malformedUpdate(m) === null && trial([base], m) === 'throws' && trial([committed], m) === 'throws', seeded(42))
 }
 
 const opRows = async (docIds: string[]) => (await stack.db.query('SELECT count(*)::int AS n FROM op_log WHERE doc_id = ANY($1)', [docIds])).rows[0].n as number

@@ -1,12 +1,14 @@
 import t from 'tap'
 import * as Y from 'yjs'
-import { CloseCode } from '../../contracts/mod.ts'
+import { CloseCode, HTTP_INGEST_PATH } from '../../contracts/mod.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 import { RawSocket, frames } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate, lacksDependencies } from '../../edge/protocol.ts'
 import { decodes, mutateUntil, richEdit, trial } from '../helpers/mutants.ts'
+import { malformedEdit } from '../helpers/edits.ts'
+import { malformedUpdate } from '../../runtime/yjs-items.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -34,7 +36,8 @@ t.test('edge - a poisoned update closes only its sender with 4422, is never publ
   const sv = Y.encodeStateVector(attacker)
   richEdit(attacker, 'a')
   // One whose dependencies are all there (else the edge drops it as incomplete, without a close).
-  const poisoned = mutateUntil(Y.encodeStateAsUpdate(attacker, sv), (m) => decodes(m) && trial([state], m) === 'throws' && !lacksDependencies(inspectUpdate(m), writer.doc))
+  // Most such mutants are malformed (runtime/yjs-items.ts), refused before any trial, as poisoned too.
+  const poisoned = mutateUntil(Y.encodeStateAsUpdate(attacker, sv), (m) => decodes(m) && trial([state], m) === 'throws' && (malformedUpdate(m) !== null || !lacksDependencies(inspectUpdate(m), writer.doc)))
 
   const raw = await RawSocket.open(url, 'poisoned', tok)
   const publishedBefore = await counterValue(edge.metrics.updatesPublished)
@@ -65,7 +68,7 @@ t.test('edge - an update with missing dependencies is not published, so the inno
   const sv = Y.encodeStateVector(source)
   richEdit(source, 'a')
   const second = Y.encodeStateAsUpdate(source, sv)
-  const poisonedLater = mutateUntil(second, (m) => decodes(m) && trial([], m) === 'pending' && trial([first], m) === 'throws')
+  const poisonedLater = mutateUntil(second, (m) => decodes(m) && malformedUpdate(m) === null && trial([], m) === 'pending' && trial([first], m) === 'throws')
 
   const attacker = await RawSocket.open(url, 'pending', tok)
   const innocent = await RawSocket.open(url, 'pending', tok)
@@ -113,4 +116,24 @@ t.test("edge - a socket cannot write into another live client's clock range: the
   await until('the reader has the real edit', () => reader.text.toString() === 'mine real')
   await until('core materialized the real edit', async () => (await materializedText(core.url, 'forged', tok)) === 'mine real', 20_000)
   t.equal(author.text.toString(), 'mine real', 'the author and the server agree')
+})
+
+t.test('edge - an item naming one struct as both its neighbours is refused as poisoned (4422) and never published, over a socket and over HTTP (400)', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const { base, malformed } = malformedEdit()
+  const writer = await RawSocket.open(url, 'malformed', tok)
+  writer.send(frames.update(base))
+  await until('the base text is materialized', async () => (await materializedText(core.url, 'malformed', tok)) === 'ab')
+  const publishedBefore = await counterValue(edge.metrics.updatesPublished)
+  const raw = await RawSocket.open(url, 'malformed', tok)
+  raw.send(frames.update(malformed))
+  const closed = await raw.closed
+  t.equal(closed.code, CloseCode.InvalidUpdate)
+  const res = await fetch(`${url.replace(/^ws/, 'http')}${HTTP_INGEST_PATH}/malformed/updates`, { method: 'POST', headers: { authorization: `Bearer ${tok}`, 'idempotency-key': 'malformed-1', 'content-type': 'application/octet-stream' }, body: malformed as BodyInit })
+  t.equal(res.status, 400)
+  t.match(await res.text(), /same struct as its left and right neighbour/)
+  t.ok(writer.isOpen, 'the other socket stays')
+  t.equal(await counterValue(edge.metrics.updatesPublished), publishedBefore, 'nothing published')
+  t.equal(await materializedText(core.url, 'malformed', tok), 'ab')
+  writer.close()
 })

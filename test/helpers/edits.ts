@@ -15,3 +15,25 @@ export function publishEdit(js: JetStreamClient, tenant: string, docId: string, 
   const env = encodeEnvelope({ v: 1, tenant, docId, userId: 'u', update, ingestTs: Date.now(), edgeId: 'test' })
   return js.publish(editIngestSubject(tenant, docId), env, { msgID })
 }
+
+/**
+ * `base`: client 7 types "ab"; `malformed`: client 8's "X" between them, its right neighbour
+ * rewritten to its left one (7:0), which no Yjs client makes (runtime/yjs-items.ts).
+ */
+export function malformedEdit(): { base: Uint8Array; malformed: Uint8Array } {
+  const doc = new Y.Doc()
+  doc.clientID = 7
+  doc.getText('t').insert(0, 'ab')
+  const base = Y.encodeStateAsUpdate(doc)
+  const before = Y.encodeStateVector(doc)
+  doc.clientID = 8
+  doc.getText('t').insert(1, 'X')
+  const malformed = Y.encodeStateAsUpdate(doc, before)
+  // The item's origin (client 7, clock 0) then right origin (7, 1), as one-byte varuints.
+  const at = malformed.findIndex((_, i) => malformed[i] === 7 && malformed[i + 1] === 0 && malformed[i + 2] === 7 && malformed[i + 3] === 1)
+  if (at < 0) throw new Error('the origins of the edit were not where expected')
+  malformed[at + 3] = 0
+  const item = Y.decodeUpdate(malformed).structs[0] as Y.Item
+  if (item.rightOrigin?.clock !== 0 || item.origin?.clock !== 0) throw new Error('the forged item does not name one struct as both neighbours')
+  return { base, malformed }
+}

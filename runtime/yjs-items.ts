@@ -1,0 +1,34 @@
+import * as Y from 'yjs'
+
+/**
+ * Why an update's items cannot integrate alike everywhere, or null. Yjs places an item between
+ * its origin (its left neighbour when it was made) and its rightOrigin without checking them: an
+ * item whose two neighbours are the same struct, or whose neighbour is a clock of its own client
+ * not made before it, corrupts the list it lands in, differently with what else the document
+ * holds, so replicas that apply in different orders (core in stream order, each client with its
+ * own edits first) diverge. No Yjs client makes such an item.
+ */
+export function malformedItem(structs: readonly (Y.Item | Y.GC | Y.Skip)[]): string | null {
+  for (const s of structs) {
+    if (!(s instanceof Y.Item)) continue
+    const { id, origin, rightOrigin } = s
+    if (origin && rightOrigin && origin.client === rightOrigin.client && origin.clock === rightOrigin.clock) {
+      return `item ${id.client}:${id.clock} has the same struct as its left and right neighbour`
+    }
+    for (const n of [origin, rightOrigin]) {
+      if (n && n.client === id.client && n.clock >= id.clock) return `item ${id.client}:${id.clock} names ${n.client}:${n.clock}, not made before it, as its neighbour`
+    }
+  }
+  return null
+}
+
+/** malformedItem of an update's structs; null too when the bytes do not decode (applying them says why). */
+export function malformedUpdate(update: Uint8Array): string | null {
+  let structs
+  try {
+    ;({ structs } = Y.decodeUpdate(update))
+  } catch {
+    return null
+  }
+  return malformedItem(structs)
+}
