@@ -103,34 +103,29 @@ export interface UpdateShape {
   refs: Map<number, number>
 }
 
-/** Throws ProtocolError when an item of the update could not integrate alike everywhere (runtime/yjs-items.ts). */
+/** Throws MalformedUpdateError when an item of the update could not integrate alike everywhere (runtime/yjs-items.ts), ProtocolError when it is no Yjs update. */
 export function assertWellFormed(update: Uint8Array): void {
+  decodeWellFormed(update)
+}
+
+function decodeWellFormed(update: Uint8Array): ReturnType<typeof Y.decodeUpdate> {
   let decoded: ReturnType<typeof Y.decodeUpdate>
   try {
     decoded = Y.decodeUpdate(update)
   } catch (err) {
     throw new ProtocolError(`not a Yjs update: ${(err as Error).message}`)
   }
-  wellFormed(decoded.structs)
-}
-
-function wellFormed(structs: (Y.Item | Y.GC | Y.Skip)[]): void {
-  const malformed = malformedItem(structs)
+  const malformed = malformedItem(decoded.structs)
   if (malformed) throw new MalformedUpdateError(`malformed update: ${malformed}`)
+  return decoded
 }
 
 /**
  * Decodes a Yjs update far enough to prove it is one and to see what it touches;
- * throws ProtocolError on bytes that are not a Yjs v1 update.
+ * throws ProtocolError on bytes that are not a well-formed Yjs v1 update.
  */
 export function inspectUpdate(update: Uint8Array): UpdateShape {
-  let decoded: ReturnType<typeof Y.decodeUpdate>
-  try {
-    decoded = Y.decodeUpdate(update)
-  } catch (err) {
-    throw new ProtocolError(`not a Yjs update: ${(err as Error).message}`)
-  }
-  wellFormed(decoded.structs)
+  const decoded = decodeWellFormed(update)
   const structs = new Map<number, [number, number]>()
   for (const s of decoded.structs) {
     const range = structs.get(s.id.client)
