@@ -37,10 +37,11 @@ export function serveDocState(
     try {
       const req = decodeStateRequest(data)
       const sv = req.stateVector ?? new Uint8Array([0])
-      if (await isDocDeleted(pool, req.tenant, req.docId)) return { status: 'deleted' }
       const doc = cachedDoc(req.tenant, req.docId)
+      // Both at once: a cold read is what a user opening the document waits for.
+      const [deleted, state] = await Promise.all([isDocDeleted(pool, req.tenant, req.docId), doc ? null : readDocState(pool, req.tenant, req.docId)])
+      if (deleted) return { status: 'deleted' }
       if (doc) return { status: 'found', update: Y.encodeStateAsUpdate(doc, sv) }
-      const state = await readDocState(pool, req.tenant, req.docId)
       if (!state) return { status: 'missing' }
       // A room opening asks with an empty state vector: the answer is the whole state, and
       // diffUpdate would only decode and re-encode it (hundreds of ms for a 100K-update document).
