@@ -35,7 +35,7 @@ export function respondState(msg: Msg, reply: StateReply): void {
 /**
  * Requests a document's state and reassembles its parts. Null when nobody answered within
  * `timeoutMs` (no responders, or a timeout); throws StateTransferError when an answer came
- * but not all of it. Its own subscription and timer: it settles on time even while the
+ * but its parts stopped coming for `timeoutMs`. Its own subscription and timer: it settles on time even while the
  * server is unreachable (a paused nats-server), when anything needing a round trip would hang.
  */
 export function requestState(nc: NatsConnection, subject: string, request: StateRequest, timeoutMs: number): Promise<StateReply | null> {
@@ -71,9 +71,11 @@ export function requestState(nc: NatsConnection, subject: string, request: State
       if (part.parts !== chunks.length) return finish(new StateTransferError(`state reply from ${subject} changed its part count`))
       if (!chunks[part.part]) received++
       chunks[part.part] = part.update
+      timer.refresh()
       if (received === chunks.length) finish({ status: 'found', update: Buffer.concat(chunks as Uint8Array[]) })
     }
-    const timer = setTimeout(() => failed(`incomplete: ${received}/${chunks.length} parts in ${timeoutMs} ms`), timeoutMs)
+    // Reset by every part: a large document still arriving on a busy process is not cut off.
+    const timer = setTimeout(() => failed(`incomplete: ${received}/${chunks.length} parts, none in the last ${timeoutMs} ms`), timeoutMs)
     try {
       const inbox = createInbox(inboxPrefixOf(nc))
       sub = nc.subscribe(inbox, { callback: (err, msg) => (err ? failed('subscription failed', err) : onPart(msg)) })
