@@ -1,4 +1,5 @@
 import * as Y from 'yjs'
+import { misplacedItem } from '../runtime/yjs-items.ts'
 import { isAlreadyApplied, lacksDependencies, type UpdateShape } from './protocol.ts'
 
 /**
@@ -64,7 +65,12 @@ export class UpdateProbe {
       this.drop()
       return { kind: 'poisoned', reason: (err as Error).message ?? String(err) }
     }
-    if (this.probe.store.pendingStructs === null && this.probe.store.pendingDs === null) return { kind: 'applied' }
+    if (this.probe.store.pendingStructs === null && this.probe.store.pendingDs === null) {
+      const misplaced = misplacedItem(this.probe, update)
+      if (misplaced === null) return { kind: 'applied' }
+      this.drop()
+      return { kind: 'poisoned', reason: `malformed update: ${misplaced}` }
+    }
     this.drop()
     return { kind: 'pending' }
   }

@@ -32,3 +32,27 @@ export function malformedUpdate(update: Uint8Array): string | null {
   }
   return malformedItem(structs)
 }
+
+/**
+ * Why an update that `doc` just took left one of its items next to a neighbour of another list,
+ * or null. An item's parent comes from its left neighbour; a right neighbour in another list (or
+ * key), or any right neighbour for a map entry (Yjs never gives one), links two lists together,
+ * and replicas then disagree. Seen only after applying: the neighbours are the document's.
+ */
+export function misplacedItem(doc: Y.Doc, update: Uint8Array): string | null {
+  const { from, to } = Y.parseUpdateMeta(update)
+  for (const [client, start] of from) {
+    const structs = doc.store.clients.get(client)
+    const end = to.get(client) ?? start
+    if (!structs || start >= end) continue
+    for (let i = Y.findIndexSS(structs, start); i < structs.length && structs[i]!.id.clock < end; i++) {
+      const item = structs[i]!
+      if (!(item instanceof Y.Item) || !item.rightOrigin) continue
+      const name = `item ${item.id.client}:${item.id.clock}`
+      if (item.parentSub !== null) return `${name}, a map entry, names a right neighbour`
+      const right = Y.getItem(doc.store, item.rightOrigin)
+      if (right instanceof Y.Item && (right.parent !== item.parent || right.parentSub !== item.parentSub)) return `${name} names a right neighbour in another list`
+    }
+  }
+  return null
+}

@@ -239,7 +239,7 @@ t.test('edge - fuzzed frames never kill the edge, corrupt the doc or close anyon
   honest.text.insert(0, 'END ')
   await until('co-editor gets an edit after the fuzzing', () => coEditor.text.toString().startsWith('END ') && coEditor.text.toString() === honest.text.toString(), 30_000)
   await until(
-    'core materialized the same document the clients hold',
+    `core materialized the same document the clients hold (fuzz seed ${seed})`,
     async () => {
       const doc = await readState(core.url, DOC, tok)
       return typeof doc !== 'number' && doc.getText('t').toString() === honest.text.toString() && Buffer.compare(Y.encodeStateVector(doc), Y.encodeStateVector(honest.doc)) === 0
@@ -248,8 +248,8 @@ t.test('edge - fuzzed frames never kill the edge, corrupt the doc or close anyon
   )
   const materialized = await readState(core.url, DOC, tok)
   if (typeof materialized === 'number') throw new Error(`read API answered ${materialized}`)
-  t.same(materialized.getMap('m').toJSON(), honest.doc.getMap('m').toJSON(), 'maps agree')
-  t.same(materialized.getArray('a').toJSON(), honest.doc.getArray('a').toJSON(), 'arrays agree')
+  t.same(materialized.getMap('m').toJSON(), honest.doc.getMap('m').toJSON(), `maps agree (fuzz seed ${seed})`)
+  t.same(materialized.getArray('a').toJSON(), honest.doc.getArray('a').toJSON(), `arrays agree (fuzz seed ${seed})`)
   // Mutants that rewrite ids the document holds are recorded as data-quality violations by core
   // (core/overlap.ts) and applied as Yjs applies them everywhere (the maps and arrays above agree);
   // nothing else may be dead-lettered.

@@ -2,12 +2,12 @@ import t from 'tap'
 import * as Y from 'yjs'
 import { CloseCode, HTTP_INGEST_PATH } from '../../contracts/mod.ts'
 import { setup, token } from '../helpers/setup.ts'
-import { materializedText, until, yclient } from '../helpers/client.ts'
+import { materializedText, readState, until, yclient } from '../helpers/client.ts'
 import { RawSocket, frames } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate, lacksDependencies } from '../../edge/protocol.ts'
 import { decodes, mutateUntil, richEdit, trial } from '../helpers/mutants.ts'
-import { malformedEdit } from '../helpers/edits.ts'
+import { malformedEdit, misplacedEdit } from '../helpers/edits.ts'
 import { malformedUpdate } from '../../runtime/yjs-items.ts'
 
 const stack = await setup()
@@ -135,5 +135,23 @@ t.test('edge - an item naming one struct as both its neighbours is refused as po
   t.ok(writer.isOpen, 'the other socket stays')
   t.equal(await counterValue(edge.metrics.updatesPublished), publishedBefore, 'nothing published')
   t.equal(await materializedText(core.url, 'malformed', tok), 'ab')
+  writer.close()
+})
+
+t.test('edge - an item whose right neighbour is in another list is refused as poisoned (4422) and never published', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const { base, misplaced } = misplacedEdit()
+  const writer = await RawSocket.open(url, 'misplaced', tok)
+  writer.send(frames.update(base))
+  await until('the base is materialized', async () => (await readState(core.url, 'misplaced', tok)) instanceof Y.Doc)
+  const publishedBefore = await counterValue(edge.metrics.updatesPublished)
+  const raw = await RawSocket.open(url, 'misplaced', tok)
+  raw.send(frames.update(misplaced))
+  t.equal((await raw.closed).code, CloseCode.InvalidUpdate)
+  t.equal(await writer.ping(), 'alive', 'the other socket stays, and the edge serves it')
+  t.same(writer.mirror.getArray('a').toJSON(), [1, 2], 'the room never took it')
+  t.equal(await counterValue(edge.metrics.updatesPublished), publishedBefore, 'nothing published')
+  const doc = await readState(core.url, 'misplaced', tok)
+  t.same(doc instanceof Y.Doc && doc.getArray('a').toJSON(), [1, 2])
   writer.close()
 })

@@ -37,3 +37,24 @@ export function malformedEdit(): { base: Uint8Array; malformed: Uint8Array } {
   if (item.rightOrigin?.clock !== 0 || item.origin?.clock !== 0) throw new Error('the forged item does not name one struct as both neighbours')
   return { base, malformed }
 }
+
+/**
+ * `base`: client 9 sets map key "k" (item 9:0) and inserts [1, 2] into array "a" (9:1, 9:2);
+ * `misplaced`: client 10's array insert between them, its right neighbour rewritten to the map
+ * entry 9:0, a struct of another list (runtime/yjs-items.ts misplacedItem).
+ */
+export function misplacedEdit(): { base: Uint8Array; misplaced: Uint8Array } {
+  const doc = new Y.Doc()
+  doc.clientID = 9
+  doc.getMap('m').set('k', 'v')
+  doc.getArray('a').insert(0, [1, 2])
+  const base = Y.encodeStateAsUpdate(doc)
+  const before = Y.encodeStateVector(doc)
+  doc.clientID = 10
+  doc.getArray('a').insert(1, [3])
+  const misplaced = Y.encodeStateAsUpdate(doc, before)
+  const at = misplaced.findIndex((_, i) => misplaced[i] === 9 && misplaced[i + 1] === 1 && misplaced[i + 2] === 9 && misplaced[i + 3] === 2)
+  if (at < 0) throw new Error('the origins of the edit were not where expected')
+  misplaced[at + 3] = 0
+  return { base, misplaced }
+}
