@@ -117,32 +117,31 @@ t.test('core - a schema failure goes to the dead-letter stream with its reason a
   t.ok((await metric(core.metrics.deadLetters, { reason: 'schema', tenant: 'acme' })) >= 1, 'counted with the tenant label')
 })
 
-t.test('core - an item naming one struct as both its neighbours is dead-lettered as malformed and never applied', async (t) => {
-  const docId = 'dq-malformed'
-  const { base, malformed } = malformedEdit()
+/** Publishes `base`, then `bad`, then a good edit; once that commits, the doc (as stored) and the one dead letter's reason. */
+async function afterBadEdit(docId: string, base: Uint8Array, bad: Uint8Array): Promise<{ doc: Y.Doc; reason: string }> {
   await publishEdit(js, 'acme', docId, base)
-  await publishEdit(js, 'acme', docId, malformed)
+  await publishEdit(js, 'acme', docId, bad)
   await publishEdit(js, 'acme', docId, edit('!', 41))
   await until('the edit after it committed', async () => (await opRows(docId)) === 2)
   const dead = await deadRows(docId)
-  t.equal(dead.length, 1)
-  t.match(dead[0].reason, /^malformed-item: item 8:0 has the same struct as its left and right neighbour/)
-  t.equal((await text(docId)).replace('!', ''), 'ab', 'the doc never took it')
+  if (dead.length !== 1) throw new Error(`${dead.length} dead letters for ${docId}, expected 1`)
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, (await readDocState(stack.db, 'acme', docId))!)
+  return { doc, reason: dead[0].reason }
+}
+
+t.test('core - an item naming one struct as both its neighbours is dead-lettered as malformed and never applied', async (t) => {
+  const { base, malformed } = malformedEdit()
+  const { doc, reason } = await afterBadEdit('dq-malformed', base, malformed)
+  t.match(reason, /^malformed-item: item 8:0 has the same struct as its left and right neighbour/)
+  t.equal(doc.getText('t').toString().replace('!', ''), 'ab', 'the doc never took it')
   t.ok((await metric(core.metrics.deadLetters, { reason: 'malformed-item', tenant: 'acme' })) >= 1, 'counted with reason and tenant')
 })
 
 t.test('core - an item whose right neighbour is in another list is dead-lettered as malformed and the doc rebuilt without it', async (t) => {
-  const docId = 'dq-misplaced'
   const { base, misplaced } = misplacedEdit()
-  await publishEdit(js, 'acme', docId, base)
-  await publishEdit(js, 'acme', docId, misplaced)
-  await publishEdit(js, 'acme', docId, edit('!', 42))
-  await until('the edit after it committed', async () => (await opRows(docId)) === 2)
-  const dead = await deadRows(docId)
-  t.equal(dead.length, 1)
-  t.match(dead[0].reason, /^malformed-item: item 10:0 names a right neighbour in another list/)
-  const doc = new Y.Doc()
-  Y.applyUpdate(doc, (await readDocState(stack.db, 'acme', docId))!)
+  const { doc, reason } = await afterBadEdit('dq-misplaced', base, misplaced)
+  t.match(reason, /^malformed-item: item 10:0 names a right neighbour in another list/)
   t.same(doc.getArray('a').toJSON(), [1, 2], 'the doc never kept it')
   t.equal(doc.getMap('m').get('k'), 'v')
 })
