@@ -6,7 +6,7 @@ import { cleanEvent } from './clean-events.ts'
 import { isVersionRegressionError } from './errors.ts'
 import type { PendingDoc } from './gap-watch.ts'
 import { findOverlapViolation } from './overlap.ts'
-import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
+import { malformedUpdate } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
 import type { CoreMetrics } from './metrics.ts'
 import type { DeadLetterRow, DocRow, OpRow, StoredDoc } from './store.ts'
@@ -152,12 +152,6 @@ export class BatchBuilder {
       result = applyTracked(cached.doc, edit.update)
     } catch (err) {
       this.deadLetter(msg, item, edit, reasonOf(isVersionRegressionError(err) ? DeadLetterReason.VersionRegression : DeadLetterReason.Apply, err))
-      await this.rebuild(edit.tenant, edit.docId)
-      return
-    }
-    const misplaced = result.outcome === 'applied' ? misplacedItem(cached.doc, edit.update) : null
-    if (misplaced) {
-      this.deadLetter(msg, item, edit, `${DeadLetterReason.MalformedItem}: ${misplaced}`)
       await this.rebuild(edit.tenant, edit.docId)
       return
     }

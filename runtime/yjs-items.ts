@@ -37,7 +37,8 @@ export function malformedUpdate(update: Uint8Array): string | null {
  * Why an update that `doc` just took left one of its items next to a neighbour of another list,
  * or null. An item's parent comes from its left neighbour; a right neighbour in another list (or
  * key), or any right neighbour for a map entry (Yjs never gives one), links two lists together,
- * and replicas then disagree. Seen only after applying: the neighbours are the document's.
+ * and replicas then disagree. Seen only after applying: the neighbours are the document's, so
+ * only the edge's probe judges it (core applies what edges accepted, as the clients did).
  */
 export function misplacedItem(doc: Y.Doc, update: Uint8Array): string | null {
   const { from, to } = Y.parseUpdateMeta(update)

@@ -5,7 +5,7 @@ import { AGG_STREAM, DLQ_STREAM, MSG_ID_HEADER, ServiceUser, decodeDeadLetterEve
 import { pack } from '../../contracts/codec.ts'
 import { versionTransition } from '../../core/apply.ts'
 import { readDocState } from '../../core/store.ts'
-import { edit, malformedEdit, misplacedEdit, publishEdit } from '../helpers/edits.ts'
+import { edit, malformedEdit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 
@@ -136,14 +136,6 @@ t.test('core - an item naming one struct as both its neighbours is dead-lettered
   t.match(reason, /^malformed-item: item 8:0 has the same struct as its left and right neighbour/)
   t.equal(doc.getText('t').toString().replace('!', ''), 'ab', 'the doc never took it')
   t.ok((await metric(core.metrics.deadLetters, { reason: 'malformed-item', tenant: 'acme' })) >= 1, 'counted with reason and tenant')
-})
-
-t.test('core - an item whose right neighbour is in another list is dead-lettered as malformed and the doc rebuilt without it', async (t) => {
-  const { base, misplaced } = misplacedEdit()
-  const { doc, reason } = await afterBadEdit('dq-misplaced', base, misplaced)
-  t.match(reason, /^malformed-item: item 10:0 names a right neighbour in another list/)
-  t.same(doc.getArray('a').toJSON(), [1, 2], 'the doc never kept it')
-  t.equal(doc.getMap('m').get('k'), 'v')
 })
 
 t.test('core - a gap that does not fill in time is reported per document, and cleared when it fills', async (t) => {

@@ -87,7 +87,8 @@ export interface ServiceProcess {
 export async function setup(o: SetupOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'docflow-test-'))
   chmodSync(dir, 0o755) // PostgreSQL runs as another user when tests run as root
-  const [natsPort, monitorPort, pgPort] = [await freePort(), await freePort(), await freePort()]
+  const [natsPort, monitorPort] = [await freePort(), await freePort()]
+  let pgPort = await freePort()
   const natsDir = join(dir, 'nats')
   const natsOptions = { dir: natsDir, port: natsPort, monitorPort, maxFileStore: '8GB', serviceMaxFileBytes: SERVICE_MAX_FILE_BYTES }
   const registryPath = natsFiles(natsDir).registry
@@ -97,7 +98,17 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
   for (const [tenant, bytes] of Object.entries(o.tenants ?? { acme: 64 * 1024 ** 2, globex: 64 * 1024 ** 2 })) registry.addTenant(tenant, bytes)
   registry.save()
   const nats = await startNatsServer(natsOptions)
-  const pgServer = await startPostgres({ dir: join(dir, 'pg'), port: pgPort, fsync: false })
+  // A free port can be taken by another suite between picking it and binding it: pick again.
+  let pgServer
+  for (let attempt = 1; ; attempt++) {
+    try {
+      pgServer = await startPostgres({ dir: join(dir, 'pg'), port: pgPort, fsync: false })
+      break
+    } catch (err) {
+      if (attempt === 3 || !(err as Error).message.includes('Address already in use')) throw err
+      pgPort = await freePort()
+    }
+  }
   const db = new pg.Pool({ connectionString: pgServer.url, max: 4 })
   db.on('error', (err) => log.debug({ err }, 'test pool connection lost (database restarted)'))
   const provisioner = await Provisioner.open({ natsDir, natsUrl: nats.url, databaseUrl: pgServer.url })
