@@ -386,7 +386,6 @@ export class Room {
     return published
   }
 
-  /** Asks a client to sync again (a sync step 1), once until one of its updates is taken. */
   /** An update that must not be applied (Yjs throws on it, or it is malformed): not published, its sender closed. */
   private refusePoisoned(client: RoomClient, update: Uint8Array, reason: string): null {
     this.o.metrics.updatesRejected.inc({ reason: 'poisoned' })
@@ -395,6 +394,7 @@ export class Room {
     return null
   }
 
+  /** Asks a client to sync again (a sync step 1), once until one of its updates is taken. */
   private askResync(client: RoomClient, member: Member | undefined): void {
     if (!member || member.resyncAsked) return
     member.resyncAsked = true
@@ -439,7 +439,7 @@ export class Room {
     this.proveAndApply(update, 'http')
   }
 
-  /** An update from core, a peer, HTTP ingest or the load; one that does not apply is skipped and counted. */
+  /** An update from core, a peer or HTTP ingest; one that does not apply is skipped and counted. */
   private proveAndApply(update: Uint8Array, source: 'core' | 'fan' | 'http'): void {
     this.documentBytes += update.byteLength
     const poisoned = this.state.applyTrusted(update, source)
