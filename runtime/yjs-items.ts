@@ -37,22 +37,31 @@ export function malformedUpdate(update: Uint8Array): string | null {
  * Why an update that `doc` just took left one of its items next to a neighbour of another list,
  * or null. An item's parent comes from its left neighbour; a right neighbour in another list (or
  * key), or any right neighbour for a map entry (Yjs never gives one), links two lists together,
- * and replicas then disagree. Seen only after applying: the neighbours are the document's, so
- * only the edge's probe judges it (core applies what edges accepted, as the clients did).
+ * and replicas then disagree. A left neighbour in another list comes from a struct that restarts
+ * below its client's clock with other content: Yjs keeps the decoded parent of its new tail but
+ * hangs it after the held struct before it, and the encoded document then says otherwise (a
+ * fresh load puts it in the held struct's list). Seen only after applying: the neighbours are
+ * the document's, so only the edge's probe judges it (core applies what edges accepted, as the
+ * clients did).
  */
 export function misplacedItem(doc: Y.Doc, update: Uint8Array): string | null {
   const { from, to } = Y.parseUpdateMeta(update)
+  const elsewhere = (item: Y.Item, neighbour: Y.ID) => {
+    const other = Y.getItem(doc.store, neighbour)
+    return other instanceof Y.Item && (other.parent !== item.parent || other.parentSub !== item.parentSub)
+  }
   for (const [client, start] of from) {
     const structs = doc.store.clients.get(client)
     const end = to.get(client) ?? start
     if (!structs || start >= end) continue
     for (let i = Y.findIndexSS(structs, start); i < structs.length && structs[i]!.id.clock < end; i++) {
       const item = structs[i]!
-      if (!(item instanceof Y.Item) || !item.rightOrigin) continue
+      if (!(item instanceof Y.Item)) continue
       const name = `item ${item.id.client}:${item.id.clock}`
+      if (item.origin && elsewhere(item, item.origin)) return `${name} names a left neighbour in another list`
+      if (!item.rightOrigin) continue
       if (item.parentSub !== null) return `${name}, a map entry, names a right neighbour`
-      const right = Y.getItem(doc.store, item.rightOrigin)
-      if (right instanceof Y.Item && (right.parent !== item.parent || right.parentSub !== item.parentSub)) return `${name} names a right neighbour in another list`
+      if (elsewhere(item, item.rightOrigin)) return `${name} names a right neighbour in another list`
     }
   }
   return null

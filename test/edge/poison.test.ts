@@ -7,7 +7,7 @@ import { RawSocket, frames } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate, lacksDependencies } from '../../edge/protocol.ts'
 import { decodes, mutateUntil, richEdit, trial } from '../helpers/mutants.ts'
-import { malformedEdit, misplacedEdit } from '../helpers/edits.ts'
+import { malformedEdit, misplacedEdit, resplicedEdit } from '../helpers/edits.ts'
 import { malformedUpdate } from '../../runtime/yjs-items.ts'
 
 const stack = await setup()
@@ -138,20 +138,34 @@ t.test('edge - an item naming one struct as both its neighbours is refused as po
   writer.close()
 })
 
-t.test('edge - an item whose right neighbour is in another list is refused as poisoned (4422) and never published', async (t) => {
-  const tok = await token({ tenant: 'acme' })
-  const { base, misplaced } = misplacedEdit()
-  const writer = await RawSocket.open(url, 'misplaced', tok)
-  writer.send(frames.update(base))
-  await until('the base is materialized', async () => (await readState(core.url, 'misplaced', tok)) instanceof Y.Doc)
-  const publishedBefore = await counterValue(edge.metrics.updatesPublished)
-  const raw = await RawSocket.open(url, 'misplaced', tok)
-  raw.send(frames.update(misplaced))
-  t.equal((await raw.closed).code, CloseCode.InvalidUpdate)
-  t.equal(await writer.ping(), 'alive', 'the other socket stays, and the edge serves it')
-  t.same(writer.mirror.getArray('a').toJSON(), [1, 2], 'the room never took it')
-  t.equal(await counterValue(edge.metrics.updatesPublished), publishedBefore, 'nothing published')
-  const doc = await readState(core.url, 'misplaced', tok)
-  t.same(doc instanceof Y.Doc && doc.getArray('a').toJSON(), [1, 2])
-  writer.close()
-})
+/** What the forged edits could touch. */
+const contents = (doc: Y.Doc) => ({ m: doc.getMap('m').toJSON(), a: doc.getArray('a').toJSON(), t: doc.getText('t').toString() })
+
+for (const [what, forged] of [
+  ['whose right neighbour is in another list', () => misplacedEdit()],
+  ['restarting its client below its clock with other content (its tail hangs in another list)', () => resplicedEdit()],
+] as const) {
+  t.test(`edge - an item ${what} is refused as poisoned (4422) and never published`, async (t) => {
+    const tok = await token({ tenant: 'acme' })
+    const edit = forged()
+    const docId = `misplaced-${edit.base.byteLength}`
+    // The base comes from a socket that then leaves, so its client id is free for the forger.
+    const seeder = await RawSocket.open(url, docId, tok)
+    seeder.send(frames.update(edit.base))
+    await until('the base is materialized', async () => (await readState(core.url, docId, tok)) instanceof Y.Doc)
+    seeder.close()
+    const watcher = await RawSocket.open(url, docId, tok)
+    const held = contents(watcher.mirror)
+    t.same(held.m, { k: 'v' }, 'the watcher holds the base')
+    const publishedBefore = await counterValue(edge.metrics.updatesPublished)
+    const raw = await RawSocket.open(url, docId, tok)
+    raw.send(frames.update('misplaced' in edit ? edit.misplaced : edit.respliced))
+    t.equal((await raw.closed).code, CloseCode.InvalidUpdate)
+    t.equal(await watcher.ping(), 'alive', 'the other socket stays, and the edge serves it')
+    t.same(contents(watcher.mirror), held, 'the room never took it')
+    t.equal(await counterValue(edge.metrics.updatesPublished), publishedBefore, 'nothing published')
+    const doc = await readState(core.url, docId, tok)
+    t.same(doc instanceof Y.Doc && contents(doc), held, 'core never took it')
+    watcher.close()
+  })
+}

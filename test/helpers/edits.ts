@@ -58,3 +58,18 @@ export function misplacedEdit(): { base: Uint8Array; misplaced: Uint8Array } {
   misplaced[at + 3] = 0
   return { base, misplaced }
 }
+
+/**
+ * `base`: client 11 sets map key "k" (item 11:0); `respliced`: client 11 again, from a fresh doc,
+ * types "xyz" (11:0–11:2 in text "t"). Yjs skips the clock it holds and hangs the rest after the
+ * map entry while keeping the text as its parent (runtime/yjs-items.ts misplacedItem).
+ */
+export function resplicedEdit(): { base: Uint8Array; respliced: Uint8Array } {
+  const doc = new Y.Doc()
+  doc.clientID = 11
+  doc.getMap('m').set('k', 'v')
+  const forger = new Y.Doc()
+  forger.clientID = 11
+  forger.getText('t').insert(0, 'xyz')
+  return { base: Y.encodeStateAsUpdate(doc), respliced: Y.encodeStateAsUpdate(forger) }
+}
