@@ -33,6 +33,8 @@ export class RoomDoc {
   private readonly doc = new Y.Doc()
   readonly probe: UpdateProbe
   private readonly unmerged: Uint8Array[] = []
+  /** The room's load, applied when the doc is first read. */
+  private readonly loading: Uint8Array[] = []
   private unmergedBytes = 0
   /** Sync step 2 of the whole doc, shared by every client that joins empty; dropped on each change. */
   private fullStateFrame: Uint8Array | null = null
@@ -53,11 +55,21 @@ export class RoomDoc {
   }
 
   /**
-   * The doc with every acked update in it: what waits in `unmerged` goes in, in ack order. Not
-   * merged first: Y.mergeUpdates keeps other content than applying in order when updates carry
-   * the same ids (forged), and the clients and core apply them in order.
+   * The doc with every loaded and acked update in it: the room's load goes in first, then what
+   * waits in `unmerged`, in ack order. Not merged first: Y.mergeUpdates keeps other content than
+   * applying in order when updates carry the same ids (forged), and the clients and core apply
+   * them in order.
    */
   current(): Y.Doc {
+    if (this.loading.length > 0) {
+      for (const update of this.loading.splice(0)) {
+        try {
+          Y.applyUpdate(this.doc, update, 'load')
+        } catch (err) {
+          this.hooks.broken(err, 'load')
+        }
+      }
+    }
     if (this.unmerged.length === 0) return this.doc
     const updates = this.unmerged.splice(0)
     this.unmergedBytes = 0
@@ -108,23 +120,19 @@ export class RoomDoc {
 
   /**
    * The room's first state (the answers of core and of a room on another edge, before any
-   * client is served): straight into the doc, with no trial on the probe and no update event
-   * (nobody to tell yet). The probe is built from the doc when first needed, so a room whose
-   * clients only read never builds it, and the first answer into an empty doc is what joiners
-   * get, as it came (no encode). An answer that throws breaks the room (its clients retry)
-   * rather than open the document without its state.
+   * client is served): it goes into the doc when the doc is first read, with no trial on the
+   * probe and no update event (nobody to tell yet). The first answer into an empty doc is what
+   * joiners get, as it came: a joiner's sync step 2 goes out before the edge applies it, so the
+   * client's decode and the edge's run side by side. (Structs of it that would wait pending in
+   * the doc wait in the client too, as they would after an encode.) The probe is built from the
+   * doc when first needed, so a room whose clients only read never builds it. An answer that
+   * throws breaks the room (its clients retry) rather than open the document without its state.
    */
-  load(update: Uint8Array, source: string): void {
-    const empty = this.doc.store.clients.size === 0 && this.unmerged.length === 0
+  load(update: Uint8Array): void {
+    const empty = this.doc.store.clients.size === 0 && this.unmerged.length === 0 && this.loading.length === 0
     this.probe.drop()
-    try {
-      Y.applyUpdate(this.doc, update, source)
-    } catch (err) {
-      this.hooks.broken(err, source)
-      return
-    }
-    const { pendingStructs, pendingDs } = this.doc.store
-    this.fullStateFrame = empty && pendingStructs === null && pendingDs === null ? syncStep2Frame(update) : null
+    this.loading.push(update)
+    this.fullStateFrame = empty ? syncStep2Frame(update) : null
   }
 
   /**

@@ -223,16 +223,17 @@ export class Room {
     for (const reply of replies) {
       if (this.closed || reply?.status !== 'found') continue
       this.documentBytes += reply.update.byteLength
-      this.state.load(reply.update, 'load')
+      this.state.load(reply.update)
     }
     if (this.closed) return
     this.o.metrics.roomLoadSeconds.observe((performance.now() - started) / 1000)
     this.ready = true
-    for (const [client, queue] of this.waiting) {
-      this.waiting.delete(client)
-      this.greet(client)
-      for (const [msg, receipt] of queue) this.handleOrReject(client, msg, receipt)
-    }
+    // What the joiners asked first (their sync step 1: the loaded state as it came), then the
+    // greetings, whose state vector applies the load.
+    const joined = [...this.waiting]
+    this.waiting.clear()
+    for (const [client, queue] of joined) for (const [msg, receipt] of queue) this.handleOrReject(client, msg, receipt)
+    for (const [client] of joined) if (this.clients.has(client)) this.greet(client)
     this.resync('open', this.o.resyncDelayMs)
   }
 

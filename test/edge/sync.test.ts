@@ -1,6 +1,7 @@
 import t from 'tap'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
+import { RawSocket } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 
 const stack = await setup()
@@ -139,4 +140,12 @@ t.test('edge - a room opened on a stored document gives joiners core state as it
   readers[0]!.text.insert(0, 'y')
   await until('the edit reaches the other readers', () => readers.every((c) => c.text.length === 5_001))
   t.equal((await counterValue(edgeA.edge.metrics.probeBuilds)) - builds, 1, 'the first edit built the probe once')
+
+  // Cold again: the joiner's answer goes out before the edge applies the load (its greeting waits for that).
+  readers.forEach((c) => c.destroy())
+  await until('the room closed with its last client', async () => (await edgeA.edge.metrics.rooms.get()).values[0]?.value === 0)
+  const joiner = await RawSocket.open(edgeA.url, 'stored-open', tok)
+  t.teardown(() => joiner.close())
+  t.equal(joiner.mirror.getText('t').length, 5_001, 'the joiner has the document')
+  t.same(joiner.received.slice(0, 2), ['sync-step2', 'sync-step1'], 'the loaded state first, then the greeting')
 })

@@ -53,6 +53,8 @@ export class RawSocket {
   /** Presence frames the edge sent, and the entries they carried. */
   awarenessFrames = 0
   awarenessEntries = 0
+  /** The kind of each frame the edge sent, in order. */
+  readonly received: ('sync-step1' | 'sync-step2' | 'update' | 'awareness' | 'other')[] = []
   readonly closed: Promise<Closed>
   private readonly ws: WebSocket
   private readonly step2Waiters: ((ok: true) => void)[] = []
@@ -118,8 +120,9 @@ export class RawSocket {
       this.awarenessFrames++
       this.awarenessEntries += decoding.readVarUint(decoding.createDecoder(decoding.readVarUint8Array(d)))
     }
-    if (type !== 0) return
+    if (type !== 0) return void this.received.push(type === 1 ? 'awareness' : 'other')
     const sub = decoding.readVarUint(d)
+    this.received.push(sub === 0 ? 'sync-step1' : sub === 1 ? 'sync-step2' : 'update')
     if (sub === 0) return // the edge's step 1: we never answer (the edge must cope)
     try {
       Y.applyUpdate(this.mirror, decoding.readVarUint8Array(d))
