@@ -49,6 +49,28 @@ function fullStateAfter(base: Uint8Array, clientID: number, change: (text: Y.Tex
   return Y.encodeStateAsUpdate(doc)
 }
 
+t.test('core - a stored state and a tail carrying the same ids read as core applied them, in stream order, not merged', async (t) => {
+  const docId = 'dq-merge'
+  // Found by fuzzing Y.mergeUpdates against applying in order: client 7 types "abcd"; then two
+  // updates of client 9 that also carry client 7 from clock 0 with other content (each adds
+  // clocks of client 9, so each is logged; core records the overlaps and applies them).
+  const updates = ['AQEHAAQBAXQEYWJjZAA=', 'AgEJAEQHAAJhYgEHAAQBAXQBYQA=', 'AgEJAEQHAAJhYgIHAAQBAXQBYUQJAARhYmNkAA=='].map((b) => Buffer.from(b, 'base64'))
+  const asApplied = new Y.Doc()
+  for (const u of updates) Y.applyUpdate(asApplied, u)
+  const stored = (update: Uint8Array) => {
+    const doc = new Y.Doc()
+    Y.applyUpdate(doc, update)
+    return doc.getText('t').toString()
+  }
+  const expected = stored(Y.encodeStateAsUpdate(asApplied))
+  t.not(stored(Y.mergeUpdates(updates)), expected, 'merging them is not applying them in order')
+  for (const [i, u] of updates.entries()) {
+    await publishEdit(js, 'acme', docId, u)
+    await until(`update ${i + 1} committed`, async () => (await opRows(docId)) === i + 1)
+  }
+  t.equal(await text(docId), expected, 'the stored state (the first, a new document) plus its tail read as applied in order')
+})
+
 t.test('core - a retry is counted per tenant and dropped; the same op ids with other content are dead-lettered, their content never replaces what the doc holds, and the doc ends as every client has it', async (t) => {
   const docId = 'dq-dup'
   const neighbour = neighbourOf(docId)
