@@ -28,6 +28,12 @@ export const EditEnvelope = z.object({
    */
   eventTs: z.number().int().positive().optional(),
   edgeId: z.string().min(1).max(128),
+  /**
+   * 'http': HTTP ingest published it without trying it on the document (the edge may hold no
+   * room for it), so core checks its items in the document's context. Absent: an edge's room
+   * proved it (socket updates, always batched) or a message from before it existed.
+   */
+  source: z.literal('http').optional(),
 })
 export type EditEnvelope = z.infer<typeof EditEnvelope>
 

@@ -6,7 +6,7 @@ import { cleanEvent } from './clean-events.ts'
 import { isVersionRegressionError } from './errors.ts'
 import type { PendingDoc } from './gap-watch.ts'
 import { findOverlapViolation } from './overlap.ts'
-import { malformedUpdate } from '../runtime/yjs-items.ts'
+import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
 import type { CoreMetrics } from './metrics.ts'
 import type { DeadLetterRow, DocRow, OpRow, StoredDoc } from './store.ts'
@@ -146,15 +146,25 @@ export class BatchBuilder {
     // once JetStream has it). Refusing it here would leave the materialized state short of what
     // every client shows, for good.
     const violation = findOverlapViolation(cached.doc, edit.update)
-    if (violation) this.deadLetter(msg, item, edit, `${violation.reason}: client ${violation.client} clock ${violation.clock} already holds other content (${violation.detail})`)
+    const recordViolation = () => violation && this.deadLetter(msg, item, edit, `${violation.reason}: client ${violation.client} clock ${violation.clock} already holds other content (${violation.detail})`)
     let result: ApplyResult
     try {
       result = applyTracked(cached.doc, edit.update)
     } catch (err) {
+      recordViolation()
       this.deadLetter(msg, item, edit, reasonOf(isVersionRegressionError(err) ? DeadLetterReason.VersionRegression : DeadLetterReason.Apply, err))
       await this.rebuild(edit.tenant, edit.docId)
       return
     }
+    // HTTP ingest tried it on no document (the edge may hold no room for it): its items are judged
+    // here, in the document's context, as an edge's probe judges a socket's (runtime/yjs-items.ts).
+    const misplaced = edit.source === 'http' ? misplacedItem(cached.doc, edit.update) : null
+    if (misplaced) {
+      this.deadLetter(msg, item, edit, `${DeadLetterReason.MalformedItem}: ${misplaced}`)
+      await this.rebuild(edit.tenant, edit.docId)
+      return
+    }
+    recordViolation()
     const { outcome, summary } = result
     this.metrics.updates.inc({ outcome })
     if (outcome === 'duplicate') {

@@ -125,7 +125,7 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
       const ingestTs = Date.now()
       const clamped = eventTs !== undefined && eventTs - ingestTs > EVENT_TIME_SKEW_MS
       const event = eventTs === undefined ? {} : { eventTs: Math.min(eventTs, ingestTs) }
-      const envelope = encodeEnvelope({ v: 1, tenant, docId, userId: admission.claims.sub, update, ingestTs, ...event, edgeId: o.edgeId })
+      const envelope = encodeEnvelope({ v: 1, tenant, docId, userId: admission.claims.sub, update, ingestTs, ...event, edgeId: o.edgeId, source: 'http' })
       let ack
       try {
         ack = await js.publish(editIngestSubject(tenant, docId), envelope, { msgID: editIdempotencyMsgId(tenant, admission.claims.sub, docId, key), timeout: o.ackTimeoutMs })

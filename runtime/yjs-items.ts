@@ -41,8 +41,8 @@ export function malformedUpdate(update: Uint8Array): string | null {
  * below its client's clock with other content: Yjs keeps the decoded parent of its new tail but
  * hangs it after the held struct before it, and the encoded document then says otherwise (a
  * fresh load puts it in the held struct's list). Seen only after applying: the neighbours are
- * the document's, so only the edge's probe judges it (core applies what edges accepted, as the
- * clients did).
+ * the document's, so the edge's probe judges a socket's update, and core judges only what HTTP
+ * ingest published untried (it applies what edges accepted, as the clients did).
  */
 export function misplacedItem(doc: Y.Doc, update: Uint8Array): string | null {
   const { from, to } = Y.parseUpdateMeta(update)

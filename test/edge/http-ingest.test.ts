@@ -2,9 +2,9 @@ import t from 'tap'
 import * as Y from 'yjs'
 import { EVENT_TIME_HEADER, HTTP_INGEST_PATH, Role } from '../../contracts/mod.ts'
 import { setup, token } from '../helpers/setup.ts'
-import { materializedText, until, yclient } from '../helpers/client.ts'
+import { materializedText, readState, until, yclient } from '../helpers/client.ts'
 import { counterValue } from '../helpers/metric-value.ts'
-import { edit } from '../helpers/edits.ts'
+import { edit, resplicedEdit } from '../helpers/edits.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -53,6 +53,23 @@ t.test('edge - a POSTed update with no room open anywhere is materialized, and a
   t.teardown(() => c.destroy())
   await c.synced()
   await until('the client loads it', () => c.text.toString() === 'queued offline')
+})
+
+t.test('edge, core - a POSTed item that would hang in another list is dead-lettered by core, which keeps the document as it was', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const docId = 'http-respliced'
+  const { base, respliced } = resplicedEdit()
+  const headers = (key: string) => ({ authorization: `Bearer ${tok}`, 'idempotency-key': key })
+  t.equal((await post(edge.url, docId, base, headers('base'))).status, 202)
+  await until('the base is in the op log', async () => (await opRows(docId)) === 1)
+  // No room holds the document, so nothing tried it before JetStream stored it.
+  t.equal((await post(edge.url, docId, respliced, headers('respliced'))).status, 202)
+  const reasons = async () => (await stack.db.query('SELECT reason FROM dead_letters WHERE doc_id = $1', [docId])).rows.map((r) => r.reason as string)
+  await until('core dead-lettered it', async () => (await reasons()).length > 0)
+  t.match(await reasons(), [/^malformed-item: item 11:1 names a left neighbour in another list/])
+  const doc = await readState(core.url, docId, tok)
+  t.same(doc instanceof Y.Doc && { m: doc.getMap('m').toJSON(), t: doc.getText('t').toString() }, { m: { k: 'v' }, t: '' }, 'the document as it was')
+  t.equal(await opRows(docId), 1, 'not in the op log')
 })
 
 t.test('edge - a bad POST gets a clear 4xx with its reason and stores nothing', async (t) => {
