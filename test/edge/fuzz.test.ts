@@ -250,6 +250,12 @@ t.test('edge - fuzzed frames never kill the edge, corrupt the doc or close anyon
   if (typeof materialized === 'number') throw new Error(`read API answered ${materialized}`)
   t.same(materialized.getMap('m').toJSON(), honest.doc.getMap('m').toJSON(), `maps agree (fuzz seed ${seed})`)
   t.same(materialized.getArray('a').toJSON(), honest.doc.getArray('a').toJSON(), `arrays agree (fuzz seed ${seed})`)
+  // A user who reloads now (a fresh client of the edge's room) sees what the others see live.
+  const reloaded = yclient(url, DOC, tok)
+  t.teardown(() => reloaded.destroy())
+  await reloaded.synced()
+  const contents = (doc: Y.Doc) => ({ t: doc.getText('t').toString(), m: doc.getMap('m').toJSON(), a: doc.getArray('a').toJSON() })
+  t.same(contents(reloaded.doc), contents(honest.doc), `a reload shows what live clients show (fuzz seed ${seed})`)
   // Mutants that rewrite ids the document holds are recorded as data-quality violations by core
   // (core/overlap.ts) and applied as Yjs applies them everywhere (the maps and arrays above agree);
   // nothing else may be dead-lettered.
