@@ -66,7 +66,8 @@ export class RoomDoc {
         try {
           Y.applyUpdate(this.doc, update, 'load')
         } catch (err) {
-          this.hooks.broken(err, 'load')
+          this.hooks.broken(err, 'load') // the room closes; nothing more goes into this doc
+          return this.doc
         }
       }
     }
