@@ -1,5 +1,6 @@
 import t from 'tap'
-import { Edge, ENVELOPE_MARGIN_BYTES } from '../../edge/edge.ts'
+import { Edge } from '../../edge/edge.ts'
+import { ENVELOPE_MARGIN_BYTES } from '../../edge/options.ts'
 import { createEdgeMetrics } from '../../edge/metrics.ts'
 import { createLogger } from '../../runtime/log.ts'
 import { createRegistry } from '../../runtime/metrics.ts'
