@@ -3,7 +3,7 @@ import fc from 'fast-check'
 import * as Y from 'yjs'
 import { CloseCode } from '../../contracts/mod.ts'
 import { setup, token } from '../helpers/setup.ts'
-import { readState, until, yclient } from '../helpers/client.ts'
+import { docContents, readState, until, yclient } from '../helpers/client.ts'
 import { RawSocket, awarenessUpdate, frames, type Closed } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate, lacksDependencies } from '../../edge/protocol.ts'
@@ -254,8 +254,7 @@ t.test('edge - fuzzed frames never kill the edge, corrupt the doc or close anyon
   const reloaded = yclient(url, DOC, tok)
   t.teardown(() => reloaded.destroy())
   await reloaded.synced()
-  const contents = (doc: Y.Doc) => ({ t: doc.getText('t').toString(), m: doc.getMap('m').toJSON(), a: doc.getArray('a').toJSON() })
-  t.same(contents(reloaded.doc), contents(honest.doc), `a reload shows what live clients show (fuzz seed ${seed})`)
+  t.same(docContents(reloaded.doc), docContents(honest.doc), `a reload shows what live clients show (fuzz seed ${seed})`)
   // Mutants that rewrite ids the document holds are recorded as data-quality violations by core
   // (core/overlap.ts) and applied as Yjs applies them everywhere (the maps and arrays above agree);
   // nothing else may be dead-lettered.

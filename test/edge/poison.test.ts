@@ -2,7 +2,7 @@ import t from 'tap'
 import * as Y from 'yjs'
 import { CloseCode, HTTP_INGEST_PATH } from '../../contracts/mod.ts'
 import { setup, token } from '../helpers/setup.ts'
-import { materializedText, readState, until, yclient } from '../helpers/client.ts'
+import { docContents, materializedText, readState, until, yclient } from '../helpers/client.ts'
 import { RawSocket, frames } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate, lacksDependencies } from '../../edge/protocol.ts'
@@ -138,9 +138,6 @@ t.test('edge - an item naming one struct as both its neighbours is refused as po
   writer.close()
 })
 
-/** What the forged edits could touch. */
-const contents = (doc: Y.Doc) => ({ m: doc.getMap('m').toJSON(), a: doc.getArray('a').toJSON(), t: doc.getText('t').toString() })
-
 for (const [what, forged] of [
   ['whose right neighbour is in another list', () => misplacedEdit()],
   ['restarting its client below its clock with other content (its tail hangs in another list)', () => resplicedEdit()],
@@ -155,17 +152,17 @@ for (const [what, forged] of [
     await until('the base is materialized', async () => (await readState(core.url, docId, tok)) instanceof Y.Doc)
     seeder.close()
     const watcher = await RawSocket.open(url, docId, tok)
-    const held = contents(watcher.mirror)
+    const held = docContents(watcher.mirror)
     t.same(held.m, { k: 'v' }, 'the watcher holds the base')
     const publishedBefore = await counterValue(edge.metrics.updatesPublished)
     const raw = await RawSocket.open(url, docId, tok)
     raw.send(frames.update('misplaced' in edit ? edit.misplaced : edit.respliced))
     t.equal((await raw.closed).code, CloseCode.InvalidUpdate)
     t.equal(await watcher.ping(), 'alive', 'the other socket stays, and the edge serves it')
-    t.same(contents(watcher.mirror), held, 'the room never took it')
+    t.same(docContents(watcher.mirror), held, 'the room never took it')
     t.equal(await counterValue(edge.metrics.updatesPublished), publishedBefore, 'nothing published')
     const doc = await readState(core.url, docId, tok)
-    t.same(doc instanceof Y.Doc && contents(doc), held, 'core never took it')
+    t.same(doc instanceof Y.Doc && docContents(doc), held, 'core never took it')
     watcher.close()
   })
 }

@@ -74,3 +74,6 @@ export async function materializedText(coreUrl: string, docId: string, token: st
   const doc = await readState(coreUrl, docId, token)
   return typeof doc === 'number' ? null : doc.getText('t').toString()
 }
+
+/** What the tests' edits touch: text "t", map "m" and array "a", as plain values. */
+export const docContents = (doc: Y.Doc) => ({ t: doc.getText('t').toString(), m: doc.getMap('m').toJSON(), a: doc.getArray('a').toJSON() })
