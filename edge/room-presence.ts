@@ -5,7 +5,7 @@ import type { Logger } from '../runtime/log.ts'
 import { awarenessMessage } from './protocol.ts'
 import type { EdgeMetrics } from './metrics.ts'
 import { AWARENESS_DEFAULTS, AwarenessGuard, PEER, type AwarenessLimits } from './awareness-guard.ts'
-import type { RoomClient } from './room.ts'
+import type { RoomClient } from './room-options.ts'
 
 /** Presence changes of a room gather this long before they go out together. */
 const PRESENCE_FLUSH_MS = 50

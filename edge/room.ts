@@ -1,8 +1,7 @@
 import * as Y from 'yjs'
-import type { NatsConnection, Subscription } from '@nats-io/transport-node'
+import type { Subscription } from '@nats-io/transport-node'
 import { CloseCode, Limit, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
 import { requestState, respondState } from '../runtime/state-transfer.ts'
-import type { Logger } from '../runtime/log.ts'
 import {
   MalformedUpdateError,
   assertWellFormed,
@@ -14,47 +13,14 @@ import {
   type ClientMessage,
   type UpdateShape,
 } from './protocol.ts'
-import type { EdgeMetrics } from './metrics.ts'
 import { RoomLoadError, isPublishError } from './errors.ts'
 import type { Receipt } from './saved-receipts.ts'
-import type { AwarenessLimits } from './awareness-guard.ts'
 import { RoomPresence } from './room-presence.ts'
 import { RoomDoc } from './room-doc.ts'
 import { onReconnect } from './nats-reconnect.ts'
 import { FanLink } from './fan-link.ts'
 import { ClientOwners } from './client-owners.ts'
-
-/** One client socket as a room sees it. */
-export interface RoomClient {
-  readonly userId: string
-  readonly canEdit: boolean
-  send(frame: Uint8Array): void
-  close(code: number, reason: string): void
-}
-
-export interface RoomOptions extends Partial<AwarenessLimits> {
-  tenant: string
-  docId: string
-  edgeId: string
-  nc: NatsConnection
-  log: Logger
-  metrics: EdgeMetrics
-  /** Publishes an update durably (JetStream ack); rejects when it could not. */
-  publish: (update: Uint8Array, userId: string) => Promise<string>
-  /** How long to wait for core's or a peer edge's state when the room opens. */
-  stateTimeoutMs: number
-  /**
-   * After opening, after a missed fan-out and after a NATS reconnect, ask core again this much
-   * later for what it materialized meanwhile (core commits a few ms after the JetStream ack).
-   */
-  resyncDelayMs: number
-  /** Size the document may grow to (edge/limits.ts maxDocumentBytes). */
-  maxDocumentBytes: number
-  /** A client's update would pass a limit: the edge counts it and closes the client with the limit's code. */
-  overLimit: (client: RoomClient, limit: Limit) => void
-  /** Called once the room is closed for good. */
-  onClosed: (room: Room) => void
-}
+import type { RoomClient, RoomOptions } from './room-options.ts'
 
 /** Looks at core's state after an open, a gap or a reconnect, while core does not answer. */
 const RESYNC_ATTEMPTS = 5

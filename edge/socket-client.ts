@@ -2,7 +2,7 @@ import type uWS from 'uWebSockets.js'
 import { CloseCode, Role, type Claims } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { EdgeMetrics } from './metrics.ts'
-import type { RoomClient } from './room.ts'
+import type { RoomClient } from './room-options.ts'
 import type { SavedReceipts } from './saved-receipts.ts'
 
 /** uWS's ws.send result when the frame was not queued at all. */

@@ -1,0 +1,38 @@
+import type { NatsConnection } from '@nats-io/transport-node'
+import type { Limit } from '../contracts/mod.ts'
+import type { Logger } from '../runtime/log.ts'
+import type { AwarenessLimits } from './awareness-guard.ts'
+import type { EdgeMetrics } from './metrics.ts'
+import type { Room } from './room.ts'
+
+/** One client socket as a room sees it. */
+export interface RoomClient {
+  readonly userId: string
+  readonly canEdit: boolean
+  send(frame: Uint8Array): void
+  close(code: number, reason: string): void
+}
+
+export interface RoomOptions extends Partial<AwarenessLimits> {
+  tenant: string
+  docId: string
+  edgeId: string
+  nc: NatsConnection
+  log: Logger
+  metrics: EdgeMetrics
+  /** Publishes an update durably (JetStream ack); rejects when it could not. */
+  publish: (update: Uint8Array, userId: string) => Promise<string>
+  /** How long to wait for core's or a peer edge's state when the room opens. */
+  stateTimeoutMs: number
+  /**
+   * After opening, after a missed fan-out and after a NATS reconnect, ask core again this much
+   * later for what it materialized meanwhile (core commits a few ms after the JetStream ack).
+   */
+  resyncDelayMs: number
+  /** Size the document may grow to (edge/limits.ts maxDocumentBytes). */
+  maxDocumentBytes: number
+  /** A client's update would pass a limit: the edge counts it and closes the client with the limit's code. */
+  overLimit: (client: RoomClient, limit: Limit) => void
+  /** Called once the room is closed for good. */
+  onClosed: (room: Room) => void
+}
