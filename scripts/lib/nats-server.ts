@@ -59,8 +59,13 @@ export async function reloadNats(dir: string): Promise<void> {
   writeNatsConfig(dir)
   const pid = Number(readFileSync(f.pid, 'utf8').trim())
   if (!pid || !alive(pid)) throw new Error(`nats-server is not running (no live pid in ${f.pid})`)
-  process.kill(pid, 'SIGHUP')
   const { monitorPort } = JSON.parse(readFileSync(f.options, 'utf8')) as NatsConfigOptions
+  const loadedAt = async () => ((await (await fetch(`http://127.0.0.1:${monitorPort}/varz`)).json()) as { config_load_time: string }).config_load_time
+  const before = await loadedAt()
+  process.kill(pid, 'SIGHUP')
+  // The signal is handled asynchronously: until the load time moves, every check below still
+  // reads the old config (a quota change keeps the accounts, so their check alone passes at once).
+  await waitFor(`nats-server to reload its config (log: ${f.log})`, async () => (await loadedAt()) !== before, 15_000)
   const want = Registry.open(f.registry)
     .tenants()
     .map(([t]) => t)
