@@ -158,7 +158,7 @@ export class BatchBuilder {
     }
     // HTTP ingest tried it on no document (the edge may hold no room for it): its items are judged
     // here, in the document's context, as an edge's probe judges a socket's (runtime/yjs-items.ts).
-    const misplaced = edit.source === 'http' ? misplacedItem(cached.doc, edit.update) : null
+    const misplaced = edit.source === 'http' ? misplacedItem(cached.doc, Y.parseUpdateMeta(edit.update)) : null
     if (misplaced) {
       this.deadLetter(msg, item, edit, `${DeadLetterReason.MalformedItem}: ${misplaced}`)
       await this.rebuild(edit.tenant, edit.docId)

@@ -1,5 +1,3 @@
-import * as Y from 'yjs'
-
 /**
  * Which live socket of a room speaks for which Yjs client id. Invariant: new structs of a
  * client id are taken only from the socket that first sent structs for it, while that socket is
@@ -12,13 +10,8 @@ export class ClientOwners<S> {
   private readonly owners = new Map<number, S>()
 
   /** The client ids with new structs in `update`; null when another live socket owns one of them. */
-  check(socket: S, update: Uint8Array): number[] | null {
-    let ids: number[]
-    try {
-      ids = [...Y.parseUpdateMeta(update).from.keys()]
-    } catch {
-      return [] // not parseable: the inspection refuses it, with its reason
-    }
+  check(socket: S, clientIds: Iterable<number>): number[] | null {
+    const ids = [...clientIds]
     for (const id of ids) {
       const owner = this.owners.get(id)
       if (owner !== undefined && owner !== socket) return null

@@ -2,7 +2,7 @@ import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import * as syncProtocol from 'y-protocols/sync'
 import * as Y from 'yjs'
-import { malformedItem } from '../runtime/yjs-items.ts'
+import { malformedItem, type UpdateMeta } from '../runtime/yjs-items.ts'
 
 /** Top-level message types of the y-websocket protocol. */
 export const MessageType = { Sync: 0, Awareness: 1, Auth: 2, QueryAwareness: 3 } as const
@@ -103,12 +103,18 @@ export interface UpdateShape {
   refs: Map<number, number>
 }
 
-/** Throws MalformedUpdateError when an item of the update could not integrate alike everywhere (runtime/yjs-items.ts), ProtocolError when it is no Yjs update. */
-export function assertWellFormed(update: Uint8Array): void {
-  decodeWellFormed(update)
+/** A client's update decoded once, for every check the edge's ingest makes of it. */
+export interface DecodedUpdate {
+  structs: ReturnType<typeof Y.decodeUpdate>['structs']
+  ds: ReturnType<typeof Y.decodeUpdate>['ds']
+  meta: UpdateMeta
 }
 
-function decodeWellFormed(update: Uint8Array): ReturnType<typeof Y.decodeUpdate> {
+/**
+ * Decodes a Yjs update; throws ProtocolError on bytes that are no Yjs v1 update and
+ * MalformedUpdateError when an item of it could not integrate alike everywhere (runtime/yjs-items.ts).
+ */
+export function decodeClientUpdate(update: Uint8Array): DecodedUpdate {
   let decoded: ReturnType<typeof Y.decodeUpdate>
   try {
     decoded = Y.decodeUpdate(update)
@@ -117,7 +123,25 @@ function decodeWellFormed(update: Uint8Array): ReturnType<typeof Y.decodeUpdate>
   }
   const malformed = malformedItem(decoded.structs)
   if (malformed) throw new MalformedUpdateError(`malformed update: ${malformed}`)
-  return decoded
+  return { ...decoded, meta: metaOf(decoded.structs) }
+}
+
+/** What Y.parseUpdateMeta reads, from structs already decoded (it decodes them again, at twice decodeUpdate's cost). */
+function metaOf(structs: DecodedUpdate['structs']): UpdateMeta {
+  const from = new Map<number, number>()
+  const to = new Map<number, number>()
+  let client: number | null = null
+  let end = 0
+  for (const s of structs) {
+    if (s.id.client !== client) {
+      if (client !== null) to.set(client, end)
+      client = s.id.client
+      from.set(client, s.id.clock)
+    }
+    end = s.id.clock + s.length
+  }
+  if (client !== null) to.set(client, end)
+  return { from, to }
 }
 
 /**
@@ -125,7 +149,11 @@ function decodeWellFormed(update: Uint8Array): ReturnType<typeof Y.decodeUpdate>
  * throws ProtocolError on bytes that are not a well-formed Yjs v1 update.
  */
 export function inspectUpdate(update: Uint8Array): UpdateShape {
-  const decoded = decodeWellFormed(update)
+  return shapeOf(decodeClientUpdate(update))
+}
+
+/** What a decoded update touches: its struct ranges, what they refer to, its deletes. */
+export function shapeOf(decoded: DecodedUpdate): UpdateShape {
   const structs = new Map<number, [number, number]>()
   for (const s of decoded.structs) {
     const range = structs.get(s.id.client)

@@ -1,7 +1,7 @@
 import * as Y from 'yjs'
 import type { Logger } from '../runtime/log.ts'
 import type { EdgeMetrics } from './metrics.ts'
-import { inspectUpdate, isAlreadyApplied, syncStep2Frame, syncStep2Message, type UpdateShape } from './protocol.ts'
+import { decodeClientUpdate, isAlreadyApplied, shapeOf, syncStep2Frame, syncStep2Message, type DecodedUpdate } from './protocol.ts'
 import { UpdateProbe } from './update-probe.ts'
 
 /**
@@ -143,14 +143,15 @@ export class RoomDoc {
    * breaking the doc. It may leave structs pending in the doc (a gap a resync fills).
    */
   applyTrusted(update: Uint8Array, source: string): string | null {
-    let shape: UpdateShape
+    let decoded: DecodedUpdate
     try {
-      shape = inspectUpdate(update)
+      decoded = decodeClientUpdate(update)
     } catch (err) {
       return (err as Error).message
     }
+    const shape = shapeOf(decoded)
     if (isAlreadyApplied(shape, this.current())) return null
-    const proof = this.probe.prove(update, shape)
+    const proof = this.probe.prove(update, { shape, meta: decoded.meta })
     if (proof.kind === 'poisoned') return proof.reason
     this.applyProven(update, source, proof.kind === 'applied')
     return null

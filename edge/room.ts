@@ -4,14 +4,14 @@ import { CloseCode, Limit, ServiceSubjects, type StateReply } from '../contracts
 import { requestState, respondState } from '../runtime/state-transfer.ts'
 import {
   MalformedUpdateError,
-  assertWellFormed,
-  inspectUpdate,
+  decodeClientUpdate,
   isEmptyStateVector,
+  shapeOf,
   syncStep1Message,
   syncStep2Message,
   updateMessage,
   type ClientMessage,
-  type UpdateShape,
+  type DecodedUpdate,
 } from './protocol.ts'
 import { RoomLoadError, isPublishError } from './errors.ts'
 import type { Receipt } from './saved-receipts.ts'
@@ -298,16 +298,17 @@ export class Room {
     // A typing client's update continues its own clocks and is proven by its apply alone.
     // Anything else (a sync step 2, deletions only, a gap) is inspected whole first, so a no-op
     // or an update with missing dependencies costs no apply and no probe rebuild; so is every
-    // update of a client one of whose fast updates still missed dependencies.
-    const fast = member !== undefined && !member.inspectAll && this.state.probe.extendsClocks(update)
-    let shape: UpdateShape | undefined
+    // update of a client one of whose fast updates still missed dependencies. Decoded once for
+    // every check below (each Y.parseUpdateMeta would decode it again).
+    let decoded: DecodedUpdate
     try {
-      if (fast) assertWellFormed(update)
-      else shape = inspectUpdate(update)
+      decoded = decodeClientUpdate(update)
     } catch (err) {
       if (!(err instanceof MalformedUpdateError)) throw err
       return this.refusePoisoned(client, update, err.message)
     }
+    const fast = member !== undefined && !member.inspectAll && this.state.probe.extendsClocks(decoded.meta)
+    const shape = fast ? undefined : shapeOf(decoded)
     // Against the probe: what is in the room doc, waits for it, or is on its way to the stream.
     if (shape && this.state.probe.holdsAll(shape)) {
       this.o.metrics.updatesAlreadyApplied.inc()
@@ -317,7 +318,7 @@ export class Room {
       this.o.overLimit(client, Limit.DocumentBytes)
       return null
     }
-    const ids = this.owners.check(client, update)
+    const ids = this.owners.check(client, decoded.meta.from.keys())
     if (ids === null) {
       // Structs for a client id another live socket owns: a forgery, or (two tabs sharing a doc)
       // the owner's own edits not in the room yet. Not published; the sender is asked to sync
@@ -326,7 +327,7 @@ export class Room {
       this.askResync(client, member)
       return null
     }
-    const proof = this.state.probe.prove(update, shape)
+    const proof = this.state.probe.prove(update, { shape, meta: decoded.meta })
     if (proof.kind === 'poisoned') return this.refusePoisoned(client, update, proof.reason)
     if (proof.kind === 'pending') {
       if (fast && member) member.inspectAll = true

@@ -1,5 +1,5 @@
 import * as Y from 'yjs'
-import { misplacedItem } from '../runtime/yjs-items.ts'
+import { misplacedItem, type UpdateMeta } from '../runtime/yjs-items.ts'
 import { isAlreadyApplied, lacksDependencies, type UpdateShape } from './protocol.ts'
 
 /**
@@ -56,9 +56,9 @@ export class UpdateProbe {
    * Tries `update` (whose `shape` the caller may have inspected already) on the probe. `applied`: the probe keeps it — the caller either holds it
    * (a client update until its ack) or applies it to the room doc right away.
    */
-  prove(update: Uint8Array, shape?: UpdateShape): Proof {
+  prove(update: Uint8Array, known: { shape?: UpdateShape | undefined; meta?: UpdateMeta } = {}): Proof {
     // Cheap first: most updates with missing dependencies are seen without applying (no rebuild).
-    if (shape && lacksDependencies(shape, this.probe)) return { kind: 'pending' }
+    if (known.shape && lacksDependencies(known.shape, this.probe)) return { kind: 'pending' }
     try {
       Y.applyUpdate(this.probe, update)
     } catch (err) {
@@ -66,7 +66,7 @@ export class UpdateProbe {
       return { kind: 'poisoned', reason: (err as Error).message ?? String(err) }
     }
     if (this.probe.store.pendingStructs === null && this.probe.store.pendingDs === null) {
-      const misplaced = misplacedItem(this.probe, update)
+      const misplaced = misplacedItem(this.probe, known.meta ?? Y.parseUpdateMeta(update))
       if (misplaced === null) return { kind: 'applied' }
       this.drop()
       return { kind: 'poisoned', reason: `malformed update: ${misplaced}` }
@@ -79,15 +79,9 @@ export class UpdateProbe {
    * True when the update carries new structs that continue, with no clock gap, what the probe
    * holds of each of their clients: what a typing client sends. Such an update is no no-op and
    * has no gap, so it may be proven by applying it without a whole inspection first (a missing
-   * origin still shows as pending). Bytes that do not parse are for the whole inspection to refuse.
+   * origin still shows as pending).
    */
-  extendsClocks(update: Uint8Array): boolean {
-    let meta
-    try {
-      meta = Y.parseUpdateMeta(update)
-    } catch {
-      return false // not parseable: the whole inspection refuses it, with its reason
-    }
+  extendsClocks(meta: UpdateMeta): boolean {
     if (meta.from.size === 0) return false
     const { store } = this.view
     for (const [client, first] of meta.from) {

@@ -33,8 +33,11 @@ export function malformedUpdate(update: Uint8Array): string | null {
   return malformedItem(structs)
 }
 
+/** Per client, the clock an update's structs start at and the one past their end (Y.parseUpdateMeta). */
+export type UpdateMeta = ReturnType<typeof Y.parseUpdateMeta>
+
 /**
- * Why an update that `doc` just took left one of its items next to a neighbour of another list,
+ * Why an update that `doc` just took (its `meta`) left one of its items next to a neighbour of another list,
  * or null. An item's parent comes from its left neighbour; a right neighbour in another list (or
  * key), or any right neighbour for a map entry (Yjs never gives one), links two lists together,
  * and replicas then disagree. A left neighbour in another list comes from a struct that restarts
@@ -44,8 +47,7 @@ export function malformedUpdate(update: Uint8Array): string | null {
  * the document's, so the edge's probe judges a socket's update, and core judges only what HTTP
  * ingest published untried (it applies what edges accepted, as the clients did).
  */
-export function misplacedItem(doc: Y.Doc, update: Uint8Array): string | null {
-  const { from, to } = Y.parseUpdateMeta(update)
+export function misplacedItem(doc: Y.Doc, { from, to }: UpdateMeta): string | null {
   const elsewhere = (item: Y.Item, neighbour: Y.ID) => {
     const other = Y.getItem(doc.store, neighbour)
     return other instanceof Y.Item && (other.parent !== item.parent || other.parentSub !== item.parentSub)
