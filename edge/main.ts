@@ -28,7 +28,7 @@ const Config = z.object({
   editPartitions: EditPartitions,
   publishAckTimeoutMs: PositiveInt.default(2_000),
   publishAttempts: PositiveInt.default(5),
-  publishLingerMs: z.coerce.number().int().min(0).default(30),
+  publishLingerMs: z.coerce.number().int().min(0).default(15),
   publishBatchTarget: PositiveInt.default(24),
   publishBusyMessagesPerS: z.coerce.number().int().min(0).default(200),
   publishMaxBatchUpdates: PositiveInt.default(512),

@@ -34,7 +34,7 @@ export interface EdgeOptions {
   editPartitions?: number | undefined
   /** Publish attempts before the room resyncs its clients. Default 5. */
   publishAttempts: number
-  /** Longest an update waits for others to share its stream message (publisher.ts); 0 = next tick. Default 30. */
+  /** Longest an update waits for others to share its stream message (publisher.ts); 0 = next tick. Default 15. */
   publishLingerMs?: number | undefined
   /** Updates that make a lane publish without waiting out publishLingerMs. Default 24. */
   publishBatchTarget?: number | undefined
