@@ -65,6 +65,8 @@ export interface CoreOptions extends Partial<LeaseTiming> {
   blobs: BlobStore
   /** Least time between two snapshots of one document. Default SNAPSHOT_DEFAULTS. */
   snapshotIntervalMs?: number
+  /** Most snapshots this process writes per second. Default SNAPSHOT_DEFAULTS. */
+  snapshotsPerSecond?: number
   /** A document whose oldest uncompacted op is this old has its state written, new ops or not. Default 60_000 (DEFAULT_COMPACT_AFTER_MS). */
   compactAfterMs?: number
   /** Bytes the partition workers' document caches hold together; least recently used docs go past it. Default 256 MiB (DEFAULT_DOC_CACHE_BYTES). */
@@ -109,7 +111,10 @@ export class Core {
     this.pool.on('error', (err) => log.warn({ error: err.message }, 'idle PostgreSQL connection failed'))
     this.docCacheBudget = new DocCacheBudget(o.maxDocCacheBytes ?? DEFAULT_DOC_CACHE_BYTES, { bytes: (delta) => this.metrics.docCacheBytes.inc(delta), evicted: () => this.metrics.docCacheEvictions.inc() })
     this.retention = new SnapshotRetention(o.blobs, this.pool, log, this.metrics, { ...(o.snapshotRetentionDays !== undefined ? { retentionDays: o.snapshotRetentionDays } : {}), ...(o.snapshotPruneIntervalMs !== undefined ? { pruneIntervalMs: o.snapshotPruneIntervalMs } : {}) })
-    this.snapshots = new Snapshots(o.blobs, this.pool, log, this.metrics, o.snapshotIntervalMs !== undefined ? { snapshotIntervalMs: o.snapshotIntervalMs } : {})
+    this.snapshots = new Snapshots(o.blobs, this.pool, log, this.metrics, {
+      ...(o.snapshotIntervalMs !== undefined ? { snapshotIntervalMs: o.snapshotIntervalMs } : {}),
+      ...(o.snapshotsPerSecond !== undefined ? { maxPerSecond: o.snapshotsPerSecond } : {}),
+    })
   }
 
   /** The ops port (/metrics, /healthz) once started. */

@@ -7,6 +7,11 @@ import { jetstream } from '@nats-io/jetstream'
 import { LAST_SEQ_HEADER, STATE_SEQ_HEADER, parseSnapshotKey, parseSnapshotMetadata } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { readStateAt } from '../../core/point-in-time.ts'
+import { Snapshots } from '../../core/snapshots.ts'
+import { createCoreMetrics } from '../../core/metrics.ts'
+import { createRegistry } from '../../runtime/metrics.ts'
+import { createLogger } from '../../runtime/log.ts'
+import { counterValue } from '../helpers/metric-value.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 import { publishEdit } from '../helpers/edits.ts'
@@ -107,4 +112,29 @@ t.test('core - GET state?at= answers the document as it was, with the sequence i
   t.equal((await get('yesterday')).status, 400)
   t.equal((await get(String(seqs[4]!), 'globex')).status, 404, 'another tenant has no such document')
   await core.stop()
+})
+
+t.test('core - snapshots are paced (documents compacting together do not write them all at once); stop writes the queue without pausing', async (t) => {
+  const metrics = createCoreMetrics(createRegistry('core', false))
+  const states = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => ({ tenant: 'acme', docId: `${prefix}-${i}`, state: Y.encodeStateAsUpdate(new Y.Doc()), lastStreamSeq: i + 1, lastIngestTs: Date.now() }))
+  const rowsOf = async (prefix: string) => (await stack.db.query<{ n: number }>("SELECT count(*)::int AS n FROM snapshots WHERE tenant = 'acme' AND doc_id LIKE $1", [`${prefix}-%`])).rows[0]!.n
+  const written = () => counterValue(metrics.snapshots, { outcome: 'written' })
+
+  const paced = new Snapshots(blobs, stack.db, createLogger('test', 'silent'), metrics, { snapshotIntervalMs: 1, maxPerSecond: 20 })
+  const started = Date.now()
+  paced.offer(states('paced', 9))
+  await until('all 9 written', async () => (await rowsOf('paced')) === 9, 20_000)
+  const tookMs = Date.now() - started
+  t.ok(tookMs >= 8 * 50, `9 snapshots at 20 per second took ${tookMs} ms (at least 8 gaps of 50 ms)`)
+
+  // At one every 50 s the queue would take minutes; flush (core's stop) writes it at once.
+  const slow = new Snapshots(blobs, stack.db, createLogger('test', 'silent'), metrics, { snapshotIntervalMs: 1, maxPerSecond: 0.02 })
+  const before = await written()
+  slow.offer(states('slow', 5))
+  await until('the first written', async () => (await rowsOf('slow')) === 1)
+  const flushStarted = Date.now()
+  await slow.flush()
+  t.equal(await rowsOf('slow'), 5, 'flush wrote the whole queue')
+  t.ok(Date.now() - flushStarted < 20_000, `without the 50 s pauses (${Date.now() - flushStarted} ms)`)
+  t.equal((await written()) - before, 5, 'counted')
 })
