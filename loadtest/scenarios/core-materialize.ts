@@ -12,6 +12,8 @@ import type { RunningSystem } from '../systems.ts'
 import { typingStorm, type TypingStormResult } from '../typing-storm.ts'
 
 export const HISTOGRAM = 'docflow_core_ingest_to_commit_seconds'
+/** Two stages of it: the edge's received → JetStream PubAck (its publish linger included), and core's hand-over to the group commit → committed. */
+export const STAGE_HISTOGRAMS = { publish: 'docflow_edge_publish_seconds', commit: 'docflow_core_commit_seconds' } as const
 /** The target bound: ingest → materialized P95 under this. */
 export const MATERIALIZED_TARGET_MS = 50
 /** A storm whose peers received less than this share of the offered rate saturated the box. */
@@ -68,6 +70,8 @@ export interface MaterializeResult {
   max: { opsPerS: number; from: string; saturated: boolean }
   run: TypingStormResult
   histogram: HistogramWindow
+  /** Where the time goes: the stages of STAGE_HISTOGRAMS over the same window. */
+  stages: Record<keyof typeof STAGE_HISTOGRAMS, HistogramWindow>
   /** Compactions and snapshots core made in the window (compaction running). */
   compactions: number
   snapshots: number
@@ -96,14 +100,21 @@ export async function materializeAtHalf(system: RunningSystem, max: MaterializeR
   if (!parts) throw new Error(`${system.name}: ingest → materialized is measured on DocFlow only`)
   const rate = Math.max(10, Math.round(max.opsPerS / 2))
   o.say?.(`ingest → materialized: typing storm at ${int(rate)} ops/s offered, 50% of the ${max.saturated ? '' : 'at least '}${int(max.opsPerS)} ops/s DocFlow sustained (${max.from})`)
-  const readings: Record<'open' | 'close', { buckets: Buckets; compactions: number; snapshots: number } | undefined> = { open: undefined, close: undefined }
+  const readings: Record<'open' | 'close', { buckets: Buckets; publish: Buckets; commit: Buckets; compactions: number; snapshots: number } | undefined> = { open: undefined, close: undefined }
   const read = async (phase: 'open' | 'close') => {
-    const text = await (await fetch(parts.coreMetricsUrl)).text()
-    const counter = (name: string, label = '') => text.split('\n').filter((l) => l.startsWith(name) && l.includes(label) && !l.startsWith('#')).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0)
-    readings[phase] = { buckets: parseBuckets(text, HISTOGRAM), compactions: counter('docflow_core_compactions_total'), snapshots: counter('docflow_core_snapshots_total', 'outcome="written"') }
+    const [text, edgeText] = await Promise.all([parts.coreMetricsUrl, parts.edgeMetricsUrl].map(async (url) => (await fetch(url)).text()))
+    const counter = (name: string, label = '') => text!.split('\n').filter((l) => l.startsWith(name) && l.includes(label) && !l.startsWith('#')).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0)
+    readings[phase] = {
+      buckets: parseBuckets(text!, HISTOGRAM),
+      publish: parseBuckets(edgeText!, STAGE_HISTOGRAMS.publish),
+      commit: parseBuckets(text!, STAGE_HISTOGRAMS.commit),
+      compactions: counter('docflow_core_compactions_total'),
+      snapshots: counter('docflow_core_snapshots_total', 'outcome="written"'),
+    }
   }
   const run = await typingStorm(system, { rate, durationS: o.durationS, warmupS: o.warmupS, docPrefix: `materialize-${rate}`, onWindow: read, ...(o.say ? { say: o.say } : {}) })
   const { open, close } = readings
   if (!open || !close) throw new Error('core metrics were not read around the window')
-  return { max, run, histogram: histogramWindow(open.buckets, close.buckets), compactions: close.compactions - open.compactions, snapshots: close.snapshots - open.snapshots }
+  const stages = { publish: histogramWindow(open.publish, close.publish), commit: histogramWindow(open.commit, close.commit) }
+  return { max, run, histogram: histogramWindow(open.buckets, close.buckets), stages, compactions: close.compactions - open.compactions, snapshots: close.snapshots - open.snapshots }
 }

@@ -56,6 +56,7 @@ export function materializeLines(outcome: Outcome<MaterializeResult>): string[] 
   return [
     `Ingest → materialized at 50% of the sustained maximum (${int(r.run.rate)} ops/s offered = half of the ${r.max.saturated ? '' : 'at least '}${int(r.max.opsPerS)} DocFlow sustained in the ${r.max.from}${r.max.saturated ? '' : ', which did not saturate'}), compaction running (${int(r.compactions)} compactions, ${int(r.snapshots)} snapshots in the window)${converged}:`,
     `- DocFlow @ ${int(r.run.rate)}: core ingest → commit histogram over ${int(h.n)} updates: p50 ${ms(h.p50Ms)} / p95 **${ms(h.p95Ms)}** / p99 ${ms(h.p99Ms)} ms (within buckets); ${(h.underTargetShare * 100).toFixed(1)}% at or under ${MATERIALIZED_TARGET_MS} ms: ${h.underTargetShare >= 0.95 ? `PASS (P95 < ${MATERIALIZED_TARGET_MS} ms)` : `FAIL (target P95 < ${MATERIALIZED_TARGET_MS} ms)`}`,
+    `- DocFlow @ ${int(r.run.rate)}: stages — edge received → PubAck (publish linger included) p50 ${ms(r.stages.publish.p50Ms)} / p95 ${ms(r.stages.publish.p95Ms)} ms; core batch handed to the group commit → committed p50 ${ms(r.stages.commit.p50Ms)} / p95 ${ms(r.stages.commit.p95Ms)} ms (per batch)`,
     `- DocFlow @ ${int(r.run.rate)}: op log committed_at − ingest_ts over ${int(sql?.n ?? NaN)} rows: p50 ${ms(sql?.p50Ms ?? NaN)} / p95 ${ms(sql?.p95Ms ?? NaN)} ms; sustained ${int(r.run.sustainedOpsPerS)} ops/s, fanout p50 / p95 ${ms(r.run.fanout.p50Ms)} / ${ms(r.run.fanout.p95Ms)} ms`,
     `- DocFlow @ ${int(r.run.rate)}: ${r.run.server.processes} processes; ${formatBreakdown(r.run.server)}`,
   ]

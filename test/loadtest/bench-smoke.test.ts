@@ -107,6 +107,8 @@ t.test('loadtest - the core scenarios report cold loads by path, state?at= early
   const hist = /core ingest → commit histogram over ([\d,]+) updates: p50 ([\d.,]+) \/ p95 \*\*([\d.,]+)\*\* \/ p99 ([\d.,]+) ms \(within buckets\); ([\d.]+)% at or under 50 ms: (PASS|FAIL)/.exec(out)
   t.ok(hist, 'the histogram figures are printed with a verdict')
   t.ok(num(hist?.[1]) > 0 && num(hist?.[2]) > 0 && num(hist?.[3]) >= num(hist?.[2]), `histogram: n > 0, 0 < p50 <= p95 (${hist?.slice(1, 4).join(', ')})`)
+  const stages = /stages — edge received → PubAck \(publish linger included\) p50 ([\d.,]+) \/ p95 ([\d.,]+) ms; core batch handed to the group commit → committed p50 ([\d.,]+) \/ p95 ([\d.,]+) ms/.exec(out)
+  t.ok(stages && num(stages[1]) > 0 && num(stages[2]) >= num(stages[1]) && num(stages[3]) > 0 && num(stages[4]) >= num(stages[3]), `stage figures: 0 < p50 <= p95 (${stages?.slice(1, 5).join(', ')})`)
   const sql = /op log committed_at − ingest_ts over ([\d,]+) rows: p50 ([\d.,]+) \/ p95 ([\d.,]+) ms/.exec(out)
   t.ok(sql && num(sql[1]) > 0 && num(sql[2]) > 0 && num(sql[3]) >= num(sql[2]), `op log figures: n > 0, 0 < p50 <= p95 (${sql?.slice(1, 4).join(', ')})`)
 })
