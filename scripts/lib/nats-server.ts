@@ -101,6 +101,12 @@ export async function startNatsServer(o: NatsServerOptions): Promise<NatsServer>
   try {
     await waitFor(`nats-server on port ${o.port} (log: ${f.log})`, async () => {
       if (died) throw new GaveUp(`nats-server exited: ${lastLines(f.log)}`)
+      // Another nats-server on the monitor port answers too (ours then fails to bind and exits,
+      // maybe only after this check): the server answering must be the one whose ID ours logged.
+      const own = new RegExp(`^\\[${child.pid}\\] .*\\bID:\\s+(\\S+)`, 'm').exec(existsSync(f.log) ? readFileSync(f.log, 'utf8') : '')?.[1]
+      if (!own) return false
+      const { server_id: serving } = (await (await fetch(`http://127.0.0.1:${o.monitorPort}/varz`)).json()) as { server_id: string }
+      if (serving !== own) throw new GaveUp(`monitor port ${o.monitorPort} answers another nats-server (${serving}): address already in use`)
       return (await fetch(`http://127.0.0.1:${o.monitorPort}/healthz?js-enabled-only=true`)).ok
     })
   } catch (err) {

@@ -129,6 +129,10 @@ export async function startPostgres(o: PostgresOptions): Promise<Postgres> {
       const c = new pg.Client(adminUrl)
       await c.connect()
       try {
+        // Another PostgreSQL on this port answers too (ours then fails to bind and exits, maybe
+        // only after this connect): using it would mix two deployments' data and die with it.
+        const serving = (await c.query<{ data_directory: string }>('SHOW data_directory')).rows[0]!.data_directory
+        if (realpathSync(serving) !== realpathSync(dataDir)) throw new GaveUp(`port ${o.port} answers another PostgreSQL (data directory ${serving}): Address already in use`)
         const exists = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE])
         if (exists.rowCount === 0) await c.query(`CREATE DATABASE ${DATABASE}`)
       } finally {

@@ -88,28 +88,24 @@ export interface ServiceProcess {
 export async function setup(o: SetupOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'docflow-test-'))
   chmodSync(dir, 0o755) // PostgreSQL runs as another user when tests run as root
-  const [natsPort, monitorPort] = [await freePort(), await freePort()]
   let pgPort = await freePort()
   const natsDir = join(dir, 'nats')
-  const natsOptions = { dir: natsDir, port: natsPort, monitorPort, maxFileStore: '8GB', serviceMaxFileBytes: SERVICE_MAX_FILE_BYTES }
+  const natsOptions = { dir: natsDir, port: await freePort(), monitorPort: await freePort(), maxFileStore: '8GB', serviceMaxFileBytes: SERVICE_MAX_FILE_BYTES }
   const registryPath = natsFiles(natsDir).registry
   // Tenants known before the server starts are in its first config: no reload needed.
   mkdirSync(natsDir, { recursive: true })
   const registry = Registry.open(registryPath)
   for (const [tenant, bytes] of Object.entries(o.tenants ?? { acme: 64 * 1024 ** 2, globex: 64 * 1024 ** 2 })) registry.addTenant(tenant, bytes)
   registry.save()
-  const nats = await startNatsServer(natsOptions)
   // A free port can be taken by another suite between picking it and binding it: pick again.
-  let pgServer
-  for (let attempt = 1; ; attempt++) {
-    try {
-      pgServer = await startPostgres({ dir: join(dir, 'pg'), port: pgPort, fsync: false })
-      break
-    } catch (err) {
-      if (attempt === 3 || !(err as Error).message.includes('Address already in use')) throw err
-      pgPort = await freePort()
-    }
-  }
+  const nats = await onFreePorts(
+    () => startNatsServer(natsOptions),
+    async () => Object.assign(natsOptions, { port: await freePort(), monitorPort: await freePort() }),
+  )
+  const pgServer = await onFreePorts(
+    () => startPostgres({ dir: join(dir, 'pg'), port: pgPort, fsync: false }),
+    async () => (pgPort = await freePort()),
+  )
   const db = new pg.Pool({ connectionString: pgServer.url, max: 4 })
   db.on('error', (err) => log.debug({ err }, 'test pool connection lost (database restarted)'))
   const provisioner = await Provisioner.open({ natsDir, natsUrl: nats.url, databaseUrl: pgServer.url })
@@ -234,6 +230,18 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     },
   }
   return stack
+}
+
+/** Starts a server, picking new ports (`repick`) while its ports turn out taken; three tries. */
+async function onFreePorts<T>(start: () => Promise<T>, repick: () => Promise<unknown>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start()
+    } catch (err) {
+      if (attempt === 3 || !/address already in use/i.test((err as Error).message)) throw err
+      await repick()
+    }
+  }
 }
 
 /** A signed token for tests; `exp` in seconds from now (negative: already expired). */
