@@ -60,7 +60,7 @@ export async function reloadNats(dir: string): Promise<void> {
   const pid = Number(readFileSync(f.pid, 'utf8').trim())
   if (!pid || !alive(pid)) throw new Error(`nats-server is not running (no live pid in ${f.pid})`)
   const { monitorPort } = JSON.parse(readFileSync(f.options, 'utf8')) as NatsConfigOptions
-  const loadedAt = async () => ((await (await fetch(`http://127.0.0.1:${monitorPort}/varz`)).json()) as { config_load_time: string }).config_load_time
+  const loadedAt = async () => (await monitorJson<{ config_load_time: string }>(monitorPort, 'varz')).config_load_time
   const before = await loadedAt()
   process.kill(pid, 'SIGHUP')
   // The signal is handled asynchronously: until the load time moves, every check below still
@@ -70,10 +70,15 @@ export async function reloadNats(dir: string): Promise<void> {
     .tenants()
     .map(([t]) => t)
   await waitFor('nats-server to load the new accounts', async () => {
-    const { accounts } = (await (await fetch(`http://127.0.0.1:${monitorPort}/accountz`)).json()) as { accounts: string[] }
+    const { accounts } = await monitorJson<{ accounts: string[] }>(monitorPort, 'accountz')
     const tenants = accounts.filter((a) => !a.startsWith('$') && a !== SERVICE_ACCOUNT)
     return tenants.length === want.length && want.every((t) => tenants.includes(t))
   }, 15_000)
+}
+
+/** A JSON page of the monitor port (varz, accountz). */
+async function monitorJson<T>(monitorPort: number, page: string): Promise<T> {
+  return (await (await fetch(`http://127.0.0.1:${monitorPort}/${page}`)).json()) as T
 }
 
 /** Starts nats-server with JetStream and the generated accounts under `dir`; waits until healthy. */
@@ -99,13 +104,14 @@ export async function startNatsServer(o: NatsServerOptions): Promise<NatsServer>
   let died = false
   void exited(child).then(() => (died = true))
   try {
+    // Another nats-server on the monitor port answers too (ours then fails to bind and exits,
+    // maybe only after a check): the server answering must be the one whose ID ours logged.
+    let own: string | undefined
     await waitFor(`nats-server on port ${o.port} (log: ${f.log})`, async () => {
       if (died) throw new GaveUp(`nats-server exited: ${lastLines(f.log)}`)
-      // Another nats-server on the monitor port answers too (ours then fails to bind and exits,
-      // maybe only after this check): the server answering must be the one whose ID ours logged.
-      const own = new RegExp(`^\\[${child.pid}\\] .*\\bID:\\s+(\\S+)`, 'm').exec(existsSync(f.log) ? readFileSync(f.log, 'utf8') : '')?.[1]
+      own ??= new RegExp(`^\\[${child.pid}\\] .*\\bID:\\s+(\\S+)`, 'm').exec(existsSync(f.log) ? readFileSync(f.log, 'utf8') : '')?.[1]
       if (!own) return false
-      const { server_id: serving } = (await (await fetch(`http://127.0.0.1:${o.monitorPort}/varz`)).json()) as { server_id: string }
+      const { server_id: serving } = await monitorJson<{ server_id: string }>(o.monitorPort, 'varz')
       if (serving !== own) throw new GaveUp(`monitor port ${o.monitorPort} answers another nats-server (${serving}): address already in use`)
       return (await fetch(`http://127.0.0.1:${o.monitorPort}/healthz?js-enabled-only=true`)).ok
     })
