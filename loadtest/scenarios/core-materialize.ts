@@ -102,12 +102,13 @@ export async function materializeAtHalf(system: RunningSystem, max: MaterializeR
   o.say?.(`ingest → materialized: typing storm at ${int(rate)} ops/s offered, 50% of the ${max.saturated ? '' : 'at least '}${int(max.opsPerS)} ops/s DocFlow sustained (${max.from})`)
   const readings: Record<'open' | 'close', { buckets: Buckets; publish: Buckets; commit: Buckets; compactions: number; snapshots: number } | undefined> = { open: undefined, close: undefined }
   const read = async (phase: 'open' | 'close') => {
-    const [text, edgeText] = await Promise.all([parts.coreMetricsUrl, parts.edgeMetricsUrl].map(async (url) => (await fetch(url)).text()))
-    const counter = (name: string, label = '') => text!.split('\n').filter((l) => l.startsWith(name) && l.includes(label) && !l.startsWith('#')).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0)
+    const page = async (url: string) => (await fetch(url)).text()
+    const [text, edgeText] = await Promise.all([page(parts.coreMetricsUrl), page(parts.edgeMetricsUrl)])
+    const counter = (name: string, label = '') => text.split('\n').filter((l) => l.startsWith(name) && l.includes(label) && !l.startsWith('#')).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0)
     readings[phase] = {
-      buckets: parseBuckets(text!, HISTOGRAM),
-      publish: parseBuckets(edgeText!, STAGE_HISTOGRAMS.publish),
-      commit: parseBuckets(text!, STAGE_HISTOGRAMS.commit),
+      buckets: parseBuckets(text, HISTOGRAM),
+      publish: parseBuckets(edgeText, STAGE_HISTOGRAMS.publish),
+      commit: parseBuckets(text, STAGE_HISTOGRAMS.commit),
       compactions: counter('docflow_core_compactions_total'),
       snapshots: counter('docflow_core_snapshots_total', 'outcome="written"'),
     }
