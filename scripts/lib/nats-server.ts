@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { SERVICE_ACCOUNT } from '../../contracts/mod.ts'
 import { natsServerBin } from './binaries.mjs'
-import { GaveUp, alive, exited, lastLines, spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
+import { GaveUp, alive, exited, lastLines, probe, spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
 import { renderNatsConfig, type NatsConfigOptions } from './nats-config.ts'
 import { Registry } from './registry.ts'
 
@@ -78,7 +78,7 @@ export async function reloadNats(dir: string): Promise<void> {
 
 /** A JSON page of the monitor port (varz, accountz). */
 async function monitorJson<T>(monitorPort: number, page: string): Promise<T> {
-  return (await (await fetch(`http://127.0.0.1:${monitorPort}/${page}`)).json()) as T
+  return (await (await probe(`http://127.0.0.1:${monitorPort}/${page}`)).json()) as T
 }
 
 /** Starts nats-server with JetStream and the generated accounts under `dir`; waits until healthy. */
@@ -113,7 +113,7 @@ export async function startNatsServer(o: NatsServerOptions): Promise<NatsServer>
       if (!own) return false
       const { server_id: serving } = await monitorJson<{ server_id: string }>(o.monitorPort, 'varz')
       if (serving !== own) throw new GaveUp(`monitor port ${o.monitorPort} answers another nats-server (${serving}): address already in use`)
-      return (await fetch(`http://127.0.0.1:${o.monitorPort}/healthz?js-enabled-only=true`)).ok
+      return (await probe(`http://127.0.0.1:${o.monitorPort}/healthz?js-enabled-only=true`)).ok
     })
   } catch (err) {
     await terminate(child, 'SIGTERM')

@@ -4,7 +4,7 @@ import { chownSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSyn
 import { dirname, join } from 'node:path'
 import pg from 'pg'
 import { postgresBinDir } from './binaries.mjs'
-import { GaveUp, exited, lastLines, spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
+import { CHECK_TIMEOUT_MS, GaveUp, exited, lastLines, spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
 
 export interface Postgres {
   /** URL of the `docflow` database. */
@@ -126,7 +126,7 @@ export async function startPostgres(o: PostgresOptions): Promise<Postgres> {
   try {
     await waitFor(`PostgreSQL on port ${o.port} (log: ${log})`, async () => {
       if (died) throw new GaveUp(`postgres exited: ${lastLines(log)}`)
-      const c = new pg.Client(adminUrl)
+      const c = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: CHECK_TIMEOUT_MS, query_timeout: CHECK_TIMEOUT_MS })
       await c.connect()
       try {
         // Another PostgreSQL on this port answers too (ours then fails to bind and exits, maybe

@@ -21,20 +21,41 @@ export class GaveUp extends Error {
   override name = 'GaveUp'
 }
 
-/** Polls `check` until it returns true; throws `what` with the last error after `timeoutMs`. */
+/** How long one check of a start may take: a port held by something that accepts and never answers must not stall the wait. */
+export const CHECK_TIMEOUT_MS = 2_000
+
+/**
+ * Polls `check` until it returns true; throws `what` with the last error after `timeoutMs`. A
+ * check still pending at the deadline counts as failed (checks should bound themselves with
+ * CHECK_TIMEOUT_MS, so a hung one is retried rather than waited out).
+ */
 export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000, everyMs = 100): Promise<void> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
   while (Date.now() < deadline) {
+    let timer: NodeJS.Timeout | undefined
+    const expired = new Promise<'expired'>((resolve) => (timer = setTimeout(() => resolve('expired'), Math.max(0, deadline - Date.now()))))
     try {
-      if (await check()) return
+      const result = await Promise.race([check(), expired])
+      if (result === 'expired') {
+        last = new Error('the last check did not answer')
+        break
+      }
+      if (result) return
     } catch (err) {
       if (err instanceof GaveUp) throw new Error(`${what}: ${err.message}`)
       last = err
+    } finally {
+      clearTimeout(timer)
     }
     await new Promise((r) => setTimeout(r, everyMs))
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`)
+}
+
+/** GET `url` within CHECK_TIMEOUT_MS (for start checks: a peer that never answers is a failed attempt, not a hang). */
+export function probe(url: string): Promise<Response> {
+  return fetch(url, { signal: AbortSignal.timeout(CHECK_TIMEOUT_MS) })
 }
 
 /** Starts a long-running program with its output appended to `logFile`. */

@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process'
 import { rmSync, writeFileSync } from 'node:fs'
-import { GaveUp, lastLines, spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
+import { GaveUp, lastLines, probe, spawnLogged, stopStale, terminate, waitFor } from './proc.ts'
 
 /** One started instance of a part of the stack: its process and how to stop it (draining). */
 export interface Running {
@@ -137,7 +137,7 @@ export function nodeProcess(name: string, entry: string, nodeArgs: string[], env
     try {
       await waitFor(`${name} health at ${healthUrl} (log: ${logFile})`, async () => {
         if (child.exitCode !== null || child.signalCode !== null) throw new GaveUp(`${name} exited during start: ${lastLines(logFile)}`)
-        return (await fetch(healthUrl)).ok
+        return (await probe(healthUrl)).ok
       }, 60_000)
     } catch (err) {
       await running.stop()

@@ -18,7 +18,7 @@ import { createEdgeMetrics } from '../../edge/metrics.ts'
 import { createRegistry } from '../../runtime/metrics.ts'
 import { natsFiles, startNatsServer, type NatsServer } from '../../scripts/lib/nats-server.ts'
 import { startPostgres, type Postgres } from '../../scripts/lib/postgres.ts'
-import { exited, freePort, terminate, waitFor } from '../../scripts/lib/proc.ts'
+import { exited, freePort, probe, terminate, waitFor } from '../../scripts/lib/proc.ts'
 import { Provisioner } from '../../scripts/lib/provisioner.ts'
 import { Registry } from '../../scripts/lib/registry.ts'
 
@@ -200,7 +200,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
         await exited(child)
       }
       stoppers.push(kill9)
-      await waitFor(`${service} process health`, async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 30_000)
+      await waitFor(`${service} process health`, async () => (await probe(`http://127.0.0.1:${port}/healthz`)).ok, 30_000)
       return { url: `${service === 'core' ? 'http' : 'ws'}://127.0.0.1:${port}`, ...(edgeOpsPort ? { opsUrl: `http://127.0.0.1:${edgeOpsPort}` } : {}), child, kill9 }
     },
     async restartNats(signal) {

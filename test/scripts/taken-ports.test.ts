@@ -1,4 +1,5 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
+import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -37,4 +38,27 @@ t.test('scripts - nats-server whose monitor port another nats-server answers is 
     'the second start fails instead of taking the first server for its own',
   )
   t.ok((await fetch(`http://127.0.0.1:${first.monitorPort}/healthz`)).ok, 'the first server still answers')
+})
+
+/** A listener that accepts connections and never answers (what a PostgreSQL client meets on a nats-server monitor port). */
+async function silentListener(t: Test): Promise<number> {
+  const sockets = new Set<Socket>()
+  const server = createServer((s) => sockets.add(s))
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    for (const s of sockets) s.destroy()
+    server.close()
+  })
+  return (server.address() as AddressInfo).port
+}
+
+t.test('scripts - PostgreSQL on a port held by something that accepts and never answers fails as address already in use, not a hang', async (t) => {
+  const port = await silentListener(t)
+  await t.rejects(startPostgres({ dir: join(home, 'pg-silent'), port, fsync: false }), /Address already in use/i)
+})
+
+t.test('scripts - nats-server whose client or monitor port is held by something that never answers fails as address already in use, not a hang', async (t) => {
+  const options = (name: string) => ({ dir: join(home, name), maxFileStore: '1GB', serviceMaxFileBytes: 64 * 1024 ** 2 })
+  await t.rejects(startNatsServer({ ...options('nats-silent-monitor'), port: await freePort(), monitorPort: await silentListener(t) }), /address already in use/i, 'monitor port')
+  await t.rejects(startNatsServer({ ...options('nats-silent-client'), port: await silentListener(t), monitorPort: await freePort() }), /address already in use/i, 'client port')
 })
