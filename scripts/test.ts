@@ -26,9 +26,19 @@ const tap = spawn(process.execPath, ['node_modules/.bin/tap', '--reporter=tap', 
 const failuresInFile = new Map<string, number>()
 const root = new Parser()
 root.on('child', (file: Parser) => {
+  // A file's failures are listed when it completes, with its comments (what the test stack
+  // logged before a timeout, test/helpers/setup.ts): a hang then says where it was.
+  const comments: string[] = []
+  const inFile: string[] = []
+  const withLeaves = new Set<string>()
+  file.on('comment', (c: string) => {
+    if (!/^# (time=|Subtest:)/.test(c)) comments.push(c.trimEnd())
+  })
   file.on('child', (test: Parser) =>
     test.on('assert', (leaf: Result) => {
-      if (!leaf.ok) failures.push(describe(`${file.name} › ${test.name} › ${leaf.name}`, leaf))
+      if (leaf.ok) return
+      withLeaves.add(test.name)
+      inFile.push(describe(`${file.name} › ${test.name} › ${leaf.name}`, leaf))
     }),
   )
   file.on('assert', (r: Result) => {
@@ -38,13 +48,22 @@ root.on('child', (file: Parser) => {
     } else {
       failed++
       failuresInFile.set(file.name, (failuresInFile.get(file.name) ?? 0) + 1)
+      // A failure of the file itself (a timeout outside any test) has no leaves to describe it.
+      if (!withLeaves.has(r.name)) inFile.push(describe(`${file.name} › ${r.name}`, r))
       process.stdout.write(`  FAILED  ${file.name} › ${r.name}${r.skip || r.todo ? ' (skipped: a skipped test is a defect)' : ''}\n`)
     }
+  })
+  file.on('complete', () => {
+    if (inFile.length === 0) return
+    failures.push(...inFile)
+    if (comments.length > 0) failures.push(`  ${file.name} said:\n    ${comments.join('\n    ')}`)
   })
 })
 // A file that crashed or timed out outside its named tests still counts as a failure.
 root.on('assert', (r: Result) => {
-  if (r.ok || (failuresInFile.get(r.name) ?? 0) > 0) return
+  // tap names a timed-out file in the diag of its own "timeout!" line.
+  const fileName = typeof r.diag?.expired === 'string' ? r.diag.expired : r.name
+  if (r.ok || (failuresInFile.get(fileName) ?? 0) > 0) return
   failed++
   failures.push(describe(`${r.name} (crashed or timed out outside its named tests)`, r))
   process.stdout.write(`  FAILED  ${r.name} (crashed or timed out)\n`)

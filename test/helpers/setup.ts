@@ -26,7 +26,16 @@ export const JWT_SECRET = 'test-secret-0123456789abcdef-0123456789'
 /** Every test client connects from 127.0.0.1: the per-IP connect throttle is off unless a test sets it; the other limits keep their defaults. */
 export const LOOPBACK_LIMITS = { ipConnectsPerS: 0 }
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
-const log = createLogger('test', process.env.TEST_LOG_LEVEL ?? 'silent')
+/** The stacks' last log lines, printed as TAP comments when tap times the file out (so a hang says where it was); on stderr too with TEST_LOG_LEVEL. */
+const recent: string[] = []
+const log = createLogger('test', process.env.TEST_LOG_LEVEL ?? 'info', {
+  write(line: string) {
+    recent.push(line.trimEnd())
+    if (recent.length > 60) recent.shift()
+    if (process.env.TEST_LOG_LEVEL) process.stderr.write(line)
+  },
+})
+process.once('SIGALRM', () => process.stdout.write(`# the test stack's last log lines before the timeout:\n${recent.map((l) => `#   ${l}\n`).join('')}`))
 const SERVICE_MAX_FILE_BYTES = 512 * 1024 ** 2
 
 export interface SetupOptions {
@@ -97,6 +106,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
   const registry = Registry.open(registryPath)
   for (const [tenant, bytes] of Object.entries(o.tenants ?? { acme: 64 * 1024 ** 2, globex: 64 * 1024 ** 2 })) registry.addTenant(tenant, bytes)
   registry.save()
+  log.info({ dir, natsPort: natsOptions.port, monitorPort: natsOptions.monitorPort, pgPort }, 'starting the test stack')
   // A free port can be taken by another suite between picking it and binding it: pick again.
   const nats = await onFreePorts(
     () => startNatsServer(natsOptions),
@@ -110,6 +120,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
   db.on('error', (err) => log.debug({ err }, 'test pool connection lost (database restarted)'))
   const provisioner = await Provisioner.open({ natsDir, natsUrl: nats.url, databaseUrl: pgServer.url })
   await provisioner.init()
+  log.info({ natsPort: nats.port, pgPort }, 'test stack up')
   const stoppers: (() => Promise<void>)[] = []
   // If the test process dies without cleanup, take the servers with it: on exit, and on the
   // SIGALRM tap sends at a timeout before its SIGKILL (which runs no 'exit' handler).
@@ -239,6 +250,7 @@ async function onFreePorts<T>(start: () => Promise<T>, repick: () => Promise<unk
       return await start()
     } catch (err) {
       if (attempt === 3 || !/address already in use/i.test((err as Error).message)) throw err
+      log.info({ err: (err as Error).message }, 'port taken; picking another')
       await repick()
     }
   }
