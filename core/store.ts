@@ -97,16 +97,21 @@ export interface StoredDoc {
 
 /** The stored parts of a document, or null when its tenant has no such document. One round trip. */
 export async function readDocParts(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<StoredDoc | null> {
-  const r = await c.query<{ state: Buffer | null; state_vector: Buffer | null; tail: Buffer[] }>(
-    `SELECT d.state, d.state_vector, array(
-       SELECT o.update FROM op_log o WHERE o.tenant = $1 AND o.doc_id = $2 AND o.id > COALESCE(d.through_op_id, 0) ORDER BY o.id
-     ) AS tail
-     FROM (SELECT 1) AS one LEFT JOIN docs d ON d.tenant = $1 AND d.doc_id = $2`,
+  // The tail as rows, not as an array column: node-postgres parses a bytea array's text one
+  // character at a time (measured: 8 s for a 12 MB tail, 0.3 s as rows). The state row first.
+  const r = await c.query<{ id: string; state: Buffer | null; state_vector: Buffer | null; update: Buffer | null }>(
+    `SELECT 0::bigint AS id, d.state, d.state_vector, NULL::bytea AS update FROM docs d WHERE d.tenant = $1 AND d.doc_id = $2
+     UNION ALL
+     SELECT o.id, NULL, NULL, o.update FROM op_log o WHERE o.tenant = $1 AND o.doc_id = $2
+       AND o.id > COALESCE((SELECT through_op_id FROM docs WHERE tenant = $1 AND doc_id = $2), 0)
+     ORDER BY id`,
     [tenant, docId],
   )
-  const row = r.rows[0]!
-  if (row.state === null && row.tail.length === 0) return null
-  return { state: row.state, stateVector: row.state === null ? null : row.state_vector, tail: row.tail }
+  const head = r.rows[0]?.id === '0' ? r.rows[0] : null
+  const state = head?.state ?? null
+  const tail = (head ? r.rows.slice(1) : r.rows).map((row) => row.update!)
+  if (state === null && tail.length === 0) return null
+  return { state, stateVector: state === null ? null : head!.state_vector, tail }
 }
 
 /** The materialized document as one Yjs update (compacted state + tail), or null when there is none. */
