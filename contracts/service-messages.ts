@@ -31,13 +31,20 @@ export const StateRequest = z.object({
   tenant: TenantId,
   docId: DocId,
   stateVector: Bytes.optional(),
+  /** The asker applies a `tail` apart from the state (StateReply): core need not merge them first. */
+  acceptsTail: z.boolean().optional(),
 })
 export type StateRequest = z.infer<typeof StateRequest>
 export const encodeStateRequest = (m: StateRequest) => pack(m)
 export const decodeStateRequest = (b: Uint8Array) => unpack(StateRequest, b)
 
 export const StateReply = z.discriminatedUnion('status', [
-  z.object({ status: z.literal('found'), update: Bytes }),
+  /**
+   * `tail`, only to an asker that accepts one: an update to apply after `update` (core's stored
+   * state and the op-log rows after it, merged: merging them into the large state would cost
+   * core tens of ms on every cold load).
+   */
+  z.object({ status: z.literal('found'), update: Bytes, tail: Bytes.optional() }),
   z.object({ status: z.literal('missing') }),
   /** An operator deleted the document (hidden until restored): the edge closes its sockets with CloseCode.DocumentDeleted. */
   z.object({ status: z.literal('deleted') }),
@@ -57,7 +64,8 @@ export const STATE_PART_BYTES = 512 * 1024
  * transfer and ignores the rest).
  */
 export const StateReplyPart = z.discriminatedUnion('status', [
-  z.object({ status: z.literal('found'), transfer: z.string().min(1).max(64), part: z.number().int().min(0), parts: z.number().int().min(1).max(65_536), update: Bytes }),
+  /** The parts carry `update` then `tail` as one run of bytes; the tail starts at byte `tailAt`. */
+  z.object({ status: z.literal('found'), transfer: z.string().min(1).max(64), part: z.number().int().min(0), parts: z.number().int().min(1).max(65_536), update: Bytes, tailAt: z.number().int().min(0).optional() }),
   z.object({ status: z.literal('missing'), transfer: z.string().min(1).max(64) }),
   z.object({ status: z.literal('deleted'), transfer: z.string().min(1).max(64) }),
   z.object({ status: z.literal('error'), transfer: z.string().min(1).max(64), message: z.string() }),

@@ -5,7 +5,7 @@ import { QueueGroups, ServiceSubjects, decodeStateRequest, type StateReply } fro
 import { respondState } from '../runtime/state-transfer.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
-import { readDocState } from './store.ts'
+import { readDocStateAndTail } from './store.ts'
 import { isDocDeleted } from './deletion.ts'
 
 /**
@@ -39,12 +39,14 @@ export function serveDocState(
       const sv = req.stateVector ?? new Uint8Array([0])
       const doc = cachedDoc(req.tenant, req.docId)
       // Both at once: a cold read is what a user opening the document waits for.
-      const [deleted, state] = await Promise.all([isDocDeleted(pool, req.tenant, req.docId), doc ? null : readDocState(pool, req.tenant, req.docId)])
+      const [deleted, stored] = await Promise.all([isDocDeleted(pool, req.tenant, req.docId), doc ? null : readDocStateAndTail(pool, req.tenant, req.docId)])
       if (deleted) return { status: 'deleted' }
       if (doc) return { status: 'found', update: Y.encodeStateAsUpdate(doc, sv) }
-      if (!state) return { status: 'missing' }
-      // A room opening asks with an empty state vector: the answer is the whole state, and
-      // diffUpdate would only decode and re-encode it (hundreds of ms for a 100K-update document).
+      if (!stored) return { status: 'missing' }
+      // A room opening asks with an empty state vector: the answer is the whole state, as stored
+      // (diffUpdate would only decode and re-encode it: hundreds of ms for a 100K-update document).
+      if (isEmptyStateVector(sv) && (!stored.tail || req.acceptsTail)) return { status: 'found', update: stored.state, ...(stored.tail ? { tail: stored.tail } : {}) }
+      const state = stored.tail ? Y.mergeUpdates([stored.state, stored.tail]) : stored.state
       return { status: 'found', update: isEmptyStateVector(sv) ? state : Y.diffUpdate(state, sv) }
     } catch (err) {
       log.error({ err }, 'state request failed')

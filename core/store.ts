@@ -116,22 +116,36 @@ export async function readDocParts(c: pg.ClientBase | pg.Pool, tenant: string, d
 
 /** The materialized document as one Yjs update (compacted state + tail), or null when there is none. */
 export async function readDocState(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<Uint8Array | null> {
+  const stored = await readDocStateAndTail(c, tenant, docId)
+  if (!stored) return null
+  // Merged without a Y.Doc (half the time of applying a big state and encoding it).
+  return stored.tail ? Y.mergeUpdates([stored.state, stored.tail]) : stored.state
+}
+
+/**
+ * The materialized document as its stored state and, apart, the op-log tail after it merged into
+ * one update (null when there is none), or null when there is no document. Apart, because
+ * merging the tail into a large state costs tens of ms that an asker applying both in turn never
+ * pays (the edge's room load). Merging is applying in order only when no two parts carry the
+ * same ids; else the parts are applied in stream order, as core applied them, into one state
+ * (Y.mergeUpdates keeps other content for ids carried twice with different content: the
+ * data-quality violations core records and applies; Yjs keeps the first).
+ */
+export async function readDocStateAndTail(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<{ state: Uint8Array; tail: Uint8Array | null } | null> {
   const parts = await readDocParts(c, tenant, docId)
   if (!parts) return null
-  const updates = parts.state ? [parts.state, ...parts.tail] : parts.tail
-  if (updates.length === 1) return updates[0]!
-  // Merged without a Y.Doc (half the time of applying a big state and encoding it) when no two
-  // parts carry the same ids: then merging is applying in order. Else applied in stream order, as
-  // core applied them: Y.mergeUpdates keeps other content for ids carried twice with different
-  // content (data-quality violations core records and applies; Yjs keeps the first).
-  if (onlyExtends(parts)) return Y.mergeUpdates(updates)
+  if (parts.tail.length === 0) return { state: parts.state!, tail: null }
+  if (onlyExtends(parts)) {
+    const tail = parts.tail.length === 1 ? parts.tail[0]! : Y.mergeUpdates(parts.tail)
+    return parts.state ? { state: parts.state, tail } : { state: tail, tail: null }
+  }
   const doc = new Y.Doc()
   doc.transact(() => {
-    for (const u of updates) Y.applyUpdate(doc, u)
+    for (const u of parts.state ? [parts.state, ...parts.tail] : parts.tail) Y.applyUpdate(doc, u)
   })
   const state = Y.encodeStateAsUpdate(doc)
   doc.destroy()
-  return state
+  return { state, tail: null }
 }
 
 /** True when each tail update's structs start at or past its clients' clocks in the state and the tail before it. */

@@ -1,7 +1,7 @@
 import * as Y from 'yjs'
 import type { Logger } from '../runtime/log.ts'
 import type { EdgeMetrics } from './metrics.ts'
-import { decodeClientUpdate, isAlreadyApplied, shapeOf, syncStep2Frame, syncStep2Message, type DecodedUpdate } from './protocol.ts'
+import { decodeClientUpdate, isAlreadyApplied, shapeOf, syncStep2Frame, syncStep2Message, updateMessage, type DecodedUpdate } from './protocol.ts'
 import { UpdateProbe } from './update-probe.ts'
 
 /**
@@ -36,8 +36,8 @@ export class RoomDoc {
   /** The room's load, applied when the doc is first read. */
   private readonly loading: Uint8Array[] = []
   private unmergedBytes = 0
-  /** Sync step 2 of the whole doc, shared by every client that joins empty; dropped on each change. */
-  private fullStateFrame: Uint8Array | null = null
+  /** What a client that joins empty is sent (the whole doc), shared by every such client; dropped on each change. */
+  private fullStateFrames: Uint8Array[] | null = null
 
   constructor(
     private readonly hooks: RoomDocHooks,
@@ -114,7 +114,7 @@ export class RoomDoc {
   private waitForDoc(update: Uint8Array): void {
     this.unmerged.push(update)
     this.unmergedBytes += update.byteLength
-    this.fullStateFrame = null
+    this.fullStateFrames = null
     const { pendingStructs, pendingDs } = this.doc.store
     if (pendingStructs !== null || pendingDs !== null || this.unmerged.length >= MAX_UNMERGED_UPDATES || this.unmergedBytes >= MAX_UNMERGED_BYTES) this.current()
   }
@@ -125,15 +125,18 @@ export class RoomDoc {
    * probe and no update event (nobody to tell yet). The first answer into an empty doc is what
    * joiners get, as it came: a joiner's sync step 2 goes out before the edge applies it, so the
    * client's decode and the edge's run side by side. (Structs of it that would wait pending in
-   * the doc wait in the client too, as they would after an encode.) The probe is built from the
-   * doc when first needed, so a room whose clients only read never builds it. An answer that
-   * throws breaks the room (its clients retry) rather than open the document without its state.
+   * the doc wait in the client too, as they would after an encode.) Core's answer may come as
+   * the stored state and an op-log `tail` to apply after it: joiners get the tail first, as an
+   * update that waits pending in the client until the state's sync step 2 lets it integrate, so
+   * they are synced with the whole document. The probe is built from the doc when first needed,
+   * so a room whose clients only read never builds it. An answer that throws breaks the room
+   * (its clients retry) rather than open the document without its state.
    */
-  load(update: Uint8Array): void {
+  load(update: Uint8Array, tail?: Uint8Array): void {
     const empty = this.doc.store.clients.size === 0 && this.unmerged.length === 0 && this.loading.length === 0
     this.probe.drop()
-    this.loading.push(update)
-    this.fullStateFrame = empty ? syncStep2Frame(update) : null
+    this.loading.push(update, ...(tail ? [tail] : []))
+    this.fullStateFrames = empty ? [...(tail ? [updateMessage(tail)] : []), syncStep2Frame(update)] : null
   }
 
   /**
@@ -164,12 +167,12 @@ export class RoomDoc {
   }
 
   /** The whole doc as a sync step 2, encoded once per doc version however many clients join (150 joining a 20 MB doc). */
-  fullState(): Uint8Array {
-    if (!this.fullStateFrame) {
-      this.fullStateFrame = syncStep2Message(this.current(), EMPTY_STATE_VECTOR)
+  fullState(): Uint8Array[] {
+    if (!this.fullStateFrames) {
+      this.fullStateFrames = [syncStep2Message(this.current(), EMPTY_STATE_VECTOR)]
       this.metrics.fullStateEncodes.inc()
     }
-    return this.fullStateFrame
+    return this.fullStateFrames
   }
 
   destroy(): void {
@@ -199,7 +202,7 @@ export class RoomDoc {
       this.hooks.broken(err, source)
     } finally {
       if (listen) this.doc.off('update', onUpdate)
-      this.fullStateFrame = null
+      this.fullStateFrames = null
     }
   }
 }

@@ -188,8 +188,8 @@ export class Room {
     if (replies[1] !== null) this.fanLink.peerSeen() // a room on another edge answered
     for (const reply of replies) {
       if (this.closed || reply?.status !== 'found') continue
-      this.documentBytes += reply.update.byteLength
-      this.state.load(reply.update)
+      this.documentBytes += reply.update.byteLength + (reply.tail?.byteLength ?? 0)
+      this.state.load(reply.update, reply.tail)
     }
     if (this.closed) return
     this.o.metrics.roomLoadSeconds.observe((performance.now() - started) / 1000)
@@ -206,7 +206,7 @@ export class Room {
   /** Core's state or null when nobody answered; throws when core answered with an error. */
   private async requestState(subject: string): Promise<StateReply | null> {
     // Null: no responders (no peer has the doc open) or a timeout; this source has nothing for us.
-    const reply = await requestState(this.o.nc, subject, { tenant: this.o.tenant, docId: this.o.docId, stateVector: Y.encodeStateVector(this.state.current()) }, this.o.stateTimeoutMs)
+    const reply = await requestState(this.o.nc, subject, { tenant: this.o.tenant, docId: this.o.docId, stateVector: Y.encodeStateVector(this.state.current()), acceptsTail: true }, this.o.stateTimeoutMs)
     if (reply?.status === 'error') throw new RoomLoadError(`state source failed: ${reply.message}`)
     return reply
   }
@@ -239,7 +239,7 @@ export class Room {
     this.resyncing = true
     try {
       const reply = await this.requestState(ServiceSubjects.coreState)
-      if (!this.closed && reply?.status === 'found') this.proveAndApply(reply.update, 'core')
+      if (!this.closed && reply?.status === 'found') for (const update of reply.tail ? [reply.update, reply.tail] : [reply.update]) this.proveAndApply(update, 'core')
       if (reply?.status === 'deleted') this.fail(CloseCode.DocumentDeleted, 'document deleted')
       return reply !== null
     } catch (err) {
@@ -270,7 +270,8 @@ export class Room {
   private handle(client: RoomClient, msg: ClientMessage, receipt: Receipt | undefined): void {
     switch (msg.type) {
       case 'sync-step1':
-        client.send(isEmptyStateVector(msg.stateVector) ? this.state.fullState() : syncStep2Message(this.state.current(), msg.stateVector))
+        if (!isEmptyStateVector(msg.stateVector)) client.send(syncStep2Message(this.state.current(), msg.stateVector))
+        else for (const frame of this.state.fullState()) client.send(frame)
         return
       case 'update': {
         const published = this.ingest(client, msg.update)

@@ -25,10 +25,12 @@ export function respondState(msg: Msg, reply: StateReply): void {
     msg.respond(encodeStateReplyPart({ ...reply, transfer }))
     return
   }
-  const parts = Math.max(1, Math.ceil(reply.update.byteLength / STATE_PART_BYTES))
+  const bytes = reply.tail ? Buffer.concat([reply.update, reply.tail]) : reply.update
+  const tailAt = reply.tail ? { tailAt: reply.update.byteLength } : {}
+  const parts = Math.max(1, Math.ceil(bytes.byteLength / STATE_PART_BYTES))
   for (let part = 0; part < parts; part++) {
-    const update = reply.update.subarray(part * STATE_PART_BYTES, (part + 1) * STATE_PART_BYTES)
-    msg.respond(encodeStateReplyPart({ status: 'found', transfer, part, parts, update }))
+    const update = bytes.subarray(part * STATE_PART_BYTES, (part + 1) * STATE_PART_BYTES)
+    msg.respond(encodeStateReplyPart({ status: 'found', transfer, part, parts, update, ...tailAt }))
   }
 }
 
@@ -72,7 +74,11 @@ export function requestState(nc: NatsConnection, subject: string, request: State
       if (!chunks[part.part]) received++
       chunks[part.part] = part.update
       timer.refresh()
-      if (received === chunks.length) finish({ status: 'found', update: Buffer.concat(chunks as Uint8Array[]) })
+      if (received < chunks.length) return
+      const bytes = Buffer.concat(chunks as Uint8Array[])
+      if (part.tailAt === undefined) return finish({ status: 'found', update: bytes })
+      if (part.tailAt > bytes.byteLength) return finish(new StateTransferError(`state reply from ${subject} puts its tail past its end`))
+      finish({ status: 'found', update: bytes.subarray(0, part.tailAt), tail: bytes.subarray(part.tailAt) })
     }
     // Reset by every part: a large document still arriving on a busy process is not cut off.
     const timer = setTimeout(() => failed(`incomplete: ${received}/${chunks.length} parts, none in the last ${timeoutMs} ms`), timeoutMs)

@@ -4,7 +4,8 @@
 // - edge first socket: a stock y-websocket client opens the document on an edge with no room
 //   for it (the previous socket's room closed first): the edge asks core over NATS, core reads
 //   PostgreSQL (compacted state + op-log tail), the client gets the full state. What a user feels.
-// - core state over NATS: the request an edge's room load makes (df.core.state), timed alone.
+// - core state over NATS: the request an edge's room load makes (df.core.state, taking the stored
+//   state and the op-log tail apart), timed alone.
 // - read API: GET /v1/docs/<id>/state on core (always from PostgreSQL).
 // - core worker cache miss: core's readDocParts and a Y.Doc built from its parts the way the
 //   worker's cache builds one (measured in the bench process against DocFlow's PostgreSQL).
@@ -127,9 +128,10 @@ async function readApi(parts: DocFlowParts, docId: string, query = ''): Promise<
   return body
 }
 
-const textOf = (update: Uint8Array): string => {
+/** The text of the updates applied in turn (a state, then maybe its tail). */
+const textOf = (...updates: Uint8Array[]): string => {
   const d = new Y.Doc()
-  Y.applyUpdate(d, update)
+  for (const u of updates) Y.applyUpdate(d, u)
   const s = d.getText('t').toString()
   d.destroy()
   return s
@@ -169,7 +171,7 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
   /** Edge first socket loads whose first socket synced (no reconnect inside the time). */
   const firstTry: number[] = []
   try {
-    const loaders: Record<ColdPath, () => Promise<Uint8Array | string>> = {
+    const loaders: Record<ColdPath, () => Promise<Uint8Array | Uint8Array[] | string>> = {
       'edge first socket': async () => {
         const client = new Y.Doc()
         const provider = new WebsocketProvider(system.wsUrl, doc.docId, client, { params: system.params(doc.docId), WebSocketPolyfill: WebSocket as unknown as typeof globalThis.WebSocket, disableBc: true })
@@ -194,9 +196,9 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
         }
       },
       'core state over NATS': async () => {
-        const reply = await requestState(nc, ServiceSubjects.coreState, { tenant: p.tenant, docId: doc.docId, stateVector: new Uint8Array([0]) }, LOAD_TIMEOUT_MS)
+        const reply = await requestState(nc, ServiceSubjects.coreState, { tenant: p.tenant, docId: doc.docId, stateVector: new Uint8Array([0]), acceptsTail: true }, LOAD_TIMEOUT_MS)
         if (reply?.status !== 'found') throw new Error(`core answered ${JSON.stringify(reply)}`)
-        return reply.update
+        return reply.tail ? [reply.update, reply.tail] : reply.update
       },
       'read API GET state': () => readApi(p, doc.docId),
       'core worker cache miss': async () => {
@@ -219,10 +221,11 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
         const [ms, got] = await timed(path, loaders[path])
         // Checked untimed: a text must be the whole text; a state must make it (the first time)
         // and be as long as the first one every time after.
-        if (typeof got === 'string' ? got !== doc.text : i === 0 ? textOf(got) !== doc.text : got.byteLength !== firstBytes.get(path)) {
+        const bytes = typeof got === 'string' ? 0 : [got].flat().reduce((n, u) => n + u.byteLength, 0)
+        if (typeof got === 'string' ? got !== doc.text : i === 0 ? textOf(...[got].flat()) !== doc.text : bytes !== firstBytes.get(path)) {
           throw new Error(`${path}: load ${i + 1} did not return the ${doc.text.length} characters written`)
         }
-        if (typeof got !== 'string' && i === 0) firstBytes.set(path, got.byteLength)
+        if (typeof got !== 'string' && i === 0) firstBytes.set(path, bytes)
         samples.get(path)!.push(ms)
         if (path === 'edge first socket' && closesSoFar() === closesBefore) firstTry.push(ms)
       }

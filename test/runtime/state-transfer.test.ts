@@ -1,6 +1,7 @@
 import t from 'tap'
-import { ServiceUser, encodeStateReplyPart } from '../../contracts/mod.ts'
-import { isStateTransferError, requestState } from '../../runtime/state-transfer.ts'
+import { randomBytes } from 'node:crypto'
+import { STATE_PART_BYTES, ServiceUser, encodeStateReplyPart } from '../../contracts/mod.ts'
+import { isStateTransferError, requestState, respondState } from '../../runtime/state-transfer.ts'
 import { setup } from '../helpers/setup.ts'
 
 const stack = await setup()
@@ -37,4 +38,18 @@ t.test('runtime - a state transfer whose parts stop coming fails after the timeo
   const err = await requestState(requester, 'test.state.stalled', { tenant: 'acme', docId: 'd' }, TIMEOUT_MS).catch((e: unknown) => e)
   t.ok(isStateTransferError(err))
   t.match((err as Error).message, /incomplete: 1\/3 parts, none in the last 400 ms/)
+})
+
+t.test('runtime - a state and its tail come back apart, whatever parts they were cut into', async (t) => {
+  // The state ends inside the second part and the tail spans the second and third.
+  const update = randomBytes(STATE_PART_BYTES + 10)
+  const tail = randomBytes(STATE_PART_BYTES)
+  const sub = responder.subscribe('test.state.tail', { callback: (_err, msg) => respondState(msg, { status: 'found', update, tail }) })
+  t.teardown(() => sub.unsubscribe())
+  await responder.flush()
+  const reply = await requestState(requester, 'test.state.tail', { tenant: 'acme', docId: 'd', acceptsTail: true }, TIMEOUT_MS)
+  if (reply?.status !== 'found') return t.fail(`no state: ${reply?.status}`)
+  // Compared as booleans: a diff of megabytes takes tap a minute to print.
+  t.ok(update.equals(reply.update), `the state, ${reply.update.byteLength} of ${update.byteLength} bytes`)
+  t.ok(reply.tail && tail.equals(reply.tail), `the tail, ${reply.tail?.byteLength} of ${tail.byteLength} bytes`)
 })
