@@ -25,6 +25,12 @@ import { buildDoc, edgeConnection, opLogRows, type BuiltDoc } from './core-doc.t
 
 /** Longest one load may take before the scenario fails. */
 const LOAD_TIMEOUT_MS = 60_000
+/**
+ * Loads of each path run first and not counted: core was just restarted (so that no process
+ * holds the document), and a process's first loads pay for its JIT and its first pool
+ * connections, which a core that has served for a while does not. Reported apart.
+ */
+export const COLD_WARMUP_LOADS = 5
 /** Where in the document's life (share of its updates) the early and late points are. */
 export const STATE_AT_POINTS = { early: 0.1, late: 0.9 } as const
 
@@ -51,6 +57,8 @@ export interface ColdLoadResult {
   /** Bytes of the compacted state and op-log rows after it when the loads ran. */
   stored: { stateBytes: number; tailRows: number }
   paths: { path: ColdPath; ms: Distribution }[]
+  /** The COLD_WARMUP_LOADS first loads of each path, not counted in `paths`. */
+  warmup: { path: ColdPath; ms: Distribution }[]
   /** The op log still held exactly the built updates after the loads (nothing made core cache the doc). */
   cold: boolean
   /** Edge first socket: sockets closed before sync, by close code (the stock client reconnected; the time includes it). */
@@ -165,6 +173,7 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
   )
   const nc = await edgeConnection(p, 'bench-cold-load')
   const samples = new Map<ColdPath, number[]>(COLD_PATHS.map((path) => [path, []]))
+  const warmup = new Map<ColdPath, number[]>(COLD_PATHS.map((path) => [path, []]))
   const edgeCloses = new Map<string, number>()
   const closedAfterOpenMs: number[] = []
   const closesSoFar = () => [...edgeCloses.values()].reduce((a, b) => a + b, 0)
@@ -213,8 +222,8 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
       },
     }
     const firstBytes = new Map<ColdPath, number>()
-    say(`cold load: ${loads} loads of each of ${COLD_PATHS.length} paths, interleaved`)
-    for (let i = 0; i < loads; i++) {
+    say(`cold load: ${COLD_WARMUP_LOADS} warm-up loads, then ${loads} loads, of each of ${COLD_PATHS.length} paths, interleaved`)
+    for (let i = -COLD_WARMUP_LOADS; i < loads; i++) {
       for (const path of COLD_PATHS) {
         if (path === 'edge first socket') await noRooms(p)
         const closesBefore = closesSoFar()
@@ -222,14 +231,19 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
         // Checked untimed: a text must be the whole text; a state must make it (the first time)
         // and be as long as the first one every time after.
         const bytes = typeof got === 'string' ? 0 : [got].flat().reduce((n, u) => n + u.byteLength, 0)
-        if (typeof got === 'string' ? got !== doc.text : i === 0 ? textOf(...[got].flat()) !== doc.text : bytes !== firstBytes.get(path)) {
-          throw new Error(`${path}: load ${i + 1} did not return the ${doc.text.length} characters written`)
+        const first = i === -COLD_WARMUP_LOADS
+        if (typeof got === 'string' ? got !== doc.text : first ? textOf(...[got].flat()) !== doc.text : bytes !== firstBytes.get(path)) {
+          throw new Error(`${path}: load ${i + 1 + COLD_WARMUP_LOADS} did not return the ${doc.text.length} characters written`)
         }
-        if (typeof got !== 'string' && i === 0) firstBytes.set(path, bytes)
+        if (typeof got !== 'string' && first) firstBytes.set(path, bytes)
+        if (i < 0) {
+          warmup.get(path)!.push(ms)
+          continue
+        }
         samples.get(path)!.push(ms)
         if (path === 'edge first socket' && closesSoFar() === closesBefore) firstTry.push(ms)
       }
-      if ((i + 1) % 10 === 0) say(`cold load: ${i + 1}/${loads}`)
+      if (i >= 0 && (i + 1) % 10 === 0) say(`cold load: ${i + 1}/${loads}`)
     }
   } finally {
     await nc.close()
@@ -240,6 +254,7 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
     doc: docInfo,
     stored: { stateBytes: Number(stored.rows[0]!.bytes ?? 0), tailRows: Number(stored.rows[0]!.tail) },
     paths: COLD_PATHS.map((path) => ({ path, ms: distribution(samples.get(path)!) })),
+    warmup: COLD_PATHS.map((path) => ({ path, ms: distribution(warmup.get(path)!) })),
     cold,
     edgeCloses: Object.fromEntries(edgeCloses),
     edgeFirstTry: distribution(firstTry),

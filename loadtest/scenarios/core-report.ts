@@ -3,7 +3,7 @@
 // maximum, each figure with its target and PASS / FAIL.
 import { formatBreakdown } from '../proc-stats.ts'
 import type { Outcome } from './report.ts'
-import { JUDGED_PATH, STATE_AT_POINTS, type ColdLoadResult, type Distribution, type StateAtResult } from './core-loads.ts'
+import { COLD_WARMUP_LOADS, JUDGED_PATH, STATE_AT_POINTS, type ColdLoadResult, type Distribution, type StateAtResult } from './core-loads.ts'
 import { MATERIALIZED_TARGET_MS, type MaterializeResult } from './core-materialize.ts'
 
 /** Issue 10's targets, ms, on P95. */
@@ -21,7 +21,7 @@ export function coldLoadLines(outcome: Outcome<ColdLoadResult>): string[] {
   if (!outcome.ok) return [`Cold load: FAILED: ${outcome.error.split('\n')[0]!.slice(0, 300)}`]
   const r = outcome.result
   const lines = [
-    `Cold load of a document of ${int(r.doc.updates)} typed updates (${int(r.doc.stateBytes)} bytes of state; stored as a compacted state of ${int(r.stored.stateBytes)} bytes + ${int(r.stored.tailRows)} op-log rows; built through JetStream and core in ${r.doc.buildS.toFixed(1)} s; core restarted before the loads, the edge's room closed before each socket):`,
+    `Cold load of a document of ${int(r.doc.updates)} typed updates (${int(r.doc.stateBytes)} bytes of state; stored as a compacted state of ${int(r.stored.stateBytes)} bytes + ${int(r.stored.tailRows)} op-log rows; built through JetStream and core in ${r.doc.buildS.toFixed(1)} s; core restarted before the loads, the edge's room closed before each socket; after ${COLD_WARMUP_LOADS} warm-up loads of each path):`,
     '',
     COLD_HEADER,
     '|---|---|---|---|',
@@ -30,6 +30,7 @@ export function coldLoadLines(outcome: Outcome<ColdLoadResult>): string[] {
   lines.push(`| (edge first socket, only loads whose first socket synced) | ${r.edgeFirstTry.n} | ${dist(r.edgeFirstTry)} | not judged |`)
   lines.push('')
   lines.push(`- paths: edge first socket = stock y-websocket client created → synced with the whole text (edge asks core over NATS, core reads PostgreSQL); core state over NATS = the edge's df.core.state request alone; read API = GET /v1/docs/<id>/state; core worker cache miss = core's readDocParts + a Y.Doc built from the parts, in the bench process`)
+  lines.push(`- warm-up, not counted (the first ${COLD_WARMUP_LOADS} loads of each path after core's restart: a new process's JIT and first connections): ${r.warmup.map((w) => `${w.path} p50 ${int(w.ms.p50Ms)} / max ${int(w.ms.maxMs)} ms`).join('; ')}`)
   const closes = Object.entries(r.edgeCloses)
   lines.push(closes.length === 0 ? '- edge first socket: no socket was closed before it synced' : `- edge first socket: sockets closed before sync (the stock client reconnected, inside the time): ${closes.map(([code, n]) => `${n} × ${code}`).join(', ')}; ms from open to close: ${closedAfter(r.edgeClosedAfterOpenMs)}`)
   lines.push(r.cold ? '- cold throughout: the op log was unchanged after the loads, so no core worker loaded the document into its cache' : '- NOT COLD: the op log changed during the loads (a client wrote?), so core may have answered from its cache')

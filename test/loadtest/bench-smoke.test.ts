@@ -93,6 +93,8 @@ t.test('loadtest - the core scenarios report cold loads by path, state?at= early
   }
   t.match(out, /\| edge first socket \(judged: what a user waits for\) \| 5 \| [^|]+ \| (PASS|FAIL)/, 'the target is judged on the edge first socket')
   t.match(out, /- cold throughout: the op log was unchanged after the loads/, 'the loads were cold')
+  const warm = /- warm-up, not counted \(the first 5 loads of each path[^)]*\): (.*)$/m.exec(out)
+  t.same([...(warm?.[1] ?? '').matchAll(/(edge first socket|core state over NATS|read API GET state|core worker cache miss) p50 [\d,]+ \/ max [\d,]+ ms/g)].map((m) => m[1]), ['edge first socket', 'core state over NATS', 'read API GET state', 'core worker cache miss'], `the warm-up loads of each path are reported apart (${warm?.[1]})`)
   for (const point of ['early', 'late']) {
     const row = cells(out.split('\n').find((l) => l.startsWith(`| ${point} (`)))
     t.ok(num(row[1]?.split(';')[1]) > 0, `state?at= ${point}: holds updates (${row[1]})`)
