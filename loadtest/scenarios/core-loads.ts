@@ -214,8 +214,10 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
         const stored = await readDocParts(p.db, p.tenant, doc.docId)
         if (!stored) throw new Error('readDocParts found no document')
         const d = new Y.Doc()
-        if (stored.state) Y.applyUpdate(d, stored.state)
-        for (const u of stored.tail) Y.applyUpdate(d, u)
+        d.transact(() => {
+          if (stored.state) Y.applyUpdate(d, stored.state)
+          for (const u of stored.tail) Y.applyUpdate(d, u)
+        })
         const text = d.getText('t').toString()
         d.destroy()
         return text
