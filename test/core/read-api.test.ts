@@ -26,3 +26,15 @@ t.test('core - read API answers 200 with the document, 404/401/403 otherwise', a
   t.match(metrics, /docflow_core_updates_total\{outcome="applied"/)
   t.equal((await fetch(`${core.url}/v1/nothing`)).status, 404)
 })
+
+t.test('core - its read connections stay open while idle, so a load after a quiet spell opens no PostgreSQL session', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  await readState(core.url, 'quiet-doc', tok)
+  const sessions = async () => (await stack.db.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'docflow-core-read' ORDER BY pid")).rows.map((r) => r.pid)
+  const before = await sessions()
+  t.ok(before.length > 0, 'the read opened sessions')
+  await new Promise((r) => setTimeout(r, 11_000)) // past pg-pool's default idle timeout (10 s)
+  await readState(core.url, 'quiet-doc', tok)
+  const after = await sessions()
+  t.same(after.filter((pid) => before.includes(pid)), before, 'every session of the first read is still open')
+})
