@@ -27,6 +27,9 @@ import { SnapshotRetention } from './snapshot-retention.ts'
 import { QualityFeeds } from './quality-feeds.ts'
 import { DEFAULT_GAP_REPORT_AFTER_MS } from './gap-watch.ts'
 
+/** Read-pool sessions core opens at start (of its 8): a cold load runs two queries at once. */
+const READ_SESSIONS_AT_START = 4
+
 export interface CoreOptions extends Partial<LeaseTiming> {
   /** Read API port; 0 picks a free one. Default 8081. */
   port: number
@@ -136,6 +139,7 @@ export class Core {
     } finally {
       client.release()
     }
+    await this.openReadSessions()
     const jsm = await jetstreamManager(this.nc)
     await waitForStream(jsm, this.o.stream, () => this.log.warn({ stream: this.o.stream }, 'waiting for the aggregate stream; provision a tenant (npm run tenant -- add <name>)'))
     this.tenants = await TenantDirectory.open(this.nc, { watchRetryMs: this.o.retryDelayMs }, this.log)
@@ -170,6 +174,20 @@ export class Core {
     this.ops = await serveOps({ port: this.o.opsPort, host: this.o.opsHost, registry: this.metrics.registry, healthy })
     this.ready = true
     return (this.server.address() as AddressInfo).port
+  }
+
+  /**
+   * Opens READ_SESSIONS_AT_START of the pool's connections before the first request needs them,
+   * each having planned a read of the tables a load reads: a session's first query pays for its
+   * catalog lookups, and a cold load (two queries at once) would otherwise open two sessions.
+   */
+  private async openReadSessions(): Promise<void> {
+    const clients = await Promise.all(Array.from({ length: READ_SESSIONS_AT_START }, () => this.pool.connect()))
+    try {
+      await Promise.all(clients.map((c) => c.query('SELECT 1 FROM docs, op_log, doc_deletions LIMIT 0')))
+    } finally {
+      for (const c of clients) c.release()
+    }
   }
 
   /** Stops the workers (each commits and acks what it holds), then the API and the pool. */

@@ -7,6 +7,12 @@ t.teardown(() => stack.cleanup())
 const core = await stack.core()
 const edge = await stack.edge()
 
+const readSessions = async () => (await stack.db.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'docflow-core-read' ORDER BY pid")).rows.map((r) => r.pid)
+
+t.test('core - a started core has its read sessions open before the first load needs them', async (t) => {
+  t.ok((await readSessions()).length >= 4, 'a cold load (two queries at once) finds open sessions')
+})
+
 t.test('core - read API answers 200 with the document, 404/401/403 otherwise', async (t) => {
   const tok = await token({ tenant: 'acme', docs: ['notes/*'] })
   const c = yclient(edge.url, 'notes/2026 plan ü', tok)
@@ -30,11 +36,10 @@ t.test('core - read API answers 200 with the document, 404/401/403 otherwise', a
 t.test('core - its read connections stay open while idle, so a load after a quiet spell opens no PostgreSQL session', async (t) => {
   const tok = await token({ tenant: 'acme' })
   await readState(core.url, 'quiet-doc', tok)
-  const sessions = async () => (await stack.db.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'docflow-core-read' ORDER BY pid")).rows.map((r) => r.pid)
-  const before = await sessions()
+  const before = await readSessions()
   t.ok(before.length > 0, 'the read opened sessions')
   await new Promise((r) => setTimeout(r, 11_000)) // past pg-pool's default idle timeout (10 s)
   await readState(core.url, 'quiet-doc', tok)
-  const after = await sessions()
+  const after = await readSessions()
   t.same(after.filter((pid) => before.includes(pid)), before, 'every session of the first read is still open')
 })
