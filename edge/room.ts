@@ -328,6 +328,14 @@ export class Room {
       this.askResync(client, member)
       return null
     }
+    // Ids the document holds with other content (a client id reused from another session, a
+    // clock gone backwards): Yjs would keep what it holds for them and place what follows by
+    // neighbours that mean other items to it, and replicas that apply it in another order can
+    // end up differently (fuzz seed 585552572: a reload's array order differed from the live
+    // clients'). Refused before anyone gets it. A typing client's update starts at its clock and
+    // is not decoded for this (runtime/overlap.ts reads the first client's clock off its header).
+    const overlap = this.state.probe.overlapViolation(update)
+    if (overlap) return this.refusePoisoned(client, update, `${overlap.reason}: client ${overlap.client} clock ${overlap.clock} already holds other content (${overlap.detail})`)
     const proof = this.state.probe.prove(update, { shape, meta: decoded.meta })
     if (proof.kind === 'poisoned') return this.refusePoisoned(client, update, proof.reason)
     if (proof.kind === 'pending') {

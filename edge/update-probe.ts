@@ -1,5 +1,6 @@
 import * as Y from 'yjs'
 import { misplacedItem, type UpdateMeta } from '../runtime/yjs-items.ts'
+import { findOverlapViolation, type OverlapViolation } from '../runtime/overlap.ts'
 import { isAlreadyApplied, lacksDependencies, type UpdateShape } from './protocol.ts'
 
 /**
@@ -50,6 +51,11 @@ export class UpdateProbe {
     this.built = this.fresh()
     this.hooks.built()
     return this.built
+  }
+
+  /** Structs of `update` that reuse ids the probe holds with other content (runtime/overlap.ts), or null. */
+  overlapViolation(update: Uint8Array): OverlapViolation | null {
+    return findOverlapViolation(this.view, update)
   }
 
   /**

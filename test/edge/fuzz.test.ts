@@ -255,9 +255,8 @@ t.test('edge - fuzzed frames never kill the edge, corrupt the doc or close anyon
   t.teardown(() => reloaded.destroy())
   await reloaded.synced()
   t.same(docContents(reloaded.doc), docContents(honest.doc), `a reload shows what live clients show (fuzz seed ${seed})`)
-  // Mutants that rewrite ids the document holds are recorded as data-quality violations by core
-  // (core/overlap.ts) and applied as Yjs applies them everywhere (the maps and arrays above agree);
-  // nothing else may be dead-lettered.
+  // Mutants that rewrite ids the document holds are refused by the edge (runtime/overlap.ts); core
+  // records such as data-quality violations for other publishers. Nothing else may be dead-lettered.
   const dead = await stack.db.query("SELECT reason FROM dead_letters WHERE doc_id = $1 AND reason NOT LIKE 'clock-regression:%' AND reason NOT LIKE 'conflicting-duplicate:%'", [DOC])
   t.same(dead.rows.map((r) => r.reason), [], 'core dead-lettered nothing the edge accepted')
   const honestState = coEditor.provider.awareness.getStates().get(honest.doc.clientID)

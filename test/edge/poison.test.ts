@@ -166,3 +166,40 @@ for (const [what, forged] of [
     watcher.close()
   })
 }
+
+t.test('edge - an update reusing ids the document holds with other content (a client id from another session) is refused with 4422 and never published', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const reader = yclient(url, 'reused-id', tok)
+  t.teardown(() => reader.destroy())
+  await reader.synced()
+  // A first session of client 77 puts one item of three values into the array; it leaves.
+  const first = new Y.Doc()
+  first.clientID = 77
+  first.getArray('a').insert(0, ['a', 'b', 'c'])
+  const one = await RawSocket.open(url, 'reused-id', tok)
+  one.send(frames.update(Y.encodeStateAsUpdate(first)))
+  await until('the reader has the first session', () => reader.doc.getArray('a').length === 3)
+  one.close()
+  await one.closed
+  // A second session under the same id starts over at clock 0 with other content, past the held clocks:
+  // Yjs would keep a, b, c for clocks 0-2 and hang y, z off ids that mean other items here.
+  const second = new Y.Doc()
+  second.clientID = 77
+  second.getArray('a').insert(0, ['x', 'y', 'z', 'w'])
+  const two = await RawSocket.open(url, 'reused-id', tok)
+  const rowsBefore = (await stack.db.query("SELECT count(*)::int AS n FROM op_log WHERE doc_id = 'reused-id'")).rows[0].n as number
+  two.send(frames.update(Y.encodeStateAsUpdate(second)))
+  const outcome = await two.ping() // the edge answers a sync step 1 after the frames before it
+  t.equal(outcome === 'alive' ? 'alive' : outcome.code, CloseCode.InvalidUpdate, 'its sender is closed with 4422')
+  const marker = new Y.Doc()
+  marker.clientID = 78
+  Y.applyUpdate(marker, Y.encodeStateAsUpdate(reader.doc))
+  const sv = Y.encodeStateVector(marker)
+  marker.getText('t').insert(0, 'after')
+  const three = await RawSocket.open(url, 'reused-id', tok)
+  t.teardown(() => three.close())
+  three.send(frames.update(Y.encodeStateAsUpdate(marker, sv)))
+  await until('a later edit arrives', () => reader.text.toString() === 'after')
+  t.same(reader.doc.getArray('a').toJSON(), ['a', 'b', 'c'], 'the reader never got it')
+  t.equal((await stack.db.query("SELECT count(*)::int AS n FROM op_log WHERE doc_id = 'reused-id'")).rows[0].n, rowsBefore + 1, 'only the later edit was published')
+})
