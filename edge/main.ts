@@ -91,7 +91,14 @@ try {
   process.stderr.write(`invalid edge configuration: ${err.message}\n`)
   process.exit(2)
 }
-const port = await edge.start()
+let port: number
+try {
+  port = await edge.start()
+} catch (err) {
+  // The last line of the log, where a supervisor's start report looks (a port taken meanwhile).
+  process.stderr.write(`edge failed to start: ${(err as Error).message}\n`)
+  process.exit(1)
+}
 log.info({ port, opsPort: edge.opsPort, edgeId }, 'edge listening')
 
 drainOnSignal('edge', edge, nc, log)

@@ -33,7 +33,23 @@ const PERSIST_WAIT_MS = 30_000
 /** Above the most sockets any scenario opens from the driver's one address and user (idle: 15,000). */
 const BENCH_CONNECTIONS = 20_000
 
+/**
+ * Starts DocFlow; when a port picked free was taken before its part bound it (other suites
+ * pick ports too, and the parts bind seconds later, after the build), starts again on new
+ * ports, three tries.
+ */
 export async function startDocFlow(options: StartOptions): Promise<RunningSystem> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDocFlowOnce(options)
+    } catch (err) {
+      if (attempt === 3 || !/could not listen|address already in use|EADDRINUSE|is taken by another program/i.test((err as Error).message)) throw err
+      options.say?.(`a port was taken meanwhile; starting DocFlow again on new ports`)
+    }
+  }
+}
+
+async function startDocFlowOnce(options: StartOptions): Promise<RunningSystem> {
   const edges = options.edges ?? 1
   const dataDir = tempDir('docflow')
   const [edgePort, corePort, natsPort, natsMonitorPort, pgPort, edgeOpsPort, coreOpsPort] = (await freePortBlocks([edges, 1, 1, 1, 1, edges, 1])) as [number, number, number, number, number, number, number]
