@@ -5,7 +5,7 @@ import { applyTracked, type ApplyResult } from './apply.ts'
 import { cleanEvent } from './clean-events.ts'
 import { isVersionRegressionError } from './errors.ts'
 import type { PendingDoc } from './gap-watch.ts'
-import { findOverlapViolation } from '../runtime/overlap.ts'
+import { describeOverlap, findOverlapViolation } from '../runtime/overlap.ts'
 import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
 import type { CoreMetrics } from './metrics.ts'
@@ -146,7 +146,7 @@ export class BatchBuilder {
     // once JetStream has it). Refusing it here would leave the materialized state short of what
     // every client shows, for good.
     const violation = findOverlapViolation(cached.doc, edit.update)
-    const recordViolation = () => violation && this.deadLetter(msg, item, edit, `${violation.reason}: client ${violation.client} clock ${violation.clock} already holds other content (${violation.detail})`)
+    const recordViolation = () => violation && this.deadLetter(msg, item, edit, describeOverlap(violation))
     let result: ApplyResult
     try {
       result = applyTracked(cached.doc, edit.update)

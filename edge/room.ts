@@ -2,6 +2,7 @@ import * as Y from 'yjs'
 import type { Subscription } from '@nats-io/transport-node'
 import { CloseCode, Limit, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
 import { requestState, respondState } from '../runtime/state-transfer.ts'
+import { describeOverlap } from '../runtime/overlap.ts'
 import {
   MalformedUpdateError,
   decodeClientUpdate,
@@ -335,7 +336,7 @@ export class Room {
     // clients'). Refused before anyone gets it. A typing client's update starts at its clock and
     // is not decoded for this (runtime/overlap.ts reads the first client's clock off its header).
     const overlap = this.state.probe.overlapViolation(update)
-    if (overlap) return this.refusePoisoned(client, update, `${overlap.reason}: client ${overlap.client} clock ${overlap.clock} already holds other content (${overlap.detail})`)
+    if (overlap) return this.refusePoisoned(client, update, describeOverlap(overlap))
     const proof = this.state.probe.prove(update, { shape, meta: decoded.meta })
     if (proof.kind === 'poisoned') return this.refusePoisoned(client, update, proof.reason)
     if (proof.kind === 'pending') {

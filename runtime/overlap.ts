@@ -33,6 +33,9 @@ export interface OverlapViolation {
   detail: string
 }
 
+/** A violation as a reason line (a dead letter's reason, an edge's refusal log). */
+export const describeOverlap = (v: OverlapViolation): string => `${v.reason}: client ${v.client} clock ${v.clock} already holds other content (${v.detail})`
+
 export function findOverlapViolation(doc: Y.Doc, update: Uint8Array): OverlapViolation | null {
   const head = readFirstClient(update)
   if (head === null || head.clients === 0) return null
