@@ -18,7 +18,7 @@ import { postmasterPidFile } from '../../scripts/lib/postgres.ts'
 import { natsFiles } from '../../scripts/lib/nats-server.ts'
 import { Registry } from '../../scripts/lib/registry.ts'
 import { ServiceUser } from '../../contracts/mod.ts'
-import { lastLines } from '../../scripts/lib/proc.ts'
+import { lastLines, onFreePorts } from '../../scripts/lib/proc.ts'
 import type { EdgeEndpoint } from '../edge-stats.ts'
 import { allStats, descendants } from '../proc-stats.ts'
 import type { EditSample, LatencySummary, RunningSystem, StartOptions } from '../systems.ts'
@@ -38,15 +38,8 @@ const BENCH_CONNECTIONS = 20_000
  * pick ports too, and the parts bind seconds later, after the build), starts again on new
  * ports, three tries.
  */
-export async function startDocFlow(options: StartOptions): Promise<RunningSystem> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await startDocFlowOnce(options)
-    } catch (err) {
-      if (attempt === 3 || !/could not listen|address already in use|EADDRINUSE|is taken by another program/i.test((err as Error).message)) throw err
-      options.say?.(`a port was taken meanwhile; starting DocFlow again on new ports`)
-    }
-  }
+export function startDocFlow(options: StartOptions): Promise<RunningSystem> {
+  return onFreePorts(() => startDocFlowOnce(options), /could not listen|address already in use|EADDRINUSE|is taken by another program/i, () => options.say?.('a port was taken meanwhile; starting DocFlow again on new ports'))
 }
 
 async function startDocFlowOnce(options: StartOptions): Promise<RunningSystem> {

@@ -53,6 +53,22 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`)
 }
 
+/**
+ * Runs `start`, and again while it fails with an error matching `taken` (three tries in all): a
+ * port picked free can be taken by another process before the server binds it. `beforeRetry`
+ * picks new ports.
+ */
+export async function onFreePorts<T>(start: () => Promise<T>, taken: RegExp, beforeRetry: (err: Error) => unknown): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start()
+    } catch (err) {
+      if (attempt === 3 || !taken.test((err as Error).message)) throw err
+      await beforeRetry(err as Error)
+    }
+  }
+}
+
 /** GET `url` within CHECK_TIMEOUT_MS (for start checks: a peer that never answers is a failed attempt, not a hang). */
 export function probe(url: string): Promise<Response> {
   return fetch(url, { signal: AbortSignal.timeout(CHECK_TIMEOUT_MS) })

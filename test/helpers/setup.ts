@@ -18,7 +18,7 @@ import { createEdgeMetrics } from '../../edge/metrics.ts'
 import { createRegistry } from '../../runtime/metrics.ts'
 import { natsFiles, startNatsServer, type NatsServer } from '../../scripts/lib/nats-server.ts'
 import { startPostgres, type Postgres } from '../../scripts/lib/postgres.ts'
-import { exited, freePort, probe, terminate, waitFor } from '../../scripts/lib/proc.ts'
+import { exited, freePort, onFreePorts, probe, terminate, waitFor } from '../../scripts/lib/proc.ts'
 import { Provisioner } from '../../scripts/lib/provisioner.ts'
 import { Registry } from '../../scripts/lib/registry.ts'
 
@@ -108,13 +108,19 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
   registry.save()
   log.info({ dir, natsPort: natsOptions.port, monitorPort: natsOptions.monitorPort, pgPort }, 'starting the test stack')
   // A free port can be taken by another suite between picking it and binding it: pick again.
+  const repick = (pick: () => Promise<unknown>) => async (err: Error) => {
+    log.info({ err: err.message }, 'port taken; picking another')
+    await pick()
+  }
   const nats = await onFreePorts(
     () => startNatsServer(natsOptions),
-    async () => Object.assign(natsOptions, { port: await freePort(), monitorPort: await freePort() }),
+    /address already in use/i,
+    repick(async () => Object.assign(natsOptions, { port: await freePort(), monitorPort: await freePort() })),
   )
   const pgServer = await onFreePorts(
     () => startPostgres({ dir: join(dir, 'pg'), port: pgPort, fsync: false }),
-    async () => (pgPort = await freePort()),
+    /address already in use/i,
+    repick(async () => (pgPort = await freePort())),
   )
   const db = new pg.Pool({ connectionString: pgServer.url, max: 4 })
   db.on('error', (err) => log.debug({ err }, 'test pool connection lost (database restarted)'))
@@ -241,19 +247,6 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
     },
   }
   return stack
-}
-
-/** Starts a server, picking new ports (`repick`) while its ports turn out taken; three tries. */
-async function onFreePorts<T>(start: () => Promise<T>, repick: () => Promise<unknown>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await start()
-    } catch (err) {
-      if (attempt === 3 || !/address already in use/i.test((err as Error).message)) throw err
-      log.info({ err: (err as Error).message }, 'port taken; picking another')
-      await repick()
-    }
-  }
 }
 
 /** A signed token for tests; `exp` in seconds from now (negative: already expired). */
