@@ -232,12 +232,13 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
         const [ms, got] = await timed(path, loaders[path])
         // Checked untimed: a text must be the whole text; a state must make it (the first time)
         // and be as long as the first one every time after.
-        const bytes = typeof got === 'string' ? 0 : [got].flat().reduce((n, u) => n + u.byteLength, 0)
+        const updates = typeof got === 'string' ? null : [got].flat()
+        const bytes = updates?.reduce((n, u) => n + u.byteLength, 0) ?? 0
         const first = i === -COLD_WARMUP_LOADS
-        if (typeof got === 'string' ? got !== doc.text : first ? textOf(...[got].flat()) !== doc.text : bytes !== firstBytes.get(path)) {
+        if (updates === null ? got !== doc.text : first ? textOf(...updates) !== doc.text : bytes !== firstBytes.get(path)) {
           throw new Error(`${path}: load ${i + 1 + COLD_WARMUP_LOADS} did not return the ${doc.text.length} characters written`)
         }
-        if (typeof got !== 'string' && first) firstBytes.set(path, bytes)
+        if (updates && first) firstBytes.set(path, bytes)
         if (i < 0) {
           warmup.get(path)!.push(ms)
           continue
