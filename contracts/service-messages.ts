@@ -76,7 +76,8 @@ export const decodeStateReplyPart = (b: Uint8Array) => unpack(StateReplyPart, b)
 
 /**
  * Core to one edge (ServiceSubjects.committed): these of its stream messages (Nats-Msg-Id) are
- * committed to PostgreSQL, or were already. Best effort (core NATS): an edge that misses one
+ * committed to PostgreSQL, or were already; only messages the edge marked with
+ * SAVED_NOTICE_HEADER. Best effort (core NATS): an edge that misses one
  * never tells its clients those edits are saved, which errs on the safe side.
  */
 export const CommittedNotice = z.object({ msgIds: z.array(z.string().min(1).max(512)).min(1) })

@@ -29,6 +29,13 @@ export const streamMessageGetSubject = (stream: string) => `$JS.API.STREAM.MSG.G
 export const MSG_ID_HEADER = 'Nats-Msg-Id'
 
 /**
+ * Set ('1') by an edge on a stream message carrying an update whose socket asked for the saved
+ * signal: core sends CommittedNotices only for such messages, so stock clients cost no notice,
+ * no decode and no bookkeeping. Kept on the sourced copy in AGG, like MSG_ID_HEADER.
+ */
+export const SAVED_NOTICE_HEADER = 'DocFlow-Saved-Notice'
+
+/**
  * Core's feeds in the service account (provisioned like AGG, scripts/lib/provisioner.ts): the
  * dead-letter stream (contracts/dead-letters.ts) and the CLEAN stream of applied updates
  * (contracts/clean-events.ts). Core publishes to both after its PostgreSQL commit; the tables

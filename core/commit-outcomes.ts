@@ -1,4 +1,4 @@
-import { MSG_ID_HEADER } from '../contracts/mod.ts'
+import { MSG_ID_HEADER, SAVED_NOTICE_HEADER } from '../contracts/mod.ts'
 import type { DecodedItem } from './batch.ts'
 import { docKey } from './doc-cache.ts'
 import type { CompactedState } from './snapshots.ts'
@@ -9,15 +9,15 @@ import type { DocRow, OpRow } from './store.ts'
 
 /**
  * The Nats-Msg-Ids of a committed batch's messages by publishing edge: messages whose every
- * update is in the op log now (applied, or committed before). One with a dead-lettered update
- * is left out: that edit is not saved.
+ * update is in the op log now (applied, or committed before) and whose edge asked to hear of
+ * them (SAVED_NOTICE_HEADER). One with a dead-lettered update is left out: that edit is not saved.
  */
 export function committedByEdge(decoded: DecodedItem[]): Map<string, string[]> {
   const failed = new Set(decoded.filter((d) => 'failure' in d).map((d) => d.msg.seq))
   const byEdge = new Map<string, string[]>()
   const seen = new Set<number>()
   for (const d of decoded) {
-    if (failed.has(d.msg.seq) || seen.has(d.msg.seq) || !d.edit) continue
+    if (failed.has(d.msg.seq) || seen.has(d.msg.seq) || !d.edit || !d.msg.headers?.has(SAVED_NOTICE_HEADER)) continue
     seen.add(d.msg.seq)
     const msgId = d.msg.headers?.get(MSG_ID_HEADER)
     if (!msgId) continue

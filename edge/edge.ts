@@ -394,7 +394,7 @@ export class Edge {
         ...this.opts.awareness,
         maxDocumentBytes: this.limiter.limits.maxDocumentBytes,
         overLimit: (client, limit) => this.closeOverLimit(client, tenant, docId, limit),
-        publish: (update, userId) => this.track(this.publisher.publish(tenant, docId, userId, update)),
+        publish: (update, userId, savedNotice) => this.track(this.publisher.publish(tenant, docId, userId, update, savedNotice)),
         onClosed: (closed) => {
           if (this.rooms.get(key) === closed) this.rooms.delete(key)
           this.metrics.rooms.set(this.rooms.size)

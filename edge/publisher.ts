@@ -5,6 +5,7 @@ import {
   MAX_BATCH_UPDATES,
   editBatchMsgId,
   MSG_ID_HEADER,
+  SAVED_NOTICE_HEADER,
   editBatchSubject,
   editPartitionOf,
   DEFAULT_EDIT_PARTITIONS,
@@ -69,6 +70,8 @@ interface QueuedUpdate extends BatchedUpdate {
   bytes: number
   /** When it joined its lane's queue (Date.now()). */
   queuedAtMs: number
+  /** Its socket asked for the saved signal: its message asks core for a CommittedNotice. */
+  savedNotice: boolean
   /** With the Nats-Msg-Id of the stream message that carried it. */
   resolve: (msgId: string) => void
   reject: (err: PublishError) => void
@@ -92,6 +95,8 @@ interface Batch {
   updates: QueuedUpdate[]
   attempt: number
   deadline: number
+  /** Some update in it asked for the saved signal (SAVED_NOTICE_HEADER). */
+  savedNotice: boolean
 }
 
 /** The JetStream PubAck as nats-server sends it. */
@@ -152,7 +157,8 @@ export class UpdatePublisher {
     })
   }
 
-  publish(tenant: string, docId: string, userId: string, update: Uint8Array, ingestTs = Date.now()): Promise<string> {
+  /** `savedNotice`: the sender wants the saved signal, so core is asked to say when the update's message is committed. */
+  publish(tenant: string, docId: string, userId: string, update: Uint8Array, savedNotice = false, ingestTs = Date.now()): Promise<string> {
     const bytes = update.byteLength + docId.length + userId.length + UPDATE_FRAMING_BYTES
     // The edge's frame limit keeps this from happening; a server with a smaller max_payload
     // (after a reconnect) must still cost only the writer, never the room.
@@ -164,7 +170,7 @@ export class UpdatePublisher {
     const partition = editPartitionOf(docId, this.opts.partitions)
     const lane = this.lane(tenant, partition)
     return new Promise<string>((resolve, reject) => {
-      lane.queue.push({ docId, userId, update, ingestTs, bytes, queuedAtMs: Date.now(), resolve, reject })
+      lane.queue.push({ docId, userId, update, ingestTs, bytes, queuedAtMs: Date.now(), savedNotice, resolve, reject })
       lane.queuedBytes += bytes
       this.schedule(lane)
     })
@@ -250,7 +256,8 @@ export class UpdatePublisher {
       edgeId: this.edgeId,
       updates: updates.map(({ docId, userId, update, ingestTs }) => ({ docId, userId, update, ingestTs })),
     })
-    const batch: Batch = { lane, token: String(n), msgId: editBatchMsgId(lane.tenant, this.publisherId, n), payload, updates, attempt: 0, deadline: 0 }
+    const savedNotice = updates.some((u) => u.savedNotice)
+    const batch: Batch = { lane, token: String(n), msgId: editBatchMsgId(lane.tenant, this.publisherId, n), payload, updates, attempt: 0, deadline: 0, savedNotice }
     this.countSend()
     lane.inFlight = batch
     this.pending.set(batch.token, batch)
@@ -266,6 +273,7 @@ export class UpdatePublisher {
     try {
       const h = headers()
       h.set(MSG_ID_HEADER, batch.msgId)
+      if (batch.savedNotice) h.set(SAVED_NOTICE_HEADER, '1')
       this.nc.publish(editBatchSubject(batch.lane.tenant, batch.lane.partition), batch.payload, { reply: this.replyPrefix + batch.token, headers: h })
     } catch (err) {
       // Closed or draining connection (retrying cannot help), or a payload the server's

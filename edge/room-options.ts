@@ -20,8 +20,8 @@ export interface RoomOptions extends Partial<AwarenessLimits> {
   nc: NatsConnection
   log: Logger
   metrics: EdgeMetrics
-  /** Publishes an update durably (JetStream ack); rejects when it could not. */
-  publish: (update: Uint8Array, userId: string) => Promise<string>
+  /** Publishes an update durably (JetStream ack); rejects when it could not. `savedNotice`: its sender wants the saved signal. */
+  publish: (update: Uint8Array, userId: string, savedNotice: boolean) => Promise<string>
   /** How long to wait for core's or a peer edge's state when the room opens. */
   stateTimeoutMs: number
   /**

@@ -275,7 +275,7 @@ export class Room {
         else for (const frame of this.state.fullState()) client.send(frame)
         return
       case 'update': {
-        const published = this.ingest(client, msg.update)
+        const published = this.ingest(client, msg.update, receipt !== undefined)
         if (!receipt) return
         if (published) published.then((msgId) => receipt.whenCommitted(msgId), () => {}) // a failure closes the socket
         else receipt.settle()
@@ -290,8 +290,11 @@ export class Room {
     }
   }
 
-  /** Publishes a client update when it is new and applies; the publish (its stream message id), or null when nothing was published. */
-  private ingest(client: RoomClient, update: Uint8Array): Promise<string> | null {
+  /**
+   * Publishes a client update when it is new and applies (asking core for a committed notice
+   * when `savedNotice`); the publish (its stream message id), or null when nothing was published.
+   */
+  private ingest(client: RoomClient, update: Uint8Array, savedNotice: boolean): Promise<string> | null {
     if (!client.canEdit) {
       this.o.metrics.viewerUpdatesDropped.inc()
       return null
@@ -351,7 +354,7 @@ export class Room {
     if (member) member.resyncAsked = false
     this.owners.claim(client, ids)
     this.state.probe.hold(update)
-    const published = this.o.publish(update, client.userId)
+    const published = this.o.publish(update, client.userId, savedNotice)
     published
       .then(
         () => this.acked(client, update),

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import * as Y from 'yjs'
 import WebSocket from 'ws'
-import { SAVED_MESSAGE_TYPE } from '../../contracts/mod.ts'
+import { SAVED_MESSAGE_TYPE, ServiceUser, SubjectPatterns, decodeCommittedNotice } from '../../contracts/mod.ts'
 import { SavedProvider, type SavedStatus } from '../../clients/saved.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { until, yclient } from '../helpers/client.ts'
@@ -97,4 +97,27 @@ t.test('clients - a socket that did not ask never gets a saved frame; one that a
   t.teardown(() => reader.destroy())
   await until('both updates materialized', () => reader.text.toString() === 'xy', 20_000)
   t.notOk(stock.types.includes(SAVED_MESSAGE_TYPE), 'the stock socket never saw the unknown message type')
+})
+
+t.test('clients - core sends committed notices only for messages carrying an edit whose socket asked for "saved"', async (t) => {
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  const tok = await token({ tenant: 'acme' })
+  const nc = await stack.connect(ServiceUser.Edge)
+  const notices: string[][] = []
+  nc.subscribe(SubjectPatterns.committed, { callback: (err, msg) => void (err || notices.push(decodeCommittedNotice(msg.data).msgIds)) })
+  await nc.flush()
+  const stock = yclient(edge.url, 'notice-doc', tok)
+  t.teardown(() => stock.destroy())
+  await until('stock client synced', () => stock.provider.synced)
+  stock.text.insert(0, 'stock')
+  await until('the stock edit is committed', async () => (await opLogReplay(stack.db, 'acme', 'notice-doc')).text === 'stock', 20_000)
+  const asking = savedClient(t, 'notice-doc', tok)
+  await synced(asking.client.provider)
+  const changes = asking.seen.length
+  asking.text.insert(5, ' saved')
+  await until('the asking client is told "saved"', () => asking.client.status.saved && asking.seen.length >= changes + 2, 20_000)
+  // Core publishes notices in commit order on one connection: the stock edit's would have come first.
+  t.equal(notices.length, 1, 'one notice: for the asking socket\'s message, none for the stock one')
+  t.equal(notices[0]?.length, 1)
 })
