@@ -95,8 +95,6 @@ interface Batch {
   updates: QueuedUpdate[]
   attempt: number
   deadline: number
-  /** Some update in it asked for the saved signal (SAVED_NOTICE_HEADER). */
-  savedNotice: boolean
 }
 
 /** The JetStream PubAck as nats-server sends it. */
@@ -256,8 +254,7 @@ export class UpdatePublisher {
       edgeId: this.edgeId,
       updates: updates.map(({ docId, userId, update, ingestTs }) => ({ docId, userId, update, ingestTs })),
     })
-    const savedNotice = updates.some((u) => u.savedNotice)
-    const batch: Batch = { lane, token: String(n), msgId: editBatchMsgId(lane.tenant, this.publisherId, n), payload, updates, attempt: 0, deadline: 0, savedNotice }
+    const batch: Batch = { lane, token: String(n), msgId: editBatchMsgId(lane.tenant, this.publisherId, n), payload, updates, attempt: 0, deadline: 0 }
     this.countSend()
     lane.inFlight = batch
     this.pending.set(batch.token, batch)
@@ -273,7 +270,7 @@ export class UpdatePublisher {
     try {
       const h = headers()
       h.set(MSG_ID_HEADER, batch.msgId)
-      if (batch.savedNotice) h.set(SAVED_NOTICE_HEADER, '1')
+      if (batch.updates.some((u) => u.savedNotice)) h.set(SAVED_NOTICE_HEADER, '1')
       this.nc.publish(editBatchSubject(batch.lane.tenant, batch.lane.partition), batch.payload, { reply: this.replyPrefix + batch.token, headers: h })
     } catch (err) {
       // Closed or draining connection (retrying cannot help), or a payload the server's

@@ -290,10 +290,7 @@ export class Room {
     }
   }
 
-  /**
-   * Publishes a client update when it is new and applies (asking core for a committed notice
-   * when `savedNotice`); the publish (its stream message id), or null when nothing was published.
-   */
+  /** Publishes a client update when it is new and applies (`savedNotice`: core is to tell when it is committed); the publish (its stream message id), or null. */
   private ingest(client: RoomClient, update: Uint8Array, savedNotice: boolean): Promise<string> | null {
     if (!client.canEdit) {
       this.o.metrics.viewerUpdatesDropped.inc()
