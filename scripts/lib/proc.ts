@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { createServer } from 'node:net'
-import { existsSync, openSync, readFileSync } from 'node:fs'
+import { existsSync, openSync, readFileSync, statSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 
 /** A port that was free a moment ago (bind to 0, read it, close). */
@@ -106,13 +106,17 @@ export function alive(pid: number): boolean {
 }
 
 /**
- * Stops the process named on the first line of `pidFile` if it still runs and its command
- * line contains `program` (a recycled pid is left alone), and waits for it.
+ * Stops the process named on the first line of `pidFile` if it still runs, its command line
+ * contains `program` and it started before the file was last written, and waits for it. A
+ * recycled pid is left alone: pids wrap at 32768 on many Linux boxes, and a test run forks
+ * thousands (every PostgreSQL backend), so a stale file can name another deployment's process.
  */
 export function stopStale(pidFile: string, program: string, signal: NodeJS.Signals, timeoutMs = 30_000): void {
   if (!existsSync(pidFile)) return
   const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0])
   if (!pid || pid === process.pid || !alive(pid)) return
+  const startedMs = processStartMs(pid)
+  if (startedMs === null || startedMs > statSync(pidFile).mtimeMs + START_TIME_SLACK_MS) return
   let cmdline = ''
   try {
     cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
@@ -124,6 +128,23 @@ export function stopStale(pidFile: string, program: string, signal: NodeJS.Signa
   const deadline = Date.now() + timeoutMs
   while (alive(pid) && Date.now() < deadline) execFileSync('sleep', ['0.1'])
   if (alive(pid)) process.kill(pid, 'SIGKILL')
+}
+
+/** /proc's clock ticks per second (USER_HZ: 100 on Linux), and how far a start time read through them may be off. */
+const CLK_TCK = 100
+const START_TIME_SLACK_MS = 1_000
+
+/** When `pid` started (ms since epoch, to about 10 ms), or null when it is gone. */
+function processStartMs(pid: number): number | null {
+  let stat: string
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return null
+  }
+  const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
+  const uptimeS = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0])
+  return Date.now() - uptimeS * 1000 + (startTicks * 1000) / CLK_TCK
 }
 
 /** The last lines of a log file, for an error message. */
