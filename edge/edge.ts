@@ -98,7 +98,7 @@ export class Edge {
       attempts: opts.publishAttempts,
       ...(opts.publishLingerMs !== undefined ? { lingerMs: opts.publishLingerMs } : {}),
       ...(opts.publishBatchTarget !== undefined ? { batchTarget: opts.publishBatchTarget } : {}),
-      ...(opts.publishBusyMessagesPerS !== undefined ? { busyMessagesPerS: opts.publishBusyMessagesPerS } : {}),
+      ...(opts.publishBusyUpdatesPerS !== undefined ? { busyUpdatesPerS: opts.publishBusyUpdatesPerS } : {}),
       ...(opts.publishMaxBatchUpdates !== undefined ? { maxBatchUpdates: opts.publishMaxBatchUpdates } : {}),
       ...(opts.publishMaxBatchBytes !== undefined ? { maxBatchBytes: opts.publishMaxBatchBytes } : {}),
     })

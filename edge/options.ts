@@ -38,8 +38,8 @@ export interface EdgeOptions {
   publishLingerMs?: number | undefined
   /** Updates that make a lane publish without waiting out publishLingerMs. Default 24. */
   publishBatchTarget?: number | undefined
-  /** Below this many stream messages per second lanes do not linger. Default 200. */
-  publishBusyMessagesPerS?: number | undefined
+  /** Below this many updates per second lanes do not linger. Default 500. */
+  publishBusyUpdatesPerS?: number | undefined
   /** Most updates per stream message. Default 512. */
   publishMaxBatchUpdates?: number | undefined
   /** Most update bytes per stream message. Default 1 MiB (capped by max_payload). */

@@ -26,7 +26,7 @@ export interface PublisherOptions {
   attempts: number
   /**
    * Longest an update waits for company before its lane publishes, while the edge is busy (a
-   * lane with `batchTarget` updates goes sooner; below `busyMessagesPerS` at the next 5 ms tick).
+   * lane with `batchTarget` updates goes sooner; below `busyUpdatesPerS` at the next 5 ms tick).
    * Longer: fewer, fuller messages — less CPU in nats-server, edge and core per update; it bounds
    * the fanout latency batching adds. 0 = the next turn of the event loop. Default 15: at 2,500
    * and 4,000 typed ops/s its server CPU measured as 30 did (within the runs' noise), and it
@@ -36,22 +36,23 @@ export interface PublisherOptions {
   /** Updates that make a lane publish without waiting out `lingerMs`. Default 24. */
   batchTarget: number
   /**
-   * Below this many messages per second lanes do not linger (updates go at the next 5 ms tick):
+   * Below this many updates per second lanes do not linger (updates go at the next 5 ms tick):
    * an idle edge saves little by batching, and a lone typist's co-editors see the edit sooner.
-   * Default 200.
+   * Counted in updates taken, not messages sent: lingering lowers the message rate, so a
+   * threshold on messages switched lingering off as soon as it worked. Default 500.
    */
-  busyMessagesPerS: number
+  busyUpdatesPerS: number
   /** Most updates in one stream message. Default 512 (at most MAX_BATCH_UPDATES). */
   maxBatchUpdates: number
   /** Most bytes of updates in one stream message (one larger update still goes alone). Default 1 MiB, capped by max_payload. */
   maxBatchBytes: number
 }
 
-export const PUBLISHER_DEFAULTS = { partitions: DEFAULT_EDIT_PARTITIONS, ackTimeoutMs: 2_000, attempts: 5, lingerMs: 15, batchTarget: 24, busyMessagesPerS: 200, maxBatchUpdates: 512, maxBatchBytes: 1024 * 1024 } as const
+export const PUBLISHER_DEFAULTS = { partitions: DEFAULT_EDIT_PARTITIONS, ackTimeoutMs: 2_000, attempts: 5, lingerMs: 15, batchTarget: 24, busyUpdatesPerS: 500, maxBatchUpdates: 512, maxBatchBytes: 1024 * 1024 } as const
 
 /** How often lingering lanes are looked at; lanes released together share one socket write. */
 const LINGER_TICK_MS = 5
-/** Over how long the publisher's message rate is measured (busyMessagesPerS). */
+/** Over how long the publisher's update rate is measured (busyUpdatesPerS). */
 const RATE_WINDOW_MS = 250
 /** Room for the Nats-Msg-Id header and its framing on top of the batch. */
 const HEADERS_MARGIN_BYTES = 1024
@@ -127,11 +128,11 @@ export class UpdatePublisher {
   /** Idle lanes with updates waiting for the shared linger to end. */
   private readonly lingering = new Set<Lane>()
   private linger: NodeJS.Timeout | NodeJS.Immediate | null = null
-  /** Messages sent in the current rate window, and when the window started. */
-  private windowSends = 0
+  /** Updates taken in the current rate window, and when the window started. */
+  private windowUpdates = 0
   private windowStartMs = 0
-  /** Messages per second in the last full window. */
-  private messagesPerS = 0
+  /** Updates per second in the last full window. */
+  private updatesPerS = 0
   private batchCount = 0
   private readonly opts: PublisherOptions
 
@@ -167,6 +168,7 @@ export class UpdatePublisher {
     }
     const partition = editPartitionOf(docId, this.opts.partitions)
     const lane = this.lane(tenant, partition)
+    this.countUpdate()
     return new Promise<string>((resolve, reject) => {
       lane.queue.push({ docId, userId, update, ingestTs, bytes, queuedAtMs: Date.now(), savedNotice, resolve, reject })
       lane.queuedBytes += bytes
@@ -222,7 +224,7 @@ export class UpdatePublisher {
     const fire = () => {
       this.linger = null
       const now = Date.now()
-      const busy = this.messagesPerS >= this.opts.busyMessagesPerS
+      const busy = this.updatesPerS >= this.opts.busyUpdatesPerS
       for (const lane of [...this.lingering]) {
         const oldest = lane.queue[0]
         if (!busy || !oldest || lane.queue.length >= this.opts.batchTarget || now - oldest.queuedAtMs >= this.opts.lingerMs) this.sendNext(lane)
@@ -255,7 +257,6 @@ export class UpdatePublisher {
       updates: updates.map(({ docId, userId, update, ingestTs }) => ({ docId, userId, update, ingestTs })),
     })
     const batch: Batch = { lane, token: String(n), msgId: editBatchMsgId(lane.tenant, this.publisherId, n), payload, updates, attempt: 0, deadline: 0 }
-    this.countSend()
     lane.inFlight = batch
     this.pending.set(batch.token, batch)
     this.metrics.publishBatchUpdates.observe(updates.length)
@@ -329,15 +330,15 @@ export class UpdatePublisher {
     if (lane.queue.length > 0) this.schedule(lane)
   }
 
-  private countSend(): void {
+  private countUpdate(): void {
     const now = Date.now()
     if (now - this.windowStartMs >= RATE_WINDOW_MS) {
-      // A window with nothing sent after a long pause counts as idle.
-      this.messagesPerS = now - this.windowStartMs < 2 * RATE_WINDOW_MS ? (this.windowSends * 1000) / RATE_WINDOW_MS : 0
+      // A window with nothing taken after a long pause counts as idle.
+      this.updatesPerS = now - this.windowStartMs < 2 * RATE_WINDOW_MS ? (this.windowUpdates * 1000) / RATE_WINDOW_MS : 0
       this.windowStartMs = now
-      this.windowSends = 0
+      this.windowUpdates = 0
     }
-    this.windowSends++
+    this.windowUpdates++
   }
 
   private ensureSweeper(): void {

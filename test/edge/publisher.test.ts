@@ -41,7 +41,7 @@ async function tenantStream(tenant: string) {
 }
 
 t.test('edge - a lane goes as soon as it holds batchTarget updates, without waiting out its linger', async (t) => {
-  const { p } = publisher({ lingerMs: 60_000, batchTarget: 3, busyMessagesPerS: 0 }) // always busy: lanes linger
+  const { p } = publisher({ lingerMs: 60_000, batchTarget: 3, busyUpdatesPerS: 0 }) // always busy: lanes linger
   const stream = await tenantStream('acme')
   const before = await stream.messages()
   const docs = docsOfOnePartition('target', 3)
