@@ -111,7 +111,6 @@ export class PartitionWorker implements OwnedPartition {
     return this.options.durable
   }
 
-  /** The in-memory doc, when this worker has it (it may hold updates not yet committed). */
   /**
    * Drops a document from memory (deleted or erased by an operator: core/erasure.ts) so no
    * compaction writes it back; resolves once the batch in hand, which may hold it, committed.
@@ -122,6 +121,7 @@ export class PartitionWorker implements OwnedPartition {
     this.cache.evict(tenant, docId)
   }
 
+  /** The in-memory doc, when this worker has it (it may hold updates not yet committed). */
   cachedDoc(tenant: string, docId: string) {
     return this.cache.get(tenant, docId)?.doc
   }
