@@ -9,7 +9,7 @@ await stack.core()
 t.test('edge - nats-server paused while clients connect: the edge process survives and the clients sync', async (t) => {
   const edge = await stack.process('edge') // its own process: a crash would show as an exit
   const tok = await token({ tenant: 'acme' })
-  const resume = stack.pauseNats()
+  const resume = await stack.pauseNats()
   t.teardown(resume)
 
   // Admission reads the edge's copy of the tenants bucket; opening the room needs core's state over NATS.

@@ -82,7 +82,7 @@ t.test('edge - a batch whose ack times out is resent with the same msg id and st
   const { p, metrics } = publisher({ ackTimeoutMs: 300, attempts: 50, lingerMs: 0 })
   const stream = await tenantStream('acme')
   const before = await stream.messages()
-  const resume = stack.pauseNats()
+  const resume = await stack.pauseNats()
   t.teardown(resume)
 
   const published = p.publish('acme', 'retried', 'writer', edit('once', 7))

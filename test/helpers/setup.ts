@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -63,8 +63,8 @@ export interface Stack {
   process(service: 'edge' | 'core', port?: number): Promise<ServiceProcess>
   /** Stops nats-server with `signal` (SIGKILL: a crash) and starts it again on the same store and port. */
   restartNats(signal: NodeJS.Signals): Promise<void>
-  /** Freezes nats-server (SIGSTOP); returns the resume (SIGCONT, once), also run at teardown by the caller. */
-  pauseNats(): () => void
+  /** Freezes nats-server (SIGSTOP) and waits until it is stopped; returns the resume (SIGCONT, once), also run at teardown by the caller. */
+  pauseNats(): Promise<() => void>
   /** Stops PostgreSQL with `signal` and starts it again on the same cluster and port. */
   restartPostgres(signal: NodeJS.Signals): Promise<void>
   /** A NATS connection for the test itself; the service `edge` user unless told otherwise. */
@@ -224,9 +224,15 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
       await terminate(stack.nats.process, signal)
       stack.nats = await startNatsServer(natsOptions)
     },
-    pauseNats() {
+    async pauseNats() {
       const pid = stack.nats.process.pid!
       process.kill(pid, 'SIGSTOP')
+      // kill() returns before every thread has stopped: until then nats-server may still take
+      // (and ack) what the test sends next.
+      await waitFor('every nats-server thread stopped', async () => readdirSync(`/proc/${pid}/task`).every((task) => threadState(pid, task) === 'T'), 5_000, 5).catch((err: unknown) => {
+        process.kill(pid, 'SIGCONT')
+        throw err
+      })
       let paused = true
       return () => {
         if (paused) process.kill(pid, 'SIGCONT')
@@ -252,4 +258,10 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
 /** A signed token for tests; `exp` in seconds from now (negative: already expired). */
 export function token(claims: Partial<Omit<Claims, 'exp'>> & { tenant: string }, ttlSeconds = 3_600, secret = JWT_SECRET): Promise<string> {
   return mintToken({ sub: 'user-1', docs: ['*'], role: 'editor', ...claims }, secret, ttlSeconds)
+}
+
+/** A thread's state letter in /proc (T: stopped by a signal). */
+function threadState(pid: number, task: string): string {
+  const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8')
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
 }
