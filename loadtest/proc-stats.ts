@@ -4,6 +4,7 @@
 // last sample; cores = Σ ΔCPU seconds / window seconds.
 import { execFileSync } from 'node:child_process'
 import { readFileSync, readdirSync } from 'node:fs'
+import { SUPERVISOR_BUNDLE } from '../scripts/lib/supervisor-bundle.mjs'
 
 /** Clock ticks per second of utime/stime in /proc/<pid>/stat (normally 100). */
 export const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
@@ -73,7 +74,7 @@ export function roleOf(pid: number, comm: string): string {
   const cmd = cmdline(pid)
   if (/edge\/main\.[jt]s/.test(cmd)) return 'edge'
   if (/core\/main\.[jt]s/.test(cmd)) return 'core'
-  if (cmd.includes('scripts/start.ts')) return 'supervisor'
+  if (cmd.includes('scripts/start.ts') || cmd.includes(`scripts/${SUPERVISOR_BUNDLE}`)) return 'supervisor'
   if (cmd.includes('hocuspocus-server')) return 'hocuspocus'
   if (cmd.includes('ywebsocket-server')) return 'y-websocket'
   if (cmd.includes('loadtest/driver') || cmd.includes('loadtest/scenarios/crowd')) return 'driver'

@@ -22,7 +22,10 @@ if (Number(process.versions.node.split('.')[0]) < 20) fail(`Node.js 20 or newer 
 ensureNpmPackages()
 ensureSystemPackages()
 
-const child = spawn(process.execPath, ['--import', 'tsx', entry, ...process.argv.slice(3)], { cwd: ROOT, stdio: 'inherit' })
+// The supervisor runs as plain JavaScript (scripts/lib/supervisor-bundle.mjs: imported once esbuild
+// is installed); the test runner with tsx.
+const program = mode === 'start' ? [await (await import('./lib/supervisor-bundle.mjs')).bundleSupervisor(ROOT)] : ['--import', 'tsx', entry]
+const child = spawn(process.execPath, [...program, ...process.argv.slice(3)], { cwd: ROOT, stdio: 'inherit' })
 // The entry point handles SIGINT/SIGTERM itself; forward them instead of dying first.
 for (const signal of /** @type {const} */ (['SIGINT', 'SIGTERM'])) process.on(signal, () => child.kill(signal))
 child.on('exit', (code, signal) => process.exit(code ?? 128 + (signal ? constants.signals[signal] : 1)))

@@ -19,6 +19,7 @@ import { natsFiles } from '../../scripts/lib/nats-server.ts'
 import { Registry } from '../../scripts/lib/registry.ts'
 import { ServiceUser } from '../../contracts/mod.ts'
 import { lastLines, onFreePorts } from '../../scripts/lib/proc.ts'
+import { bundleSupervisor } from '../../scripts/lib/supervisor-bundle.mjs'
 import type { EdgeEndpoint } from '../edge-stats.ts'
 import { allStats, descendants } from '../proc-stats.ts'
 import type { EditSample, LatencySummary, RunningSystem, StartOptions } from '../systems.ts'
@@ -69,7 +70,8 @@ async function startDocFlowOnce(options: StartOptions): Promise<RunningSystem> {
   for (const v of ['DOCFLOW_JWT_SECRET', 'DOCFLOW_JWT_ISSUER', 'DOCFLOW_JWT_AUDIENCE', 'DATABASE_URL', 'NODE_ENV']) delete env[v]
   const log = join(dataDir, 'supervisor.log')
   options.say?.(`starting DocFlow (scripts/start.ts) in ${dataDir}`)
-  const supervisor = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/start.ts')], { cwd: ROOT, env, detached: true, stdio: ['ignore', openSync(log, 'a'), openSync(log, 'a')] })
+  // As npm start runs it: bundled, without the tsx loader.
+  const supervisor = spawn(process.execPath, [await bundleSupervisor(ROOT)], { cwd: ROOT, env, detached: true, stdio: ['ignore', openSync(log, 'a'), openSync(log, 'a')] })
   const pgDir = join(dataDir, 'pg')
   const postmaster = (): number[] => {
     try {

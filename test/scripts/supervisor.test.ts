@@ -8,6 +8,7 @@ import { JWT_SECRET, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient, type TestClient } from '../helpers/client.ts'
 import { postmasterPidFile } from '../../scripts/lib/postgres.ts'
 import { GaveUp, alive, exited, freePort, waitFor } from '../../scripts/lib/proc.ts'
+import { bundleSupervisor } from '../../scripts/lib/supervisor-bundle.mjs'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -29,7 +30,8 @@ t.test('scripts - npm start brings back nats-server and PostgreSQL after kill -9
   for (const name of Object.keys(ports) as (keyof typeof ports)[]) ports[name] = await freePort()
   const env: NodeJS.ProcessEnv = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), DOCFLOW_DATA_DIR: dataDir, DOCFLOW_JWT_SECRET: JWT_SECRET, LOG_LEVEL: 'warn' }
   delete env.DATABASE_URL // the test is about the PostgreSQL npm start runs
-  const supervisor = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/start.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  // As npm start runs it: bundled, without the tsx loader.
+  const supervisor = spawn(process.execPath, [await bundleSupervisor(ROOT)], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   supervisor.stdout.on('data', (b: Buffer) => (output += b.toString()))
   supervisor.stderr.on('data', (b: Buffer) => (output += b.toString()))
