@@ -52,6 +52,34 @@ t.test('edge - a lane goes as soon as it holds batchTarget updates, without wait
   t.equal((await stream.messages()) - before, 1, 'in one stream message')
 })
 
+t.test('edge - a busy publisher keeps lingering: its own batching never makes it look idle', async (t) => {
+  const { p } = publisher({ lingerMs: 60, batchTarget: 10_000, busyUpdatesPerS: 100 })
+  const stream = await tenantStream('acme')
+  const docs = docsOfOnePartition('busy', 20)
+  const update = edit('k', 900)
+  const acks: Promise<string>[] = []
+  let typing = true
+  // About 1,000 updates/s into one lane, for as long as the test looks.
+  const typist = (async () => {
+    for (let i = 0; typing; i++) {
+      for (let k = 0; k < 5; k++) acks.push(p.publish('acme', docs[(i * 5 + k) % docs.length]!, 'u', update))
+      await new Promise((r) => setTimeout(r, 5))
+    }
+  })()
+  await new Promise((r) => setTimeout(r, 500)) // the rate is known from the first 250 ms window on
+  const before = await stream.messages()
+  const started = Date.now()
+  await new Promise((r) => setTimeout(r, 1_000))
+  const messages = (await stream.messages()) - before
+  const seconds = (Date.now() - started) / 1000
+  typing = false
+  await typist
+  await Promise.all(acks)
+  // One message per 60 ms linger is ~16/s; a rate counted in messages made lingering switch
+  // itself off (fewer messages: "idle"), and the lane went at every 5 ms tick every other window.
+  t.ok(messages <= 40 * seconds, `${messages} stream messages in ${seconds.toFixed(2)} s: the lane waits out its linger`)
+})
+
 t.test('edge - an idle publisher does not linger: a lone update goes at the next tick', async (t) => {
   const { p } = publisher({ lingerMs: 60_000, batchTarget: 100 })
   const started = Date.now()
