@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -14,6 +14,9 @@ import { freePort } from '../../scripts/lib/proc.ts'
 // shutting down"). Starting must refuse, saying the port is taken, so the caller picks another.
 
 const home = mkdtempSync(join(tmpdir(), 'docflow-taken-ports-'))
+// Reachable by the postgres user, so each cluster lives inside `home` and goes with it (in a
+// private folder it would live under the postgres user's home and outlive the test).
+chmodSync(home, 0o755)
 t.teardown(() => rmSync(home, { recursive: true, force: true }))
 
 t.test('scripts - PostgreSQL on a port another PostgreSQL answers is refused as address already in use; the other keeps its data', async (t) => {
