@@ -2,38 +2,9 @@
 // processes that come and go inside the window (PostgreSQL backends) are counted.
 // Invariant: a process's CPU counts from the window start (or its own start, if later) to its
 // last sample; cores = Σ ΔCPU seconds / window seconds.
-import { execFileSync } from 'node:child_process'
 import { readFileSync, readdirSync } from 'node:fs'
+import { CLK_TCK, readStat, uptimeTicks, type ProcStat } from '../scripts/lib/proc.ts'
 import { SUPERVISOR_BUNDLE } from '../scripts/lib/supervisor-bundle.mjs'
-
-/** Clock ticks per second of utime/stime in /proc/<pid>/stat (normally 100). */
-export const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
-
-export interface ProcStat {
-  pid: number
-  ppid: number
-  comm: string
-  /** utime + stime, clock ticks. */
-  cpuTicks: number
-  /** Start time after boot, clock ticks. */
-  startTicks: number
-}
-
-/** /proc/<pid>/stat, or undefined when the process is gone. */
-export function readStat(pid: number): ProcStat | undefined {
-  let raw: string
-  try {
-    raw = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  } catch {
-    return undefined // exited between listing and reading
-  }
-  // comm is in parentheses and may hold spaces or parentheses: split after the last ')'.
-  const close = raw.lastIndexOf(')')
-  const comm = raw.slice(raw.indexOf('(') + 1, close)
-  const f = raw.slice(close + 2).split(' ')
-  // f[0] is field 3 (state): field n is f[n - 3].
-  return { pid, ppid: Number(f[1]), comm, cpuTicks: Number(f[11]) + Number(f[12]), startTicks: Number(f[19]) }
-}
 
 /** Every process on the machine now. */
 export function allStats(): ProcStat[] {
@@ -91,10 +62,6 @@ export function memoryKb(pid: number): { rssKb: number; pssKb: number } {
   } catch {
     return { rssKb: 0, pssKb: 0 }
   }
-}
-
-function uptimeTicks(): number {
-  return Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * CLK_TCK
 }
 
 export interface RoleUsage {

@@ -4,7 +4,8 @@
 // included) and the connect rate (sockets answered per second, opened WAVE at a time).
 import WebSocket from 'ws'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { memoryKb, roleOf, readStat } from '../proc-stats.ts'
+import { memoryKb, roleOf } from '../proc-stats.ts'
+import { readStat } from '../../scripts/lib/proc.ts'
 import type { RunningSystem } from '../systems.ts'
 
 export interface IdleOptions {

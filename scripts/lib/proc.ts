@@ -130,21 +130,49 @@ export function stopStale(pidFile: string, program: string, signal: NodeJS.Signa
   if (alive(pid)) process.kill(pid, 'SIGKILL')
 }
 
-/** /proc's clock ticks per second (USER_HZ: 100 on Linux), and how far a start time read through them may be off. */
-const CLK_TCK = 100
+/** How far a start time read from /proc may be off. */
 const START_TIME_SLACK_MS = 1_000
 
 /** When `pid` started (ms since epoch, to about 10 ms), or null when it is gone. */
 function processStartMs(pid: number): number | null {
-  let stat: string
+  const stat = readStat(pid)
+  return stat ? Date.now() - ((uptimeTicks() - stat.startTicks) * 1000) / CLK_TCK : null
+}
+
+/** Clock ticks per second of /proc's times: USER_HZ, which Linux fixes at 100 whatever the kernel's HZ. */
+export const CLK_TCK = 100
+
+export interface ProcStat {
+  pid: number
+  ppid: number
+  comm: string
+  /** R, S, D, T (stopped by a signal), Z… */
+  state: string
+  /** utime + stime, clock ticks. */
+  cpuTicks: number
+  /** Start time after boot, clock ticks. */
+  startTicks: number
+}
+
+/** /proc/<pid>/stat (or one thread's, /proc/<pid>/task/<tid>/stat), or undefined when it is gone. */
+export function readStat(pid: number, tid?: number): ProcStat | undefined {
+  let raw: string
   try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    raw = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8')
   } catch {
-    return null
+    return undefined // exited between listing and reading
   }
-  const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
-  const uptimeS = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0])
-  return Date.now() - uptimeS * 1000 + (startTicks * 1000) / CLK_TCK
+  // comm is in parentheses and may hold spaces or parentheses: split after the last ')'.
+  const close = raw.lastIndexOf(')')
+  const comm = raw.slice(raw.indexOf('(') + 1, close)
+  const f = raw.slice(close + 2).split(' ')
+  // f[0] is field 3 (state): field n is f[n - 3].
+  return { pid, ppid: Number(f[1]), comm, state: f[0] ?? '', cpuTicks: Number(f[11]) + Number(f[12]), startTicks: Number(f[19]) }
+}
+
+/** Time since boot, in /proc's clock ticks. */
+export function uptimeTicks(): number {
+  return Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * CLK_TCK
 }
 
 /** The last lines of a log file, for an error message. */

@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -18,7 +18,7 @@ import { createEdgeMetrics } from '../../edge/metrics.ts'
 import { createRegistry } from '../../runtime/metrics.ts'
 import { natsFiles, startNatsServer, type NatsServer } from '../../scripts/lib/nats-server.ts'
 import { startPostgres, type Postgres } from '../../scripts/lib/postgres.ts'
-import { exited, freePort, onFreePorts, probe, terminate, waitFor } from '../../scripts/lib/proc.ts'
+import { exited, freePort, onFreePorts, probe, readStat, terminate, waitFor } from '../../scripts/lib/proc.ts'
 import { Provisioner } from '../../scripts/lib/provisioner.ts'
 import { Registry } from '../../scripts/lib/registry.ts'
 
@@ -229,7 +229,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
       process.kill(pid, 'SIGSTOP')
       // kill() returns before every thread has stopped: until then nats-server may still take
       // (and ack) what the test sends next.
-      await waitFor('every nats-server thread stopped', async () => readdirSync(`/proc/${pid}/task`).every((task) => threadState(pid, task) === 'T'), 5_000, 5).catch((err: unknown) => {
+      await waitFor('every nats-server thread stopped', async () => readdirSync(`/proc/${pid}/task`).every((task) => readStat(pid, Number(task))?.state === 'T'), 5_000, 5).catch((err: unknown) => {
         process.kill(pid, 'SIGCONT')
         throw err
       })
@@ -258,10 +258,4 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
 /** A signed token for tests; `exp` in seconds from now (negative: already expired). */
 export function token(claims: Partial<Omit<Claims, 'exp'>> & { tenant: string }, ttlSeconds = 3_600, secret = JWT_SECRET): Promise<string> {
   return mintToken({ sub: 'user-1', docs: ['*'], role: 'editor', ...claims }, secret, ttlSeconds)
-}
-
-/** A thread's state letter in /proc (T: stopped by a signal). */
-function threadState(pid: number, task: string): string {
-  const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8')
-  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
 }
