@@ -13,6 +13,46 @@ const MAX_UNMERGED_BYTES = 256 * 1024
 
 const EMPTY_STATE_VECTOR = new Uint8Array([0])
 
+/**
+ * Updates waiting for the room doc, their bytes packed in one buffer: a room holds up to
+ * MAX_UNMERGED_UPDATES of them for seconds, and as separate Uint8Arrays each small update
+ * costs ~200 bytes of long-lived heap (measured: 119K of them, 25 MB, in an edge at 1,000
+ * typing clients); packed, its own bytes and a number.
+ */
+class PackedUpdates {
+  private bytes = new Uint8Array(0)
+  private readonly ends: number[] = []
+
+  get count(): number {
+    return this.ends.length
+  }
+
+  get byteLength(): number {
+    return this.ends.at(-1) ?? 0
+  }
+
+  push(update: Uint8Array): void {
+    const start = this.byteLength
+    const end = start + update.byteLength
+    if (end > this.bytes.byteLength) {
+      const grown = new Uint8Array(Math.max(1024, end * 2))
+      grown.set(this.bytes.subarray(0, start))
+      this.bytes = grown
+    }
+    this.bytes.set(update, start)
+    this.ends.push(end)
+  }
+
+  /** Every update in push order (views of one buffer), leaving the queue empty. */
+  take(): Uint8Array[] {
+    const bytes = this.bytes
+    const updates = this.ends.map((end, i) => bytes.subarray(i === 0 ? 0 : this.ends[i - 1], end))
+    this.bytes = new Uint8Array(0)
+    this.ends.length = 0
+    return updates
+  }
+}
+
 export interface RoomDocHooks {
   /** What an apply integrated that the clients may lack: for every client but `origin`. */
   integrated(update: Uint8Array, origin: unknown): void
@@ -32,10 +72,9 @@ export interface RoomDocHooks {
 export class RoomDoc {
   private readonly doc = new Y.Doc()
   readonly probe: UpdateProbe
-  private readonly unmerged: Uint8Array[] = []
+  private readonly unmerged = new PackedUpdates()
   /** The room's load, applied when the doc is first read. */
   private readonly loading: Uint8Array[] = []
-  private unmergedBytes = 0
   /** What a client that joins empty is sent (the whole doc), shared by every such client; dropped on each change. */
   private fullStateFrames: Uint8Array[] | null = null
 
@@ -71,10 +110,8 @@ export class RoomDoc {
         }
       }
     }
-    if (this.unmerged.length === 0) return this.doc
-    const updates = this.unmerged.splice(0)
-    this.unmergedBytes = 0
-    for (const update of updates) this.apply(update, 'ack', 'ack', { proven: true, announced: true })
+    if (this.unmerged.count === 0) return this.doc
+    for (const update of this.unmerged.take()) this.apply(update, 'ack', 'ack', { proven: true, announced: true })
     return this.doc
   }
 
@@ -113,10 +150,9 @@ export class RoomDoc {
   /** A proven update the probe holds goes to `unmerged` until the doc is read (or too much waits, or the doc holds pending structs). */
   private waitForDoc(update: Uint8Array): void {
     this.unmerged.push(update)
-    this.unmergedBytes += update.byteLength
     this.fullStateFrames = null
     const { pendingStructs, pendingDs } = this.doc.store
-    if (pendingStructs !== null || pendingDs !== null || this.unmerged.length >= MAX_UNMERGED_UPDATES || this.unmergedBytes >= MAX_UNMERGED_BYTES) this.current()
+    if (pendingStructs !== null || pendingDs !== null || this.unmerged.count >= MAX_UNMERGED_UPDATES || this.unmerged.byteLength >= MAX_UNMERGED_BYTES) this.current()
   }
 
   /**
@@ -133,7 +169,7 @@ export class RoomDoc {
    * (its clients retry) rather than open the document without its state.
    */
   load(update: Uint8Array, tail?: Uint8Array): void {
-    const empty = this.doc.store.clients.size === 0 && this.unmerged.length === 0 && this.loading.length === 0
+    const empty = this.doc.store.clients.size === 0 && this.unmerged.count === 0 && this.loading.length === 0
     this.probe.drop()
     this.loading.push(update, ...(tail ? [tail] : []))
     this.fullStateFrames = empty ? [...(tail ? [updateMessage(tail)] : []), syncStep2Frame(update)] : null
