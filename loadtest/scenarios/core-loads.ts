@@ -67,6 +67,11 @@ export interface ColdLoadResult {
   edgeClosedAfterOpenMs: number[]
   /** Edge first socket, only the loads whose first socket synced. */
   edgeFirstTry: Distribution
+  /**
+   * Those loads split at the largest frame (the state's sync step 2): socket open → that frame
+   * received (the edge, core and PostgreSQL), and the stock client's handling of it (its Yjs apply).
+   */
+  edgeSplit: { stateFrameInMs: Distribution; clientApplyMs: Distribution }
 }
 
 export interface StateAtPoint {
@@ -179,6 +184,8 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
   const closesSoFar = () => [...edgeCloses.values()].reduce((a, b) => a + b, 0)
   /** Edge first socket loads whose first socket synced (no reconnect inside the time). */
   const firstTry: number[] = []
+  const split = { stateFrameInMs: [] as number[], clientApplyMs: [] as number[] }
+  let loadSplit = { stateFrameInMs: NaN, clientApplyMs: NaN }
   try {
     const loaders: Record<ColdPath, () => Promise<Uint8Array | Uint8Array[] | string>> = {
       'edge first socket': async () => {
@@ -187,7 +194,23 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
         // A socket the edge closed before sync (the stock client reconnects): counted with its code.
         let synced = false
         let openedAt = NaN
-        provider.on('status', (e: { status: string }) => e.status === 'connected' && (openedAt = performance.now()))
+        let largest = 0
+        loadSplit = { stateFrameInMs: NaN, clientApplyMs: NaN }
+        provider.on('status', (e: { status: string }) => {
+          if (e.status !== 'connected') return
+          openedAt = performance.now()
+          // Timed around the provider's own handler: the frame is whole when it runs.
+          const ws = provider.ws as unknown as { onmessage: (m: { data: ArrayBuffer }) => void }
+          const handle = ws.onmessage
+          ws.onmessage = (m) => {
+            const at = performance.now()
+            handle(m)
+            if (m.data.byteLength > largest) {
+              largest = m.data.byteLength
+              loadSplit = { stateFrameInMs: at - openedAt, clientApplyMs: performance.now() - at }
+            }
+          }
+        })
         provider.on('connection-close', (event: { code?: number } | null) => {
           if (synced) return // our own destroy
           const code = String(event?.code ?? 'none')
@@ -244,7 +267,11 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
           continue
         }
         samples.get(path)!.push(ms)
-        if (path === 'edge first socket' && closesSoFar() === closesBefore) firstTry.push(ms)
+        if (path === 'edge first socket' && closesSoFar() === closesBefore) {
+          firstTry.push(ms)
+          split.stateFrameInMs.push(loadSplit.stateFrameInMs)
+          split.clientApplyMs.push(loadSplit.clientApplyMs)
+        }
       }
       if (i >= 0 && (i + 1) % 10 === 0) say(`cold load: ${i + 1}/${loads}`)
     }
@@ -261,6 +288,7 @@ async function coldLoads(system: RunningSystem, p: DocFlowParts, doc: BuiltDoc, 
     cold,
     edgeCloses: Object.fromEntries(edgeCloses),
     edgeFirstTry: distribution(firstTry),
+    edgeSplit: { stateFrameInMs: distribution(split.stateFrameInMs), clientApplyMs: distribution(split.clientApplyMs) },
     edgeClosedAfterOpenMs: closedAfterOpenMs,
   }
 }

@@ -93,6 +93,11 @@ t.test('loadtest - the core scenarios report cold loads by path, state?at= early
   }
   t.match(out, /\| edge first socket \(judged: what a user waits for\) \| 5 \| [^|]+ \| (PASS|FAIL)/, 'the target is judged on the edge first socket')
   t.match(out, /- cold throughout: the op log was unchanged after the loads/, 'the loads were cold')
+  const split = /socket open → the state frame received \([^)]*\) p50 (\d+) \/ p95 (\d+) ms; the stock client's handling of that frame \([^)]*\) p50 (\d+) \/ p95 (\d+) ms/.exec(out)
+  t.ok(split, 'the edge first socket is split into the state frame received and its apply')
+  const edgeP50 = percentiles(cells(out.split('\n').find((l) => l.startsWith('| edge first socket (judged')))[2])[0]!
+  // Each part is inside its load, so its p50 is at most the load's (rounded to whole ms).
+  t.ok(split && Number(split[1]) <= edgeP50 + 1 && Number(split[3]) <= edgeP50 + 1, `frame received (p50 ${split?.[1]}) and apply (p50 ${split?.[3]}) within the whole load (p50 ${edgeP50})`)
   const warm = /- warm-up, not counted \(the first 5 loads of each path[^)]*\): (.*)$/m.exec(out)
   t.same([...(warm?.[1] ?? '').matchAll(/(edge first socket|core state over NATS|read API GET state|core worker cache miss) p50 [\d,]+ \/ max [\d,]+ ms/g)].map((m) => m[1]), ['edge first socket', 'core state over NATS', 'read API GET state', 'core worker cache miss'], `the warm-up loads of each path are reported apart (${warm?.[1]})`)
   for (const point of ['early', 'late']) {
