@@ -3,6 +3,7 @@ import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 import { RawSocket } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
+import { seeded } from '../helpers/mutants.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -110,8 +111,8 @@ t.test('edge - a joiner after hundreds of edits of mixed sizes gets each of them
   const writer = yclient(edge.url, 'packed-edits', tok)
   t.teardown(() => writer.destroy())
   await writer.synced()
-  let seed = 7
-  const next = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n
+  const rand = seeded(7)
+  const next = (n: number) => Math.floor(rand() * n)
   for (let i = 0; i < 300; i++) {
     const len = writer.text.length
     if (i % 5 === 4 && len > 10) writer.text.delete(next(len - 5), 1 + next(4))
