@@ -1,6 +1,7 @@
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { existsSync, readFileSync, readdirSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
@@ -8,6 +9,7 @@ import { SNAPSHOTS_FOLDER, AGG_MAX_AGE_MS, AGG_STREAM, CLEAN_MAX_AGE_MS, CLEAN_S
 import { LIMIT_DEFAULTS } from '../../edge/limits.ts'
 import { SNAPSHOT_RETENTION_DEFAULTS } from '../../core/snapshot-retention.ts'
 import { JWT_VARS, BLOB_STORE_VARS } from '../../runtime/config.ts'
+import { buildServers } from '../../scripts/lib/build.ts'
 import {
   alertExpressions,
   blockProblems,
@@ -86,10 +88,31 @@ function renderLimitEnv(template: string, limits: Record<string, unknown>): { en
   return { env, keys }
 }
 
-/** Runs the edge's entry point with `env` only; it checks its environment before connecting anywhere. */
+/**
+ * The image's /app as far as the containers' commands go: the repo with `npm run build`'s dist/
+ * (scripts/build.ts calls buildServers the same way), built once for the tests that need it.
+ */
+let app: string | null = null
+function builtApp(): string {
+  if (app) return app
+  const dir = mkdtempSync(join(tmpdir(), 'chart-app-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  buildServers(ROOT, join(dir, 'dist'), (line) => t.fail(`type errors: ${line}`))
+  app = dir
+  return app
+}
+
+/** The container command of a component's Deployment (`command: ["node", ...]`). */
+function containerCommand(component: 'edge' | 'core'): string[] {
+  const line = /^\s+command: (\["node".*\])$/m.exec(read(join(TEMPLATES, `${component}-deployment.yaml`)))
+  return line ? (JSON.parse(line[1]!) as string[]) : []
+}
+
+/** Runs the edge's container command with `env` only; it checks its environment before connecting anywhere. */
 function edgeConfigErrors(env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
+  const [, ...args] = containerCommand('edge')
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'edge/main.ts'], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env }, timeout: 60_000 }, (err, _stdout, stderr) => {
+    execFile(process.execPath, args, { cwd: builtApp(), env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env }, timeout: 60_000 }, (err, _stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stderr })
     })
   })
@@ -296,6 +319,17 @@ t.test('helm - provisioning and alerts use the numbers in contracts/', async (t)
     t.match(read(join(TEMPLATES, `${component}-deployment.yaml`)), new RegExp(`- name: ${EDIT_PARTITIONS_VAR}\\n\\s+value: \\{\\{ \\.Values\\.editPartitions \\| quote \\}\\}`), `${component} gets editPartitions`)
   }
   t.match(read(join(TEMPLATES, 'prometheusrule.yaml')), /< \{\{ \$\.Values\.editPartitions \}\}/, 'the unowned-partition alert counts editPartitions')
+})
+
+t.test('helm - edge and core run the compiled build in /app, without a TypeScript loader', async (t) => {
+  for (const component of ['edge', 'core'] as const) {
+    const deployment = read(join(TEMPLATES, `${component}-deployment.yaml`))
+    t.match(deployment, /^\s+workingDir: \/app$/m, `${component} runs in /app`)
+    const command = containerCommand(component)
+    t.same(command.slice(0, 1), ['node'], `${component}: ${JSON.stringify(command)}`)
+    t.notOk(command.some((arg) => arg.includes('tsx') || arg.endsWith('.ts')), `${component} runs JavaScript`)
+    t.ok(existsSync(join(builtApp(), command[1] ?? 'missing')), `${command[1]} is in what npm run build makes`)
+  }
 })
 
 t.test('helm - edge drains within its grace period and core keeps a standby', async (t) => {
