@@ -286,6 +286,12 @@ async function main(): Promise<void> {
   for (const r of results) {
     if (r.edges) lines.push(`- ${r.label} @ ${int(r.rate)}, each edge in the window: ${formatEdges(r.edges)}`)
   }
+  for (const r of results) lines.push(`- ${r.system} @ ${int(r.rate)}: server PSS over the window (${int(r.server.pssSamples ?? NaN)} samples): mean ${int(r.server.meanPssMb ?? NaN)} / peak ${int(r.server.peakPssMb ?? NaN)} MB; the table's is the last sample`)
+  for (const rate of new Set(results.map((r) => r.rate))) {
+    const docflow = results.find((r) => r.rate === rate && r.system === 'DocFlow')?.server
+    const peer = results.find((r) => r.rate === rate && r.system === 'Hocuspocus')?.server
+    if (docflow && peer) lines.push(`- PSS @ ${int(rate)}, DocFlow ÷ Hocuspocus + PostgreSQL: ${(docflow.pssMb / peer.pssMb).toFixed(2)}× at the window's end, ${((docflow.meanPssMb ?? NaN) / (peer.meanPssMb ?? NaN)).toFixed(2)}× by the window's means`)
+  }
   for (const r of results) {
     const d = r.driverResult
     lines.push(`- ${r.system} @ ${int(r.rate)}: typed ${int(d.sentInWindow)} / received ${int(d.receivedInWindow)} in the ${r.windowS.toFixed(1)} s window; converged ${d.converged}/${d.docs} docs; persisted from ${r.persisted.n} sampled edits`)

@@ -82,8 +82,12 @@ export interface ProcReport {
   pssMb: number
   processes: number
   byRole: RoleUsage[]
-  /** With trackPeakPss: the largest PSS sum seen at one sample. */
+  /** With trackPss: the largest PSS sum seen at one sample. */
   peakPssMb?: number
+  /** With trackPss: the PSS sum averaged over every sample of the window (the end one is `pssMb`). */
+  meanPssMb?: number
+  /** With trackPss: how many samples `meanPssMb` averages. */
+  pssSamples?: number
 }
 
 export interface ProcSamplerOptions {
@@ -91,8 +95,12 @@ export interface ProcSamplerOptions {
   pids: () => number[]
   /** Sample period. Default 1000. */
   everyMs?: number
-  /** Also sum PSS at every sample and report the peak (one smaps_rollup read per process per sample). Default false. */
-  trackPeakPss?: boolean
+  /**
+   * Also sum PSS at every sample and report its peak and mean (one smaps_rollup read per process
+   * per sample): one sample at the end lands wherever each V8 heap is in its collection cycle.
+   * Default false.
+   */
+  trackPss?: boolean
 }
 
 interface Seen {
@@ -108,6 +116,8 @@ export class ProcSampler {
   private startMs = 0
   private startUptimeTicks = 0
   private peakPssKb = 0
+  private pssSumKb = 0
+  private pssSamples = 0
 
   constructor(private readonly options: ProcSamplerOptions) {}
 
@@ -138,7 +148,11 @@ export class ProcSampler {
     const byRole = [...roles.values()].sort((a, b) => b.cores - a.cores)
     const sum = (f: (u: RoleUsage) => number) => byRole.reduce((a, u) => a + f(u), 0)
     const report: ProcReport = { windowS, cores: sum((u) => u.cores), rssMb: sum((u) => u.rssMb), pssMb: sum((u) => u.pssMb), processes: this.seen.size, byRole }
-    if (this.options.trackPeakPss) report.peakPssMb = Math.max(this.peakPssKb / 1024, report.pssMb)
+    if (this.options.trackPss) {
+      report.peakPssMb = this.peakPssKb / 1024
+      report.meanPssMb = this.pssSumKb / 1024 / this.pssSamples
+      report.pssSamples = this.pssSamples
+    }
     return report
   }
 
@@ -159,7 +173,12 @@ export class ProcSampler {
       const bornInside = !first && s.startTicks >= this.startUptimeTicks
       this.seen.set(k, { role: roleOf(pid, s.comm), firstTicks: bornInside ? 0 : s.cpuTicks, lastTicks: s.cpuTicks })
     }
-    if (this.options.trackPeakPss) this.peakPssKb = Math.max(this.peakPssKb, alive.reduce((a, p) => a + memoryKb(p.pid).pssKb, 0))
+    if (this.options.trackPss) {
+      const pssKb = alive.reduce((a, p) => a + memoryKb(p.pid).pssKb, 0)
+      this.peakPssKb = Math.max(this.peakPssKb, pssKb)
+      this.pssSumKb += pssKb
+      this.pssSamples++
+    }
     return alive
   }
 }

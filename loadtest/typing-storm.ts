@@ -69,7 +69,7 @@ export async function typingStorm(system: RunningSystem, o: TypingStormOptions):
     const warmupS = o.warmupS ?? 5
     say(`${tag}: typing, ${warmupS} s warm-up`)
     await sleep(warmupS * 1_000)
-    const server = new ProcSampler({ pids: () => system.serverPids() })
+    const server = new ProcSampler({ pids: () => system.serverPids(), trackPss: true })
     const driver = new ProcSampler({ pids: () => fleet.pids() })
     const perEdge = edges.length > 1 ? new EdgeWindowSampler(edges) : undefined
     await perEdge?.start()

@@ -77,7 +77,7 @@ export async function joinScenario(system: RunningSystem, o: JoinOptions): Promi
   const crowd = await Crowd.forJoin(o.joiners)
   try {
     say(`${system.name} join: ${o.joiners} clients join at once`)
-    const server = new ProcSampler({ pids: () => system.serverPids(), everyMs: 250, trackPeakPss: true })
+    const server = new ProcSampler({ pids: () => system.serverPids(), everyMs: 250, trackPss: true })
     const driver = new ProcSampler({ pids: () => crowd.pids(), everyMs: 250 })
     server.start()
     driver.start()

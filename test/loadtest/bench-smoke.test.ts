@@ -30,6 +30,8 @@ t.test('loadtest - npm run bench measures DocFlow and the y-websocket reference 
     t.ok(num(cells[4]) > 0, `${system}: server cores > 0 (${cells[4]})`)
     t.ok(num(cells[5]) > 0, `${system}: ops/s per server core > 0 (${cells[5]})`)
     t.ok(num(cells[7]?.split(';')[1]) > 0, `${system}: PSS > 0 (${cells[7]})`)
+    const pss = new RegExp(`^- ${system} @ 100: server PSS over the window \\((\\d+) samples\\): mean ([\\d,]+) / peak ([\\d,]+) MB`, 'm').exec(out)
+    t.ok(pss && Number(pss[1]) >= 3 && num(pss[2]) > 0 && num(pss[3]) >= num(pss[2]), `${system}: PSS sampled through the window, its mean no more than its peak (${pss?.[0]})`)
     t.match(out, new RegExp(`- ${system} @ 100: typed [\\d,]+ / received [\\d,]+ in the [\\d.]+ s window; converged (\\d+)/\\1 docs`), `${system}: every doc was checked and converged`)
   }
   t.match(out.trim().split('\n').at(-1) ?? '', /^ops\/s per server core: DocFlow [\d,]+ = \d+\.\d\d× y-websocket reference, n\/a× Hocuspocus$/, 'the last line gives the ratios')
