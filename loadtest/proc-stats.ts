@@ -97,8 +97,7 @@ export interface ProcSamplerOptions {
   everyMs?: number
   /**
    * Also sum PSS at every sample and report its peak and mean (one smaps_rollup read per process
-   * per sample): one sample at the end lands wherever each V8 heap is in its collection cycle.
-   * Default false.
+   * per sample): the end sample alone hides how the window got there. Default false.
    */
   trackPss?: boolean
 }
