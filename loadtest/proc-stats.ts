@@ -148,7 +148,8 @@ export class ProcSampler {
     const sum = (f: (u: RoleUsage) => number) => byRole.reduce((a, u) => a + f(u), 0)
     const report: ProcReport = { windowS, cores: sum((u) => u.cores), rssMb: sum((u) => u.rssMb), pssMb: sum((u) => u.pssMb), processes: this.seen.size, byRole }
     if (this.options.trackPss) {
-      report.peakPssMb = this.peakPssKb / 1024
+      // The end read comes just after the last sample: the peak covers it too.
+      report.peakPssMb = Math.max(this.peakPssKb / 1024, report.pssMb)
       report.meanPssMb = this.pssSumKb / 1024 / this.pssSamples
       report.pssSamples = this.pssSamples
     }
