@@ -4,6 +4,7 @@ import { AGG_STREAM, EDIT_PARTITIONS_VAR, ServiceUser, serviceInboxPrefix } from
 import { BLOB_STORE_VARS, BlobStoreConfig, EditPartitions, JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
 import { openBlobStore } from '../runtime/blobs/blob-store.ts'
 import { tokenPolicy } from '../runtime/jwt.ts'
+import { capHeapGrowth } from '../runtime/heap.ts'
 import { createLogger } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
 import { drainOnSignal } from '../runtime/shutdown.ts'
@@ -47,6 +48,7 @@ const Config = z.object({
   edgeUrl: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:8080'),
 }).refine((c) => c.leaseRenewMs * 2 <= c.leaseTtlMs, { path: ['leaseRenewMs'], message: 'must be at most half of CORE_LEASE_TTL_MS (a lease renews several times before it goes stale)' })
 
+capHeapGrowth()
 const log = createLogger('core')
 const config = loadConfigOrExit(Config, {
   port: 'CORE_PORT',

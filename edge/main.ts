@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { EDIT_PARTITIONS_VAR, ServiceUser, serviceInboxPrefix } from '../contracts/mod.ts'
 import { EditPartitions, JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
 import { tokenPolicy } from '../runtime/jwt.ts'
+import { capHeapGrowth } from '../runtime/heap.ts'
 import { createLogger } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
 import { drainOnSignal } from '../runtime/shutdown.ts'
@@ -50,6 +51,7 @@ function limitFields() {
 /** EDGE_LIMIT_<NAME> for each limit, e.g. connectionUpdatesPerS -> EDGE_LIMIT_CONNECTION_UPDATES_PER_S. */
 const LIMIT_VARS = Object.fromEntries(Object.keys(LIMIT_DEFAULTS).map((k) => [k, `EDGE_LIMIT_${k.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`])) as Record<keyof EdgeLimits, string>
 
+capHeapGrowth()
 const log = createLogger('edge')
 const config = loadConfigOrExit(Config, {
   port: 'EDGE_PORT',

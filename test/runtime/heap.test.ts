@@ -1,0 +1,32 @@
+// The heap growth cap (runtime/heap.ts) in child processes churning garbage over a large live
+// set: capped, the heap peaks well below where V8's own growth factor takes it in the same run,
+// and a growth factor set on the command line wins over the cap.
+import t from 'tap'
+import { execFileSync } from 'node:child_process'
+
+const WORKLOAD = `
+import { capHeapGrowth } from ${JSON.stringify(new URL('../../runtime/heap.ts', import.meta.url).href)}
+if (process.env.CAP === '1') capHeapGrowth()
+globalThis.live = Array.from({ length: 1_500_000 }, (_, i) => ({ a: i, b: 'x' + i }))
+let churn = []
+let peak = 0
+for (let round = 0; round < 600; round++) {
+  for (let i = 0; i < 20_000; i++) churn.push({ round, i, s: 'y' + i })
+  if (churn.length > 200_000) churn = churn.slice(-20_000)
+  peak = Math.max(peak, process.memoryUsage().heapTotal)
+}
+console.log(Math.round(peak / 1048576))
+`
+
+/** The child's largest heapTotal in MB. */
+function peakHeapMb(cap: boolean, nodeFlags: string[] = []): number {
+  const out = execFileSync(process.execPath, [...nodeFlags, '--import', 'tsx', '--input-type=module', '-e', WORKLOAD], { env: { ...process.env, CAP: cap ? '1' : '0' }, encoding: 'utf8' })
+  return Number(out.trim())
+}
+
+const uncapped = peakHeapMb(false)
+const capped = peakHeapMb(true)
+const commandLine = peakHeapMb(true, ['--heap-growing-percent=300'])
+
+t.ok(capped < uncapped * 0.7, `capped heap peaks at ${capped} MB, under 0.7× V8's own ${uncapped} MB`)
+t.ok(commandLine > capped / 0.7, `--heap-growing-percent=300 on the command line wins: ${commandLine} MB against the cap's ${capped} MB`)
