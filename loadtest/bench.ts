@@ -124,11 +124,16 @@ function row(r: TypingStormResult): string {
   return `| ${int(r.rate)} | ${r.label} | ${sustained} | ${ms(r.fanout.p50Ms)} / ${ms(r.fanout.p95Ms)} / ${ms(r.fanout.p99Ms)} | ${r.server.cores.toFixed(2)} | **${int(r.opsPerServerCore)}** | ${persisted} | ${int(r.server.rssMb)}; ${int(r.server.pssMb)} |`
 }
 
+/** The typing result of `system` at `rate`, when it ran. */
+function resultAt(results: TypingStormResult[], rate: number, system: string): TypingStormResult | undefined {
+  return results.find((r) => r.rate === rate && r.system === system)
+}
+
 function ratioLine(results: TypingStormResult[], rate: number): string {
-  const at = (name: string) => results.find((r) => r.rate === rate && r.system === name)?.opsPerServerCore
+  const at = (name: string) => resultAt(results, rate, name)?.opsPerServerCore
   const docflow = at('DocFlow')
   const ratio = (other: number | undefined) => (docflow !== undefined && other ? (docflow / other).toFixed(2) : 'n/a')
-  const edges = results.find((r) => r.rate === rate && r.system === 'DocFlow')?.edges?.length ?? 1
+  const edges = resultAt(results, rate, 'DocFlow')?.edges?.length ?? 1
   return `ops/s per server core: DocFlow${edges > 1 ? ` (${edges} edges)` : ''} ${docflow === undefined ? 'n/a' : int(docflow)} = ${ratio(at('y-websocket reference'))}× y-websocket reference, ${ratio(at('Hocuspocus'))}× Hocuspocus`
 }
 
@@ -288,8 +293,8 @@ async function main(): Promise<void> {
   }
   for (const r of results) lines.push(`- ${r.system} @ ${int(r.rate)}: server PSS over the window (${int(r.server.pssSamples ?? NaN)} samples): mean ${int(r.server.meanPssMb ?? NaN)} / peak ${int(r.server.peakPssMb ?? NaN)} MB; the table's is the last sample`)
   for (const rate of new Set(results.map((r) => r.rate))) {
-    const docflow = results.find((r) => r.rate === rate && r.system === 'DocFlow')?.server
-    const peer = results.find((r) => r.rate === rate && r.system === 'Hocuspocus')?.server
+    const docflow = resultAt(results, rate, 'DocFlow')?.server
+    const peer = resultAt(results, rate, 'Hocuspocus')?.server
     if (docflow && peer) lines.push(`- PSS @ ${int(rate)}, DocFlow ÷ Hocuspocus + PostgreSQL: ${(docflow.pssMb / peer.pssMb).toFixed(2)}× at the window's end, ${((docflow.meanPssMb ?? NaN) / (peer.meanPssMb ?? NaN)).toFixed(2)}× by the window's means`)
   }
   for (const r of results) {
