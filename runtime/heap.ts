@@ -11,13 +11,13 @@ import { setFlagsFromString } from 'node:v8'
  *   collections often enough to cost CPU and latency at saturation.
  * At 400 clients, where heaps stay small, nothing moved.
  */
-export const HEAP_GROWING_PERCENT = 100
+const HEAP_GROWING_PERCENT = 100
 
 /**
  * Caps the heap's growth factor for this process (V8 reads the flag at each collection), unless
  * the command line set it (DOCFLOW_NODE_ARGS, a container's command).
  */
-export function capHeapGrowth(execArgv: readonly string[] = process.execArgv): void {
-  if (execArgv.some((a) => /^--heap[-_]growing[-_]percent\b/.test(a))) return
+export function capHeapGrowth(): void {
+  if (process.execArgv.some((a) => /^--heap[-_]growing[-_]percent\b/.test(a))) return
   setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`)
 }
