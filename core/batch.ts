@@ -5,7 +5,7 @@ import { applyTracked, type ApplyResult } from './apply.ts'
 import { cleanEvent } from './clean-events.ts'
 import { isVersionRegressionError } from './errors.ts'
 import type { PendingDoc } from './gap-watch.ts'
-import { describeOverlap, findOverlapViolation } from '../runtime/overlap.ts'
+import { describeOverlap, findOverlapViolation, type OverlapViolation } from '../runtime/overlap.ts'
 import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
 import type { CoreMetrics } from './metrics.ts'
@@ -145,7 +145,15 @@ export class BatchBuilder {
     // goes in — as on every edge and client that already received it (edges fan an update out
     // once JetStream has it). Refusing it here would leave the materialized state short of what
     // every client shows, for good.
-    const violation = findOverlapViolation(cached.doc, edit.update)
+    let violation: OverlapViolation | null
+    try {
+      violation = findOverlapViolation(cached.doc, edit.update)
+    } catch (err) {
+      // Content no check foresaw: refused before it touches the document, like an update Yjs
+      // throws on — a throw here would fail the batch at every retry and stall the partition.
+      this.deadLetter(msg, item, edit, reasonOf(DeadLetterReason.Apply, err))
+      return
+    }
     const recordViolation = () => violation && this.deadLetter(msg, item, edit, describeOverlap(violation))
     let result: ApplyResult
     try {

@@ -1,4 +1,5 @@
 import * as Y from 'yjs'
+import * as encoding from 'lib0/encoding'
 import { DeadLetterReason } from '../contracts/mod.ts'
 
 /**
@@ -89,13 +90,25 @@ function differs(doc: Y.Doc, a: Y.Item, b: Y.Item, clock: number, n: number): st
   if (ca instanceof Y.ContentString) return ca.str.slice(fromA, fromA + n) === (cb as Y.ContentString).str.slice(fromB, fromB + n) ? null : 'text'
   if (ca instanceof Y.ContentFormat) {
     const f = cb as Y.ContentFormat
-    return ca.key === f.key && JSON.stringify(ca.value) === JSON.stringify(f.value) ? null : 'format'
+    return ca.key === f.key && sameValues([ca.value], [f.value]) ? null : 'format'
   }
   if (ca instanceof Y.ContentType) return ca.getRef() === (cb as Y.ContentType).getRef() ? null : 'type'
   if (ca instanceof Y.ContentDoc) return ca.doc?.guid === (cb as Y.ContentDoc).doc?.guid ? null : 'subdocument'
-  // Any, JSON, Binary, Embed: values compared as JSON, one per clock unit.
-  const va = JSON.stringify(ca.getContent().slice(fromA, fromA + n))
-  return va === JSON.stringify(cb.getContent().slice(fromB, fromB + n)) ? null : 'content'
+  // Any, JSON, Binary, Embed: values compared one per clock unit.
+  return sameValues(ca.getContent().slice(fromA, fromA + n), cb.getContent().slice(fromB, fromB + n)) ? null : 'content'
+}
+
+/**
+ * Values compared in Yjs's own Any encoding: it carries what updates can carry (bigint, bytes,
+ * undefined) where JSON.stringify throws on a bigint or loses the rest.
+ */
+function sameValues(a: unknown[], b: unknown[]): boolean {
+  const bytes = (values: unknown[]) => {
+    const e = encoding.createEncoder()
+    encoding.writeAny(e, values as encoding.AnyEncodable)
+    return encoding.toUint8Array(e)
+  }
+  return Buffer.compare(bytes(a), bytes(b)) === 0
 }
 
 const sameId = (a: Y.ID | null, b: Y.ID | null) => (a === null || b === null ? a === b : a.client === b.client && a.clock === b.clock)

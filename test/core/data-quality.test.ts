@@ -126,6 +126,31 @@ t.test('core - a retry is counted per tenant and dropped; the same op ids with o
   }
 })
 
+t.test('core - a retried update holding a bigint is a retry, and the same id with another bigint a conflicting duplicate: neither stalls its partition', async (t) => {
+  const docId = 'dq-bigint'
+  const neighbour = neighbourOf(docId)
+  const mapEdit = (value: bigint) => {
+    const doc = new Y.Doc()
+    doc.clientID = 12
+    doc.getMap('m').set('k', value)
+    return Y.encodeStateAsUpdate(doc)
+  }
+  const first = mapEdit(10n)
+  await publishEdit(js, 'acme', docId, first)
+  await until('the bigint edit committed', async () => (await opRows(docId)) === 1)
+  // Ids the doc holds, so their content is compared (JSON.stringify throws on a bigint).
+  await publishEdit(js, 'acme', docId, first, 'bigint-retry')
+  await publishEdit(js, 'acme', docId, mapEdit(11n))
+  await publishEdit(js, 'acme', neighbour, edit('after the bigints', 42))
+  await until('the neighbour committed after them', async () => (await opRows(neighbour)) === 1, 15_000)
+  const dead = await deadRows(docId)
+  t.equal(dead.length, 1, 'only the other content is dead-lettered')
+  t.match(dead[0].reason, /^conflicting-duplicate: client 12 clock 0 .*\(content\)/)
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, (await readDocState(stack.db, 'acme', docId))!)
+  t.equal(doc.getMap('m').get('k'), 10n, 'the doc keeps the content it holds')
+})
+
 t.test('core - a schema failure goes to the dead-letter stream with its reason and tenant', async (t) => {
   const docId = 'dq-schema'
   const neighbour = neighbourOf(docId)
