@@ -11,9 +11,18 @@ export interface AwarenessLimits {
   awarenessPerSecond: number
   /** Awareness frames a socket may send in a burst before the rate applies. Default 60. */
   awarenessBurst: number
+  /** Presence client ids one socket may introduce (a stock client has one); entries for more are refused and counted. Default 4. */
+  awarenessIdsPerSocket: number
 }
 
-export const AWARENESS_DEFAULTS: AwarenessLimits = { maxAwarenessBytes: 16_384, awarenessPerSecond: 30, awarenessBurst: 60 }
+export const AWARENESS_DEFAULTS: AwarenessLimits = { maxAwarenessBytes: 16_384, awarenessPerSecond: 30, awarenessBurst: 60, awarenessIdsPerSocket: 4 }
+
+/**
+ * Deepest nesting of arrays and objects a presence state may have. y-protocols re-encodes states
+ * with JSON.stringify, which recurses: a 10 KB state of nested brackets overflows the stack at
+ * the room's next flush and takes the edge down. A stock client's state nests ~5 deep.
+ */
+const MAX_STATE_DEPTH = 32
 
 /** One client's presence entry of an awareness update (y-protocols' wire form). */
 interface AwarenessEntry {
@@ -34,6 +43,8 @@ export interface Admitted {
   ids: number[]
   /** Entries refused because another socket or a peer edge owns their client id. */
   refused: number
+  /** Entries refused because their socket already owns awarenessIdsPerSocket ids. */
+  overCap: number
 }
 
 /**
@@ -46,6 +57,8 @@ export interface Admitted {
  */
 export class AwarenessGuard<S> {
   private readonly owners = new Map<number, Owner<S>>()
+  /** How many ids each socket owns (peers' ids are bounded by their own edges). */
+  private readonly owned = new Map<Owner<S>, number>()
   private readonly buckets = new Map<S, TokenBucket>()
 
   constructor(readonly limits: AwarenessLimits) {}
@@ -60,21 +73,29 @@ export class AwarenessGuard<S> {
   /** Filters an update to the entries `owner` may apply, claiming ids nobody owns yet. Throws ProtocolError on malformed bytes. */
   admit(owner: Owner<S>, update: Uint8Array): Admitted {
     const entries = decodeAwareness(update)
+    let refused = 0
+    let overCap = 0
     const kept = entries.filter((e) => {
       const current = this.owners.get(e.clientId)
-      if (current !== undefined && current !== owner) return false
+      if (current === owner) return true
+      if (current !== undefined) return void refused++
+      if (owner !== PEER) {
+        const n = this.owned.get(owner) ?? 0
+        if (n >= this.limits.awarenessIdsPerSocket) return void overCap++
+        this.owned.set(owner, n + 1)
+      }
       this.owners.set(e.clientId, owner)
       return true
     })
-    const refused = entries.length - kept.length
     const ids = kept.map((e) => e.clientId)
-    if (kept.length === 0) return { update: null, ids, refused }
-    return { update: refused === 0 ? update : encodeAwareness(kept), ids, refused }
+    if (kept.length === 0) return { update: null, ids, refused, overCap }
+    return { update: kept.length === entries.length ? update : encodeAwareness(kept), ids, refused, overCap }
   }
 
   /** The ids a socket owned, now free; the caller removes their states. */
   release(socket: S): number[] {
     this.buckets.delete(socket)
+    this.owned.delete(socket)
     const ids: number[] = []
     for (const [id, owner] of this.owners) {
       if (owner !== socket) continue
@@ -97,7 +118,8 @@ function decodeAwareness(update: Uint8Array): AwarenessEntry[] {
     const entries: AwarenessEntry[] = []
     for (let i = 0; i < count; i++) {
       const entry = { clientId: decoding.readVarUint(d), clock: decoding.readVarUint(d), state: decoding.readVarString(d) }
-      JSON.parse(entry.state) // applyAwarenessUpdate would throw half-way through on bad JSON
+      // applyAwarenessUpdate would throw half-way through on bad JSON.
+      if (!nestsWithin(JSON.parse(entry.state), MAX_STATE_DEPTH)) throw new ProtocolError(`presence state nested deeper than ${MAX_STATE_DEPTH}`)
       entries.push(entry)
     }
     if (decoding.hasContent(d)) throw new ProtocolError('trailing bytes after awareness update')
@@ -106,6 +128,18 @@ function decodeAwareness(update: Uint8Array): AwarenessEntry[] {
     if (err instanceof ProtocolError) throw err
     throw new ProtocolError(`malformed awareness update: ${(err as Error).message}`)
   }
+}
+
+/** True when no array or object in `value` sits `max` or more levels down (walked without recursion). */
+function nestsWithin(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!
+    if (v === null || typeof v !== 'object') continue
+    if (depth >= max) return false
+    for (const child of Object.values(v)) stack.push([child, depth + 1])
+  }
+  return true
 }
 
 function encodeAwareness(entries: AwarenessEntry[]): Uint8Array {

@@ -37,6 +37,7 @@ const Config = z.object({
   maxAwarenessBytes: PositiveInt.optional(),
   awarenessPerSecond: PositiveInt.optional(),
   awarenessBurst: PositiveInt.optional(),
+  awarenessIdsPerSocket: PositiveInt.optional(),
   autoProvisionTenants: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   clientIpHeader: z.string().regex(/^[a-z0-9-]+$/, 'a lower-case header name, e.g. x-forwarded-for').optional(),
   // Limits (edge/limits.ts LIMIT_DEFAULTS when unset; 0 turns a rate off).
@@ -77,6 +78,7 @@ const config = loadConfigOrExit(Config, {
   maxAwarenessBytes: 'EDGE_MAX_AWARENESS_BYTES',
   awarenessPerSecond: 'EDGE_AWARENESS_PER_SECOND',
   awarenessBurst: 'EDGE_AWARENESS_BURST',
+  awarenessIdsPerSocket: 'EDGE_AWARENESS_IDS_PER_SOCKET',
   autoProvisionTenants: 'EDGE_AUTO_PROVISION_TENANTS',
   clientIpHeader: 'EDGE_CLIENT_IP_HEADER',
   ...LIMIT_VARS,
@@ -85,7 +87,7 @@ const edgeId = `edge-${hostname()}-${process.pid}-${randomBytes(3).toString('hex
 const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: edgeId, inboxPrefix: serviceInboxPrefix(ServiceUser.Edge) }, log)
 let edge: Edge
 try {
-  const awareness = { maxAwarenessBytes: config.maxAwarenessBytes, awarenessPerSecond: config.awarenessPerSecond, awarenessBurst: config.awarenessBurst }
+  const awareness = { maxAwarenessBytes: config.maxAwarenessBytes, awarenessPerSecond: config.awarenessPerSecond, awarenessBurst: config.awarenessBurst, awarenessIdsPerSocket: config.awarenessIdsPerSocket }
   const limits = Object.fromEntries(Object.keys(LIMIT_DEFAULTS).flatMap((k) => (config[k as keyof EdgeLimits] === undefined ? [] : [[k, config[k as keyof EdgeLimits]]])))
   edge = new Edge({ ...config, edgeId, tokens: tokenPolicy(config), awareness, limits }, nc, log)
 } catch (err) {

@@ -44,6 +44,7 @@ export class RoomPresence {
       maxAwarenessBytes: o.maxAwarenessBytes ?? AWARENESS_DEFAULTS.maxAwarenessBytes,
       awarenessPerSecond: o.awarenessPerSecond ?? AWARENESS_DEFAULTS.awarenessPerSecond,
       awarenessBurst: o.awarenessBurst ?? AWARENESS_DEFAULTS.awarenessBurst,
+      awarenessIdsPerSocket: o.awarenessIdsPerSocket ?? AWARENESS_DEFAULTS.awarenessIdsPerSocket,
     })
     this.awareness.setLocalState(null)
     this.awareness.on('update', (change: AwarenessChange, origin: unknown) => this.onUpdate(change, origin))
@@ -60,7 +61,7 @@ export class RoomPresence {
     return awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(this.awareness, [...this.awareness.getStates().keys()]))
   }
 
-  /** A client's presence frame: too big closes it with 4413, over the rate is dropped, foreign ids are refused. */
+  /** A client's presence frame: too big closes it with 4413, over the rate is dropped, foreign ids and ids past the socket's cap are refused. */
   receive(client: RoomClient, update: Uint8Array): void {
     if (update.byteLength > this.guard.limits.maxAwarenessBytes) {
       this.o.metrics.tooBigRejections.inc({ tenant: this.o.tenant })
@@ -73,6 +74,7 @@ export class RoomPresence {
     }
     const admitted = this.guard.admit(client, update)
     if (admitted.refused > 0) this.o.metrics.awarenessRefused.inc({ reason: 'not-owner' }, admitted.refused)
+    if (admitted.overCap > 0) this.o.metrics.awarenessRefused.inc({ reason: 'ids-per-socket' }, admitted.overCap)
     if (admitted.update) awarenessProtocol.applyAwarenessUpdate(this.awareness, admitted.update, client)
   }
 

@@ -32,6 +32,40 @@ t.test('edge - a presence frame above the size limit closes only its sender with
   small.close()
 })
 
+t.test('edge - a presence state nested too deep closes only its sender with 4400, and the room goes on', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const watcher = yclient(edgeA.url, 'presence-deep', tok)
+  t.teardown(() => watcher.destroy())
+  await watcher.synced()
+  const raw = await RawSocket.open(edgeA.url, 'presence-deep', tok)
+  // ~10 KB, under the size limit; re-encoding it (JSON.stringify recurses) overflows the stack.
+  const depth = 5_000
+  raw.send(frames.awareness(awarenessUpdate([{ clientId: 81, clock: 1, json: '['.repeat(depth) + ']'.repeat(depth) }])))
+  const outcome = await raw.ping()
+  t.equal(outcome === 'alive' ? 'alive' : outcome.code, CloseCode.BadRequest, 'sender closed with 4400')
+  const next = await RawSocket.open(edgeA.url, 'presence-deep', tok)
+  next.send(frames.awareness(awarenessUpdate([{ clientId: 82, clock: 1, state: { user: 'after', nested: [[[{ ok: true }]]] } }])))
+  await until('presence after it still goes out', () => (watcher.provider.awareness.getStates().get(82) as { user?: string } | undefined)?.user === 'after')
+  t.notOk(watcher.provider.awareness.getStates().has(81), 'the deep state never reached anyone')
+  next.close()
+})
+
+t.test('edge - a socket introduces at most 4 presence client ids; entries for more are refused and counted', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const watcher = yclient(edgeA.url, 'presence-ids', tok)
+  t.teardown(() => watcher.destroy())
+  await watcher.synced()
+  const raw = await RawSocket.open(edgeA.url, 'presence-ids', tok)
+  const before = await counterValue(edgeA.edge.metrics.awarenessRefused, { reason: 'ids-per-socket' })
+  const ids = Array.from({ length: 10 }, (_, i) => 300 + i)
+  raw.send(frames.awareness(awarenessUpdate(ids.map((clientId) => ({ clientId, clock: 1, state: { id: clientId } })))))
+  raw.send(frames.awareness(awarenessUpdate([{ clientId: 300, clock: 2, state: { id: 300, moved: true } }])))
+  await until('its own ids update', () => (watcher.provider.awareness.getStates().get(300) as { moved?: boolean } | undefined)?.moved === true)
+  t.same(ids.filter((id) => watcher.provider.awareness.getStates().has(id)), ids.slice(0, 4), 'the first 4 ids are its own, the rest never applied')
+  t.equal((await counterValue(edgeA.edge.metrics.awarenessRefused, { reason: 'ids-per-socket' })) - before, 6, 'the refused entries are counted')
+  raw.close()
+})
+
 t.test('edge - presence frames over the per-socket rate are dropped and counted', async (t) => {
   const tok = await token({ tenant: 'acme' })
   const watcher = yclient(edgeB.url, 'presence-rate', tok)

@@ -25,14 +25,17 @@ function frame(type: number, sub: number, payload: Uint8Array): Uint8Array {
   return encoding.toUint8Array(e)
 }
 
-/** An awareness update in y-protocols' wire form; `state` null removes the client's presence. */
-export function awarenessUpdate(entries: { clientId: number; clock: number; state: unknown }[]): Uint8Array {
+/**
+ * An awareness update in y-protocols' wire form; `state` null removes the client's presence;
+ * `json` sends a state's text as given (one JSON.stringify cannot write).
+ */
+export function awarenessUpdate(entries: ({ clientId: number; clock: number } & ({ state: unknown } | { json: string }))[]): Uint8Array {
   const e = encoding.createEncoder()
   encoding.writeVarUint(e, entries.length)
   for (const entry of entries) {
     encoding.writeVarUint(e, entry.clientId)
     encoding.writeVarUint(e, entry.clock)
-    encoding.writeVarString(e, JSON.stringify(entry.state))
+    encoding.writeVarString(e, 'json' in entry ? entry.json : JSON.stringify(entry.state))
   }
   return encoding.toUint8Array(e)
 }
