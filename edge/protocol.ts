@@ -97,6 +97,8 @@ export function awarenessMessage(awarenessUpdate: Uint8Array): Uint8Array {
 export interface UpdateShape {
   /** Struct ranges per client: [clientId, firstClock, endClock). */
   structs: Map<number, [number, number]>
+  /** Per client whose structs hold a Skip (Y.mergeUpdates of non-adjacent updates): one past the highest skipped clock. */
+  skips: Map<number, number>
   /** Deleted ranges per client: [clock, length]. */
   deletes: Map<number, [number, number][]>
   /** Per client, one past the highest clock the update's structs refer to (origins and parents). */
@@ -155,11 +157,13 @@ export function inspectUpdate(update: Uint8Array): UpdateShape {
 /** What a decoded update touches: its struct ranges, what they refer to, its deletes. */
 export function shapeOf(decoded: DecodedUpdate): UpdateShape {
   const structs = new Map<number, [number, number]>()
+  const skips = new Map<number, number>()
   for (const s of decoded.structs) {
     const range = structs.get(s.id.client)
     const end = s.id.clock + s.length
     if (!range) structs.set(s.id.client, [s.id.clock, end])
     else range[1] = Math.max(range[1], end)
+    if (s instanceof Y.Skip) skips.set(s.id.client, Math.max(skips.get(s.id.client) ?? 0, end))
   }
   const refs = new Map<number, number>()
   const refer = (id: Y.ID | null | undefined) => {
@@ -173,7 +177,7 @@ export function shapeOf(decoded: DecodedUpdate): UpdateShape {
   }
   const deletes = new Map<number, [number, number][]>()
   for (const [client, items] of decoded.ds.clients) deletes.set(client, items.map((d) => [d.clock, d.len]))
-  return { structs, deletes, refs }
+  return { structs, skips, deletes, refs }
 }
 
 /**
@@ -201,9 +205,10 @@ function isRangeDeleted(doc: Y.Doc, client: number, clock: number, len: number):
 }
 
 /**
- * True when the update needs structs `doc` does not have: a clock gap, an origin or parent
- * beyond what the doc and the update itself hold, or a delete of unknown clocks. Yjs would keep
- * such an update pending; seeing it here costs no apply (and no probe rebuild).
+ * True when the update needs structs `doc` does not have: a clock gap (before or inside it), an
+ * origin or parent beyond what the doc and the update itself hold, or a delete of unknown
+ * clocks. Yjs would keep such an update pending; seeing it here costs no apply (and no probe
+ * rebuild).
  */
 export function lacksDependencies(shape: UpdateShape, doc: Y.Doc): boolean {
   const known = (client: number) => {
@@ -212,6 +217,8 @@ export function lacksDependencies(shape: UpdateShape, doc: Y.Doc): boolean {
     return own && own[0] <= state ? Math.max(state, own[1]) : state
   }
   for (const [client, [first]] of shape.structs) if (first > Y.getState(doc.store, client)) return true
+  // A Skip is a gap inside the client's range: Yjs leaves what follows it pending unless the doc holds the skipped clocks.
+  for (const [client, end] of shape.skips) if (end > Y.getState(doc.store, client)) return true
   for (const [client, end] of shape.refs) if (end > known(client)) return true
   for (const [client, ranges] of shape.deletes) for (const [clock, len] of ranges) if (clock + len > known(client)) return true
   return false

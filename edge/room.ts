@@ -297,11 +297,10 @@ export class Room {
       return null
     }
     const member = this.clients.get(client)
-    // A typing client's update continues its own clocks and is proven by its apply alone.
-    // Anything else (a sync step 2, deletions only, a gap) is inspected whole first, so a no-op
-    // or an update with missing dependencies costs no apply and no probe rebuild; so is every
-    // update of a client one of whose fast updates still missed dependencies. Decoded once for
-    // every check below (each Y.parseUpdateMeta would decode it again).
+    // A typing client's update continues its own clocks, so it is no no-op: it skips the check
+    // against what the probe holds. Anything else (a sync step 2, deletions only, a gap) is
+    // checked, and so is every update of a client one of whose fast updates still went pending.
+    // Decoded once for every check below (each Y.parseUpdateMeta would decode it again).
     let decoded: DecodedUpdate
     try {
       decoded = decodeClientUpdate(update)
@@ -310,9 +309,11 @@ export class Room {
       return this.refusePoisoned(client, update, err.message)
     }
     const fast = member !== undefined && !member.inspectAll && this.state.probe.extendsClocks(decoded.meta)
-    const shape = fast ? undefined : shapeOf(decoded)
+    // Shaped even when fast: an update that would go pending in the probe (a Skip inside it, an
+    // origin past the doc) drops the probe, and rebuilding it costs the whole document.
+    const shape = shapeOf(decoded)
     // Against the probe: what is in the room doc, waits for it, or is on its way to the stream.
-    if (shape && this.state.probe.holdsAll(shape)) {
+    if (!fast && this.state.probe.holdsAll(shape)) {
       this.o.metrics.updatesAlreadyApplied.inc()
       return null
     }

@@ -63,8 +63,8 @@ export class UpdateProbe {
    * (a client update until its ack) or applies it to the room doc right away.
    */
   prove(update: Uint8Array, known: { shape?: UpdateShape | undefined; meta?: UpdateMeta } = {}): Proof {
-    // Cheap first: most updates with missing dependencies are seen without applying (no rebuild).
-    if (known.shape && lacksDependencies(known.shape, this.probe)) return { kind: 'pending' }
+    // Cheap first: most updates with missing dependencies are seen without applying or building.
+    if (known.shape && lacksDependencies(known.shape, this.view)) return { kind: 'pending' }
     try {
       Y.applyUpdate(this.probe, update)
     } catch (err) {
@@ -83,9 +83,8 @@ export class UpdateProbe {
 
   /**
    * True when the update carries new structs that continue, with no clock gap, what the probe
-   * holds of each of their clients: what a typing client sends. Such an update is no no-op and
-   * has no gap, so it may be proven by applying it without a whole inspection first (a missing
-   * origin still shows as pending).
+   * holds of each of their clients: what a typing client sends. Such an update is no no-op, so
+   * it needs no check against what the probe holds already.
    */
   extendsClocks(meta: UpdateMeta): boolean {
     if (meta.from.size === 0) return false

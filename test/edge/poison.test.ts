@@ -88,6 +88,66 @@ t.test('edge - an update with missing dependencies is not published, so the inno
   innocent.close()
 })
 
+t.test('edge - an update with a gap inside it (a Skip) is dropped as pending on every repeat, with no trial apply and no probe rebuild', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const writer = yclient(url, 'skipped', tok)
+  const reader = yclient(url, 'skipped', tok)
+  t.teardown(() => (writer.destroy(), reader.destroy()))
+  await Promise.all([writer.synced(), reader.synced()])
+  writer.text.insert(0, 'base')
+  await until('the base is materialized', async () => (await materializedText(core.url, 'skipped', tok)) === 'base')
+  // A fresh client's clocks 0 and 6 merged (Y.mergeUpdates puts a Skip over clocks 1-5): it starts
+  // at the doc's state for its client, so only the Skip shows the gap.
+  const source = new Y.Doc()
+  source.clientID = 4_343
+  const map = source.getMap('m')
+  map.set('k', 0)
+  const head = Y.encodeStateAsUpdate(source)
+  for (let i = 1; i <= 5; i++) map.set('k', i)
+  const sv = Y.encodeStateVector(source)
+  map.set('z', 1)
+  const skipped = Y.mergeUpdates([head, Y.encodeStateAsUpdate(source, sv)])
+  t.same(Y.decodeUpdate(skipped).structs.map((s) => [s.constructor.name, s.id.clock, s.length]), [['Item', 0, 1], ['Skip', 1, 5], ['Item', 6, 1]], 'the update holds a Skip')
+
+  const attacker = await RawSocket.open(url, 'skipped', tok)
+  t.teardown(() => attacker.close())
+  const publishedBefore = await counterValue(edge.metrics.updatesPublished)
+  const rejectedBefore = await counterValue(edge.metrics.updatesRejected, { reason: 'missing-dependencies' })
+  const step1s = () => attacker.received.filter((kind) => kind === 'sync-step1').length
+  const step1sBefore = step1s() // the edge's own step 1 when the socket opened
+  const builds = await counterValue(edge.metrics.probeBuilds)
+  for (let i = 0; i < 7; i++) attacker.send(frames.update(skipped))
+  t.equal(await attacker.ping(), 'alive', 'a gap is dropped, not a reason to close')
+  t.equal(await counterValue(edge.metrics.updatesRejected, { reason: 'missing-dependencies' }), rejectedBefore + 7, 'every repeat is dropped as missing dependencies')
+  t.equal(step1s(), step1sBefore + 1, 'its sender is asked to resync once')
+
+  // A new socket's first update continuing its own clocks but placed after an item the doc does not
+  // have (the writer's clocks past its state): seen before any apply too, on every connection.
+  const ahead = new Y.Doc()
+  Y.applyUpdate(ahead, Y.encodeStateAsUpdate(writer.doc))
+  ahead.clientID = writer.doc.clientID
+  ahead.getText('t').insert(4, 'XYZ')
+  const known = Y.encodeStateVector(ahead)
+  ahead.clientID = 4_344
+  ahead.getText('t').insert(7, '!')
+  const afterUnknown = Y.encodeStateAsUpdate(ahead, known)
+  for (let i = 0; i < 3; i++) {
+    const fresh = await RawSocket.open(url, 'skipped', tok)
+    fresh.send(frames.update(afterUnknown))
+    t.equal(await fresh.ping(), 'alive')
+    fresh.close()
+  }
+  t.equal(await counterValue(edge.metrics.probeBuilds), builds, 'no frame built the probe again (each build encodes and applies the whole document)')
+
+  writer.text.insert(4, ' after')
+  await until('the room still serves its clients', () => reader.text.toString() === 'base after')
+  await until('and core', async () => (await materializedText(core.url, 'skipped', tok)) === 'base after')
+  t.equal(await counterValue(edge.metrics.updatesPublished), publishedBefore + 1, 'only the honest edit was published')
+  t.equal(reader.doc.getMap('m').size, 0, 'the reader never got it')
+  const doc = await readState(core.url, 'skipped', tok)
+  t.equal(doc instanceof Y.Doc && doc.getMap('m').size, 0, 'core never got it')
+})
+
 t.test("edge - a socket cannot write into another live client's clock range: the forgery is not published and the author's edit wins everywhere", async (t) => {
   const tok = await token({ tenant: 'acme' })
   const authorDoc = new Y.Doc()
