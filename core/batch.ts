@@ -245,6 +245,8 @@ export class BatchBuilder {
 
   /** Replaces a doc Yjs threw on with its stored state plus this batch's ops for it. */
   private async rebuild(tenant: string, docId: string): Promise<void> {
+    // Out of the cache while the stored state loads: an edge's state request must not get it.
+    this.cache.evict(tenant, docId)
     const cached = this.cache.add(tenant, docId, await this.loadDoc(tenant, docId))
     this.cache.pin(cached)
     for (const op of this.ops) if (op.tenant === tenant && op.docId === docId) Y.applyUpdate(cached.doc, op.update)

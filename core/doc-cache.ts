@@ -84,6 +84,8 @@ export interface DocCacheOptions {
 export class DocCache {
   private readonly docs = new Map<string, CachedDoc>()
   private readonly pinned = new Set<string>()
+  /** Pinned docs forgotten meanwhile: dropped when the batch unpins them. */
+  private readonly forgotten = new Set<string>()
   /** Docs with uncompacted ops, oldest uncompacted first (a Map keeps insertion order). */
   private readonly aging = new Map<string, CachedDoc>()
   private readonly maxDocs: number
@@ -147,10 +149,23 @@ export class DocCache {
     this.pinned.add(docKey(entry.tenant, entry.docId))
   }
 
-  /** Ends the batch's pins and evicts down to the limits. */
+  /** Ends the batch's pins, drops what was forgotten meanwhile and evicts down to the limits. */
   unpinAll(): void {
     this.pinned.clear()
+    for (const k of this.forgotten) this.drop(k)
+    this.forgotten.clear()
     this.trim()
+  }
+
+  /**
+   * Drops a doc an operator deleted or erased — once the batch in hand, if it pins the doc, is
+   * done with it: evicting it mid-batch would have the batch's next update for it reload the
+   * stored state into a second copy, and the state written from the first would lack that update.
+   */
+  forget(tenant: string, docId: string): void {
+    const k = docKey(tenant, docId)
+    if (this.pinned.has(k)) this.forgotten.add(k)
+    else this.drop(k)
   }
 
   /** After a commit: `ops` more op-log rows of `entry` (`bytes` of updates, the newest at `lastStreamSeq`) are committed, not compacted. */
@@ -206,6 +221,7 @@ export class DocCache {
   clear(): void {
     for (const k of [...this.docs.keys()]) this.drop(k)
     this.pinned.clear()
+    this.forgotten.clear()
   }
 
   private drop(k: string): void {

@@ -116,7 +116,7 @@ export class PartitionWorker implements OwnedPartition {
    * compaction writes it back; resolves once the batch in hand, which may hold it, committed.
    */
   async forget(tenant: string, docId: string): Promise<void> {
-    this.cache.evict(tenant, docId)
+    this.cache.forget(tenant, docId)
     await this.processing
     this.cache.evict(tenant, docId)
   }

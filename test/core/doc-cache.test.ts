@@ -90,6 +90,21 @@ t.test('core - the doc cache evicts least recently used unpinned docs past its b
   t.equal(reported, 0, 'a cleared cache holds nothing')
 })
 
+t.test('core - a document forgotten (deleted or erased) while the batch in hand pins it stays that batch\'s one copy, and goes when unpinned', async (t) => {
+  const cache = new DocCache({ maxDocs: 1_000 })
+  const pinned = cache.add('acme', 'held', storedDoc(10, 6))
+  cache.pin(pinned)
+  cache.add('acme', 'idle', storedDoc(10, 7))
+  cache.forget('acme', 'held')
+  cache.forget('acme', 'idle')
+  t.notOk(cache.get('acme', 'idle'), 'an unpinned doc goes at once')
+  // Gone mid-batch, the batch's next update for it would reload the stored state into a second
+  // copy, and the state written from the first copy would lack that update.
+  t.equal(cache.get('acme', 'held'), pinned, 'the batch keeps applying to the copy it pinned')
+  cache.unpinAll()
+  t.notOk(cache.get('acme', 'held'), 'and it goes once the batch is done')
+})
+
 t.test('core - a core under a small CORE_DOC_CACHE_MB evicts by bytes and still commits every edit', async (t) => {
   const core = await stack.core({ maxDocCacheBytes: 20_000 })
   const docs = Array.from({ length: 12 }, (_, i) => `bytes-${i}`)
