@@ -19,9 +19,9 @@ export const CloseCode = {
   DocumentDeleted: 4410,
   /** The document passed its size limit (contracts/limits.ts): no more edits to it are taken. */
   DocumentTooLarge: 4414,
-  /** A well-formed Yjs update that does not apply to the document (poisoned); do not resend it. */
+  /** A well-formed Yjs update that does not apply to the document (poisoned), or core dead-lettered it (a socket asking for "saved"); do not resend it. */
   InvalidUpdate: 4422,
-  /** The socket sent updates or bytes above its sustained rate (contracts/limits.ts): no human types that fast. */
+  /** The socket sent updates, requests or bytes above its sustained rate (contracts/limits.ts): no human types that fast. */
   RateLimited: 4429,
   /** The user already holds the most sockets one edge allows a user (contracts/limits.ts). */
   TooManyConnections: 4430,

@@ -76,11 +76,15 @@ export const decodeStateReplyPart = (b: Uint8Array) => unpack(StateReplyPart, b)
 
 /**
  * Core to one edge (ServiceSubjects.committed): these of its stream messages (Nats-Msg-Id) are
- * committed to PostgreSQL, or were already; only messages the edge marked with
- * SAVED_NOTICE_HEADER. Best effort (core NATS): an edge that misses one
- * never tells its clients those edits are saved, which errs on the safe side.
+ * committed to PostgreSQL, or were already — except, per message in `refused`, the updates (by
+ * index in a batch message) that were dead-lettered instead of applied. Only messages the edge
+ * marked with SAVED_NOTICE_HEADER. Best effort (core NATS): an edge that misses one never tells
+ * its clients those edits are saved, which errs on the safe side.
  */
-export const CommittedNotice = z.object({ msgIds: z.array(z.string().min(1).max(512)).min(1) })
+export const CommittedNotice = z.object({
+  msgIds: z.array(z.string().min(1).max(512)).min(1),
+  refused: z.array(z.object({ msgId: z.string().min(1).max(512), items: z.array(z.number().int().min(0)).min(1) })).default([]),
+})
 export type CommittedNotice = z.infer<typeof CommittedNotice>
 export const encodeCommittedNotice = (m: CommittedNotice) => pack(m)
 export const decodeCommittedNotice = (b: Uint8Array) => unpack(CommittedNotice, b)

@@ -9,7 +9,7 @@ import { describeOverlap, findOverlapViolation, type OverlapViolation } from '..
 import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
 import type { CoreMetrics } from './metrics.ts'
-import type { DeadLetterRow, DocRow, OpRow, StoredDoc } from './store.ts'
+import { itemKey, type DeadLetterRow, type DocRow, type OpRow, type StoredDoc } from './store.ts'
 
 /**
  * One update of a stream message after schema checks (a batch message carries several; `item`
@@ -87,6 +87,8 @@ export class BatchBuilder {
   readonly ops: OpRow[] = []
   readonly deadLetters: DeadLetterRow[] = []
   readonly cleanEvents: CleanEvent[] = []
+  /** Updates dead-lettered instead of applied (itemKey): their edits are not saved. */
+  readonly refused = new Set<string>()
   /** Per touched doc key: its first update of this batch that went pending. */
   private readonly pendingSources = new Map<string, PendingDoc['source']>()
   private readonly touched = new Map<string, { cached: CachedDoc; ops: number; lastStreamSeq: number }>()
@@ -114,9 +116,11 @@ export class BatchBuilder {
   /**
    * Its payload: the update as a single envelope when it decoded that far, else the message's
    * bytes. Its tenant (and doc) come from the envelope, else from the stored subject (nats-server
-   * only stores a tenant's subjects in that tenant's stream), else are unknown.
+   * only stores a tenant's subjects in that tenant's stream), else are unknown. `applied`: a
+   * violation recorded of an update that still went in.
    */
-  deadLetter(msg: JsMsg, item: number, edit: EditEnvelope | undefined, reason: string): void {
+  deadLetter(msg: JsMsg, item: number, edit: EditEnvelope | undefined, reason: string, applied = false): void {
+    if (!applied) this.refused.add(itemKey(msg.seq, item))
     const where = edit ?? subjectOf(msg.subject)
     this.deadLetters.push({ stream: this.stream, streamSeq: msg.seq, item, subject: msg.subject, tenant: where?.tenant ?? null, docId: where?.docId ?? null, reason, payload: edit ? encodeEnvelope(edit) : msg.data })
     this.metrics.deadLetters.inc({ reason: deadLetterReasonClass(reason), tenant: where?.tenant ?? 'unknown' })
@@ -154,7 +158,7 @@ export class BatchBuilder {
       this.deadLetter(msg, item, edit, reasonOf(DeadLetterReason.Apply, err))
       return
     }
-    const recordViolation = () => violation && this.deadLetter(msg, item, edit, describeOverlap(violation))
+    const recordViolation = () => violation && this.deadLetter(msg, item, edit, describeOverlap(violation), true)
     let result: ApplyResult
     try {
       result = applyTracked(cached.doc, edit.update)

@@ -1,29 +1,33 @@
-import { MSG_ID_HEADER, SAVED_NOTICE_HEADER } from '../contracts/mod.ts'
+import { MSG_ID_HEADER, SAVED_NOTICE_HEADER, type CommittedNotice } from '../contracts/mod.ts'
 import type { DecodedItem } from './batch.ts'
 import { docKey } from './doc-cache.ts'
 import type { CompactedState } from './snapshots.ts'
-import type { DocRow, OpRow } from './store.ts'
+import { itemKey, type DocRow, type OpRow } from './store.ts'
 
 // What a partition's commit tells others after it: the edges (the "saved" signal) and the
 // snapshot writer (the states it wrote).
 
 /**
- * The Nats-Msg-Ids of a committed batch's messages by publishing edge: messages whose every
- * update is in the op log now (applied, or committed before) and whose edge asked to hear of
- * them (SAVED_NOTICE_HEADER). One with a dead-lettered update is left out: that edit is not saved.
+ * A committed batch's notices by publishing edge, for the messages whose edge asked to hear of
+ * them (SAVED_NOTICE_HEADER): each message's Nats-Msg-Id, and apart the updates of it that were
+ * dead-lettered instead of applied (`refused`, as itemKey): those edits are not saved, the
+ * others of the message are (applied, or committed before).
  */
-export function committedByEdge(decoded: DecodedItem[]): Map<string, string[]> {
-  const failed = new Set(decoded.filter((d) => 'failure' in d).map((d) => d.msg.seq))
-  const byEdge = new Map<string, string[]>()
+export function committedByEdge(decoded: DecodedItem[], refused: ReadonlySet<string>): Map<string, CommittedNotice> {
+  const byEdge = new Map<string, CommittedNotice>()
+  const refusedOf = new Map<number, number[]>()
+  for (const d of decoded) if (refused.has(itemKey(d.msg.seq, d.item))) refusedOf.set(d.msg.seq, [...(refusedOf.get(d.msg.seq) ?? []), d.item])
   const seen = new Set<number>()
   for (const d of decoded) {
-    if (failed.has(d.msg.seq) || seen.has(d.msg.seq) || !d.edit || !d.msg.headers?.has(SAVED_NOTICE_HEADER)) continue
+    if (seen.has(d.msg.seq) || !d.edit || !d.msg.headers?.has(SAVED_NOTICE_HEADER)) continue
     seen.add(d.msg.seq)
     const msgId = d.msg.headers?.get(MSG_ID_HEADER)
     if (!msgId) continue
-    const ids = byEdge.get(d.edit.edgeId) ?? []
-    ids.push(msgId)
-    byEdge.set(d.edit.edgeId, ids)
+    const notice = byEdge.get(d.edit.edgeId) ?? { msgIds: [], refused: [] }
+    notice.msgIds.push(msgId)
+    const items = refusedOf.get(d.msg.seq)
+    if (items) notice.refused.push({ msgId, items })
+    byEdge.set(d.edit.edgeId, notice)
   }
   return byEdge
 }

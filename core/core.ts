@@ -4,7 +4,7 @@ import type { Server } from 'node:http'
 import pg from 'pg'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import { ServiceSubjects, corePartitions, encodeCommittedNotice } from '../contracts/mod.ts'
+import { ServiceSubjects, corePartitions, encodeCommittedNotice, type CommittedNotice } from '../contracts/mod.ts'
 import type { TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
@@ -213,10 +213,10 @@ export class Core {
   }
 
   /** Tells each edge which of its messages are committed (best effort: a lost notice only delays a client's "saved"). */
-  private tellEdges(byEdge: Map<string, string[]>): void {
-    for (const [edgeId, msgIds] of byEdge) {
+  private tellEdges(byEdge: Map<string, CommittedNotice>): void {
+    for (const [edgeId, notice] of byEdge) {
       try {
-        this.nc.publish(ServiceSubjects.committed(edgeId), encodeCommittedNotice({ msgIds }))
+        this.nc.publish(ServiceSubjects.committed(edgeId), encodeCommittedNotice(notice))
       } catch (err) {
         this.metrics.committedNoticeFailures.inc()
         this.log.warn({ err, edgeId }, 'committed notice not sent')

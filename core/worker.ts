@@ -1,6 +1,7 @@
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
 import type pg from 'pg'
 import type { Logger } from '../runtime/log.ts'
+import type { CommittedNotice } from '../contracts/mod.ts'
 import { BatchBuilder, decodeMessage, type BatchFeeds } from './batch.ts'
 import { DeliveryRun, type Delivery } from './delivery-run.ts'
 import { DocCache, type DocCacheBudget } from './doc-cache.ts'
@@ -39,7 +40,7 @@ export interface WorkerOptions extends PartitionConsumer {
   /** After a commit that wrote document states: those states, for snapshots (snapshots.ts). */
   onCompacted?: (states: CompactedState[]) => void
   /** After each commit: the committed messages' Nats-Msg-Ids by the edge that published them (the "saved" signal). */
-  onCommitted?: (msgIdsByEdge: Map<string, string[]>) => void
+  onCommitted?: (noticesByEdge: Map<string, CommittedNotice>) => void
   /** After each commit: its dead letters, cleaned events and documents' pending state (core's feeds, batch.ts BatchFeeds). */
   onFeeds?: (feeds: BatchFeeds) => void
 }
@@ -325,7 +326,7 @@ export class PartitionWorker implements OwnedPartition {
     }
     this.run.commit(deliveries)
     this.maxCommitted = maxSeq
-    this.options.onCommitted?.(committedByEdge(decoded))
+    this.options.onCommitted?.(committedByEdge(decoded, batch.refused))
     this.options.onFeeds?.(batch.feeds())
     this.ack(msgs)
     this.watchGap()

@@ -1,5 +1,5 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import { ServiceSubjects, decodeCommittedNotice } from '../contracts/mod.ts'
+import { ServiceSubjects, decodeCommittedNotice, type CommittedNotice } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { EdgeMetrics } from './metrics.ts'
 
@@ -8,16 +8,21 @@ const WATCH_MS = 120_000
 const REMEMBER_MS = 60_000
 const SWEEP_MS = 10_000
 
+/** Updates of a committed stream message (by index) that core dead-lettered instead of applying. */
+export type Refused = ReadonlySet<number>
+const NONE_REFUSED: Refused = new Set()
+
 /**
  * Which of this edge's stream messages core has committed (CommittedNotice on
- * ServiceSubjects.committed(edgeId)): `watch(msgId, then)` runs `then` once core says so. A
+ * ServiceSubjects.committed(edgeId)): `watch(msgId, then)` runs `then` once core says so, with
+ * the message's updates core refused. A
  * notice that comes before its watch (core was faster than our PubAck) is remembered for a
  * while; a watch that never hears (a lost notice) is dropped after WATCH_MS and counted — its
  * client is never told "saved", which errs on the safe side.
  */
 export class CommitWatch {
-  private readonly watching = new Map<string, { since: number; then: (() => void)[] }>()
-  private readonly committed = new Map<string, number>()
+  private readonly watching = new Map<string, { since: number; then: ((refused: Refused) => void)[] }>()
+  private readonly committed = new Map<string, { at: number; refused: Refused }>()
   private sub: Subscription | null = null
   private sweeper: NodeJS.Timeout | undefined
 
@@ -33,7 +38,7 @@ export class CommitWatch {
       callback: (err, msg) => {
         if (err) return this.log.warn({ err }, 'committed notice subscription')
         try {
-          this.onNotice(decodeCommittedNotice(msg.data).msgIds)
+          this.onNotice(decodeCommittedNotice(msg.data))
         } catch (e) {
           this.log.warn({ err: e }, 'bad committed notice dropped')
         }
@@ -47,27 +52,30 @@ export class CommitWatch {
     clearInterval(this.sweeper)
   }
 
-  watch(msgId: string, then: () => void): void {
-    if (this.committed.has(msgId)) return then()
+  watch(msgId: string, then: (refused: Refused) => void): void {
+    const known = this.committed.get(msgId)
+    if (known) return then(known.refused)
     const entry = this.watching.get(msgId)
     if (entry) entry.then.push(then)
     else this.watching.set(msgId, { since: Date.now(), then: [then] })
   }
 
-  private onNotice(msgIds: string[]): void {
+  private onNotice({ msgIds, refused }: CommittedNotice): void {
     const now = Date.now()
+    const refusedOf = new Map(refused.map((r) => [r.msgId, new Set(r.items)]))
     for (const msgId of msgIds) {
-      this.committed.set(msgId, now)
+      const known = { at: now, refused: refusedOf.get(msgId) ?? NONE_REFUSED }
+      this.committed.set(msgId, known)
       const entry = this.watching.get(msgId)
       if (!entry) continue
       this.watching.delete(msgId)
-      for (const then of entry.then) then()
+      for (const then of entry.then) then(known.refused)
     }
   }
 
   private sweep(): void {
     const now = Date.now()
-    for (const [msgId, at] of this.committed) if (now - at > REMEMBER_MS) this.committed.delete(msgId)
+    for (const [msgId, { at }] of this.committed) if (now - at > REMEMBER_MS) this.committed.delete(msgId)
     for (const [msgId, entry] of this.watching) {
       if (now - entry.since <= WATCH_MS) continue
       this.watching.delete(msgId)

@@ -284,7 +284,7 @@ export class Edge {
     }
     this.metrics.connections.inc()
     const client = new SocketClient(ws, admission, this.maxBufferedBytes, this.metrics, this.log)
-    if (admission.saved) client.receipts = new SavedReceipts((frame) => client.send(frame), this.commits)
+    if (admission.saved) client.receipts = new SavedReceipts((frame) => client.send(frame), this.commits, () => client.close(CloseCode.InvalidUpdate, 'an edit was refused by core'))
     client.expireAt((claims.exp + (this.opts.tokens.clockToleranceS ?? DEFAULT_CLOCK_TOLERANCE_S)) * 1000)
     const room = this.room(tenant, docId)
     data.admitted = { ...admission, client, room, budget: new ConnectionBudget(this.limiter.limits, this.maxMessageBytes) }

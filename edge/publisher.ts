@@ -66,6 +66,12 @@ const NO_RESPONDERS = 503
 const NO_RESPONDERS_RETRY_MS = 250
 const utf8 = new TextDecoder()
 
+/** Where an acked update is: the Nats-Msg-Id of the stream message that carried it and its index there. */
+export interface PublishedRef {
+  msgId: string
+  item: number
+}
+
 /** One client update waiting for its stream ack. */
 interface QueuedUpdate extends BatchedUpdate {
   bytes: number
@@ -73,8 +79,7 @@ interface QueuedUpdate extends BatchedUpdate {
   queuedAtMs: number
   /** Its socket asked for the saved signal: its message asks core for a CommittedNotice. */
   savedNotice: boolean
-  /** With the Nats-Msg-Id of the stream message that carried it. */
-  resolve: (msgId: string) => void
+  resolve: (ref: PublishedRef) => void
   reject: (err: PublishError) => void
 }
 
@@ -157,7 +162,7 @@ export class UpdatePublisher {
   }
 
   /** `savedNotice`: the sender wants the saved signal, so core is asked to say when the update's message is committed. */
-  publish(tenant: string, docId: string, userId: string, update: Uint8Array, savedNotice = false, ingestTs = Date.now()): Promise<string> {
+  publish(tenant: string, docId: string, userId: string, update: Uint8Array, savedNotice = false, ingestTs = Date.now()): Promise<PublishedRef> {
     const bytes = update.byteLength + docId.length + userId.length + UPDATE_FRAMING_BYTES
     // The edge's frame limit keeps this from happening; a server with a smaller max_payload
     // (after a reconnect) must still cost only the writer, never the room.
@@ -169,7 +174,7 @@ export class UpdatePublisher {
     const partition = editPartitionOf(docId, this.opts.partitions)
     const lane = this.lane(tenant, partition)
     this.countUpdate()
-    return new Promise<string>((resolve, reject) => {
+    return new Promise<PublishedRef>((resolve, reject) => {
       lane.queue.push({ docId, userId, update, ingestTs, bytes, queuedAtMs: Date.now(), savedNotice, resolve, reject })
       lane.queuedBytes += bytes
       this.schedule(lane)
@@ -303,9 +308,9 @@ export class UpdatePublisher {
     }
     this.settle(batch)
     const now = Date.now()
-    for (const u of batch.updates) {
+    for (const [item, u] of batch.updates.entries()) {
       this.metrics.publishSeconds.observe((now - u.ingestTs) / 1000)
-      u.resolve(batch.msgId)
+      u.resolve({ msgId: batch.msgId, item })
     }
     if (ack.duplicate) this.metrics.updatesDuplicate.inc(batch.updates.length)
     else this.metrics.updatesPublished.inc(batch.updates.length)

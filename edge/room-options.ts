@@ -3,6 +3,7 @@ import type { Limit } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { AwarenessLimits } from './awareness-guard.ts'
 import type { EdgeMetrics } from './metrics.ts'
+import type { PublishedRef } from './publisher.ts'
 import type { Room } from './room.ts'
 
 /** One client socket as a room sees it. */
@@ -21,7 +22,7 @@ export interface RoomOptions extends Partial<AwarenessLimits> {
   log: Logger
   metrics: EdgeMetrics
   /** Publishes an update durably (JetStream ack); rejects when it could not. `savedNotice`: its sender wants the saved signal. */
-  publish: (update: Uint8Array, userId: string, savedNotice: boolean) => Promise<string>
+  publish: (update: Uint8Array, userId: string, savedNotice: boolean) => Promise<PublishedRef>
   /** How long to wait for core's or a peer edge's state when the room opens. */
   stateTimeoutMs: number
   /**

@@ -15,6 +15,7 @@ import {
   type DecodedUpdate,
 } from './protocol.ts'
 import { RoomLoadError, isPublishError } from './errors.ts'
+import type { PublishedRef } from './publisher.ts'
 import type { Receipt } from './saved-receipts.ts'
 import { RoomPresence } from './room-presence.ts'
 import { RoomDoc } from './room-doc.ts'
@@ -277,7 +278,7 @@ export class Room {
       case 'update': {
         const published = this.ingest(client, msg.update, receipt !== undefined)
         if (!receipt) return
-        if (published) published.then((msgId) => receipt.whenCommitted(msgId), () => {}) // a failure closes the socket
+        if (published) published.then((ref) => receipt.whenCommitted(ref), () => {}) // a failure closes the socket
         else receipt.settle()
         return
       }
@@ -291,7 +292,7 @@ export class Room {
   }
 
   /** Publishes a client update when it is new and applies (`savedNotice`: core is to tell when it is committed); the publish (its stream message id), or null. */
-  private ingest(client: RoomClient, update: Uint8Array, savedNotice: boolean): Promise<string> | null {
+  private ingest(client: RoomClient, update: Uint8Array, savedNotice: boolean): Promise<PublishedRef> | null {
     if (!client.canEdit) {
       this.o.metrics.viewerUpdatesDropped.inc()
       return null

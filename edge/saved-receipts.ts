@@ -1,13 +1,14 @@
 import * as encoding from 'lib0/encoding'
 import { SAVED_MESSAGE_TYPE } from '../contracts/mod.ts'
 import type { CommitWatch } from './commit-watch.ts'
+import type { PublishedRef } from './publisher.ts'
 
 /** The fate of one update frame of an opted-in socket (contracts/saved.ts). */
 export interface Receipt {
   /** Nothing to wait for: the room already held it, or it was not taken. */
   settle(): void
-  /** Published in stream message `msgId`: settled once core committed it. */
-  whenCommitted(msgId: string): void
+  /** Published as `ref`: settled once core committed it; refused by core, its socket is told. */
+  whenCommitted(ref: PublishedRef): void
 }
 
 /**
@@ -26,13 +27,15 @@ export class SavedReceipts {
   constructor(
     private readonly send: (frame: Uint8Array) => void,
     private readonly commits: CommitWatch,
+    /** Core dead-lettered one of the socket's edits: it never counts as saved, and the socket is closed. */
+    private readonly refused: () => void,
   ) {}
 
   open(): Receipt {
     const n = ++this.sent
     return {
       settle: () => this.settle(n),
-      whenCommitted: (msgId) => this.commits.watch(msgId, () => this.settle(n)),
+      whenCommitted: (ref) => this.commits.watch(ref.msgId, (refused) => (refused.has(ref.item) ? this.refused() : this.settle(n))),
     }
   }
 

@@ -1,7 +1,13 @@
 import t, { type Test } from 'tap'
 import * as Y from 'yjs'
 import WebSocket from 'ws'
-import { SAVED_MESSAGE_TYPE, ServiceUser, SubjectPatterns, decodeCommittedNotice } from '../../contracts/mod.ts'
+import * as decoding from 'lib0/decoding'
+import { SAVED_MESSAGE_TYPE, ServiceSubjects, ServiceUser, SubjectPatterns, decodeCommittedNotice, encodeCommittedNotice } from '../../contracts/mod.ts'
+import { CommitWatch } from '../../edge/commit-watch.ts'
+import { createEdgeMetrics } from '../../edge/metrics.ts'
+import { SavedReceipts } from '../../edge/saved-receipts.ts'
+import { createLogger } from '../../runtime/log.ts'
+import { createRegistry } from '../../runtime/metrics.ts'
 import { SavedProvider, type SavedStatus } from '../../clients/saved.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { until, yclient } from '../helpers/client.ts'
@@ -120,4 +126,30 @@ t.test('clients - core sends committed notices only for messages carrying an edi
   // Core publishes notices in commit order on one connection: the stock edit's would have come first.
   t.equal(notices.length, 1, 'one notice: for the asking socket\'s message, none for the stock one')
   t.equal(notices[0]?.length, 1)
+})
+
+t.test('clients - an edit core dead-letters is never counted saved and closes its socket with 4422; the other edits of its stream message are saved', async (t) => {
+  const nc = await stack.connect(ServiceUser.Edge)
+  const commits = new CommitWatch(nc, 'receipts-edge', createEdgeMetrics(createRegistry('edge-test', false)), createLogger('test', 'silent'))
+  commits.start()
+  t.teardown(() => commits.stop())
+  await nc.flush()
+  const core = await stack.connect(ServiceUser.Core)
+  const told: number[] = []
+  let closed = 0
+  const countOf = (frame: Uint8Array) => {
+    const d = decoding.createDecoder(frame)
+    if (decoding.readVarUint(d) !== SAVED_MESSAGE_TYPE) throw new Error('not a saved frame')
+    return decoding.readVarUint(d)
+  }
+  const receipts = new SavedReceipts((frame) => told.push(countOf(frame)), commits, () => closed++)
+  const [first, second, third] = [receipts.open(), receipts.open(), receipts.open()]
+  first.whenCommitted({ msgId: 'acme:b:x:1', item: 0 })
+  second.whenCommitted({ msgId: 'acme:b:x:1', item: 1 })
+  third.whenCommitted({ msgId: 'acme:b:x:2', item: 0 })
+  // As core sends it (core/commit-outcomes.ts): both messages committed, the second update of the first refused.
+  core.publish(ServiceSubjects.committed('receipts-edge'), encodeCommittedNotice({ msgIds: ['acme:b:x:1', 'acme:b:x:2'], refused: [{ msgId: 'acme:b:x:1', items: [1] }] }))
+  await until('the refusal is told', () => closed === 1)
+  await until('the edit before it is saved', () => told.length > 0)
+  t.same(told, [1], 'saved through the first edit only: the refused one never settles, nor anything after it')
 })

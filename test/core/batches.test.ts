@@ -1,7 +1,8 @@
 import t from 'tap'
 import * as Y from 'yjs'
 import { jetstream } from '@nats-io/jetstream'
-import { editBatchMsgId, editBatchSubject, editPartitionOf, encodeBatch } from '../../contracts/mod.ts'
+import { headers } from '@nats-io/transport-node'
+import { SAVED_NOTICE_HEADER, ServiceSubjects, ServiceUser, decodeCommittedNotice, editBatchMsgId, editBatchSubject, editPartitionOf, encodeBatch, type CommittedNotice } from '../../contracts/mod.ts'
 import { readDocState } from '../../core/store.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
@@ -25,8 +26,12 @@ const textOf = async (docId: string) => {
   return doc.getText('t').toString()
 }
 
-t.test('core - each update of a batch message is applied and logged; a bad one is dead-lettered alone, by its index', async (t) => {
+t.test('core - each update of a batch message is applied and logged; a bad one is dead-lettered alone, by its index, and its edge is told which ones', async (t) => {
   let core = await stack.core()
+  const notices: CommittedNotice[] = []
+  const edgeNc = await stack.connect(ServiceUser.Edge)
+  edgeNc.subscribe(ServiceSubjects.committed('test-edge'), { callback: (err, msg) => void (err || notices.push(decodeCommittedNotice(msg.data))) })
+  await edgeNc.flush()
   const [a, b, c] = docsOf(1, 'batch', 3) as [string, string, string]
   const elsewhere = docsOf(2, 'batch-other', 1)[0]!
   const item = (docId: string, update: Uint8Array) => ({ docId, userId: 'u', update, ingestTs: Date.now() })
@@ -37,7 +42,10 @@ t.test('core - each update of a batch message is applied and logged; a bad one i
     edgeId: 'test-edge',
     updates: [item(a, edit('first', 1)), item(b, Uint8Array.from([0xff, 0xff, 0xff])), item(c, edit('third', 3)), item(elsewhere, edit('misfiled', 4)), item(a, edit('again', 5))],
   })
-  const ack = await js.publish(editBatchSubject('acme', 1), batch, { msgID: editBatchMsgId('acme', 'test', 1) })
+  const msgId = editBatchMsgId('acme', 'test', 1)
+  const h = headers()
+  h.set(SAVED_NOTICE_HEADER, '1') // a socket that asked for "saved" has an update in it
+  const ack = await js.publish(editBatchSubject('acme', 1), batch, { msgID: msgId, headers: h })
   await until('the good updates committed', async () => (await opRows([a, c])) === 3)
   const dead = (await stack.db.query('SELECT item, doc_id, reason FROM dead_letters WHERE stream_seq = $1 ORDER BY item', [ack.seq])).rows
   t.match(dead, [
@@ -48,6 +56,8 @@ t.test('core - each update of a batch message is applied and logged; a bad one i
   t.equal(await opRows([b, elsewhere]), 0)
   t.equal((await textOf(a)).length, 'firstagain'.length, `${a} holds both of its updates`)
   t.equal(await textOf(c), 'third')
+  await until('the edge is told', () => notices.length > 0)
+  t.same(notices, [{ msgIds: [msgId], refused: [{ msgId, items: [1, 3] }] }], 'committed, but for the two dead-lettered updates')
 
   // A replay from the start delivers the batch again: each update is found committed, none twice.
   await core.stop()

@@ -57,7 +57,7 @@ t.test('edge - a busy publisher keeps lingering: its own batching never makes it
   const stream = await tenantStream('acme')
   const docs = docsOfOnePartition('busy', 20)
   const update = edit('k', 900)
-  const acks: Promise<string>[] = []
+  const acks: Promise<unknown>[] = []
   let typing = true
   // About 1,000 updates/s into one lane, for as long as the test looks.
   const typist = (async () => {
