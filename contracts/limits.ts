@@ -12,6 +12,8 @@ export const Limit = {
   ConnectionUpdates: 'connection-updates',
   /** Frame bytes per second one socket may send, sustained. */
   ConnectionBytes: 'connection-bytes',
+  /** Requests (sync step 1, query-awareness) per second one socket may send, sustained: each makes the edge encode a reply. */
+  ConnectionRequests: 'connection-requests',
   /** Updates per second of one tenant, across the deployment (shared by the live edges). */
   TenantUpdates: 'tenant-updates',
   /** Update bytes per second of one tenant, across the deployment (shared by the live edges). */
@@ -39,6 +41,7 @@ export interface LimitAnswer {
 export const LIMIT_ANSWERS: Record<Limit, LimitAnswer> = {
   [Limit.ConnectionUpdates]: { close: CloseCode.RateLimited, http: 429 },
   [Limit.ConnectionBytes]: { close: CloseCode.RateLimited, http: 429 },
+  [Limit.ConnectionRequests]: { close: CloseCode.RateLimited, http: 429 },
   // The tenant as a whole is over: the socket reconnects and resyncs later, its edits kept.
   [Limit.TenantUpdates]: { close: CloseCode.TryAgainLater, http: 429 },
   [Limit.TenantBytes]: { close: CloseCode.TryAgainLater, http: 429 },

@@ -17,8 +17,8 @@ import type { RoomClient } from './room-options.ts'
 import { TenantAdmission } from './tenants.ts'
 import { Revocations } from '../runtime/revocations.ts'
 import { PeerEdges } from './peer-edges.ts'
-import { ConnectionBudget, EdgeLimiter } from './limits.ts'
-import { DEFAULT_MAX_BUFFERED_BYTES, FRAME_READ_LIMIT_BYTES, messageLimit, type EdgeOptions } from './options.ts'
+import { ConnectionBudget, EdgeLimiter, connectionBurstBytes } from './limits.ts'
+import { DEFAULT_MAX_BUFFERED_BYTES, messageLimit, type EdgeOptions } from './options.ts'
 import { CommitWatch } from './commit-watch.ts'
 import { SavedReceipts } from './saved-receipts.ts'
 import { SocketClient } from './socket-client.ts'
@@ -138,8 +138,10 @@ export class Edge {
       wouldPassSizeLimit: (tenant, docId, bytes) => this.rooms.get(roomKey(tenant, docId))?.wouldPassSizeLimit(bytes) ?? false,
     }, this.metrics, this.log)
     app.ws<SocketData>('/*', {
-      // Read frames past our limit so their writer gets 4413, not uWS's bare 1009.
-      maxPayloadLength: Math.max(FRAME_READ_LIMIT_BYTES, this.maxMessageBytes + 1),
+      // uWS holds a message's fragments until it completes: it reads at most what the socket's
+      // byte budget can ever pass (never below the frame limit) and cuts a larger one unread
+      // (1006). A frame between the two is read, so its writer gets 4413 and does not resend it.
+      maxPayloadLength: connectionBurstBytes(this.limiter.limits, this.maxMessageBytes),
       // SocketClient enforces the send backlog itself (4508); uWS must never drop a frame silently.
       maxBackpressure: 0,
       idleTimeout: 60,
@@ -147,7 +149,7 @@ export class Edge {
       upgrade: (res, req, context) => this.upgrade(res, req, context),
       open: (ws) => this.open(ws),
       message: (ws, message) => this.message(ws, message),
-      close: (ws) => this.closed(ws),
+      close: (ws, code, message) => this.closed(ws, code, message),
     })
     app.any('/*', (res) => {
       res.writeStatus('404 Not Found').end('not found; connect a y-websocket client to ws://host/<docId>?token=<jwt>')
@@ -298,8 +300,8 @@ export class Edge {
 
   private message(ws: Socket, message: ArrayBuffer): void {
     const data = ws.getUserData()
-    // uWS reuses the buffer after this callback returns.
-    if (data.admitted) return this.frame(data.admitted, new Uint8Array(message.slice(0)))
+    // uWS reuses the buffer after this callback returns; frame() checks it before copying it.
+    if (data.admitted) return this.frame(data.admitted, new Uint8Array(message))
     if (!data.early) return // refused; its close is on the way
     data.earlyBytes += message.byteLength
     if (data.earlyBytes > this.limiter.limits.unauthenticatedBodyBytes) {
@@ -311,6 +313,7 @@ export class Edge {
     data.early.push(new Uint8Array(message.slice(0)))
   }
 
+  /** `message` may be uWS's own buffer: checked in place, copied before anything keeps it. */
   private frame(data: Admitted, message: Uint8Array): void {
     const overBytes = data.budget.takeFrame(message.byteLength)
     if (overBytes) return this.closeOverLimit(data.client, data.tenant, data.docId, overBytes)
@@ -322,9 +325,13 @@ export class Edge {
       return
     }
     try {
-      const msg = parseClientMessage(message)
+      const msg = parseClientMessage(message.slice())
       if (msg.type === 'update') {
         const over = data.budget.takeUpdate() ?? (data.client.canEdit ? this.limiter.takeTenantUpdate(data.tenant, msg.update.byteLength) : null)
+        if (over) return this.closeOverLimit(data.client, data.tenant, data.docId, over)
+      } else if (msg.type === 'sync-step1' || msg.type === 'query-awareness') {
+        // A few bytes each that the room answers with an encode (a state diff, every presence state).
+        const over = data.budget.takeRequest()
         if (over) return this.closeOverLimit(data.client, data.tenant, data.docId, over)
       }
       data.room.receive(data.client, msg, msg.type === 'update' ? data.client.receipts?.open() : undefined)
@@ -347,10 +354,15 @@ export class Edge {
     client.close(close!, `over the ${limit} limit`)
   }
 
-  private closed(ws: Socket): void {
+  private closed(ws: Socket, code: number, message: ArrayBuffer): void {
     const data = ws.getUserData()
     data.closed = true
     const admitted = data.admitted
+    if (code === 1006 && Buffer.from(message).toString() === UWS_TOO_BIG_REASON) {
+      // uWS cut a message above maxPayloadLength unread; the client saw 1006 and reconnects.
+      this.metrics.framesCut.inc({ tenant: admitted?.tenant ?? '' })
+      this.log.warn({ tenant: admitted?.tenant, docId: admitted?.docId, userId: admitted?.claims.sub, ip: data.ip }, 'message above the read bound; uWS closed the socket (1006)')
+    }
     if (!admitted) return
     this.limiter.closedSocket(admitted.tenant, admitted.claims.sub)
     admitted.client.markClosed()
@@ -418,6 +430,9 @@ export class Edge {
 function refuseUpgrade(res: uWS.HttpResponse, status: number): void {
   res.writeStatus(status === 429 ? '429 Too Many Requests' : '503 Service Unavailable').writeHeader('retry-after', '1').end()
 }
+
+/** The reason uWS gives its close handler when it cut a message above maxPayloadLength. */
+const UWS_TOO_BIG_REASON = 'Received too big message'
 
 /** Key of a room in Edge.rooms. */
 const roomKey = (tenant: string, docId: string) => `${tenant}\0${docId}`

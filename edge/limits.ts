@@ -10,9 +10,18 @@ export interface EdgeLimits {
   connectionUpdatesPerS: number
   /** Updates one socket may send in a burst. Default 500 (a reconnect's resend is one update). */
   connectionUpdateBurst: number
+  /**
+   * Sync step 1 and query-awareness frames one socket may send per second, sustained: each is a
+   * few bytes that make the edge encode a reply (a state diff of the document, every presence
+   * state of the room). Default 2 (a stock y-websocket client sends one sync step 1 per connect
+   * and per `resyncInterval`, and no query-awareness).
+   */
+  connectionRequestsPerS: number
+  /** Sync step 1 and query-awareness frames one socket may send in a burst. Default 10. */
+  connectionRequestBurst: number
   /** Frame bytes one socket may send per second, sustained. Default 1 MiB. */
   connectionBytesPerS: number
-  /** Frame bytes one socket may send in a burst; never below the frame limit, so one largest frame passes. Default 16 MiB. */
+  /** Frame bytes one socket may send in a burst; never below the frame limit, so one largest frame passes. Also the most uWS reads of one message (connectionBurstBytes). Default 16 MiB. */
   connectionBytesBurst: number
   /** Updates one tenant may send per second across the deployment; each live edge takes an equal share. Default 25_000. */
   tenantUpdatesPerS: number
@@ -37,6 +46,8 @@ export interface EdgeLimits {
 export const LIMIT_DEFAULTS: EdgeLimits = {
   connectionUpdatesPerS: 50,
   connectionUpdateBurst: 500,
+  connectionRequestsPerS: 2,
+  connectionRequestBurst: 10,
   connectionBytesPerS: 1024 * 1024,
   connectionBytesBurst: 16 * 1024 * 1024,
   tenantUpdatesPerS: 25_000,
@@ -55,14 +66,27 @@ const SWEEP_MS = 10_000
 /** How long after a tenant was over its rate its new connects are refused (HTTP 429). */
 const TENANT_COOLDOWN_MS = 1_000
 
+/**
+ * The most frame bytes one socket may send at once: its byte burst, never below the frame limit
+ * (so one largest frame passes). It is also the most uWS reads of one message (maxPayloadLength),
+ * holding its fragments until it completes: a larger message could never pass the socket's byte
+ * budget, so uWS cuts it unread (1006) instead of pinning its bytes; one up to it that is above
+ * the frame limit is read and refused with 4413, which a stock client does not resend.
+ */
+export function connectionBurstBytes(limits: EdgeLimits, frameLimitBytes: number): number {
+  return Math.max(limits.connectionBytesBurst, frameLimitBytes)
+}
+
 /** One socket's own rates. */
 export class ConnectionBudget {
   private readonly updates: TokenBucket
+  private readonly requests: TokenBucket
   private readonly bytes: TokenBucket
 
   constructor(limits: EdgeLimits, frameLimitBytes: number) {
     this.updates = new TokenBucket(limits.connectionUpdatesPerS, limits.connectionUpdateBurst)
-    this.bytes = new TokenBucket(limits.connectionBytesPerS, Math.max(limits.connectionBytesBurst, frameLimitBytes))
+    this.requests = new TokenBucket(limits.connectionRequestsPerS, limits.connectionRequestBurst)
+    this.bytes = new TokenBucket(limits.connectionBytesPerS, connectionBurstBytes(limits, frameLimitBytes))
   }
 
   /** The limit a frame of `bytes` passes, or null. */
@@ -72,6 +96,11 @@ export class ConnectionBudget {
 
   takeUpdate(): Limit | null {
     return this.updates.take(1) ? null : Limit.ConnectionUpdates
+  }
+
+  /** One sync step 1 or query-awareness frame: small to send, a whole encode to answer. */
+  takeRequest(): Limit | null {
+    return this.requests.take(1) ? null : Limit.ConnectionRequests
   }
 }
 

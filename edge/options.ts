@@ -60,8 +60,6 @@ export interface EdgeOptions {
 
 /** Room kept under nats-server's max_payload for the envelope, headers and AGG's source headers. */
 export const ENVELOPE_MARGIN_BYTES = 64 * 1024
-/** Frames up to this size are read and refused with 4413; uWS cuts larger ones with 1009. */
-export const FRAME_READ_LIMIT_BYTES = 64 * 1024 * 1024
 export const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 
 /** The frame limit: the option when it fits the server's max_payload with margin, else a clear error. */
