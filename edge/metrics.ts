@@ -39,6 +39,6 @@ export function createEdgeMetrics(registry: Registry = createRegistry('edge')) {
     probeBuilds: new Counter({ name: 'docflow_edge_probe_builds_total', help: 'Update probes built from their room doc, each an encode and an apply of the document: at the first edit after a room loaded, and after a rejected trial or a fault', registers }),
     fanGaps: new Counter({ name: 'docflow_edge_fan_gaps_total', help: 'Fanned-out updates missed from a peer edge (sequence gap); the room refetched from core', registers }),
     roomResyncs: new Counter({ name: 'docflow_edge_room_resyncs_total', help: 'Room state refetched from core, by reason', labelNames: ['reason'], registers }),
-    awarenessRefused: new Counter({ name: 'docflow_edge_awareness_refused_total', help: 'Presence frames or entries not applied: rate (frame over the per-socket rate) or not-owner (client id owned by another socket or a peer edge)', labelNames: ['reason'], registers }),
+    awarenessRefused: new Counter({ name: 'docflow_edge_awareness_refused_total', help: 'Presence frames or entries not applied: rate (frame over the per-socket rate), not-owner (client id owned by another socket or a peer edge) or ids-per-socket (past the ids one socket may introduce)', labelNames: ['reason'], registers }),
   }
 }
