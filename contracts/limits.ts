@@ -28,6 +28,11 @@ export const Limit = {
   UnauthenticatedBytes: 'unauthenticated-bytes',
   /** Size a document may grow to. */
   DocumentBytes: 'document-bytes',
+  /**
+   * A user one of whose socket updates did not apply (closed with 4422) cannot connect to that
+   * edge for a while: each such update costs the room a rebuild from the whole document.
+   */
+  PoisonedUser: 'poisoned-user',
 } as const
 export type Limit = (typeof Limit)[keyof typeof Limit]
 
@@ -51,4 +56,6 @@ export const LIMIT_ANSWERS: Record<Limit, LimitAnswer> = {
   // A stock client sends far less before its token is checked; it reconnects and resyncs.
   [Limit.UnauthenticatedBytes]: { close: CloseCode.TryAgainLater, http: 429 },
   [Limit.DocumentBytes]: { close: CloseCode.DocumentTooLarge, http: 413 },
+  // A stock client stops at 4422 and never meets it; a reconnecting attacker is refused before any token work.
+  [Limit.PoisonedUser]: { close: null, http: 429 },
 }

@@ -2,7 +2,7 @@ import uWS from 'uWebSockets.js'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream } from '@nats-io/jetstream'
 import { CloseCode, DocId, SAVED_QUERY_PARAM, docAllowed, revokes, Limit, type Claims, type Revocation } from '../contracts/mod.ts'
-import { DEFAULT_CLOCK_TOLERANCE_S, claimedTenant, isKeySetUnavailable, isTokenError, verifyToken } from '../runtime/jwt.ts'
+import { DEFAULT_CLOCK_TOLERANCE_S, claimedUser, isKeySetUnavailable, isTokenError, verifyToken } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
 import { EdgeOptionsError } from './errors.ts'
@@ -186,12 +186,13 @@ export class Edge {
     const ip = this.clientIp(res, req)
     // Refused with a status before any token work: a stock client takes it as a failed connect
     // and backs off (a close after open would reset its backoff). A tenant over its rate is
-    // judged by the token's unverified claim, which only ever refuses.
-    const tenant = claimedTenant(token)
-    const cooling = tenant === null ? null : this.limiter.tenantCooling(tenant)
+    // judged by the token's unverified claim, which only ever refuses; so is a user whose update
+    // did not apply a moment ago.
+    const claimed = claimedUser(token)
+    const cooling = claimed && (this.limiter.tenantCooling(claimed.tenant) ?? (claimed.sub === null ? null : this.limiter.userCooling(claimed.tenant, claimed.sub)))
     const refusal = cooling ?? this.limiter.startAdmission(ip)
     if (refusal) {
-      refuseUpgrade(res, this.limiter.refused(refusal, cooling ? { tenant: tenant! } : { ip }).http)
+      refuseUpgrade(res, this.limiter.refused(refusal, cooling ? { tenant: claimed!.tenant, userId: claimed!.sub ?? undefined } : { ip }).http)
       return
     }
     const data: SocketData = { path: req.getUrl(), token, saved: req.getQuery(SAVED_QUERY_PARAM) === '1', ip, admitted: null, early: [], earlyBytes: 0, closed: false }
@@ -406,6 +407,7 @@ export class Edge {
         ...this.opts.awareness,
         maxDocumentBytes: this.limiter.limits.maxDocumentBytes,
         overLimit: (client, limit) => this.closeOverLimit(client, tenant, docId, limit),
+        poisoned: (client) => this.limiter.poisoned(tenant, client.userId),
         publish: (update, userId, savedNotice) => this.track(this.publisher.publish(tenant, docId, userId, update, savedNotice)),
         onClosed: (closed) => {
           if (this.rooms.get(key) === closed) this.rooms.delete(key)

@@ -19,6 +19,8 @@ export interface EdgeLimits {
   connectionRequestsPerS: number
   /** Sync step 1 and query-awareness frames one socket may send in a burst. Default 10. */
   connectionRequestBurst: number
+  /** How long a user whose socket update did not apply (4422) cannot connect to this edge; 0 turns it off. Default 10 s. */
+  poisonedUserCooldownMs: number
   /** Frame bytes one socket may send per second, sustained. Default 1 MiB. */
   connectionBytesPerS: number
   /** Frame bytes one socket may send in a burst; never below the frame limit, so one largest frame passes. Also the most uWS reads of one message (connectionBurstBytes). Default 16 MiB. */
@@ -48,6 +50,7 @@ export const LIMIT_DEFAULTS: EdgeLimits = {
   connectionUpdateBurst: 500,
   connectionRequestsPerS: 2,
   connectionRequestBurst: 10,
+  poisonedUserCooldownMs: 10_000,
   connectionBytesPerS: 1024 * 1024,
   connectionBytesBurst: 16 * 1024 * 1024,
   tenantUpdatesPerS: 25_000,
@@ -121,6 +124,8 @@ export class EdgeLimiter {
   private readonly userSockets = new Map<string, number>()
   /** When each tenant was last over its rate (performance.now() ms). */
   private readonly tenantRefusedAt = new Map<string, number>()
+  /** When a socket of each user (tenant\0sub) last sent an update that did not apply. */
+  private readonly poisonedAt = new Map<string, number>()
   /** Refusals since the last log line, per limit and who: one line per key per SWEEP_MS at most. */
   private readonly unlogged = new Map<string, number>()
   private readonly sweeper: NodeJS.Timeout
@@ -136,8 +141,8 @@ export class EdgeLimiter {
   ) {
     this.limits = { ...LIMIT_DEFAULTS, ...limits }
     for (const [name, value] of Object.entries(this.limits)) {
-      // A rate or the sockets per user may be 0 (off); a burst, cap or size of 0 would refuse everything.
-      const min = name.endsWith('PerS') || name === 'userConnections' ? 0 : 1
+      // A rate, the sockets per user or the cooldown may be 0 (off); a burst, cap or size of 0 would refuse everything.
+      const min = name.endsWith('PerS') || name === 'userConnections' || name === 'poisonedUserCooldownMs' ? 0 : 1
       if (!Number.isFinite(value) || value < min) throw new EdgeOptionsError(`limit ${name} must be a number >= ${min}, got ${value}`)
     }
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS).unref()
@@ -203,6 +208,17 @@ export class EdgeLimiter {
     return at !== undefined && performance.now() - at < TENANT_COOLDOWN_MS ? Limit.TenantUpdates : null
   }
 
+  /** A socket of `userId` sent an update that did not apply (it was closed with 4422). */
+  poisoned(tenant: string, userId: string): void {
+    this.poisonedAt.set(`${tenant}\0${userId}`, performance.now())
+  }
+
+  /** The limit a new connect of a user meets within poisonedUserCooldownMs of its poisoned update. */
+  userCooling(tenant: string, userId: string): Limit | null {
+    const at = this.poisonedAt.get(`${tenant}\0${userId}`)
+    return at !== undefined && performance.now() - at < this.limits.poisonedUserCooldownMs ? Limit.PoisonedUser : null
+  }
+
   /** Counts a refusal and logs it (the first per limit and tenant or IP in a sweep period, with the count since); returns its answer. */
   refused(limit: Limit, context: { tenant?: string; userId?: string; docId?: string; ip?: string }): LimitAnswer {
     this.metrics.limitRefusals.inc({ tenant: context.tenant ?? '', limit })
@@ -230,6 +246,7 @@ export class EdgeLimiter {
     this.unlogged.clear()
     const now = performance.now()
     for (const [tenant, at] of this.tenantRefusedAt) if (now - at >= TENANT_COOLDOWN_MS) this.tenantRefusedAt.delete(tenant)
+    for (const [user, at] of this.poisonedAt) if (now - at >= this.limits.poisonedUserCooldownMs) this.poisonedAt.delete(user)
     for (const buckets of [this.ipConnects, this.tenantUpdates, this.tenantBytes]) {
       for (const [key, bucket] of buckets) if (bucket.full(now)) buckets.delete(key)
     }

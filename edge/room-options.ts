@@ -34,6 +34,8 @@ export interface RoomOptions extends Partial<AwarenessLimits> {
   maxDocumentBytes: number
   /** A client's update would pass a limit: the edge counts it and closes the client with the limit's code. */
   overLimit: (client: RoomClient, limit: Limit) => void
+  /** A client's update did not apply (it is being closed with 4422): the edge holds its user off for a while. */
+  poisoned: (client: RoomClient) => void
   /** Called once the room is closed for good. */
   onClosed: (room: Room) => void
 }

@@ -371,6 +371,7 @@ export class Room {
     this.o.metrics.updatesRejected.inc({ reason: 'poisoned' })
     this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId, reason, bytes: update.byteLength }, 'update does not apply; not published, sender closed')
     client.close(CloseCode.InvalidUpdate, 'update does not apply to the document')
+    this.o.poisoned(client)
     return null
   }
 

@@ -150,13 +150,13 @@ export async function verifyToken(token: string, policy: TokenPolicy): Promise<C
 }
 
 /**
- * The tenant a token claims, NOT verified: only for refusing a connect early (a forged claim can
- * only get its own connect refused). Null when the token cannot be decoded.
+ * The tenant and user a token claims, NOT verified: only for refusing a connect early (a forged
+ * claim can only get its own connect refused). Null when the token cannot be decoded.
  */
-export function claimedTenant(token: string): string | null {
+export function claimedUser(token: string): { tenant: string; sub: string | null } | null {
   try {
-    const { tenant } = decodeJwt(token)
-    return typeof tenant === 'string' ? tenant : null
+    const { tenant, sub } = decodeJwt(token)
+    return typeof tenant === 'string' ? { tenant, sub: typeof sub === 'string' ? sub : null } : null
   } catch {
     return null
   }

@@ -2,7 +2,7 @@ import t from 'tap'
 import fc from 'fast-check'
 import * as Y from 'yjs'
 import { CloseCode } from '../../contracts/mod.ts'
-import { setup, token } from '../helpers/setup.ts'
+import { LOOPBACK_LIMITS, setup, token } from '../helpers/setup.ts'
 import { docContents, readState, until, yclient } from '../helpers/client.ts'
 import { RawSocket, awarenessUpdate, frames, type Closed } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
@@ -18,7 +18,9 @@ const NAMED_CODES: number[] = [CloseCode.BadRequest, CloseCode.MessageTooBig, Cl
 const stack = await setup()
 t.teardown(() => stack.cleanup())
 const core = await stack.core()
-const { edge, url } = await stack.edge()
+// The fuzzer reopens its socket as the same user after each refusal and sends sync step 1s at
+// will: the request rate and the poisoned-user cooldown (request-limits, poison) are off here.
+const { edge, url } = await stack.edge({ limits: { ...LOOPBACK_LIMITS, connectionRequestsPerS: 0, poisonedUserCooldownMs: 0 } })
 
 /** One edit op a client could make on a fresh doc. */
 const op = fc.oneof(

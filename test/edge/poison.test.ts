@@ -1,9 +1,9 @@
 import t from 'tap'
 import * as Y from 'yjs'
-import { CloseCode, HTTP_INGEST_PATH } from '../../contracts/mod.ts'
-import { setup, token } from '../helpers/setup.ts'
+import { CloseCode, HTTP_INGEST_PATH, Limit } from '../../contracts/mod.ts'
+import { LOOPBACK_LIMITS, setup, token } from '../helpers/setup.ts'
 import { docContents, materializedText, readState, until, yclient } from '../helpers/client.ts'
-import { RawSocket, frames } from '../helpers/raw-socket.ts'
+import { RawSocket, frames, upgradeStatus } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate, lacksDependencies } from '../../edge/protocol.ts'
 import { decodes, mutateUntil, richEdit, trial } from '../helpers/mutants.ts'
@@ -13,7 +13,8 @@ import { malformedUpdate } from '../../runtime/yjs-items.ts'
 const stack = await setup()
 t.teardown(() => stack.cleanup())
 const core = await stack.core()
-const { edge, url } = await stack.edge()
+// The tests here poison and then connect again as the same user: the cooldown has its own test and edge.
+const { edge, url } = await stack.edge({ limits: { ...LOOPBACK_LIMITS, poisonedUserCooldownMs: 0 } })
 
 t.test('edge - a poisoned update closes only its sender with 4422, is never published, and the edge keeps serving', async (t) => {
   const tok = await token({ tenant: 'acme' })
@@ -196,6 +197,25 @@ t.test('edge - an item naming one struct as both its neighbours is refused as po
   t.equal(await counterValue(edge.metrics.updatesPublished), publishedBefore, 'nothing published')
   t.equal(await materializedText(core.url, 'malformed', tok), 'ab')
   writer.close()
+})
+
+t.test('edge - a user whose update did not apply cannot connect to that edge for a while (429 before any token work); other users can', async (t) => {
+  const guarded = await stack.edge() // the default cooldown
+  const { base, malformed } = malformedEdit()
+  const honest = await token({ tenant: 'acme', sub: 'honest' })
+  const poisoner = await token({ tenant: 'acme', sub: 'poisoner' })
+  const writer = await RawSocket.open(guarded.url, 'cooldown', honest)
+  t.teardown(() => writer.close())
+  writer.send(frames.update(base))
+  await until('the base text is materialized', async () => (await materializedText(core.url, 'cooldown', honest)) === 'ab')
+  const raw = await RawSocket.open(guarded.url, 'cooldown', poisoner)
+  raw.send(frames.update(malformed))
+  t.equal((await raw.closed).code, CloseCode.InvalidUpdate)
+  // Each such update costs the room a rebuild from the whole document: a reconnecting sender would repeat it.
+  t.equal(await upgradeStatus(`${guarded.url}/cooldown?token=${poisoner}`), 429, 'the poisoner is refused before the upgrade')
+  t.equal(await upgradeStatus(`${guarded.url}/other-doc?token=${poisoner}`), 429, 'on every document of that edge')
+  t.equal(await counterValue(guarded.edge.metrics.limitRefusals, { tenant: 'acme', limit: Limit.PoisonedUser }), 2, 'counted with the tenant')
+  t.equal(await upgradeStatus(`${guarded.url}/cooldown?token=${honest}`), 101, 'another user of the tenant connects')
 })
 
 for (const [what, forged] of [

@@ -5,7 +5,7 @@ import { request } from 'node:http'
 import { CloseCode, Limit } from '../../contracts/mod.ts'
 import { LOOPBACK_LIMITS, setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
-import { RawSocket, frames } from '../helpers/raw-socket.ts'
+import { RawSocket, frames, upgradeStatus } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 
 const stack = await setup()
@@ -72,16 +72,6 @@ t.test('edge - one user holding the most sockets gets 4430 for the next; a slot 
     return third !== null
   })
 })
-
-/** The HTTP status an upgrade got, or 101 when it was upgraded. */
-function upgradeStatus(url: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url)
-    ws.once('unexpected-response', (_req, res) => (resolve(res.statusCode ?? 0), ws.terminate()))
-    ws.once('open', () => (resolve(101), ws.close()))
-    ws.once('error', (err) => reject(err))
-  })
-}
 
 t.test('edge - connects from one IP past its rate get 429 before any token work; other IPs (proxy header) are not held up', async (t) => {
   const edge = await stack.edge({ clientIpHeader: 'x-forwarded-for', limits: { ipConnectsPerS: 1, ipConnectBurst: 3 } })

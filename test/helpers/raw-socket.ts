@@ -135,3 +135,13 @@ export class RawSocket {
     if (sub === 1) this.step2Waiters.shift()?.(true)
   }
 }
+
+/** The HTTP status an upgrade got, or 101 when it was upgraded. */
+export function upgradeStatus(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url)
+    ws.once('unexpected-response', (_req, res) => (resolve(res.statusCode ?? 0), ws.terminate()))
+    ws.once('open', () => (resolve(101), ws.close()))
+    ws.once('error', (err) => reject(err))
+  })
+}
