@@ -6,6 +6,9 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 // Each test starts whole stacks (the core scenarios three DocFlows): more than tap's 180 s per file.
 t.setTimeout(900_000)
 
+/** Longest one bench run here may take; past it the bench is stopped and its output so far says where it was. */
+const BENCH_TIMEOUT_MS = 480_000
+
 /** Runs `npm run bench` with `args`; resolves with its exit code and output. */
 function bench(args: string[]): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
@@ -13,7 +16,15 @@ function bench(args: string[]): Promise<{ code: number | null; out: string }> {
     let out = ''
     child.stdout.on('data', (d) => (out += d))
     child.stderr.on('data', (d) => (out += d))
-    child.on('exit', (code) => resolve({ code, out }))
+    const timer = setTimeout(() => {
+      out += `\n(no exit after ${BENCH_TIMEOUT_MS / 1000} s: stopped)`
+      child.kill('SIGTERM') // the bench stops the systems it started
+      setTimeout(() => child.kill('SIGKILL'), 60_000).unref()
+    }, BENCH_TIMEOUT_MS)
+    child.on('exit', (code) => {
+      clearTimeout(timer)
+      resolve({ code, out })
+    })
   })
 }
 
