@@ -292,10 +292,14 @@ export class LeaseHolder {
     const open = this.session
     const s = open ? await open.catch(() => null) : null
     if (s && !s.isLost) return s
-    if (this.session === open) {
-      if (s) await s.close().catch(() => undefined) // already lost: only the socket is left to end
-      this.session = LeaseSession.open(this.databaseUrl, this.timing)
-    }
+    // Replaced before anything is awaited: callers that found the same lost session share the
+    // next one (a second would live on unused, renewing, and count as another live core).
+    if (this.session === open) this.session = this.reopen(s)
     return this.session!
+  }
+
+  private async reopen(lost: LeaseSession | null): Promise<LeaseSession> {
+    await lost?.close().catch(() => undefined) // already lost: only the socket is left to end
+    return LeaseSession.open(this.databaseUrl, this.timing)
   }
 }

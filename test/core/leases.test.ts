@@ -2,6 +2,7 @@ import t from 'tap'
 import * as Y from 'yjs'
 import { jetstream } from '@nats-io/jetstream'
 import { ServiceUser } from '../../contracts/mod.ts'
+import { DEFAULT_LEASE_TIMING, LeaseHolder } from '../../core/lease.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
@@ -52,4 +53,17 @@ t.test('core - refuses a partition count other than the one its database was fir
   await t.rejects(stack.core({ editPartitions: other }), { name: 'DeploymentMismatchError', message: new RegExp(`split into ${stack.partitions} partitions .*DOCFLOW_EDIT_PARTITIONS=${other} `) })
   const r = await stack.db.query("SELECT value FROM deployment_settings WHERE name = 'edit_partitions'")
   t.same(r.rows, [{ value: String(stack.partitions) }], 'the recorded count is unchanged')
+})
+
+t.test('core - callers that find the lease session lost at once share one new session', async (t) => {
+  const holder = new LeaseHolder(stack.pg.url, DEFAULT_LEASE_TIMING)
+  t.teardown(() => holder.close())
+  const lease = await holder.tryAcquire(9_999) // a lock no core of this file takes: only to learn of the loss
+  t.ok(lease, 'the first session holds a lease')
+  await stack.db.query('SELECT pg_terminate_backend($1)', [await holder.open()])
+  await lease!.whenLost
+  // Two workers retrying together: a second new session would live on unused, renewing, and
+  // count as another live core in the fair share.
+  const [a, b] = await Promise.all([holder.open(), holder.open()])
+  t.equal(a, b, 'both get the same new session')
 })
