@@ -16,7 +16,12 @@ import { itemKey, type DocRow, type OpRow } from './store.ts'
 export function committedByEdge(decoded: DecodedItem[], refused: ReadonlySet<string>): Map<string, CommittedNotice> {
   const byEdge = new Map<string, CommittedNotice>()
   const refusedOf = new Map<number, number[]>()
-  for (const d of decoded) if (refused.has(itemKey(d.msg.seq, d.item))) refusedOf.set(d.msg.seq, [...(refusedOf.get(d.msg.seq) ?? []), d.item])
+  for (const d of decoded) {
+    if (!refused.has(itemKey(d.msg.seq, d.item))) continue
+    const items = refusedOf.get(d.msg.seq)
+    if (items) items.push(d.item)
+    else refusedOf.set(d.msg.seq, [d.item])
+  }
   const seen = new Set<number>()
   for (const d of decoded) {
     if (seen.has(d.msg.seq) || !d.edit || !d.msg.headers?.has(SAVED_NOTICE_HEADER)) continue

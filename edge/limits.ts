@@ -107,6 +107,9 @@ export class ConnectionBudget {
   }
 }
 
+/** One user of one tenant, as the per-user maps key it. */
+const userKey = (tenant: string, userId: string) => `${tenant}\0${userId}`
+
 /**
  * The edge-wide limits: per IP (connect rate, admissions pending), per tenant (update rate and
  * bytes, this edge's share of the deployment's) and per user (open sockets). Invariant: every
@@ -124,7 +127,7 @@ export class EdgeLimiter {
   private readonly userSockets = new Map<string, number>()
   /** When each tenant was last over its rate (performance.now() ms). */
   private readonly tenantRefusedAt = new Map<string, number>()
-  /** When a socket of each user (tenant\0sub) last sent an update that did not apply. */
+  /** When a socket of each user (userKey) last sent an update that did not apply. */
   private readonly poisonedAt = new Map<string, number>()
   /** Refusals since the last log line, per limit and who: one line per key per SWEEP_MS at most. */
   private readonly unlogged = new Map<string, number>()
@@ -173,7 +176,7 @@ export class EdgeLimiter {
 
   /** An open socket of `userId`; `closedSocket` when it closes (only if this returned null). */
   openSocket(tenant: string, userId: string): Limit | null {
-    const key = `${tenant}\0${userId}`
+    const key = userKey(tenant, userId)
     const open = this.userSockets.get(key) ?? 0
     if (this.limits.userConnections > 0 && open >= this.limits.userConnections) return Limit.UserConnections
     this.userSockets.set(key, open + 1)
@@ -181,7 +184,7 @@ export class EdgeLimiter {
   }
 
   closedSocket(tenant: string, userId: string): void {
-    const key = `${tenant}\0${userId}`
+    const key = userKey(tenant, userId)
     const open = (this.userSockets.get(key) ?? 1) - 1
     if (open > 0) this.userSockets.set(key, open)
     else this.userSockets.delete(key)
@@ -210,12 +213,12 @@ export class EdgeLimiter {
 
   /** A socket of `userId` sent an update that did not apply (it was closed with 4422). */
   poisoned(tenant: string, userId: string): void {
-    this.poisonedAt.set(`${tenant}\0${userId}`, performance.now())
+    this.poisonedAt.set(userKey(tenant, userId), performance.now())
   }
 
   /** The limit a new connect of a user meets within poisonedUserCooldownMs of its poisoned update. */
   userCooling(tenant: string, userId: string): Limit | null {
-    const at = this.poisonedAt.get(`${tenant}\0${userId}`)
+    const at = this.poisonedAt.get(userKey(tenant, userId))
     return at !== undefined && performance.now() - at < this.limits.poisonedUserCooldownMs ? Limit.PoisonedUser : null
   }
 
