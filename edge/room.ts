@@ -23,12 +23,7 @@ import { onReconnect } from './nats-reconnect.ts'
 import { FanLink } from './fan-link.ts'
 import { ClientOwners } from './client-owners.ts'
 import type { RoomClient, RoomOptions } from './room-options.ts'
-
-/** Looks at core's state after an open, a gap or a reconnect, while core does not answer. */
-const RESYNC_ATTEMPTS = 5
-
-/** Why the room refetches from core. */
-type ResyncReason = 'open' | 'gap' | 'reconnect'
+import { RoomResync } from './room-resync.ts'
 
 /** Per-socket state a room keeps. */
 interface Member {
@@ -59,10 +54,9 @@ export class Room {
   private readonly subs: Subscription[] = []
   private readonly fanLink: FanLink
   private readonly stopReconnectWatch: () => void
+  private readonly coreResync: RoomResync
   private ready = false
   private closed = false
-  private resyncTimer: NodeJS.Timeout | undefined
-  private resyncing = false
   /**
    * The document's size as this room counts it: the state it loaded plus every update since
    * (acked, from peers, from core). Overlaps count twice, so it errs high, never low.
@@ -112,7 +106,15 @@ export class Room {
         },
       }),
     )
-    this.stopReconnectWatch = onReconnect(o.nc, o.log, () => this.resync('reconnect'))
+    this.coreResync = new RoomResync({
+      ...o,
+      fetch: () => this.requestState(ServiceSubjects.coreState),
+      found: (reply) => {
+        for (const update of reply.tail ? [reply.update, reply.tail] : [reply.update]) this.proveAndApply(update, 'core')
+      },
+      deleted: () => this.fail(CloseCode.DocumentDeleted, 'document deleted'),
+    })
+    this.stopReconnectWatch = onReconnect(o.nc, o.log, () => this.coreResync.start('reconnect'))
     void this.load()
   }
 
@@ -166,7 +168,7 @@ export class Room {
     if (this.closed) return
     this.presence.close()
     this.closed = true
-    clearTimeout(this.resyncTimer)
+    this.coreResync.stop()
     this.stopReconnectWatch()
     this.fanLink.close()
     for (const sub of this.subs) sub.unsubscribe()
@@ -202,7 +204,7 @@ export class Room {
     this.waiting.clear()
     for (const [client, queue] of joined) for (const [msg, receipt] of queue) this.handleOrReject(client, msg, receipt)
     for (const [client] of joined) if (this.clients.has(client)) this.greet(client)
-    this.resync('open', this.o.resyncDelayMs)
+    this.coreResync.start('open', this.o.resyncDelayMs)
   }
 
   /** Core's state or null when nobody answered; throws when core answered with an error. */
@@ -211,45 +213,6 @@ export class Room {
     const reply = await requestState(this.o.nc, subject, { tenant: this.o.tenant, docId: this.o.docId, stateVector: Y.encodeStateVector(this.state.current()), acceptsTail: true }, this.o.stateTimeoutMs)
     if (reply?.status === 'error') throw new RoomLoadError(`state source failed: ${reply.message}`)
     return reply
-  }
-
-  /**
-   * Pulls what core materialized that this room lacks: now (unless `firstAfterMs`) and again
-   * `resyncDelayMs` later, since core commits a few ms after the ack we may have missed; the
-   * later look repeats with doubling waits while core does not answer (it may be reconnecting too).
-   */
-  private resync(reason: ResyncReason, firstAfterMs = 0): void {
-    if (this.closed) return
-    this.o.metrics.roomResyncs.inc({ reason })
-    if (firstAfterMs === 0) void this.resyncFromCore()
-    this.scheduleResync(firstAfterMs || this.o.resyncDelayMs, RESYNC_ATTEMPTS)
-  }
-
-  private scheduleResync(afterMs: number, attemptsLeft: number): void {
-    clearTimeout(this.resyncTimer)
-    this.resyncTimer = setTimeout(() => void this.resyncLater(afterMs, attemptsLeft), afterMs)
-  }
-
-  private async resyncLater(afterMs: number, attemptsLeft: number): Promise<void> {
-    const answered = await this.resyncFromCore()
-    if (!answered && attemptsLeft > 1 && !this.closed) this.scheduleResync(afterMs * 2, attemptsLeft - 1)
-  }
-
-  /** True when core answered (with state or "missing"); never rejects. */
-  private async resyncFromCore(): Promise<boolean> {
-    if (this.closed || this.resyncing) return false // one request at a time
-    this.resyncing = true
-    try {
-      const reply = await this.requestState(ServiceSubjects.coreState)
-      if (!this.closed && reply?.status === 'found') for (const update of reply.tail ? [reply.update, reply.tail] : [reply.update]) this.proveAndApply(update, 'core')
-      if (reply?.status === 'deleted') this.fail(CloseCode.DocumentDeleted, 'document deleted')
-      return reply !== null
-    } catch (err) {
-      this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId }, 'room resync failed')
-      return false
-    } finally {
-      this.resyncing = false
-    }
   }
 
   private greet(client: RoomClient): void {
@@ -448,6 +411,6 @@ export class Room {
     if (!gap) return
     this.o.metrics.fanGaps.inc()
     this.o.log.info({ tenant: this.o.tenant, docId: this.o.docId, stream, seq }, 'missed a fanned-out update; refetching from core')
-    if (this.ready) this.resync('gap')
+    if (this.ready) this.coreResync.start('gap')
   }
 }
