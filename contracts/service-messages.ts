@@ -13,7 +13,8 @@ export type FanKind = (typeof FanKind)[keyof typeof FanKind]
  * Presence is best effort and carries no sequence.
  */
 export const FanMessage = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal(FanKind.Update), edgeId: z.string().min(1), stream: z.string().min(1).max(128), seq: z.number().int().min(1), payload: Bytes }),
+  /** `single`: the stream holds only this update (HTTP ingest's), so a receiver keeps no sequence for it. */
+  z.object({ kind: z.literal(FanKind.Update), edgeId: z.string().min(1), stream: z.string().min(1).max(128), seq: z.number().int().min(1), payload: Bytes, single: z.literal(true).optional() }),
   z.object({ kind: z.literal(FanKind.Awareness), edgeId: z.string().min(1), payload: Bytes }),
 ])
 export type FanMessage = z.infer<typeof FanMessage>

@@ -80,7 +80,7 @@ export class FanLink {
     if (msg.edgeId === this.o.edgeId) return
     this.peers = true
     this.o.metrics.fanReceived.inc({ kind: msg.kind })
-    if (msg.kind === FanKind.Update) handlers.update(msg.payload, this.trackPeerSeq(msg.stream, msg.seq), msg.stream, msg.seq)
+    if (msg.kind === FanKind.Update) handlers.update(msg.payload, !msg.single && this.trackPeerSeq(msg.stream, msg.seq), msg.stream, msg.seq)
     else handlers.awareness(msg.payload, msg.edgeId)
   }
 
@@ -102,10 +102,11 @@ export class FanLink {
 
 /**
  * One durable update fanned out by a sender without a room (HTTP ingest): a stream of its own
- * with this single update as seq 1, so no room sees a gap. A room that gets it counts a peer.
+ * with this single update as seq 1, marked `single` so rooms keep no sequence for it (one entry
+ * per POST would pile up in an open room). A room that gets it counts a peer.
  */
 export function sendFanUpdate(nc: NatsConnection, tenant: string, docId: string, sender: string, update: Uint8Array, log: Logger, metrics: EdgeMetrics): void {
-  sendFan(nc, tenant, docId, { kind: FanKind.Update, edgeId: sender, stream: `${sender}/${randomBytes(6).toString('base64url')}`, seq: 1, payload: update }, log, metrics)
+  sendFan(nc, tenant, docId, { kind: FanKind.Update, edgeId: sender, stream: `${sender}/${randomBytes(6).toString('base64url')}`, seq: 1, payload: update, single: true }, log, metrics)
 }
 
 function sendFan(nc: NatsConnection, tenant: string, docId: string, msg: FanMessage, log: Logger, metrics: EdgeMetrics): void {

@@ -2,6 +2,7 @@ import t from 'tap'
 import * as Y from 'yjs'
 import { FanKind, ServiceSubjects, encodeFan } from '../../contracts/mod.ts'
 import { UpdatePublisher } from '../../edge/publisher.ts'
+import { FanLink, sendFanUpdate } from '../../edge/fan-link.ts'
 import { createEdgeMetrics } from '../../edge/metrics.ts'
 import { createRegistry } from '../../runtime/metrics.ts'
 import { createLogger } from '../../runtime/log.ts'
@@ -82,6 +83,21 @@ t.test('edge - an edit acked after its room closed still reaches the other edge'
   writer.send(frames.update(update))
   writer.close() // the room on edge A closes with its last client, before JetStream acks
   await until('B got the edit through the fan-out', () => b.text.toString() === 'written then gone')
+})
+
+t.test('edge - a room keeps a sequence per peer room stream, none for HTTP ingest\'s one-update streams', async (t) => {
+  const updates: Uint8Array[] = []
+  const log = createLogger('fan-test', 'silent')
+  const metrics = createEdgeMetrics(createRegistry('fan-test', false))
+  const link = new FanLink({ nc, tenant: 'acme', docId: 'fan-streams', edgeId: 'listener', log, metrics }, { update: (payload) => updates.push(payload), awareness: () => {} })
+  t.teardown(() => link.close())
+  await nc.flush()
+  const posts = 20
+  for (let i = 0; i < posts; i++) sendFanUpdate(nc, 'acme', 'fan-streams', 'http-edge', editOn(new Y.Doc(), (text) => text.insert(0, `post ${i}`)), log, metrics)
+  fanOut('fan-streams', 1, editOn(new Y.Doc(), (text) => text.insert(0, 'from a room')))
+  await until('every fan-out arrived', () => updates.length === posts + 1)
+  const tracked = (link as unknown as { peerSeqs: Map<string, number> }).peerSeqs
+  t.same([...tracked.keys()], ['phantom-edge/1'], 'only the room stream is tracked')
 })
 
 t.test('edge - every open room refetches from core when its NATS connection comes back', async (t) => {
