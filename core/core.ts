@@ -15,6 +15,7 @@ import { serveDocState } from './state-service.ts'
 import { StreamMonitor } from './stream-monitor.ts'
 import { waitForStream, type StreamHole } from './streams.ts'
 import { TenantDirectory } from '../runtime/tenant-directory.ts'
+import { Revocations } from '../runtime/revocations.ts'
 import { PartitionWorker } from './worker.ts'
 import { DEFAULT_LEASE_TIMING, LeaseHolder, type LeaseTiming } from './lease.ts'
 import { LeaseProbe } from './lease-probe.ts'
@@ -95,6 +96,7 @@ export class Core {
   private stateSub: Subscription | null = null
   private monitor: StreamMonitor | null = null
   private tenants: TenantDirectory | null = null
+  private revocations: Revocations | null = null
   private ops: OpsServer | null = null
   private ready = false
   private readonly snapshots: Snapshots
@@ -143,6 +145,8 @@ export class Core {
     const jsm = await jetstreamManager(this.nc)
     await waitForStream(jsm, this.o.stream, () => this.log.warn({ stream: this.o.stream }, 'waiting for the aggregate stream; provision a tenant (npm run tenant -- add <name>)'))
     this.tenants = await TenantDirectory.open(this.nc, { watchRetryMs: this.o.retryDelayMs }, this.log)
+    // Core holds no sockets to close on a revocation; the read API checks each request against the list.
+    this.revocations = await Revocations.open(this.nc, this.o.retryDelayMs, this.log, () => {})
     const js = jetstream(this.nc)
     const feeds = new QualityFeeds(this.nc, this.pool, (t, d) => this.cachedDoc(t, d), { gapReportAfterMs: this.o.gapReportAfterMs ?? DEFAULT_GAP_REPORT_AFTER_MS }, this.log, this.metrics)
     this.feeds = feeds
@@ -168,7 +172,8 @@ export class Core {
     this.stateSub = serveDocState(this.nc, this.pool, (t, d) => this.cachedDoc(t, d), this.log, this.metrics)
     const healthy = () => this.ready && !this.nc.isClosed()
     const tenants = this.tenants
-    this.server = createReadApi({ tokens: this.o.tokens, healthy, tenantStatus: (t) => tenants.status(t), blobs: this.o.blobs, edgeUrl: this.o.edgeUrl ?? null }, this.pool, this.log, this.metrics)
+    const revocations = this.revocations
+    this.server = createReadApi({ tokens: this.o.tokens, healthy, tenantStatus: (t) => tenants.status(t), revoked: (claims) => revocations.revoked(claims), blobs: this.o.blobs, edgeUrl: this.o.edgeUrl ?? null }, this.pool, this.log, this.metrics)
     this.server.listen(this.o.port, this.o.host)
     await once(this.server, 'listening')
     this.ops = await serveOps({ port: this.o.opsPort, host: this.o.opsHost, registry: this.metrics.registry, healthy })
@@ -195,6 +200,7 @@ export class Core {
     this.ready = false
     this.monitor?.stop()
     this.tenants?.stop()
+    this.revocations?.stop()
     this.stateSub?.unsubscribe()
     this.docNotices?.unsubscribe()
     await this.retention.stop()

@@ -5,6 +5,7 @@ import { isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
 import type { TenantReadStatus } from '../runtime/tenant-directory.ts'
+import { RevocationsUnavailableError } from '../runtime/revocations.ts'
 import { parseHistoryQuery, readHistoryPage, readLastApplied, type LastApplied } from './history.ts'
 import { readDocState } from './store.ts'
 import { isDocDeleted } from './deletion.ts'
@@ -21,6 +22,8 @@ export interface ReadApiOptions {
   healthy: () => boolean
   /** What DF_TENANTS says of a tenant: suspended or removed get 403, unavailable 503. */
   tenantStatus: (tenant: string) => TenantReadStatus
+  /** True when DF_REVOCATIONS covers the token (401); throws RevocationsUnavailableError while the list is not followed (503). */
+  revoked: (claims: Claims) => boolean
   /** Where snapshots are, for point-in-time state. */
   blobs: BlobStore
   /** Base URL of an edge's HTTP ingest that rollback updates go through (core/rollback.ts); null: rollback answers 503. */
@@ -136,6 +139,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
     let claims: Claims
     try {
       claims = await verifyToken(auth.slice(7).trim(), o.tokens)
+      if (o.revoked(claims)) return count(reply(res, 401, { error: 'token revoked' }))
       if (!docAllowed(claims, docId)) return count(reply(res, 403, { error: 'token does not cover this document' }))
       const status = o.tenantStatus(claims.tenant)
       if (status === 'suspended' || status === 'removed') return count(reply(res, 403, { error: `tenant ${claims.tenant} is ${status}` }))
@@ -143,6 +147,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       tenant = claims.tenant
     } catch (err) {
       if (isKeySetUnavailable(err)) return count(reply(res, 503, { error: 'token keys unavailable; retry' }))
+      if (err instanceof RevocationsUnavailableError) return count(reply(res, 503, { error: 'revocation list unavailable; retry' }))
       if (!isTokenError(err)) throw err
       return count(reply(res, 401, { error: err.message }))
     }

@@ -100,8 +100,8 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
     ],
     subscribe: [SubjectPatterns.fan, SubjectPatterns.room, ServiceSubjects.edgeBeat, SubjectPatterns.committed, ServiceSubjects.docNotice, inbox(ServiceUser.Edge)],
   },
-  // Consume AGG (partition consumers: create, delete, info, pull, ack), read the tenant
-  // bucket, and answer edges' state requests.
+  // Consume AGG (partition consumers: create, delete, info, pull, ack), read the tenant and
+  // revocation buckets, and answer edges' state requests.
   [ServiceUser.Core]: {
     publish: [
       '$JS.API.INFO',
@@ -119,6 +119,8 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       `$JS.API.CONSUMER.MSG.NEXT.${AGG_STREAM}.*`,
       `$JS.ACK.${AGG_STREAM}.>`,
       ...tenantsBucketRead,
+      // The read API refuses revoked tokens.
+      ...bucketRead(REVOCATIONS_BUCKET),
       // Answers to edges' state requests, and which of their messages are committed.
       inbox(ServiceUser.Edge),
       SubjectPatterns.committed,

@@ -39,3 +39,17 @@ t.test('core - a removed tenant gets 403 from the read API', async (t) => {
   await until('removal seen by core', async () => (await readState(core.url, 'none', tok)) === 403)
   t.pass()
 })
+
+t.test('core - a revoked token gets 401 from the read API; another user of the tenant still reads', async (t) => {
+  await publishEdit(jetstream(await stack.connect()), 'acme', 'minutes', edit('board minutes', 8))
+  const alice = await token({ tenant: 'acme', sub: 'alice' })
+  const bob = await token({ tenant: 'acme', sub: 'bob' })
+  await until('materialized', async () => typeof (await readState(core.url, 'minutes', alice)) === 'object')
+  await stack.provisioner.revoke({ tenant: 'acme', userId: 'alice', reason: 'laptop stolen' })
+  await until('revocation seen by core', async () => (await readState(core.url, 'minutes', alice)) === 401)
+  for (const view of ['history', 'blame']) {
+    const res = await fetch(`${core.url}/v1/docs/minutes/${view}`, { headers: { authorization: `Bearer ${alice}` } })
+    t.same([res.status, await res.json()], [401, { error: 'token revoked' }], `${view} refused`)
+  }
+  t.equal(typeof (await readState(core.url, 'minutes', bob)), 'object', 'bob still reads')
+})
