@@ -113,7 +113,11 @@ export function tenantSnapshotsPrefix(tenant: string): string {
   return `${SNAPSHOTS_FOLDER}/${TenantId.parse(tenant)}/`
 }
 
-/** Every snapshot of one document, oldest first when listed: `snapshots/<tenant>/<doc path>/`. */
+/**
+ * Every snapshot of one document, oldest first when listed: `snapshots/<tenant>/<doc path>/`.
+ * A listing can also hold snapshots of longer ids whose path continues this one past a segment
+ * boundary (66 × "Q" and 67 × "Q"): check each key with parseSnapshotKey before acting on it.
+ */
 export function docSnapshotsPrefix(tenant: string, docId: string): string {
   return `${tenantSnapshotsPrefix(tenant)}${docBlobPath(docId)}/`
 }

@@ -241,6 +241,7 @@ export class Core {
   /** A document was deleted or erased: no worker keeps it in memory (its next compaction would write it back). */
   private forget(tenant: string, docId: string, event: string): void {
     this.metrics.docsForgotten.inc({ event })
+    this.snapshots.forget(tenant, docId)
     for (const w of this.workers) {
       w.forget(tenant, docId).catch((err: unknown) => this.log.error({ err, tenant, docId }, 'document not dropped from memory'))
     }

@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import { JetStreamApiCodes, type JetStreamManager } from '@nats-io/jetstream'
-import { DocEvent, docEditSubjects, docSnapshotsPrefix, tenantStreamName, type DocNotice } from '../contracts/mod.ts'
+import { DocEvent, docEditSubjects, docSnapshotsPrefix, parseSnapshotKey, tenantStreamName, type DocNotice } from '../contracts/mod.ts'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import { isJetStreamApiError } from '../runtime/nats.ts'
 import { ensureDeleted, type DocChange } from './deletion.ts'
@@ -92,6 +92,9 @@ export async function eraseDocument(stores: ErasureStores, change: DocChange): P
     const aggAgain = await deleteAggMessages(stores, again.streamSeqs)
     const agg = report.streams.find((s) => s.stream === stores.aggStream)
     if (agg) agg.removed += aggAgain
+  } else {
+    // A blob whose row never landed (its writer failed or was taken back midway).
+    report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores.blobs, tenant, docId, [])
   }
   return report
 }
@@ -138,12 +141,24 @@ async function hasRows(pool: pg.Pool, tenant: string, docId: string): Promise<bo
   return r.rows[0]!.found
 }
 
-/** The blobs the rows named and any other under the document's snapshot folder (a put whose row never landed). */
+/**
+ * The blobs the rows named and any other snapshot of the document (a put whose row never
+ * landed). The listing may hold other documents' snapshots: an id whose path passes one key
+ * segment continues a shorter id's folder ("<A's path>/~51"), so only keys of this id go.
+ */
 async function deleteSnapshotBlobs(blobs: BlobStore, tenant: string, docId: string, keys: string[]): Promise<number> {
   const all = new Set(keys)
-  for await (const key of blobs.list(docSnapshotsPrefix(tenant, docId))) all.add(key)
+  for await (const key of blobs.list(docSnapshotsPrefix(tenant, docId))) if (snapshotOf(key) === docId) all.add(key)
   for (const key of all) await blobs.delete(key)
   return all.size
+}
+
+function snapshotOf(key: string): string | null {
+  try {
+    return parseSnapshotKey(key).docId
+  } catch {
+    return null // not a snapshot key: not ours to delete
+  }
 }
 
 async function eraseRawMessages(stores: ErasureStores, tenant: string, docId: string, seqs: number[]): Promise<StreamErasure[]> {

@@ -50,6 +50,8 @@ export class Snapshots {
   private readonly lastTakenMs = new Map<string, number>()
   private readonly queue: CompactedState[] = []
   private writing: Promise<void> | null = null
+  /** The state being written, and whether its document was forgotten meanwhile. */
+  private inHand: { state: CompactedState; forgotten: boolean } | null = null
   /** Ends the pause between two writes early (flush). */
   private hurry: (() => void) | null = null
   private flushing = false
@@ -74,6 +76,19 @@ export class Snapshots {
       this.queue.push(s)
     }
     this.writing ??= this.drain().finally(() => (this.writing = null))
+  }
+
+  /**
+   * A document was deleted or erased: its queued states are dropped, and one being written is
+   * taken back once its put returns. Paced, a queued state could otherwise be written seconds
+   * after an erasure removed everything, and nothing would remove it again.
+   */
+  forget(tenant: string, docId: string): void {
+    const k = docKey(tenant, docId)
+    const kept = this.queue.filter((s) => docKey(s.tenant, s.docId) !== k)
+    this.queue.splice(0, this.queue.length, ...kept)
+    if (this.inHand && docKey(this.inHand.state.tenant, this.inHand.state.docId) === k) this.inHand.forgotten = true
+    this.lastTakenMs.delete(k)
   }
 
   /** Writes the queued snapshots without pausing between them, and waits for them (stop, tests). */
@@ -131,12 +146,27 @@ export class Snapshots {
   private async write(s: CompactedState): Promise<void> {
     const key = snapshotKey(s.tenant, s.docId, s.lastStreamSeq)
     const time = new Date(s.lastIngestTs)
-    await this.blobs.put(key, s.state, snapshotMetadata({ seq: s.lastStreamSeq, time }))
-    await this.pool.query(
-      `INSERT INTO snapshots (tenant, doc_id, stream_seq, last_ingest_ts, blob_key, bytes) VALUES ($1, $2, $3, $4, $5, $6)
-       ON CONFLICT (tenant, doc_id, stream_seq) DO NOTHING`,
-      [s.tenant, s.docId, s.lastStreamSeq, time, key, s.state.byteLength],
-    )
+    const inHand = { state: s, forgotten: false }
+    this.inHand = inHand
+    try {
+      await this.blobs.put(key, s.state, snapshotMetadata({ seq: s.lastStreamSeq, time }))
+      if (!inHand.forgotten) {
+        await this.pool.query(
+          `INSERT INTO snapshots (tenant, doc_id, stream_seq, last_ingest_ts, blob_key, bytes) VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (tenant, doc_id, stream_seq) DO NOTHING`,
+          [s.tenant, s.docId, s.lastStreamSeq, time, key, s.state.byteLength],
+        )
+      }
+    } finally {
+      this.inHand = null
+    }
+    if (inHand.forgotten) {
+      // Forgotten while in hand: what this write put goes again (the row before its blob, as retention does).
+      await this.pool.query('DELETE FROM snapshots WHERE tenant = $1 AND doc_id = $2 AND stream_seq = $3', [s.tenant, s.docId, s.lastStreamSeq])
+      await this.blobs.delete(key)
+      this.metrics.snapshots.inc({ outcome: 'forgotten' })
+      return
+    }
     this.remember(docKey(s.tenant, s.docId), Date.now())
     this.metrics.snapshots.inc({ outcome: 'written' })
     this.metrics.snapshotBytes.inc(s.state.byteLength)

@@ -130,3 +130,36 @@ t.test('core - an erased document is gone everywhere, and a core that had it in 
   reader.destroy()
   writer.destroy()
 })
+
+t.test('core - an erased document\'s snapshot still waiting in the paced queue is never written', async (t) => {
+  // Every batch compacts and a snapshot is due at once, but one is written per 5 s: the second waits.
+  const core = await stack.core({ compactEveryOps: 1, snapshotIntervalMs: 1, snapshotsPerSecond: 0.2 })
+  t.teardown(() => core.stop())
+  const blobs = await FsBlobStore.open(join(stack.dir, 'blobs'))
+  await publishEdit(js, 'acme', 'paced-first', edit('unrelated', 700))
+  await until('first snapshotted', async () => (await rows('snapshots', 'paced-first')) === 1)
+  await publishEdit(js, 'acme', 'paced-secret', edit('SSN 078-05-1120', 701))
+  await until('secret committed and compacted', async () => (await rows('docs', 'paced-secret')) === 1)
+  t.equal(await rows('snapshots', 'paced-secret'), 0, 'its snapshot waits in the queue')
+  await eraseDocument({ pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: null, notify }, { tenant: 'acme', docId: 'paced-secret', actor: 'dpo@test', reason: 'GDPR art. 17' })
+  // Past the queued snapshot's turn (5 s after the first).
+  await new Promise((resolve) => setTimeout(resolve, 6_000))
+  t.equal(await rows('snapshots', 'paced-secret'), 0, 'no snapshot row written back')
+  const keys: string[] = []
+  for await (const key of blobs.list(snapshotKey('acme', 'paced-secret', 1).replace(/[^/]+$/, ''))) keys.push(key)
+  t.same(keys, [], 'no snapshot blob written back')
+})
+
+t.test('core - erasing a document leaves the snapshots of a longer id whose blob path continues its own', async (t) => {
+  const blobs = await FsBlobStore.open(join(stack.dir, 'blobs'))
+  const short = 'Q'.repeat(66) // 66 × "~51": one 198-character key segment
+  const long = 'Q'.repeat(67) // "<short's segment>/~51"
+  t.ok(snapshotKey('acme', long, 7).startsWith(snapshotKey('acme', short, 7).replace(/[^/]+$/, '')), 'the long id\'s key is under the short id\'s folder')
+  const longKey = snapshotKey('acme', long, 7)
+  const shortKey = snapshotKey('acme', short, 3)
+  for (const key of [longKey, shortKey]) await blobs.put(key, new Uint8Array([0, 0]))
+  const report = await eraseDocument({ pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: null, notify: async () => {}, settleMs: 0 }, { tenant: 'acme', docId: short, actor: 'dpo@test', reason: 'erase the short id only' })
+  t.equal(report.snapshotBlobsDeleted, 1, 'one blob erased, counted for the short id')
+  t.equal(await blobs.get(shortKey), null, 'the short id\'s snapshot is gone')
+  t.not(await blobs.get(longKey), null, 'the long id\'s snapshot stays')
+})
