@@ -131,7 +131,7 @@ export class Edge {
       maxBodyBytes: this.maxMessageBytes,
       ackTimeoutMs: this.opts.publishAckTimeoutMs,
       edgeId: this.opts.edgeId,
-      stored: (tenant, docId, update) => this.storedOverHttp(tenant, docId, update),
+      stored: (tenant, docId, update, duplicate) => this.storedOverHttp(tenant, docId, update, duplicate),
       stopping: () => this.stopping,
       limiter: this.limiter,
       clientIp: (res, req) => this.clientIp(res, req),
@@ -245,10 +245,15 @@ export class Edge {
     this.log.info({ tenant: r.tenant, userId: r.userId, tokenId: r.tokenId, sockets: closed, reason: r.reason }, 'tokens revoked; their sockets closed with 4401')
   }
 
-  /** A POSTed update JetStream stored: to the document's clients here, and on other edges. */
-  private storedOverHttp(tenant: string, docId: string, update: Uint8Array): void {
+  /**
+   * A POSTed update JetStream stored: to the document's clients here, and on other edges. A
+   * duplicate's room here refetches from core instead; rooms on other edges get it at their next
+   * refetch (a gap, a reconnect) or reload.
+   */
+  private storedOverHttp(tenant: string, docId: string, update: Uint8Array, duplicate: boolean): void {
     const room = this.rooms.get(roomKey(tenant, docId))
-    if (room) room.acceptDurable(update)
+    if (duplicate) room?.refetch('http-duplicate')
+    else if (room) room.acceptDurable(update)
     else sendFanUpdate(this.nc, tenant, docId, `${this.opts.edgeId}/http`, update, this.log, this.metrics)
   }
 

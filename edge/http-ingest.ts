@@ -17,8 +17,12 @@ export interface IngestOptions {
   maxBodyBytes: number
   ackTimeoutMs: number
   edgeId: string
-  /** Called once JetStream stored a new update: it reaches the document's live clients. */
-  stored(tenant: string, docId: string, update: Uint8Array): void
+  /**
+   * Called once JetStream has the update: a new one reaches the document's live clients; a
+   * duplicate (a retry whose first try was stored, its answer lost) may never have reached them,
+   * and its stored bytes are not these (a retry may change the body), so the room refetches.
+   */
+  stored(tenant: string, docId: string, update: Uint8Array, duplicate: boolean): void
   stopping(): boolean
   /** The socket path's limits: per IP, per tenant, and the body bytes read before the token is checked. */
   limiter: EdgeLimiter
@@ -132,7 +136,7 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
       } catch (err) {
         throw publishRefusal(err)
       }
-      if (!ack.duplicate) o.stored(tenant, docId, update)
+      o.stored(tenant, docId, update, ack.duplicate)
       return { duplicate: ack.duplicate, seq: ack.seq, ...(clamped ? { eventTimeClamped: true } : {}) }
     }
     readBody(res, o.maxBodyBytes, (bytes) => {

@@ -376,6 +376,11 @@ export class Room {
     this.fail(CloseCode.TryAgainLater, 'edit not saved, resyncing')
   }
 
+  /** Pulls what core has that the room may lack (an HTTP retry JetStream had stored already). */
+  refetch(reason: 'http-duplicate'): void {
+    if (this.ready) this.coreResync.start(reason)
+  }
+
   /** A durable update that came without a socket (HTTP ingest): to the clients and the peers. */
   acceptDurable(update: Uint8Array): void {
     if (this.closed) return
