@@ -24,9 +24,9 @@ const SYNC_UPDATE = 2
  * How edits map to what the edge counts: the edge settles the update frames a socket sends, in
  * order. Each local edit is carried by the update frame the provider sends for it, or — made
  * offline, or sent on a socket that closed before the edge settled it — by the sync step 2
- * the provider sends on the next connection. Caveat: an edit the old socket's edge had already
- * put in JetStream is not in the next step 2 (the edge holds it), so it counts as saved once
- * that step 2 settles, possibly shortly before core commits it; it is durable in JetStream then.
+ * the provider sends on the next connection. Caveat: a step 2 that carries only what the edge
+ * holds already (the old socket's edit, in JetStream or on its way there) settles once all of
+ * that is in JetStream, possibly shortly before core commits it; it is durable then.
  */
 export class SavedProvider {
   readonly provider: WebsocketProvider

@@ -50,6 +50,8 @@ export class Room {
   private readonly presence: RoomPresence
   private readonly clients = new Map<RoomClient, Member>()
   private readonly waiting = new Map<RoomClient, [ClientMessage, Receipt | undefined][]>()
+  /** Client updates published and not yet stored in JetStream (the probe holds them already). */
+  private readonly inFlight = new Set<Promise<PublishedRef>>()
   private readonly owners = new ClientOwners<RoomClient>()
   private readonly subs: Subscription[] = []
   private readonly fanLink: FanLink
@@ -239,10 +241,12 @@ export class Room {
         else for (const frame of this.state.fullState()) client.send(frame)
         return
       case 'update': {
-        const published = this.ingest(client, msg.update, receipt !== undefined)
+        const outcome = this.ingest(client, msg.update, receipt !== undefined)
         if (!receipt) return
-        if (published) published.then((ref) => receipt.whenCommitted(ref), () => {}) // a failure closes the socket
-        else receipt.settle()
+        if (typeof outcome !== 'string') receipt.published(outcome)
+        else if (outcome === 'held') receipt.held([...this.inFlight])
+        else if (outcome === 'dropped') receipt.dropped()
+        else if (outcome === 'settled') receipt.settle()
         return
       }
       case 'awareness':
@@ -254,11 +258,17 @@ export class Room {
     }
   }
 
-  /** Publishes a client update when it is new and applies (`savedNotice`: core is to tell when it is committed); the publish (its stream message id), or null. */
-  private ingest(client: RoomClient, update: Uint8Array, savedNotice: boolean): Promise<PublishedRef> | null {
+  /**
+   * Publishes a client update when it is new and applies (`savedNotice`: core is to tell when it
+   * is committed). The publish (its stream message id), or what became of the update: `held`
+   * (the room has it all, maybe still on its way to JetStream), `dropped` (its sender is asked
+   * to sync again), `settled` (a viewer's: never saved, nothing to wait for) or `closed` (its
+   * sender is being closed).
+   */
+  private ingest(client: RoomClient, update: Uint8Array, savedNotice: boolean): Promise<PublishedRef> | 'held' | 'dropped' | 'settled' | 'closed' {
     if (!client.canEdit) {
       this.o.metrics.viewerUpdatesDropped.inc()
-      return null
+      return 'settled'
     }
     const member = this.clients.get(client)
     // A typing client's update continues its own clocks, so it is no no-op: it skips the check
@@ -279,11 +289,11 @@ export class Room {
     // Against the probe: what is in the room doc, waits for it, or is on its way to the stream.
     if (!fast && this.state.probe.holdsAll(shape)) {
       this.o.metrics.updatesAlreadyApplied.inc()
-      return null
+      return 'held'
     }
     if (this.wouldPassSizeLimit(update.byteLength)) {
       this.o.overLimit(client, Limit.DocumentBytes)
-      return null
+      return 'closed'
     }
     const ids = this.owners.check(client, decoded.meta.from.keys())
     if (ids === null) {
@@ -292,7 +302,7 @@ export class Room {
       // again, and once the owner's update is in, its reply no longer carries them.
       this.o.metrics.updatesRejected.inc({ reason: 'foreign-client' })
       this.askResync(client, member)
-      return null
+      return 'dropped'
     }
     // Ids the document holds with other content (a client id reused from another session, a
     // clock gone backwards): Yjs would keep what it holds for them and place what follows by
@@ -311,16 +321,23 @@ export class Room {
       // it to sync again brings the dependencies and this edit in one self-contained update.
       this.o.metrics.updatesRejected.inc({ reason: 'missing-dependencies' })
       this.askResync(client, member)
-      return null
+      return 'dropped'
     }
     if (member) member.resyncAsked = false
     this.owners.claim(client, ids)
     this.state.probe.hold(update)
     const published = this.o.publish(update, client.userId, savedNotice)
+    this.inFlight.add(published)
     published
       .then(
-        () => this.acked(client, update),
-        (err: unknown) => this.publishFailed(client, update, err),
+        () => {
+          this.inFlight.delete(published)
+          this.acked(client, update)
+        },
+        (err: unknown) => {
+          this.inFlight.delete(published)
+          this.publishFailed(client, update, err)
+        },
       )
       .catch((err: unknown) => {
         this.o.metrics.roomApplyFailures.inc({ source: 'ack' })
@@ -330,12 +347,12 @@ export class Room {
   }
 
   /** An update that must not be applied (Yjs throws on it, or it is malformed): not published, its sender closed. */
-  private refusePoisoned(client: RoomClient, update: Uint8Array, reason: string): null {
+  private refusePoisoned(client: RoomClient, update: Uint8Array, reason: string): 'closed' {
     this.o.metrics.updatesRejected.inc({ reason: 'poisoned' })
     this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId, reason, bytes: update.byteLength }, 'update does not apply; not published, sender closed')
     client.close(CloseCode.InvalidUpdate, 'update does not apply to the document')
     this.o.poisoned(client)
-    return null
+    return 'closed'
   }
 
   /** Asks a client to sync again (a sync step 1), once until one of its updates is taken. */

@@ -5,22 +5,29 @@ import type { PublishedRef } from './publisher.ts'
 
 /** The fate of one update frame of an opted-in socket (contracts/saved.ts). */
 export interface Receipt {
-  /** Nothing to wait for: the room already held it, or it was not taken. */
+  /** Nothing to wait for: a viewer's frame, never published. */
   settle(): void
-  /** Published as `ref`: settled once core committed it; refused by core, its socket is told. */
-  whenCommitted(ref: PublishedRef): void
+  /** Published: settled once core committed it, with the frames dropped before it (its resync reply carries them); refused by core, its socket is told; a failed publish never settles. */
+  published(publish: Promise<PublishedRef>): void
+  /** The room held all of it already, maybe still on its way: settled once `inFlight` (the room's publishes not yet stored) are in JetStream; never when one fails. */
+  held(inFlight: Promise<unknown>[]): void
+  /** Not published, its sender asked to sync again: settled with the socket's next committed frame. */
+  dropped(): void
 }
 
 /**
  * The update frames of one socket that asked for the "saved" signal, numbered in the order it
  * sent them. Invariant: the count sent to the client only grows, and covers frame n only once
  * every frame up to n is settled — so "all saved" on the client means each of its edits is in
- * PostgreSQL or needed no commit. Frames settled together are told in one message.
+ * PostgreSQL, or in JetStream when the room held it already (clients/saved.ts), or needed no
+ * commit. Frames settled together are told in one message.
  */
 export class SavedReceipts {
   private sent = 0
   private settledThrough = 0
   private readonly settledAhead = new Set<number>()
+  /** Dropped frames waiting for the socket's next published one. */
+  private dropped: number[] = []
   private told = 0
   private flushing = false
 
@@ -35,7 +42,21 @@ export class SavedReceipts {
     const n = ++this.sent
     return {
       settle: () => this.settle(n),
-      whenCommitted: (ref) => this.commits.watch(ref.msgId, (refused) => (refused.has(ref.item) ? this.refused() : this.settle(n))),
+      published: (publish) => {
+        const frames = [...this.dropped, n]
+        this.dropped = []
+        publish.then(
+          (ref) => this.commits.watch(ref.msgId, (refused) => (refused.has(ref.item) ? this.refused() : frames.forEach((f) => this.settle(f)))),
+          () => {}, // the room closes the socket (or every socket) on a failed publish
+        )
+      },
+      held: (inFlight) => {
+        Promise.all(inFlight).then(
+          () => this.settle(n),
+          () => {},
+        )
+      },
+      dropped: () => this.dropped.push(n),
     }
   }
 

@@ -71,6 +71,62 @@ t.test('clients - edits made offline count as unsaved and are saved after the re
   t.equal((await opLogReplay(stack.db, 'acme', 'offline-doc')).text, 'offline edits')
 })
 
+t.test('clients - an edit the room holds while it is still on its way to JetStream is saved only once it is stored', async (t) => {
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  const tok = await token({ tenant: 'acme' })
+  const observer = yclient(edge.url, 'inflight-doc', tok) // keeps the room open across the writer's reconnect
+  t.teardown(() => observer.destroy())
+  await observer.synced()
+  const writer = savedClient(t, 'inflight-doc', tok)
+  await synced(writer.client.provider)
+  const resume = await stack.pauseNats()
+  let paused = true
+  t.teardown(() => paused && resume())
+  writer.text.insert(0, 'PRECIOUS')
+  await new Promise((resolve) => setTimeout(resolve, 200)) // its publish waits for nats-server
+  // The socket blips: the provider's sync step 2 on the new socket carries the edit the room holds in flight.
+  writer.client.provider.disconnect()
+  writer.client.provider.connect()
+  await synced(writer.client.provider)
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  t.equal(writer.client.status.saved, false, 'not saved while the edit is in no stream')
+  resume()
+  paused = false
+  await until('saved once stored', () => writer.client.status.saved, 20_000)
+  await until('committed', async () => (await opLogReplay(stack.db, 'acme', 'inflight-doc')).text === 'PRECIOUS', 20_000)
+})
+
+t.test('clients - an update frame the room drops (missing dependencies) is not saved until the resync that carries it commits', async (t) => {
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  const tok = await token({ tenant: 'acme' })
+  const local = new Y.Doc()
+  const updates: Uint8Array[] = []
+  local.on('update', (u: Uint8Array) => updates.push(u))
+  local.getText('t').insert(0, 'offline ') // made offline, never sent
+  local.getText('t').insert(8, 'keystroke') // typed on reconnect, sent before the sync step 2
+  const ws = new WebSocket(`${edge.url}/dropped-doc?token=${tok}&saved=1`)
+  t.teardown(() => ws.close())
+  const saved: number[] = []
+  let greeted!: () => void
+  const greeting = new Promise<void>((resolve) => (greeted = resolve))
+  ws.on('message', (data: Buffer) => {
+    const d = decoding.createDecoder(new Uint8Array(data))
+    const type = decoding.readVarUint(d)
+    if (type === SAVED_MESSAGE_TYPE) saved.push(decoding.readVarUint(d))
+    if (type === 0) greeted()
+  })
+  await greeting
+  ws.send(frames.update(updates[1]!))
+  await until('the edge asked for a sync again', async () => (await counterValue(edge.edge.metrics.updatesRejected, { reason: 'missing-dependencies' })) > 0)
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  t.same(saved, [], 'the dropped frame is not saved')
+  ws.send(frames.update(Y.encodeStateAsUpdate(local))) // the resync's reply: both edits
+  await until('both frames saved', () => saved.at(-1) === 2, 20_000)
+  t.equal((await opLogReplay(stack.db, 'acme', 'dropped-doc')).text, 'offline keystroke', 'and committed')
+})
+
 t.test('clients - a socket that did not ask never gets a saved frame; one that asked does', async (t) => {
   const core = await stack.core()
   t.teardown(() => core.stop())
@@ -144,9 +200,9 @@ t.test('clients - an edit core dead-letters is never counted saved and closes it
   }
   const receipts = new SavedReceipts((frame) => told.push(countOf(frame)), commits, () => closed++)
   const [first, second, third] = [receipts.open(), receipts.open(), receipts.open()]
-  first.whenCommitted({ msgId: 'acme:b:x:1', item: 0 })
-  second.whenCommitted({ msgId: 'acme:b:x:1', item: 1 })
-  third.whenCommitted({ msgId: 'acme:b:x:2', item: 0 })
+  first.published(Promise.resolve({ msgId: 'acme:b:x:1', item: 0 }))
+  second.published(Promise.resolve({ msgId: 'acme:b:x:1', item: 1 }))
+  third.published(Promise.resolve({ msgId: 'acme:b:x:2', item: 0 }))
   // As core sends it (core/commit-outcomes.ts): both messages committed, the second update of the first refused.
   core.publish(ServiceSubjects.committed('receipts-edge'), encodeCommittedNotice({ msgIds: ['acme:b:x:1', 'acme:b:x:2'], refused: [{ msgId: 'acme:b:x:1', items: [1] }] }))
   await until('the refusal is told', () => closed === 1)
