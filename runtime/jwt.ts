@@ -1,5 +1,5 @@
 import { SignJWT, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose'
-import { Claims } from '../contracts/auth.ts'
+import { Claims, REVOCATION_TTL_MS } from '../contracts/auth.ts'
 
 /**
  * Client tokens. The algorithm in a token's protected header picks its key, and each key takes
@@ -47,7 +47,7 @@ export interface TokenPolicy {
   jwksTimeoutMs?: number | undefined
   /** Keys are fetched again after this long, even when every `kid` is known. Default 600_000. */
   jwksCacheMaxAgeMs?: number | undefined
-  /** An unknown `kid` fetches the key set again at most this often (rotation without restart). Default 30_000. */
+  /** The JWKS URL is asked at most this often, whatever the traffic (an unknown `kid`: rotation without restart; a failed fetch). Default 30_000. */
   jwksCooldownMs?: number | undefined
   /** When set, `iss` must equal it. */
   issuer?: string | undefined
@@ -81,32 +81,73 @@ export function tokenPolicy(c: {
 }
 
 /**
- * One remote key set per URL and settings in a process: its cache survives policy copies, so
- * keys are fetched once per max age, not once per token.
+ * One key set per URL and settings in a process: its cache survives policy copies, so keys are
+ * fetched once per max age, not once per token.
  */
 const keySets = new Map<string, JWTVerifyGetKey>()
 
 /** Errors of the key lookup that are the token's fault: no key for its `kid`/`alg`, or several (jose tries each). */
 const tokenKeyErrors = [joseErrors.JWKSNoMatchingKey, joseErrors.JWKSMultipleMatchingKeys]
 
+/**
+ * The identity provider's keys. Invariant: a key set once read is never dropped (a failed refetch
+ * keeps verifying with the last good one), and the JWKS URL is asked at most once per cooldown
+ * whatever the traffic: a stale cache, an unknown `kid` and an outage all share that one attempt.
+ * KeySetUnavailable only while no key set was ever read, or for an unknown `kid` while the last
+ * read failed (a rotated key cannot be told from a forged one then).
+ */
 function keySet(policy: TokenPolicy & { jwksUrl: string }): JWTVerifyGetKey {
   const timeoutDuration = policy.jwksTimeoutMs ?? DEFAULT_JWKS_TIMEOUT_MS
   const cacheMaxAge = policy.jwksCacheMaxAgeMs ?? DEFAULT_JWKS_CACHE_MAX_AGE_MS
-  const cooldownDuration = policy.jwksCooldownMs ?? DEFAULT_JWKS_COOLDOWN_MS
-  const id = JSON.stringify([policy.jwksUrl, timeoutDuration, cacheMaxAge, cooldownDuration])
+  const cooldown = policy.jwksCooldownMs ?? DEFAULT_JWKS_COOLDOWN_MS
+  const id = JSON.stringify([policy.jwksUrl, timeoutDuration, cacheMaxAge, cooldown])
   let getKey = keySets.get(id)
-  if (!getKey) {
-    const remote = createRemoteJWKSet(new URL(policy.jwksUrl), { timeoutDuration, cacheMaxAge, cooldownDuration })
-    getKey = async (header, token) => {
-      try {
-        return await remote(header, token)
-      } catch (err) {
-        if (tokenKeyErrors.some((E) => err instanceof E)) throw err
-        throw new KeySetUnavailable(`token keys unavailable from ${policy.jwksUrl}: ${(err as Error).message}`, { cause: err })
-      }
+  if (getKey) return getKey
+  // jose reads the URL (timeout, 200, JSON, validation) and keeps the last good set; with no max
+  // age or cooldown of its own it never refetches unasked: when to ask is decided here.
+  const remote = createRemoteJWKSet(new URL(policy.jwksUrl), { timeoutDuration, cacheMaxAge: Infinity, cooldownDuration: Infinity })
+  let fetchedAt: number | undefined
+  let attemptedAt = -Infinity
+  let attempt = Promise.resolve()
+  let failure: unknown
+  const refetch = (): Promise<void> => {
+    if (Date.now() - attemptedAt >= cooldown) {
+      attemptedAt = Date.now()
+      attempt = remote.reload().then(
+        () => {
+          fetchedAt = Date.now()
+          failure = undefined
+        },
+        (err: unknown) => {
+          failure = err
+        },
+      )
     }
-    keySets.set(id, getKey)
+    return attempt
   }
+  const unavailable = (cause: unknown) => new KeySetUnavailable(`token keys unavailable from ${policy.jwksUrl}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
+  const lookUp: JWTVerifyGetKey = async (header, token) => {
+    try {
+      return await remote(header, token)
+    } catch (err) {
+      if (tokenKeyErrors.some((E) => err instanceof E)) throw err
+      throw unavailable(err)
+    }
+  }
+  getKey = async (header, token) => {
+    if (fetchedAt === undefined || Date.now() - fetchedAt >= cacheMaxAge) await refetch()
+    if (fetchedAt === undefined) throw unavailable(failure)
+    try {
+      return await lookUp(header, token)
+    } catch (err) {
+      if (!(err instanceof joseErrors.JWKSNoMatchingKey)) throw err
+      // Perhaps a rotated key: read the set again, once per cooldown.
+      await refetch()
+      if (failure !== undefined) throw unavailable(failure)
+      return lookUp(header, token)
+    }
+  }
+  keySets.set(id, getKey)
   return getKey
 }
 
@@ -146,6 +187,13 @@ export async function verifyToken(token: string, policy: TokenPolicy): Promise<C
   }
   const claims = Claims.safeParse(payload)
   if (!claims.success) throw new TokenError(`bad claims: ${claims.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`)
+  // A revocation is kept REVOCATION_TTL_MS from when it is made, which is after the token's iat:
+  // so a token living longer from its iat (or from now, when iat is absent or later) could
+  // outlive a revocation of it and be accepted again.
+  const { exp, iat } = claims.data
+  if (exp * 1000 - Math.min(Date.now(), (iat ?? Infinity) * 1000) > REVOCATION_TTL_MS) {
+    throw new TokenError(`token lives too long: exp more than ${REVOCATION_TTL_MS / 86_400_000} days after iat (revocations are kept that long)`)
+  }
   return claims.data
 }
 

@@ -30,6 +30,14 @@ t.test('edge - an expired token is refused with 4401 and says so', async (t) => 
   t.match(close.reason, /expired/)
 })
 
+t.test('edge - a token living longer than revocations are kept is refused with 4401 and says so', async (t) => {
+  const c = yclient(edge.url, 'doc-1', await token({ tenant: 'acme' }, 365 * 86_400))
+  t.teardown(() => c.destroy())
+  const close = await Promise.race([c.nextClose(), c.synced().then(() => ({ code: 0, reason: 'synced: the token was accepted' }))])
+  t.equal(close.code, CloseCode.Unauthorized, close.reason)
+  t.match(close.reason, /lives too long/)
+})
+
 t.test('edge - a missing or garbage token is refused with 4401', async (t) => {
   t.equal((await closeCodeFor('')).code, CloseCode.Unauthorized)
   t.equal((await closeCodeFor('not.a.jwt')).code, CloseCode.Unauthorized)

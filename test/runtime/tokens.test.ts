@@ -1,6 +1,7 @@
 import t from 'tap'
 import { z } from 'zod'
 import { SignJWT } from 'jose'
+import { REVOCATION_TTL_MS } from '../../contracts/mod.ts'
 import { ConfigError, JWT_VARS, JwtConfig, loadConfig } from '../../runtime/config.ts'
 import { isTokenError, mintToken, tokenPolicy, verifyToken } from '../../runtime/jwt.ts'
 
@@ -45,4 +46,19 @@ t.test('runtime - expiry allows the configured clock skew and no more', async (t
   const future = await new SignJWT({ ...claims }).setProtectedHeader({ alg: 'HS256' }).setNotBefore(now + 120).setExpirationTime(now + 600).sign(new TextEncoder().encode(SECRET))
   t.match(await verdict(future, policy), /nbf/, 'not valid for another two minutes')
   t.throws(() => loadConfig(Config, JWT_VARS, { DOCFLOW_JWT_SECRET: SECRET, DOCFLOW_JWT_CLOCK_TOLERANCE_S: '3600' }), /DOCFLOW_JWT_CLOCK_TOLERANCE_S/, 'an hour of skew is refused')
+})
+
+t.test('runtime - a token living longer than revocations are kept is refused, counted from its iat', async (t) => {
+  const ttlS = REVOCATION_TTL_MS / 1000
+  const now = Math.floor(Date.now() / 1000)
+  const signed = (times: { iat?: number; exp: number }) => new SignJWT({ ...claims, ...times }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET))
+  t.equal(await verdict(await mintToken(claims, SECRET, ttlS), { secret: SECRET }), 'accepted', 'the longest npm run token mints (--ttl 7d)')
+  t.equal(await verdict(await mintToken(claims, SECRET, 365 * 86_400), { secret: SECRET }), 'token lives too long: exp more than 7 days after iat (revocations are kept that long)', 'a year')
+  t.match(await verdict(await mintToken(claims, SECRET, ttlS + 60), { secret: SECRET }), /lives too long/, 'a minute over')
+  // Revoked on day 1, its revocation gone on day 8, still valid until day 9: refused though it expires tomorrow.
+  t.match(await verdict(await signed({ iat: now - 8 * 86_400, exp: now + 86_400 }), { secret: SECRET }), /lives too long/, 'issued 8 days ago, expires tomorrow')
+  t.equal(await verdict(await signed({ iat: now - 6 * 86_400, exp: now + 86_400 }), { secret: SECRET }), 'accepted', 'issued 6 days ago, expires tomorrow')
+  t.match(await verdict(await signed({ exp: now + 8 * 86_400 }), { secret: SECRET }), /lives too long/, 'no iat: counted from now')
+  t.equal(await verdict(await signed({ exp: now + 86_400 }), { secret: SECRET }), 'accepted', 'no iat, expires tomorrow')
+  t.match(await verdict(await signed({ iat: now + 30 * 86_400, exp: now + 31 * 86_400 }), { secret: SECRET }), /lives too long/, 'an iat in the future does not extend it')
 })
