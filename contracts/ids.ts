@@ -1,9 +1,28 @@
 import { z } from 'zod'
 
+/** Users of the service account (contracts/tenancy.ts), one per process kind (and provisioning). */
+export const ServiceUser = { Edge: 'edge', Core: 'core', Sinks: 'sinks', Admin: 'svc-admin' } as const
+export type ServiceUser = (typeof ServiceUser)[keyof typeof ServiceUser]
+
+/** Users inside a tenant's account, named `<tenant>-<kind>` (contracts/tenancy.ts tenantUser). */
+export const TENANT_USER_KINDS = ['admin', 'app'] as const
+export type TenantUserKind = (typeof TENANT_USER_KINDS)[number]
+export const tenantUserName = (tenant: string, kind: TenantUserKind) => `${tenant}-${kind}`
+
+/**
+ * nats-server user names are unique across accounts: a tenant whose user takes a service user's
+ * name (tenant `svc` → `svc-admin`) makes the whole config invalid, so no reload or start works.
+ */
+const SERVICE_USERS: ReadonlySet<string> = new Set(Object.values(ServiceUser))
+const takesServiceUser = (tenant: string) => TENANT_USER_KINDS.some((kind) => SERVICE_USERS.has(tenantUserName(tenant, kind)))
+
 /** Tenant ids are subject tokens and NATS account names, so they stay lowercase ASCII. */
 export const TenantId = z
   .string()
   .regex(/^[a-z][a-z0-9-]{0,30}[a-z0-9]$/, 'tenant: 2-32 chars of a-z, 0-9 and "-", starting with a letter')
+  .refine((tenant) => !takesServiceUser(tenant), {
+    error: (issue) => `tenant: ${JSON.stringify(issue.input)} is reserved (its NATS users would be named like a service user: ${[...SERVICE_USERS].join(', ')})`,
+  })
 export type TenantId = z.infer<typeof TenantId>
 
 /** Doc ids are whatever the editor names a room: 1-256 characters, no control characters. */

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { TenantId } from './ids.ts'
+import { ServiceUser, TenantId, tenantUserName, type TenantUserKind } from './ids.ts'
 import { pack, unpack } from './codec.ts'
 
 /**
@@ -12,9 +12,8 @@ export const SERVICE_ACCOUNT = 'SVC'
 /** Stream in SVC that sources every tenant's edit stream; core's partitions read it. */
 export const AGG_STREAM = 'AGG'
 
-/** Users of the service account, one per process kind (and provisioning). */
-export const ServiceUser = { Edge: 'edge', Core: 'core', Sinks: 'sinks', Admin: 'svc-admin' } as const
-export type ServiceUser = (typeof ServiceUser)[keyof typeof ServiceUser]
+// ServiceUser and the tenant user names are spelled in ids.ts, where TenantId refuses tenant
+// ids whose users would take a service user's name.
 
 /**
  * Reply inboxes of a service user's connections. Each user subscribes only to its own, so one
@@ -27,7 +26,7 @@ export const serviceInboxPrefix = (user: ServiceUser) => `_INBOX_${user}`
 export const tenantStreamName = (tenant: string) => `EDITS_${TenantId.parse(tenant)}`
 
 /** Users inside a tenant's account: `admin` manages its stream (provisioning only); `app` may read, never edit or delete. */
-export const tenantUser = (tenant: string, kind: 'admin' | 'app') => `${TenantId.parse(tenant)}-${kind}`
+export const tenantUser = (tenant: string, kind: TenantUserKind) => tenantUserName(TenantId.parse(tenant), kind)
 
 /** Where SVC reaches a tenant's JetStream API and deliveries for sourcing into AGG. */
 export const tenantSourceApi = (tenant: string) => `$JS.${TenantId.parse(tenant)}.API`

@@ -34,8 +34,11 @@ export interface NatsConfigOptions {
 }
 
 /**
- * What a tenant's `app` user may not do: write edits around the edge, or change, purge or
- * delete its own stream (only provisioning's `admin` user may).
+ * What a tenant's `app` user may not do: write edits around the edge, change, purge or delete
+ * its own stream (only provisioning's `admin` user may), or manage consumers: AGG's source
+ * consumer lives in the tenant's account, and deleting it, or taking every consumer slot so it
+ * cannot be made again, would stop the tenant's edits reaching core without an error.
+ * The app still reads: stream info, messages by sequence, live edits by subscription.
  */
 const APP_USER_DENIED = [
   'ten.>',
@@ -45,6 +48,12 @@ const APP_USER_DENIED = [
   '$JS.API.STREAM.PURGE.>',
   '$JS.API.STREAM.MSG.DELETE.>',
   '$JS.API.STREAM.RESTORE.>',
+  '$JS.API.CONSUMER.CREATE.>',
+  '$JS.API.CONSUMER.DURABLE.CREATE.>',
+  '$JS.API.CONSUMER.DELETE.>',
+  // 2.11+ (production): pause or unpin AGG's source consumer.
+  '$JS.API.CONSUMER.PAUSE.>',
+  '$JS.API.CONSUMER.UNPIN.>',
 ]
 
 const q = (s: string) => JSON.stringify(s)

@@ -180,7 +180,16 @@ export class Provisioner {
     this.checkStorageBudget(registry)
     this.say(`adding tenant ${tenant}: account and quota`)
     registry.save()
-    await this.reload()
+    try {
+      await this.reload()
+    } catch (err) {
+      // Left in the registry, a tenant nats-server refused would break every later reload and
+      // the next start: put the registry and the config back as they were.
+      registry.removeTenant(tenant)
+      registry.save()
+      await this.reload().catch((again: unknown) => this.say(`adding tenant ${tenant}: reloading without it failed too: ${(again as Error).message}`))
+      throw err
+    }
     this.say(`adding tenant ${tenant}: edit stream and aggregate source`)
     await this.ensureTenantStream(tenant, registry)
     await this.ensureAggregate(registry.tenants().map(([t]) => t))
@@ -212,6 +221,10 @@ export class Provisioner {
   async remove(tenant: string, erasure: { actor?: string; reason?: string } = {}): Promise<void> {
     const registry = this.registry
     if (!registry.tenant(tenant)) throw new Error(`unknown tenant ${tenant}`)
+    // First, so even a half-done removal refuses the tenant's tokens, and a tenant added later
+    // under the same name never accepts them (revoke <tenant> writes the same entry).
+    this.say(`removing tenant ${tenant}: revoking its tokens`)
+    await this.revoke({ tenant, reason: erasure.reason ?? 'tenant removed' })
     this.say(`removing tenant ${tenant}: aggregate source`)
     await this.ensureAggregate(registry.tenants().map(([t]) => t).filter((t) => t !== tenant))
     // Purges do not propagate from a source (NATS-TENANCY pitfall 4): purge AGG explicitly.

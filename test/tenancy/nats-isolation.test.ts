@@ -1,6 +1,6 @@
 import t from 'tap'
-import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { ServiceUser, tenantStreamName } from '../../contracts/mod.ts'
+import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
+import { AGG_STREAM, ServiceUser, tenantSourceDeliver, tenantStreamName } from '../../contracts/mod.ts'
 import { setup } from '../helpers/setup.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
 import { until } from '../helpers/client.ts'
@@ -56,4 +56,36 @@ t.test('tenancy - a tenant user reads its own stream but cannot write, purge, ed
   await t.rejects(jsm.streams.delete(tenantStreamName('acme')), /permission/i, 'cannot delete')
   await t.rejects(jsm.streams.update(tenantStreamName('acme'), { max_age: 1_000_000_000 }), /permission/i, 'cannot edit')
   t.equal((await jsm.streams.info(tenantStreamName('acme'))).state.messages, stored, 'stream untouched')
+})
+
+t.test("tenancy - a tenant user cannot create or delete consumers, so AGG keeps sourcing its stream", async (t) => {
+  const acme = await stack.connect({ tenant: 'acme', kind: 'app' })
+  const jsm = await jetstreamManager(acme)
+  const stream = tenantStreamName('acme')
+  const svc = jetstream(await stack.connect(ServiceUser.Edge))
+  // AGG's source consumer is not listed; its deliveries to AGG name it ($JS.ACK.<stream>.<consumer>...).
+  const consumer = new Promise<string>((resolve) => {
+    const sub = acme.subscribe(`${tenantSourceDeliver('acme')}.>`, {
+      callback: (_e, m) => {
+        if (!m.reply?.startsWith('$JS.ACK.')) return
+        sub.unsubscribe()
+        resolve(m.reply.split('.')[3]!)
+      },
+    })
+  })
+  await acme.flush()
+  await publishEdit(svc, 'acme', 'source-probe', edit('probe', 5))
+  const source = await consumer
+  const consumers = (await jsm.streams.info(stream)).state.consumer_count
+
+  await t.rejects(jsm.consumers.delete(stream, source), /permission/i, "cannot delete AGG's source consumer")
+  await t.rejects(jsm.consumers.add(stream, { durable_name: 'hog', ack_policy: AckPolicy.None }), /permission/i, 'cannot take a consumer slot (durable)')
+  await t.rejects(jsm.consumers.add(stream, { ack_policy: AckPolicy.None }), /permission/i, 'nor an ephemeral one')
+  t.ok(await jsm.consumers.info(stream, source), "AGG's source consumer is still there")
+  t.equal((await jsm.streams.info(stream)).state.consumer_count, consumers, 'no consumer was added')
+  t.ok(await jsm.streams.getMessage(stream, { seq: 1 }), 'it still reads its stream by sequence')
+
+  await publishEdit(svc, 'acme', 'after-attempts', edit('still sourced', 6))
+  const admin = await jetstreamManager(await stack.connect(ServiceUser.Admin))
+  await until('the edit reaches AGG', async () => Object.keys((await admin.streams.info(AGG_STREAM, { subjects_filter: 'ten.acme.ed.*.after-attempts' })).state.subjects ?? {}).length === 1)
 })

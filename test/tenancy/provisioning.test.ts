@@ -1,7 +1,11 @@
 import t from 'tap'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
 import { AGG_STREAM, CloseCode, ServiceUser, TENANTS_BUCKET, TenantStatus, tenantEditSubjects } from '../../contracts/mod.ts'
+import { natsFiles } from '../../scripts/lib/nats-server.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
@@ -78,7 +82,8 @@ t.test('tenancy - remove purges the tenant from its stream, AGG, KV and PostgreS
   t.equal((await stack.provisioner.list()).map((r) => r.tenant).join(','), 'acme,globex')
   const closed = yclient(edge.url, 'x', await token({ tenant: 'initech' }))
   t.teardown(() => closed.destroy())
-  t.match((await closed.nextClose()).reason, /was removed/, 'its tokens no longer open sockets')
+  // Refused as removed, or as revoked when minted in the second removal revoked its tokens.
+  t.match((await closed.nextClose()).reason, /was removed|token revoked/, 'its tokens no longer open sockets')
 })
 
 t.test('tenancy - unknown tenants are refused unless dev auto-provisioning is on', async (t) => {
@@ -96,4 +101,36 @@ t.test('tenancy - unknown tenants are refused unless dev auto-provisioning is on
   await on.synced()
   on.text.insert(0, 'made on first sight')
   await until('auto-provisioned tenant works', async () => (await materialized('piedpiper', 'd')) === 'made on first sight')
+})
+
+t.test('tenancy - an add whose reload fails leaves the registry and the config as they were, and the next add works', async (t) => {
+  const files = natsFiles(join(stack.dir, 'nats'))
+  const [registry, config, pid] = [files.registry, files.config, files.pid].map((f) => readFileSync(f, 'utf8'))
+  // A pid no process has: the reload fails, as it does when nats-server refuses the new config.
+  writeFileSync(files.pid, '999999999\n')
+  try {
+    await t.rejects(stack.provisioner.add('umbrella', 16 * 1024 ** 2), /not running/)
+  } finally {
+    writeFileSync(files.pid, pid!)
+  }
+  t.equal(readFileSync(files.registry, 'utf8'), registry, 'the registry is as it was')
+  t.equal(readFileSync(files.config, 'utf8'), config, 'so is the config nats-server would start with')
+  await stack.provisioner.add('initech', 16 * 1024 ** 2)
+  t.ok((await stack.provisioner.list()).some((r) => r.tenant === 'initech'), 'provisioning goes on')
+})
+
+t.test("tenancy - removing a tenant revokes its tokens: a tenant added later under the name refuses them", async (t) => {
+  const old = await token({ tenant: 'globex', sub: 'former-admin' })
+  await stack.provisioner.remove('globex')
+  const removed = Date.now()
+  await stack.provisioner.add('globex', 16 * 1024 ** 2) // the name given to a new customer
+  // Tokens are revoked by issue second: the new tenant's come a second after the removal.
+  await sleep(removed + 1_000 - Date.now())
+  const fresh = yclient(edge.url, 'reused', await token({ tenant: 'globex' }))
+  t.teardown(() => fresh.destroy())
+  await fresh.synced()
+  const stale = yclient(edge.url, 'reused', old)
+  t.teardown(() => stale.destroy())
+  const outcome = await Promise.race([stale.synced().then(() => 'synced'), stale.nextClose().then((c) => `${c.code} ${c.reason}`)])
+  t.equal(outcome, `${CloseCode.Unauthorized} token revoked`, "the removed tenant's token is refused")
 })
