@@ -108,9 +108,13 @@ async function notify(nc: NatsConnection, notice: DocNotice): Promise<void> {
 /** One line, whatever the error carried. */
 const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim()
 
+/** Every command's options, to tell option values from command words before the command is known. */
+const ALL_OPTIONS = Object.assign({}, ...Object.values(COMMANDS).map((c) => c.options)) as Command['options']
+
 async function main(argv: string[]): Promise<number> {
-  const words = argv.filter((a) => !a.startsWith('-')).slice(0, 2)
-  const name = words.join(' ')
+  // Lenient here (strict parsing, with the command's own options, comes below): the command is
+  // the first two positionals, wherever the options are (`--tenant acme doc delete ...`).
+  const name = parseArgs({ args: argv, allowPositionals: true, strict: false, options: ALL_OPTIONS }).positionals.slice(0, 2).join(' ')
   if (argv.includes('--help') || argv.includes('-h') || argv.length === 0) {
     console.log(usage())
     return argv.length === 0 ? 2 : 0

@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { TenantId, TenantStatus } from '../contracts/mod.ts'
+import { Revocation, TenantId, TenantStatus } from '../contracts/mod.ts'
 import { natsFiles } from './lib/nats-server.ts'
 import type { NatsConfigOptions } from './lib/nats-config.ts'
 import { Provisioner } from './lib/provisioner.ts'
@@ -26,9 +26,16 @@ const USAGE = `usage: npm run tenant -- add <tenant> [--max-storage 1GB]
 
 const dataDir = process.env.DOCFLOW_DATA_DIR ?? join(fileURLToPath(new URL('..', import.meta.url)), 'data')
 
+/** `add` without --max-storage. */
+const DEFAULT_QUOTA_BYTES = 1024 ** 3
+/** A smaller quota holds a handful of edits: a slip (say "10" meant as GB), not a plan. */
+const MIN_QUOTA_BYTES = 1024 ** 2
+/** Revocation fields by the option that sets them, for error messages. */
+const REVOKE_OPTIONS: Record<string, string> = { userId: '--user', tokenId: '--token', reason: '--reason' }
+
+/** One line on stderr; exit 2 when the command line is wrong, 1 when the operation failed. */
 function fail(message: string, code = 2): never {
-  console.error(`docflow tenant: ${message}`)
-  if (code === 2) console.error(USAGE)
+  console.error(`docflow tenant: ${message}${code === 2 ? ' (npm run tenant -- --help)' : ''}`)
   process.exit(code)
 }
 
@@ -47,12 +54,19 @@ if (values.help) {
   process.exit(0)
 }
 const [command, tenantArg, ...extra] = positionals
-if (!command) fail('missing command')
+if (!command) {
+  console.error(USAGE)
+  process.exit(2)
+}
 if (!['add', 'quota', 'suspend', 'resume', 'remove', 'list', 'revoke'].includes(command)) fail(`unknown command ${JSON.stringify(command)}`)
 if (extra.length > 0) fail(`unexpected arguments: ${extra.join(' ')}`)
 if (command !== 'revoke' && (values.user !== undefined || values.token !== undefined || values.reason !== undefined)) fail('--user, --token and --reason are for revoke')
 if (values.user !== undefined && values.token !== undefined) fail('revoke names a user or a token, not both')
 const tenant = command === 'list' ? '' : parseTenant(tenantArg)
+if (values['max-storage'] !== undefined && command !== 'add' && command !== 'quota') fail('--max-storage is for add and quota')
+if (command === 'quota' && values['max-storage'] === undefined) fail('--max-storage is required')
+const maxStorageBytes = values['max-storage'] === undefined ? DEFAULT_QUOTA_BYTES : quota(values['max-storage'])
+const revocation = command === 'revoke' ? parseRevocation() : undefined
 
 function parseTenant(name: string | undefined): string {
   if (!name) fail(`${command} needs a tenant name`)
@@ -61,14 +75,25 @@ function parseTenant(name: string | undefined): string {
   return parsed.data
 }
 
-function size(required: boolean): number {
-  const text = values['max-storage']
-  if (!text) return required ? fail('--max-storage is required') : 1024 ** 3
+function quota(text: string): number {
+  let bytes: number
   try {
-    return parseSize(text)
+    bytes = parseSize(text)
   } catch (err) {
-    return fail((err as Error).message)
+    return fail(`--max-storage: ${(err as Error).message}`)
   }
+  if (bytes < MIN_QUOTA_BYTES) fail(`--max-storage ${text} is below the smallest quota, ${formatSize(MIN_QUOTA_BYTES)}`)
+  return bytes
+}
+
+function parseRevocation(): Omit<Revocation, 'revokedAt'> {
+  const parsed = Revocation.safeParse({ tenant, userId: values.user, tokenId: values.token, reason: values.reason ?? '', revokedAt: Date.now() })
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    fail(`bad ${REVOKE_OPTIONS[String(issue.path[0])] ?? 'revocation'}: ${issue.message}`)
+  }
+  const { revokedAt: _, ...r } = parsed.data
+  return r
 }
 
 const files = natsFiles(join(dataDir, 'nats'))
@@ -87,12 +112,12 @@ try {
 try {
   switch (command) {
     case 'add': {
-      const r = await provisioner.add(tenant, size(false))
+      const r = await provisioner.add(tenant, maxStorageBytes)
       console.log(`added ${r.tenant} (quota ${formatSize(r.maxStorageBytes)})`)
       break
     }
     case 'quota': {
-      const r = await provisioner.setQuota(tenant, size(true))
+      const r = await provisioner.setQuota(tenant, maxStorageBytes)
       console.log(`${r.tenant}: quota ${formatSize(r.maxStorageBytes)}`)
       break
     }
@@ -108,7 +133,7 @@ try {
       console.log(`removed ${tenant}`)
       break
     case 'revoke': {
-      const r = await provisioner.revoke({ tenant, userId: values.user, tokenId: values.token, reason: values.reason ?? '' })
+      const r = await provisioner.revoke(revocation!)
       const what = r.tokenId !== undefined ? `token ${r.tokenId}` : r.userId !== undefined ? `tokens of ${r.userId} issued until now` : 'every token issued until now'
       console.log(`${tenant}: revoked ${what}; edges close their sockets with 4401`)
       break

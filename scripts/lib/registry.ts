@@ -103,11 +103,14 @@ export class Registry {
 
 const UNITS: Record<string, number> = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 }
 
-/** "10GB", "512MB", "1048576" → bytes; throws on anything else. */
+/**
+ * "10GB", "512MiB", "64KB" → bytes (KB = KiB = 1024 B, as nats-server reads them); throws on
+ * anything else. The unit is required: a bare "10" meant as 10 GB would be a 10-byte quota.
+ */
 export function parseSize(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB)?$/i.exec(text.trim())
-  if (!m) throw new Error(`not a size: ${JSON.stringify(text)} (use e.g. 512MB, 10GB)`)
-  const bytes = Math.floor(Number(m[1]) * UNITS[(m[2] ?? 'B').toUpperCase()]!)
+  const m = /^(\d+(?:\.\d+)?)\s*(B|[KMGT]i?B)$/i.exec(text.trim())
+  if (!m) throw new Error(`not a size: ${JSON.stringify(text)} (a number and a unit, e.g. 512MB, 10GB, 1TiB)`)
+  const bytes = Math.floor(Number(m[1]) * UNITS[m[2]!.toUpperCase().replace('I', '')]!)
   if (bytes < 1) throw new Error(`size must be positive: ${text}`)
   return bytes
 }

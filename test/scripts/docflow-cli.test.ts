@@ -53,6 +53,12 @@ t.test('scripts - docflow refuses a wrong command line with exit 2 and a one-lin
   t.match(badTenant.stderr, /bad --tenant/)
 })
 
+t.test('scripts - docflow finds the command words wherever the options are', async (t) => {
+  const run = await docflow(['--tenant', 'acme', 'doc', '--doc', 'no-such-doc', 'delete', '--actor', 'ops@cli', '--reason', 'options first'])
+  t.equal(run.code, 1, `the command ran (${run.stderr.trim()})`)
+  t.same(lines(run.stderr), ['docflow doc delete: tenant acme has no document no-such-doc'])
+})
+
 t.test('scripts - docflow doc delete, restore and erase: exit 0 with --json, exit 1 with a one-line reason when they cannot', async (t) => {
   const nothing = await docflow(change('delete', 'no-such-doc'))
   t.equal(nothing.code, 1, 'no such document')
