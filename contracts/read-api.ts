@@ -9,6 +9,15 @@ import { z } from 'zod'
 export const LAST_SEQ_HEADER = 'x-docflow-last-seq'
 export const LAST_SEQ_TIME_HEADER = 'x-docflow-last-seq-time'
 
+/**
+ * Heavy reads — `state?at=`, history, blame and rollback replay or decode op-log rows — share
+ * core's event loop with every tenant's commits, so a core serves a bounded number at once
+ * (core/read-api.ts `maxHeavyReads`) and answers the others READ_BUSY_STATUS with a
+ * `Retry-After` of READ_BUSY_RETRY_AFTER_S seconds: the core is busy, not the caller wrong.
+ */
+export const READ_BUSY_STATUS = 503
+export const READ_BUSY_RETRY_AFTER_S = 1
+
 /** `GET /v1/docs/<docId>/state?at=<ISO time | stream seq>`: the document as it was then. */
 export const STATE_AT_PARAM = 'at'
 /** On a point-in-time answer: the stream sequence of the last update the returned state holds. */
@@ -16,13 +25,18 @@ export const STATE_SEQ_HEADER = 'x-docflow-state-seq'
 
 /** `GET /v1/docs/<docId>/history` query parameters. */
 export const HistoryParam = {
-  /** Entries per page: 1 to HISTORY_MAX_LIMIT, default HISTORY_DEFAULT_LIMIT. */
+  /** Entries per page: 1 to HISTORY_MAX_LIMIT, default HISTORY_DEFAULT_LIMIT (fewer past HISTORY_MAX_PAGE_BYTES). */
   Limit: 'limit',
   /** The previous page's `next`: this page starts with the entry after it (older). */
   Before: 'before',
 } as const
 export const HISTORY_DEFAULT_LIMIT = 50
 export const HISTORY_MAX_LIMIT = 500
+/**
+ * Update bytes one history page reads at most (to find each entry's Yjs clients): a page ends
+ * early, with `next`, once its entries' `bytes` reach this; it always holds at least one entry.
+ */
+export const HISTORY_MAX_PAGE_BYTES = 4 * 1024 ** 2
 
 /** One update of a document's op log, as history shows it. */
 export const HistoryEntry = z.object({
@@ -43,7 +57,7 @@ export const HistoryEntry = z.object({
 })
 export type HistoryEntry = z.infer<typeof HistoryEntry>
 
-/** A page of history, newest first; `next` is the `before` cursor of the next (older) page, null on the last. */
+/** A page of history, newest first; `next` is the `before` cursor of the next (older) page, null on the last (a page may be short and still have a next). */
 export const HistoryPage = z.object({
   entries: z.array(HistoryEntry),
   next: z.string().nullable(),

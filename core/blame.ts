@@ -3,7 +3,7 @@ import * as Y from 'yjs'
 import type { BlameAnswer, BlameSpan } from '../contracts/mod.ts'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import { docRows } from './op-log-rows.ts'
-import { readStateAt, type PointInTime } from './point-in-time.ts'
+import { forEachSliced, readDocAt, type PointInTime } from './point-in-time.ts'
 
 /**
  * Blame in Yjs terms: every character of a Y.Text is an item with an id (clientID, clock), and
@@ -16,14 +16,16 @@ import { readStateAt, type PointInTime } from './point-in-time.ts'
  * U+FFFC character (as Y.Text counts them); formatting marks carry no text and are skipped.
  * Y.Map, Y.Array and Y.Xml* roots are not blamed.
  *
- * Cost, and what bounds it: the text itself comes from readStateAt (newest snapshot + op-log
- * tail), so integrating is bounded by the snapshot interval; the attribution reads every op-log
- * row of the document up to that point, but only decodes each update's header ranges
- * (Y.parseUpdateMeta: no integration), paged (op-log-rows.ts), so time is linear in the
- * document's op-log bytes and memory in its number of (client, range) runs — not in its bytes.
- * Measured on the 2-core dev box: decoding 100K one-character updates takes ~1.2 s (integrating
- * them would take ~4 s). A per-snapshot attribution sidecar (or a cache of it per document) would
- * bound it by the tail too; not built yet.
+ * Cost, and what bounds it: the text comes from readDocAt (newest snapshot + op-log tail); the
+ * attribution reads every op-log row of the document up to that point and decodes each update's
+ * structs without integrating them (Y.decodeUpdate: parseUpdateMeta would be ~2x cheaper on
+ * one-character updates, but it gives one [from, to) per client and so would credit the gaps of
+ * a merged update — its Skips — to the wrong writer). Time is linear in the document's op-log
+ * bytes, memory in its number of (client, range) runs and spans — not in its bytes. Both passes
+ * let the event loop run every few ms (forEachSliced), and the read API streams
+ * the spans, so a long log makes blame slow, never core's commits (~1.2 s of decoding per 100K
+ * one-character updates on the 2-core dev box). A per-snapshot attribution sidecar (or a cache
+ * of it per document) would bound it by the tail; not built yet.
  */
 
 /** Who wrote a run of clocks, and when. */
@@ -83,33 +85,32 @@ class Attribution {
 
 /** The spans of root Y.Text `type` as it was at `at`, or null when the document had no update by then. */
 export async function readBlame(pool: pg.Pool, blobs: BlobStore, tenant: string, docId: string, at: PointInTime, type: string): Promise<BlameAnswer | null> {
-  const state = await readStateAt(pool, blobs, tenant, docId, at)
-  if (!state) return null
-  const attribution = new Attribution()
-  for await (const row of docRows(pool, tenant, docId, 0, state.seq)) {
-    const writer = { user: row.user, ts: row.eventTs.toISOString() }
-    // Skips are the gaps of a merged update: clocks it does not carry.
-    for (const s of Y.decodeUpdate(row.update).structs) if (!(s instanceof Y.Skip)) attribution.claim(s.id.client, s.id.clock, s.id.clock + s.length, writer)
-  }
-  const doc = new Y.Doc()
+  const built = await readDocAt(pool, blobs, tenant, docId, at)
+  if (!built) return null
   try {
-    Y.applyUpdate(doc, state.update)
-    return { type, seq: state.seq, spans: textSpans(doc.getText(type), attribution) }
+    const attribution = new Attribution()
+    await forEachSliced(docRows(pool, tenant, docId, 0, built.seq), (row) => {
+      const writer = { user: row.user, ts: row.eventTs.toISOString() }
+      // Skips are the gaps of a merged update: clocks it does not carry.
+      for (const s of Y.decodeUpdate(row.update).structs) if (!(s instanceof Y.Skip)) attribution.claim(s.id.client, s.id.clock, s.id.clock + s.length, writer)
+    })
+    const spans: BlameSpan[] = []
+    let index = 0
+    // Neighbouring pieces with the same user and ts are one span.
+    await forEachSliced(textPieces(built.doc.getText(type), attribution), ({ chars, writer }) => {
+      const last = spans.at(-1)
+      if (last && last.user === (writer?.user ?? null) && last.ts === (writer?.ts ?? null)) last.text += chars
+      else spans.push({ text: chars, index, user: writer?.user ?? null, ts: writer?.ts ?? null })
+      index += chars.length
+    })
+    return { type, seq: built.seq, spans }
   } finally {
-    doc.destroy()
+    built.doc.destroy()
   }
 }
 
-/** Walks the text's live items, splitting each by its writers and merging neighbours with the same user and ts. */
-function textSpans(text: Y.Text, attribution: Attribution): BlameSpan[] {
-  const spans: BlameSpan[] = []
-  let index = 0
-  const add = (chars: string, writer: Writer | null) => {
-    const last = spans.at(-1)
-    if (last && last.user === (writer?.user ?? null) && last.ts === (writer?.ts ?? null)) last.text += chars
-    else spans.push({ text: chars, index, user: writer?.user ?? null, ts: writer?.ts ?? null })
-    index += chars.length
-  }
+/** The text's live items in order, each split by its writers. */
+function* textPieces(text: Y.Text, attribution: Attribution): Generator<{ chars: string; writer: Writer | null }> {
   for (let item = text._start; item !== null; item = item.right) {
     if (item.deleted || !item.countable) continue
     const chars = item.content instanceof Y.ContentString ? item.content.str : '\ufffc'.repeat(item.length)
@@ -117,9 +118,8 @@ function textSpans(text: Y.Text, attribution: Attribution): BlameSpan[] {
     while (offset < item.length) {
       const { writer, end } = attribution.find(item.id.client, item.id.clock + offset)
       const upto = Math.min(item.length, end - item.id.clock)
-      add(chars.slice(offset, upto), writer)
+      yield { chars: chars.slice(offset, upto), writer }
       offset = upto
     }
   }
-  return spans
 }

@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import * as Y from 'yjs'
-import { HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HistoryParam, type HistoryEntry, type HistoryPage } from '../contracts/mod.ts'
+import { HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HISTORY_MAX_PAGE_BYTES, HistoryParam, type HistoryEntry, type HistoryPage } from '../contracts/mod.ts'
 
 /**
  * A document's op log read as its history. The op log is append-only and a document's rows are
@@ -53,27 +53,42 @@ export function parseHistoryQuery(params: URLSearchParams): HistoryQuery | { err
   return beforeId === null ? { error: `${HistoryParam.Before} is not a cursor this API gave` } : { limit, beforeId }
 }
 
-/** One page of the document's history, newest first. */
+/**
+ * One page of the document's history, newest first. Sizes come from SQL (octet_length reads a
+ * stored value's length without fetching it); updates are fetched only for the page's entries,
+ * to name their Yjs clients, and only up to HISTORY_MAX_PAGE_BYTES of them: past it the page
+ * ends early with a `next` (the first entry always comes, so paging moves on). A page of
+ * multi-MB updates would otherwise pull hundreds of MB into the process that commits every
+ * tenant's edits.
+ */
 export async function readHistoryPage(c: pg.ClientBase | pg.Pool, tenant: string, docId: string, q: HistoryQuery): Promise<HistoryPage> {
   // event_ts is NULL on rows from before migration 005: read as ingest_ts, as that migration says.
-  const r = await c.query<{ id: string; stream_seq: string; user_id: string; ingest_ts: Date; event_ts: Date; update: Buffer; status: HistoryEntry['status'] }>(
-    `SELECT id, stream_seq, user_id, ingest_ts, COALESCE(event_ts, ingest_ts) AS event_ts, update, status FROM op_log
-     WHERE tenant = $1 AND doc_id = $2 AND ($3::bigint IS NULL OR id < $3::bigint)
-     ORDER BY id DESC LIMIT $4`,
-    [tenant, docId, q.beforeId, q.limit + 1],
+  // `before`: the bytes of the newer rows of this page; the update only while they are under the budget.
+  const r = await c.query<{ id: string; stream_seq: string; user_id: string; ingest_ts: Date; event_ts: Date; bytes: number; update: Buffer | null; status: HistoryEntry['status'] }>(
+    `SELECT id, stream_seq, user_id, ingest_ts, event_ts, bytes, status, CASE WHEN before < $5 THEN update END AS update
+     FROM (SELECT *, COALESCE(sum(bytes) OVER (ORDER BY id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+           FROM (SELECT id, stream_seq, user_id, ingest_ts, COALESCE(event_ts, ingest_ts) AS event_ts, octet_length(update) AS bytes, update, status
+                 FROM op_log WHERE tenant = $1 AND doc_id = $2 AND ($3::bigint IS NULL OR id < $3::bigint)
+                 ORDER BY id DESC LIMIT $4) newest) page
+     ORDER BY id DESC`,
+    [tenant, docId, q.beforeId, q.limit + 1, HISTORY_MAX_PAGE_BYTES],
   )
-  const rows = r.rows.slice(0, q.limit)
+  const rows: (typeof r.rows)[number][] = []
+  for (const row of r.rows) {
+    if (rows.length === q.limit || row.update === null) break
+    rows.push(row)
+  }
   return {
     entries: rows.map((row) => ({
       seq: Number(row.stream_seq),
       user: row.user_id,
       ts: row.ingest_ts.toISOString(),
       eventTs: row.event_ts.toISOString(),
-      bytes: row.update.byteLength,
-      clients: updateClients(row.update),
+      bytes: row.bytes,
+      clients: updateClients(row.update!),
       status: row.status,
     })),
-    next: r.rows.length > q.limit ? encodeCursor(rows.at(-1)!.id) : null,
+    next: r.rows.length > rows.length ? encodeCursor(rows.at(-1)!.id) : null,
   }
 }
 

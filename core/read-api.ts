@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type pg from 'pg'
-import { BLAME_MAX_TYPE_CHARS, BlameParam, DEFAULT_TEXT_TYPE, DocId, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER, ROLLBACK_MAX_BODY_BYTES, Role, STATE_AT_PARAM, STATE_SEQ_HEADER, docAllowed, type Claims } from '../contracts/mod.ts'
+import { BLAME_MAX_TYPE_CHARS, BlameParam, DEFAULT_TEXT_TYPE, DocId, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER, READ_BUSY_RETRY_AFTER_S, READ_BUSY_STATUS, ROLLBACK_MAX_BODY_BYTES, Role, STATE_AT_PARAM, STATE_SEQ_HEADER, docAllowed, type BlameAnswer, type Claims } from '../contracts/mod.ts'
 import { isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
@@ -9,13 +9,18 @@ import { RevocationsUnavailableError } from '../runtime/revocations.ts'
 import { parseHistoryQuery, readHistoryPage, readLastApplied, type LastApplied } from './history.ts'
 import { readDocState } from './store.ts'
 import { isDocDeleted } from './deletion.ts'
-import { parsePointInTime, readStateAt } from './point-in-time.ts'
+import { nextTurn, parsePointInTime, readStateAt } from './point-in-time.ts'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import { readBlame } from './blame.ts'
 import { rollback } from './rollback.ts'
 
 /** `/v1/docs/<docId>/<view>`; the doc id may hold slashes, the view is the last segment. */
 const DOC_PATH = /^\/v1\/docs\/(.+)\/([a-z]+)$/
+
+/** Heavy reads (state?at=, history, blame, rollback) one core serves at once by default. */
+export const DEFAULT_MAX_HEAVY_READS = 4
+/** Blame spans JSON-encoded per write; the event loop runs between writes. */
+const SPANS_PER_WRITE = 2_000
 
 export interface ReadApiOptions {
   tokens: TokenPolicy
@@ -30,6 +35,8 @@ export interface ReadApiOptions {
   edgeUrl: string | null
   /** How long the edge may take to store a rollback update. Default 10_000. */
   edgeTimeoutMs?: number
+  /** Heavy reads in flight at most; the others get READ_BUSY_STATUS (contracts/read-api.ts). Default DEFAULT_MAX_HEAVY_READS. */
+  maxHeavyReads?: number
 }
 
 /** A request for one view of one document, its token checked and its tenant taken from the token. */
@@ -54,10 +61,29 @@ type DocHandler = (r: DocRequest, res: ServerResponse, req: IncomingMessage) => 
  * (contracts/read-api.ts), set before the view is read.
  */
 export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, metrics: CoreMetrics): Server {
+  const maxHeavyReads = o.maxHeavyReads ?? DEFAULT_MAX_HEAVY_READS
+  if (!Number.isInteger(maxHeavyReads) || maxHeavyReads < 1) throw new RangeError(`maxHeavyReads must be a positive integer, not ${maxHeavyReads}`)
+  /**
+   * Heavy reads in flight. Each replays or decodes op-log rows on the event loop that commits
+   * every tenant's edits; each lets the loop run every few ms (point-in-time.ts forEachSliced),
+   * and this bound keeps many at once from adding up to a stall.
+   */
+  let heavyReads = 0
+  /** Runs `read` in a heavy-read slot, or answers READ_BUSY_STATUS with Retry-After when none is free. */
+  async function heavy(res: ServerResponse, read: () => Promise<number>): Promise<number> {
+    if (heavyReads >= maxHeavyReads) return reply(res, READ_BUSY_STATUS, { error: `core is serving ${maxHeavyReads} heavy reads; retry` }, { 'retry-after': String(READ_BUSY_RETRY_AFTER_S) })
+    heavyReads++
+    try {
+      return await read()
+    } finally {
+      heavyReads--
+    }
+  }
+
   const views: Record<string, DocHandler> = {
     async state(r, res) {
       const at = r.query.get(STATE_AT_PARAM)
-      if (at !== null) return stateAt(r, res, at)
+      if (at !== null) return heavy(res, () => stateAt(r, res, at))
       const state = await readDocState(pool, r.tenant, r.docId)
       if (!state) return reply(res, 404, { error: 'no such document' })
       return sendState(res, state)
@@ -66,7 +92,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
       const q = parseHistoryQuery(r.query)
       if ('error' in q) return reply(res, 400, { error: q.error })
-      return reply(res, 200, await readHistoryPage(pool, r.tenant, r.docId, q), { 'cache-control': 'no-store' })
+      return heavy(res, async () => reply(res, 200, await readHistoryPage(pool, r.tenant, r.docId, q), { 'cache-control': 'no-store' }))
     },
     /** `blame?type=<root Y.Text>&at=<point>`: who wrote each span of the text (core/blame.ts). */
     async blame(r, res) {
@@ -78,9 +104,11 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       const point = at === null ? null : parsePointInTime(at)
       if (at !== null && !point) return reply(res, 400, { error: `${BlameParam.At} takes an ISO 8601 time (2026-11-26T12:00:00Z) or a stream sequence` })
       if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
-      const blame = await readBlame(pool, o.blobs, r.tenant, r.docId, point ?? { seq: r.lastApplied.seq }, type)
-      if (!blame) return reply(res, 404, { error: 'the document had no update by then' })
-      return reply(res, 200, blame, { 'cache-control': 'no-store' })
+      const upto = point ?? { seq: r.lastApplied.seq }
+      return heavy(res, async () => {
+        const blame = await readBlame(pool, o.blobs, r.tenant, r.docId, upto, type)
+        return blame ? sendBlame(res, blame) : reply(res, 404, { error: 'the document had no update by then' })
+      })
     },
   }
 
@@ -92,8 +120,10 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       if (body === null) return reply(res, 413, { error: `body above ${ROLLBACK_MAX_BODY_BYTES} bytes` }, { connection: 'close' })
       if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
       const target = { tenant: r.tenant, docId: r.docId, user: r.claims.sub, token: r.token, basedOnSeq: r.lastApplied.seq }
-      const result = await rollback({ pool, blobs: o.blobs, edgeUrl: o.edgeUrl, edgeTimeoutMs: o.edgeTimeoutMs ?? 10_000, log }, target, body)
-      return reply(res, result.status, result.body)
+      return heavy(res, async () => {
+        const result = await rollback({ pool, blobs: o.blobs, edgeUrl: o.edgeUrl, edgeTimeoutMs: o.edgeTimeoutMs ?? 10_000, log }, target, body)
+        return reply(res, result.status, result.body)
+      })
     },
   }
 
@@ -188,6 +218,21 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | null> {
 function sendState(res: ServerResponse, state: Uint8Array, headers: Record<string, string> = {}): number {
   res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': state.byteLength, 'cache-control': 'no-store', ...headers })
   res.end(state)
+  return 200
+}
+
+/** Blame as JSON (the same bytes as JSON.stringify), its spans written SPANS_PER_WRITE at a time, a write per turn of the event loop (nextTurn): a long text is MBs of spans. */
+async function sendBlame(res: ServerResponse, blame: BlameAnswer): Promise<number> {
+  res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+  res.write(`{"type":${JSON.stringify(blame.type)},"seq":${blame.seq},"spans":[`)
+  for (let i = 0; i < blame.spans.length && !res.destroyed; i += SPANS_PER_WRITE) {
+    if (i > 0) {
+      await nextTurn()
+      res.write(',')
+    }
+    res.write(JSON.stringify(blame.spans.slice(i, i + SPANS_PER_WRITE)).slice(1, -1))
+  }
+  res.end(']}')
   return 200
 }
 

@@ -5,7 +5,7 @@ import { HTTP_INGEST_PATH, RollbackRequest, editMsgId, type RollbackAnswer } fro
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import type { Logger } from '../runtime/log.ts'
 import { docRows } from './op-log-rows.ts'
-import { parsePointInTime, readStateAt } from './point-in-time.ts'
+import { forEachSliced, parsePointInTime, readStateAt } from './point-in-time.ts'
 
 /**
  * Rollback as a NEW Yjs update, computed here and sent through the normal edit path.
@@ -28,7 +28,8 @@ import { parsePointInTime, readStateAt } from './point-in-time.ts'
  * (untracked) user wrote since is left as they wrote it; an item still pending in the op log
  * (its dependencies never arrived) is not reverted. Cost: replaying the rows
  * after the point — bounded by the point's age, not by the document's (~4 s per 100K
- * one-character updates on the 2-core dev box).
+ * one-character updates on the 2-core dev box), letting the event loop run every few ms
+ * (forEachSliced); the final undo is one synchronous step.
  *
  * Why through the edge's HTTP ingest (POST /v1/docs/<docId>/updates) with the CALLER's token:
  * it is the path every client edit takes — the edge checks the token (editor, document allowed,
@@ -115,7 +116,8 @@ async function planUpdate(pool: pg.Pool, blobs: BlobStore, target: RollbackTarge
   try {
     if (base) Y.applyUpdate(doc, base.update, UNTRACKED)
     const undo = new Y.UndoManager(doc, { captureTimeout: Number.POSITIVE_INFINITY, trackedOrigins: new Set([TRACKED]) })
-    for await (const row of docRows(pool, tenant, docId, base?.seq ?? 0, basedOnSeq)) Y.applyUpdate(doc, row.update, tracked(row) ? TRACKED : UNTRACKED)
+    // A transaction per row: its origin decides whether the undo tracks it.
+    await forEachSliced(docRows(pool, tenant, docId, base?.seq ?? 0, basedOnSeq), (row) => Y.applyUpdate(doc, row.update, tracked(row) ? TRACKED : UNTRACKED))
     if (undo.undoStack.length === 0) return { update: null }
     const current = visibleContent(doc)
     doc.clientID = freshClientId(doc, clientSeed)

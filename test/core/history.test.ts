@@ -1,6 +1,7 @@
 import t from 'tap'
+import { randomBytes } from 'node:crypto'
 import * as Y from 'yjs'
-import { EVENT_TIME_HEADER, HTTP_INGEST_PATH, HistoryPage, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER } from '../../contracts/mod.ts'
+import { EVENT_TIME_HEADER, HISTORY_MAX_PAGE_BYTES, HTTP_INGEST_PATH, HistoryPage, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER } from '../../contracts/mod.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 
@@ -101,6 +102,36 @@ t.test('core - history pages cover every entry exactly once with event times, an
     t.equal(res.status, 400, `${query} is refused`)
     t.match(await res.json(), { error: /limit|before/ })
   }
+})
+
+t.test('core - a history page of large updates fetches at most HISTORY_MAX_PAGE_BYTES of them: it ends early with next, and paging visits every entry once', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  // Ten updates of ~1 MB by one Yjs client, straight into the op log.
+  const author = new Y.Doc()
+  const updates: Uint8Array[] = []
+  author.on('update', (u: Uint8Array) => updates.push(u))
+  for (let i = 0; i < 10; i++) author.getText('t').insert(0, randomBytes(512 * 1024).toString('hex'))
+  await stack.db.query(
+    `INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts)
+     SELECT 'acme', 'hist/large', s, m, 'hank', 'seed', u, 'applied', now() FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS x(s, m, u)`,
+    [updates.map((_, i) => 5_000_000 + i), updates.map((_, i) => `large-${i}`), updates.map((u) => Buffer.from(u))],
+  )
+  const sizes = await stack.db.query<{ seq: string; bytes: number }>("SELECT stream_seq AS seq, octet_length(update) AS bytes FROM op_log WHERE tenant = 'acme' AND doc_id = 'hist/large' ORDER BY id DESC")
+  const sum = (entries: HistoryPage['entries']) => entries.reduce((n, e) => n + e.bytes, 0)
+
+  const first = await historyPage('hist/large', tok, '?limit=500')
+  t.ok(first.entries.length > 1 && first.entries.length < 10, `the first page ends early: ${first.entries.length} of 10 entries`)
+  t.ok(sum(first.entries.slice(0, -1)) < HISTORY_MAX_PAGE_BYTES && sum(first.entries) >= HISTORY_MAX_PAGE_BYTES, 'it holds updates while they are under the budget, and stops at it')
+  t.not(first.next, null, 'and says there is more')
+  const seen = [...first.entries]
+  for (let cursor = first.next, pages = 1; cursor !== null && pages < 10; pages++) {
+    const page: HistoryPage = await historyPage('hist/large', tok, `?limit=500&before=${encodeURIComponent(cursor)}`)
+    t.ok(page.entries.length >= 1 && sum(page.entries.slice(0, -1)) < HISTORY_MAX_PAGE_BYTES, 'every page holds an entry, within the budget')
+    seen.push(...page.entries)
+    cursor = page.next
+  }
+  t.same(seen.map((e) => ({ seq: e.seq, bytes: e.bytes })), sizes.rows.map((r) => ({ seq: Number(r.seq), bytes: r.bytes })), 'every entry once, newest first, with its size in bytes')
+  t.ok(seen.every((e) => e.clients.length === 1 && e.clients[0] === author.clientID && e.user === 'hank'), 'each names its Yjs client')
 })
 
 t.test('core - history is tenant-scoped like state: another tenant 404, no token 401, doc outside the token 403', async (t) => {
