@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { SignJWT, exportJWK, generateKeyPair, type JWK } from 'jose'
 import type { Claims } from '../../contracts/mod.ts'
+import { isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from '../../runtime/jwt.ts'
 
 /** The claims signingKey's `sign` puts in a token unless given others. */
 export const editorClaims = { sub: 'u1', tenant: 'acme', docs: ['*'], role: 'editor' as const }
@@ -44,5 +45,17 @@ export class JwksServer {
   stop(): Promise<void> {
     this.server.closeAllConnections()
     return new Promise((resolve) => this.server.close(() => resolve()))
+  }
+}
+
+/** The reason verifyToken refused a token, 'accepted', or 'key set unavailable'. */
+export async function verdict(token: string, policy: TokenPolicy): Promise<string> {
+  try {
+    await verifyToken(token, policy)
+    return 'accepted'
+  } catch (err) {
+    if (isKeySetUnavailable(err)) return 'key set unavailable'
+    if (!isTokenError(err)) throw err
+    return err.message
   }
 }

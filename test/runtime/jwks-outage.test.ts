@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
-import { isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from '../../runtime/jwt.ts'
-import { JwksServer, signingKey } from '../helpers/jwks.ts'
+import type { TokenPolicy } from '../../runtime/jwt.ts'
+import { JwksServer, signingKey, verdict } from '../helpers/jwks.ts'
 
 // An identity-provider outage: the last key set read keeps verifying, and the JWKS URL is asked at
 // most once per cooldown however many tokens arrive (a connection flood is not a flood on the IdP).
@@ -8,17 +8,6 @@ import { JwksServer, signingKey } from '../helpers/jwks.ts'
 const SECRET = 'a-test-secret-of-at-least-32-bytes!!'
 const COOLDOWN_MS = 1_000
 
-/** The reason verifyToken refused a token, 'accepted', or 'key set unavailable'. */
-async function verdict(token: string, policy: TokenPolicy): Promise<string> {
-  try {
-    await verifyToken(token, policy)
-    return 'accepted'
-  } catch (err) {
-    if (isKeySetUnavailable(err)) return 'key set unavailable'
-    if (!isTokenError(err)) throw err
-    return err.message
-  }
-}
 const verdicts = async (tokens: string[], policy: TokenPolicy) => [...new Set(await Promise.all(tokens.map((tok) => verdict(tok, policy))))]
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 

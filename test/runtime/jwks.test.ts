@@ -8,28 +8,16 @@ import { CloseCode, HTTP_INGEST_PATH, type Claims } from '../../contracts/mod.ts
 import { Edge } from '../../edge/edge.ts'
 import { createEdgeMetrics } from '../../edge/metrics.ts'
 import { ConfigError, JWT_VARS, JwtConfig, loadConfig } from '../../runtime/config.ts'
-import { KeySetUnavailable, isKeySetUnavailable, isTokenError, tokenPolicy, verifyToken, type TokenPolicy } from '../../runtime/jwt.ts'
+import { KeySetUnavailable, tokenPolicy, verifyToken, type TokenPolicy } from '../../runtime/jwt.ts'
 import { REDACTED, createLogger } from '../../runtime/log.ts'
 import { createRegistry } from '../../runtime/metrics.ts'
 import { JWT_SECRET, setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 import { edit } from '../helpers/edits.ts'
-import { JwksServer, editorClaims, signingKey } from '../helpers/jwks.ts'
+import { JwksServer, editorClaims, signingKey, verdict } from '../helpers/jwks.ts'
 
 const SECRET = 'a-test-secret-of-at-least-32-bytes!!'
 const claims = editorClaims
-
-/** The reason verifyToken refused a token, 'accepted', or 'key set unavailable'. */
-async function verdict(token: string, policy: TokenPolicy): Promise<string> {
-  try {
-    await verifyToken(token, policy)
-    return 'accepted'
-  } catch (err) {
-    if (isKeySetUnavailable(err)) return 'key set unavailable'
-    if (!isTokenError(err)) throw err
-    return err.message
-  }
-}
 
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url')
 const exp = () => Math.floor(Date.now() / 1000) + 600
