@@ -14,13 +14,6 @@ export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `bench-${prefix}-`))
 }
 
-/** `n` distinct ports that were free a moment ago. */
-export async function freePorts(n: number): Promise<number[]> {
-  const ports = new Set<number>()
-  while (ports.size < n) ports.add(await freePort())
-  return [...ports]
-}
-
 /**
  * Free ports in blocks, all distinct: block i is `sizes[i]` ports counting down from its first
  * (npm start's extra edges take EDGE_PORT - i and EDGE_OPS_PORT - i). Returns each block's first.

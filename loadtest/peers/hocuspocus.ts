@@ -9,7 +9,8 @@ import * as Y from 'yjs'
 import { startPostgres } from '../../scripts/lib/postgres.ts'
 import { descendants } from '../proc-stats.ts'
 import type { EditSample, RunningSystem, StartOptions } from '../systems.ts'
-import { freePorts, persistedFrom, stopTree, tempDir, storedOverIpc, waitHealthy } from './common.ts'
+import { persistedFrom, stopTree, tempDir, storedOverIpc, waitHealthy } from './common.ts'
+import { freePorts } from '../../scripts/lib/proc.ts'
 
 const SERVER = fileURLToPath(new URL('./hocuspocus-server.ts', import.meta.url))
 const VERSION = (JSON.parse(readFileSync(fileURLToPath(new URL('../../node_modules/@hocuspocus/server/package.json', import.meta.url)), 'utf8')) as { version: string }).version

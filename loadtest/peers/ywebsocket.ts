@@ -7,7 +7,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { descendants } from '../proc-stats.ts'
 import type { EditSample, RunningSystem, StartOptions } from '../systems.ts'
-import { freePorts, persistedFrom, sampleKey, stopTree, storedTimes, tempDir, storedOverIpc, waitHealthy } from './common.ts'
+import { persistedFrom, sampleKey, stopTree, storedTimes, tempDir, storedOverIpc, waitHealthy } from './common.ts'
+import { freePorts } from '../../scripts/lib/proc.ts'
 
 const LAUNCHER = fileURLToPath(new URL('./ywebsocket-server.cjs', import.meta.url))
 /** How long persistedLatency waits for LevelDB to hold every sample. */

@@ -16,6 +16,13 @@ export function freePort(): Promise<number> {
   })
 }
 
+/** `n` distinct ports that were free a moment ago (the kernel may hand one free port out twice in a row). */
+export async function freePorts(n: number): Promise<number[]> {
+  const ports = new Set<number>()
+  while (ports.size < n) ports.add(await freePort())
+  return [...ports]
+}
+
 /** Thrown by a waitFor check to stop waiting at once (the process it waits for has died). */
 export class GaveUp extends Error {
   override name = 'GaveUp'

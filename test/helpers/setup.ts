@@ -18,7 +18,7 @@ import { createEdgeMetrics } from '../../edge/metrics.ts'
 import { createRegistry } from '../../runtime/metrics.ts'
 import { natsFiles, startNatsServer, type NatsServer } from '../../scripts/lib/nats-server.ts'
 import { startPostgres, type Postgres } from '../../scripts/lib/postgres.ts'
-import { exited, freePort, onFreePorts, probe, readStat, terminate, waitFor } from '../../scripts/lib/proc.ts'
+import { exited, freePort, freePorts, onFreePorts, probe, readStat, terminate, waitFor } from '../../scripts/lib/proc.ts'
 import { Provisioner } from '../../scripts/lib/provisioner.ts'
 import { Registry } from '../../scripts/lib/registry.ts'
 
@@ -99,7 +99,8 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
   chmodSync(dir, 0o755) // PostgreSQL runs as another user when tests run as root
   let pgPort = await freePort()
   const natsDir = join(dir, 'nats')
-  const natsOptions = { dir: natsDir, port: await freePort(), monitorPort: await freePort(), maxFileStore: '8GB', serviceMaxFileBytes: SERVICE_MAX_FILE_BYTES }
+  const [natsPort, monitorPort] = await freePorts(2)
+  const natsOptions = { dir: natsDir, port: natsPort!, monitorPort: monitorPort!, maxFileStore: '8GB', serviceMaxFileBytes: SERVICE_MAX_FILE_BYTES }
   const registryPath = natsFiles(natsDir).registry
   // Tenants known before the server starts are in its first config: no reload needed.
   mkdirSync(natsDir, { recursive: true })
@@ -115,7 +116,10 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
   const nats = await onFreePorts(
     () => startNatsServer(natsOptions),
     /address already in use/i,
-    repick(async () => Object.assign(natsOptions, { port: await freePort(), monitorPort: await freePort() })),
+    repick(async () => {
+      const [port, monitorPort] = await freePorts(2)
+      Object.assign(natsOptions, { port: port!, monitorPort: monitorPort! })
+    }),
   )
   const pgServer = await onFreePorts(
     () => startPostgres({ dir: join(dir, 'pg'), port: pgPort, fsync: false }),

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { JWT_SECRET, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient, type TestClient } from '../helpers/client.ts'
-import { alive, exited, freePort, waitFor } from '../../scripts/lib/proc.ts'
+import { alive, exited, freePort, freePorts, waitFor } from '../../scripts/lib/proc.ts'
 import { portFree } from '../../scripts/lib/single-instance.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -21,7 +21,8 @@ const connectionsOf = (port: number) => gaugeOf(port, 'docflow_edge_connections'
 t.test('scripts - EDGE_PROCESSES=2 runs two edges on one port, CORE_PROCESSES=2 two cores sharing the partitions; clients spread over both converge', async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'docflow-edges-'))
   const ports = { EDGE_PORT: 0, CORE_PORT: 0, NATS_PORT: 0, NATS_MONITOR_PORT: 0, PG_PORT: 0, EDGE_OPS_PORT: 0, CORE_OPS_PORT: 0 }
-  for (const name of Object.keys(ports) as (keyof typeof ports)[]) ports[name] = await freePort()
+  const free = await freePorts(Object.keys(ports).length)
+  for (const [i, name] of (Object.keys(ports) as (keyof typeof ports)[]).entries()) ports[name] = free[i]!
   // The second edge's ops port is EDGE_OPS_PORT - 1.
   while (!(await portFree(ports.EDGE_OPS_PORT - 1)) || Object.values(ports).includes(ports.EDGE_OPS_PORT - 1)) ports.EDGE_OPS_PORT = await freePort()
   // The second core's ports are CORE_PORT + 1 and CORE_OPS_PORT + 1.

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { JWT_SECRET, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient, type TestClient } from '../helpers/client.ts'
 import { postmasterPidFile } from '../../scripts/lib/postgres.ts'
-import { GaveUp, alive, exited, freePort, waitFor } from '../../scripts/lib/proc.ts'
+import { GaveUp, alive, exited, freePorts, waitFor } from '../../scripts/lib/proc.ts'
 import { bundleSupervisor } from '../../scripts/lib/supervisor-bundle.mjs'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -26,8 +26,9 @@ const firstPid = (file: string) => Number(readFileSync(file, 'utf8').split('\n')
 t.test('scripts - npm start brings back nats-server and PostgreSQL after kill -9 under typing, and SIGTERM stops every part', async (t) => {
   // A private (0700) data folder, as a fresh clone under /root or mkdtemp has.
   const dataDir = mkdtempSync(join(tmpdir(), 'docflow-supervised-'))
-  const ports = { EDGE_PORT: 0, CORE_PORT: 0, NATS_PORT: 0, NATS_MONITOR_PORT: 0, PG_PORT: 0, EDGE_OPS_PORT: 0, CORE_OPS_PORT: 0 }
-  for (const name of Object.keys(ports) as (keyof typeof ports)[]) ports[name] = await freePort()
+  const names = ['EDGE_PORT', 'CORE_PORT', 'NATS_PORT', 'NATS_MONITOR_PORT', 'PG_PORT', 'EDGE_OPS_PORT', 'CORE_OPS_PORT'] as const
+  const free = await freePorts(names.length)
+  const ports = Object.fromEntries(names.map((name, i) => [name, free[i]!])) as Record<(typeof names)[number], number>
   const env: NodeJS.ProcessEnv = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), DOCFLOW_DATA_DIR: dataDir, DOCFLOW_JWT_SECRET: JWT_SECRET, LOG_LEVEL: 'warn' }
   delete env.DATABASE_URL // the test is about the PostgreSQL npm start runs
   // As npm start runs it: bundled, without the tsx loader.
