@@ -208,13 +208,13 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
       return { edge, url: `ws://127.0.0.1:${port}`, opsUrl: `http://127.0.0.1:${edge.opsPort}`, stop }
     },
     async process(service, fixedPort) {
-      const port = fixedPort ?? (await freePort())
+      const free = await freePorts(3)
+      const [port, opsPort] = fixedPort === undefined ? free : [fixedPort, free.find((p) => p !== fixedPort)!]
       const user = service === 'core' ? ServiceUser.Core : ServiceUser.Edge
       const { pass } = credentials(user)
       const env: NodeJS.ProcessEnv = { ...process.env, NATS_URL: stack.nats.url, DATABASE_URL: stack.pg.url, DOCFLOW_JWT_SECRET: JWT_SECRET, DOCFLOW_EDIT_PARTITIONS: String(stack.partitions), LOG_LEVEL: 'warn' }
-      if (service === 'core') Object.assign(env, { DOCFLOW_BLOB_DIR: join(dir, 'blobs'), CORE_PORT: String(port), CORE_HOST: '127.0.0.1', CORE_NATS_USER: user, CORE_NATS_PASS: pass, CORE_LEASE_RETRY_MS: '200', CORE_RETRY_DELAY_MS: '200', CORE_OPS_PORT: String(await freePort()) })
-      const edgeOpsPort = service === 'edge' ? await freePort() : undefined
-      if (service === 'edge') Object.assign(env, { EDGE_PORT: String(port), EDGE_HOST: '127.0.0.1', EDGE_OPS_PORT: String(edgeOpsPort), EDGE_NATS_USER: user, EDGE_NATS_PASS: pass, EDGE_RESYNC_DELAY_MS: '500', EDGE_LIMIT_IP_CONNECTS_PER_S: '0' })
+      if (service === 'core') Object.assign(env, { DOCFLOW_BLOB_DIR: join(dir, 'blobs'), CORE_PORT: String(port), CORE_HOST: '127.0.0.1', CORE_NATS_USER: user, CORE_NATS_PASS: pass, CORE_LEASE_RETRY_MS: '200', CORE_RETRY_DELAY_MS: '200', CORE_OPS_PORT: String(opsPort) })
+      if (service === 'edge') Object.assign(env, { EDGE_PORT: String(port), EDGE_HOST: '127.0.0.1', EDGE_OPS_PORT: String(opsPort), EDGE_NATS_USER: user, EDGE_NATS_PASS: pass, EDGE_RESYNC_DELAY_MS: '500', EDGE_LIMIT_IP_CONNECTS_PER_S: '0' })
       const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, service, 'main.ts')], { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] })
       const kill9 = async () => {
         child.kill('SIGKILL')
@@ -222,7 +222,7 @@ export async function setup(o: SetupOptions = {}): Promise<Stack> {
       }
       stoppers.push(kill9)
       await waitFor(`${service} process health`, async () => (await probe(`http://127.0.0.1:${port}/healthz`)).ok, 30_000)
-      return { url: `${service === 'core' ? 'http' : 'ws'}://127.0.0.1:${port}`, ...(edgeOpsPort ? { opsUrl: `http://127.0.0.1:${edgeOpsPort}` } : {}), child, kill9 }
+      return { url: `${service === 'core' ? 'http' : 'ws'}://127.0.0.1:${port}`, ...(service === 'edge' ? { opsUrl: `http://127.0.0.1:${opsPort}` } : {}), child, kill9 }
     },
     async restartNats(signal) {
       await terminate(stack.nats.process, signal)
