@@ -68,9 +68,13 @@ export async function forEachSliced<T>(rows: AsyncIterable<T> | Iterable<T>, eac
 async function* tailPages(pool: pg.Pool, tenant: string, docId: string, afterSeq: number, uptoSeq: number): AsyncGenerator<Buffer[]> {
   let afterId = '0'
   for (;;) {
-    const r = await pool.query<{ id: string; update: Buffer }>(
-      `SELECT id, update FROM (
-         SELECT id, update, sum(octet_length(update)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - octet_length(update) AS before
+    // `ahead`: the rows the page looked at before the byte cut. Fewer than PAGE_ROWS and none cut:
+    // the last page (asking again would walk the rest of the document's rows for nothing: the
+    // index is by id, stream_seq is checked row by row).
+    const r = await pool.query<{ id: string; update: Buffer; ahead: string }>(
+      `SELECT id, update, ahead FROM (
+         SELECT id, update, count(*) OVER () AS ahead,
+                sum(octet_length(update)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - octet_length(update) AS before
          FROM (SELECT id, update FROM op_log WHERE tenant = $1 AND doc_id = $2 AND id > $3::bigint AND stream_seq > $4 AND stream_seq <= $5
                ORDER BY id LIMIT ${PAGE_ROWS}) ahead
        ) page WHERE before < ${PAGE_BYTES} ORDER BY id`,
@@ -78,6 +82,8 @@ async function* tailPages(pool: pg.Pool, tenant: string, docId: string, afterSeq
     )
     if (r.rows.length === 0) return
     yield r.rows.map((row) => row.update)
+    const ahead = Number(r.rows[0]!.ahead)
+    if (ahead < PAGE_ROWS && r.rows.length === ahead) return
     afterId = r.rows.at(-1)!.id
   }
 }
