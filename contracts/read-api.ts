@@ -12,7 +12,7 @@ export const LAST_SEQ_TIME_HEADER = 'x-docflow-last-seq-time'
 /**
  * Heavy reads — `state?at=`, history, blame and rollback replay or decode op-log rows — share
  * core's event loop with every tenant's commits, so a core serves a bounded number at once
- * (core/read-api.ts `maxHeavyReads`) and answers the others READ_BUSY_STATUS with a
+ * (CORE_MAX_HEAVY_READS, one tenant at most half of them) and answers the others READ_BUSY_STATUS with a
  * `Retry-After` of READ_BUSY_RETRY_AFTER_S seconds: the core is busy, not the caller wrong.
  */
 export const READ_BUSY_STATUS = 503

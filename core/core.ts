@@ -81,6 +81,8 @@ export interface CoreOptions extends Partial<LeaseTiming> {
   snapshotPruneIntervalMs?: number
   /** Base URL of an edge's HTTP ingest that rollback updates go through (core/rollback.ts). Default none: rollback answers 503 (main.ts: CORE_EDGE_URL, default http://127.0.0.1:8080). */
   edgeUrl?: string
+  /** Heavy reads (state?at=, history, blame, rollback) served at once; one tenant gets half. Default DEFAULT_MAX_HEAVY_READS (core/read-api.ts). */
+  maxHeavyReads?: number
   /** Pending updates of a document that wait this long for missing clocks are reported as a sequence gap (gap-watch.ts). Default 30_000. */
   gapReportAfterMs?: number
 }
@@ -173,7 +175,7 @@ export class Core {
     const healthy = () => this.ready && !this.nc.isClosed()
     const tenants = this.tenants
     const revocations = this.revocations
-    this.server = createReadApi({ tokens: this.o.tokens, healthy, tenantStatus: (t) => tenants.status(t), revoked: (claims) => revocations.revoked(claims), blobs: this.o.blobs, edgeUrl: this.o.edgeUrl ?? null }, this.pool, this.log, this.metrics)
+    this.server = createReadApi({ tokens: this.o.tokens, healthy, tenantStatus: (t) => tenants.status(t), revoked: (claims) => revocations.revoked(claims), blobs: this.o.blobs, edgeUrl: this.o.edgeUrl ?? null, ...(this.o.maxHeavyReads ? { maxHeavyReads: this.o.maxHeavyReads } : {}) }, this.pool, this.log, this.metrics)
     this.server.listen(this.o.port, this.o.host)
     await once(this.server, 'listening')
     this.ops = await serveOps({ port: this.o.opsPort, host: this.o.opsHost, registry: this.metrics.registry, healthy })

@@ -15,6 +15,7 @@ import { SNAPSHOT_DEFAULTS } from './snapshots.ts'
 import { DEFAULT_COMPACT_AFTER_MS, DEFAULT_DOC_CACHE_BYTES } from './doc-cache.ts'
 import { SNAPSHOT_RETENTION_DEFAULTS } from './snapshot-retention.ts'
 import { DeploymentMismatchError } from './errors.ts'
+import { DEFAULT_MAX_HEAVY_READS } from './read-api.ts'
 
 const Config = z.object({
   port: Port.default(8081),
@@ -46,6 +47,7 @@ const Config = z.object({
   docCacheMb: PositiveInt.default(DEFAULT_DOC_CACHE_BYTES / 1024 ** 2),
   snapshotRetentionDays: PositiveInt.default(SNAPSHOT_RETENTION_DEFAULTS.retentionDays),
   edgeUrl: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:8080'),
+  maxHeavyReads: PositiveInt.default(DEFAULT_MAX_HEAVY_READS),
 }).refine((c) => c.leaseRenewMs * 2 <= c.leaseTtlMs, { path: ['leaseRenewMs'], message: 'must be at most half of CORE_LEASE_TTL_MS (a lease renews several times before it goes stale)' })
 
 capHeapGrowth()
@@ -80,6 +82,7 @@ const config = loadConfigOrExit(Config, {
   docCacheMb: 'CORE_DOC_CACHE_MB',
   snapshotRetentionDays: 'CORE_SNAPSHOT_RETENTION_DAYS',
   edgeUrl: 'CORE_EDGE_URL',
+  maxHeavyReads: 'CORE_MAX_HEAVY_READS',
 })
 const blobs = await openBlobStore(loadConfigOrExit(BlobStoreConfig, BLOB_STORE_VARS))
 log.info({ blobs: blobs.location }, 'blob store open')

@@ -35,7 +35,7 @@ export interface ReadApiOptions {
   edgeUrl: string | null
   /** How long the edge may take to store a rollback update. Default 10_000. */
   edgeTimeoutMs?: number
-  /** Heavy reads in flight at most; the others get READ_BUSY_STATUS (contracts/read-api.ts). Default DEFAULT_MAX_HEAVY_READS. */
+  /** Heavy reads in flight at most (one tenant: half of them, rounded up); the others get READ_BUSY_STATUS (contracts/read-api.ts). Default DEFAULT_MAX_HEAVY_READS. */
   maxHeavyReads?: number
 }
 
@@ -64,26 +64,35 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
   const maxHeavyReads = o.maxHeavyReads ?? DEFAULT_MAX_HEAVY_READS
   if (!Number.isInteger(maxHeavyReads) || maxHeavyReads < 1) throw new RangeError(`maxHeavyReads must be a positive integer, not ${maxHeavyReads}`)
   /**
-   * Heavy reads in flight. Each replays or decodes op-log rows on the event loop that commits
-   * every tenant's edits; each lets the loop run every few ms (point-in-time.ts forEachSliced),
-   * and this bound keeps many at once from adding up to a stall.
+   * Heavy reads in flight, in all and per tenant. Each replays or decodes op-log rows on the event
+   * loop that commits every tenant's edits; each lets the loop run every few ms (point-in-time.ts
+   * forEachSliced), and this bound keeps many at once from adding up to a stall. One tenant holds
+   * at most half the slots (rounded up), so its burst leaves room for the other tenants' reads.
    */
   let heavyReads = 0
-  /** Runs `read` in a heavy-read slot, or answers READ_BUSY_STATUS with Retry-After when none is free. */
-  async function heavy(res: ServerResponse, read: () => Promise<number>): Promise<number> {
-    if (heavyReads >= maxHeavyReads) return reply(res, READ_BUSY_STATUS, { error: `core is serving ${maxHeavyReads} heavy reads; retry` }, { 'retry-after': String(READ_BUSY_RETRY_AFTER_S) })
+  const tenantShare = Math.ceil(maxHeavyReads / 2)
+  const tenantHeavyReads = new Map<string, number>()
+  /** Runs `read` in a heavy-read slot, or answers READ_BUSY_STATUS with Retry-After when none is free for `tenant`. */
+  async function heavy(res: ServerResponse, tenant: string, read: () => Promise<number>): Promise<number> {
+    const held = tenantHeavyReads.get(tenant) ?? 0
+    const busy = heavyReads >= maxHeavyReads ? `core is serving ${maxHeavyReads} heavy reads` : held >= tenantShare ? `tenant ${tenant} has ${held} heavy reads in flight` : null
+    if (busy) return reply(res, READ_BUSY_STATUS, { error: `${busy}; retry` }, { 'retry-after': String(READ_BUSY_RETRY_AFTER_S) })
     heavyReads++
+    tenantHeavyReads.set(tenant, held + 1)
     try {
       return await read()
     } finally {
       heavyReads--
+      const left = tenantHeavyReads.get(tenant)! - 1
+      if (left === 0) tenantHeavyReads.delete(tenant)
+      else tenantHeavyReads.set(tenant, left)
     }
   }
 
   const views: Record<string, DocHandler> = {
     async state(r, res) {
       const at = r.query.get(STATE_AT_PARAM)
-      if (at !== null) return heavy(res, () => stateAt(r, res, at))
+      if (at !== null) return heavy(res, r.tenant, () => stateAt(r, res, at))
       const state = await readDocState(pool, r.tenant, r.docId)
       if (!state) return reply(res, 404, { error: 'no such document' })
       return sendState(res, state)
@@ -92,7 +101,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
       const q = parseHistoryQuery(r.query)
       if ('error' in q) return reply(res, 400, { error: q.error })
-      return heavy(res, async () => reply(res, 200, await readHistoryPage(pool, r.tenant, r.docId, q), { 'cache-control': 'no-store' }))
+      return heavy(res, r.tenant, async () => reply(res, 200, await readHistoryPage(pool, r.tenant, r.docId, q), { 'cache-control': 'no-store' }))
     },
     /** `blame?type=<root Y.Text>&at=<point>`: who wrote each span of the text (core/blame.ts). */
     async blame(r, res) {
@@ -105,7 +114,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       if (at !== null && !point) return reply(res, 400, { error: `${BlameParam.At} takes an ISO 8601 time (2026-11-26T12:00:00Z) or a stream sequence` })
       if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
       const upto = point ?? { seq: r.lastApplied.seq }
-      return heavy(res, async () => {
+      return heavy(res, r.tenant, async () => {
         const blame = await readBlame(pool, o.blobs, r.tenant, r.docId, upto, type)
         return blame ? sendBlame(res, blame) : reply(res, 404, { error: 'the document had no update by then' })
       })
@@ -120,7 +129,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       if (body === null) return reply(res, 413, { error: `body above ${ROLLBACK_MAX_BODY_BYTES} bytes` }, { connection: 'close' })
       if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
       const target = { tenant: r.tenant, docId: r.docId, user: r.claims.sub, token: r.token, basedOnSeq: r.lastApplied.seq }
-      return heavy(res, async () => {
+      return heavy(res, r.tenant, async () => {
         const result = await rollback({ pool, blobs: o.blobs, edgeUrl: o.edgeUrl, edgeTimeoutMs: o.edgeTimeoutMs ?? 10_000, log }, target, body)
         return reply(res, result.status, result.body)
       })

@@ -24,30 +24,30 @@ const MAX_GAP_MS = 200
  * snapshot: state?at replays them all), each with its own ingest time 10 ms apart (so blame has
  * ROWS spans), and the document's compacted state. Returns the text and the last stream sequence.
  */
-async function seedLongLog(docId: string): Promise<{ text: string; lastSeq: number }> {
+async function seedLongLog(docId: string, tenant = 'acme', rows = ROWS): Promise<{ text: string; lastSeq: number }> {
   const doc = new Y.Doc()
   doc.clientID = 4242
   const updates: Uint8Array[] = []
   doc.on('update', (u: Uint8Array) => updates.push(u))
-  for (let i = 0; i < ROWS; i++) doc.getText('t').insert(i, String.fromCharCode(97 + (i % 26)))
-  const start = Date.now() - ROWS * 10
-  for (let i = 0; i < ROWS; i += 5_000) {
+  for (let i = 0; i < rows; i++) doc.getText('t').insert(i, String.fromCharCode(97 + (i % 26)))
+  const start = Date.now() - rows * 10
+  for (let i = 0; i < rows; i += 5_000) {
     const part = updates.slice(i, i + 5_000)
     await stack.db.query(
       `INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts)
-       SELECT 'acme', $1, s, m, 'typist', 'seed', u, 'applied', to_timestamp(ms / 1000.0) FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::float8[]) AS x(s, m, u, ms)`,
-      [docId, part.map((_, j) => 1_000_000 + i + j), part.map((_, j) => `seed-${i + j}`), part.map((u) => Buffer.from(u)), part.map((_, j) => start + (i + j) * 10)],
+       SELECT $6, $1, s, m, 'typist', 'seed', u, 'applied', to_timestamp(ms / 1000.0) FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::float8[]) AS x(s, m, u, ms)`,
+      [docId, part.map((_, j) => 1_000_000 + i + j), part.map((_, j) => `seed-${i + j}`), part.map((u) => Buffer.from(u)), part.map((_, j) => start + (i + j) * 10), tenant],
     )
   }
   // The compacted state too, as core keeps it: the plain state view reads that, not the log.
   await stack.db.query(
     `INSERT INTO docs (tenant, doc_id, state, state_vector, last_stream_seq, op_count, through_op_id)
-     VALUES ('acme', $1, $2, $3, $4, $5, (SELECT max(id) FROM op_log WHERE tenant = 'acme' AND doc_id = $1))`,
-    [docId, Buffer.from(Y.encodeStateAsUpdate(doc)), Buffer.from(Y.encodeStateVector(doc)), 1_000_000 + ROWS - 1, ROWS],
+     VALUES ($6, $1, $2, $3, $4, $5, (SELECT max(id) FROM op_log WHERE tenant = $6 AND doc_id = $1))`,
+    [docId, Buffer.from(Y.encodeStateAsUpdate(doc)), Buffer.from(Y.encodeStateVector(doc)), 1_000_000 + rows - 1, rows, tenant],
   )
   const text = doc.getText('t').toString()
   doc.destroy()
-  return { text, lastSeq: 1_000_000 + ROWS - 1 }
+  return { text, lastSeq: 1_000_000 + rows - 1 }
 }
 
 const long = await seedLongLog('long')
@@ -71,8 +71,8 @@ const textOf = (update: Uint8Array) => {
 }
 
 t.test('core - state?at=, blame and concurrent state?at of a long op log never hold the event loop long', async (t) => {
-  const stateAt = async (seq: number) => {
-    const res = await fetch(docUrl('long', 'state', `?at=${seq}`), { headers: auth })
+  const stateAt = async (seq: number, headers = auth) => {
+    const res = await fetch(docUrl('long', 'state', `?at=${seq}`), { headers })
     return { status: res.status, seq: res.headers.get(STATE_SEQ_HEADER), body: new Uint8Array(await res.arrayBuffer()) }
   }
   const one = await withLoopGap(() => stateAt(long.lastSeq))
@@ -94,7 +94,10 @@ t.test('core - state?at=, blame and concurrent state?at of a long op log never h
   t.same(answer.spans.at(-1), { text: long.text.at(-1), index: ROWS - 1, user: 'typist', ts: answer.spans.at(-1)!.ts })
   t.ok(blame.gapMs < MAX_GAP_MS, `blame over ${ROWS} rows (${(blame.answers.body.length / 1e6).toFixed(1)} MB): longest loop gap ${Math.round(blame.gapMs)} ms (< ${MAX_GAP_MS})`)
 
-  const four = await withLoopGap(() => Promise.all([0, 1, 2, 3].map((k) => stateAt(long.lastSeq - k))))
+  // Two tenants' documents of the same length (a tenant holds at most half of the 4 slots).
+  await seedLongLog('long', 'globex')
+  const globexAuth = { authorization: `Bearer ${await token({ tenant: 'globex' })}` }
+  const four = await withLoopGap(() => Promise.all([0, 1, 2, 3].map((k) => stateAt(long.lastSeq - k, k < 2 ? auth : globexAuth))))
   t.same(four.answers.map((a) => a.status), [200, 200, 200, 200])
   t.equal(textOf(four.answers[3]!.body), long.text.slice(0, -3), 'each as it was at its point')
   t.ok(four.gapMs < MAX_GAP_MS, `4 concurrent state?at: longest loop gap ${Math.round(four.gapMs)} ms (< ${MAX_GAP_MS})`)
@@ -127,4 +130,17 @@ t.test('core - heavy reads past the per-core limit get 503 with Retry-After; the
   const after = await fetch(docUrl('long', 'history'), { headers: auth })
   t.equal(after.status, 200, 'slots are given back: a heavy read after the burst is served')
   await after.arrayBuffer()
+})
+
+t.test('core - one tenant holds at most half the heavy-read slots: another tenant\'s heavy read is served during its burst', async (t) => {
+  const small = await seedLongLog('small', 'globex', 100)
+  const globexAuth = { authorization: `Bearer ${await token({ tenant: 'globex' })}` }
+  const burst = DEFAULT_MAX_HEAVY_READS * 2
+  const acme = Array.from({ length: burst }, () => fetch(docUrl('long', 'state', `?at=${long.lastSeq}`), { headers: auth }).then(async (res) => (await res.arrayBuffer(), res.status)))
+  await new Promise((resolve) => setTimeout(resolve, 50)) // acme's reads hold their slots (each takes hundreds of ms)
+  const globex = await fetch(docUrl('small', 'state', `?at=${small.lastSeq}`), { headers: globexAuth })
+  t.equal(globex.status, 200, 'globex is served while acme\'s burst runs')
+  t.equal(textOf(new Uint8Array(await globex.arrayBuffer())), small.text)
+  const statuses = await Promise.all(acme)
+  t.ok(statuses.includes(200) && statuses.includes(READ_BUSY_STATUS), `acme's burst is served in part, the rest told to retry: ${statuses.join(' ')}`)
 })
