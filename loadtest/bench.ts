@@ -24,6 +24,7 @@ import { formatEdges } from './edge-stats.ts'
 import { formatBreakdown } from './proc-stats.ts'
 import { SYSTEM_KINDS, startSystem, stopAllSystems, type RunningSystem, type SystemKind } from './systems.ts'
 import { typingStorm, type TypingStormResult } from './typing-storm.ts'
+import { TABLE_HEADER, int, invalid, ms, ratioLine, resultAt, row } from './typing-report.ts'
 import { joinScenario, type JoinScenarioResult } from './scenarios/join.ts'
 import { observersScenario, type ObserversResult } from './scenarios/observers.ts'
 import { idleLines, joinLines, observersLines, scenarioFailed, type Outcome } from './scenarios/report.ts'
@@ -112,30 +113,6 @@ function parseOptions() {
   }
 }
 
-const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a')
-/** Latency the way the issue's table writes it: one decimal under 10 ms, whole ms above. */
-const ms = (n: number) => (!Number.isFinite(n) ? 'n/a' : n < 10 ? n.toFixed(1) : int(n))
-
-export const TABLE_HEADER = '| offered | system | sustained ops/s | fanout p50 / p95 / p99 ms | server cores | **ops/s per server core** | persisted p50 / max ms | RSS sum; PSS MB |'
-
-function row(r: TypingStormResult): string {
-  const sustained = r.converged ? int(r.sustainedOpsPerS) : `FAILED: ${r.driverResult.docs - r.driverResult.converged}/${r.driverResult.docs} docs diverged (${int(r.sustainedOpsPerS)})`
-  const persisted = `${ms(r.persisted.p50Ms)} / ${ms(r.persisted.maxMs)}${r.persisted.missing > 0 ? ` (${r.persisted.missing} of ${r.persisted.n + r.persisted.missing} samples not found)` : ''}`
-  return `| ${int(r.rate)} | ${r.label} | ${sustained} | ${ms(r.fanout.p50Ms)} / ${ms(r.fanout.p95Ms)} / ${ms(r.fanout.p99Ms)} | ${r.server.cores.toFixed(2)} | **${int(r.opsPerServerCore)}** | ${persisted} | ${int(r.server.rssMb)}; ${int(r.server.pssMb)} |`
-}
-
-/** The typing result of `system` at `rate`, when it ran. */
-function resultAt(results: TypingStormResult[], rate: number, system: string): TypingStormResult | undefined {
-  return results.find((r) => r.rate === rate && r.system === system)
-}
-
-function ratioLine(results: TypingStormResult[], rate: number): string {
-  const at = (name: string) => resultAt(results, rate, name)?.opsPerServerCore
-  const docflow = at('DocFlow')
-  const ratio = (other: number | undefined) => (docflow !== undefined && other ? (docflow / other).toFixed(2) : 'n/a')
-  const edges = resultAt(results, rate, 'DocFlow')?.edges?.length ?? 1
-  return `ops/s per server core: DocFlow${edges > 1 ? ` (${edges} edges)` : ''} ${docflow === undefined ? 'n/a' : int(docflow)} = ${ratio(at('y-websocket reference'))}× y-websocket reference, ${ratio(at('Hocuspocus'))}× Hocuspocus`
-}
 
 /** Error lines in the servers' logs, to show beside the numbers. */
 function logErrors(system: RunningSystem): string[] {
@@ -326,7 +303,7 @@ async function main(): Promise<void> {
     appendFileSync(RESULTS, entry)
     say(`recorded in ${RESULTS}`)
   }
-  const failed = results.filter((r) => !r.converged)
+  const failed = results.filter((r) => invalid(r) !== null)
   const crowdFailed = [
     ...scenarioFailed(observers, joins),
     ...idle.flatMap((o) => (o.ok ? [] : [`${o.system} idle: ${o.error}`])),
@@ -339,7 +316,7 @@ async function main(): Promise<void> {
     process.exitCode = 1
   }
   if (failed.length > 0) {
-    console.error(`bench: ${failed.map((r) => `${r.system} @ ${int(r.rate)}`).join(', ')} lost edits (docs did not converge)`)
+    console.error(`bench: ${failed.map((r) => `${r.system} @ ${int(r.rate)}: ${invalid(r)}`).join(', ')}`)
     process.exitCode = 1
   }
 }

@@ -38,7 +38,7 @@ export async function startYWebsocket(options: StartOptions): Promise<RunningSys
   const stored = (docs: string[]) => storedOverIpc(child, docs)
   return {
     name: 'y-websocket reference',
-    label: 'y-websocket reference (LevelDB, every update)',
+    label: 'y-websocket reference (LevelDB, every update, no fsync)',
     client: 'y-websocket',
     wsUrl: `ws://127.0.0.1:${port}`,
     params: () => ({}),
