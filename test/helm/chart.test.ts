@@ -368,3 +368,18 @@ t.test('helm - the S3 lifecycle rule expires snapshots after the days core prune
   t.equal(rule.Status, 'Enabled')
   t.equal(rule.Filter.Prefix, `docflow/${SNAPSHOTS_FOLDER}/`, 'only snapshots expire (the archive keeps a year)')
 })
+
+t.test('helm - identity-provider tokens are checked for iss and aud, and core cannot be installed without its bucket', async (t) => {
+  for (const component of ['edge', 'core']) {
+    const deployment = read(join(TEMPLATES, `${component}-deployment.yaml`))
+    for (const [key, name] of [['issuer', JWT_VARS.jwtIssuer], ['audience', JWT_VARS.jwtAudience]] as const) {
+      t.match(deployment, new RegExp(`\\{\\{- with \\.Values\\.auth\\.${key} \\}\\}\\n\\s+- name: ${name}\\n\\s+value: \\{\\{ \\. \\| quote \\}\\}`), `${component} gets ${name} from auth.${key}`)
+    }
+  }
+  const auth = schema.properties.auth
+  t.same(auth.if, { properties: { jwksUrl: { minLength: 1 } }, required: ['jwksUrl'] }, 'when jwksUrl is set')
+  t.same(auth.then.required, ['issuer', 'audience'], '… issuer and audience are required')
+  t.same([auth.then.properties.issuer.minLength, auth.then.properties.audience.minLength], [1, 1], '… and may not be empty')
+  t.match(read(join(TEMPLATES, 'core-deployment.yaml')), /- name: DOCFLOW_S3_BUCKET\n\s+value: \{\{ required "[^"]+" \.Values\.blobStore\.s3\.bucket \| quote \}\}/, 'an install without blobStore.s3.bucket fails with the reason')
+  t.notMatch(schema.properties.blobStore.properties.s3.properties.bucket.pattern, /\?\$$/, 'the schema refuses an empty bucket')
+})
