@@ -383,3 +383,12 @@ t.test('helm - identity-provider tokens are checked for iss and aud, and core ca
   t.match(read(join(TEMPLATES, 'core-deployment.yaml')), /- name: DOCFLOW_S3_BUCKET\n\s+value: \{\{ required "[^"]+" \.Values\.blobStore\.s3\.bucket \| quote \}\}/, 'an install without blobStore.s3.bucket fails with the reason')
   t.notMatch(schema.properties.blobStore.properties.s3.properties.bucket.pattern, /\?\$$/, 'the schema refuses an empty bucket')
 })
+
+t.test('helm - the internet-facing edge runs under its own service account, without core\'s cloud role', async (t) => {
+  t.match(read(join(TEMPLATES, 'edge-deployment.yaml')), /serviceAccountName: \{\{ include "docflow\.edgeServiceAccountName" \. \}\}/, 'edge: its own account')
+  t.match(read(join(TEMPLATES, 'core-deployment.yaml')), /serviceAccountName: \{\{ include "docflow\.serviceAccountName" \. \}\}/, 'core: the annotated account')
+  const accounts = read(join(TEMPLATES, 'serviceaccount.yaml')).split(/^---$/m)
+  const edge = accounts.find((doc) => doc.includes('docflow.edgeServiceAccountName'))
+  t.ok(edge, 'the edge account is rendered')
+  t.notMatch(edge ?? '', /^\s*annotations:/m, 'with no annotations (no IRSA role)')
+})

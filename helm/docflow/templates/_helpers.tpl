@@ -41,6 +41,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* The edge's own account (serviceaccount.yaml): no cloud role on the internet-facing pods. */}}
+{{- define "docflow.edgeServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- printf "%s-edge" (include "docflow.serviceAccountName" .) | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- include "docflow.serviceAccountName" . }}
+{{- end }}
+{{- end }}
+
 {{/* The Secret with DATABASE_URL, DOCFLOW_JWT_SECRET and the NATS users' passwords. */}}
 {{- define "docflow.secretName" -}}
 {{- default (printf "%s-secrets" (include "docflow.fullname" .)) .Values.secrets.existingSecret }}
