@@ -392,3 +392,11 @@ t.test('helm - the internet-facing edge runs under its own service account, with
   t.ok(edge, 'the edge account is rendered')
   t.notMatch(edge ?? '', /^\s*annotations:/m, 'with no annotations (no IRSA role)')
 })
+
+t.test('helm - edge and core ops ports (/metrics names tenants) are reachable only from the monitoring namespace', async (t) => {
+  const policy = read(join(TEMPLATES, 'networkpolicy.yaml'))
+  t.match(policy, /range \$component := list "edge" "core"/, 'a policy for each of edge and core')
+  t.match(policy, /- ports:\n\s+- port: \{\{ \$values\.port \}\}\n\s+- ports:/, 'the public port is open (the load balancer)')
+  t.match(policy, /- port: \{\{ \$values\.opsPort \}\}\n\s+from:\n\s+- namespaceSelector:\n\s+\{\{- toYaml \$\.Values\.networkPolicy\.monitoringNamespaceSelector/, 'the ops port only from the monitoring namespace')
+  t.equal(values.networkPolicy.enabled, true, 'on by default')
+})
