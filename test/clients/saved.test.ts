@@ -146,7 +146,10 @@ t.test('clients - a socket that did not ask never gets a saved frame; one that a
   const writer = new Y.Doc()
   writer.clientID = 4242
   writer.getText('t').insert(0, 'x')
+  const published = await counterValue(edge.edge.metrics.updatesPublished)
   stock.ws.send(frames.update(Y.encodeStateAsUpdate(writer)))
+  // The asking socket's edit builds on it: sent before the room has it, it would be dropped (never saved).
+  await until('the stock edit is in the stream', async () => (await counterValue(edge.edge.metrics.updatesPublished)) > published)
   const second = new Y.Doc()
   Y.applyUpdate(second, Y.encodeStateAsUpdate(writer))
   second.clientID = 4343
