@@ -339,9 +339,10 @@ t.test('helm - edge drains within its grace period and core keeps a standby', as
   t.ok(Number.isFinite(publishBudgetSeconds) && publishBudgetSeconds > 0, `publish budget ${publishBudgetSeconds}s`)
   t.ok(edge.drain.terminationGracePeriodSeconds > edge.drain.preStopSleepSeconds + publishBudgetSeconds, `grace ${edge.drain.terminationGracePeriodSeconds}s > ${edge.drain.preStopSleepSeconds}s + ${publishBudgetSeconds}s`)
   t.ok(values.core.replicaCount >= 2, 'core has a hot standby')
-  t.ok(values.core.pdb.minAvailable >= 1, 'the core PDB keeps one')
+  t.equal(values.core.pdb.maxUnavailable, 1, 'the core PDB lets one core go at a time (with 2, the other stays)')
   const pdb = read(join(TEMPLATES, 'pdb.yaml'))
-  t.match(pdb, /name: \{\{ include "docflow\.fullname" \. \}\}-core[\s\S]*minAvailable: \{\{ \.Values\.core\.pdb\.minAvailable \}\}/)
+  t.match(pdb, /name: \{\{ include "docflow\.fullname" \. \}\}-core[\s\S]*maxUnavailable: \{\{ \.Values\.core\.pdb\.maxUnavailable \}\}/)
+  t.match(read(join(TEMPLATES, '_helpers.tpl')), /topologyKey: kubernetes\.io\/hostname\n\s+whenUnsatisfiable: DoNotSchedule/, 'pods of a component spread over nodes (one node\'s loss never takes both cores)')
   for (const component of ['edge', 'core']) {
     const deployment = read(join(TEMPLATES, `${component}-deployment.yaml`))
     t.match(deployment, /terminationGracePeriodSeconds: \{\{ \.Values\.\w+\.drain\.terminationGracePeriodSeconds \}\}/, `${component} grace period from values`)

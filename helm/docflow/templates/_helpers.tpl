@@ -74,12 +74,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Spread a component's pods across zones; input: dict "ctx" <root> "component" <name>. */}}
+{{/*
+Spread a component's pods across zones (best effort) and nodes (required: one node's loss must not
+take both cores, or most edges); input: dict "ctx" <root> "component" <name>.
+*/}}
 {{- define "docflow.spread" -}}
 topologySpreadConstraints:
   - maxSkew: 1
     topologyKey: topology.kubernetes.io/zone
     whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "docflow.selectorLabels" . | nindent 8 }}
+  - maxSkew: 1
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: DoNotSchedule
     labelSelector:
       matchLabels:
         {{- include "docflow.selectorLabels" . | nindent 8 }}
