@@ -295,7 +295,8 @@ t.test('helm - NATS runs 3 JetStream nodes on PVCs with sync_interval always, in
   delete broken.nats.config.jetstream.merge.sync_interval
   broken.nats.config.jetstream.fileStore.enabled = false
   broken.nats.container.image.tag = '2.10.11-alpine'
-  t.match(natsValuesProblems(broken), [/cluster\.replicas is 1/, /fileStore\.enabled is false/, /sync_interval is undefined/, /image\.tag .*2\.12\.8/])
+  delete broken.nats.config.jetstream.fileStore.maxSize
+  t.match(natsValuesProblems(broken), [/cluster\.replicas is 1/, /fileStore\.enabled is false/, /sync_interval is undefined/, /image\.tag .*2\.12\.8/, /maxSize is undefined/])
   t.match(natsDependencyProblems({ dependencies: [{ name: 'nats', version: '1.3.15', repository: 'https://nats-io.github.io/k8s/helm/charts/' }] }), [/older than 2\.12\.8/, /condition/])
 })
 

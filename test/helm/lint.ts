@@ -277,8 +277,16 @@ export function natsValuesProblems(values: unknown): string[] {
     ['nats.config.resolver.pvc.enabled', (v) => v === true, 'true'],
     ['nats.config.merge', (v) => v !== null && typeof v === 'object' && Object.keys(v).some((k) => k === 'operator' || k.endsWith('$include')), 'an operator or $include (operator JWT) entry'],
     ['nats.container.image.tag', (v) => typeof v === 'string' && versionAtLeast(v, '2.12.8'), 'nats-server >= 2.12.8'],
+    // Unset, max_file_store is the whole volume: the filesystem fills before JetStream's limit acts.
+    ['nats.config.jetstream.fileStore.maxSize', (v) => quantityBytes(v) > 0 && quantityBytes(v) <= 0.95 * quantityBytes(get(values, 'nats.config.jetstream.fileStore.pvc.size')), 'at most 95% of fileStore.pvc.size'],
   ]
   return want.filter(([path, ok]) => !ok(get(values, path))).map(([path, , what]) => `${path} is ${JSON.stringify(get(values, path))}, want ${what}`)
+}
+
+/** Bytes of a Kubernetes quantity with a binary suffix ("900Gi", "1Ti"); NaN for anything else. */
+function quantityBytes(q: unknown): number {
+  const m = typeof q === 'string' ? /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti)$/.exec(q) : null
+  return m ? Number(m[1]) * 1024 ** (['Ki', 'Mi', 'Gi', 'Ti'].indexOf(m[2]!) + 1) : NaN
 }
 
 /** The nats dependency in Chart.yaml: official repo, a chart version >= 2.12.8, switchable. */
