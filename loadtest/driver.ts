@@ -41,7 +41,7 @@ export interface DriverResult {
   /** Edits inserted / received over the whole run (warm-up and drain included). */
   sentTotal: number
   receivedTotal: number
-  /** Fanout latency of each edit received in the window, ms. */
+  /** Fanout latency of each edit typed in the window, ms, whenever it arrived (before the convergence check ended). */
   fanoutMs: number[]
   samples: EditSample[]
   docs: number
@@ -238,6 +238,12 @@ function runChild(): void {
   let inWindow = false
   const counts = { sent: 0, received: 0, sentInWindow: 0, receivedInWindow: 0 }
   const fanoutMs: number[] = []
+  /**
+   * Writer clientID → the clocks it typed inside the window ([from, to); to is Infinity while it is
+   * open). Their fanout is measured whenever they arrive, the window closed or not: an edit typed
+   * in the window and delivered after it is a slow one, not one to leave out.
+   */
+  const typedInWindow = new Map<number, { from: number; to: number }>()
   const samples: EditSample[] = []
   let ticker: NodeJS.Timeout | undefined
 
@@ -256,9 +262,10 @@ function runChild(): void {
         counted.set(client, to)
         const times = sentAt.get(client)
         counts.received += to - from
-        if (!inWindow) continue
-        counts.receivedInWindow += to - from
-        for (let clock = from; clock < to; clock++) {
+        if (inWindow) counts.receivedInWindow += to - from
+        const typed = typedInWindow.get(client)
+        if (!typed) continue
+        for (let clock = Math.max(from, typed.from); clock < Math.min(to, typed.to); clock++) {
           const t = times?.[clock]
           if (t !== undefined) fanoutMs.push(Math.round((now - t) * 100) / 100)
         }
@@ -336,6 +343,12 @@ function runChild(): void {
         }
         case 'window':
           inWindow = m.open
+          for (const pair of pairs) {
+            for (const c of pair.clients) {
+              if (m.open) typedInWindow.set(c.doc.clientID, { from: c.sent, to: Infinity })
+              else typedInWindow.get(c.doc.clientID)!.to = c.sent
+            }
+          }
           break
         case 'finish': {
           typing = false
