@@ -122,8 +122,8 @@ export async function readDocAt(pool: pg.Pool, blobs: BlobStore, tenant: string,
   try {
     if (base) Y.applyUpdate(doc, base)
     // A transaction per slice of SLICE_MS, not per row: Yjs cleans up (merges structs, collects
-    // garbage) once per slice, 3-4x faster than per row (loadtest state-at) — and faster than
-    // one transaction for the whole tail too (~180 ms against ~530 ms for 100K rows).
+    // garbage) once per slice, 3-4x faster than per row (loadtest state-at); about as fast as one
+    // transaction for the whole tail (bench state-at, early point: p50 116 against 113 ms).
     for await (const page of tailPages(pool, tenant, docId, from, seq)) {
       for (let i = 0; i < page.length; ) {
         // Each slice on its own turn, a page's first too (not straight after its I/O, beside others').
