@@ -259,6 +259,11 @@ t.test('edge - an update reusing ids the document holds with other content (a cl
   const one = await RawSocket.open(url, 'reused-id', tok)
   one.send(frames.update(Y.encodeStateAsUpdate(first)))
   await until('the reader has the first session', () => reader.doc.getArray('a').length === 3)
+  // Counted once core holds it: the reader sees an edit as soon as JetStream stores it, before core commits.
+  await until('core has the first session', async () => {
+    const doc = await readState(core.url, 'reused-id', tok)
+    return doc instanceof Y.Doc && doc.getArray('a').length === 3
+  })
   one.close()
   await one.closed
   // A second session under the same id starts over at clock 0 with other content, past the held clocks:
@@ -280,6 +285,8 @@ t.test('edge - an update reusing ids the document holds with other content (a cl
   t.teardown(() => three.close())
   three.send(frames.update(Y.encodeStateAsUpdate(marker, sv)))
   await until('a later edit arrives', () => reader.text.toString() === 'after')
+  // Per-document order: once core holds the later edit, it holds anything published before it.
+  await until('core has the later edit', async () => (await materializedText(core.url, 'reused-id', tok)) === 'after')
   t.same(reader.doc.getArray('a').toJSON(), ['a', 'b', 'c'], 'the reader never got it')
   t.equal((await stack.db.query("SELECT count(*)::int AS n FROM op_log WHERE doc_id = 'reused-id'")).rows[0].n, rowsBefore + 1, 'only the later edit was published')
 })
