@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import * as Y from 'yjs'
+import { mergeMany } from '../runtime/yjs-items.ts'
 
 /** One row of the op log. */
 export interface OpRow {
@@ -136,7 +137,7 @@ export async function readDocStateAndTail(c: pg.ClientBase | pg.Pool, tenant: st
   if (!parts) return null
   if (parts.tail.length === 0) return { state: parts.state!, tail: null }
   if (onlyExtends(parts)) {
-    const tail = parts.tail.length === 1 ? parts.tail[0]! : Y.mergeUpdates(parts.tail)
+    const tail = mergeMany(parts.tail)
     return parts.state ? { state: parts.state, tail } : { state: tail, tail: null }
   }
   const doc = new Y.Doc()
