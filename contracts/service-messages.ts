@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { DocId, TenantId } from './ids.ts'
 import { Bytes, pack, unpack } from './codec.ts'
 
-export const FanKind = { Update: 'u', Awareness: 'a' } as const
+export const FanKind = { Update: 'u', Awareness: 'a', Refetch: 'r' } as const
 export type FanKind = (typeof FanKind)[keyof typeof FanKind]
 
 /**
@@ -10,12 +10,15 @@ export type FanKind = (typeof FanKind)[keyof typeof FanKind]
  * change. An update names its sender's fan stream (`stream`: one per room instance on one
  * edge) and a `seq` that grows by one per update on that stream, so a receiver that sees a
  * seq other than the last plus one knows it missed a fan-out and fetches it from core.
- * Presence is best effort and carries no sequence.
+ * Presence is best effort and carries no sequence. A refetch tells every room of the document
+ * that core holds an update none was sent (an HTTP retry whose first try JetStream stored, its
+ * PubAck lost): each pulls it from core.
  */
 export const FanMessage = z.discriminatedUnion('kind', [
   /** `single`: the stream holds only this update (HTTP ingest's), so a receiver keeps no sequence for it. */
   z.object({ kind: z.literal(FanKind.Update), edgeId: z.string().min(1), stream: z.string().min(1).max(128), seq: z.number().int().min(1), payload: Bytes, single: z.literal(true).optional() }),
   z.object({ kind: z.literal(FanKind.Awareness), edgeId: z.string().min(1), payload: Bytes }),
+  z.object({ kind: z.literal(FanKind.Refetch), edgeId: z.string().min(1) }),
 ])
 export type FanMessage = z.infer<typeof FanMessage>
 export const encodeFan = (m: FanMessage) => pack(m)

@@ -8,7 +8,7 @@ import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
 import { EdgeOptionsError } from './errors.ts'
 import { serveHealth } from './http.ts'
 import { serveIngest, type Admission } from './http-ingest.ts'
-import { sendFanUpdate } from './fan-link.ts'
+import { sendFanRefetch, sendFanUpdate } from './fan-link.ts'
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts'
 import { ProtocolError, parseClientMessage } from './protocol.ts'
 import { UpdatePublisher } from './publisher.ts'
@@ -246,14 +246,16 @@ export class Edge {
   }
 
   /**
-   * A POSTed update JetStream stored: to the document's clients here, and on other edges. A
-   * duplicate's room here refetches from core instead; rooms on other edges get it at their next
-   * refetch (a gap, a reconnect) or reload.
+   * A POSTed update JetStream stored: to the document's clients here, and on other edges. On a
+   * duplicate, whose first try may never have been fanned out, every room of the document
+   * refetches from core instead (this edge's own fan-out never comes back to it: noEcho).
    */
   private storedOverHttp(tenant: string, docId: string, update: Uint8Array, duplicate: boolean): void {
     const room = this.rooms.get(roomKey(tenant, docId))
-    if (duplicate) room?.refetch('http-duplicate')
-    else if (room) room.acceptDurable(update)
+    if (duplicate) {
+      room?.refetch('http-duplicate')
+      sendFanRefetch(this.nc, tenant, docId, `${this.opts.edgeId}/http`, this.log, this.metrics)
+    } else if (room) room.acceptDurable(update)
     else sendFanUpdate(this.nc, tenant, docId, `${this.opts.edgeId}/http`, update, this.log, this.metrics)
   }
 

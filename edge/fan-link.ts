@@ -19,6 +19,8 @@ export interface FanHandlers {
   update(payload: Uint8Array, gap: boolean, stream: string, seq: number): void
   /** Presence from the peer edge `edgeId`. */
   awareness(payload: Uint8Array, edgeId: string): void
+  /** Core holds an update no edge fanned out: pull it. */
+  refetch(): void
 }
 
 /**
@@ -78,8 +80,10 @@ export class FanLink {
       return
     }
     if (msg.edgeId === this.o.edgeId) return
-    this.peers = true
     this.o.metrics.fanReceived.inc({ kind: msg.kind })
+    // A refetch comes from HTTP ingest, not from a room: it says nothing of peers.
+    if (msg.kind === FanKind.Refetch) return handlers.refetch()
+    this.peers = true
     if (msg.kind === FanKind.Update) handlers.update(msg.payload, !msg.single && this.trackPeerSeq(msg.stream, msg.seq), msg.stream, msg.seq)
     else handlers.awareness(msg.payload, msg.edgeId)
   }
@@ -107,6 +111,11 @@ export class FanLink {
  */
 export function sendFanUpdate(nc: NatsConnection, tenant: string, docId: string, sender: string, update: Uint8Array, log: Logger, metrics: EdgeMetrics): void {
   sendFan(nc, tenant, docId, { kind: FanKind.Update, edgeId: sender, stream: `${sender}/${randomBytes(6).toString('base64url')}`, seq: 1, payload: update, single: true }, log, metrics)
+}
+
+/** Tells the document's rooms on every other edge to refetch from core (FanKind.Refetch). */
+export function sendFanRefetch(nc: NatsConnection, tenant: string, docId: string, sender: string, log: Logger, metrics: EdgeMetrics): void {
+  sendFan(nc, tenant, docId, { kind: FanKind.Refetch, edgeId: sender }, log, metrics)
 }
 
 function sendFan(nc: NatsConnection, tenant: string, docId: string, msg: FanMessage, log: Logger, metrics: EdgeMetrics): void {

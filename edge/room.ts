@@ -91,6 +91,7 @@ export class Room {
       awareness: (payload, edgeId) => {
         if (!this.closed) this.presence.receiveFromPeer(payload, edgeId)
       },
+      refetch: () => this.refetch('http-duplicate'),
     })
     this.subs.push(
       o.nc.subscribe(ServiceSubjects.room(o.tenant, o.docId), {

@@ -89,7 +89,7 @@ t.test('edge - a room keeps a sequence per peer room stream, none for HTTP inges
   const updates: Uint8Array[] = []
   const log = createLogger('fan-test', 'silent')
   const metrics = createEdgeMetrics(createRegistry('fan-test', false))
-  const link = new FanLink({ nc, tenant: 'acme', docId: 'fan-streams', edgeId: 'listener', log, metrics }, { update: (payload) => updates.push(payload), awareness: () => {} })
+  const link = new FanLink({ nc, tenant: 'acme', docId: 'fan-streams', edgeId: 'listener', log, metrics }, { update: (payload) => updates.push(payload), awareness: () => {}, refetch: () => {} })
   t.teardown(() => link.close())
   await nc.flush()
   const posts = 20

@@ -44,13 +44,14 @@ t.test('edge - a POSTed update is stored once per Idempotency-Key, on any edge, 
   t.equal(await counterValue(edge.edge.metrics.httpIngests, { tenant: 'acme', status: 202 }), 2)
 })
 
-t.test('edge - a retry whose first try JetStream stored (its PubAck lost) still reaches the live clients', async (t) => {
+t.test('edge - a retry whose first try JetStream stored (its PubAck lost) still reaches the live clients, on every edge', async (t) => {
   const impatient = await stack.edge({ publishAckTimeoutMs: 400 })
   t.teardown(() => impatient.stop())
   const tok = await token({ tenant: 'acme' })
   const live = yclient(impatient.url, 'retry-doc', tok)
-  t.teardown(() => live.destroy())
-  await live.synced()
+  const far = yclient(edge.url, 'retry-doc', tok)
+  t.teardown(() => (live.destroy(), far.destroy()))
+  await Promise.all([live.synced(), far.synced()])
   const headers = { authorization: `Bearer ${tok}`, 'idempotency-key': 'phone:outbox-1' }
   const body = edit('from the phone', 4343)
   // nats-server stalls (GC, fsync, a leader change): the PubAck misses the edge's timeout, the message is stored.
@@ -62,6 +63,7 @@ t.test('edge - a retry whose first try JetStream stored (its PubAck lost) still 
   const retry = await post(impatient.url, 'retry-doc', body, headers)
   t.match(retry, { status: 202, body: { duplicate: true } }, 'the retry is a duplicate')
   await until('the live client has it', () => live.text.toString() === 'from the phone')
+  await until('a live client on another edge has it', () => far.text.toString() === 'from the phone')
 })
 
 t.test('edge - a POSTed update with no room open anywhere is materialized, and a later client loads it', async (t) => {
