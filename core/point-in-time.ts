@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import * as Y from 'yjs'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
+import { docUpdatePages } from './op-log-rows.ts'
 
 /** A point in a document's life: a stream sequence, or a time (the updates ingested by then). */
 export type PointInTime = { seq: number } | { time: Date }
@@ -21,9 +22,6 @@ export interface StateAt {
 
 /** Synchronous work a replay does before it lets the event loop run (every tenant's commits share it). */
 const SLICE_MS = 10
-/** Op-log rows per page of a tail at most, and update bytes per page at most (a larger row comes alone). */
-const PAGE_ROWS = 5_000
-const PAGE_BYTES = 4 * 1024 ** 2
 
 /** Heavy reads waiting for a turn; one resumes per turn of the event loop. */
 const waiting: (() => void)[] = []
@@ -56,35 +54,6 @@ export async function forEachSliced<T>(rows: AsyncIterable<T> | Iterable<T>, eac
     if (performance.now() < sliceEnd) continue
     await nextTurn()
     sliceEnd = performance.now() + SLICE_MS
-  }
-}
-
-/**
- * The updates of a document's op-log rows with afterSeq < stream_seq <= uptoSeq, in stream order
- * (op-log id: history.ts says why), a page per query: at most PAGE_ROWS rows and, past the
- * first row, PAGE_BYTES bytes (summed in SQL, so a page of large updates is never fetched whole).
- * Updates only: parsing the rows' times too doubled the time of a 100K-row replay.
- */
-async function* tailPages(pool: pg.Pool, tenant: string, docId: string, afterSeq: number, uptoSeq: number): AsyncGenerator<Buffer[]> {
-  let afterId = '0'
-  for (;;) {
-    // `ahead`: the rows the page looked at before the byte cut. Fewer than PAGE_ROWS and none cut:
-    // the last page (asking again would walk the rest of the document's rows for nothing: the
-    // index is by id, stream_seq is checked row by row).
-    const r = await pool.query<{ id: string; update: Buffer; ahead: string }>(
-      `SELECT id, update, ahead FROM (
-         SELECT id, update, count(*) OVER () AS ahead,
-                sum(octet_length(update)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - octet_length(update) AS before
-         FROM (SELECT id, update FROM op_log WHERE tenant = $1 AND doc_id = $2 AND id > $3::bigint AND stream_seq > $4 AND stream_seq <= $5
-               ORDER BY id LIMIT ${PAGE_ROWS}) ahead
-       ) page WHERE before < ${PAGE_BYTES} ORDER BY id`,
-      [tenant, docId, afterId, afterSeq, uptoSeq],
-    )
-    if (r.rows.length === 0) return
-    yield r.rows.map((row) => row.update)
-    const ahead = Number(r.rows[0]!.ahead)
-    if (ahead < PAGE_ROWS && r.rows.length === ahead) return
-    afterId = r.rows.at(-1)!.id
   }
 }
 
@@ -124,7 +93,7 @@ export async function readDocAt(pool: pg.Pool, blobs: BlobStore, tenant: string,
     // A transaction per slice of SLICE_MS, not per row: Yjs cleans up (merges structs, collects
     // garbage) once per slice, 3-4x faster than per row (loadtest state-at); about as fast as one
     // transaction for the whole tail (bench state-at, early point: p50 116 against 113 ms).
-    for await (const page of tailPages(pool, tenant, docId, from, seq)) {
+    for await (const page of docUpdatePages(pool, tenant, docId, from, seq)) {
       for (let i = 0; i < page.length; ) {
         // Each slice on its own turn, a page's first too (not straight after its I/O, beside others').
         await nextTurn()
