@@ -315,7 +315,7 @@ t.test('helm - provisioning and alerts use the numbers in contracts/', async (t)
     clean: { stream: CLEAN_STREAM, subjects: CLEAN_SUBJECTS, replicas: 3, maxAgeMs: CLEAN_MAX_AGE_MS, duplicateWindowMs: FEED_DEDUP_WINDOW_MS },
   }, "core's feed streams as contracts/ names them")
   t.equal(Number(/^(\d+)h$/.exec(p.revocationsBucket.ttl)?.[1]) * 3_600_000, REVOCATION_TTL_MS, 'revocations are kept as long as contracts/ says')
-  t.ok(Number.isInteger(values.editPartitions) && values.editPartitions >= 16 && values.editPartitions <= MAX_EDIT_PARTITIONS, `editPartitions ${values.editPartitions}: room for many core processes, within ${MAX_EDIT_PARTITIONS}`)
+  t.ok(Number.isInteger(values.editPartitions) && values.editPartitions >= 64 && values.editPartitions <= MAX_EDIT_PARTITIONS, `editPartitions ${values.editPartitions}: room for the ~21 busy core processes 250K ops/s takes, 3x, within ${MAX_EDIT_PARTITIONS}`)
   for (const component of ['edge', 'core']) {
     t.match(read(join(TEMPLATES, `${component}-deployment.yaml`)), new RegExp(`- name: ${EDIT_PARTITIONS_VAR}\\n\\s+value: \\{\\{ \\.Values\\.editPartitions \\| quote \\}\\}`), `${component} gets editPartitions`)
   }
