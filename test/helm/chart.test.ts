@@ -402,3 +402,10 @@ t.test('helm - edge and core ops ports (/metrics names tenants) are reachable on
   t.match(policy, /- port: \{\{ \$values\.opsPort \}\}\n\s+from:\n\s+- namespaceSelector:\n\s+\{\{- toYaml \$\.Values\.networkPolicy\.monitoringNamespaceSelector/, 'the ops port only from the monitoring namespace')
   t.equal(values.networkPolicy.enabled, true, 'on by default')
 })
+
+t.test('helm - every pod the chart runs (edge, core, the provisioning Job) runs as non-root with the pod security context', async (t) => {
+  t.equal(values.podSecurityContext.runAsNonRoot, true, 'runAsNonRoot in values')
+  const withPods = readdirSync(TEMPLATES).filter((f) => /^kind: (Deployment|Job|StatefulSet|DaemonSet)$/m.test(read(join(TEMPLATES, f))))
+  t.same(withPods.sort(), ['core-deployment.yaml', 'edge-deployment.yaml', 'provisioning.yaml'], 'the templates that run pods')
+  for (const f of withPods) t.match(read(join(TEMPLATES, f)), /\n\s+securityContext:\n\s+\{\{- toYaml \.Values\.podSecurityContext \| nindent 8 \}\}/, `${f}: pod securityContext`)
+})
