@@ -98,6 +98,12 @@ export function docIdFromBlobPath(path: string): string {
 // ---- snapshots -------------------------------------------------------------------------------
 
 export const SNAPSHOTS_FOLDER = 'snapshots'
+/**
+ * The S3 object tag a snapshot gets once a newer one of its document is written. The bucket's
+ * lifecycle rule (helm/) expires only tagged snapshots, so, like core's retention, it never
+ * takes a document's newest: a document idle past the retention keeps its last snapshot.
+ */
+export const SUPERSEDED_SNAPSHOT_TAG = { key: 'docflow-superseded', value: 'true' } as const
 export const SNAPSHOT_SUFFIX = '.ydoc'
 /**
  * Digits of a snapshot's sequence in its key, zero-padded so key order is sequence order (a

@@ -40,7 +40,7 @@ export function createCoreMetrics(registry: Registry = createRegistry('core')) {
     partitionBlocked: new Gauge({ name: 'docflow_core_partition_blocked', help: '1 while a partition refuses to continue past a hole in the stream', labelNames: ['partition'], registers }),
     stateRequests: new Counter({ name: 'docflow_core_state_requests_total', help: 'Document state requests from edges, by result', labelNames: ['result'], registers }),
     committedNoticeFailures: new Counter({ name: 'docflow_core_committed_notice_failures_total', help: 'Committed notices to edges (the saved signal) that could not be sent', registers }),
-    snapshots: new Counter({ name: 'docflow_core_snapshots_total', help: 'Document snapshots to the blob store: written, skipped (queue full), failed, or forgotten (its document deleted or erased while it was written: taken back)', labelNames: ['outcome'], registers }),
+    snapshots: new Counter({ name: 'docflow_core_snapshots_total', help: 'Document snapshots to the blob store: written, skipped (queue full), failed, forgotten (its document deleted or erased while it was written: taken back), or untagged (its predecessor not tagged superseded for the S3 lifecycle rule)', labelNames: ['outcome'], registers }),
     snapshotBytes: new Counter({ name: 'docflow_core_snapshot_bytes_total', help: 'Bytes of document snapshots written to the blob store', registers }),
     readRequests: new Counter({ name: 'docflow_core_read_requests_total', help: 'Read API requests by status', labelNames: ['status'], registers }),
   }

@@ -170,6 +170,25 @@ export class Snapshots {
     this.remember(docKey(s.tenant, s.docId), Date.now())
     this.metrics.snapshots.inc({ outcome: 'written' })
     this.metrics.snapshotBytes.inc(s.state.byteLength)
+    await this.supersedePrevious(s)
+  }
+
+  /**
+   * Tags the document's snapshot before `s` as superseded: the bucket's lifecycle rule expires
+   * only those, so it never takes a document's newest. An untagged one is no loss: core's
+   * retention prunes it (the rule is the backstop).
+   */
+  private async supersedePrevious(s: CompactedState): Promise<void> {
+    try {
+      const r = await this.pool.query<{ blob_key: string }>(
+        'SELECT blob_key FROM snapshots WHERE tenant = $1 AND doc_id = $2 AND stream_seq < $3 ORDER BY stream_seq DESC LIMIT 1',
+        [s.tenant, s.docId, s.lastStreamSeq],
+      )
+      if (r.rows[0]) await this.blobs.supersede(r.rows[0].blob_key)
+    } catch (err) {
+      this.metrics.snapshots.inc({ outcome: 'untagged' })
+      this.log.warn({ err, tenant: s.tenant, docId: s.docId }, 'previous snapshot not tagged superseded; retention prunes it')
+    }
   }
 
   private remember(k: string, atMs: number): void {

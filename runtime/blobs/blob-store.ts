@@ -31,6 +31,12 @@ export interface BlobStore {
   list(prefix: string): AsyncIterable<string>
   /** Removes the blob; nothing there is not an error. */
   delete(key: string): Promise<void>
+  /**
+   * Tags the blob as replaced by a newer one (SUPERSEDED_SNAPSHOT_TAG), which the S3 bucket's
+   * lifecycle rule expires by; nothing there is not an error. The folder store has no lifecycle
+   * rule, so nothing reads a mark there: it does nothing (core's retention prunes both).
+   */
+  supersede(key: string): Promise<void>
   /** Releases the backend's connections; the store is unusable after. */
   close(): Promise<void>
 }

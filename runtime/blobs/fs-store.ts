@@ -106,6 +106,8 @@ export class FsBlobStore implements BlobStore {
     yield* this.walk(prefix.slice(0, cut), prefix.slice(cut))
   }
 
+  async supersede(): Promise<void> {}
+
   async delete(key: string): Promise<void> {
     const path = this.pathOf(key)
     try {

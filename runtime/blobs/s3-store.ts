@@ -11,9 +11,10 @@ import {
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
+  PutObjectTaggingCommand,
   S3Client,
 } from '@aws-sdk/client-s3'
-import { isBlobKey, type BlobMetadata } from '../../contracts/mod.ts'
+import { SUPERSEDED_SNAPSHOT_TAG, isBlobKey, type BlobMetadata } from '../../contracts/mod.ts'
 import type { BlobInfo, BlobStore, BlobStoreOptions } from './blob-store.ts'
 import { checkBlobKey, checkBlobKeyPrefix, checkBlobMetadata } from './checks.ts'
 import { BlobStoreError } from './errors.ts'
@@ -127,6 +128,17 @@ export class S3BlobStore implements BlobStore {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.settings.bucket, Key: objectKey }))
     } catch (err) {
       throw new BlobStoreError(`delete ${this.location}${key}: ${describe(err)}`, { cause: err })
+    }
+  }
+
+  async supersede(key: string): Promise<void> {
+    const objectKey = this.objectKey(key)
+    try {
+      const tag = { Key: SUPERSEDED_SNAPSHOT_TAG.key, Value: SUPERSEDED_SNAPSHOT_TAG.value }
+      await this.client.send(new PutObjectTaggingCommand({ Bucket: this.settings.bucket, Key: objectKey, Tagging: { TagSet: [tag] } }))
+    } catch (err) {
+      if (isMissing(err)) return
+      throw new BlobStoreError(`tag ${this.location}${key}: ${describe(err)}`, { cause: err })
     }
   }
 

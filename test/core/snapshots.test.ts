@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { jetstream } from '@nats-io/jetstream'
-import { LAST_SEQ_HEADER, STATE_SEQ_HEADER, parseSnapshotKey, parseSnapshotMetadata } from '../../contracts/mod.ts'
+import { LAST_SEQ_HEADER, STATE_SEQ_HEADER, parseSnapshotKey, parseSnapshotMetadata, snapshotKey } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { readStateAt } from '../../core/point-in-time.ts'
 import { Snapshots } from '../../core/snapshots.ts'
@@ -137,4 +137,22 @@ t.test('core - snapshots are paced (documents compacting together do not write t
   t.equal(await rowsOf('slow'), 5, 'flush wrote the whole queue')
   t.ok(Date.now() - flushStarted < 20_000, `without the 50 s pauses (${Date.now() - flushStarted} ms)`)
   t.equal((await written()) - before, 5, 'counted')
+})
+
+t.test('core - a new snapshot tags its document\'s previous one superseded (what the S3 lifecycle rule expires by), never the newest', async (t) => {
+  const superseded: string[] = []
+  // The real store, its supersede calls recorded (the folder store's own does nothing).
+  const recording = Object.assign(Object.create(blobs) as FsBlobStore, { supersede: async (key: string) => void superseded.push(key) })
+  const snapshots = new Snapshots(recording, stack.db, createLogger('test', 'silent'), createCoreMetrics(createRegistry('core', false)), { snapshotIntervalMs: 1 })
+  const write = async (docId: string, seq: number) => {
+    snapshots.offer([{ tenant: 'acme', docId, state: Y.encodeStateAsUpdate(new Y.Doc()), lastStreamSeq: seq, lastIngestTs: Date.now() }])
+    await snapshots.flush()
+  }
+  await write('tagged', 3)
+  await write('tagged-other', 4)
+  t.same(superseded, [], 'a document\'s first snapshot supersedes nothing, another document\'s neither')
+  await write('tagged', 8)
+  t.same(superseded, [snapshotKey('acme', 'tagged', 3)], 'the second tags the first')
+  await write('tagged', 12)
+  t.same(superseded, [snapshotKey('acme', 'tagged', 3), snapshotKey('acme', 'tagged', 8)], 'the third tags the second; the newest stays untagged')
 })

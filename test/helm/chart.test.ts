@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
-import { SNAPSHOTS_FOLDER, AGG_MAX_AGE_MS, AGG_STREAM, CLEAN_MAX_AGE_MS, CLEAN_STREAM, CLEAN_SUBJECTS, DEAD_LETTER_SUBJECTS, DLQ_MAX_AGE_MS, DLQ_STREAM, FEED_DEDUP_WINDOW_MS, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS_VAR, Limit, MAX_EDIT_PARTITIONS, REVOCATIONS_BUCKET, REVOCATION_TTL_MS, TENANTS_BUCKET } from '../../contracts/mod.ts'
+import { SNAPSHOTS_FOLDER, SUPERSEDED_SNAPSHOT_TAG, AGG_MAX_AGE_MS, AGG_STREAM, CLEAN_MAX_AGE_MS, CLEAN_STREAM, CLEAN_SUBJECTS, DEAD_LETTER_SUBJECTS, DLQ_MAX_AGE_MS, DLQ_STREAM, FEED_DEDUP_WINDOW_MS, EDIT_DEDUP_WINDOW_MS, EDIT_PARTITIONS_VAR, Limit, MAX_EDIT_PARTITIONS, REVOCATIONS_BUCKET, REVOCATION_TTL_MS, TENANTS_BUCKET } from '../../contracts/mod.ts'
 import { LIMIT_DEFAULTS } from '../../edge/limits.ts'
 import { SNAPSHOT_RETENTION_DEFAULTS } from '../../core/snapshot-retention.ts'
 import { JWT_VARS, BLOB_STORE_VARS } from '../../runtime/config.ts'
@@ -363,12 +363,17 @@ t.test('helm - the S3 lifecycle rule expires snapshots after the days core prune
   const body = template.slice(template.indexOf('lifecycle.json: |') + 'lifecycle.json: |'.length, template.lastIndexOf('{{- end }}'))
   const rendered = body
     .replaceAll('{{ .Values.blobStore.snapshotRetentionDays }}', String(days))
-    .replace('{{ with .Values.blobStore.s3.prefix }}{{ trimSuffix "/" . }}/{{ end }}', 'docflow/')
+    .replaceAll('{{ with .Values.blobStore.s3.prefix }}{{ trimSuffix "/" . }}/{{ end }}', 'docflow/')
   t.notMatch(rendered, /\{\{/, 'every action of the body is a known one')
-  const rule = (JSON.parse(rendered) as { Rules: { Filter: { Prefix: string }; Expiration: { Days: number }; Status: string }[] }).Rules[0]!
-  t.equal(rule.Expiration.Days, days)
-  t.equal(rule.Status, 'Enabled')
-  t.equal(rule.Filter.Prefix, `docflow/${SNAPSHOTS_FOLDER}/`, 'only snapshots expire (the archive keeps a year)')
+  type Rule = { Filter: { Prefix?: string; And?: { Prefix: string; Tags: { Key: string; Value: string }[] } }; Expiration?: { Days: number }; AbortIncompleteMultipartUpload?: object; Status: string }
+  const rules = (JSON.parse(rendered) as { Rules: Rule[] }).Rules
+  t.ok(rules.every((r) => r.Status === 'Enabled'), 'every rule enabled')
+  const expiring = rules.filter((r) => r.Expiration)
+  t.equal(expiring.length, 1, 'one rule expires objects')
+  t.same(expiring[0]!.Filter, { And: { Prefix: `docflow/${SNAPSHOTS_FOLDER}/`, Tags: [{ Key: SUPERSEDED_SNAPSHOT_TAG.key, Value: SUPERSEDED_SNAPSHOT_TAG.value }] } }, 'only superseded snapshots (a document\'s newest never; the archive keeps a year)')
+  t.equal(expiring[0]!.Expiration!.Days, days)
+  t.notOk(expiring[0]!.AbortIncompleteMultipartUpload, 'S3 refuses an upload abort in a rule filtered by tags')
+  t.ok(rules.some((r) => r.AbortIncompleteMultipartUpload && r.Filter.Prefix === `docflow/${SNAPSHOTS_FOLDER}/`), 'abandoned uploads are aborted by a rule of their own')
 })
 
 t.test('helm - identity-provider tokens are checked for iss and aud, and core cannot be installed without its bucket', async (t) => {

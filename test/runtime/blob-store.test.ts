@@ -15,7 +15,9 @@ import {
   parseSnapshotMetadata,
   snapshotKey,
   snapshotMetadata,
+  SUPERSEDED_SNAPSHOT_TAG,
 } from '../../contracts/mod.ts'
+import { GetObjectTaggingCommand, S3Client } from '@aws-sdk/client-s3'
 import { BLOB_STORE_VARS, BlobStoreConfig, loadConfig } from '../../runtime/config.ts'
 import { blobDirOf, openBlobStore, type BlobStore } from '../../runtime/blobs/blob-store.ts'
 
@@ -221,6 +223,21 @@ for (const makeBackend of [fsBackend, s3Backend]) {
 
 // S3 makes a PutObject visible whole (its documented guarantee); s3rver, a test double, writes
 // objects in place and aborts a concurrent read, so only the folder's atomicity is ours to test.
+t.test('blob store - s3: supersede tags the object as the lifecycle rule filters by and keeps its bytes; a missing object is no error', async (t) => {
+  const store = await s3Backend().open()
+  t.teardown(() => store.close())
+  const client = new S3Client({ region: 'us-east-1', endpoint: s3Endpoint, forcePathStyle: true })
+  t.teardown(() => client.destroy())
+  const objectKey = (key: string) => store.location.slice(`s3://${BUCKET}/`.length) + key
+  const key = snapshotKey('acme', 'replaced', 3)
+  await store.put(key, binary(64, 9))
+  t.same((await client.send(new GetObjectTaggingCommand({ Bucket: BUCKET, Key: objectKey(key) }))).TagSet ?? [], [], 'untagged when written')
+  await store.supersede(key)
+  t.same((await client.send(new GetObjectTaggingCommand({ Bucket: BUCKET, Key: objectKey(key) }))).TagSet, [{ Key: SUPERSEDED_SNAPSHOT_TAG.key, Value: SUPERSEDED_SNAPSHOT_TAG.value }])
+  t.same(await store.get(key), binary(64, 9), 'the bytes stay')
+  await t.resolves(store.supersede(snapshotKey('acme', 'never-written', 1)), 'a blob already gone (retention, erasure) is no error')
+})
+
 t.test('blob store - fs: a reader never sees part of a put, and a crashed put leaves the old blob', async (t) => {
   const backend = fsBackend()
   const store = await backend.open()
