@@ -102,6 +102,8 @@ export class BatchBuilder {
     private readonly compactEveryOps: number,
     /** An update whose ingest time is this far past its event time is counted late. Default DEFAULT_LATE_AFTER_MS. */
     private readonly lateAfterMs = DEFAULT_LATE_AFTER_MS,
+    /** True for an update ingested before its document's erasure (core/erasure-watch.ts): never applied. */
+    private readonly erasedAfter: (tenant: string, docId: string, ingestTs: number) => boolean = () => false,
   ) {}
 
   get empty(): boolean {
@@ -127,6 +129,11 @@ export class BatchBuilder {
   }
 
   async apply(msg: JsMsg, item: number, edit: EditEnvelope, msgId: string): Promise<void> {
+    if (this.erasedAfter(edit.tenant, edit.docId, edit.ingestTs)) {
+      // Dropped, not dead-lettered: a dead letter keeps the update's bytes, the erased content.
+      this.metrics.updates.inc({ outcome: 'erased' })
+      return
+    }
     let cached = this.cache.get(edit.tenant, edit.docId)
     if (!cached) {
       // A failing read throws (the batch is retried); stored state Yjs cannot load is dead-lettered.

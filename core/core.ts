@@ -24,6 +24,7 @@ import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import { Snapshots } from './snapshots.ts'
 import { DEFAULT_DOC_CACHE_BYTES, DocCacheBudget } from './doc-cache.ts'
 import { watchDocNotices } from './doc-notices.ts'
+import { DEFAULT_ERASURE_POLL_MS, ErasureWatch } from './erasure-watch.ts'
 import { SnapshotRetention } from './snapshot-retention.ts'
 import { QualityFeeds } from './quality-feeds.ts'
 import { DEFAULT_GAP_REPORT_AFTER_MS } from './gap-watch.ts'
@@ -85,6 +86,8 @@ export interface CoreOptions extends Partial<LeaseTiming> {
   maxHeavyReads?: number
   /** Pending updates of a document that wait this long for missing clocks are reported as a sequence gap (gap-watch.ts). Default 30_000. */
   gapReportAfterMs?: number
+  /** How often the erasures table is read for erasures whose notice this core missed (erasure-watch.ts). Default DEFAULT_ERASURE_POLL_MS. */
+  erasurePollMs?: number
 }
 
 /** Merge consumers, the doc-state service for edges and the read API of one core process. */
@@ -105,6 +108,7 @@ export class Core {
   private readonly docCacheBudget: DocCacheBudget
   private readonly retention: SnapshotRetention
   private docNotices: Subscription | null = null
+  private readonly erasures: ErasureWatch
   private feeds: QualityFeeds | null = null
 
   constructor(
@@ -121,6 +125,7 @@ export class Core {
     this.pool.on('error', (err) => log.warn({ error: err.message }, 'idle PostgreSQL connection failed'))
     this.docCacheBudget = new DocCacheBudget(o.maxDocCacheBytes ?? DEFAULT_DOC_CACHE_BYTES, { bytes: (delta) => this.metrics.docCacheBytes.inc(delta), evicted: () => this.metrics.docCacheEvictions.inc() })
     this.retention = new SnapshotRetention(o.blobs, this.pool, log, this.metrics, { ...(o.snapshotRetentionDays !== undefined ? { retentionDays: o.snapshotRetentionDays } : {}), ...(o.snapshotPruneIntervalMs !== undefined ? { pruneIntervalMs: o.snapshotPruneIntervalMs } : {}) })
+    this.erasures = new ErasureWatch(this.pool, log, o.erasurePollMs ?? DEFAULT_ERASURE_POLL_MS, (tenant, docId) => this.erased(tenant, docId))
     this.snapshots = new Snapshots(o.blobs, this.pool, log, this.metrics, {
       ...(o.snapshotIntervalMs !== undefined ? { snapshotIntervalMs: o.snapshotIntervalMs } : {}),
       ...(o.snapshotsPerSecond !== undefined ? { maxPerSecond: o.snapshotsPerSecond } : {}),
@@ -144,6 +149,8 @@ export class Core {
       client.release()
     }
     await this.openReadSessions()
+    // Before any worker: an update waiting in AGG from before an erasure must find it known.
+    await this.erasures.start()
     const jsm = await jetstreamManager(this.nc)
     await waitForStream(jsm, this.o.stream, () => this.log.warn({ stream: this.o.stream }, 'waiting for the aggregate stream; provision a tenant (npm run tenant -- add <name>)'))
     this.tenants = await TenantDirectory.open(this.nc, { watchRetryMs: this.o.retryDelayMs }, this.log)
@@ -162,7 +169,7 @@ export class Core {
     this.leaseProbe = new LeaseProbe({ databaseUrl: this.o.databaseUrl, leaseRetryMs: this.o.leaseRetryMs, ...timing, ownSession: () => leases.open(), onView: (view) => balance.update(view) }, this.log, this.metrics)
     for (const p of corePartitions(this.o.editPartitions)) {
       const onHoleCheck = (hole: StreamHole | null) => this.holeChecked(p.partition, hole)
-      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck, onCommitted: (byEdge) => this.tellEdges(byEdge), onCompacted: (states) => this.snapshots.offer(states), onFeeds: (f) => feeds.take(f), docCacheBudget: this.docCacheBudget }, js, jsm, leases, this.leaseProbe, balance, this.pool, this.log, this.metrics)
+      const worker = new PartitionWorker({ ...this.o, ...p, onHoleCheck, onCommitted: (byEdge) => this.tellEdges(byEdge), erasedAfter: (t, d, ingestTs) => this.erasures.erasedAfter(t, d, ingestTs), onCompacted: (states) => this.snapshots.offer(states), onFeeds: (f) => feeds.take(f), docCacheBudget: this.docCacheBudget }, js, jsm, leases, this.leaseProbe, balance, this.pool, this.log, this.metrics)
       this.workers.push(worker)
       worker.start()
     }
@@ -205,6 +212,7 @@ export class Core {
     this.revocations?.stop()
     this.stateSub?.unsubscribe()
     this.docNotices?.unsubscribe()
+    await this.erasures.stop()
     await this.retention.stop()
     await Promise.all(this.workers.map((w) => w.stop()))
     await this.feeds?.stop()
@@ -246,6 +254,15 @@ export class Core {
     this.snapshots.forget(tenant, docId)
     for (const w of this.workers) {
       w.forget(tenant, docId).catch((err: unknown) => this.log.error({ err, tenant, docId }, 'document not dropped from memory'))
+    }
+  }
+
+  /** An erasure the table shows (its notice may have been missed): a document's, or a whole tenant's (its removal). */
+  private erased(tenant: string, docId: string | null): void {
+    if (docId !== null) return this.forget(tenant, docId, 'erasure-seen')
+    this.snapshots.forget(tenant, null)
+    for (const w of this.workers) {
+      w.forgetTenant(tenant).catch((err: unknown) => this.log.error({ err, tenant }, 'documents of a removed tenant not dropped from memory'))
     }
   }
 

@@ -109,6 +109,11 @@ export class DocCache {
     return n
   }
 
+  /** Ids of the tenant's documents in memory. */
+  docIdsOf(tenant: string): string[] {
+    return [...this.docs.values()].filter((d) => d.tenant === tenant).map((d) => d.docId)
+  }
+
   get(tenant: string, docId: string): CachedDoc | undefined {
     const k = docKey(tenant, docId)
     const hit = this.docs.get(k)

@@ -79,16 +79,17 @@ export class Snapshots {
   }
 
   /**
-   * A document was deleted or erased: its queued states are dropped, and one being written is
-   * taken back once its put returns. Paced, a queued state could otherwise be written seconds
-   * after an erasure removed everything, and nothing would remove it again.
+   * A document was deleted or erased (null: every document of a removed tenant): its queued
+   * states are dropped, and one being written is taken back once its put returns. Paced, a
+   * queued state could otherwise be written seconds after an erasure removed everything, and
+   * nothing would remove it again.
    */
-  forget(tenant: string, docId: string): void {
-    const k = docKey(tenant, docId)
-    const kept = this.queue.filter((s) => docKey(s.tenant, s.docId) !== k)
+  forget(tenant: string, docId: string | null): void {
+    const of = (s: CompactedState) => s.tenant === tenant && (docId === null || s.docId === docId)
+    const kept = this.queue.filter((s) => !of(s))
     this.queue.splice(0, this.queue.length, ...kept)
-    if (this.inHand && docKey(this.inHand.state.tenant, this.inHand.state.docId) === k) this.inHand.forgotten = true
-    this.lastTakenMs.delete(k)
+    if (this.inHand && of(this.inHand.state)) this.inHand.forgotten = true
+    if (docId !== null) this.lastTakenMs.delete(docKey(tenant, docId))
   }
 
   /** Writes the queued snapshots without pausing between them, and waits for them (stop, tests). */

@@ -37,6 +37,8 @@ export interface WorkerOptions extends PartitionConsumer {
   retryDelayMs: number
   /** How long a missing delivery may hold the checkpoint back before the session restarts. Default ackWaitMs. */
   deliveryGapMs?: number
+  /** True for an update ingested before its document's erasure (core/erasure-watch.ts): dropped. Default: none is. */
+  erasedAfter?: (tenant: string, docId: string, ingestTs: number) => boolean
   /** After a commit that wrote document states: those states, for snapshots (snapshots.ts). */
   onCompacted?: (states: CompactedState[]) => void
   /** After each commit: the committed messages' Nats-Msg-Ids by the edge that published them (the "saved" signal). */
@@ -122,6 +124,11 @@ export class PartitionWorker implements OwnedPartition {
     this.cache.evict(tenant, docId)
   }
 
+  /** Tenant-wide erasure (its removal): drops every document of the tenant, as forget does one. */
+  async forgetTenant(tenant: string): Promise<void> {
+    for (const docId of this.cache.docIdsOf(tenant)) await this.forget(tenant, docId)
+  }
+
   /** The in-memory doc, when this worker has it (it may hold updates not yet committed). */
   cachedDoc(tenant: string, docId: string) {
     return this.cache.get(tenant, docId)?.doc
@@ -129,6 +136,11 @@ export class PartitionWorker implements OwnedPartition {
 
   start(): void {
     this.running = this.loop()
+  }
+
+  private newBatch(): BatchBuilder {
+    const o = this.options
+    return new BatchBuilder(o.stream, this.cache, (tenant, docId) => readDocParts(this.db, tenant, docId), this.metrics, o.compactEveryOps, o.lateAfterMs, o.erasedAfter)
   }
 
   /** Commits what is in hand, gives the lease up and waits again (balance.ts: a core joined). */
@@ -252,7 +264,7 @@ export class PartitionWorker implements OwnedPartition {
     if (this.processing || this.stopped || this.cache.aged(1).length === 0) return
     this.processing = (async () => {
       lease.check()
-      const batch = new BatchBuilder(this.options.stream, this.cache, (tenant, docId) => readDocParts(this.db, tenant, docId), this.metrics, this.options.compactEveryOps, this.options.lateAfterMs)
+      const batch = this.newBatch()
       const docs = batch.docRows()
       await lease.commit({ consumer: this.consumerKey, streamSeq: this.run.checkpoint, maxSeq: this.maxCommitted, ops: [], docs, deadLetters: [] })
       this.options.onCompacted?.(compactedStates(docs, []))
@@ -295,7 +307,7 @@ export class PartitionWorker implements OwnedPartition {
       this.options.stream,
       maybeCommitted.map((d) => ({ streamSeq: d.msg.seq, item: d.item, op: 'msgId' in d ? { tenant: d.edit.tenant, docId: d.edit.docId, msgId: d.msgId } : undefined })),
     )
-    const batch = new BatchBuilder(this.options.stream, this.cache, (tenant, docId) => readDocParts(this.db, tenant, docId), this.metrics, this.options.compactEveryOps, this.options.lateAfterMs)
+    const batch = this.newBatch()
     let maxSeq = this.maxCommitted
     try {
       for (const d of decoded) {
