@@ -81,7 +81,10 @@ export async function readDocAt(pool: pg.Pool, blobs: BlobStore, tenant: string,
   let base: Uint8Array | null = null
   let from = 0
   for (const s of snapshots.rows) {
-    base = await blobs.get(s.blob_key)
+    // A blob the store fails to give (S3 erroring or timing out) is passed over like a gone one:
+    // the op log holds every update, so the answer is only slower. Not logged: readDocAt has no
+    // logger, and giving it one would change every heavy read's signature for this one case.
+    base = await blobs.get(s.blob_key).catch(() => null)
     if (base) {
       from = Number(s.stream_seq)
       break

@@ -22,6 +22,20 @@ import { BlobStoreError } from './errors.ts'
 /** S3 answers at most 1000 keys per ListObjectsV2 page. */
 const DEFAULT_LIST_PAGE_SIZE = 1000
 
+/**
+ * A request fails when its socket carries no byte either way for this long. An idle timeout, not
+ * a whole-request deadline: a snapshot can be MBs, and a deadline long enough for a large put on
+ * a slow link would leave a stuck small get hanging as long, while an idle timeout fails a stuck
+ * call whatever its size and never one that still moves bytes. S3 answers a request (a put: once
+ * its last byte is sent) in well under a second, so 10 s is a generous pause. The SDK arms this
+ * timer 3 s into an attempt and retries a timeout (3 attempts in all): a call to an S3 that
+ * stopped answering fails after about 3 x (3 s + this), ~40 s.
+ */
+const S3_IDLE_TIMEOUT_MS = 10_000
+
+/** A TCP connect to S3 takes milliseconds; 5 s still outlasts a lost SYN's two resends (1 s, 3 s). */
+const S3_CONNECT_TIMEOUT_MS = 5_000
+
 export interface S3BlobStoreSettings extends BlobStoreOptions {
   bucket: string
   /** "" or ending in "/" (runtime/config.ts BlobStoreConfig normalizes it). */
@@ -29,6 +43,8 @@ export interface S3BlobStoreSettings extends BlobStoreOptions {
   region: string
   /** An S3-API server other than AWS (MinIO, s3rver), addressed path-style. Default: AWS. */
   endpoint?: string
+  /** A request fails after its socket is idle this long. Default S3_IDLE_TIMEOUT_MS. */
+  idleTimeoutMs?: number
 }
 
 /** The object was not there: GetObject says NoSuchKey, HeadObject a bare 404. */
@@ -54,9 +70,14 @@ export class S3BlobStore implements BlobStore {
 
   /** A client for the bucket (credentials from the SDK's default chain), checked with HeadBucket so bad settings fail at start. */
   static async open(settings: S3BlobStoreSettings): Promise<S3BlobStore> {
+    const idleTimeoutMs = settings.idleTimeoutMs ?? S3_IDLE_TIMEOUT_MS
+    if (!Number.isInteger(idleTimeoutMs) || idleTimeoutMs < 1) throw new RangeError(`idleTimeoutMs must be a positive integer, got ${idleTimeoutMs}`)
     const client = new S3Client({
       region: settings.region,
       ...(settings.endpoint !== undefined ? { endpoint: settings.endpoint, forcePathStyle: true } : {}),
+      // Options of the SDK's own NodeHttpHandler, whose timeouts are all off by default: a call
+      // to an S3 that stops answering would never settle.
+      requestHandler: { connectionTimeout: S3_CONNECT_TIMEOUT_MS, socketTimeout: idleTimeoutMs },
     })
     const store = new S3BlobStore(client, settings)
     try {

@@ -5,6 +5,8 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { jetstream } from '@nats-io/jetstream'
 import { LAST_SEQ_HEADER, STATE_SEQ_HEADER, parseSnapshotKey, parseSnapshotMetadata, snapshotKey } from '../../contracts/mod.ts'
+import type { BlobStore } from '../../runtime/blobs/blob-store.ts'
+import { BlobStoreError } from '../../runtime/blobs/errors.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { readStateAt } from '../../core/point-in-time.ts'
 import { Snapshots } from '../../core/snapshots.ts'
@@ -69,6 +71,29 @@ t.test('core - compaction writes snapshots to the blob store, tagged with their 
   await until('quiet doc committed and compacted', async () => ((await stack.db.query('SELECT op_count FROM docs WHERE tenant = $1 AND doc_id = $2 AND op_count >= 30', ['acme', 'quiet-doc'])).rowCount ?? 0) === 1, 20_000)
   await quiet.stop() // waits for queued snapshots
   t.equal((await stack.db.query('SELECT 1 FROM snapshots WHERE tenant = $1 AND doc_id = $2', ['acme', 'quiet-doc'])).rowCount, 1, 'one snapshot within the interval')
+})
+
+// Before the test below, which deletes snap-doc's blobs.
+t.test('core - the state at a point falls back to an older snapshot when the blob store fails to give the newest', async (t) => {
+  const seqs = await seqsOf('snap-doc')
+  const keys = (await stack.db.query<{ blob_key: string }>('SELECT blob_key FROM snapshots WHERE tenant = $1 AND doc_id = $2 ORDER BY stream_seq DESC', ['acme', 'snap-doc'])).rows.map((r) => r.blob_key)
+  t.ok(keys.length >= 2, `${keys.length} snapshots: one to fail, an older one to fall back to`)
+  const asked: string[] = []
+  // The file's store, whose get of the newest snapshot fails as S3's does when it errors or times out.
+  const failing: BlobStore = Object.create(blobs, {
+    get: {
+      value: async (key: string) => {
+        asked.push(key)
+        if (key === keys[0]) throw new BlobStoreError(`get ${key}: TimeoutError: the request socket timed out`)
+        return blobs.get(key)
+      },
+    },
+  })
+  const expected = await readStateAt(stack.db, blobs, 'acme', 'snap-doc', { seq: seqs.at(-1)! })
+  const at = await readStateAt(stack.db, failing, 'acme', 'snap-doc', { seq: seqs.at(-1)! })
+  t.equal(at && textOf(at.update), expected && textOf(expected.update), 'the same document as with every blob there')
+  t.equal(at?.seq, seqs.at(-1))
+  t.same(asked, keys.slice(0, 2), 'the failed snapshot, then the one before it')
 })
 
 t.test('core - the state at a sequence or a time is the snapshot before it plus the op log, even when a snapshot blob is gone', async (t) => {

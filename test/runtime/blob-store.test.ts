@@ -20,6 +20,7 @@ import {
 import { GetObjectTaggingCommand, S3Client } from '@aws-sdk/client-s3'
 import { BLOB_STORE_VARS, BlobStoreConfig, loadConfig } from '../../runtime/config.ts'
 import { blobDirOf, openBlobStore, type BlobStore } from '../../runtime/blobs/blob-store.ts'
+import { S3BlobStore } from '../../runtime/blobs/s3-store.ts'
 
 const BUCKET = 'docflow-test'
 /** Small enough that the listing test spans several ListObjectsV2 pages. */
@@ -37,7 +38,7 @@ process.env.AWS_SECRET_ACCESS_KEY = 'S3RVER'
  * Node 17+'s OpenSSL 3 only has through its legacy provider: hence a child process with the flag
  * rather than the test process.
  */
-async function startS3rver(dir: string): Promise<{ endpoint: string; stop: () => Promise<void> }> {
+async function startS3rver(dir: string): Promise<{ endpoint: string; stop: () => Promise<void>; freeze: () => void; thaw: () => void }> {
   mkdirSync(dir, { recursive: true })
   const bin = createRequire(import.meta.url).resolve('s3rver/bin/s3rver.js')
   const child = spawn(process.execPath, ['--openssl-legacy-provider', bin, '-d', dir, '-a', '127.0.0.1', '-p', '0', '-s', '--configure-bucket', BUCKET], { stdio: ['ignore', 'pipe', 'inherit'] })
@@ -60,7 +61,10 @@ async function startS3rver(dir: string): Promise<{ endpoint: string; stop: () =>
     await stop()
     throw err
   })
-  return { endpoint: `http://127.0.0.1:${port}`, stop }
+  // A stopped process still has its connections accepted by the kernel, and answers none of them.
+  const freeze = () => void child.kill('SIGSTOP')
+  const thaw = () => void child.kill('SIGCONT')
+  return { endpoint: `http://127.0.0.1:${port}`, stop, freeze, thaw }
 }
 
 const s3rver = await startS3rver(join(scratch, 's3rver'))
@@ -236,6 +240,26 @@ t.test('blob store - s3: supersede tags the object as the lifecycle rule filters
   t.same((await client.send(new GetObjectTaggingCommand({ Bucket: BUCKET, Key: objectKey(key) }))).TagSet, [{ Key: SUPERSEDED_SNAPSHOT_TAG.key, Value: SUPERSEDED_SNAPSHOT_TAG.value }])
   t.same(await store.get(key), binary(64, 9), 'the bytes stay')
   await t.resolves(store.supersede(snapshotKey('acme', 'never-written', 1)), 'a blob already gone (retention, erasure) is no error')
+})
+
+t.test('blob store - s3: a get or a put fails within a bounded time when S3 stops answering', async (t) => {
+  const idleTimeoutMs = 1_000
+  const store = await S3BlobStore.open({ bucket: BUCKET, prefix: `run-${++nextStore}/`, region: 'us-east-1', endpoint: s3Endpoint, idleTimeoutMs })
+  t.teardown(() => store.close())
+  const key = snapshotKey('acme', 'stuck', 1)
+  await store.put(key, binary(64, 12))
+  // The other tests share this s3rver: it answers again once this test ends, however it ends.
+  s3rver.freeze()
+  t.teardown(s3rver.thaw)
+  // 3 attempts of idleTimeoutMs each (the SDK retries a timeout), plus its backoff between them.
+  const boundMs = 10 * idleTimeoutMs
+  const outcome = (call: Promise<unknown>) =>
+    Promise.race([call.then(() => 'resolved', (err: unknown) => err), new Promise((resolve) => setTimeout(() => resolve(`still pending after ${boundMs} ms`), boundMs).unref())])
+  const [get, put] = await Promise.all([outcome(store.get(key)), outcome(store.put(snapshotKey('acme', 'stuck', 2), binary(64, 13)))])
+  s3rver.thaw()
+  t.match(get, { name: 'BlobStoreError', message: /^get .*TimeoutError/ }, 'get fails with a timeout')
+  t.match(put, { name: 'BlobStoreError', message: /^put .*TimeoutError/ }, 'put fails with a timeout')
+  t.same(await store.get(key), binary(64, 12), 'and works again once S3 answers')
 })
 
 t.test('blob store - fs: a reader never sees part of a put, and a crashed put leaves the old blob', async (t) => {
