@@ -196,9 +196,10 @@ export class BatchBuilder {
     if (outcome === 'pending' && !this.pendingSources.get(k)) {
       this.pendingSources.set(k, { stream: this.stream, streamSeq: msg.seq, item, subject: msg.subject, tenant: edit.tenant, docId: edit.docId, payload: encodeEnvelope(edit) })
     }
-    const entry = this.touched.get(k) ?? { cached, ops: 0, lastStreamSeq: 0 }
+    const entry = this.touched.get(k) ?? { cached, ops: 0, lastStreamSeq: cached.lastStreamSeq }
     entry.ops += 1
-    entry.lastStreamSeq = msg.seq
+    // The highest, not the last: a redelivered update can come after later ones (worker.ts).
+    entry.lastStreamSeq = Math.max(entry.lastStreamSeq, msg.seq)
     this.touched.set(k, entry)
   }
 

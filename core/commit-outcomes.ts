@@ -2,7 +2,7 @@ import { MSG_ID_HEADER, SAVED_NOTICE_HEADER, type CommittedNotice } from '../con
 import type { DecodedItem } from './batch.ts'
 import { docKey } from './doc-cache.ts'
 import type { CompactedState } from './snapshots.ts'
-import { itemKey, type DocRow, type OpRow } from './store.ts'
+import { itemKey, type DocRow, type OpRow, type ThroughOpIds } from './store.ts'
 
 // What a partition's commit tells others after it: the edges (the "saved" signal) and the
 // snapshot writer (the states it wrote).
@@ -38,11 +38,14 @@ export function committedByEdge(decoded: DecodedItem[], refused: ReadonlySet<str
 }
 
 /** The states a commit wrote, each with the ingest time of its newest update (in this batch: its document was touched). */
-export function compactedStates(docs: DocRow[], ops: OpRow[]): CompactedState[] {
+export function compactedStates(docs: DocRow[], ops: OpRow[], through: ThroughOpIds): CompactedState[] {
   const newest = new Map<string, number>()
   for (const op of ops) {
     const k = docKey(op.tenant, op.docId)
     newest.set(k, Math.max(newest.get(k) ?? 0, op.ingestTs))
   }
-  return docs.map((d) => ({ tenant: d.tenant, docId: d.docId, state: d.state, lastStreamSeq: d.lastStreamSeq, lastIngestTs: newest.get(docKey(d.tenant, d.docId)) ?? Date.now() }))
+  return docs.map((d) => {
+    const k = docKey(d.tenant, d.docId)
+    return { tenant: d.tenant, docId: d.docId, state: d.state, lastStreamSeq: d.lastStreamSeq, throughOpId: through.get(k) ?? null, lastIngestTs: newest.get(k) ?? Date.now() }
+  })
 }

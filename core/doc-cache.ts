@@ -13,7 +13,7 @@ export interface CachedDoc {
   bytes: number
   /** When the oldest uncompacted op was committed (or the doc loaded with a tail), ms since epoch; null when none. */
   uncompactedSince: number | null
-  /** Stream sequence of the newest committed op this worker applied to it; 0 when loaded and untouched. */
+  /** The highest stream sequence the doc holds, stored or applied since (0: none). */
   lastStreamSeq: number
   /** Ingest time of that op, ms since epoch; 0 when unknown. */
   lastIngestTs: number
@@ -139,7 +139,7 @@ export class DocCache {
     })
     const tail = stored?.tail.length ?? 0
     const bytes = (stored?.state?.byteLength ?? 0) + (stored?.tail ?? []).reduce((n, u) => n + u.byteLength, 0)
-    const entry: CachedDoc = { tenant, docId, doc, uncompacted: tail, compacted: Boolean(stored?.state), bytes, uncompactedSince: tail > 0 ? Date.now() : null, lastStreamSeq: 0, lastIngestTs: 0 }
+    const entry: CachedDoc = { tenant, docId, doc, uncompacted: tail, compacted: Boolean(stored?.state), bytes, uncompactedSince: tail > 0 ? Date.now() : null, lastStreamSeq: stored?.maxSeq ?? 0, lastIngestTs: 0 }
     const k = docKey(tenant, docId)
     this.drop(k)
     this.docs.set(k, entry)

@@ -17,19 +17,22 @@ export interface LastApplied {
 
 /**
  * Staleness of a read answer is told per document, not by the partition's checkpoint: the
- * newest op-log row of the document is what the answer reflects (its seq is the newest update
- * the answer holds; its time is when that update became durable), it needs no knowledge of
+ * highest stream sequence the document holds (a redelivered update commits after later ones, so
+ * not always its newest row's) and when its newest row became durable; it needs no knowledge of
  * partitions or consumers, and it stays true after a rebalance. The partition checkpoint's time
  * would move on with other documents' edits and say nothing about this one. Null when the
  * tenant has no such document.
  */
 export async function readLastApplied(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<LastApplied | null> {
-  const r = await c.query<{ stream_seq: string; committed_at: Date }>(
-    'SELECT stream_seq, committed_at FROM op_log WHERE tenant = $1 AND doc_id = $2 ORDER BY id DESC LIMIT 1',
+  // The highest sequence from the compacted state's and its tail's, not a scan of every row.
+  const r = await c.query<{ seq: string | null; committed_at: Date | null }>(
+    `SELECT GREATEST(d.last_stream_seq, (SELECT max(o.stream_seq) FROM op_log o WHERE o.tenant = $1 AND o.doc_id = $2 AND o.id > COALESCE(d.through_op_id, 0))) AS seq,
+            (SELECT o.committed_at FROM op_log o WHERE o.tenant = $1 AND o.doc_id = $2 ORDER BY o.id DESC LIMIT 1) AS committed_at
+     FROM (SELECT 1) one LEFT JOIN docs d ON d.tenant = $1 AND d.doc_id = $2`,
     [tenant, docId],
   )
   const row = r.rows[0]
-  return row ? { seq: Number(row.stream_seq), committedAt: row.committed_at } : null
+  return row?.seq && row.committed_at ? { seq: Number(row.seq), committedAt: row.committed_at } : null
 }
 
 /** A history request: page size and the cursor after which it starts (null: the newest). */

@@ -1,6 +1,6 @@
 import pg from 'pg'
 import { LeaseLostError } from './errors.ts'
-import { commitBatches, type Batch } from './store.ts'
+import { commitBatches, type Batch, type ThroughOpIds } from './store.ts'
 
 // First key of the two-int advisory lock; the partition is the second.
 export const LEASE_NAMESPACE = 0x64660002
@@ -53,7 +53,7 @@ export class LeaseSession {
   private onLost: (err: LeaseLostError) => void = () => undefined
   /** Resolves (never rejects) with the reason once the session is lost. */
   readonly whenLost = new Promise<LeaseLostError>((resolve) => (this.onLost = resolve))
-  private waiting: { batch: Batch; resolve: () => void; reject: (err: unknown) => void }[] = []
+  private waiting: { batch: Batch; resolve: (through: ThroughOpIds) => void; reject: (err: unknown) => void }[] = []
   private committing = false
   private nextCommit: NodeJS.Timeout | null = null
   private lastCommitAtMs = 0
@@ -109,7 +109,7 @@ export class LeaseSession {
    * Commits `batch` together with whatever other partitions hand in meanwhile: at the next group
    * commit, which starts GROUP_COMMIT_INTERVAL_MS after the previous one started (or when it ends).
    */
-  commit(batch: Batch): Promise<void> {
+  commit(batch: Batch): Promise<ThroughOpIds> {
     return new Promise((resolve, reject) => {
       this.waiting.push({ batch, resolve, reject })
       this.scheduleCommit()
@@ -163,9 +163,9 @@ export class LeaseSession {
     const group = this.takeGroup()
     try {
       this.check()
-      await this.serial(() => commitBatches(this.client, group.map((w) => w.batch)))
+      const through = await this.serial(() => commitBatches(this.client, group.map((w) => w.batch)))
       this.confirmed()
-      for (const w of group) w.resolve()
+      for (const w of group) w.resolve(through)
     } catch (err) {
       for (const w of group) w.reject(err)
     } finally {
@@ -242,7 +242,8 @@ export class PartitionLease {
     this.session.check()
   }
 
-  commit(batch: Batch): Promise<void> {
+  /** Resolves with the op-log id each compacted state holds rows through (store.ts commitBatches). */
+  commit(batch: Batch): Promise<ThroughOpIds> {
     return this.session.commit(batch)
   }
 

@@ -25,12 +25,14 @@ const UPDATE_ONLY: Columns = { inner: '', outer: '' }
 const WHOLE_ROW: Columns = { inner: ', stream_seq, user_id, ingest_ts, COALESCE(event_ts, ingest_ts) AS event_ts', outer: ', stream_seq, user_id, ingest_ts, event_ts' }
 
 /**
- * A document's op-log rows with afterSeq < stream_seq <= uptoSeq, in stream order (op-log id:
- * history.ts says why), a page per query: at most PAGE_ROWS rows and, past the first row,
- * PAGE_BYTES of updates (summed in SQL, so a page of large updates is never fetched whole).
+ * A document's op-log rows with afterSeq < stream_seq <= uptoSeq and an id past `afterId`, in
+ * stream order (op-log id: history.ts says why), a page per query: at most PAGE_ROWS rows and,
+ * past its first row, PAGE_BYTES of updates (summed in SQL, so a page of large updates is never
+ * fetched whole).
  */
-async function* pages<R extends { id: string; update: Buffer }>(pool: pg.Pool, tenant: string, docId: string, afterSeq: number, uptoSeq: number, columns: Columns): AsyncGenerator<R[]> {
-  let afterId = '0'
+async function* pages<R extends { id: string; update: Buffer }>(pool: pg.Pool, tenant: string, docId: string, range: RowRange, columns: Columns): AsyncGenerator<R[]> {
+  const { afterSeq, uptoSeq } = range
+  let afterId = String(range.afterId ?? 0)
   for (;;) {
     // `ahead`: the rows the page looked at before the byte cut. Fewer than PAGE_ROWS and none cut:
     // the last page (asking again would walk the rest of the document's rows for nothing: the
@@ -52,15 +54,22 @@ async function* pages<R extends { id: string; update: Buffer }>(pool: pg.Pool, t
   }
 }
 
+/** Which rows: afterSeq < stream_seq <= uptoSeq, and an op-log id past afterId (default 0). */
+export interface RowRange {
+  afterSeq: number
+  uptoSeq: number
+  afterId?: number
+}
+
 /** The rows (pages) as blame and rollback replay them. */
 export async function* docRows(pool: pg.Pool, tenant: string, docId: string, afterSeq: number, uptoSeq: number): AsyncGenerator<OpLogRow> {
   type Row = { id: string; update: Buffer; stream_seq: string; user_id: string; ingest_ts: Date; event_ts: Date }
-  for await (const page of pages<Row>(pool, tenant, docId, afterSeq, uptoSeq, WHOLE_ROW)) {
+  for await (const page of pages<Row>(pool, tenant, docId, { afterSeq, uptoSeq }, WHOLE_ROW)) {
     for (const row of page) yield { id: row.id, seq: Number(row.stream_seq), user: row.user_id, ingestTs: row.ingest_ts, eventTs: row.event_ts, update: row.update }
   }
 }
 
 /** The rows' updates only, a page at a time: parsing the rows' times too doubled the time of a 100K-row replay (point-in-time). */
-export async function* docUpdatePages(pool: pg.Pool, tenant: string, docId: string, afterSeq: number, uptoSeq: number): AsyncGenerator<Buffer[]> {
-  for await (const page of pages<{ id: string; update: Buffer }>(pool, tenant, docId, afterSeq, uptoSeq, UPDATE_ONLY)) yield page.map((row) => row.update)
+export async function* docUpdatePages(pool: pg.Pool, tenant: string, docId: string, range: RowRange): AsyncGenerator<Buffer[]> {
+  for await (const page of pages<{ id: string; update: Buffer }>(pool, tenant, docId, range, UPDATE_ONLY)) yield page.map((row) => row.update)
 }

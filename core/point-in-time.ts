@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import * as Y from 'yjs'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
-import { docUpdatePages } from './op-log-rows.ts'
+import { docUpdatePages, type RowRange } from './op-log-rows.ts'
 
 /** A point in a document's life: a stream sequence, or a time (the updates ingested by then). */
 export type PointInTime = { seq: number } | { time: Date }
@@ -74,19 +74,22 @@ export async function readDocAt(pool: pg.Pool, blobs: BlobStore, tenant: string,
   const seqText = target.rows[0]?.seq
   if (seqText === null || seqText === undefined) return null
   const seq = Number(seqText)
-  const snapshots = await pool.query<{ stream_seq: string; blob_key: string }>(
-    'SELECT stream_seq, blob_key FROM snapshots WHERE tenant = $1 AND doc_id = $2 AND stream_seq <= $3 ORDER BY stream_seq DESC',
+  const snapshots = await pool.query<{ stream_seq: string; blob_key: string; through_op_id: string | null }>(
+    'SELECT stream_seq, blob_key, through_op_id FROM snapshots WHERE tenant = $1 AND doc_id = $2 AND stream_seq <= $3 ORDER BY stream_seq DESC',
     [tenant, docId, seq],
   )
   let base: Uint8Array | null = null
-  let from = 0
+  // The rows after the snapshot: those committed after its state (a redelivered update commits
+  // after later ones, so a lower sequence may come later), else, for a snapshot taken before
+  // through_op_id was recorded, those past its sequence.
+  let rows: RowRange = { afterSeq: 0, uptoSeq: seq }
   for (const s of snapshots.rows) {
     // A blob the store fails to give (S3 erroring or timing out) is passed over like a gone one:
     // the op log holds every update, so the answer is only slower. Not logged: readDocAt has no
     // logger, and giving it one would change every heavy read's signature for this one case.
     base = await blobs.get(s.blob_key).catch(() => null)
     if (base) {
-      from = Number(s.stream_seq)
+      rows = s.through_op_id === null ? { afterSeq: Number(s.stream_seq), uptoSeq: seq } : { afterSeq: 0, uptoSeq: seq, afterId: Number(s.through_op_id) }
       break
     }
   }
@@ -96,7 +99,7 @@ export async function readDocAt(pool: pg.Pool, blobs: BlobStore, tenant: string,
     // A transaction per slice of SLICE_MS, not per row: Yjs cleans up (merges structs, collects
     // garbage) once per slice, 3-4x faster than per row (loadtest state-at); about as fast as one
     // transaction for the whole tail (bench state-at, early point: p50 116 against 113 ms).
-    for await (const page of docUpdatePages(pool, tenant, docId, from, seq)) {
+    for await (const page of docUpdatePages(pool, tenant, docId, rows)) {
       for (let i = 0; i < page.length; ) {
         // Each slice on its own turn, a page's first too (not straight after its I/O, beside others').
         await nextTurn()

@@ -10,8 +10,13 @@ export interface CompactedState {
   tenant: string
   docId: string
   state: Uint8Array
-  /** Every op-log row of the document up to this stream sequence is in `state`. */
+  /** The highest stream sequence `state` holds. */
   lastStreamSeq: number
+  /**
+   * `state` holds every op-log row of the document with an id up to this (null: unknown). Not
+   * every row with a sequence up to lastStreamSeq: a redelivered update commits after later ones.
+   */
+  throughOpId: number | null
   /** ms since epoch */
   lastIngestTs: number
 }
@@ -153,9 +158,9 @@ export class Snapshots {
       await this.blobs.put(key, s.state, snapshotMetadata({ seq: s.lastStreamSeq, time }))
       if (!inHand.forgotten) {
         await this.pool.query(
-          `INSERT INTO snapshots (tenant, doc_id, stream_seq, last_ingest_ts, blob_key, bytes) VALUES ($1, $2, $3, $4, $5, $6)
+          `INSERT INTO snapshots (tenant, doc_id, stream_seq, last_ingest_ts, blob_key, bytes, through_op_id) VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (tenant, doc_id, stream_seq) DO NOTHING`,
-          [s.tenant, s.docId, s.lastStreamSeq, time, key, s.state.byteLength],
+          [s.tenant, s.docId, s.lastStreamSeq, time, key, s.state.byteLength, s.throughOpId],
         )
       }
     } finally {

@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import * as Y from 'yjs'
 import { mergeMany } from '../runtime/yjs-items.ts'
+import { docKey } from './doc-cache.ts'
 
 /** One row of the op log. */
 export interface OpRow {
@@ -94,16 +95,18 @@ export interface StoredDoc {
   stateVector?: Uint8Array | null
   /** Updates after the compacted state, in commit order. */
   tail: Uint8Array[]
+  /** The highest stream sequence of the document's updates (a late redelivery commits after higher ones). */
+  maxSeq?: number
 }
 
 /** The stored parts of a document, or null when its tenant has no such document. One round trip. */
 export async function readDocParts(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<StoredDoc | null> {
   // The tail as rows, not as an array column: node-postgres parses a bytea array's text one
   // character at a time (measured: 8 s for a 12 MB tail, 0.3 s as rows). The state row first.
-  const r = await c.query<{ id: string; state: Buffer | null; state_vector: Buffer | null; update: Buffer | null }>(
-    `SELECT 0::bigint AS id, d.state, d.state_vector, NULL::bytea AS update FROM docs d WHERE d.tenant = $1 AND d.doc_id = $2
+  const r = await c.query<{ id: string; state: Buffer | null; state_vector: Buffer | null; update: Buffer | null; seq: string }>(
+    `SELECT 0::bigint AS id, d.state, d.state_vector, NULL::bytea AS update, d.last_stream_seq AS seq FROM docs d WHERE d.tenant = $1 AND d.doc_id = $2
      UNION ALL
-     SELECT o.id, NULL, NULL, o.update FROM op_log o WHERE o.tenant = $1 AND o.doc_id = $2
+     SELECT o.id, NULL, NULL, o.update, o.stream_seq FROM op_log o WHERE o.tenant = $1 AND o.doc_id = $2
        AND o.id > COALESCE((SELECT through_op_id FROM docs WHERE tenant = $1 AND doc_id = $2), 0)
      ORDER BY id`,
     [tenant, docId],
@@ -112,7 +115,8 @@ export async function readDocParts(c: pg.ClientBase | pg.Pool, tenant: string, d
   const state = head?.state ?? null
   const tail = (head ? r.rows.slice(1) : r.rows).map((row) => row.update!)
   if (state === null && tail.length === 0) return null
-  return { state, stateVector: state === null ? null : head!.state_vector, tail }
+  const maxSeq = r.rows.reduce((max, row) => Math.max(max, Number(row.seq)), 0)
+  return { state, stateVector: state === null ? null : head!.state_vector, tail, maxSeq }
 }
 
 /** The materialized document as one Yjs update (compacted state + tail), or null when there is none. */
@@ -166,16 +170,17 @@ function onlyExtends({ state, stateVector, tail }: StoredDoc): boolean {
  * completion, atomically): op-log rows, compacted document states, dead letters and every
  * consumer checkpoint land together or not at all — what makes redelivery exactly-once, in one
  * round trip and one WAL flush per group. A compacted state is marked with the highest op-log id
- * of its document, the ones this statement inserts included (lease.ts: only the owner writes it).
+ * of its document, the ones this statement inserts included (lease.ts: only the owner writes it);
+ * resolves with those ids by docKey (a snapshot of the state records it: point-in-time.ts).
  */
-export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[]): Promise<void> {
+export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[]): Promise<ThroughOpIds> {
   const ops = batches.flatMap((b) => b.ops)
   const docs = batches.flatMap((b) => b.docs)
   const dls = batches.flatMap((b) => b.deadLetters)
   // Updates and states travel as one binary parameter each (a bytea[] would go as hex text).
   const updates = concatenated(ops.map((o) => o.update))
   const states = concatenated(docs.map((d) => d.state))
-  await c.query({
+  const r = await c.query<{ states: [string, string, number][] | null }>({
     // Named: parsed and planned once per session, not for every group commit.
     name: 'docflow-commit-batches',
     text: `WITH ops AS (
@@ -192,9 +197,9 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
            (SELECT max(o.id) FROM op_log o WHERE o.tenant = x.t AND o.doc_id = x.d), 0)
        FROM unnest($10::text[], $11::text[], $12::int[], $13::bytea[], $14::bigint[], $15::bigint[], $30::int[]) AS x(t, d, so, sv, s, n, sn)
        ON CONFLICT (tenant, doc_id) DO UPDATE SET
-         state = excluded.state, state_vector = excluded.state_vector, last_stream_seq = excluded.last_stream_seq,
+         state = excluded.state, state_vector = excluded.state_vector, last_stream_seq = GREATEST(docs.last_stream_seq, excluded.last_stream_seq),
          op_count = docs.op_count + excluded.op_count, through_op_id = excluded.through_op_id, updated_at = now()
-       RETURNING 1
+       RETURNING tenant, doc_id, through_op_id
      ), dead AS (
        INSERT INTO dead_letters (stream, stream_seq, item, subject, tenant, doc_id, reason, payload)
        SELECT * FROM unnest($16::text[], $17::bigint[], $18::int[], $19::text[], $20::text[], $21::text[], $22::text[], $23::bytea[])
@@ -207,7 +212,8 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
          max_seq = GREATEST(consumer_checkpoints.max_seq, excluded.max_seq), updated_at = now()
        RETURNING 1
      )
-     SELECT (SELECT count(*) FROM checkpoints) AS checkpoints`,
+     SELECT (SELECT count(*) FROM checkpoints) AS checkpoints,
+       (SELECT json_agg(json_build_array(s.tenant, s.doc_id, s.through_op_id)) FROM states s) AS states`,
     values: [
       ops.map((o) => o.tenant),
       ops.map((o) => o.docId),
@@ -242,7 +248,11 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
       ops.map((o) => o.eventTs),
     ],
   })
+  return new Map((r.rows[0]?.states ?? []).map(([tenant, docId, id]) => [docKey(tenant, docId), id]))
 }
+
+/** The op-log id each compacted state of a commit holds every row through, by docKey. */
+export type ThroughOpIds = Map<string, number>
 
 /** Byte strings as one buffer with each one's 1-based offset and length (SQL substring). */
 function concatenated(parts: Uint8Array[]): { blob: Buffer; offsets: number[]; lengths: number[] } {

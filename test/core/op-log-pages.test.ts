@@ -27,7 +27,7 @@ t.test('core - op-log pages hold at most 4 MiB of updates past their first row, 
     return r
   } } as unknown as pg.Pool
   const pages: number[] = []
-  for await (const page of docUpdatePages(pool, 'acme', 'pages/large', 0, 1_000)) pages.push(page.length)
+  for await (const page of docUpdatePages(pool, 'acme', 'pages/large', { afterSeq: 0, uptoSeq: 1_000 })) pages.push(page.length)
   t.same(pages, [3, 3, 3, 1], 'replay pages of 3 rows: a 4th would pass 4 MiB')
   t.same(fetched, [3, 3, 3, 1], 'and no query fetched more')
   fetched = []

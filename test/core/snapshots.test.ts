@@ -141,7 +141,7 @@ t.test('core - GET state?at= answers the document as it was, with the sequence i
 
 t.test('core - snapshots are paced (documents compacting together do not write them all at once); stop writes the queue without pausing', async (t) => {
   const metrics = createCoreMetrics(createRegistry('core', false))
-  const states = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => ({ tenant: 'acme', docId: `${prefix}-${i}`, state: Y.encodeStateAsUpdate(new Y.Doc()), lastStreamSeq: i + 1, lastIngestTs: Date.now() }))
+  const states = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => ({ tenant: 'acme', docId: `${prefix}-${i}`, state: Y.encodeStateAsUpdate(new Y.Doc()), lastStreamSeq: i + 1, throughOpId: null, lastIngestTs: Date.now() }))
   const rowsOf = async (prefix: string) => (await stack.db.query<{ n: number }>("SELECT count(*)::int AS n FROM snapshots WHERE tenant = 'acme' AND doc_id LIKE $1", [`${prefix}-%`])).rows[0]!.n
   const written = () => counterValue(metrics.snapshots, { outcome: 'written' })
 
@@ -170,7 +170,7 @@ t.test('core - a new snapshot tags its document\'s previous one superseded (what
   const recording = Object.assign(Object.create(blobs) as FsBlobStore, { supersede: async (key: string) => void superseded.push(key) })
   const snapshots = new Snapshots(recording, stack.db, createLogger('test', 'silent'), createCoreMetrics(createRegistry('core', false)), { snapshotIntervalMs: 1 })
   const write = async (docId: string, seq: number) => {
-    snapshots.offer([{ tenant: 'acme', docId, state: Y.encodeStateAsUpdate(new Y.Doc()), lastStreamSeq: seq, lastIngestTs: Date.now() }])
+    snapshots.offer([{ tenant: 'acme', docId, state: Y.encodeStateAsUpdate(new Y.Doc()), lastStreamSeq: seq, throughOpId: null, lastIngestTs: Date.now() }])
     await snapshots.flush()
   }
   await write('tagged', 3)
