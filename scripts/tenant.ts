@@ -12,6 +12,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Revocation, TenantId, TenantStatus } from '../contracts/mod.ts'
+import { BLOB_STORE_VARS, BlobStoreConfig, loadConfig } from '../runtime/config.ts'
+import { blobDirOf, openBlobStore, type BlobStore } from '../runtime/blobs/blob-store.ts'
 import { natsFiles } from './lib/nats-server.ts'
 import type { NatsConfigOptions } from './lib/nats-config.ts'
 import { Provisioner } from './lib/provisioner.ts'
@@ -102,9 +104,22 @@ const server = JSON.parse(readFileSync(files.options, 'utf8')) as NatsConfigOpti
 const endpoints = join(dataDir, 'endpoints.json')
 const databaseUrl = process.env.DATABASE_URL ?? (existsSync(endpoints) ? (JSON.parse(readFileSync(endpoints, 'utf8')) as { databaseUrl?: string }).databaseUrl : undefined)
 
+// Only remove touches the blob store (opening S3 loads the AWS SDK and checks the bucket).
+const blobs = command === 'remove' ? await openSnapshotStore() : undefined
+
+/** The store core keeps snapshots in: core's variables, else the folder `npm start` gives core (scripts/start.ts). */
+async function openSnapshotStore(): Promise<BlobStore> {
+  const env = { ...process.env, [BLOB_STORE_VARS.blobDir]: process.env[BLOB_STORE_VARS.blobDir] || blobDirOf(dataDir) }
+  try {
+    return await openBlobStore(loadConfig(BlobStoreConfig, BLOB_STORE_VARS, env))
+  } catch (err) {
+    return fail(`cannot open the blob store core keeps snapshots in: ${(err as Error).message}`, 1)
+  }
+}
+
 let provisioner: Provisioner
 try {
-  provisioner = await Provisioner.open({ natsDir: join(dataDir, 'nats'), natsUrl: `nats://127.0.0.1:${server.port}`, databaseUrl, progress: (line) => console.log(`  ${line}`) })
+  provisioner = await Provisioner.open({ natsDir: join(dataDir, 'nats'), natsUrl: `nats://127.0.0.1:${server.port}`, databaseUrl, blobs, progress: (line) => console.log(`  ${line}`) })
 } catch (err) {
   fail(`cannot reach nats-server on port ${server.port} (is \`npm start\` running?): ${(err as Error).message}`, 1)
 }
@@ -156,4 +171,5 @@ try {
   fail((err as Error).message, 1)
 } finally {
   await provisioner.close()
+  await blobs?.close()
 }

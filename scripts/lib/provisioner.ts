@@ -31,6 +31,7 @@ import {
   encodeTenantRecord,
   storedEditSubjects,
   tenantEditSubjects,
+  tenantSnapshotsPrefix,
   tenantSourceApi,
   tenantSourceDeliver,
   tenantStreamName,
@@ -39,6 +40,7 @@ import {
 } from '../../contracts/mod.ts'
 import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
+import type { BlobStore } from '../../runtime/blobs/blob-store.ts'
 import { isJetStreamApiError, streamInfo } from '../../runtime/nats.ts'
 import { natsFiles, reloadNats } from './nats-server.ts'
 import { waitFor } from './proc.ts'
@@ -47,6 +49,8 @@ import { Registry, formatSize, parseSize } from './registry.ts'
 
 /** PostgreSQL's SQLSTATE for a function that does not exist. */
 const UNDEFINED_FUNCTION = '42883'
+/** A removal says how far its snapshot blob deletion is every this many blobs. */
+const BLOB_PROGRESS_EVERY = 1_000
 
 export interface ProvisionerOptions {
   /** Folder of the nats-server (registry, config, pid). */
@@ -54,6 +58,8 @@ export interface ProvisionerOptions {
   natsUrl: string
   /** Needed to purge a removed tenant's rows and to count documents in `list`. */
   databaseUrl?: string
+  /** The blob store core keeps snapshots in (same config as core's): `remove` deletes the tenant's. Not closed here. Default none. */
+  blobs?: BlobStore
   /** Progress lines for long steps. */
   progress?: (line: string) => void
 }
@@ -214,9 +220,11 @@ export class Provisioner {
   }
 
   /**
-   * Deletes the tenant everywhere its data was copied: AGG, its stream, KV, PostgreSQL, the account.
-   * PostgreSQL's rows go through the audited erasure (migration 005: the op log refuses any other
-   * DELETE), which records `actor` and `reason` in the erasures table.
+   * Deletes the tenant everywhere its data was copied: AGG, its stream, KV, PostgreSQL, its
+   * snapshot blobs, the account. PostgreSQL's rows go through the audited erasure (migrations 005
+   * and 009: the op log and the deletion history refuse any other DELETE), which records `actor`
+   * and `reason` in the erasures table. The registry entry goes last: until then a rerun after a
+   * crash does every step again, and each finds what is left.
    */
   async remove(tenant: string, erasure: { actor?: string; reason?: string } = {}): Promise<void> {
     const registry = this.registry
@@ -239,26 +247,57 @@ export class Provisioner {
     })
     await this.kv.purge(tenant)
     if (this.o.databaseUrl) {
-      const db = new pg.Client(this.o.databaseUrl)
-      await db.connect()
-      try {
-        const actor = erasure.actor ?? `provisioner@${hostname()}`
-        const reason = erasure.reason ?? 'tenant removed'
-        const r = await db.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, NULL, $2, $3)', [tenant, reason, actor]).catch((err: unknown) => {
-          if ((err as { code?: string }).code !== UNDEFINED_FUNCTION) throw err
-          throw new Error('this database has no audited erasure yet (core migration 005_immutable_op_log): start core once to migrate it, then remove again', { cause: err })
-        })
-        const { id, rows_removed: removed } = r.rows[0]!
-        this.say(`removing tenant ${tenant}: erasure ${id} deleted ${Object.entries(removed).map(([table, n]) => `${n} rows from ${table}`).join(', ')}`)
-      } finally {
-        await db.end()
-      }
+      await this.eraseRows(tenant, this.o.databaseUrl, erasure)
+      // After the rows: a snapshot row always names a blob whose put completed (core/snapshots.ts).
+      if (this.o.blobs) await this.deleteSnapshotBlobs(tenant, this.o.blobs)
+      else this.say(`removing tenant ${tenant}: no blob store, snapshot blobs under ${tenantSnapshotsPrefix(tenant)} left in place`)
     } else {
-      this.say(`removing tenant ${tenant}: no DATABASE_URL, PostgreSQL rows left in place`)
+      // Without the rows gone, deleting the blobs would leave rows naming missing blobs.
+      this.say(`removing tenant ${tenant}: no DATABASE_URL, PostgreSQL rows and snapshot blobs left in place`)
     }
     registry.removeTenant(tenant)
     registry.save()
     await this.reload()
+  }
+
+  /** The audited erasure of the tenant's rows (op log, state, dead letters, snapshot rows, deletion history). */
+  private async eraseRows(tenant: string, databaseUrl: string, erasure: { actor?: string; reason?: string }): Promise<void> {
+    const db = new pg.Client(databaseUrl)
+    await db.connect()
+    try {
+      const actor = erasure.actor ?? `provisioner@${hostname()}`
+      const reason = erasure.reason ?? 'tenant removed'
+      await db.query('BEGIN')
+      const r = await db.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, NULL, $2, $3)', [tenant, reason, actor]).catch((err: unknown) => {
+        if ((err as { code?: string }).code !== UNDEFINED_FUNCTION) throw err
+        throw new Error('this database has no audited erasure yet (core migration 005_immutable_op_log): start core once to migrate it, then remove again', { cause: err })
+      })
+      const { id, rows_removed: removed } = r.rows[0]!
+      // An erasure from before migration 009 leaves the snapshot rows and deletion history:
+      // erase nothing rather than half.
+      if (!('snapshots' in removed)) throw new Error('this database\'s erasure keeps snapshots (core migration 009_tenant_erasure is not applied): start core once to migrate it, then remove again')
+      await db.query('COMMIT')
+      this.say(`removing tenant ${tenant}: erasure ${id} deleted ${Object.entries(removed).map(([table, n]) => `${n} rows from ${table}`).join(', ')}`)
+    } catch (err) {
+      await db.query('ROLLBACK').catch((rollbackErr: unknown) => {
+        throw new AggregateError([err, rollbackErr], 'rollback failed after a failed erasure')
+      })
+      throw err
+    } finally {
+      await db.end()
+    }
+  }
+
+  /** Every blob under the tenant's snapshot prefix, whether or not a row named it (a put whose row never landed). */
+  private async deleteSnapshotBlobs(tenant: string, blobs: BlobStore): Promise<void> {
+    const prefix = tenantSnapshotsPrefix(tenant)
+    this.say(`removing tenant ${tenant}: deleting snapshot blobs under ${prefix} in ${blobs.location}`)
+    let deleted = 0
+    for await (const key of blobs.list(prefix)) {
+      await blobs.delete(key)
+      if (++deleted % BLOB_PROGRESS_EVERY === 0) this.say(`removing tenant ${tenant}: deleted ${deleted} snapshot blobs so far`)
+    }
+    this.say(`removing tenant ${tenant}: deleted ${deleted} snapshot blobs`)
   }
 
   async list(): Promise<TenantUsage[]> {
