@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import uWS from 'uWebSockets.js'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream } from '@nats-io/jetstream'
@@ -71,6 +72,8 @@ export class Edge {
   private listenSocket: uWS.us_listen_socket | null = null
   private ops: OpsServer | null = null
   private stopping = false
+  /** Publishes still unacked when stop() closed the publisher. */
+  private unackedAtClose = 0
   /** Frame and update limit, checked against the server's max_payload at construction. */
   private readonly maxMessageBytes: number
   private readonly maxBufferedBytes: number
@@ -163,7 +166,17 @@ export class Edge {
     })
   }
 
-  /** Stops taking sockets, tells clients to reconnect elsewhere (1012), waits for in-flight publishes. */
+  /**
+   * Stops taking sockets, waits up to FLUSH_BEFORE_CLOSE_MS for in-flight publishes, tells clients
+   * to reconnect elsewhere (1012) and abandons what is still unacked.
+   *
+   * Closing before every publish is acked loses nothing: the room's doc and the "saved" signal
+   * follow only JetStream acks and core commits, so an early close can withhold a saved signal
+   * but never send a false one; the client's doc keeps every edit, and the sync step 2 it sends
+   * on reconnecting carries what the new edge lacks. Flushing first still pays when NATS
+   * answers (in milliseconds): the edits are stored before their clients reconnect, and fewer
+   * come back as resends.
+   */
   async stop(): Promise<void> {
     this.stopping = true
     this.tenants?.stop()
@@ -174,11 +187,21 @@ export class Edge {
     this.docNotices?.unsubscribe()
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket)
     this.listenSocket = null
-    await Promise.allSettled([...this.inFlight])
-    this.publisher.close()
+    const flushed = Promise.allSettled([...this.inFlight]).then(() => true)
+    if (!(await Promise.race([flushed, sleep(FLUSH_BEFORE_CLOSE_MS, false, { ref: false })]))) {
+      this.log.warn({ publishes: this.inFlight.size, waitedMs: FLUSH_BEFORE_CLOSE_MS }, 'publishes not acked in time (NATS not answering); sockets closed with 1012 anyway, their clients resend the edits')
+    }
     for (const room of [...this.rooms.values()]) room.fail(CloseCode.ServiceRestart, 'edge restarting')
+    // Not retried past here: a retry could only duplicate what the clients resend to their next edge.
+    this.unackedAtClose = this.inFlight.size
+    this.publisher.close()
     await this.ops?.close()
     this.ops = null
+  }
+
+  /** What stop() abandoned, for the log line of a stop that missed its deadline (runtime/shutdown.ts). */
+  unfinished(): Record<string, number> {
+    return { unackedPublishes: this.unackedAtClose }
   }
 
   private upgrade(res: uWS.HttpResponse, req: uWS.HttpRequest, context: uWS.us_socket_context_t): void {
@@ -434,6 +457,22 @@ export class Edge {
     return p
   }
 }
+
+/**
+ * How long stop() waits for in-flight publishes before closing sockets with 1012 (the
+ * publisher's default ack timeout). A JetStream that answers acks within milliseconds; past
+ * this it is not answering, and each second more keeps clients from a working edge.
+ */
+const FLUSH_BEFORE_CLOSE_MS = 2_000
+
+/**
+ * Longest an edge process takes from SIGTERM to exit (drainOnSignal): stop() (at most
+ * FLUSH_BEFORE_CLOSE_MS, then 1012) plus the NATS drain, which a frozen nats-server never
+ * answers. Helm's 60 s grace period less its 15 s preStop sleep leaves 45 s after SIGTERM
+ * (helm/docflow/values.yaml), `npm start` 20 s; 15 s stays under both and still lets a
+ * nats-server restart finish and the drain flush the publishes written meanwhile.
+ */
+export const EDGE_STOP_DEADLINE_MS = 15_000
 
 /** Answers an upgrade with 429 or 503 instead: a stock client takes it as a failed connect and backs off. */
 function refuseUpgrade(res: uWS.HttpResponse, status: number): void {
