@@ -1,11 +1,12 @@
 import { hostname } from 'node:os'
+import pg from 'pg'
 import { z } from 'zod'
 import { AGG_STREAM, EDIT_PARTITIONS_VAR, ServiceUser, serviceInboxPrefix } from '../contracts/mod.ts'
-import { BLOB_STORE_VARS, BlobStoreConfig, EditPartitions, JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { BLOB_STORE_VARS, BlobStoreConfig, EditPartitions, JWT_VARS, JwtConfig, LogLevel, Port, PositiveInt, connectOrExit, loadConfigOrExit } from '../runtime/config.ts'
 import { openBlobStore } from '../runtime/blobs/blob-store.ts'
 import { tokenPolicy } from '../runtime/jwt.ts'
 import { capHeapGrowth } from '../runtime/heap.ts'
-import { createLogger } from '../runtime/log.ts'
+import { createLogger, hideCredentials } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
 import { drainOnSignal } from '../runtime/shutdown.ts'
 import { DEFAULT_LATE_AFTER_MS } from './batch.ts'
@@ -18,6 +19,7 @@ import { DeploymentMismatchError } from './errors.ts'
 import { DEFAULT_MAX_HEAVY_READS } from './read-api.ts'
 
 const Config = z.object({
+  logLevel: LogLevel,
   port: Port.default(8081),
   host: z.string().default('0.0.0.0'),
   opsPort: Port.default(9081),
@@ -25,7 +27,8 @@ const Config = z.object({
   natsUrl: z.string().default('nats://127.0.0.1:4222'),
   natsUser: z.string().optional(),
   natsPass: z.string().optional(),
-  databaseUrl: z.string().min(1, 'required (postgres://...)'),
+  // pg reads anything else as a host name relative to postgres://base (ENOTFOUND base).
+  databaseUrl: z.string().regex(/^(?:postgres(?:ql)?:\/\/|socket:|\/)/, 'a postgres://user:password@host:port/database URL'),
   ...JwtConfig,
   stream: z.string().default(AGG_STREAM),
   editPartitions: EditPartitions,
@@ -51,8 +54,8 @@ const Config = z.object({
 }).refine((c) => c.leaseRenewMs * 2 <= c.leaseTtlMs, { path: ['leaseRenewMs'], message: 'must be at most half of CORE_LEASE_TTL_MS (a lease renews several times before it goes stale)' })
 
 capHeapGrowth()
-const log = createLogger('core')
 const config = loadConfigOrExit(Config, {
+  logLevel: 'LOG_LEVEL',
   port: 'CORE_PORT',
   host: 'CORE_HOST',
   opsPort: 'CORE_OPS_PORT',
@@ -84,9 +87,20 @@ const config = loadConfigOrExit(Config, {
   edgeUrl: 'CORE_EDGE_URL',
   maxHeavyReads: 'CORE_MAX_HEAVY_READS',
 })
+const log = createLogger('core', config.logLevel)
 const blobs = await openBlobStore(loadConfigOrExit(BlobStoreConfig, BLOB_STORE_VARS))
 log.info({ blobs: blobs.location }, 'blob store open')
-const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: `core-${hostname()}-${process.pid}`, inboxPrefix: serviceInboxPrefix(ServiceUser.Core) }, log)
+const nc = await connectOrExit(
+  'core',
+  `NATS at NATS_URL (${hideCredentials(config.natsUrl)}${config.natsUser ? ` as CORE_NATS_USER=${config.natsUser} with CORE_NATS_PASS` : ''})`,
+  connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: `core-${hostname()}-${process.pid}`, inboxPrefix: serviceInboxPrefix(ServiceUser.Core) }, log),
+  log,
+)
+// One query on a session of its own first, so a wrong DATABASE_URL is named here rather than thrown
+// as a pg stack from inside core.start(); the timeout keeps an address that drops packets from
+// stalling the start for the kernel's two minutes.
+const probe = new pg.Pool({ connectionString: config.databaseUrl, max: 1, connectionTimeoutMillis: 10_000 })
+await connectOrExit('core', `PostgreSQL at DATABASE_URL (${hideCredentials(config.databaseUrl)})`, probe.query('SELECT 1').finally(() => probe.end()), log)
 const core = new Core({ ...config, maxDocCacheBytes: config.docCacheMb * 1024 ** 2, tokens: tokenPolicy(config), blobs }, nc, log)
 let port: number
 try {

@@ -64,6 +64,11 @@ export const LIMIT_DEFAULTS: EdgeLimits = {
   maxDocumentBytes: 256 * 1024 * 1024,
 }
 
+/** The least a limit may be: a rate, the sockets per user or the cooldown may be 0 (off); a burst, cap or size of 0 would refuse everything. */
+export function limitMin(name: keyof EdgeLimits): 0 | 1 {
+  return name.endsWith('PerS') || name === 'userConnections' || name === 'poisonedUserCooldownMs' ? 0 : 1
+}
+
 /** Idle buckets (full again) are forgotten this often, so a spray of IPs or tenants cannot grow memory. */
 const SWEEP_MS = 10_000
 /** How long after a tenant was over its rate its new connects are refused (HTTP 429). */
@@ -143,9 +148,8 @@ export class EdgeLimiter {
     private readonly log: Logger,
   ) {
     this.limits = { ...LIMIT_DEFAULTS, ...limits }
-    for (const [name, value] of Object.entries(this.limits)) {
-      // A rate, the sockets per user or the cooldown may be 0 (off); a burst, cap or size of 0 would refuse everything.
-      const min = name.endsWith('PerS') || name === 'userConnections' || name === 'poisonedUserCooldownMs' ? 0 : 1
+    for (const [name, value] of Object.entries(this.limits) as [keyof EdgeLimits, number][]) {
+      const min = limitMin(name)
       if (!Number.isFinite(value) || value < min) throw new EdgeOptionsError(`limit ${name} must be a number >= ${min}, got ${value}`)
     }
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS).unref()

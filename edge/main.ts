@@ -2,17 +2,18 @@ import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
 import { EDIT_PARTITIONS_VAR, ServiceUser, serviceInboxPrefix } from '../contracts/mod.ts'
-import { EditPartitions, JWT_VARS, JwtConfig, Port, PositiveInt, loadConfigOrExit } from '../runtime/config.ts'
+import { EditPartitions, JWT_VARS, JwtConfig, LogLevel, Port, PositiveInt, connectOrExit, loadConfigOrExit } from '../runtime/config.ts'
 import { tokenPolicy } from '../runtime/jwt.ts'
 import { capHeapGrowth } from '../runtime/heap.ts'
-import { createLogger } from '../runtime/log.ts'
+import { createLogger, hideCredentials } from '../runtime/log.ts'
 import { connectNats } from '../runtime/nats.ts'
 import { drainOnSignal } from '../runtime/shutdown.ts'
-import { Edge } from './edge.ts'
+import { EDGE_STOP_DEADLINE_MS, Edge } from './edge.ts'
 import { EdgeOptionsError } from './errors.ts'
-import { LIMIT_DEFAULTS, type EdgeLimits } from './limits.ts'
+import { LIMIT_DEFAULTS, limitMin, type EdgeLimits } from './limits.ts'
 
 const Config = z.object({
+  logLevel: LogLevel,
   port: Port.default(8080),
   host: z.string().default('0.0.0.0'),
   opsPort: Port.default(9080),
@@ -44,17 +45,22 @@ const Config = z.object({
   ...limitFields(),
 })
 
-/** Each limit of LIMIT_DEFAULTS as an optional number >= 0. */
+/** Each limit of LIMIT_DEFAULTS as an optional number, refused here below the limiter's minimum so the error names its variable. */
 function limitFields() {
-  return Object.fromEntries(Object.keys(LIMIT_DEFAULTS).map((k) => [k, z.coerce.number().int().min(0).optional()])) as Record<keyof EdgeLimits, z.ZodOptional<z.ZodCoercedNumber>>
+  return Object.fromEntries(
+    (Object.keys(LIMIT_DEFAULTS) as (keyof EdgeLimits)[]).map((k) => {
+      const min = limitMin(k)
+      return [k, z.coerce.number().int().min(min, min === 0 ? 'at least 0 (0 turns it off)' : 'at least 1 (0 would refuse everything)').optional()]
+    }),
+  ) as Record<keyof EdgeLimits, z.ZodOptional<z.ZodCoercedNumber>>
 }
 
 /** EDGE_LIMIT_<NAME> for each limit, e.g. connectionUpdatesPerS -> EDGE_LIMIT_CONNECTION_UPDATES_PER_S. */
 const LIMIT_VARS = Object.fromEntries(Object.keys(LIMIT_DEFAULTS).map((k) => [k, `EDGE_LIMIT_${k.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`])) as Record<keyof EdgeLimits, string>
 
 capHeapGrowth()
-const log = createLogger('edge')
 const config = loadConfigOrExit(Config, {
+  logLevel: 'LOG_LEVEL',
   port: 'EDGE_PORT',
   host: 'EDGE_HOST',
   opsPort: 'EDGE_OPS_PORT',
@@ -83,8 +89,14 @@ const config = loadConfigOrExit(Config, {
   clientIpHeader: 'EDGE_CLIENT_IP_HEADER',
   ...LIMIT_VARS,
 })
+const log = createLogger('edge', config.logLevel)
 const edgeId = `edge-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
-const nc = await connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: edgeId, inboxPrefix: serviceInboxPrefix(ServiceUser.Edge) }, log)
+const nc = await connectOrExit(
+  'edge',
+  `NATS at NATS_URL (${hideCredentials(config.natsUrl)}${config.natsUser ? ` as EDGE_NATS_USER=${config.natsUser} with EDGE_NATS_PASS` : ''})`,
+  connectNats({ servers: config.natsUrl, user: config.natsUser, pass: config.natsPass, name: edgeId, inboxPrefix: serviceInboxPrefix(ServiceUser.Edge) }, log),
+  log,
+)
 let edge: Edge
 try {
   const awareness = { maxAwarenessBytes: config.maxAwarenessBytes, awarenessPerSecond: config.awarenessPerSecond, awarenessBurst: config.awarenessBurst, awarenessIdsPerSocket: config.awarenessIdsPerSocket }
@@ -105,4 +117,4 @@ try {
 }
 log.info({ port, opsPort: edge.opsPort, edgeId }, 'edge listening')
 
-drainOnSignal('edge', edge, nc, log)
+drainOnSignal('edge', edge, nc, log, EDGE_STOP_DEADLINE_MS)

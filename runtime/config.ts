@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { DEFAULT_EDIT_PARTITIONS, MAX_BLOB_PREFIX_BYTES, MAX_EDIT_PARTITIONS, isBlobKey } from '../contracts/mod.ts'
 import { DEFAULT_CLOCK_TOLERANCE_S, DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS, DEFAULT_JWKS_TIMEOUT_MS } from './jwt.ts'
+import { LOG_LEVELS, REDACTED, hideCredentials, type Logger } from './log.ts'
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -26,11 +27,22 @@ export function loadConfig<S extends z.ZodObject>(
     const lines = parsed.error.issues.map((i) => {
       const key = String(i.path[0] ?? '')
       const name = (vars as Record<string, string>)[key] ?? key
-      return `  ${name}=${JSON.stringify(raw[key] ?? '')}: ${i.message}`
+      return `  ${name}=${shownValue(name, raw[key] ?? '')}: ${i.message}`
     })
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`)
   }
   return parsed.data
+}
+
+/** Variables whose whole value is a secret: named *_PASS, *_PASSWORD, *_SECRET, *_TOKEN, *_KEY or *CREDENTIALS*. */
+const SECRET_VAR = /(?:_PASS|_PASSWORD|_SECRET|_TOKEN|_KEY)$|CREDENTIAL/i
+
+/**
+ * A variable's value as a config error shows it: a secret variable's not at all, any other with
+ * the credentials of its URLs hidden (DATABASE_URL, NATS_URL): error output ends up in logs.
+ */
+function shownValue(name: string, value: string): string {
+  return SECRET_VAR.test(name) ? REDACTED : JSON.stringify(hideCredentials(value))
 }
 
 /** loadConfig for a process entry point: a bad value prints what is wrong and exits 2. */
@@ -43,6 +55,34 @@ export function loadConfigOrExit<S extends z.ZodObject>(schema: S, vars: Record<
     process.exit(2)
   }
 }
+
+/**
+ * The start-time counterpart of loadConfigOrExit, for a variable that is well formed but points at
+ * something that cannot be reached: a failure of `connecting` prints one line naming `what` (the
+ * variable and its value, credentials hidden) and the reason, and exits 1. A stack would bury the
+ * cause (a supervisor shows a log's last lines); the full error is logged at debug level.
+ */
+export async function connectOrExit<T>(service: string, what: string, connecting: Promise<T>, log: Logger): Promise<T> {
+  try {
+    return await connecting
+  } catch (err) {
+    log.debug({ err }, `cannot connect to ${what}`)
+    process.stderr.write(`${service}: cannot connect to ${what}: ${hideCredentials(reasonOf(err))}\n`)
+    process.exit(1)
+  }
+}
+
+/** An error's own message and its cause's (nats.js wraps "connect ECONNREFUSED ..." in "connection refused"). */
+function reasonOf(err: unknown): string {
+  if (!(err instanceof Error)) return String(err)
+  // An AggregateError (every address of a host refused) has no message of its own, only a code.
+  const own = err.message || (err as NodeJS.ErrnoException).code || err.name
+  const cause = err.cause instanceof Error ? err.cause.message : ''
+  return cause && !own.includes(cause) ? `${own} (${cause})` : own
+}
+
+/** LOG_LEVEL: checked with the rest of the config, before the logger is made with it. Default info. */
+export const LogLevel = z.enum(LOG_LEVELS, { error: `one of ${LOG_LEVELS.join(', ')}` }).default('info')
 
 /** Port numbers from the environment. */
 export const Port = z.coerce.number().int().min(0).max(65_535)

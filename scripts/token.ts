@@ -13,8 +13,9 @@ const Ttl = z
   .string()
   .regex(/^\d+[smhd]$/, 'ttl: a number with s, m, h or d (e.g. 30m, 8h)')
   .transform((v) => Number(v.slice(0, -1)) * { s: 1, m: 60, h: 3_600, d: 86_400 }[v.slice(-1) as 's' | 'm' | 'h' | 'd'])
+  .refine((s) => s > 0, 'ttl: must be positive (e.g. 30m, 8h)')
   // A revocation is kept REVOCATION_TTL_MS: a token living longer could outlive its revocation.
-  .refine((s) => s > 0 && s * 1000 <= REVOCATION_TTL_MS, `ttl: at most ${REVOCATION_TTL_MS / 86_400_000}d (revocations are kept that long)`)
+  .refine((s) => s * 1000 <= REVOCATION_TTL_MS, `ttl: at most ${REVOCATION_TTL_MS / 86_400_000}d (revocations are kept that long)`)
 
 try {
   const { values } = parseArgs({
