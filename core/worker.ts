@@ -220,6 +220,7 @@ export class PartitionWorker implements OwnedPartition {
     let open = true
     this.messages = await consumer.consume({
       max_messages: this.options.maxAckPending,
+      expires: PULL_EXPIRES_MS,
       callback: (msg) => {
         if (!open) return
         this.queue.push(msg)
@@ -423,6 +424,13 @@ const MAX_BATCH_BYTES = 256 * 1024
 
 /** Aged docs are looked for at least this far apart (a quarter of compactAfterMs otherwise). */
 const MIN_AGE_CHECK_MS = 250
+/**
+ * Life of each pull request. nats.js also waits about this long (jittered 0.5-1.5x) before it
+ * pulls again when its consumer check after a reconnect fails: at the default 30 s, a
+ * nats-server slow for a few seconds after a restart left partitions idle 15-45 s more. Idle
+ * pulls and their heartbeats cost nats-server a message per partition every few seconds.
+ */
+const PULL_EXPIRES_MS = 5_000
 
 /** Acks of a partition go out at most this often (each covers every delivery before it). */
 const ACK_INTERVAL_MS = 100
