@@ -51,6 +51,10 @@ const Config = z.object({
   snapshotRetentionDays: PositiveInt.default(SNAPSHOT_RETENTION_DEFAULTS.retentionDays),
   edgeUrl: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:8080'),
   maxHeavyReads: PositiveInt.default(DEFAULT_MAX_HEAVY_READS),
+  // SIGTERM to exit at most (runtime/shutdown.ts): a frozen PostgreSQL never answers the commit in
+  // hand. What is not committed is not acked, so the next owner gets it again. Under helm's 90 s
+  // grace period less its 5 s preStop; npm start kills a part after 20 s anyway.
+  stopDeadlineMs: PositiveInt.default(30_000),
 }).refine((c) => c.leaseRenewMs * 2 <= c.leaseTtlMs, { path: ['leaseRenewMs'], message: 'must be at most half of CORE_LEASE_TTL_MS (a lease renews several times before it goes stale)' })
 
 capHeapGrowth()
@@ -81,6 +85,7 @@ const config = loadConfigOrExit(Config, {
   snapshotIntervalMs: 'CORE_SNAPSHOT_INTERVAL_MS',
   snapshotsPerSecond: 'CORE_SNAPSHOTS_PER_S',
   gapReportAfterMs: 'CORE_GAP_REPORT_AFTER_MS',
+  stopDeadlineMs: 'CORE_STOP_DEADLINE_MS',
   compactAfterMs: 'CORE_COMPACT_AFTER_MS',
   docCacheMb: 'CORE_DOC_CACHE_MB',
   snapshotRetentionDays: 'CORE_SNAPSHOT_RETENTION_DAYS',
@@ -112,4 +117,4 @@ try {
 }
 log.info({ port, opsPort: core.opsPort }, 'core listening')
 
-drainOnSignal('core', core, nc, log)
+drainOnSignal('core', core, nc, log, config.stopDeadlineMs)
