@@ -12,44 +12,48 @@ export interface OpLogRow {
   update: Uint8Array
 }
 
-/** Op-log rows per page at most, and update bytes per page at most (a larger row comes alone). */
-const PAGE_ROWS = 5_000
+/** Update bytes per page at most (a larger row comes alone). */
 const PAGE_BYTES = 4 * 1024 ** 2
 
-/** Columns a page reads besides id and update: in the innermost select, and as the outer one names them. */
-interface Columns {
+/**
+ * What a page reads besides id and update (in the innermost select, and as the outer one names
+ * them), and its rows at most. node-postgres parses a page in one go on the event loop, so whole
+ * rows (three timestamps each) come 1,000 at a time, as blame and rollback always read them.
+ */
+interface PageShape {
   inner: string
   outer: string
+  rows: number
 }
-const UPDATE_ONLY: Columns = { inner: '', outer: '' }
-const WHOLE_ROW: Columns = { inner: ', stream_seq, user_id, ingest_ts, COALESCE(event_ts, ingest_ts) AS event_ts', outer: ', stream_seq, user_id, ingest_ts, event_ts' }
+const UPDATE_ONLY: PageShape = { inner: '', outer: '', rows: 5_000 }
+const WHOLE_ROW: PageShape = { inner: ', stream_seq, user_id, ingest_ts, COALESCE(event_ts, ingest_ts) AS event_ts', outer: ', stream_seq, user_id, ingest_ts, event_ts', rows: 1_000 }
 
 /**
  * A document's op-log rows with afterSeq < stream_seq <= uptoSeq and an id past `afterId`, in
- * stream order (op-log id: history.ts says why), a page per query: at most PAGE_ROWS rows and,
+ * stream order (op-log id: history.ts says why), a page per query: at most shape.rows rows and,
  * past its first row, PAGE_BYTES of updates (summed in SQL, so a page of large updates is never
  * fetched whole).
  */
-async function* pages<R extends { id: string; update: Buffer }>(pool: pg.Pool, tenant: string, docId: string, range: RowRange, columns: Columns): AsyncGenerator<R[]> {
+async function* pages<R extends { id: string; update: Buffer }>(pool: pg.Pool, tenant: string, docId: string, range: RowRange, shape: PageShape): AsyncGenerator<R[]> {
   const { afterSeq, uptoSeq } = range
   let afterId = String(range.afterId ?? 0)
   for (;;) {
-    // `ahead`: the rows the page looked at before the byte cut. Fewer than PAGE_ROWS and none cut:
+    // `ahead`: the rows the page looked at before the byte cut. Fewer than shape.rows and none cut:
     // the last page (asking again would walk the rest of the document's rows for nothing: the
     // index is by id, stream_seq is checked row by row).
     const r = await pool.query<R & { ahead: string }>(
-      `SELECT id, update${columns.outer}, ahead FROM (
+      `SELECT id, update${shape.outer}, ahead FROM (
          SELECT *, count(*) OVER () AS ahead,
                 sum(octet_length(update)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - octet_length(update) AS before
-         FROM (SELECT id, update${columns.inner} FROM op_log WHERE tenant = $1 AND doc_id = $2 AND id > $3::bigint AND stream_seq > $4 AND stream_seq <= $5
-               ORDER BY id LIMIT ${PAGE_ROWS}) ahead
+         FROM (SELECT id, update${shape.inner} FROM op_log WHERE tenant = $1 AND doc_id = $2 AND id > $3::bigint AND stream_seq > $4 AND stream_seq <= $5
+               ORDER BY id LIMIT ${shape.rows}) ahead
        ) page WHERE before < ${PAGE_BYTES} ORDER BY id`,
       [tenant, docId, afterId, afterSeq, uptoSeq],
     )
     if (r.rows.length === 0) return
     yield r.rows
     const ahead = Number(r.rows[0]!.ahead)
-    if (ahead < PAGE_ROWS && r.rows.length === ahead) return
+    if (ahead < shape.rows && r.rows.length === ahead) return
     afterId = r.rows.at(-1)!.id
   }
 }
