@@ -18,6 +18,27 @@ export const LAST_SEQ_TIME_HEADER = 'x-docflow-last-seq-time'
 export const READ_BUSY_STATUS = 503
 export const READ_BUSY_RETRY_AFTER_S = 1
 
+/**
+ * While core cannot reach PostgreSQL (refused, dropped, shutting down, starting up, out of
+ * connections), reads answer READ_UNAVAILABLE_STATUS with a `Retry-After` of
+ * READ_UNAVAILABLE_RETRY_AFTER_S seconds: an outage that ends on its own, not the caller's mistake.
+ * Longer than READ_BUSY_RETRY_AFTER_S: a database restart or failover takes seconds, a heavy read
+ * slot frees in less.
+ */
+export const READ_UNAVAILABLE_STATUS = 503
+export const READ_UNAVAILABLE_RETRY_AFTER_S = 5
+
+/** Largest stream sequence a point in time names: 15 digits, exact as a JS number (a 16-digit one may not be). */
+export const MAX_POINT_SEQ = 999_999_999_999_999
+/** A stream sequence in a point in time's text (`?at=`, rollback's `"to": "<seq>"`): 1 to 15 digits. */
+export const PointSeqText = z.string().regex(/^\d{1,15}$/)
+/**
+ * A time the read API takes (`?at=`, rollback's `to` and `since`): an RFC 3339 (ISO 8601) date-time,
+ * seconds and zone (Z or ±hh:mm) included, since one without a zone would be read in the server's
+ * timezone; zod checks the calendar (month lengths, leap years): 2026-02-30 is refused, not read as 2 March.
+ */
+export const PointTime = z.iso.datetime({ offset: true })
+
 /** `GET /v1/docs/<docId>/state?at=<ISO time | stream seq>`: the document as it was then. */
 export const STATE_AT_PARAM = 'at'
 /** On a point-in-time answer: the stream sequence of the last update the returned state holds. */
@@ -105,8 +126,9 @@ export const ROLLBACK_MAX_BODY_BYTES = 4_096
  * ingested after `since`. Either is applied as a new update by the caller.
  */
 export const RollbackRequest = z.union([
-  z.strictObject({ to: z.union([z.number().int().positive(), z.string().regex(/^\d{1,15}$/), z.iso.datetime({ offset: true })]) }),
-  z.strictObject({ user: z.string().min(1).max(256), since: z.iso.datetime({ offset: true }) }),
+  // `to` is what parsePointInTime takes (a sequence past MAX_POINT_SEQ is a bad request, not an unprocessable state).
+  z.strictObject({ to: z.union([z.number().int().positive().max(MAX_POINT_SEQ), PointSeqText, PointTime]) }),
+  z.strictObject({ user: z.string().min(1).max(256), since: PointTime }),
 ])
 export type RollbackRequest = z.infer<typeof RollbackRequest>
 

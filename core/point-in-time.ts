@@ -1,17 +1,16 @@
 import type pg from 'pg'
 import * as Y from 'yjs'
+import { PointSeqText, PointTime } from '../contracts/mod.ts'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import { docUpdatePages, type RowRange } from './op-log-rows.ts'
 
 /** A point in a document's life: a stream sequence, or a time (the updates ingested by then). */
 export type PointInTime = { seq: number } | { time: Date }
 
-/** `?at=` as a PointInTime: digits are a stream sequence, anything else an ISO 8601 time; null when it is neither. */
+/** `?at=` as a PointInTime: a stream sequence (PointSeqText) or a zoned ISO 8601 time on a real date (PointTime); null when it is neither. */
 export function parsePointInTime(at: string): PointInTime | null {
-  if (/^\d{1,15}$/.test(at)) return { seq: Number(at) }
-  if (!/^\d{4}-\d{2}-\d{2}T/.test(at)) return null
-  const time = new Date(at)
-  return Number.isNaN(time.getTime()) ? null : { time }
+  if (PointSeqText.safeParse(at).success) return { seq: Number(at) }
+  return PointTime.safeParse(at).success ? { time: new Date(at) } : null
 }
 
 /** The document as it was at a point, and the last stream sequence it holds. */

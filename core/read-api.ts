@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type pg from 'pg'
-import { BLAME_MAX_TYPE_CHARS, BlameParam, DEFAULT_TEXT_TYPE, DocId, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER, READ_BUSY_RETRY_AFTER_S, READ_BUSY_STATUS, ROLLBACK_MAX_BODY_BYTES, Role, STATE_AT_PARAM, STATE_SEQ_HEADER, docAllowed, type BlameAnswer, type Claims } from '../contracts/mod.ts'
+import { BLAME_MAX_TYPE_CHARS, BlameParam, DEFAULT_TEXT_TYPE, DocId, HistoryParam, LAST_SEQ_HEADER, LAST_SEQ_TIME_HEADER, READ_BUSY_RETRY_AFTER_S, READ_BUSY_STATUS, READ_UNAVAILABLE_RETRY_AFTER_S, READ_UNAVAILABLE_STATUS, ROLLBACK_MAX_BODY_BYTES, Role, STATE_AT_PARAM, STATE_SEQ_HEADER, docAllowed, type BlameAnswer, type Claims } from '../contracts/mod.ts'
 import { isKeySetUnavailable, isTokenError, verifyToken, type TokenPolicy } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
@@ -21,6 +21,8 @@ const DOC_PATH = /^\/v1\/docs\/(.+)\/([a-z]+)$/
 export const DEFAULT_MAX_HEAVY_READS = 4
 /** Blame spans JSON-encoded per write; the event loop runs between writes. */
 const SPANS_PER_WRITE = 2_000
+/** What a bad `at` gets told (PointSeqText, PointTime). */
+const POINT_FORMAT = 'a stream sequence (1 to 15 digits) or an ISO 8601 date-time with seconds and a zone (Z or ±hh:mm) on a real date, e.g. 2026-11-26T12:00:00Z'
 
 export interface ReadApiOptions {
   tokens: TokenPolicy
@@ -89,7 +91,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
     }
   }
 
-  const views: Record<string, DocHandler> = {
+  const views = {
     async state(r, res) {
       const at = r.query.get(STATE_AT_PARAM)
       if (at !== null) return heavy(res, r.tenant, () => stateAt(r, res, at))
@@ -105,13 +107,11 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
     },
     /** `blame?type=<root Y.Text>&at=<point>`: who wrote each span of the text (core/blame.ts). */
     async blame(r, res) {
-      const unknown = [...r.query.keys()].find((k) => k !== BlameParam.Type && k !== BlameParam.At)
-      if (unknown !== undefined) return reply(res, 400, { error: `unknown parameter ${unknown}; blame takes ${BlameParam.Type} and ${BlameParam.At}` })
       const type = r.query.get(BlameParam.Type) ?? DEFAULT_TEXT_TYPE
       if (type.length < 1 || type.length > BLAME_MAX_TYPE_CHARS) return reply(res, 400, { error: `${BlameParam.Type} names a root Y.Text: 1 to ${BLAME_MAX_TYPE_CHARS} characters` })
       const at = r.query.get(BlameParam.At)
       const point = at === null ? null : parsePointInTime(at)
-      if (at !== null && !point) return reply(res, 400, { error: `${BlameParam.At} takes an ISO 8601 time (2026-11-26T12:00:00Z) or a stream sequence` })
+      if (at !== null && !point) return reply(res, 400, { error: `${BlameParam.At} takes ${POINT_FORMAT}` })
       if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
       const upto = point ?? { seq: r.lastApplied.seq }
       return heavy(res, r.tenant, async () => {
@@ -119,9 +119,9 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
         return blame ? sendBlame(res, blame) : reply(res, 404, { error: 'the document had no update by then' })
       })
     },
-  }
+  } satisfies Record<string, DocHandler>
 
-  const actions: Record<string, DocHandler> = {
+  const actions = {
     /** `POST …/rollback` (editors): restore or revert as a new update through the edge (core/rollback.ts). */
     async rollback(r, res, req) {
       if (r.claims.role !== Role.Editor) return reply(res, 403, { error: 'only editors can roll back' })
@@ -134,12 +134,23 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
         return reply(res, result.status, result.body)
       })
     },
+  } satisfies Record<string, DocHandler>
+
+  /**
+   * The query parameters each route takes (BRIEF); any other is refused with 400, not ignored: a
+   * misspelt `at` would answer the current state as if it were the past one asked for.
+   */
+  const queryParams: Record<keyof typeof views | keyof typeof actions, readonly string[]> = {
+    state: [STATE_AT_PARAM],
+    history: Object.values(HistoryParam),
+    blame: Object.values(BlameParam),
+    rollback: [],
   }
 
   /** `state?at=`: the document as it was at a stream sequence or a time (snapshot + op log). */
   async function stateAt(r: DocRequest, res: ServerResponse, at: string): Promise<number> {
     const point = parsePointInTime(at)
-    if (!point) return reply(res, 400, { error: `${STATE_AT_PARAM} takes an ISO 8601 time (2026-11-26T12:00:00Z) or a stream sequence` })
+    if (!point) return reply(res, 400, { error: `${STATE_AT_PARAM} takes ${POINT_FORMAT}` })
     if (!r.lastApplied) return reply(res, 404, { error: 'no such document' })
     const state = await readStateAt(pool, o.blobs, r.tenant, r.docId, point)
     if (!state) return reply(res, 404, { error: 'the document had no update by then' })
@@ -148,9 +159,14 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
 
   return createServer((req, res) => {
     route(req, res).catch((err: unknown) => {
-      log.error({ err, url: req.url }, 'read API request failed')
-      if (!res.headersSent) reply(res, 500, { error: 'internal error' })
-      else res.destroy()
+      // PostgreSQL out of reach is an outage that ends on its own: 503 + Retry-After tells clients
+      // and load balancers to come back, where a 500 says the request itself broke something.
+      const unavailable = isDatabaseUnavailable(err)
+      if (unavailable) log.warn({ error: err instanceof Error ? err.message : String(err), url: req.url }, 'read API request refused: PostgreSQL unavailable')
+      else log.error({ err, url: req.url }, 'read API request failed')
+      if (res.headersSent) res.destroy()
+      else if (unavailable) count(reply(res, READ_UNAVAILABLE_STATUS, { error: 'database unavailable; retry' }, { 'retry-after': String(READ_UNAVAILABLE_RETRY_AFTER_S) }))
+      else count(reply(res, 500, { error: 'internal error' }))
     })
   })
 
@@ -162,7 +178,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
     if (!post && req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, { error: 'method not allowed' })
     if (path === '/healthz') return o.healthy() ? reply(res, 200, 'ok') : reply(res, 503, 'unavailable')
     const m = DOC_PATH.exec(path)
-    const handlers = post ? actions : views
+    const handlers: Record<string, DocHandler> = post ? actions : views
     const view = m && Object.hasOwn(handlers, m[2]!) ? handlers[m[2]!]! : undefined
     if (m && !view && Object.hasOwn(post ? views : actions, m[2]!)) return reply(res, 405, { error: `${post ? 'GET' : 'POST'} only` }, { allow: post ? 'GET' : 'POST' })
     if (!m || !view) return reply(res, 404, { error: 'not found' })
@@ -197,12 +213,40 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
       res.setHeader(LAST_SEQ_HEADER, String(lastApplied.seq))
       res.setHeader(LAST_SEQ_TIME_HEADER, lastApplied.committedAt.toISOString())
     }
-    count(await view({ tenant, docId, query: new URLSearchParams(queryAt < 0 ? '' : target.slice(queryAt + 1)), token: auth.slice(7).trim(), claims, lastApplied }, res, req))
+    const query = new URLSearchParams(queryAt < 0 ? '' : target.slice(queryAt + 1))
+    const refused = queryProblem(m[2]!, query, queryParams[m[2]! as keyof typeof queryParams])
+    if (refused) return count(reply(res, 400, { error: refused }))
+    count(await view({ tenant, docId, query, token: auth.slice(7).trim(), claims, lastApplied }, res, req))
   }
 
   function count(status: number): void {
     metrics.readRequests.inc({ status })
   }
+}
+
+/** Why a route refuses its query (a parameter it does not take, or one given twice, of which only the first would count), or null. */
+function queryProblem(route: string, query: URLSearchParams, takes: readonly string[]): string | null {
+  const unknown = [...new Set([...query.keys()].filter((k) => !takes.includes(k)))]
+  if (unknown.length > 0) return `unknown parameter${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; ${route} takes ${takes.length > 0 ? takes.join(' and ') : 'no query parameters'}`
+  const repeated = takes.find((k) => query.getAll(k).length > 1)
+  return repeated === undefined ? null : `${repeated} given ${query.getAll(repeated).length} times; ${route} takes it once`
+}
+
+/** SQLSTATEs of a server that cannot serve now: connection exceptions (class 08), admin or crash shutdown (57P01, 57P02), starting up (57P03), out of connections (53300). */
+const PG_UNAVAILABLE_CODE = /^(08[0-9A-Z]{3}|57P0[123]|53300)$/
+/** Socket errors on the way to PostgreSQL: refused, reset, timed out, unreachable, name not resolved. */
+const SOCKET_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'])
+/** pg's and pg-pool's errors for a connection lost or never made; they carry no code. */
+const PG_CONNECTION_MESSAGE = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/
+
+/** True when `err` (or an error it wraps as `cause`) says PostgreSQL is out of reach, not that the request failed. */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && (PG_UNAVAILABLE_CODE.test(code) || SOCKET_ERROR_CODES.has(code))) return true
+    if (PG_CONNECTION_MESSAGE.test(e.message)) return true
+  }
+  return false
 }
 
 /** The request body, or null once it passed `limit` bytes (the rest is not read). */

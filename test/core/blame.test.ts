@@ -114,7 +114,7 @@ t.test('core - blame is tenant-scoped, says how stale it is, and refuses bad par
   t.equal((await fetch(blameUrl('blame/none'), { headers: bearer(tok) })).status, 404, 'no such document: 404')
   t.equal((await fetch(blameUrl(doc))).status, 401, 'no token: 401')
   t.equal((await fetch(blameUrl(doc, '?at=2000-01-01T00:00:00Z'), { headers: bearer(tok) })).status, 404, 'before the document existed: 404')
-  for (const query of ['?type=', `?type=${'x'.repeat(257)}`, '?at=yesterday', '?at=', '?typo=t']) {
+  for (const query of ['?type=', `?type=${'x'.repeat(257)}`, '?at=yesterday', '?at=', '?typo=t', '?at=2026-02-30T00:00:00Z', '?at=2026-01-01T00:00:00', '?at=1&at=2']) {
     const bad = await fetch(blameUrl(doc, query), { headers: bearer(tok) })
     t.equal(bad.status, 400, `${query.slice(0, 20)} is refused`)
     t.match(await bad.json(), { error: /type|at|parameter/ })

@@ -97,7 +97,7 @@ t.test('core - history pages cover every entry exactly once with event times, an
   t.ok(seen.every((e) => e.eventTs === (e.user === 'carol' ? offline : e.ts)), 'event time: carol’s X-Event-Time, else the ingest time')
   t.equal((await historyPage('paged', tok)).entries.length, 23, 'default limit (50) holds them all')
 
-  for (const query of ['?limit=0', '?limit=501', '?limit=abc', '?limit=', '?before=bm9wZQ', '?before=']) {
+  for (const query of ['?limit=0', '?limit=501', '?limit=abc', '?limit=', '?before=bm9wZQ', '?before=', '?limt=1', '?limit=5&limit=6']) {
     const res = await fetch(docUrl('paged', 'history', query), { headers: bearer(tok) })
     t.equal(res.status, 400, `${query} is refused`)
     t.match(await res.json(), { error: /limit|before/ })

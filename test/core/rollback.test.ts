@@ -117,11 +117,14 @@ t.test('core - rollback is for editors of their tenant’s documents and refuses
   t.equal((await post('rb/none', editor, JSON.stringify({ to: seq }))).status, 404, 'no such document: 404')
   t.equal((await post(doc, await token({ tenant: 'acme', docs: ['other/*'] }), JSON.stringify({ to: seq }))).status, 403, 'a doc outside the token: 403')
   t.equal((await fetch(rollbackUrl(doc), { method: 'POST', body: '{}' })).status, 401, 'no token: 401')
-  for (const body of ['not json', '{}', '{"to":"yesterday"}', '{"to":-3}', '{"user":"a"}', '{"user":"a","since":"2026-01-01"}', '{"to":1,"user":"a","since":"2026-01-01T00:00:00Z"}']) {
+  // 1e15 is past the 15 digits a stream sequence takes; 2026-02-30 is no date; a time needs its zone.
+  for (const body of ['not json', '{}', '{"to":"yesterday"}', '{"to":-3}', '{"to":1e15}', '{"to":"2026-02-30T00:00:00Z"}', '{"to":"2026-01-01T00:00:00"}', '{"user":"a"}', '{"user":"a","since":"2026-01-01"}', '{"user":"a","since":"2025-02-29T00:00:00Z"}', '{"to":1,"user":"a","since":"2026-01-01T00:00:00Z"}']) {
     const res = await post(doc, editor, body)
     t.equal(res.status, 400, `${body}: 400`)
     t.match(await res.json(), { error: /body must be/ })
   }
+  const query = await fetch(`${rollbackUrl(doc)}?to=${seq}`, { method: 'POST', body: JSON.stringify({ to: seq }), headers: { authorization: `Bearer ${editor}` } })
+  t.same([query.status, await query.json()], [400, { error: 'unknown parameter to; rollback takes no query parameters' }], 'a query parameter: 400 (the body holds the request)')
   const big = await post(doc, editor, JSON.stringify({ to: 'x'.repeat(ROLLBACK_MAX_BODY_BYTES) }))
   t.equal(big.status, 413, 'a body past the limit: 413')
   const early = await post(doc, editor, JSON.stringify({ to: '2000-01-01T00:00:00Z' }))

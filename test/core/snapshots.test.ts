@@ -134,7 +134,19 @@ t.test('core - GET state?at= answers the document as it was, with the sequence i
   t.equal(byTime.status, 200)
   t.ok(textOf(new Uint8Array(await byTime.arrayBuffer())).startsWith('a'), 'by ISO time')
   t.equal((await get(new Date(firstTime.getTime() - 60_000).toISOString())).status, 404, 'before the document existed')
-  t.equal((await get('yesterday')).status, 400)
+  const inParis = new Date(firstTime.getTime() + 3_600_000).toISOString().replace('Z', '+01:00')
+  t.equal(textOf(new Uint8Array(await (await get(inParis)).arrayBuffer())), textOf(new Uint8Array(await (await get(firstTime.toISOString())).arrayBuffer())), 'a ±hh:mm zone names the same instant')
+  // A time without a zone would be read in the server's timezone; 2026-02-30 would become 2 March.
+  for (const at of ['yesterday', firstTime.toISOString().slice(0, -1), '2026-02-30T00:00:00Z', '2025-02-29T00:00:00Z', '2026-01-01T00:00Z']) {
+    const res = await get(at)
+    t.equal(res.status, 400, `${at}: 400`)
+    t.match(await res.text(), /at takes a stream sequence .* zone/, 'says what it takes')
+  }
+  for (const query of ['?foo=1', `?At=${seqs[4]}`, `?at=${seqs[4]}&at=${seqs[5]}`]) {
+    const res = await fetch(`${core.url}/v1/docs/snap-doc/state${query}`, { headers: { authorization: `Bearer ${await token({ tenant: 'acme' })}` } })
+    t.equal(res.status, 400, `${query}: 400, not the current state`)
+    t.match(await res.text(), /unknown parameter (foo|At); state takes at|at given 2 times/, 'names the parameter')
+  }
   t.equal((await get(String(seqs[4]!), 'globex')).status, 404, 'another tenant has no such document')
   await core.stop()
 })
