@@ -49,11 +49,17 @@ export function restoreDocument(pool: pg.Pool, change: DocChange): Promise<Delet
   })
 }
 
-/** Marks a document deleted unless it is already (an erasure keeps it deleted); true when this call marked it. */
-export async function ensureDeleted(pool: pg.Pool, change: DocChange): Promise<boolean> {
+/**
+ * Marks a document deleted unless it is already (an erasure keeps it deleted); true when this call
+ * marked it. Throws DocDeletionError (not-found) when PostgreSQL holds nothing of it — no rows, no
+ * delete/restore history — unless `storedElsewhere` (the caller found copies outside it): the
+ * mark is never undone by anyone, so marking a mistyped id would hide that id's future edits.
+ */
+export async function ensureDeleted(pool: pg.Pool, change: DocChange, storedElsewhere = false): Promise<boolean> {
   let marked = false
   await record(pool, change, 'delete', async (c) => {
     if (await isDocDeleted(c, change.tenant, change.docId)) throw new Skip()
+    if (!storedElsewhere && !(await hasAnyRecord(c, change.tenant, change.docId))) throw new DocDeletionError(`tenant ${change.tenant} has no document ${change.docId}`, 'not-found')
     marked = true
   }).catch((err: unknown) => {
     if (!(err instanceof Skip)) throw err
@@ -65,6 +71,17 @@ export async function ensureDeleted(pool: pg.Pool, change: DocChange): Promise<b
 async function docExists(db: Db, tenant: string, docId: string): Promise<boolean> {
   const r = await db.query<{ found: boolean }>(
     'SELECT EXISTS (SELECT 1 FROM docs WHERE tenant = $1 AND doc_id = $2) OR EXISTS (SELECT 1 FROM op_log WHERE tenant = $1 AND doc_id = $2) AS found',
+    [tenant, docId],
+  )
+  return r.rows[0]!.found
+}
+
+/** Rows of the document in any table, or a delete/restore history (an erasure rerun after its rows went). */
+async function hasAnyRecord(db: Db, tenant: string, docId: string): Promise<boolean> {
+  const r = await db.query<{ found: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM op_log WHERE tenant = $1 AND doc_id = $2) OR EXISTS (SELECT 1 FROM docs WHERE tenant = $1 AND doc_id = $2)
+       OR EXISTS (SELECT 1 FROM dead_letters WHERE tenant = $1 AND doc_id = $2) OR EXISTS (SELECT 1 FROM snapshots WHERE tenant = $1 AND doc_id = $2)
+       OR EXISTS (SELECT 1 FROM doc_deletions WHERE tenant = $1 AND doc_id = $2) AS found`,
     [tenant, docId],
   )
   return r.rows[0]!.found

@@ -28,6 +28,14 @@ import { ensureDeleted, type DocChange } from './deletion.ts'
 // stream is created with deny_purge and deny_delete (no one, its tenant included, may edit the
 // record; JetStream cannot lift either later), so its copies are reported and leave with the
 // stream's max_age (contracts/streams.ts EDIT_STREAM_MAX_AGE_MS).
+//
+// What can be erased: a document with rows (op log, state, dead letters, snapshots), a delete or
+// restore in its history (a rerun after the rows went), snapshot blobs whose row never landed, or
+// single-update messages in AGG core has not committed yet (HTTP ingest while core is behind):
+// each holds content. Anything else is refused before the deletion mark, which nothing lifts, so
+// a mistyped id is not hidden for good. Socket edits of a brand-new document still waiting in
+// AGG travel in partition batches, seen only by reading the partition's backlog: that erasure is
+// refused until core commits them.
 
 export interface ErasureStores {
   pool: pg.Pool
@@ -42,6 +50,21 @@ export interface ErasureStores {
   notify: (notice: DocNotice) => Promise<void>
   /** After the erased notice, how long a batch in flight may take to commit before the second look. Default 2_000. */
   settleMs?: number
+  /** Told how far the one-request-per-item steps are (see ErasureProgress). Default none. */
+  progress?: (progress: ErasureProgress) => void
+  /** Least time between two progress reports of a step. Default 1_000. */
+  progressIntervalMs?: number
+}
+
+/**
+ * A step that takes one request per item (AGG messages deleted by sequence, snapshot blobs), which
+ * a large document makes long: reported at most every progressIntervalMs, and at its end when it
+ * was reported before.
+ */
+export interface ErasureProgress {
+  step: 'agg-messages' | 'snapshot-blobs'
+  done: number
+  total: number
 }
 
 /** What happened to one stream's copies of the document. */
@@ -69,15 +92,20 @@ export interface ErasureReport {
 }
 
 const DEFAULT_SETTLE_MS = 2_000
+const DEFAULT_PROGRESS_INTERVAL_MS = 1_000
 
-/** Erases one document everywhere (see above). Throws when a step fails; rerunning finishes it (every step is idempotent). */
+/**
+ * Erases one document everywhere (see above). Throws DocDeletionError (not-found) when nothing of
+ * it is stored, and when a step fails; rerunning finishes it (every step is idempotent).
+ */
 export async function eraseDocument(stores: ErasureStores, change: DocChange): Promise<ErasureReport> {
   const { tenant, docId } = change
-  const markedDeleted = await ensureDeleted(stores.pool, { ...change, reason: `erase: ${change.reason}` })
+  const storedElsewhere = (await hasSnapshotBlobs(stores.blobs, tenant, docId)) || (await hasAggMessages(stores, tenant, docId))
+  const markedDeleted = await ensureDeleted(stores.pool, { ...change, reason: `erase: ${change.reason}` }, storedElsewhere)
   await stores.notify({ tenant, docId, event: DocEvent.Deleted })
   const first = await eraseRows(stores.pool, change)
   const report: ErasureReport = { tenant, docId, erasureIds: [first.id], rowsRemoved: first.rows, snapshotBlobsDeleted: 0, streams: [], markedDeleted, rewrittenRows: 0 }
-  report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores.blobs, tenant, docId, first.snapshotKeys)
+  report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores, tenant, docId, first.snapshotKeys)
   report.streams = await eraseRawMessages(stores, tenant, docId, first.streamSeqs)
   await stores.notify({ tenant, docId, event: DocEvent.Erased })
   await new Promise((resolve) => setTimeout(resolve, stores.settleMs ?? DEFAULT_SETTLE_MS))
@@ -88,13 +116,13 @@ export async function eraseDocument(stores: ErasureStores, change: DocChange): P
       report.rowsRemoved[table] = (report.rowsRemoved[table] ?? 0) + n
       report.rewrittenRows += n
     }
-    report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores.blobs, tenant, docId, again.snapshotKeys)
+    report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores, tenant, docId, again.snapshotKeys)
     const aggAgain = await deleteAggMessages(stores, again.streamSeqs)
     const agg = report.streams.find((s) => s.stream === stores.aggStream)
     if (agg) agg.removed += aggAgain
   } else {
     // A blob whose row never landed (its writer failed or was taken back midway).
-    report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores.blobs, tenant, docId, [])
+    report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores, tenant, docId, [])
   }
   return report
 }
@@ -141,16 +169,37 @@ async function hasRows(pool: pg.Pool, tenant: string, docId: string): Promise<bo
   return r.rows[0]!.found
 }
 
-/**
- * The blobs the rows named and any other snapshot of the document (a put whose row never
- * landed). The listing may hold other documents' snapshots: an id whose path passes one key
- * segment continues a shorter id's folder ("<A's path>/~51"), so only keys of this id go.
- */
-async function deleteSnapshotBlobs(blobs: BlobStore, tenant: string, docId: string, keys: string[]): Promise<number> {
+/** The blobs the rows named and any other snapshot of the document (a put whose row never landed). */
+async function deleteSnapshotBlobs(stores: ErasureStores, tenant: string, docId: string, keys: string[]): Promise<number> {
   const all = new Set(keys)
-  for await (const key of blobs.list(docSnapshotsPrefix(tenant, docId))) if (snapshotOf(key) === docId) all.add(key)
-  for (const key of all) await blobs.delete(key)
+  for await (const key of snapshotBlobsOf(stores.blobs, tenant, docId)) all.add(key)
+  const tick = progressOf(stores, 'snapshot-blobs', all.size)
+  let done = 0
+  for (const key of all) {
+    await stores.blobs.delete(key)
+    tick(++done)
+  }
   return all.size
+}
+
+async function hasSnapshotBlobs(blobs: BlobStore, tenant: string, docId: string): Promise<boolean> {
+  for await (const _ of snapshotBlobsOf(blobs, tenant, docId)) return true
+  return false
+}
+
+/**
+ * The document's snapshot blobs. Its prefix's listing may hold other documents' snapshots: an id
+ * whose path passes one key segment continues a shorter id's folder ("<A's path>/~51"), so only
+ * keys of this id count.
+ */
+async function* snapshotBlobsOf(blobs: BlobStore, tenant: string, docId: string): AsyncGenerator<string> {
+  for await (const key of blobs.list(docSnapshotsPrefix(tenant, docId))) if (snapshotOf(key) === docId) yield key
+}
+
+/** AGG holds single-update messages of the document (by subject; partition batches are not seen). */
+async function hasAggMessages(stores: ErasureStores, tenant: string, docId: string): Promise<boolean> {
+  const { state } = await stores.aggJsm.streams.info(stores.aggStream, { subjects_filter: docEditSubjects(tenant, docId) })
+  return Object.keys(state.subjects ?? {}).length > 0
 }
 
 function snapshotOf(key: string): string | null {
@@ -180,14 +229,37 @@ async function eraseRawMessages(stores: ErasureStores, tenant: string, docId: st
 async function deleteAggMessages(stores: ErasureStores, seqs: number[]): Promise<number> {
   if (seqs.length === 0) return 0
   const { state } = await stores.aggJsm.streams.info(stores.aggStream)
+  const held = (seq: number) => state.messages > 0 && seq >= state.first_seq && seq <= state.last_seq
+  const tick = progressOf(stores, 'agg-messages', seqs.length)
   let removed = 0
+  let done = 0
   for (const seq of seqs) {
-    if (state.messages === 0 || seq < state.first_seq || seq > state.last_seq) continue
-    try {
-      if (await stores.aggJsm.streams.deleteMessage(stores.aggStream, seq, true)) removed++
-    } catch (err) {
-      if (!isJetStreamApiError(err, JetStreamApiCodes.NoMessageFound) && !/no message found/i.test((err as Error).message)) throw err
-    }
+    if (held(seq) && (await deleteAggMessage(stores, seq))) removed++
+    tick(++done)
   }
   return removed
+}
+
+async function deleteAggMessage(stores: ErasureStores, seq: number): Promise<boolean> {
+  try {
+    return await stores.aggJsm.streams.deleteMessage(stores.aggStream, seq, true)
+  } catch (err) {
+    if (!isJetStreamApiError(err, JetStreamApiCodes.NoMessageFound) && !/no message found/i.test((err as Error).message)) throw err
+    return false
+  }
+}
+
+/** A step's progress reporter: call it with the items done so far (see ErasureProgress). */
+function progressOf(stores: ErasureStores, step: ErasureProgress['step'], total: number): (done: number) => void {
+  const intervalMs = stores.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS
+  let lastAt = Date.now()
+  let reported = false
+  return (done) => {
+    if (!stores.progress) return
+    const now = Date.now()
+    if (now - lastAt < intervalMs && !(done === total && reported)) return
+    stores.progress({ step, done, total })
+    lastAt = now
+    reported = true
+  }
 }

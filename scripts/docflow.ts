@@ -4,6 +4,7 @@
 //   doc erase   --tenant <t> --doc <id> --actor <who> --reason <why>   remove it everywhere (GDPR)
 // Every command takes --json (one JSON object on stdout). Exit status 0 on success; otherwise
 // a one-line reason on stderr and 1 (the operation failed) or 2 (the command line is wrong).
+// While erase deletes stream messages or blobs one by one, it says how far it is on stderr.
 // Where it connects: scripts/lib/ops-context.ts.
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
@@ -11,7 +12,7 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { DocEvent, DocId, ServiceSubjects, TenantId, AGG_STREAM, encodeDocNotice, type DocNotice } from '../contracts/mod.ts'
 import { createLogger } from '../runtime/log.ts'
 import { deleteDocument, restoreDocument, type DocChange } from '../core/deletion.ts'
-import { eraseDocument } from '../core/erasure.ts'
+import { eraseDocument, type ErasureProgress } from '../core/erasure.ts'
 import { isDocDeletionError } from '../core/errors.ts'
 import { OpsContext, OpsError, explainDbError } from './lib/ops-context.ts'
 
@@ -33,6 +34,9 @@ class UsageError extends Error {
 }
 
 const DOC_CHANGE_OPTIONS = { tenant: { type: 'string' }, doc: { type: 'string' }, actor: { type: 'string' }, reason: { type: 'string' } } as const
+
+/** What each long erasure step's progress line counts (core/erasure.ts ErasureProgress). */
+const ERASURE_STEPS: Record<ErasureProgress['step'], string> = { 'agg-messages': `${AGG_STREAM} messages deleted`, 'snapshot-blobs': 'snapshot blobs deleted' }
 
 const log = createLogger('docflow', process.env.LOG_LEVEL ?? 'info', pino.destination(2))
 
@@ -66,9 +70,14 @@ const COMMANDS: Record<string, Command> = {
     options: DOC_CHANGE_OPTIONS,
     async run(values, ctx) {
       const change = docChange(values)
+      // Before anything is marked: erasing keeps the id deleted for good, and a tenant the
+      // registry does not know has nothing stored to erase.
+      const tenantJsm = await ctx.tenantJsm(change.tenant)
+      if (!tenantJsm) throw new OpsError(`unknown tenant ${change.tenant}`)
       const nc = await ctx.nc()
+      const doc = `${change.tenant}/${change.docId}`
       const report = await eraseDocument(
-        { pool: await ctx.db(), blobs: await ctx.blobs(), aggJsm: await ctx.aggJsm(), aggStream: AGG_STREAM, tenantJsm: await ctx.tenantJsm(change.tenant), notify: (n) => notify(nc, n) },
+        { pool: await ctx.db(), blobs: await ctx.blobs(), aggJsm: await ctx.aggJsm(), aggStream: AGG_STREAM, tenantJsm, notify: (n) => notify(nc, n), progress: (p) => console.error(`docflow doc erase: ${doc}: ${ERASURE_STEPS[p.step]} ${p.done} of ${p.total}`) },
         change,
       )
       log.info({ audit: 'doc-erase', actor: change.actor, reason: change.reason, ...report }, 'document erased')

@@ -122,9 +122,11 @@ export class Provisioner {
     private readonly revocations: KV,
   ) {}
 
-  /** Revokes one token, a user's tokens or a tenant's tokens issued until now; every edge closes their sockets. */
+  /** Revokes one token, a user's tokens or a tenant's tokens issued until now; every edge closes their sockets. Throws for a tenant the registry does not know. */
   async revoke(r: Omit<z.input<typeof Revocation>, 'revokedAt'>): Promise<Revocation> {
     const revocation = Revocation.parse({ ...r, revokedAt: Date.now() })
+    // A mistyped name would report success while the meant tenant's tokens stay valid.
+    if (!this.registry.tenant(revocation.tenant)) throw new Error(`unknown tenant ${revocation.tenant}`)
     await this.revocations.put(revocationKey(revocation), encodeRevocation(revocation))
     return revocation
   }

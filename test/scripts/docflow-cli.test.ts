@@ -1,12 +1,15 @@
 import t from 'tap'
 import { execFile } from 'node:child_process'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { snapshotKey } from '../../contracts/mod.ts'
+import { jetstream, jetstreamManager } from '@nats-io/jetstream'
+import { AGG_STREAM, ServiceUser, snapshotKey } from '../../contracts/mod.ts'
 import { migrate } from '../../core/migrate.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
-import { edit } from '../helpers/edits.ts'
+import { edit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
+import { until } from '../helpers/client.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const stack = await setup()
@@ -107,4 +110,44 @@ t.test('scripts - docflow doc delete, restore and erase: exit 0 with --json, exi
   t.equal(noNats.code, 1)
   t.equal(lines(noNats.stderr).length, 1, 'one line')
   t.match(noNats.stderr, /cannot reach nats-server at nats:\/\/127\.0\.0\.1:1/)
+})
+
+t.test('scripts - docflow doc erase refuses an unknown tenant or a document with nothing stored: exit 1, one line, nothing marked', async (t) => {
+  const tenant = await docflow(change('erase', 'x').map((a) => (a === 'acme' ? 'nope' : a)))
+  t.equal(tenant.code, 1, 'unknown tenant')
+  t.same(lines(tenant.stderr), ['docflow doc erase: unknown tenant nope'])
+  const doc = await docflow(change('erase', 'nope'))
+  t.equal(doc.code, 1, 'no such document')
+  t.same(lines(doc.stderr), ['docflow doc erase: tenant acme has no document nope'])
+  t.equal(doc.stdout, '', 'no erasure reported')
+  const marks = await stack.db.query("SELECT tenant, doc_id FROM doc_deletions WHERE doc_id IN ('nope', 'x') UNION ALL SELECT tenant, doc_id FROM erasures WHERE doc_id IN ('nope', 'x')")
+  t.same(marks.rows, [], 'neither id deleted (its later edits stay visible) nor an erasure recorded')
+})
+
+t.test('scripts - docflow doc erase says on stderr how far it is while it deletes AGG messages one by one', async (t) => {
+  const n = 2_000
+  const js = jetstream(await stack.connect())
+  const aggJsm = await jetstreamManager(await stack.connect(ServiceUser.Admin))
+  const before = (await aggJsm.streams.info(AGG_STREAM)).state.last_seq
+  for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => publishEdit(js, 'acme', 'big-doc', edit(`edit ${i + j}`, 2_000 + i + j))))
+  await until('every message in AGG', async () => (await aggJsm.streams.info(AGG_STREAM)).state.last_seq >= before + n)
+  await stack.db.query(
+    "INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts) SELECT 'acme', 'big-doc', s, 'big-' || s, 'u', 'e', $2, 'applied', now() FROM generate_series($1::bigint + 1, $1::bigint + $3) s",
+    [before, Buffer.from(edit('x', 7)), n],
+  )
+  const held = (await aggJsm.streams.info(AGG_STREAM)).state.messages
+  const erasing = docflow(change('erase', 'big-doc', ['--json']))
+  // A slow server, on any machine: once the deletions began, nats-server stalls past the interval.
+  await until('the erasure deleting AGG messages', async () => (await aggJsm.streams.info(AGG_STREAM)).state.messages < held, 30_000)
+  const resume = await stack.pauseNats()
+  t.teardown(resume)
+  await sleep(1_500)
+  resume()
+  const erased = await erasing
+  t.equal(erased.code, 0, erased.stderr)
+  t.equal(JSON.parse(erased.stdout).streams[0].removed, n, 'every message deleted')
+  const progress = lines(erased.stderr)
+  t.ok(progress.length >= 2, `a line after the stall and one at the end: ${progress.join(' / ')}`)
+  for (const line of progress) t.match(line, new RegExp(`^docflow doc erase: acme/big-doc: AGG messages deleted \\d+ of ${n}$`))
+  t.equal(progress.at(-1), `docflow doc erase: acme/big-doc: AGG messages deleted ${n} of ${n}`, 'the last says it is done')
 })
