@@ -8,6 +8,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { constants } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { natsServerBin, postgresBinDir } from './lib/binaries.mjs'
+import { dataDirOf } from './lib/data-dir.mjs'
+import { alreadyRunning, runningSupervisor, supervisorPidFile } from './lib/supervisor-pid.mjs'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const STAMP = `${ROOT}node_modules/.docflow-installed`
@@ -19,6 +21,7 @@ const entry = ENTRY[mode]
 if (!entry) fail(`usage: node scripts/bootstrap.mjs ${Object.keys(ENTRY).join('|')} [args...]`)
 if (Number(process.versions.node.split('.')[0]) < 20) fail(`Node.js 20 or newer is needed (this is ${process.version})`)
 
+if (mode === 'start') refuseSecondStart()
 ensureNpmPackages()
 ensureSystemPackages()
 
@@ -29,6 +32,16 @@ const child = spawn(process.execPath, [...program, ...process.argv.slice(3)], { 
 // The entry point handles SIGINT/SIGTERM itself; forward them instead of dying first.
 for (const signal of /** @type {const} */ (['SIGINT', 'SIGTERM'])) process.on(signal, () => child.kill(signal))
 child.on('exit', (code, signal) => process.exit(code ?? 128 + (signal ? constants.signals[signal] : 1)))
+
+/**
+ * Exits when a stack runs in the data folder already, before anything is installed or built: npm
+ * ci would replace node_modules under it. The supervisor checks again as it claims the folder.
+ */
+function refuseSecondStart() {
+  const dataDir = dataDirOf(process.env)
+  const pid = runningSupervisor(supervisorPidFile(dataDir))
+  if (pid !== null) fail(alreadyRunning(pid, dataDir))
+}
 
 /** npm ci when node_modules is missing or was installed from another lockfile / tap config. */
 function ensureNpmPackages() {

@@ -12,9 +12,11 @@ import { EDIT_PARTITIONS_VAR, ServiceUser } from '../contracts/mod.ts'
 import { natsFiles, startNatsServer } from './lib/nats-server.ts'
 import { Provisioner } from './lib/provisioner.ts'
 import { Registry } from './lib/registry.ts'
-import { postmasterPidFile, startPostgres } from './lib/postgres.ts'
+import { startPostgres } from './lib/postgres.ts'
 import { claimPidFile, portFree } from './lib/single-instance.ts'
-import { stopStale } from './lib/proc.ts'
+import { alreadyRunning, supervisorPidFile } from './lib/supervisor-pid.mjs'
+import { dataDirOf } from './lib/data-dir.mjs'
+import { stopLeftovers } from './lib/leftovers.ts'
 import { Supervised, nodeProcess, type Running } from './lib/service.ts'
 import { buildServers } from './lib/build.ts'
 
@@ -28,10 +30,11 @@ const DEV_AUTO_TENANT_QUOTA_BYTES = 256 * 1024 ** 2
 const MAX_EDGE_PROCESSES = 16
 /** Most core processes npm start runs (CORE_PROCESSES); they share the partitions (core/balance.ts). */
 const MAX_CORE_PROCESSES = 16
+/** The highest TCP port. */
+const MAX_PORT = 65_535
 
 const config = loadConfigOrExit(
   z.object({
-    dataDir: z.string().default(join(ROOT, 'data')),
     edgePort: Port.default(8080),
     corePort: Port.default(8081),
     natsPort: Port.default(4222),
@@ -52,7 +55,6 @@ const config = loadConfigOrExit(
     coreProcesses: PositiveInt.max(MAX_CORE_PROCESSES).default(1),
   }),
   {
-    dataDir: 'DOCFLOW_DATA_DIR',
     edgePort: 'EDGE_PORT',
     corePort: 'CORE_PORT',
     natsPort: 'NATS_PORT',
@@ -69,18 +71,8 @@ const config = loadConfigOrExit(
   },
 )
 
-const logsDir = join(config.dataDir, 'logs')
-mkdirSync(logsDir, { recursive: true })
-const pidFile = join(config.dataDir, 'docflow.pid')
-const other = claimPidFile(pidFile)
-if (other) {
-  console.error(`docflow: already running (pid ${other}). Stop it with \`npm stop\` or Ctrl-C in its terminal.`)
-  process.exit(1)
-}
-
-// A supervisor killed with -9 leaves its children running: stop them before checking ports.
-const runDir = join(config.dataDir, 'run')
-mkdirSync(runDir, { recursive: true })
+const dataDir = dataDirOf(process.env)
+const runDir = join(dataDir, 'run')
 const pidOf = (name: string) => join(runDir, `${name}.pid`)
 /** Edge i (0-based) of EDGE_PROCESSES: `edge`, then `edge-2`, `edge-3`, ... */
 const edgeName = (i: number) => (i === 0 ? 'edge' : `edge-${i + 1}`)
@@ -92,10 +84,6 @@ const edgePublicPort = (i: number) => (config.edgePortPerProcess ? config.edgePo
 const coreName = (i: number) => (i === 0 ? 'core' : `core-${i + 1}`)
 const corePublicPort = (i: number) => config.corePort + i
 const coreOpsPort = (i: number) => config.coreOpsPort + i
-for (let i = 0; i < MAX_EDGE_PROCESSES; i++) stopStale(pidOf(edgeName(i)), 'edge/main.', 'SIGTERM')
-for (let i = 0; i < MAX_CORE_PROCESSES; i++) stopStale(pidOf(coreName(i)), 'core/main.', 'SIGTERM')
-stopStale(join(config.dataDir, 'nats', 'nats-server.pid'), 'nats-server', 'SIGTERM')
-stopStale(postmasterPidFile(join(config.dataDir, 'pg')), 'postgres', 'SIGINT')
 
 const ports: [string, number][] = [
   ['EDGE_PORT', config.edgePort],
@@ -107,18 +95,33 @@ const ports: [string, number][] = [
   ...Array.from({ length: config.coreProcesses }, (_, i) => [i === 0 ? 'CORE_OPS_PORT' : `CORE_OPS_PORT (${config.coreOpsPort} + ${i} for core ${i + 1} of CORE_PROCESSES)`, coreOpsPort(i)] as [string, number]),
   ...(config.databaseUrl ? [] : ([['PG_PORT', config.pgPort]] as [string, number][])),
 ]
+// Before anything is touched: a port derived past the range would otherwise fail deep in the start.
 for (const [name, port] of ports) {
-  if (port < 1) {
-    rmSync(pidFile, { force: true })
-    console.error(`docflow: ${name} is ${port}; npm start needs fixed ports (EDGE_OPS_PORT must leave room for EDGE_PROCESSES below it).`)
-    process.exit(1)
+  if (port < 1 || port > MAX_PORT) {
+    console.error(`docflow: ${name} is ${port}, outside 1-${MAX_PORT}; npm start needs fixed ports, with room below EDGE_OPS_PORT for EDGE_PROCESSES and above CORE_PORT and CORE_OPS_PORT for CORE_PROCESSES.`)
+    process.exit(2)
   }
   const other = ports.find(([n, p]) => p === port && n !== name)
   if (other) {
-    rmSync(pidFile, { force: true })
     console.error(`docflow: ${name} and ${other[0]} are both ${port}; give each part its own port.`)
     process.exit(1)
   }
+}
+
+const logsDir = join(dataDir, 'logs')
+mkdirSync(logsDir, { recursive: true })
+mkdirSync(runDir, { recursive: true })
+const pidFile = supervisorPidFile(dataDir)
+const other = claimPidFile(pidFile)
+if (other) {
+  console.error(`docflow: ${alreadyRunning(other, dataDir)}`)
+  process.exit(1)
+}
+
+// A supervisor killed with -9 leaves its parts running: stop them before checking ports.
+const leftovers = stopLeftovers(dataDir)
+if (leftovers.length > 0) console.log(`docflow: stopped what a killed supervisor left running: ${leftovers.join(', ')}`)
+for (const [name, port] of ports) {
   if (!(await portFree(port))) {
     rmSync(pidFile, { force: true })
     console.error(`docflow: port ${port} is taken by another program; free it or set ${name} to another port.`)
@@ -161,10 +164,10 @@ async function supervise(name: string, logFile: string, launch: () => Promise<Ru
 
 try {
   say('starting nats-server')
-  const natsDir = join(config.dataDir, 'nats')
+  const natsDir = join(dataDir, 'nats')
   const provisioned = existsSync(natsFiles(natsDir).registry) ? Registry.open(natsFiles(natsDir).registry).editPartitions : undefined
   if (provisioned !== undefined && config.editPartitions !== undefined && config.editPartitions !== provisioned) {
-    throw new Error(`${config.dataDir} was provisioned with ${provisioned} edit partitions; ${EDIT_PARTITIONS_VAR}=${config.editPartitions} would move documents between partitions. Unset it, or use a new DOCFLOW_DATA_DIR.`)
+    throw new Error(`${dataDir} was provisioned with ${provisioned} edit partitions; ${EDIT_PARTITIONS_VAR}=${config.editPartitions} would move documents between partitions. Unset it, or use a new DOCFLOW_DATA_DIR.`)
   }
   const natsOptions = { dir: natsDir, port: config.natsPort, monitorPort: config.natsMonitorPort, editPartitions: config.editPartitions, ownProcessGroup: true }
   const natsUrl = `nats://127.0.0.1:${config.natsPort}`
@@ -172,7 +175,7 @@ try {
   let databaseUrl = config.databaseUrl
   if (!databaseUrl) {
     say('starting PostgreSQL')
-    const pgDir = join(config.dataDir, 'pg')
+    const pgDir = join(dataDir, 'pg')
     let url = ''
     await supervise('postgres', join(pgDir, 'postgres.log'), async () => {
       const pg = await startPostgres({ dir: pgDir, port: config.pgPort, say, ownProcessGroup: true })
@@ -189,7 +192,7 @@ try {
   provisioner.serveAutoProvisioning(DEV_AUTO_TENANT_QUOTA_BYTES, (err, tenant) => console.error(`docflow: auto-provisioning ${tenant} failed: ${(err as Error).message}`))
   const registry = Registry.open(natsFiles(natsDir).registry)
   say('compiling edge and core')
-  const dist = buildServers(ROOT, join(config.dataDir, 'dist'), say)
+  const dist = buildServers(ROOT, join(dataDir, 'dist'), say)
   const env = {
     NATS_URL: natsUrl,
     DATABASE_URL: databaseUrl,
@@ -206,7 +209,7 @@ try {
     CORE_EDGE_URL: `http://127.0.0.1:${config.edgePort}`,
     [EDIT_PARTITIONS_VAR]: String(registry.editPartitions),
     // Snapshots go to a folder under the data folder unless S3 settings are given (DOCFLOW_S3_*, passed through).
-    [BLOB_STORE_VARS.blobDir]: process.env[BLOB_STORE_VARS.blobDir] || blobDirOf(config.dataDir),
+    [BLOB_STORE_VARS.blobDir]: process.env[BLOB_STORE_VARS.blobDir] || blobDirOf(dataDir),
   }
   const nodeArgs = config.nodeArgs.split(/\s+/).filter(Boolean)
   for (let i = 0; i < config.coreProcesses; i++) {
@@ -221,7 +224,7 @@ try {
     await supervise(name, logFile, nodeProcess(name, join(dist, 'edge', 'main.js'), nodeArgs, { ...env, EDGE_PORT: String(edgePublicPort(i)), EDGE_OPS_PORT: String(opsPort) }, `http://127.0.0.1:${opsPort}/healthz`, logFile, pidOf(name)))
   }
   const edgeOps = Array.from({ length: config.edgeProcesses }, (_, i) => `http://127.0.0.1:${edgeOpsPort(i)}/metrics`)
-  writeFileSync(join(config.dataDir, 'endpoints.json'), JSON.stringify({ edge: `ws://127.0.0.1:${config.edgePort}`, core: `http://127.0.0.1:${config.corePort}`, nats: natsUrl, databaseUrl }, null, 2))
+  writeFileSync(join(dataDir, 'endpoints.json'), JSON.stringify({ edge: `ws://127.0.0.1:${config.edgePort}`, core: `http://127.0.0.1:${config.corePort}`, nats: natsUrl, databaseUrl }, null, 2))
   console.log(`
 DocFlow is running.
   edge (y-websocket)  ws://localhost:${config.edgePort}/<docId>?token=<jwt>${config.edgeProcesses > 1 ? (config.edgePortPerProcess ? `   (edge i of ${config.edgeProcesses} on port ${config.edgePort} - i)` : `   (${config.edgeProcesses} edge processes share the port)`) : ''}

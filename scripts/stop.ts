@@ -1,19 +1,16 @@
-// `npm stop`: asks a running `npm start` to drain and stop, and waits until it has.
-import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+// `npm stop`: asks a running `npm start` to drain and stop, and waits until it has. When its
+// supervisor is gone (killed with -9), stops the parts it left running instead.
+import { dataDirOf } from './lib/data-dir.mjs'
+import { stopLeftovers } from './lib/leftovers.ts'
 import { alive } from './lib/proc.ts'
+import { runningSupervisor, supervisorPidFile } from './lib/supervisor-pid.mjs'
 
-const dataDir = process.env.DOCFLOW_DATA_DIR ?? join(fileURLToPath(new URL('..', import.meta.url)), 'data')
-let pid: number
-try {
-  pid = Number(readFileSync(join(dataDir, 'docflow.pid'), 'utf8').trim())
-} catch {
-  console.log('docflow: not running')
-  process.exit(0)
-}
-if (!pid || !alive(pid)) {
-  console.log('docflow: not running')
+const dataDir = dataDirOf(process.env)
+// Only the process the pid file recorded: a pid another program has taken since is not ours to stop.
+const pid = runningSupervisor(supervisorPidFile(dataDir))
+if (pid === null) {
+  const stopped = stopLeftovers(dataDir)
+  console.log(stopped.length > 0 ? `docflow: the supervisor was gone; stopped the parts it left running: ${stopped.join(', ')}` : `docflow: not running (in ${dataDir})`)
   process.exit(0)
 }
 process.kill(pid, 'SIGTERM')

@@ -9,11 +9,11 @@
 //                                        one user's, issued until now; or one token) on every edge
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Revocation, TenantId, TenantStatus } from '../contracts/mod.ts'
 import { BLOB_STORE_VARS, BlobStoreConfig, loadConfig } from '../runtime/config.ts'
 import { blobDirOf, openBlobStore, type BlobStore } from '../runtime/blobs/blob-store.ts'
+import { dataDirOf } from './lib/data-dir.mjs'
 import { natsFiles } from './lib/nats-server.ts'
 import type { NatsConfigOptions } from './lib/nats-config.ts'
 import { Provisioner } from './lib/provisioner.ts'
@@ -26,7 +26,7 @@ const USAGE = `usage: npm run tenant -- add <tenant> [--max-storage 1GB]
        npm run tenant -- list [--json]
        npm run tenant -- revoke <tenant> [--user <id> | --token <jti>] [--reason <text>]`
 
-const dataDir = process.env.DOCFLOW_DATA_DIR ?? join(fileURLToPath(new URL('..', import.meta.url)), 'data')
+const dataDir = dataDirOf(process.env)
 
 /** `add` without --max-storage. */
 const DEFAULT_QUOTA_BYTES = 1024 ** 3

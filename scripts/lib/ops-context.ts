@@ -5,13 +5,13 @@
 // blobs/. Each is opened on first use and closed by close().
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { ServiceUser, tenantUser } from '../../contracts/mod.ts'
 import { BLOB_STORE_VARS, BlobStoreConfig, loadConfig } from '../../runtime/config.ts'
 import { blobDirOf, openBlobStore, type BlobStore } from '../../runtime/blobs/blob-store.ts'
+import { dataDirOf } from './data-dir.mjs'
 import { natsFiles } from './nats-server.ts'
 import type { NatsConfigOptions } from './nats-config.ts'
 import { Registry } from './registry.ts'
@@ -41,8 +41,8 @@ export class OpsContext {
 
   constructor(
     private readonly env: NodeJS.ProcessEnv = process.env,
-    /** The `npm start` data folder. Default DOCFLOW_DATA_DIR, else <project>/data. */
-    readonly dataDir = env.DOCFLOW_DATA_DIR ?? join(fileURLToPath(new URL('../..', import.meta.url)), 'data'),
+    /** The `npm start` data folder. Default dataDirOf(env): DOCFLOW_DATA_DIR, else <project>/data. */
+    readonly dataDir = dataDirOf(env),
   ) {}
 
   /** PostgreSQL, as core migrated it (core owns the schema: it applies migrations at its start). */

@@ -102,14 +102,19 @@ export async function terminate(child: ChildProcess, signal: NodeJS.Signals = 'S
   clearTimeout(timer)
 }
 
-/** True while a process with this pid exists. */
+/**
+ * True while the process with this pid runs. A zombie does not: a part whose supervisor was
+ * killed is reparented to init, which may reap it seconds later (or never, in a container
+ * whose first process does not reap).
+ */
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
-    return true
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false
   }
+  const state = readStat(pid)?.state
+  return state !== undefined && state !== 'Z'
 }
 
 /**
@@ -117,24 +122,26 @@ export function alive(pid: number): boolean {
  * contains `program` and it started before the file was last written, and waits for it. A
  * recycled pid is left alone: pids wrap at 32768 on many Linux boxes, and a test run forks
  * thousands (every PostgreSQL backend), so a stale file can name another deployment's process.
+ * Returns whether it stopped one.
  */
-export function stopStale(pidFile: string, program: string, signal: NodeJS.Signals, timeoutMs = 30_000): void {
-  if (!existsSync(pidFile)) return
+export function stopStale(pidFile: string, program: string, signal: NodeJS.Signals, timeoutMs = 30_000): boolean {
+  if (!existsSync(pidFile)) return false
   const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0])
-  if (!pid || pid === process.pid || !alive(pid)) return
+  if (!pid || pid === process.pid || !alive(pid)) return false
   const startedMs = processStartMs(pid)
-  if (startedMs === null || startedMs > statSync(pidFile).mtimeMs + START_TIME_SLACK_MS) return
+  if (startedMs === null || startedMs > statSync(pidFile).mtimeMs + START_TIME_SLACK_MS) return false
   let cmdline = ''
   try {
     cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
-  if (!cmdline.includes(program)) return
+  if (!cmdline.includes(program)) return false
   process.kill(pid, signal)
   const deadline = Date.now() + timeoutMs
   while (alive(pid) && Date.now() < deadline) execFileSync('sleep', ['0.1'])
   if (alive(pid)) process.kill(pid, 'SIGKILL')
+  return true
 }
 
 /** How far a start time read from /proc may be off. */

@@ -1,31 +1,23 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { alive } from './proc.ts'
+import { runningSupervisor, supervisorRecord } from './supervisor-pid.mjs'
 
 /**
- * Writes this process's pid to `pidFile` unless a live process already owns it; returns that
- * process's pid then. A pid file left by a killed run is taken over.
+ * Records this process as the supervisor in `pidFile` unless the supervisor the file names
+ * still runs; returns that process's pid then. A file left by a killed run, or naming a pid
+ * another process has taken since, is taken over.
  */
 export function claimPidFile(pidFile: string): number | null {
   for (;;) {
     try {
-      writeFileSync(pidFile, `${process.pid}\n`, { flag: 'wx' })
+      writeFileSync(pidFile, supervisorRecord(), { flag: 'wx' })
       return null
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
     }
-    const pid = Number(readFileSync(pidFile, 'utf8').trim())
-    if (pid && pid !== process.pid && alive(pid) && cmdline(pid).includes('scripts/start.ts')) return pid
+    const pid = runningSupervisor(pidFile)
+    if (pid !== null && pid !== process.pid) return pid
     rmSync(pidFile, { force: true })
-  }
-}
-
-function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return ''
-    throw err
   }
 }
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { spawn } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -8,6 +8,7 @@ import { JWT_SECRET, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient, type TestClient } from '../helpers/client.ts'
 import { alive, exited, freePort, freePorts, waitFor } from '../../scripts/lib/proc.ts'
 import { portFree } from '../../scripts/lib/single-instance.ts'
+import { postmasterPidFile } from '../../scripts/lib/postgres.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -82,10 +83,18 @@ t.test('scripts - EDGE_PROCESSES=2 runs two edges on one port, CORE_PROCESSES=2 
   await until('core materialized them all', async () => sorted(await materializedText(`http://127.0.0.1:${ports.CORE_PORT}`, 'spread', tok).catch(() => '')) === expected, 20_000)
 
   for (const c of clients.splice(0)) c.destroy()
-  supervisor.kill('SIGTERM')
+  // Each part runs in its own process group, so a supervisor killed with -9 leaves them running: npm stop stops them.
+  const serverPids = [readFileSync(join(dataDir, 'nats', 'nats-server.pid'), 'utf8'), readFileSync(postmasterPidFile(join(dataDir, 'pg')), 'utf8')].map((text) => Number(text.split('\n')[0]))
+  supervisor.kill('SIGKILL')
   await exited(supervisor)
-  t.equal(supervisor.exitCode, 0, 'SIGTERM stops both edges and the rest')
-  t.ok([...edgePids, ...corePids].every((pid) => !alive(pid)), 'both edges and both cores stopped')
+  const parts = [...edgePids, ...corePids, ...serverPids]
+  t.ok(parts.every(alive), `the parts outlive their supervisor (${parts.join(', ')})`)
+  const stop = await new Promise<{ code: number; stdout: string }>((resolve) =>
+    execFile(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/stop.ts')], { cwd: ROOT, env, timeout: 120_000 }, (err, stdout) => resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout })),
+  )
+  t.equal(stop.code, 0)
+  t.equal(stop.stdout, 'docflow: the supervisor was gone; stopped the parts it left running: edge, edge-2, core, core-2, postgres, nats-server\n', 'npm stop says what it stopped')
+  t.ok(parts.every((pid) => !alive(pid)), 'both edges, both cores, PostgreSQL and nats-server stopped')
 
   // Two parts on one port are refused before anything starts (the second edge's ops port is CORE_OPS_PORT here).
   const clash = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/start.ts')], { cwd: ROOT, env: { ...env, CORE_PROCESSES: '1', CORE_OPS_PORT: String(ports.EDGE_OPS_PORT - 1) }, stdio: ['ignore', 'pipe', 'pipe'] })

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { alive, exited, stopStale } from '../../scripts/lib/proc.ts'
+import { alive, exited, readStat, stopStale, waitFor } from '../../scripts/lib/proc.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'docflow-stale-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -35,4 +35,14 @@ t.test('scripts - stopStale leaves alone a process that started after its pid fi
   stopStale(pidFile, 'stale-recycled-marker', 'SIGTERM', 5_000)
   await new Promise((r) => setTimeout(r, 300))
   t.ok(alive(child.pid!) && child.exitCode === null && child.signalCode === null, 'still running')
+})
+
+t.test('scripts - alive is false for a zombie (a part orphaned by a killed supervisor waits for init to reap it)', async (t) => {
+  // The shell starts a child that exits at once, then becomes a `sleep` that never reaps it.
+  const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] })
+  t.teardown(() => parent.kill('SIGKILL'))
+  const zombie = Number(await new Promise<string>((resolve) => parent.stdout.once('data', (b: Buffer) => resolve(b.toString()))))
+  await waitFor('the child to exit', async () => readStat(zombie)?.state === 'Z', 5_000)
+  t.notOk(alive(zombie), `pid ${zombie} is a zombie`)
+  t.ok(alive(parent.pid!), 'its parent runs')
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -8,7 +8,7 @@ import { JWT_SECRET, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient, type TestClient } from '../helpers/client.ts'
 import { postmasterPidFile } from '../../scripts/lib/postgres.ts'
 import { GaveUp, alive, exited, freePorts, waitFor } from '../../scripts/lib/proc.ts'
-import { bundleSupervisor } from '../../scripts/lib/supervisor-bundle.mjs'
+import { SUPERVISOR_BUNDLE } from '../../scripts/lib/supervisor-bundle.mjs'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -23,7 +23,19 @@ async function type(c: TestClient, text: string, gapMs: number, during: { at: nu
 
 const firstPid = (file: string) => Number(readFileSync(file, 'utf8').split('\n')[0])
 
-t.test('scripts - npm start brings back nats-server and PostgreSQL after kill -9 under typing, and SIGTERM stops every part', async (t) => {
+/** Output and exit code of `child`, which must exit within `timeoutMs` (a second start that took over would run on). */
+async function finished(child: ChildProcess, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  let stdout = ''
+  let stderr = ''
+  child.stdout?.on('data', (b: Buffer) => (stdout += b.toString()))
+  child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()))
+  await waitFor('the command to exit', async () => child.exitCode !== null || child.signalCode !== null, timeoutMs).catch((err: unknown) => {
+    throw new Error(`${(err as Error).message}\n${stdout}${stderr}`)
+  })
+  return { code: child.exitCode, stdout, stderr }
+}
+
+t.test('scripts - npm start brings back nats-server and PostgreSQL after kill -9 under typing, refuses a second start, and npm stop stops every part', async (t) => {
   // A private (0700) data folder, as a fresh clone under /root or mkdtemp has.
   const dataDir = mkdtempSync(join(tmpdir(), 'docflow-supervised-'))
   const names = ['EDGE_PORT', 'CORE_PORT', 'NATS_PORT', 'NATS_MONITOR_PORT', 'PG_PORT', 'EDGE_OPS_PORT', 'CORE_OPS_PORT'] as const
@@ -31,8 +43,10 @@ t.test('scripts - npm start brings back nats-server and PostgreSQL after kill -9
   const ports = Object.fromEntries(names.map((name, i) => [name, free[i]!])) as Record<(typeof names)[number], number>
   const env: NodeJS.ProcessEnv = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), DOCFLOW_DATA_DIR: dataDir, DOCFLOW_JWT_SECRET: JWT_SECRET, LOG_LEVEL: 'warn' }
   delete env.DATABASE_URL // the test is about the PostgreSQL npm start runs
-  // As npm start runs it: bundled, without the tsx loader.
-  const supervisor = spawn(process.execPath, [await bundleSupervisor(ROOT)], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  // As npm start runs it: the bootstrap, which runs the supervisor bundled, without the tsx loader.
+  const npmStart = () => spawn(process.execPath, [join(ROOT, 'scripts/bootstrap.mjs'), 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const supervisor = npmStart()
+  const others: ChildProcess[] = []
   let output = ''
   supervisor.stdout.on('data', (b: Buffer) => (output += b.toString()))
   supervisor.stderr.on('data', (b: Buffer) => (output += b.toString()))
@@ -41,9 +55,10 @@ t.test('scripts - npm start brings back nats-server and PostgreSQL after kill -9
   let clients: TestClient[] = []
   t.teardown(async () => {
     for (const c of clients) c.destroy()
-    if (supervisor.exitCode === null && supervisor.signalCode === null) {
-      supervisor.kill('SIGTERM')
-      await exited(supervisor)
+    for (const child of [...others, supervisor]) {
+      if (child.exitCode !== null || child.signalCode !== null) continue
+      child.kill('SIGTERM')
+      await exited(child)
     }
     const cluster = clusterDir()
     if (cluster) rmSync(cluster, { recursive: true, force: true })
@@ -88,9 +103,35 @@ t.test('scripts - npm start brings back nats-server and PostgreSQL after kill -9
 
   const pids = Object.fromEntries(['edge', 'core', 'nats-server', 'postgres'].map((name) => [name, firstPid(join(dataDir, 'run', `${name}.pid`))]))
   for (const [name, pid] of Object.entries(pids)) t.ok(pid > 0 && alive(pid), `${name} runs (pid ${pid})`)
+
+  // A second npm start while this one runs says so and exits, touching nothing: through the
+  // bootstrap, and through the bundled supervisor itself (a start that raced past the bootstrap's check).
+  const supervisorPid = firstPid(join(dataDir, 'docflow.pid'))
+  const coreMain = join(dataDir, 'dist', 'core', 'main.js')
+  const builtAt = statSync(coreMain).mtimeMs
+  const outputBefore = output.length
+  const bundled = join(ROOT, 'scripts', SUPERVISOR_BUNDLE) // as npm start's bootstrap left it
+  for (const [how, secondStart] of [
+    ['npm start', npmStart],
+    ['the bundled supervisor', () => spawn(process.execPath, [bundled], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })],
+  ] as const) {
+    const second = secondStart()
+    others.push(second)
+    const refused = await finished(second, 60_000)
+    t.equal(refused.code, 1, `${how}: a second start exits 1`)
+    t.same(refused.stderr.trimEnd().split('\n'), [`docflow: already running in ${dataDir} (pid ${supervisorPid}); stop it with \`npm stop\` or Ctrl-C in its terminal`], `${how}: one line naming the running supervisor`)
+    t.notMatch(refused.stdout, /starting|compiling/, `${how}: starts nothing`)
+  }
+  t.equal(statSync(coreMain).mtimeMs, builtAt, 'the running stack keeps its dist/')
+  for (const [name, pid] of Object.entries(pids)) t.ok(alive(pid), `${name} (pid ${pid}) still runs`)
+  t.equal((await fetch(`http://127.0.0.1:${ports.CORE_PORT}/healthz`)).status, 200, 'core still healthy')
+  t.equal(output.slice(outputBefore), '', 'no part of the running stack exited')
+
   c.destroy()
   clients = []
-  supervisor.kill('SIGTERM')
+  const stop = await finished(spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/stop.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] }), 60_000)
+  t.equal(stop.code, 0)
+  t.match(stop.stdout, new RegExp(`^docflow: stopping \\(pid ${supervisorPid}\\)\\.* stopped`), 'npm stop asked the bundled supervisor to stop')
   await exited(supervisor)
   t.equal(supervisor.exitCode, 0, 'the supervisor drained and exited cleanly')
   for (const [name, pid] of Object.entries(pids)) t.notOk(alive(pid), `${name} (pid ${pid}) stopped`)
