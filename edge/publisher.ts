@@ -22,7 +22,7 @@ export interface PublisherOptions {
   partitions: number
   /** Per-attempt JetStream ack timeout. Default 2_000. */
   ackTimeoutMs: number
-  /** Attempts on timeout / no responders before giving up; the batch's msg id makes retries safe. Default 5. */
+  /** Attempts on timeout / no responders, while connected, before giving up; the batch's msg id makes retries safe. Default 5. */
   attempts: number
   /**
    * Longest an update waits for company before its lane publishes, while the edge is busy (a
@@ -119,7 +119,13 @@ interface PubAck {
  *   later of that lane);
  * - a retry carries the same Nats-Msg-Id, so a batch is stored at most once within the dedup window;
  * - every update gets its own outcome (acked, or a PublishError of its kind): a refused batch
- *   costs only the writers in it.
+ *   costs only the writers in it;
+ * - an outage alone never fails a batch: attempts count only while connected, and a reconnect
+ *   resends every batch in flight. A failed edit comes back from its client in other bytes under
+ *   another msg id (a resync's step 2), which dedup cannot match: a failed batch that JetStream
+ *   stores after all logs its edits twice;
+ * - a document's updates queued behind a batch that failed as unavailable fail with it: they
+ *   build on what failed, and its room closes its clients, who resend all of it.
  * Requests are pipelined: one wildcard inbox subscription takes every PubAck and one interval
  * sweeps timeouts, instead of a request (timer, promise, inbox entry, Error) per update.
  */
@@ -139,6 +145,12 @@ export class UpdatePublisher {
   /** Updates per second in the last full window. */
   private updatesPerS = 0
   private batchCount = 0
+  /**
+   * False from a disconnect to the reconnect: no ack can come, and nats.js drops what is
+   * published meanwhile when it dials again (it resets its outbound buffer on each dial).
+   */
+  private connected = true
+  private closed = false
   private readonly opts: PublisherOptions
 
   constructor(
@@ -159,6 +171,7 @@ export class UpdatePublisher {
         else this.onAck(msg)
       },
     })
+    void this.watchConnection().catch((err: unknown) => this.log.error({ err }, 'NATS status watch of the publisher ended; batches may fail during an outage'))
   }
 
   /** `savedNotice`: the sender wants the saved signal, so core is asked to say when the update's message is committed. */
@@ -183,6 +196,7 @@ export class UpdatePublisher {
 
   /** Stops taking acks; whatever is still pending fails as unavailable (its clients resync). */
   close(): void {
+    this.closed = true
     if (this.linger) {
       clearTimeout(this.linger as NodeJS.Timeout)
       clearImmediate(this.linger as NodeJS.Immediate)
@@ -316,15 +330,33 @@ export class UpdatePublisher {
     else this.metrics.updatesPublished.inc(batch.updates.length)
   }
 
-  /** Every update of the batch fails with `kind`; the lane moves on. */
+  /** Every update of the batch fails with `kind`, as unavailable with its documents' queued ones; the lane moves on. */
   private fail(batch: Batch, kind: PublishError['kind'], reason: string, cause?: unknown): void {
+    const behind = kind === 'unavailable' ? this.takeQueuedOf(batch) : []
     this.settle(batch)
     const { tenant } = batch.lane
-    const n = batch.updates.length
+    const n = batch.updates.length + behind.length
     if (kind === 'quota') this.metrics.quotaRejections.inc({ tenant }, n)
     else if (kind === 'too-big') this.metrics.tooBigRejections.inc({ tenant }, n)
     else this.metrics.publishFailures.inc(n)
     for (const u of batch.updates) u.reject(new PublishError(`update for ${tenant}/${u.docId} not stored: ${reason}`, kind, { cause }))
+    for (const u of behind) u.reject(new PublishError(`update for ${tenant}/${u.docId} not published: an earlier one of its document failed (${reason})`, kind, { cause }))
+  }
+
+  /**
+   * Takes the updates of the batch's documents out of its lane's queue. Published, they would
+   * wait in core for the failed ones they build on, and the resync that brings those (from the
+   * clients the rooms close on the failure) carries them again in one update that core logs whole.
+   */
+  private takeQueuedOf(batch: Batch): QueuedUpdate[] {
+    const { lane } = batch
+    const docs = new Set(batch.updates.map((u) => u.docId))
+    const kept: QueuedUpdate[] = []
+    const taken: QueuedUpdate[] = []
+    for (const u of lane.queue) (docs.has(u.docId) ? taken : kept).push(u)
+    lane.queue = kept
+    for (const u of taken) lane.queuedBytes -= u.bytes
+    return taken
   }
 
   /** The batch leaves flight; what its lane gathered meanwhile goes with the next linger. */
@@ -352,10 +384,10 @@ export class UpdatePublisher {
     this.sweeper = setInterval(() => this.sweep(), everyMs)
   }
 
-  /** Resends each batch past its deadline (same msg id) or fails it when out of attempts. */
+  /** Resends each batch past its deadline (same msg id) or fails it when out of attempts; neither while disconnected. */
   private sweep(): void {
     const now = Date.now()
-    for (const batch of this.pending.values()) {
+    for (const batch of this.connected ? this.pending.values() : []) {
       if (batch.deadline > now) continue
       if (batch.attempt >= this.opts.attempts) this.fail(batch, 'unavailable', `no ack after ${batch.attempt} attempts of ${this.opts.ackTimeoutMs} ms`)
       else {
@@ -367,6 +399,28 @@ export class UpdatePublisher {
       clearInterval(this.sweeper)
       this.sweeper = null
     }
+  }
+
+  /**
+   * Tracks the connection. A batch in flight at a disconnect may be stored with its ack lost, or
+   * lost: after the reconnect it goes again at once (same msg id, so stored once within the
+   * dedup window) with a fresh attempt budget.
+   */
+  private async watchConnection(): Promise<void> {
+    for await (const status of this.nc.status()) {
+      if (this.closed) break
+      if (status.type === 'disconnect') this.connected = false
+      else if (status.type === 'reconnect') {
+        this.connected = true
+        for (const batch of [...this.pending.values()]) {
+          batch.attempt = 0
+          this.metrics.publishRetries.inc()
+          this.send(batch)
+        }
+      }
+    }
+    // Closed for good: a resend throws, so the sweep fails what is still in flight.
+    this.connected = true
   }
 
   private payloadLimit(): number | undefined {

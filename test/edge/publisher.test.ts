@@ -145,3 +145,28 @@ t.test('edge - a quota refusal rejects each update of the batch with kind quota'
   )
   t.ok((await counterValue(metrics.quotaRejections, { tenant: 'tiny' })) >= 4, 'counted per update, under the tenant')
 })
+
+t.test("edge - a document's updates queued behind a batch that failed fail with it, unpublished; other documents' go on", async (t) => {
+  const { p } = publisher({ ackTimeoutMs: 300, attempts: 2, lingerMs: 0 })
+  const stream = await tenantStream('acme')
+  const before = await stream.lastSeq()
+  const [failing, other] = docsOfOnePartition('behind', 2)
+  const outcome = (published: Promise<unknown>) => published.then(() => 'stored', (err: unknown) => (isPublishError(err) ? err.kind : String(err)))
+  const resume = await stack.pauseNats() // connected, but no ack comes: the batch runs out of attempts
+  t.teardown(resume)
+
+  const first = outcome(p.publish('acme', failing!, 'writer', edit('first', 11)))
+  await new Promise((resolve) => setImmediate(resolve)) // the first goes in flight alone (lingerMs 0)
+  const behind = edit('behind', 12)
+  const queued = [outcome(p.publish('acme', failing!, 'writer', behind)), outcome(p.publish('acme', other!, 'other', edit('other', 13)))]
+  t.equal(await first, 'unavailable', 'the batch runs out of attempts')
+  t.equal(await Promise.race([queued[0], Promise.resolve('still queued')]), 'unavailable', 'the update of its document queued behind it fails with it')
+  resume()
+  t.equal(await queued[1], 'stored', 'the other document of the lane is published')
+  const stored = []
+  for (let seq = before + 1; seq <= (await stream.lastSeq()); seq++) stored.push(...decodeEdits((await stream.get(seq))!.data))
+  t.notOk(
+    stored.some((e) => Buffer.from(e.update).equals(behind)),
+    'the update behind the failed batch never reached the stream',
+  )
+})
