@@ -33,3 +33,17 @@ t.test('scripts - DOCFLOW_DATA_DIR set but empty means <project>/data, as npm st
   t.ok(run.code === 0 || run.stderr.startsWith('docflow tenant: '), `npm run tenant ran: ${run.stderr.trim()}`)
   t.notMatch(run.stderr, new RegExp(`\\b${decoyPort}\\b`), `npm run tenant looked at ${DEFAULT}, not the current folder: ${run.stderr.trim()}`)
 })
+
+t.test('scripts - bundled beside scripts/start.ts as npm start runs its supervisor, the default data folder is still <project>/data', async (t) => {
+  // The supervisor is this code inlined into scripts/.supervisor.mjs (scripts/lib/supervisor-bundle.mjs).
+  const out = join(ROOT, 'scripts', `.data-dir-probe-${process.pid}.mjs`)
+  t.teardown(() => rmSync(out, { force: true }))
+  const { build, stop } = await import('esbuild')
+  try {
+    await build({ stdin: { contents: "import { DEFAULT_DATA_DIR } from './lib/data-dir.mjs'\nconsole.log(DEFAULT_DATA_DIR)", resolveDir: join(ROOT, 'scripts'), loader: 'js' }, outfile: out, bundle: true, packages: 'external', platform: 'node', format: 'esm', logLevel: 'error' })
+  } finally {
+    await stop()
+  }
+  const printed = await new Promise<string>((resolve, reject) => execFile(process.execPath, [out], (err, stdout) => (err ? reject(err) : resolve(stdout.trim()))))
+  t.equal(printed, DEFAULT)
+})
