@@ -2,13 +2,14 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import uWS from 'uWebSockets.js'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream } from '@nats-io/jetstream'
-import { CloseCode, DocId, SAVED_QUERY_PARAM, docAllowed, revokes, Limit, type Claims, type Revocation } from '../contracts/mod.ts'
-import { DEFAULT_CLOCK_TOLERANCE_S, claimedUser, isKeySetUnavailable, isTokenError, verifyToken } from '../runtime/jwt.ts'
+import { CloseCode, SAVED_QUERY_PARAM, revokes, Limit, type Claims, type Revocation } from '../contracts/mod.ts'
+import { DEFAULT_CLOCK_TOLERANCE_S } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
 import { EdgeOptionsError } from './errors.ts'
 import { serveHealth } from './http.ts'
-import { serveIngest, type Admission } from './http-ingest.ts'
+import { serveIngest } from './http-ingest.ts'
+import { EdgeAdmission, type SocketAdmission } from './admission.ts'
 import { sendFanRefetch, sendFanUpdate } from './fan-link.ts'
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts'
 import { ProtocolError, parseClientMessage } from './protocol.ts'
@@ -55,7 +56,6 @@ interface SocketData {
 }
 
 type Socket = uWS.WebSocket<SocketData>
-type SocketAdmission = Admission & ({ ok: false } | { docId: string; saved: boolean })
 
 /** Serves the y-websocket protocol to clients and publishes their updates to JetStream. */
 export class Edge {
@@ -78,6 +78,7 @@ export class Edge {
   private readonly maxMessageBytes: number
   private readonly maxBufferedBytes: number
   private readonly limiter: EdgeLimiter
+  private readonly admission: EdgeAdmission
   private readonly commits: CommitWatch
 
   constructor(
@@ -95,6 +96,7 @@ export class Edge {
     })
     this.commits = new CommitWatch(nc, opts.edgeId, this.metrics, log)
     this.limiter = new EdgeLimiter(opts.limits, () => this.peers.liveCount, this.maxMessageBytes, this.metrics, log)
+    this.admission = new EdgeAdmission({ tokens: opts.tokens, clientIpHeader: opts.clientIpHeader, limiter: this.limiter, metrics: this.metrics, log, revocations: () => this.revocations!, tenants: () => this.tenants! })
     this.publisher = new UpdatePublisher(nc, opts.edgeId, this.metrics, log, {
       ...(opts.editPartitions !== undefined ? { partitions: opts.editPartitions } : {}),
       ackTimeoutMs: opts.publishAckTimeoutMs,
@@ -130,14 +132,14 @@ export class Edge {
     const app = uWS.App()
     serveHealth(app, healthy)
     serveIngest(app, jetstream(this.nc), {
-      admit: (token, docId) => this.admit(token, docId),
+      admit: (token, docId) => this.admission.token(token, docId),
       maxBodyBytes: this.maxMessageBytes,
       ackTimeoutMs: this.opts.publishAckTimeoutMs,
       edgeId: this.opts.edgeId,
       stored: (tenant, docId, update, duplicate) => this.storedOverHttp(tenant, docId, update, duplicate),
       stopping: () => this.stopping,
       limiter: this.limiter,
-      clientIp: (res, req) => this.clientIp(res, req),
+      clientIp: (res, req) => this.admission.clientIp(res, req),
       wouldPassSizeLimit: (tenant, docId, bytes) => this.rooms.get(roomKey(tenant, docId))?.wouldPassSizeLimit(bytes) ?? false,
     }, this.metrics, this.log)
     app.ws<SocketData>('/*', {
@@ -206,53 +208,10 @@ export class Edge {
 
   private upgrade(res: uWS.HttpResponse, req: uWS.HttpRequest, context: uWS.us_socket_context_t): void {
     const token = req.getQuery('token') ?? ''
-    const ip = this.clientIp(res, req)
-    // Refused with a status before any token work: a stock client takes it as a failed connect
-    // and backs off (a close after open would reset its backoff). A tenant over its rate is
-    // judged by the token's unverified claim, which only ever refuses; so is a user whose update
-    // did not apply a moment ago.
-    const claimed = claimedUser(token)
-    const cooling = claimed && (this.limiter.tenantCooling(claimed.tenant) ?? (claimed.sub === null ? null : this.limiter.userCooling(claimed.tenant, claimed.sub)))
-    const refusal = cooling ?? this.limiter.startAdmission(ip)
-    if (refusal) {
-      refuseUpgrade(res, this.limiter.refused(refusal, cooling ? { tenant: claimed!.tenant, userId: claimed!.sub ?? undefined } : { ip }).http)
-      return
-    }
+    const ip = this.admission.screen(res, req, token)
+    if (ip === null) return
     const data: SocketData = { path: req.getUrl(), token, saved: req.getQuery(SAVED_QUERY_PARAM) === '1', ip, admitted: null, early: [], earlyBytes: 0, closed: false }
     res.upgrade(data, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context)
-  }
-
-  private async authorize(path: string, token: string, saved: boolean): Promise<SocketAdmission> {
-    if (this.stopping) return { ok: false, code: CloseCode.ServiceRestart, reason: 'edge restarting' }
-    let docId: string
-    try {
-      docId = DocId.parse(decodeURIComponent(path.slice(1)))
-    } catch {
-      return { ok: false, code: CloseCode.BadRequest, reason: 'bad document id in URL' }
-    }
-    const admission = await this.admit(token, docId)
-    return admission.ok ? { ...admission, docId, saved } : admission
-  }
-
-  /** The token's checks for one document, shared by sockets and HTTP ingest. */
-  private async admit(token: string, docId: string): Promise<Admission> {
-    let claims: Claims
-    try {
-      claims = await verifyToken(token, this.opts.tokens)
-    } catch (err) {
-      // The JWKS URL, not the token, failed: thrown on, so sockets get 1013 and HTTP 503 (retry).
-      if (isKeySetUnavailable(err)) throw err
-      if (!isTokenError(err)) this.log.error({ err }, 'token verification crashed')
-      return { ok: false, code: CloseCode.Unauthorized, reason: isTokenError(err) ? err.message : 'invalid token' }
-    }
-    if (this.revocations!.revoked(claims)) return { ok: false, code: CloseCode.Unauthorized, reason: 'token revoked' }
-    if (!docAllowed(claims, docId)) return { ok: false, code: CloseCode.Forbidden, reason: 'token does not cover this document' }
-    const admission = await this.tenants!.admit(claims.tenant)
-    if (!admission.ok) {
-      this.metrics.tenantRefusals.inc()
-      return { ok: false, code: CloseCode.Forbidden, reason: admission.reason }
-    }
-    return { ok: true, tenant: claims.tenant, claims }
   }
 
   /** Closes every socket whose token `r` revokes (4401: a stock client stops; the app brings a new token). */
@@ -286,7 +245,8 @@ export class Edge {
   private open(ws: Socket): void {
     const data = ws.getUserData()
     // Whatever fails on the way (NATS slow or away) refuses this socket with 1013, never the process.
-    this.authorize(data.path, data.token, data.saved)
+    const admission: Promise<SocketAdmission> = this.stopping ? Promise.resolve({ ok: false, code: CloseCode.ServiceRestart, reason: 'edge restarting' }) : this.admission.socket(data.path, data.token, data.saved)
+    admission
       .finally(() => this.limiter.admitted(data.ip))
       .catch((err: unknown): SocketAdmission => {
         this.metrics.admissionFailures.inc()
@@ -412,15 +372,6 @@ export class Edge {
     this.log.warn({ tenant, reason }, 'tenant revoked; its sockets were closed')
   }
 
-  /**
-   * The address connects are counted by: the configured proxy header's last entry (the address
-   * our proxy saw; earlier entries are the client's to choose), else the peer's.
-   */
-  private clientIp(res: uWS.HttpResponse, req: uWS.HttpRequest): string {
-    const header = this.opts.clientIpHeader ? (req.getHeader(this.opts.clientIpHeader).split(',').at(-1) ?? '').trim() : ''
-    return header || Buffer.from(res.getRemoteAddressAsText()).toString()
-  }
-
   private room(tenant: string, docId: string): Room {
     const key = roomKey(tenant, docId)
     let room = this.rooms.get(key)
@@ -473,11 +424,6 @@ const FLUSH_BEFORE_CLOSE_MS = 2_000
  * nats-server restart finish and the drain flush the publishes written meanwhile.
  */
 export const EDGE_STOP_DEADLINE_MS = 15_000
-
-/** Answers an upgrade with 429 or 503 instead: a stock client takes it as a failed connect and backs off. */
-function refuseUpgrade(res: uWS.HttpResponse, status: number): void {
-  res.writeStatus(status === 429 ? '429 Too Many Requests' : '503 Service Unavailable').writeHeader('retry-after', '1').end()
-}
 
 /** The reason uWS gives its close handler when it cut a message above maxPayloadLength. */
 const UWS_TOO_BIG_REASON = 'Received too big message'
