@@ -38,7 +38,8 @@ export async function isDocDeleted(db: Db, tenant: string, docId: string): Promi
 export function deleteDocument(pool: pg.Pool, change: DocChange): Promise<DeletionRecord> {
   return record(pool, change, 'delete', async (c) => {
     if (await isDocDeleted(c, change.tenant, change.docId)) throw new DocDeletionError(`document ${change.docId} of ${change.tenant} is already deleted`, 'already-deleted')
-    if (!(await docExists(c, change.tenant, change.docId))) throw new DocDeletionError(`tenant ${change.tenant} has no document ${change.docId}`, 'not-found')
+    // A state or op-log rows.
+    if (!(await hasDocRows(c, change.tenant, change.docId, ['docs', 'op_log']))) throw new DocDeletionError(`tenant ${change.tenant} has no document ${change.docId}`, 'not-found')
   })
 }
 
@@ -59,7 +60,8 @@ export async function ensureDeleted(pool: pg.Pool, change: DocChange, storedElse
   let marked = false
   await record(pool, change, 'delete', async (c) => {
     if (await isDocDeleted(c, change.tenant, change.docId)) throw new Skip()
-    if (!storedElsewhere && !(await hasAnyRecord(c, change.tenant, change.docId))) throw new DocDeletionError(`tenant ${change.tenant} has no document ${change.docId}`, 'not-found')
+    // Rows in any table, or a delete/restore history (an erasure rerun after its rows went).
+    if (!storedElsewhere && !(await hasDocRows(c, change.tenant, change.docId, ['op_log', 'docs', 'dead_letters', 'snapshots', 'doc_deletions']))) throw new DocDeletionError(`tenant ${change.tenant} has no document ${change.docId}`, 'not-found')
     marked = true
   }).catch((err: unknown) => {
     if (!(err instanceof Skip)) throw err
@@ -67,23 +69,12 @@ export async function ensureDeleted(pool: pg.Pool, change: DocChange, storedElse
   return marked
 }
 
-/** The document has a state or op-log rows. */
-async function docExists(db: Db, tenant: string, docId: string): Promise<boolean> {
-  const r = await db.query<{ found: boolean }>(
-    'SELECT EXISTS (SELECT 1 FROM docs WHERE tenant = $1 AND doc_id = $2) OR EXISTS (SELECT 1 FROM op_log WHERE tenant = $1 AND doc_id = $2) AS found',
-    [tenant, docId],
-  )
-  return r.rows[0]!.found
-}
+/** Tables that hold something of a document, by tenant and doc_id. */
+export type DocTable = 'op_log' | 'docs' | 'dead_letters' | 'snapshots' | 'doc_deletions'
 
-/** Rows of the document in any table, or a delete/restore history (an erasure rerun after its rows went). */
-async function hasAnyRecord(db: Db, tenant: string, docId: string): Promise<boolean> {
-  const r = await db.query<{ found: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM op_log WHERE tenant = $1 AND doc_id = $2) OR EXISTS (SELECT 1 FROM docs WHERE tenant = $1 AND doc_id = $2)
-       OR EXISTS (SELECT 1 FROM dead_letters WHERE tenant = $1 AND doc_id = $2) OR EXISTS (SELECT 1 FROM snapshots WHERE tenant = $1 AND doc_id = $2)
-       OR EXISTS (SELECT 1 FROM doc_deletions WHERE tenant = $1 AND doc_id = $2) AS found`,
-    [tenant, docId],
-  )
+/** True when any of `tables` has a row of the document. */
+export async function hasDocRows(db: Db, tenant: string, docId: string, tables: readonly DocTable[]): Promise<boolean> {
+  const r = await db.query<{ found: boolean }>(`SELECT ${tables.map((t) => `EXISTS (SELECT 1 FROM ${t} WHERE tenant = $1 AND doc_id = $2)`).join(' OR ')} AS found`, [tenant, docId])
   return r.rows[0]!.found
 }
 

@@ -3,7 +3,7 @@ import { JetStreamApiCodes, type JetStreamManager } from '@nats-io/jetstream'
 import { DocEvent, docEditSubjects, docSnapshotsPrefix, parseSnapshotKey, tenantStreamName, type DocNotice } from '../contracts/mod.ts'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import { isJetStreamApiError } from '../runtime/nats.ts'
-import { ensureDeleted, type DocChange } from './deletion.ts'
+import { ensureDeleted, hasDocRows, type DocChange } from './deletion.ts'
 
 // Erasure of one document (a GDPR request): everything DocFlow stored of it goes — op log,
 // state and dead letters (docflow_erase, migration 005, with its audit row), snapshot rows and
@@ -109,7 +109,7 @@ export async function eraseDocument(stores: ErasureStores, change: DocChange): P
   report.streams = await eraseRawMessages(stores, tenant, docId, first.streamSeqs)
   await stores.notify({ tenant, docId, event: DocEvent.Erased })
   await new Promise((resolve) => setTimeout(resolve, stores.settleMs ?? DEFAULT_SETTLE_MS))
-  if (await hasRows(stores.pool, tenant, docId)) {
+  if (await hasDocRows(stores.pool, tenant, docId, ['op_log', 'docs', 'snapshots'])) {
     const again = await eraseRows(stores.pool, { ...change, reason: `${change.reason} (written back by a batch in flight)` })
     report.erasureIds.push(again.id)
     for (const [table, n] of Object.entries(again.rows)) {
@@ -158,15 +158,6 @@ async function eraseRows(pool: pg.Pool, change: DocChange): Promise<RowsErased> 
   } finally {
     c.release()
   }
-}
-
-async function hasRows(pool: pg.Pool, tenant: string, docId: string): Promise<boolean> {
-  const r = await pool.query<{ found: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM op_log WHERE tenant = $1 AND doc_id = $2) OR EXISTS (SELECT 1 FROM docs WHERE tenant = $1 AND doc_id = $2)
-       OR EXISTS (SELECT 1 FROM snapshots WHERE tenant = $1 AND doc_id = $2) AS found`,
-    [tenant, docId],
-  )
-  return r.rows[0]!.found
 }
 
 /** The blobs the rows named and any other snapshot of the document (a put whose row never landed). */
