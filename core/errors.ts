@@ -60,3 +60,20 @@ export class VersionRegressionError extends Error {
   }
 }
 export const isVersionRegressionError = (e: unknown): e is VersionRegressionError => e instanceof VersionRegressionError
+
+/** SQLSTATEs of a server that cannot serve now: connection exceptions (class 08), admin or crash shutdown (57P01, 57P02), starting up (57P03), out of connections (53300). */
+const PG_UNAVAILABLE_CODE = /^(08[0-9A-Z]{3}|57P0[123]|53300)$/
+/** Socket errors on the way to PostgreSQL: refused, reset, timed out, unreachable, name not resolved. */
+const SOCKET_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'])
+/** pg's and pg-pool's errors for a connection lost or never made; they carry no code. */
+const PG_CONNECTION_MESSAGE = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/
+
+/** True when `err` (or an error it wraps as `cause`) says PostgreSQL is out of reach, not that the request failed. */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && (PG_UNAVAILABLE_CODE.test(code) || SOCKET_ERROR_CODES.has(code))) return true
+    if (PG_CONNECTION_MESSAGE.test(e.message)) return true
+  }
+  return false
+}

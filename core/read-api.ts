@@ -10,6 +10,7 @@ import { parseHistoryQuery, readHistoryPage, readLastApplied, type LastApplied }
 import { readDocState } from './store.ts'
 import { isDocDeleted } from './deletion.ts'
 import { nextTurn, parsePointInTime, readStateAt } from './point-in-time.ts'
+import { isDatabaseUnavailable } from './errors.ts'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import { readBlame } from './blame.ts'
 import { rollback } from './rollback.ts'
@@ -232,22 +233,6 @@ function queryProblem(route: string, query: URLSearchParams, takes: readonly str
   return repeated === undefined ? null : `${repeated} given ${query.getAll(repeated).length} times; ${route} takes it once`
 }
 
-/** SQLSTATEs of a server that cannot serve now: connection exceptions (class 08), admin or crash shutdown (57P01, 57P02), starting up (57P03), out of connections (53300). */
-const PG_UNAVAILABLE_CODE = /^(08[0-9A-Z]{3}|57P0[123]|53300)$/
-/** Socket errors on the way to PostgreSQL: refused, reset, timed out, unreachable, name not resolved. */
-const SOCKET_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'])
-/** pg's and pg-pool's errors for a connection lost or never made; they carry no code. */
-const PG_CONNECTION_MESSAGE = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/
-
-/** True when `err` (or an error it wraps as `cause`) says PostgreSQL is out of reach, not that the request failed. */
-export function isDatabaseUnavailable(err: unknown): boolean {
-  for (let e = err; e instanceof Error; e = e.cause) {
-    const code = (e as { code?: unknown }).code
-    if (typeof code === 'string' && (PG_UNAVAILABLE_CODE.test(code) || SOCKET_ERROR_CODES.has(code))) return true
-    if (PG_CONNECTION_MESSAGE.test(e.message)) return true
-  }
-  return false
-}
 
 /** The request body, or null once it passed `limit` bytes (the rest is not read). */
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer | null> {
