@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import { DocDeletionError } from './errors.ts'
+import { inTransaction } from '../runtime/pg-transaction.ts'
 
 // Soft deletion of documents (migration 008): a deleted document is hidden — the read API
 // answers 404 for its views, edges refuse to open it (CloseCode.DocumentDeleted) — and nothing
@@ -90,21 +91,16 @@ class Skip extends Error {
 async function record(pool: pg.Pool, change: DocChange, action: 'delete' | 'restore', check: (c: pg.PoolClient) => Promise<void>): Promise<DeletionRecord> {
   const c = await pool.connect()
   try {
-    await c.query('BEGIN')
-    await c.query('SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))', [change.tenant, change.docId])
-    await check(c)
-    const r = await c.query<{ id: string; db_user: string; at: Date }>(
-      'INSERT INTO doc_deletions (tenant, doc_id, action, actor, reason) VALUES ($1, $2, $3, $4, $5) RETURNING id, db_user, at',
-      [change.tenant, change.docId, action, change.actor, change.reason],
-    )
-    await c.query('COMMIT')
-    const row = r.rows[0]!
-    return { ...change, id: Number(row.id), action, dbUser: row.db_user, at: row.at }
-  } catch (err) {
-    await c.query('ROLLBACK').catch((rollbackErr: unknown) => {
-      throw new AggregateError([err, rollbackErr], 'rollback failed after a failed document deletion change')
+    return await inTransaction(c, 'document deletion change', async () => {
+      await c.query('SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))', [change.tenant, change.docId])
+      await check(c)
+      const r = await c.query<{ id: string; db_user: string; at: Date }>(
+        'INSERT INTO doc_deletions (tenant, doc_id, action, actor, reason) VALUES ($1, $2, $3, $4, $5) RETURNING id, db_user, at',
+        [change.tenant, change.docId, action, change.actor, change.reason],
+      )
+      const row = r.rows[0]!
+      return { ...change, id: Number(row.id), action, dbUser: row.db_user, at: row.at }
     })
-    throw err
   } finally {
     c.release()
   }

@@ -3,6 +3,7 @@ import { JetStreamApiCodes, type JetStreamManager } from '@nats-io/jetstream'
 import { DocEvent, docEditSubjects, docSnapshotsPrefix, parseSnapshotKey, tenantStreamName, type DocNotice } from '../contracts/mod.ts'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import { isJetStreamApiError } from '../runtime/nats.ts'
+import { inTransaction } from '../runtime/pg-transaction.ts'
 import { ensureDeleted, hasDocRows, type DocChange } from './deletion.ts'
 
 // Erasure of one document (a GDPR request): everything DocFlow stored of it goes — op log,
@@ -139,22 +140,17 @@ interface RowsErased {
 async function eraseRows(pool: pg.Pool, change: DocChange): Promise<RowsErased> {
   const c = await pool.connect()
   try {
-    await c.query('BEGIN')
-    const seqs = await c.query<{ s: string }>(
-      `SELECT stream_seq AS s FROM op_log WHERE tenant = $1 AND doc_id = $2
-       UNION SELECT stream_seq FROM dead_letters WHERE tenant = $1 AND doc_id = $2`,
-      [change.tenant, change.docId],
-    )
-    const erased = await c.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, $2, $3, $4)', [change.tenant, change.docId, change.reason, change.actor])
-    const snaps = await c.query<{ blob_key: string }>('DELETE FROM snapshots WHERE tenant = $1 AND doc_id = $2 RETURNING blob_key', [change.tenant, change.docId])
-    await c.query('COMMIT')
-    const row = erased.rows[0]!
-    return { id: Number(row.id), rows: { ...row.rows_removed, snapshots: snaps.rowCount ?? 0 }, snapshotKeys: snaps.rows.map((r) => r.blob_key), streamSeqs: seqs.rows.map((r) => Number(r.s)) }
-  } catch (err) {
-    await c.query('ROLLBACK').catch((rollbackErr: unknown) => {
-      throw new AggregateError([err, rollbackErr], 'rollback failed after a failed erasure')
+    return await inTransaction(c, 'erasure', async () => {
+      const seqs = await c.query<{ s: string }>(
+        `SELECT stream_seq AS s FROM op_log WHERE tenant = $1 AND doc_id = $2
+         UNION SELECT stream_seq FROM dead_letters WHERE tenant = $1 AND doc_id = $2`,
+        [change.tenant, change.docId],
+      )
+      const erased = await c.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, $2, $3, $4)', [change.tenant, change.docId, change.reason, change.actor])
+      const snaps = await c.query<{ blob_key: string }>('DELETE FROM snapshots WHERE tenant = $1 AND doc_id = $2 RETURNING blob_key', [change.tenant, change.docId])
+      const row = erased.rows[0]!
+      return { id: Number(row.id), rows: { ...row.rows_removed, snapshots: snaps.rowCount ?? 0 }, snapshotKeys: snaps.rows.map((r) => r.blob_key), streamSeqs: seqs.rows.map((r) => Number(r.s)) }
     })
-    throw err
   } finally {
     c.release()
   }

@@ -46,6 +46,7 @@ import { natsFiles, reloadNats } from './nats-server.ts'
 import { waitFor } from './proc.ts'
 import type { NatsConfigOptions } from './nats-config.ts'
 import { Registry, formatSize, parseSize } from './registry.ts'
+import { inTransaction } from '../../runtime/pg-transaction.ts'
 
 /** PostgreSQL's SQLSTATE for a function that does not exist. */
 const UNDEFINED_FUNCTION = '42883'
@@ -269,22 +270,18 @@ export class Provisioner {
     try {
       const actor = erasure.actor ?? `provisioner@${hostname()}`
       const reason = erasure.reason ?? 'tenant removed'
-      await db.query('BEGIN')
-      const r = await db.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, NULL, $2, $3)', [tenant, reason, actor]).catch((err: unknown) => {
-        if ((err as { code?: string }).code !== UNDEFINED_FUNCTION) throw err
-        throw new Error('this database has no audited erasure yet (core migration 005_immutable_op_log): start core once to migrate it, then remove again', { cause: err })
+      const { id, removed } = await inTransaction(db, 'erasure', async () => {
+        const r = await db.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, NULL, $2, $3)', [tenant, reason, actor]).catch((err: unknown) => {
+          if ((err as { code?: string }).code !== UNDEFINED_FUNCTION) throw err
+          throw new Error('this database has no audited erasure yet (core migration 005_immutable_op_log): start core once to migrate it, then remove again', { cause: err })
+        })
+        const { id, rows_removed: removed } = r.rows[0]!
+        // An erasure from before migration 009 leaves the snapshot rows and deletion history:
+        // erase nothing rather than half.
+        if (!('snapshots' in removed)) throw new Error('this database\'s erasure keeps snapshots (core migration 009_tenant_erasure is not applied): start core once to migrate it, then remove again')
+        return { id, removed }
       })
-      const { id, rows_removed: removed } = r.rows[0]!
-      // An erasure from before migration 009 leaves the snapshot rows and deletion history:
-      // erase nothing rather than half.
-      if (!('snapshots' in removed)) throw new Error('this database\'s erasure keeps snapshots (core migration 009_tenant_erasure is not applied): start core once to migrate it, then remove again')
-      await db.query('COMMIT')
       this.say(`removing tenant ${tenant}: erasure ${id} deleted ${Object.entries(removed).map(([table, n]) => `${n} rows from ${table}`).join(', ')}`)
-    } catch (err) {
-      await db.query('ROLLBACK').catch((rollbackErr: unknown) => {
-        throw new AggregateError([err, rollbackErr], 'rollback failed after a failed erasure')
-      })
-      throw err
     } finally {
       await db.end()
     }
