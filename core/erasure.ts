@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { JetStreamApiCodes, type JetStreamManager } from '@nats-io/jetstream'
 import { DocEvent, docEditSubjects, docSnapshotsPrefix, parseSnapshotKey, tenantStreamName, type DocNotice } from '../contracts/mod.ts'
-import type { BlobStore } from '../runtime/blobs/blob-store.ts'
+import { deleteAll, type BlobStore } from '../runtime/blobs/blob-store.ts'
 import { isJetStreamApiError } from '../runtime/nats.ts'
 import { inTransaction } from '../runtime/pg-transaction.ts'
 import { ensureDeleted, hasDocRows, type DocChange } from './deletion.ts'
@@ -58,9 +58,9 @@ export interface ErasureStores {
 }
 
 /**
- * A step that takes one request per item (AGG messages deleted by sequence, snapshot blobs), which
- * a large document makes long: reported at most every progressIntervalMs, and at its end when it
- * was reported before.
+ * A step that takes a request per item or per batch (AGG messages deleted by sequence, snapshot
+ * blobs 1,000 at a time), which a large document makes long: reported at most every
+ * progressIntervalMs, and at its end when it was reported before.
  */
 export interface ErasureProgress {
   step: 'agg-messages' | 'snapshot-blobs'
@@ -160,13 +160,7 @@ async function eraseRows(pool: pg.Pool, change: DocChange): Promise<RowsErased> 
 async function deleteSnapshotBlobs(stores: ErasureStores, tenant: string, docId: string, keys: string[]): Promise<number> {
   const all = new Set(keys)
   for await (const key of snapshotBlobsOf(stores.blobs, tenant, docId)) all.add(key)
-  const tick = progressOf(stores, 'snapshot-blobs', all.size)
-  let done = 0
-  for (const key of all) {
-    await stores.blobs.delete(key)
-    tick(++done)
-  }
-  return all.size
+  return await deleteAll(stores.blobs, all, progressOf(stores, 'snapshot-blobs', all.size))
 }
 
 async function hasSnapshotBlobs(blobs: BlobStore, tenant: string, docId: string): Promise<boolean> {

@@ -1,5 +1,5 @@
 import type pg from 'pg'
-import type { BlobStore } from '../runtime/blobs/blob-store.ts'
+import type { BlobDeleteFailure, BlobStore } from '../runtime/blobs/blob-store.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
 
@@ -8,11 +8,11 @@ export interface SnapshotRetentionOptions {
   retentionDays: number
   /** How often old snapshots are looked for. Default 3_600_000 (1 h). */
   pruneIntervalMs: number
-  /** Snapshots deleted per round at most (the next round takes the rest). Default 1_000. */
-  maxPerRound: number
+  /** Snapshots deleted per transaction (and blob request); a round goes on until none is left. Default 1_000. */
+  batchSize: number
 }
 
-export const SNAPSHOT_RETENTION_DEFAULTS: SnapshotRetentionOptions = { retentionDays: 90, pruneIntervalMs: 3_600_000, maxPerRound: 1_000 }
+export const SNAPSHOT_RETENTION_DEFAULTS: SnapshotRetentionOptions = { retentionDays: 90, pruneIntervalMs: 3_600_000, batchSize: 1_000 }
 
 const DAY_MS = 86_400_000
 /** One core prunes at a time (several cores run this timer). */
@@ -32,6 +32,7 @@ export class SnapshotRetention {
   private readonly opts: SnapshotRetentionOptions
   private timer: NodeJS.Timeout | null = null
   private round: Promise<unknown> | null = null
+  private stopped = false
 
   constructor(
     private readonly blobs: BlobStore,
@@ -60,14 +61,30 @@ export class SnapshotRetention {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true
     if (this.timer) clearInterval(this.timer)
     this.timer = null
     await this.round
   }
 
-  /** One round: the expired snapshots (at most maxPerRound) of every document; how many rows and blobs went. */
+  /**
+   * One round: every expired snapshot, batchSize at a time (a busy deployment takes millions a
+   * day; one batch an interval would never catch up); how many rows and blobs went.
+   */
   async pruneOnce(nowMs = Date.now()): Promise<{ rows: number; blobs: number }> {
     const cutoff = new Date(nowMs - this.opts.retentionDays * DAY_MS)
+    const total = { rows: 0, blobs: 0 }
+    for (;;) {
+      const batch = await this.pruneBatch(cutoff)
+      total.rows += batch.rows
+      total.blobs += batch.blobs
+      if (batch.rows < this.opts.batchSize || this.stopped) break
+    }
+    if (total.rows > 0) this.log.info({ ...total, retentionDays: this.opts.retentionDays }, 'expired snapshots deleted')
+    return total
+  }
+
+  private async pruneBatch(cutoff: Date): Promise<{ rows: number; blobs: number }> {
     const c = await this.pool.connect()
     let keys: string[]
     try {
@@ -84,7 +101,7 @@ export class SnapshotRetention {
              AND s.stream_seq < (SELECT max(n.stream_seq) FROM snapshots n WHERE n.tenant = s.tenant AND n.doc_id = s.doc_id)
            LIMIT $2)
          RETURNING blob_key`,
-        [cutoff, this.opts.maxPerRound],
+        [cutoff, this.opts.batchSize],
       )
       await c.query('COMMIT')
       keys = r.rows.map((row) => row.blob_key)
@@ -94,18 +111,17 @@ export class SnapshotRetention {
     } finally {
       c.release()
     }
-    let blobs = 0
-    for (const key of keys) {
-      try {
-        await this.blobs.delete(key)
-        blobs++
-      } catch (err) {
-        this.metrics.snapshotsPruned.inc({ outcome: 'blob-failed' })
-        this.log.warn({ err, key }, 'expired snapshot blob not deleted (its row is gone; the blob is an orphan)')
-      }
+    let failed: BlobDeleteFailure[]
+    try {
+      failed = await this.blobs.deleteMany(keys)
+    } catch (err) {
+      // The store is not answering: stop the round here rather than orphan every blob left.
+      this.metrics.snapshotsPruned.inc({ outcome: 'blob-failed' }, keys.length)
+      throw new Error(`${keys.length} expired snapshot rows deleted, their blobs not (orphans): ${(err as Error).message}`, { cause: err })
     }
-    this.metrics.snapshotsPruned.inc({ outcome: 'deleted' }, blobs)
-    if (keys.length > 0) this.log.info({ rows: keys.length, blobs, retentionDays: this.opts.retentionDays }, 'expired snapshots deleted')
-    return { rows: keys.length, blobs }
+    if (failed.length > 0) this.log.warn({ count: failed.length, first: failed.slice(0, 3) }, 'expired snapshot blobs not deleted (their rows are gone; the blobs are orphans)')
+    this.metrics.snapshotsPruned.inc({ outcome: 'blob-failed' }, failed.length)
+    this.metrics.snapshotsPruned.inc({ outcome: 'deleted' }, keys.length - failed.length)
+    return { rows: keys.length, blobs: keys.length - failed.length }
   }
 }

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import type { BlobMetadata } from '../../contracts/mod.ts'
 import { ConfigError, type BlobStoreConfig } from '../config.ts'
 import { FsBlobStore } from './fs-store.ts'
+import { BlobStoreError } from './errors.ts'
 
 export type { BlobMetadata } from '../../contracts/mod.ts'
 
@@ -32,6 +33,12 @@ export interface BlobStore {
   /** Removes the blob; nothing there is not an error. */
   delete(key: string): Promise<void>
   /**
+   * Removes the blobs (nothing there is not an error): S3 in requests of up to 1,000 keys, not
+   * one per key. Returns the keys it could not remove, with why; throws when a request failed
+   * as a whole (which of that request's keys went is then unknown).
+   */
+  deleteMany(keys: readonly string[]): Promise<BlobDeleteFailure[]>
+  /**
    * Tags the blob as replaced by a newer one (SUPERSEDED_SNAPSHOT_TAG), which the S3 bucket's
    * lifecycle rule expires by; nothing there is not an error. The folder store has no lifecycle
    * rule, so nothing reads a mark there: it does nothing (core's retention prunes both).
@@ -41,9 +48,39 @@ export interface BlobStore {
   close(): Promise<void>
 }
 
+export interface BlobDeleteFailure {
+  key: string
+  reason: string
+}
+
 export interface BlobStoreOptions {
   /** Keys per S3 ListObjectsV2 page. Default 1000 (S3's most). */
   listPageSize?: number
+  /** Keys per S3 DeleteObjects request. Default 1000 (S3's most). */
+  deleteBatchSize?: number
+}
+
+/** Keys deleteAll hands to one deleteMany (S3's most per request). */
+const DELETE_ALL_BATCH = 1_000
+
+/**
+ * Deletes every key `keys` yields, DELETE_ALL_BATCH at a time, calling `progress` with the count
+ * done after each batch; returns the count. Throws when a key stays (naming the first), so a
+ * caller never reports a deletion done that is not.
+ */
+export async function deleteAll(blobs: BlobStore, keys: AsyncIterable<string> | Iterable<string>, progress: (done: number) => void = () => undefined): Promise<number> {
+  let done = 0
+  let batch: string[] = []
+  const flush = async () => {
+    const failures = await blobs.deleteMany(batch)
+    if (failures.length > 0) throw new BlobStoreError(`${failures.length} of ${batch.length} blobs not deleted from ${blobs.location}, first ${failures[0]!.key}: ${failures[0]!.reason}`)
+    done += batch.length
+    batch = []
+    progress(done)
+  }
+  for await (const key of keys) if (batch.push(key) === DELETE_ALL_BATCH) await flush()
+  if (batch.length > 0) await flush()
+  return done
 }
 
 /** The folder `npm start` keeps blobs in under its data folder (DOCFLOW_DATA_DIR). */

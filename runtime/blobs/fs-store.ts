@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, open, readFile, readdir, realpath, rename, rm, rmdir, stat, unlink } from 'node:fs/promises'
 import { dirname, join, sep } from 'node:path'
 import { isBlobKey, type BlobMetadata } from '../../contracts/mod.ts'
-import type { BlobInfo, BlobStore } from './blob-store.ts'
+import type { BlobDeleteFailure, BlobInfo, BlobStore } from './blob-store.ts'
 import { checkBlobKey, checkBlobKeyPrefix, checkBlobMetadata } from './checks.ts'
 import { BlobKeyError, BlobMetadataError, BlobStoreError } from './errors.ts'
 
@@ -119,6 +119,15 @@ export class FsBlobStore implements BlobStore {
     } catch (err) {
       throw new BlobStoreError(`delete ${key} in ${this.root}: ${(err as Error).message}`, { cause: err })
     }
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<BlobDeleteFailure[]> {
+    for (const key of keys) checkBlobKey(key) // every key checked before any I/O
+    const failures: BlobDeleteFailure[] = []
+    for (const key of keys) {
+      await this.delete(key).catch((err: unknown) => failures.push({ key, reason: (err as Error).message }))
+    }
+    return failures
   }
 
   async close(): Promise<void> {}

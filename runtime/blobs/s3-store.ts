@@ -6,6 +6,7 @@
 // the same PutObject, so bytes and metadata change together.
 import {
   DeleteObjectCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
@@ -15,12 +16,12 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3'
 import { SUPERSEDED_SNAPSHOT_TAG, isBlobKey, type BlobMetadata } from '../../contracts/mod.ts'
-import type { BlobInfo, BlobStore, BlobStoreOptions } from './blob-store.ts'
+import type { BlobDeleteFailure, BlobInfo, BlobStore, BlobStoreOptions } from './blob-store.ts'
 import { checkBlobKey, checkBlobKeyPrefix, checkBlobMetadata } from './checks.ts'
 import { BlobStoreError } from './errors.ts'
 
-/** S3 answers at most 1000 keys per ListObjectsV2 page. */
-const DEFAULT_LIST_PAGE_SIZE = 1000
+/** S3 answers at most 1000 keys per ListObjectsV2 page, and takes at most 1000 per DeleteObjects. */
+const MAX_KEYS_PER_REQUEST = 1000
 
 /**
  * A request fails when its socket carries no byte either way for this long. An idle timeout, not
@@ -47,21 +48,25 @@ export interface S3BlobStoreSettings extends BlobStoreOptions {
   idleTimeoutMs?: number
 }
 
+function keysPerRequest(name: string, value = MAX_KEYS_PER_REQUEST): number {
+  if (!Number.isInteger(value) || value < 1 || value > MAX_KEYS_PER_REQUEST) throw new RangeError(`${name} must be 1..${MAX_KEYS_PER_REQUEST}, got ${value}`)
+  return value
+}
+
 /** The object was not there: GetObject says NoSuchKey, HeadObject a bare 404. */
 const isMissing = (err: unknown): boolean =>
   (err as { name?: string } | null)?.name === 'NoSuchKey' || (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode === 404
 
 export class S3BlobStore implements BlobStore {
   private readonly listPageSize: number
+  private readonly deleteBatchSize: number
 
   private constructor(
     private readonly client: S3Client,
     private readonly settings: S3BlobStoreSettings,
   ) {
-    this.listPageSize = settings.listPageSize ?? DEFAULT_LIST_PAGE_SIZE
-    if (!Number.isInteger(this.listPageSize) || this.listPageSize < 1 || this.listPageSize > DEFAULT_LIST_PAGE_SIZE) {
-      throw new RangeError(`listPageSize must be 1..${DEFAULT_LIST_PAGE_SIZE}, got ${this.listPageSize}`)
-    }
+    this.listPageSize = keysPerRequest('listPageSize', settings.listPageSize)
+    this.deleteBatchSize = keysPerRequest('deleteBatchSize', settings.deleteBatchSize)
   }
 
   get location(): string {
@@ -150,6 +155,22 @@ export class S3BlobStore implements BlobStore {
     } catch (err) {
       throw new BlobStoreError(`delete ${this.location}${key}: ${describe(err)}`, { cause: err })
     }
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<BlobDeleteFailure[]> {
+    const objectKeys = keys.map((key) => this.objectKey(key)) // every key checked before any request
+    const failures: BlobDeleteFailure[] = []
+    for (let i = 0; i < objectKeys.length; i += this.deleteBatchSize) {
+      const objects = objectKeys.slice(i, i + this.deleteBatchSize).map((Key) => ({ Key }))
+      let answer
+      try {
+        answer = await this.client.send(new DeleteObjectsCommand({ Bucket: this.settings.bucket, Delete: { Objects: objects, Quiet: true } }))
+      } catch (err) {
+        throw new BlobStoreError(`delete ${objects.length} keys from ${this.location}: ${describe(err)}`, { cause: err })
+      }
+      for (const e of answer.Errors ?? []) failures.push({ key: (e.Key ?? '').slice(this.settings.prefix.length), reason: `${e.Code ?? 'error'}: ${e.Message ?? ''}` })
+    }
+    return failures
   }
 
   async supersede(key: string): Promise<void> {

@@ -40,7 +40,7 @@ import {
 } from '../../contracts/mod.ts'
 import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
-import type { BlobStore } from '../../runtime/blobs/blob-store.ts'
+import { deleteAll, type BlobStore } from '../../runtime/blobs/blob-store.ts'
 import { isJetStreamApiError, streamInfo } from '../../runtime/nats.ts'
 import { natsFiles, reloadNats } from './nats-server.ts'
 import { waitFor } from './proc.ts'
@@ -50,8 +50,6 @@ import { inTransaction } from '../../runtime/pg-transaction.ts'
 
 /** PostgreSQL's SQLSTATE for a function that does not exist. */
 const UNDEFINED_FUNCTION = '42883'
-/** A removal says how far its snapshot blob deletion is every this many blobs. */
-const BLOB_PROGRESS_EVERY = 1_000
 
 export interface ProvisionerOptions {
   /** Folder of the nats-server (registry, config, pid). */
@@ -291,12 +289,9 @@ export class Provisioner {
   private async deleteSnapshotBlobs(tenant: string, blobs: BlobStore): Promise<void> {
     const prefix = tenantSnapshotsPrefix(tenant)
     this.say(`removing tenant ${tenant}: deleting snapshot blobs under ${prefix} in ${blobs.location}`)
-    let deleted = 0
-    for await (const key of blobs.list(prefix)) {
-      await blobs.delete(key)
-      if (++deleted % BLOB_PROGRESS_EVERY === 0) this.say(`removing tenant ${tenant}: deleted ${deleted} snapshot blobs so far`)
-    }
-    this.say(`removing tenant ${tenant}: deleted ${deleted} snapshot blobs`)
+    // A line per batch of 1,000: the last one gives the total.
+    const deleted = await deleteAll(blobs, blobs.list(prefix), (done) => this.say(`removing tenant ${tenant}: deleted ${done} snapshot blobs`))
+    if (deleted === 0) this.say(`removing tenant ${tenant}: deleted 0 snapshot blobs`)
   }
 
   async list(): Promise<TenantUsage[]> {

@@ -61,7 +61,7 @@ t.test('core - a batch also writes the state of an aged document it did not touc
 t.test('core - snapshots past the retention are deleted, row and blob, the newest of each document kept', async (t) => {
   const blobs = await FsBlobStore.open(join(stack.dir, 'retention-blobs'))
   const metrics = createCoreMetrics(createRegistry('core', false))
-  const retention = new SnapshotRetention(blobs, stack.db, createLogger('test', 'silent'), metrics, { retentionDays: 90 })
+  const retention = new SnapshotRetention(blobs, stack.db, createLogger('test', 'silent'), metrics, { retentionDays: 90, batchSize: 2 })
   const day = 86_400_000
   // doc "old": three snapshots, all older than 90 days; doc "mixed": one old, one recent.
   const snapshots = [
@@ -77,7 +77,7 @@ t.test('core - snapshots past the retention are deleted, row and blob, the newes
     await stack.db.query('INSERT INTO snapshots (tenant, doc_id, stream_seq, last_ingest_ts, blob_key, bytes, taken_at) VALUES ($1, $2, $3, $4, $5, 2, $4)', ['globex', s.doc, s.seq, new Date(Date.now() - s.ageDays * day), key])
   }
   const pruned = await retention.pruneOnce()
-  t.same(pruned, { rows: 3, blobs: 3 }, 'old seq 1 and 2, mixed seq 4')
+  t.same(pruned, { rows: 3, blobs: 3 }, 'old seq 1 and 2, mixed seq 4: all in one round, two at a time')
   const rows = (await stack.db.query("SELECT doc_id, stream_seq::int AS seq FROM snapshots WHERE tenant = 'globex' ORDER BY stream_seq")).rows
   t.same(rows, [{ doc_id: 'old', seq: 3 }, { doc_id: 'mixed', seq: 5 }], 'the newest of "old" stays though past the retention; the recent one stays')
   const keys: string[] = []

@@ -25,6 +25,8 @@ import { S3BlobStore } from '../../runtime/blobs/s3-store.ts'
 const BUCKET = 'docflow-test'
 /** Small enough that the listing test spans several ListObjectsV2 pages. */
 const LIST_PAGE_SIZE = 3
+/** Keys per S3 DeleteObjects request in these tests, so a few keys take several requests. */
+const DELETE_BATCH_SIZE = 3
 
 const scratch = mkdtempSync(join(tmpdir(), 'docflow-blobs-'))
 t.teardown(() => rmSync(scratch, { recursive: true, force: true }))
@@ -86,7 +88,7 @@ function fsBackend(): Backend {
 
 function s3Backend(): Backend {
   const env = { DOCFLOW_S3_BUCKET: BUCKET, DOCFLOW_S3_PREFIX: `run-${++nextStore}`, DOCFLOW_S3_REGION: 'us-east-1', DOCFLOW_S3_ENDPOINT: s3Endpoint }
-  return { name: 's3', open: () => openBlobStore(loadConfig(BlobStoreConfig, BLOB_STORE_VARS, env), { listPageSize: LIST_PAGE_SIZE }) }
+  return { name: 's3', open: () => openBlobStore(loadConfig(BlobStoreConfig, BLOB_STORE_VARS, env), { listPageSize: LIST_PAGE_SIZE, deleteBatchSize: DELETE_BATCH_SIZE }) }
 }
 
 async function listed(store: BlobStore, prefix: string): Promise<string[]> {
@@ -185,6 +187,21 @@ for (const makeBackend of [fsBackend, s3Backend]) {
       t.same((await store.head(key))?.metadata, {}, 'a new blob under a deleted key has none of the old metadata')
       await store.delete(key)
       if (backend.folder) t.same(tree(backend.folder), ['keep', 'keep/this'], 'no folder named after the erased document stays')
+    })
+
+    t.test(`blob store - ${probe.name}: deleteMany removes every key given, over several requests; a missing key is no failure; a bad key refuses them all`, async (t) => {
+      const backend = makeBackend()
+      const store = await backend.open()
+      t.teardown(() => store.close())
+      const keys = Array.from({ length: 8 }, (_, i) => snapshotKey('acme', `many ${i}`, i + 1))
+      for (const key of keys) await store.put(key, binary(5, key.length))
+      await store.put('keep/that', binary(5, 7))
+      await t.rejects(store.deleteMany([...keys, 'snapshots/../escape']), { name: 'BlobKeyError' }, 'a key outside the layout is refused')
+      t.equal((await listed(store, 'snapshots/')).length, keys.length, 'before any key went')
+      t.same(await store.deleteMany([...keys, snapshotKey('acme', 'never there', 1)]), [], 'no failures')
+      t.same(await listed(store, ''), ['keep/that'], `all ${keys.length} went (${Math.ceil(keys.length / DELETE_BATCH_SIZE)} S3 requests), nothing else`)
+      t.same(await store.deleteMany([]), [])
+      if (backend.folder) t.same(tree(backend.folder), ['keep', 'keep/that'], 'no folder of a deleted document stays')
     })
 
     t.test(`blob store - ${probe.name}: awkward doc ids round-trip and stay inside the store`, async (t) => {

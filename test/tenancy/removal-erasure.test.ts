@@ -130,17 +130,18 @@ t.test('tenancy - a removal that dies while deleting snapshot blobs says how far
   }
   const acmeKey = `${tenantSnapshotsPrefix('acme')}kept/0000000000000001.ydoc`
   await blobs.put(acmeKey, edit('x', 1))
-  let deletes = 0
-  // The process dies at the 1_101st delete.
+  let batches = 0
+  // The process dies at its second batch of deletes (1,000 keys each).
   const dying: BlobStore = {
     location: blobs.location,
     put: (key, bytes, metadata) => blobs.put(key, bytes, metadata),
     get: (key) => blobs.get(key),
     head: (key) => blobs.head(key),
     list: (prefix) => blobs.list(prefix),
-    delete: async (key) => {
-      if (++deletes > 1_100) throw new Error('killed')
-      await blobs.delete(key)
+    delete: (key) => blobs.delete(key),
+    deleteMany: async (keys) => {
+      if (++batches > 1) throw new Error('killed')
+      return await blobs.deleteMany(keys)
     },
     supersede: (key) => blobs.supersede(key),
     close: () => blobs.close(),
@@ -149,14 +150,14 @@ t.test('tenancy - a removal that dies while deleting snapshot blobs says how far
   const crashing = await Provisioner.open({ natsDir: join(stack.dir, 'nats'), natsUrl: stack.nats.url, databaseUrl: stack.pg.url, blobs: dying, progress: (line) => dyingProgress.push(line) })
   t.teardown(() => crashing.close())
   await t.rejects(crashing.remove('hooli'), /killed/, 'the first run dies')
-  t.ok(dyingProgress.includes('removing tenant hooli: deleted 1000 snapshot blobs so far'), `a long deletion shows progress (${dyingProgress.at(-1)})`)
-  t.equal((await snapshotBlobs('hooli')).length, 50, 'its blobs are half gone')
+  t.ok(dyingProgress.includes('removing tenant hooli: deleted 1000 snapshot blobs'), `a long deletion shows progress (${dyingProgress.at(-1)})`)
+  t.equal((await snapshotBlobs('hooli')).length, 150, 'its blobs are partly gone')
   t.ok((await provisioner.list()).some((r) => r.tenant === 'hooli'), 'the tenant is still registered, so remove can run again')
 
   progress.length = 0
   await provisioner.remove('hooli')
   t.same(await snapshotBlobs('hooli'), [], 'the second run deleted the rest')
-  t.ok(progress.includes('removing tenant hooli: deleted 50 snapshot blobs'), 'and says so')
+  t.ok(progress.includes('removing tenant hooli: deleted 150 snapshot blobs'), 'and says so')
   t.notOk((await provisioner.list()).some((r) => r.tenant === 'hooli'), 'the tenant is gone')
   t.ok((await snapshotBlobs('acme')).includes(acmeKey), 'another tenant\'s blob stays')
 })
