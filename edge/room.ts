@@ -3,11 +3,11 @@ import type { Subscription } from '@nats-io/transport-node'
 import { CloseCode, Limit, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
 import { requestState, respondState } from '../runtime/state-transfer.ts'
 import { describeOverlap } from '../runtime/overlap.ts'
+import { shapeOf } from '../runtime/update-shape.ts'
 import {
   MalformedUpdateError,
   decodeClientUpdate,
   isEmptyStateVector,
-  shapeOf,
   syncStep1Message,
   syncStep2Message,
   updateMessage,

@@ -1,7 +1,7 @@
 import * as Y from 'yjs'
 import { misplacedItem, type UpdateMeta } from '../runtime/yjs-items.ts'
 import { findOverlapViolation, type OverlapViolation } from '../runtime/overlap.ts'
-import { isAlreadyApplied, lacksDependencies, type UpdateShape } from './protocol.ts'
+import { isAlreadyApplied, lacksDependencies, type UpdateShape } from '../runtime/update-shape.ts'
 
 /**
  * What trial-applying an update to the probe showed:

@@ -6,7 +6,8 @@ import { LOOPBACK_LIMITS, setup, token } from '../helpers/setup.ts'
 import { docContents, readState, until, yclient } from '../helpers/client.ts'
 import { RawSocket, awarenessUpdate, frames, type Closed } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
-import { inspectUpdate, lacksDependencies } from '../../edge/protocol.ts'
+import { inspectUpdate } from '../../edge/protocol.ts'
+import { lacksDependencies } from '../../runtime/update-shape.ts'
 import { mutate, richEdit, seeded, trial } from '../helpers/mutants.ts'
 
 // CI runs the full property (10K frames); locally FUZZ_RUNS (default 1_000) while iterating.
