@@ -141,6 +141,7 @@ export class Edge {
       limiter: this.limiter,
       clientIp: (res, req) => this.admission.clientIp(res, req),
       wouldPassSizeLimit: (tenant, docId, bytes) => this.rooms.get(roomKey(tenant, docId))?.wouldPassSizeLimit(bytes) ?? false,
+      lacksDependencies: (tenant, docId, shape) => this.rooms.get(roomKey(tenant, docId))?.lacksDependencies(shape) ?? false,
     }, this.metrics, this.log)
     app.ws<SocketData>('/*', {
       // uWS holds a message's fragments until it completes: it reads at most what the socket's

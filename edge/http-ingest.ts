@@ -6,6 +6,7 @@ import { isJetStreamApiError } from '../runtime/nats.ts'
 import type { EdgeMetrics } from './metrics.ts'
 import type { EdgeLimiter } from './limits.ts'
 import { ProtocolError, inspectUpdate } from './protocol.ts'
+import type { UpdateShape } from '../runtime/update-shape.ts'
 
 /** Who a request is, or why not (a socket's close code, mapped to an HTTP status here). */
 export type Admission = { ok: true; tenant: string; claims: Claims } | { ok: false; code: number; reason: string }
@@ -30,6 +31,8 @@ export interface IngestOptions {
   clientIp(res: uWS.HttpResponse, req: uWS.HttpRequest): string
   /** True when `bytes` more would take the document past its size limit (known while a room has it open). */
   wouldPassSizeLimit(tenant: string, docId: string, bytes: number): boolean
+  /** True when this edge's loaded room of the document holds less than the update needs (a clock gap, or structs it refers to). */
+  lacksDependencies(tenant: string, docId: string, shape: UpdateShape): boolean
 }
 
 /** Longest Idempotency-Key accepted: a UUID fits many times over. */
@@ -120,12 +123,15 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
       if (update.byteLength === 0) throw new Refusal(400, 'empty body: send one binary Yjs update')
       const over = o.limiter.takeTenantUpdate(tenant, update.byteLength) ?? (o.wouldPassSizeLimit(tenant, docId, update.byteLength) ? Limit.DocumentBytes : null)
       if (over) throw new Refusal(o.limiter.refused(over, { tenant, userId: admission.claims.sub, docId, ip }).http, `over the ${over} limit`)
+      let shape
       try {
-        inspectUpdate(update)
+        shape = inspectUpdate(update)
       } catch (err) {
         if (err instanceof ProtocolError) throw new Refusal(400, err.message)
         throw err
       }
+      // Held pending, it would integrate under a later client's update (core refuses it too).
+      if (o.lacksDependencies(tenant, docId, shape)) throw new Refusal(409, 'the document lacks edits this update depends on: sync the document, then send what it lacks')
       const ingestTs = Date.now()
       const clamped = eventTs !== undefined && eventTs - ingestTs > EVENT_TIME_SKEW_MS
       const event = eventTs === undefined ? {} : { eventTs: Math.min(eventTs, ingestTs) }

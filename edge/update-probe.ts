@@ -64,7 +64,7 @@ export class UpdateProbe {
    */
   prove(update: Uint8Array, known: { shape?: UpdateShape | undefined; meta?: UpdateMeta } = {}): Proof {
     // Cheap first: most updates with missing dependencies are seen without applying or building.
-    if (known.shape && lacksDependencies(known.shape, this.view)) return { kind: 'pending' }
+    if (known.shape && this.lacks(known.shape)) return { kind: 'pending' }
     try {
       Y.applyUpdate(this.probe, update)
     } catch (err) {
@@ -94,6 +94,11 @@ export class UpdateProbe {
       if (first > state || (meta.to.get(client) ?? 0) <= state) return false
     }
     return true
+  }
+
+  /** True when the update needs structs the probe does not hold (runtime/update-shape.ts lacksDependencies). */
+  lacks(shape: UpdateShape): boolean {
+    return lacksDependencies(shape, this.view)
   }
 
   /** True when the probe already holds everything in the update: it is in the room doc or on its way there. */

@@ -84,3 +84,18 @@ export function lacksDependencies(shape: UpdateShape, doc: Y.Doc): boolean {
   for (const [client, ranges] of shape.deletes) for (const [clock, len] of ranges) if (clock + len > known(client)) return true
   return false
 }
+
+/** shapeOf an update's bytes; null when they do not decode (applying them says why). */
+export function shapeOfUpdate(update: Uint8Array): UpdateShape | null {
+  try {
+    return shapeOf(Y.decodeUpdate(update))
+  } catch {
+    return null
+  }
+}
+
+/** lacksDependencies of an update's bytes; false when they do not decode. */
+export function updateLacksDependencies(update: Uint8Array, doc: Y.Doc): boolean {
+  const shape = shapeOfUpdate(update)
+  return shape !== null && lacksDependencies(shape, doc)
+}

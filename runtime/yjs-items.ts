@@ -3,8 +3,8 @@ import * as Y from 'yjs'
 /**
  * Why an update's items cannot integrate alike everywhere, or null. Yjs places an item between
  * its origin (its left neighbour when it was made) and its rightOrigin without checking them: an
- * item whose two neighbours are the same struct, or whose neighbour is a clock of its own client
- * not made before it, corrupts the list it lands in, differently with what else the document
+ * item whose two neighbours are the same struct, or whose neighbour or parent is a clock of its
+ * own client not made before it, corrupts the list it lands in, differently with what else the document
  * holds, so replicas that apply in different orders (core in stream order, each client with its
  * own edits first) diverge. No Yjs client makes such an item.
  */
@@ -17,6 +17,11 @@ export function malformedItem(structs: readonly (Y.Item | Y.GC | Y.Skip)[]): str
     }
     for (const n of [origin, rightOrigin]) {
       if (n && n.client === id.client && n.clock >= id.clock) return `item ${id.client}:${id.clock} names ${n.client}:${n.clock}, not made before it, as its neighbour`
+    }
+    // A parent type is made before what it holds; Yjs throws on a parent it cannot resolve when
+    // the item integrates, which for an item waiting pending is under some later, innocent update.
+    if (s.parent instanceof Y.ID && s.parent.client === id.client && s.parent.clock >= id.clock) {
+      return `item ${id.client}:${id.clock} names ${s.parent.client}:${s.parent.clock}, not made before it, as its parent`
     }
   }
   return null

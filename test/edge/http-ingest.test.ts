@@ -4,7 +4,7 @@ import { EVENT_TIME_HEADER, HTTP_INGEST_PATH, Role } from '../../contracts/mod.t
 import { setup, token } from '../helpers/setup.ts'
 import { docContents, materializedText, readState, until, yclient } from '../helpers/client.ts'
 import { counterValue } from '../helpers/metric-value.ts'
-import { edit, resplicedEdit } from '../helpers/edits.ts'
+import { edit, itemsUpdate, resplicedEdit, textItem } from '../helpers/edits.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -147,4 +147,38 @@ t.test('edge - X-Event-Time: ISO 8601 or ms since epoch is kept, a bad one is a 
   const [future] = await times('event-time-future')
   t.equal(future!.event_ms, future!.ingest_ms, 'a future event time is clamped to the ingest time')
   t.equal(await opRows('event-time-bad'), 0, 'nothing stored for a bad one')
+})
+
+t.test('edge - a POSTed update that needs edits the document lacks is refused: 409 where a room holds the document, a dead letter in core where none does; the writers typing go on', async (t) => {
+  const alice = await token({ tenant: 'acme', sub: 'alice' })
+  const mallory = { authorization: `Bearer ${await token({ tenant: 'acme', sub: 'mallory' })}` }
+  const writer = yclient(other.url, 'waits-on-alice', alice)
+  t.teardown(() => writer.destroy())
+  await writer.synced()
+  writer.text.insert(0, 'abc')
+  await until('abc materialized', async () => (await materializedText(core.url, 'waits-on-alice', alice)) === 'abc')
+  // Hangs after alice's next character, which she has not typed: Yjs would hold it pending and
+  // integrate it under her next keystroke.
+  const next = Y.getState(writer.doc.store, writer.doc.clientID)
+  const waiting = itemsUpdate([textItem(66, 0, 'X', { origin: Y.createID(writer.doc.clientID, next) })])
+
+  const refused = await post(other.url, 'waits-on-alice', waiting, { ...mallory, 'idempotency-key': 'pending-1' })
+  t.equal(refused.status, 409, 'the edge whose room holds the document refuses it')
+  t.match(refused.body.error, /lacks edits this update depends on/)
+
+  const stored = await post(edge.url, 'waits-on-alice', waiting, { ...mallory, 'idempotency-key': 'pending-2' })
+  t.equal(stored.status, 202, 'an edge with no room of it cannot tell: JetStream stores it')
+  await until('core refused it', async () => (await stack.db.query("SELECT count(*)::int AS n FROM dead_letters WHERE doc_id = 'waits-on-alice' AND reason LIKE 'missing-dependencies:%'")).rows[0].n === 1)
+  writer.text.insert(3, 'def')
+  await until('alice\'s typing materialized', async () => (await materializedText(core.url, 'waits-on-alice', alice)) === 'abcdef')
+  t.equal(await stack.db.query("SELECT count(*)::int AS n FROM op_log WHERE doc_id = 'waits-on-alice' AND user_id = 'mallory'").then((r) => r.rows[0].n), 0, 'nothing of it in the op log')
+  await new Promise((r) => setTimeout(r, 500)) // a fan-out of it would have reached alice by now
+  t.equal(writer.text.toString(), 'abcdef', 'and nothing of it reached the writer')
+
+  // Its item names, as its parent, a clock of its own client it has not made: Yjs throws on it
+  // when it integrates, which for an update waiting pending is under someone else's.
+  const orphan = itemsUpdate([textItem(67, 0, 'Y', { parent: Y.createID(67, 100) })])
+  const malformed = await post(edge.url, 'waits-on-alice', orphan, { ...mallory, 'idempotency-key': 'orphan' })
+  t.equal(malformed.status, 400)
+  t.match(malformed.body.error, /not made before it, as its parent/)
 })

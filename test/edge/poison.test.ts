@@ -8,7 +8,7 @@ import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate } from '../../edge/protocol.ts'
 import { lacksDependencies } from '../../runtime/update-shape.ts'
 import { decodes, mutateUntil, richEdit, trial } from '../helpers/mutants.ts'
-import { malformedEdit, misplacedEdit, resplicedEdit } from '../helpers/edits.ts'
+import { itemsUpdate, malformedEdit, misplacedEdit, resplicedEdit, textItem } from '../helpers/edits.ts'
 import { malformedUpdate } from '../../runtime/yjs-items.ts'
 
 const stack = await setup()
@@ -62,15 +62,15 @@ t.test('edge - an update with missing dependencies is not published, so the inno
   const reader = yclient(url, 'pending', tok)
   t.teardown(() => reader.destroy())
   await reader.synced()
-  // Client 4242's first edit (the gap filler) and a poisoned mutant of its second edit.
+  // Client 4242's first edit (the gap filler), and another client's item after its last
+  // character: pending until the filler is in. (Mutants that Yjs throws on once the gap fills all
+  // name a parent their client has not made: refused as malformed, edge/protocol.ts.)
   const source = new Y.Doc()
   source.clientID = 4242
   source.getText('t').insert(0, 'abc')
   const first = Y.encodeStateAsUpdate(source)
-  const sv = Y.encodeStateVector(source)
-  richEdit(source, 'a')
-  const second = Y.encodeStateAsUpdate(source, sv)
-  const poisonedLater = mutateUntil(second, (m) => decodes(m) && malformedUpdate(m) === null && trial([], m) === 'pending' && trial([first], m) === 'throws')
+  const poisonedLater = itemsUpdate([textItem(66, 0, 'X', { origin: Y.createID(4242, 2) })])
+  t.equal(trial([], poisonedLater), 'pending')
 
   const attacker = await RawSocket.open(url, 'pending', tok)
   const innocent = await RawSocket.open(url, 'pending', tok)

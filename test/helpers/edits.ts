@@ -1,4 +1,5 @@
 import * as Y from 'yjs'
+import * as encoding from 'lib0/encoding'
 import type { JetStreamClient } from '@nats-io/jetstream'
 import { editIngestSubject, editMsgId, encodeEnvelope } from '../../contracts/mod.ts'
 
@@ -72,4 +73,21 @@ export function resplicedEdit(): { base: Uint8Array; respliced: Uint8Array } {
   forger.clientID = 11
   forger.getText('t').insert(0, 'xyz')
   return { base: Y.encodeStateAsUpdate(doc), respliced: Y.encodeStateAsUpdate(forger) }
+}
+
+/** A text item of `client` at `clock`, with the neighbours or parent a test chooses (none by default: parent "t"). */
+export function textItem(client: number, clock: number, text: string, o: { origin?: Y.ID; parent?: Y.ID } = {}): Y.Item {
+  return new Y.Item(Y.createID(client, clock), null, o.origin ?? null, null, null, o.parent ?? (o.origin ? null : 't') as never, null, new Y.ContentString(text))
+}
+
+/** A V1 update of `items` (one client, contiguous clocks), written by Yjs's own item encoder: items no Yjs client makes. */
+export function itemsUpdate(items: Y.Item[]): Uint8Array {
+  const encoder = new Y.UpdateEncoderV1()
+  encoding.writeVarUint(encoder.restEncoder, 1) // clients
+  encoding.writeVarUint(encoder.restEncoder, items.length)
+  encoding.writeVarUint(encoder.restEncoder, items[0]!.id.client)
+  encoding.writeVarUint(encoder.restEncoder, items[0]!.id.clock)
+  for (const item of items) item.write(encoder, 0)
+  encoding.writeVarUint(encoder.restEncoder, 0) // an empty delete set
+  return encoder.toUint8Array()
 }
