@@ -10,7 +10,8 @@ export const MessageType = { Sync: 0, Awareness: 1, Auth: 2, QueryAwareness: 3 }
 
 export type ClientMessage =
   | { type: 'sync-step1'; stateVector: Uint8Array }
-  | { type: 'update'; update: Uint8Array }
+  /** `step2`: a sync step 2, the client's answer to a sync step 1 (everything the asker lacked). */
+  | { type: 'update'; update: Uint8Array; step2: boolean }
   | { type: 'awareness'; update: Uint8Array }
   | { type: 'query-awareness' }
 
@@ -34,7 +35,7 @@ export function parseClientMessage(frame: Uint8Array): ClientMessage {
         const sub = decoding.readVarUint(d)
         const payload = decoding.readVarUint8Array(d)
         if (sub === syncProtocol.messageYjsSyncStep1) msg = { type: 'sync-step1', stateVector: payload }
-        else if (sub === syncProtocol.messageYjsSyncStep2 || sub === syncProtocol.messageYjsUpdate) msg = { type: 'update', update: payload }
+        else if (sub === syncProtocol.messageYjsSyncStep2 || sub === syncProtocol.messageYjsUpdate) msg = { type: 'update', update: payload, step2: sub === syncProtocol.messageYjsSyncStep2 }
         else throw new ProtocolError(`unknown sync message type ${sub}`)
         break
       }

@@ -244,8 +244,8 @@ export class Room {
       case 'update': {
         const outcome = this.ingest(client, msg.update, receipt !== undefined)
         if (!receipt) return
-        if (typeof outcome !== 'string') receipt.published(outcome)
-        else if (outcome === 'held') receipt.held([...this.inFlight])
+        if (typeof outcome !== 'string') receipt.published(outcome, msg.step2)
+        else if (outcome === 'held') receipt.held([...this.inFlight], msg.step2)
         else if (outcome === 'dropped') receipt.dropped()
         else if (outcome === 'settled') receipt.settle()
         return

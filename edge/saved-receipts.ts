@@ -7,11 +7,15 @@ import type { PublishedRef } from './publisher.ts'
 export interface Receipt {
   /** Nothing to wait for: a viewer's frame, never published. */
   settle(): void
-  /** Published: settled once core committed it, with the frames dropped before it (its resync reply carries them); refused by core, its socket is told; a failed publish never settles. */
-  published(publish: Promise<PublishedRef>): void
-  /** The room held all of it already, maybe still on its way: settled once `inFlight` (the room's publishes not yet stored) are in JetStream; never when one fails. */
-  held(inFlight: Promise<unknown>[]): void
-  /** Not published, its sender asked to sync again: settled with the socket's next committed frame. */
+  /**
+   * Published: settled once core committed it — with the frames dropped before it when it is a
+   * sync step 2 (`resync`: the client's answer to the edge's ask, carrying all they held); refused
+   * by core, its socket is told; a failed publish never settles.
+   */
+  published(publish: Promise<PublishedRef>, resync: boolean): void
+  /** The room held all of it already, maybe still on its way: settled (with the dropped frames when a sync step 2) once `inFlight` (the room's publishes not yet stored) are in JetStream; never when one fails. */
+  held(inFlight: Promise<unknown>[], resync: boolean): void
+  /** Not published, its sender asked to sync again: settled with the socket's next sync step 2 that is committed or held. */
   dropped(): void
 }
 
@@ -26,7 +30,7 @@ export class SavedReceipts {
   private sent = 0
   private settledThrough = 0
   private readonly settledAhead = new Set<number>()
-  /** Dropped frames waiting for the socket's next published one. */
+  /** Dropped frames waiting for the socket's next sync step 2. */
   private dropped: number[] = []
   private told = 0
   private flushing = false
@@ -42,22 +46,34 @@ export class SavedReceipts {
     const n = ++this.sent
     return {
       settle: () => this.settle(n),
-      published: (publish) => {
-        const frames = [...this.dropped, n]
-        this.dropped = []
+      published: (publish, resync) => {
+        const frames = this.withDropped(n, resync)
         publish.then(
           (ref) => this.commits.watch(ref.msgId, (refused) => (refused.has(ref.item) ? this.refused() : frames.forEach((f) => this.settle(f)))),
           () => {}, // the room closes the socket (or every socket) on a failed publish
         )
       },
-      held: (inFlight) => {
+      held: (inFlight, resync) => {
+        const frames = this.withDropped(n, resync)
         Promise.all(inFlight).then(
-          () => this.settle(n),
+          () => frames.forEach((f) => this.settle(f)),
           () => {},
         )
       },
       dropped: () => this.dropped.push(n),
     }
+  }
+
+  /**
+   * Frame `n`, and the dropped frames waiting when it is a sync step 2: only the client's answer
+   * to the edge's ask carries what they held. Any other frame (a keystroke typed meanwhile, a
+   * delete) says nothing of them.
+   */
+  private withDropped(n: number, resync: boolean): number[] {
+    if (!resync) return [n]
+    const frames = [...this.dropped, n]
+    this.dropped = []
+    return frames
   }
 
   private settle(n: number): void {

@@ -122,7 +122,7 @@ t.test('clients - an update frame the room drops (missing dependencies) is not s
   await until('the edge asked for a sync again', async () => (await counterValue(edge.edge.metrics.updatesRejected, { reason: 'missing-dependencies' })) > 0)
   await new Promise((resolve) => setTimeout(resolve, 500))
   t.same(saved, [], 'the dropped frame is not saved')
-  ws.send(frames.update(Y.encodeStateAsUpdate(local))) // the resync's reply: both edits
+  ws.send(frames.step2(Y.encodeStateAsUpdate(local))) // the resync's reply (a sync step 2, as a stock client answers): both edits
   await until('both frames saved', () => saved.at(-1) === 2, 20_000)
   t.equal((await opLogReplay(stack.db, 'acme', 'dropped-doc')).text, 'offline keystroke', 'and committed')
 })
@@ -203,12 +203,41 @@ t.test('clients - an edit core dead-letters is never counted saved and closes it
   }
   const receipts = new SavedReceipts((frame) => told.push(countOf(frame)), commits, () => closed++)
   const [first, second, third] = [receipts.open(), receipts.open(), receipts.open()]
-  first.published(Promise.resolve({ msgId: 'acme:b:x:1', item: 0 }))
-  second.published(Promise.resolve({ msgId: 'acme:b:x:1', item: 1 }))
-  third.published(Promise.resolve({ msgId: 'acme:b:x:2', item: 0 }))
+  first.published(Promise.resolve({ msgId: 'acme:b:x:1', item: 0 }), false)
+  second.published(Promise.resolve({ msgId: 'acme:b:x:1', item: 1 }), false)
+  third.published(Promise.resolve({ msgId: 'acme:b:x:2', item: 0 }), false)
   // As core sends it (core/commit-outcomes.ts): both messages committed, the second update of the first refused.
   core.publish(ServiceSubjects.committed('receipts-edge'), encodeCommittedNotice({ msgIds: ['acme:b:x:1', 'acme:b:x:2'], refused: [{ msgId: 'acme:b:x:1', items: [1] }] }))
   await until('the refusal is told', () => closed === 1)
   await until('the edit before it is saved', () => told.length > 0)
   t.same(told, [1], 'saved through the first edit only: the refused one never settles, nor anything after it')
+})
+
+t.test('clients - a frame the edge dropped is saved with the sync step 2 that answers the edge\'s ask, never with an edit typed meanwhile', async (t) => {
+  const nc = await stack.connect(ServiceUser.Edge)
+  const commits = new CommitWatch(nc, 'dropped-edge', createEdgeMetrics(createRegistry('edge-test', false)), createLogger('test', 'silent'))
+  commits.start()
+  t.teardown(() => commits.stop())
+  await nc.flush()
+  const core = await stack.connect(ServiceUser.Core)
+  const told: number[] = []
+  const receipts = new SavedReceipts((frame) => {
+    const d = decoding.createDecoder(frame)
+    decoding.readVarUint(d)
+    told.push(decoding.readVarUint(d))
+  }, commits, () => {})
+  const [dropped, typed, answer] = [receipts.open(), receipts.open(), receipts.open()]
+  dropped.dropped()
+  // A delete typed before the client's answer: committed, yet it carries nothing of the dropped frame.
+  typed.published(Promise.resolve({ msgId: 'acme:d:x:1', item: 0 }), false)
+  let typedCommitted = false
+  commits.watch('acme:d:x:1', () => (typedCommitted = true))
+  core.publish(ServiceSubjects.committed('dropped-edge'), encodeCommittedNotice({ msgIds: ['acme:d:x:1'], refused: [] }))
+  await until('the typed edit is committed', () => typedCommitted)
+  await new Promise((r) => setImmediate(r))
+  t.same(told, [], 'nothing told saved: the dropped frame before it is not')
+  answer.published(Promise.resolve({ msgId: 'acme:d:x:2', item: 0 }), true)
+  core.publish(ServiceSubjects.committed('dropped-edge'), encodeCommittedNotice({ msgIds: ['acme:d:x:2'], refused: [] }))
+  await until('the answer is committed', () => told.length > 0)
+  t.same(told, [3], 'the answer settles the dropped frame with it: all three saved')
 })
