@@ -25,10 +25,17 @@ import { ClientOwners } from './client-owners.ts'
 import type { RoomClient, RoomOptions } from './room-options.ts'
 import { RoomResync } from './room-resync.ts'
 
+/** Least time between two sync step 1s asking one client to resync (Member.resyncAskedAt). */
+const RESYNC_ASK_INTERVAL_MS = 1_000
+
 /** Per-socket state a room keeps. */
 interface Member {
-  /** We sent this client a sync step 1 after an update with missing dependencies; not again until one applies. */
-  resyncAsked: boolean
+  /**
+   * When we last sent this client a sync step 1 after dropping its update (0: none since one
+   * applied). Asked again at most every RESYNC_ASK_INTERVAL_MS while its updates keep being
+   * dropped: its answer can be dropped too (a client id a lingering socket of it still holds).
+   */
+  resyncAskedAt: number
   /** One of its updates passed the clock check and still missed dependencies: inspect each whole from now on. */
   inspectAll: boolean
 }
@@ -135,7 +142,7 @@ export class Room {
   }
 
   join(client: RoomClient): void {
-    this.clients.set(client, { resyncAsked: false, inspectAll: false })
+    this.clients.set(client, { resyncAskedAt: 0, inspectAll: false })
     if (this.ready) this.greet(client)
     else this.waiting.set(client, [])
   }
@@ -324,7 +331,7 @@ export class Room {
       this.askResync(client, member)
       return 'dropped'
     }
-    if (member) member.resyncAsked = false
+    if (member) member.resyncAskedAt = 0
     this.owners.claim(client, ids)
     this.state.probe.hold(update)
     const published = this.o.publish(update, client.userId, savedNotice)
@@ -356,10 +363,10 @@ export class Room {
     return 'closed'
   }
 
-  /** Asks a client to sync again (a sync step 1), once until one of its updates is taken. */
+  /** Asks a client to sync again (a sync step 1), at most every RESYNC_ASK_INTERVAL_MS until one of its updates is taken. */
   private askResync(client: RoomClient, member: Member | undefined): void {
-    if (!member || member.resyncAsked) return
-    member.resyncAsked = true
+    if (!member || Date.now() - member.resyncAskedAt < RESYNC_ASK_INTERVAL_MS) return
+    member.resyncAskedAt = Date.now()
     client.send(syncStep1Message(this.state.current()))
   }
 
