@@ -460,7 +460,21 @@ export class Room {
     else if (taken !== false) this.skipped('fan', taken)
     if (!gap) return
     this.o.metrics.fanGaps.inc()
-    this.o.log.info({ tenant: this.o.tenant, docId: this.o.docId, stream, seq }, 'missed a fanned-out update; refetching from core')
-    if (this.ready) this.coreResync.start('gap')
+    this.o.log.info({ tenant: this.o.tenant, docId: this.o.docId, stream, seq }, 'missed a fanned-out update; refetching from core and the peers')
+    if (!this.ready) return
+    this.coreResync.start('gap')
+    // Core may not hold it yet (behind, or down past the resync's retries): the room that fanned it does.
+    void this.fromPeers()
+  }
+
+  /** What the rooms of this document on other edges hold (the first to answer), applied like a fan-out. */
+  private async fromPeers(): Promise<void> {
+    try {
+      const reply = await this.requestState(ServiceSubjects.room(this.o.tenant, this.o.docId))
+      if (reply?.status !== 'found' || this.closed) return
+      for (const update of reply.tail ? [reply.update, reply.tail] : [reply.update]) this.proveAndApply(update, 'fan')
+    } catch (err) {
+      this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId }, 'peer state after a fan-out gap not read')
+    }
   }
 }
