@@ -83,20 +83,25 @@ export async function rollback(deps: RollbackDeps, target: RollbackTarget, body:
   }
   const parsed = RollbackRequest.safeParse(json)
   if (!parsed.success) return { status: 400, body: { error: `body must be {"to": "<ISO time with zone | stream seq>"} or {"user": "<sub>", "since": "<ISO time with zone>"}: ${parsed.error.issues.map((i) => i.message).join('; ')}` } }
-  const request = parsed.data
-  const hash = createHash('sha256').update(JSON.stringify([target.tenant, target.docId, target.user, target.basedOnSeq, request])).digest()
-  const key = `rollback-${hash.subarray(0, 18).toString('base64url')}`
-  const planned = await planUpdate(deps.pool, deps.blobs, target, request, hash.readUInt32BE(18))
+  const planned = await planUpdate(deps.pool, deps.blobs, target, parsed.data)
   if ('error' in planned) return { status: 422, body: planned }
   if (!planned.update) return { status: 202, body: { status: 'unchanged', basedOnSeq: target.basedOnSeq, bytes: 0 } }
-  const stored = await sendToEdge(deps, target, planned.update, key)
+  const { update, key } = planned
+  const stored = await sendToEdge(deps, target, update, key)
   if ('error' in stored) return { status: stored.status, body: { error: stored.error } }
-  const msgId = editMsgId(target.tenant, target.docId, planned.update)
-  return { status: 202, body: { status: 'accepted', basedOnSeq: target.basedOnSeq, msgId, duplicate: stored.duplicate, bytes: planned.update.byteLength, idempotencyKey: key } }
+  const msgId = editMsgId(target.tenant, target.docId, update)
+  return { status: 202, body: { status: 'accepted', basedOnSeq: target.basedOnSeq, msgId, duplicate: stored.duplicate, bytes: update.byteLength, idempotencyKey: key } }
 }
 
-/** The rollback update (null: nothing to revert), or why there is none to compute. */
-async function planUpdate(pool: pg.Pool, blobs: BlobStore, target: RollbackTarget, request: RollbackRequest, clientSeed: number): Promise<{ update: Uint8Array | null } | { error: string }> {
+/**
+ * The rollback update (null: nothing to revert) and its idempotency key, or why there is none to
+ * compute. Both follow from what the rollback does — the document, the sequence it is based on,
+ * the state it restores or the user and time it reverts — never from who asked or how the
+ * request spelled it: two editors restoring the same point at once send the same update (same
+ * Yjs client id, same clocks), which applies once; two different updates would each re-insert
+ * the deleted text.
+ */
+async function planUpdate(pool: pg.Pool, blobs: BlobStore, target: RollbackTarget, request: RollbackRequest): Promise<{ update: null } | { update: Uint8Array; key: string } | { error: string }> {
   const { tenant, docId, basedOnSeq } = target
   let since: Date | null = null
   let base: { update: Uint8Array; seq: number } | null
@@ -120,13 +125,15 @@ async function planUpdate(pool: pg.Pool, blobs: BlobStore, target: RollbackTarge
     await forEachSliced(docRows(pool, tenant, docId, base?.seq ?? 0, basedOnSeq), (row) => Y.applyUpdate(doc, row.update, tracked(row) ? TRACKED : UNTRACKED))
     if (undo.undoStack.length === 0) return { update: null }
     const current = visibleContent(doc)
-    doc.clientID = freshClientId(doc, clientSeed)
+    const hash = createHash('sha256').update(JSON.stringify([tenant, docId, basedOnSeq, base?.seq ?? null, user, since?.toISOString() ?? null])).digest()
+    doc.clientID = freshClientId(doc, hash.readUInt32BE(18))
     const updates: Uint8Array[] = []
     doc.on('update', (update: Uint8Array, origin: unknown) => {
       if (origin === undo) updates.push(update)
     })
     while (undo.undoStack.length > 0) undo.undo()
-    return { update: updates.length === 0 || visibleContent(doc) === current ? null : Y.mergeUpdates(updates) }
+    if (updates.length === 0 || visibleContent(doc) === current) return { update: null }
+    return { update: Y.mergeUpdates(updates), key: `rollback-${hash.subarray(0, 18).toString('base64url')}` }
   } finally {
     doc.destroy()
   }

@@ -160,3 +160,29 @@ t.test('core - the same rollback against the same document state is the same upd
   await settled(doc, [a, b], 'one!')
   t.equal((await opLog(doc)).filter((r) => r.user === 'carol').length, 1, 'one rollback row in the op log')
 })
+
+t.test('core - two editors restoring the same point at once, however they spell it, send the same update: the text comes back once', async (t) => {
+  const doc = 'rb/together'
+  const [a, b] = await twoClients(t, doc)
+  a.text.insert(0, 'Hello world')
+  await settled(doc, [a, b], 'Hello world')
+  const point = (await opLog(doc)).at(-1)!.seq
+  b.text.delete(6, 5)
+  await settled(doc, [a, b], 'Hello ')
+  const basedOnSeq = (await opLog(doc)).at(-1)!.seq
+  const deps = { pool: stack.db, blobs: await FsBlobStore.open(join(stack.dir, 'blobs')), edgeUrl: edge.url.replace(/^ws:/, 'http:'), edgeTimeoutMs: 10_000, log: createLogger('test', 'silent') }
+  // Both computed against the same state (the same basedOnSeq), as two requests racing are.
+  const [carol, dave] = await Promise.all(
+    [
+      ['carol', { to: point }],
+      ['dave', { to: String(point) }],
+    ].map(async ([user, request]) => computeAndSend(deps, { tenant: 'acme', docId: doc, user: user as string, token: await token({ tenant: 'acme', sub: user as string }), basedOnSeq }, Buffer.from(JSON.stringify(request)))),
+  )
+  t.equal(carol!.status, 202)
+  t.equal(dave!.status, 202)
+  t.equal((dave!.body as RollbackAnswer).msgId, (carol!.body as RollbackAnswer).msgId, 'the same bytes')
+  await settled(doc, [a, b], 'Hello world')
+  a.text.insert(11, '!')
+  await settled(doc, [a, b], 'Hello world!')
+  t.equal((await opLog(doc)).filter((r) => r.user === 'carol' || r.user === 'dave').length, 1, 'one of them in the op log: the other was a duplicate of it')
+})
