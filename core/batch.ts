@@ -178,8 +178,9 @@ export class BatchBuilder {
     try {
       result = applyTracked(cached.doc, edit.update)
     } catch (err) {
-      recordViolation()
-      this.deadLetter(msg, item, edit, reasonOf(isVersionRegressionError(err) ? DeadLetterReason.VersionRegression : DeadLetterReason.Apply, err))
+      // One dead letter per update (its key is the stream message and item): the refusal, naming the violation too.
+      const refusal = reasonOf(isVersionRegressionError(err) ? DeadLetterReason.VersionRegression : DeadLetterReason.Apply, err)
+      this.deadLetter(msg, item, edit, violation ? `${refusal}; it was also a ${describeOverlap(violation)}` : refusal)
       await this.rebuild(edit.tenant, edit.docId)
       return
     }
