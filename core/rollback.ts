@@ -112,8 +112,14 @@ async function planUpdate(pool: pg.Pool, blobs: BlobStore, target: RollbackTarge
     if (!base) return { error: 'the document had no update by then; nothing to restore' }
   } else {
     since = new Date(request.since)
-    // A document begun after `since` is reverted from its start.
-    base = await readStateAt(pool, blobs, tenant, docId, { time: since })
+    // The base is the state before the first row ingested after `since`, not the last row
+    // ingested before it: edges' clocks differ by a few ms, so ingest times are not in stream
+    // order, and a row after the base stamped before `since` replays untracked. A document begun
+    // after `since` is reverted from its start.
+    const first = await pool.query<{ seq: string | null }>('SELECT min(stream_seq) AS seq FROM op_log WHERE tenant = $1 AND doc_id = $2 AND ingest_ts > $3 AND stream_seq <= $4', [tenant, docId, since, basedOnSeq])
+    const firstAfter = first.rows[0]?.seq
+    if (firstAfter === null || firstAfter === undefined) return { update: null }
+    base = Number(firstAfter) > 1 ? await readStateAt(pool, blobs, tenant, docId, { seq: Number(firstAfter) - 1 }) : null
   }
   const user = 'user' in request ? request.user : null
   const tracked = (row: { user: string; ingestTs: Date }) => since === null || (row.user === user && row.ingestTs > since)

@@ -1,5 +1,7 @@
 import t from 'tap'
-import { ROLLBACK_MAX_BODY_BYTES, RollbackAnswer } from '../../contracts/mod.ts'
+import * as Y from 'yjs'
+import { jetstream } from '@nats-io/jetstream'
+import { ROLLBACK_MAX_BODY_BYTES, RollbackAnswer, editIngestSubject, editMsgId, encodeEnvelope } from '../../contracts/mod.ts'
 import { join } from 'node:path'
 import { rollback as computeAndSend } from '../../core/rollback.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
@@ -185,4 +187,32 @@ t.test('core - two editors restoring the same point at once, however they spell 
   a.text.insert(11, '!')
   await settled(doc, [a, b], 'Hello world!')
   t.equal((await opLog(doc)).filter((r) => r.user === 'carol' || r.user === 'dave').length, 1, 'one of them in the op log: the other was a duplicate of it')
+})
+
+t.test('core - rollback of one user\'s changes since a time reverts an edit ingested after it though stored before an edit stamped earlier (edge clocks a few ms apart)', async (t) => {
+  const doc = 'rb/skew'
+  const js = jetstream(await stack.connect())
+  const send = (update: Uint8Array, userId: string, ingestTs: number) =>
+    js.publish(editIngestSubject('acme', doc), encodeEnvelope({ v: 1, tenant: 'acme', docId: doc, userId, update, ingestTs, edgeId: 'test' }), { msgID: editMsgId('acme', doc, update) })
+  const alice = new Y.Doc()
+  alice.clientID = 100
+  const bob = new Y.Doc()
+  bob.clientID = 200
+  const start = Date.now() - 60_000
+  bob.getText('t').insert(0, 'base ')
+  const base = Y.encodeStateAsUpdate(bob)
+  await send(base, 'bob', start)
+  Y.applyUpdate(alice, base)
+  const aliceBefore = Y.encodeStateVector(alice)
+  alice.getText('t').insert(5, 'ALICE')
+  const bobBefore = Y.encodeStateVector(bob)
+  bob.getText('t').insert(0, '>')
+  // Alice's edge runs 8 ms ahead of bob's: her edit is stored first, stamped after bob's.
+  await send(Y.encodeStateAsUpdate(alice, aliceBefore), 'alice', start + 1_010)
+  await send(Y.encodeStateAsUpdate(bob, bobBefore), 'bob', start + 1_002)
+  const tok = await token({ tenant: 'acme', sub: 'carol' })
+  await until('all three committed', async () => (await materializedText(core.url, doc, tok)) === '>base ALICE')
+  const answer = await rollback(doc, tok, { user: 'alice', since: new Date(start + 1_005).toISOString() })
+  t.equal(answer.status, 'accepted', 'alice\'s edit came after the time')
+  await until('her edit reverted, bob\'s kept', async () => (await materializedText(core.url, doc, tok)) === '>base ')
 })
