@@ -56,6 +56,12 @@ export class RoomPresence {
     return ids.length > 0 ? awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids)) : null
   }
 
+  /** The presence states this edge's clients introduced, as one awareness update for the peers; null when there is none. */
+  ownUpdate(): Uint8Array | null {
+    const ids = [...this.awareness.getStates().keys()].filter((id) => !this.fromPeer.has(id))
+    return ids.length > 0 ? awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids) : null
+  }
+
   /** Every presence state as one frame, even an empty one (the answer to a query). */
   queryFrame(): Uint8Array {
     return awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(this.awareness, [...this.awareness.getStates().keys()]))

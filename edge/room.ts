@@ -113,6 +113,9 @@ export class Room {
           } catch (err) {
             this.o.log.warn({ err, tenant: o.tenant, docId: o.docId }, 'room state reply not sent')
           }
+          // The asker's clients see our clients' presence now, not when each next renews it (15 s).
+          const presence = this.presence.ownUpdate()
+          if (presence) this.fanLink.sendAwareness(presence)
         },
       }),
     )

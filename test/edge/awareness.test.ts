@@ -159,3 +159,19 @@ t.test('edge - the last client leaving a room: its presence removal still reache
   await until('its presence is removed on the other edge', () => !watcher.provider.awareness.getStates().has(id), 5_000)
   t.pass('removed')
 })
+
+t.test('edge - a client joining on another edge sees the presence already there at once, not when each renews it (15 s)', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const alice = yclient(edgeA.url, 'presence-join', tok)
+  t.teardown(() => alice.destroy())
+  await alice.synced()
+  alice.provider.awareness.setLocalState({ user: 'alice' })
+  const sameEdge = yclient(edgeA.url, 'presence-join', tok)
+  t.teardown(() => sameEdge.destroy())
+  await until('a joiner on the same edge sees alice', () => presence(sameEdge, alice)?.user === 'alice', 2_000)
+  await new Promise((r) => setTimeout(r, 4_000)) // long past alice's last change and its fan-out
+  const bob = yclient(edgeB.url, 'presence-join', tok)
+  t.teardown(() => bob.destroy())
+  await bob.synced()
+  await until('bob, on the other edge, sees alice', () => presence(bob, alice)?.user === 'alice', 3_000)
+})
