@@ -82,8 +82,8 @@ export const decodeStateReplyPart = (b: Uint8Array) => unpack(StateReplyPart, b)
  * Core to one edge (ServiceSubjects.committed): these of its stream messages (Nats-Msg-Id) are
  * committed to PostgreSQL, or were already — except, per message in `refused`, the updates (by
  * index in a batch message) that were dead-lettered instead of applied. Only messages the edge
- * marked with SAVED_NOTICE_HEADER. Best effort (core NATS): an edge that misses one never tells
- * its clients those edits are saved, which errs on the safe side.
+ * marked with SAVED_NOTICE_HEADER. Core NATS, so at most once: an edge that missed one asks again
+ * (CommittedQuery); until it hears, its clients are not told those edits are saved.
  */
 export const CommittedNotice = z.object({
   msgIds: z.array(z.string().min(1).max(512)).min(1),
@@ -92,6 +92,23 @@ export const CommittedNotice = z.object({
 export type CommittedNotice = z.infer<typeof CommittedNotice>
 export const encodeCommittedNotice = (m: CommittedNotice) => pack(m)
 export const decodeCommittedNotice = (b: Uint8Array) => unpack(CommittedNotice, b)
+
+/** Most message ids one CommittedQuery names. */
+export const COMMITTED_QUERY_MAX_IDS = 1_000
+
+/**
+ * An edge to every core (ServiceSubjects.committedQuery): which of these of its stream messages
+ * did you tell me were committed? Asked for messages whose notice has not come (one sent while
+ * the edge was away from NATS is lost); each core answers with a CommittedNotice of those it
+ * remembers telling (core/committed-memory.ts), or not at all.
+ */
+export const CommittedQuery = z.object({
+  edgeId: z.string().min(1).max(256),
+  msgIds: z.array(z.string().min(1).max(512)).min(1).max(COMMITTED_QUERY_MAX_IDS),
+})
+export type CommittedQuery = z.infer<typeof CommittedQuery>
+export const encodeCommittedQuery = (m: CommittedQuery) => pack(m)
+export const decodeCommittedQuery = (b: Uint8Array) => unpack(CommittedQuery, b)
 
 /** What happened to a document (ServiceSubjects.docNotice). */
 export const DocEvent = { Deleted: 'deleted', Restored: 'restored', Erased: 'erased' } as const

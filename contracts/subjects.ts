@@ -120,6 +120,8 @@ export const ServiceSubjects = {
   edgeBeat: 'df.edges.beat',
   /** Core tells an edge which of its stream messages are committed to PostgreSQL (CommittedNotice; the "saved" signal). */
   committed: (edgeId: string) => `df.committed.${createHash('sha256').update(edgeId).digest('base64url').slice(0, 22)}`,
+  /** An edge asks every core (no queue group) which of its messages they committed (CommittedQuery; a notice it missed). */
+  committedQuery: 'df.core.committed-query',
   /** A document was deleted, restored or erased (DocNotice, from the ops CLI): edges close its rooms, cores drop it from memory. */
   docNotice: 'df.docs.notice',
 } as const

@@ -14,6 +14,7 @@ import { createReadApi } from './read-api.ts'
 import { serveDocState } from './state-service.ts'
 import { StreamMonitor } from './stream-monitor.ts'
 import { waitForStream, type StreamHole } from './streams.ts'
+import { CommittedMemory } from './committed-memory.ts'
 import { TenantDirectory } from '../runtime/tenant-directory.ts'
 import { Revocations } from '../runtime/revocations.ts'
 import { PartitionWorker } from './worker.ts'
@@ -99,6 +100,8 @@ export class Core {
   private leases: LeaseHolder | null = null
   private server: Server | null = null
   private stateSub: Subscription | null = null
+  private readonly committed = new CommittedMemory()
+  private committedSub: Subscription | null = null
   private monitor: StreamMonitor | null = null
   private tenants: TenantDirectory | null = null
   private revocations: Revocations | null = null
@@ -179,6 +182,7 @@ export class Core {
     this.docNotices = watchDocNotices(this.nc, this.log, (notice) => this.forget(notice.tenant, notice.docId, notice.event))
     this.retention.start()
     this.stateSub = serveDocState(this.nc, this.pool, (t, d) => this.cachedDoc(t, d), this.log, this.metrics)
+    this.committedSub = this.committed.serve(this.nc, this.log)
     const healthy = () => this.ready && !this.nc.isClosed()
     const tenants = this.tenants
     const revocations = this.revocations
@@ -211,6 +215,7 @@ export class Core {
     this.tenants?.stop()
     this.revocations?.stop()
     this.stateSub?.unsubscribe()
+    this.committedSub?.unsubscribe()
     this.docNotices?.unsubscribe()
     await this.erasures.stop()
     await this.retention.stop()
@@ -230,6 +235,7 @@ export class Core {
 
   /** Tells each edge which of its messages are committed (best effort: a lost notice only delays a client's "saved"). */
   private tellEdges(byEdge: Map<string, CommittedNotice>): void {
+    this.committed.remember(byEdge)
     for (const [edgeId, notice] of byEdge) {
       try {
         this.nc.publish(ServiceSubjects.committed(edgeId), encodeCommittedNotice(notice))

@@ -1,12 +1,16 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import { ServiceSubjects, decodeCommittedNotice, type CommittedNotice } from '../contracts/mod.ts'
+import { COMMITTED_QUERY_MAX_IDS, ServiceSubjects, decodeCommittedNotice, encodeCommittedQuery, type CommittedNotice } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { EdgeMetrics } from './metrics.ts'
+import { onReconnect } from './nats-reconnect.ts'
 
 /** How long a watched message waits for core's notice, and how long a notice is remembered for a late watcher. */
 const WATCH_MS = 120_000
 const REMEMBER_MS = 60_000
-const SWEEP_MS = 10_000
+/** A watch this old without its notice is asked for again (CommittedQuery): core commits within milliseconds. */
+const DEFAULT_ASK_AFTER_MS = 5_000
+/** How long the cores' answers to one CommittedQuery are gathered. */
+const ASK_WAIT_MS = 1_000
 
 /** Updates of a committed stream message (by index) that core dead-lettered instead of applying. */
 export type Refused = ReadonlySet<number>
@@ -17,20 +21,25 @@ const NONE_REFUSED: Refused = new Set()
  * ServiceSubjects.committed(edgeId)): `watch(msgId, then)` runs `then` once core says so, with
  * the message's updates core refused. A
  * notice that comes before its watch (core was faster than our PubAck) is remembered for a
- * while; a watch that never hears (a lost notice) is dropped after WATCH_MS and counted — its
- * client is never told "saved", which errs on the safe side.
+ * while. Core NATS loses a notice sent while this edge is away from NATS: a watch still waiting
+ * after a reconnect, or askAfterMs after it began, is asked of the cores (CommittedQuery), which
+ * remember what they told (core/committed-memory.ts). A watch that never hears (a core restarted
+ * meanwhile) is dropped after WATCH_MS and counted — its client is never told "saved", which
+ * errs on the safe side.
  */
 export class CommitWatch {
-  private readonly watching = new Map<string, { since: number; then: ((refused: Refused) => void)[] }>()
+  private readonly watching = new Map<string, { since: number; askedAt: number; then: ((refused: Refused) => void)[] }>()
   private readonly committed = new Map<string, { at: number; refused: Refused }>()
   private sub: Subscription | null = null
   private sweeper: NodeJS.Timeout | undefined
+  private stopReconnectWatch: () => void = () => undefined
 
   constructor(
     private readonly nc: NatsConnection,
     private readonly edgeId: string,
     private readonly metrics: EdgeMetrics,
     private readonly log: Logger,
+    private readonly askAfterMs = DEFAULT_ASK_AFTER_MS,
   ) {}
 
   start(): void {
@@ -44,12 +53,15 @@ export class CommitWatch {
         }
       },
     })
-    this.sweeper = setInterval(() => this.sweep(), SWEEP_MS).unref()
+    this.sweeper = setInterval(() => this.sweep(), this.askAfterMs).unref()
+    // Notices sent while this edge was away from NATS are lost: ask for every one still awaited.
+    this.stopReconnectWatch = onReconnect(this.nc, this.log, () => void this.ask([...this.watching.keys()]))
   }
 
   stop(): void {
     this.sub?.unsubscribe()
     clearInterval(this.sweeper)
+    this.stopReconnectWatch()
   }
 
   watch(msgId: string, then: (refused: Refused) => void): void {
@@ -57,7 +69,7 @@ export class CommitWatch {
     if (known) return then(known.refused)
     const entry = this.watching.get(msgId)
     if (entry) entry.then.push(then)
-    else this.watching.set(msgId, { since: Date.now(), then: [then] })
+    else this.watching.set(msgId, { since: Date.now(), askedAt: 0, then: [then] })
   }
 
   private onNotice({ msgIds, refused }: CommittedNotice): void {
@@ -76,10 +88,32 @@ export class CommitWatch {
   private sweep(): void {
     const now = Date.now()
     for (const [msgId, { at }] of this.committed) if (now - at > REMEMBER_MS) this.committed.delete(msgId)
+    const overdue: string[] = []
     for (const [msgId, entry] of this.watching) {
-      if (now - entry.since <= WATCH_MS) continue
-      this.watching.delete(msgId)
-      this.metrics.savedUnconfirmed.inc(entry.then.length)
+      if (now - entry.since > WATCH_MS) {
+        this.watching.delete(msgId)
+        this.metrics.savedUnconfirmed.inc(entry.then.length)
+      } else if (now - entry.since >= this.askAfterMs && now - entry.askedAt >= this.askAfterMs) {
+        entry.askedAt = now
+        overdue.push(msgId)
+      }
+    }
+    void this.ask(overdue)
+  }
+
+  /** Asks every core which of `msgIds` they told us were committed (a notice lost on core NATS); what they answer settles. */
+  private async ask(msgIds: string[]): Promise<void> {
+    for (let i = 0; i < msgIds.length; i += COMMITTED_QUERY_MAX_IDS) {
+      const query = encodeCommittedQuery({ edgeId: this.edgeId, msgIds: msgIds.slice(i, i + COMMITTED_QUERY_MAX_IDS) })
+      try {
+        for await (const reply of await this.nc.requestMany(ServiceSubjects.committedQuery, query, { strategy: 'timer', maxWait: ASK_WAIT_MS })) {
+          const notice = decodeCommittedNotice(reply.data)
+          this.metrics.savedNoticesRecovered.inc(notice.msgIds.filter((id) => this.watching.has(id)).length)
+          this.onNotice(notice)
+        }
+      } catch (err) {
+        this.log.warn({ err }, 'asking core for missed committed notices failed; asked again later')
+      }
     }
   }
 }

@@ -100,6 +100,7 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       SubjectPatterns.room,
       ServiceSubjects.edgeBeat,
       ServiceSubjects.coreState,
+      ServiceSubjects.committedQuery,
       TENANT_ENSURE_SUBJECT,
       '$JS.API.INFO',
       ...tenantsBucketRead,
@@ -137,7 +138,7 @@ const SERVICE_PERMISSIONS: Record<Exclude<ServiceUser, typeof ServiceUser.Admin>
       DEAD_LETTER_SUBJECTS,
       CLEAN_SUBJECTS,
     ],
-    subscribe: [ServiceSubjects.coreState, ServiceSubjects.docNotice, inbox(ServiceUser.Core)],
+    subscribe: [ServiceSubjects.coreState, ServiceSubjects.committedQuery, ServiceSubjects.docNotice, inbox(ServiceUser.Core)],
   },
   // Read only for now: stream and consumer state, messages by sequence, the tenant bucket.
   [ServiceUser.Sinks]: {

@@ -4,6 +4,7 @@ import WebSocket from 'ws'
 import * as decoding from 'lib0/decoding'
 import { SAVED_MESSAGE_TYPE, ServiceSubjects, ServiceUser, SubjectPatterns, decodeCommittedNotice, encodeCommittedNotice } from '../../contracts/mod.ts'
 import { CommitWatch } from '../../edge/commit-watch.ts'
+import { UpdatePublisher } from '../../edge/publisher.ts'
 import { createEdgeMetrics } from '../../edge/metrics.ts'
 import { SavedReceipts } from '../../edge/saved-receipts.ts'
 import { createLogger } from '../../runtime/log.ts'
@@ -241,3 +242,28 @@ t.test('clients - a frame the edge dropped is saved with the sync step 2 that an
   await until('the answer is committed', () => told.length > 0)
   t.same(told, [3], 'the answer settles the dropped frame with it: all three saved')
 })
+
+t.test('clients - an edge that missed a committed notice (away from NATS when core sent it) asks the cores and gets it', async (t) => {
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  const nc = await stack.connect(ServiceUser.Edge)
+  const publisher = new UpdatePublisher(nc, 'away-edge', createEdgeMetrics(createRegistry('away-publisher', false)), createLogger('test', 'silent'), { ackTimeoutMs: 2_000, attempts: 3 })
+  const ref = await publisher.publish('acme', 'missed-notice', 'u', Y.encodeStateAsUpdate(textDoc('saved while away')), true)
+  // Committed, and its notice sent to this edge's subject while nothing of the edge listened.
+  await until('committed', async () => (await opLogReplay(stack.db, 'acme', 'missed-notice')).text === 'saved while away')
+  const metrics = createEdgeMetrics(createRegistry('away-edge', false))
+  const commits = new CommitWatch(nc, 'away-edge', metrics, createLogger('test', 'silent'), 200)
+  commits.start()
+  t.teardown(() => commits.stop())
+  let heard: ReadonlySet<number> | null = null
+  commits.watch(ref.msgId, (refused) => (heard = refused))
+  await until('the watch hears of the commit', () => heard !== null, 5_000)
+  t.same([...heard!], [], 'nothing of it refused')
+  t.equal(await counterValue(metrics.savedNoticesRecovered), 1, 'counted as recovered')
+})
+
+function textDoc(text: string): Y.Doc {
+  const doc = new Y.Doc()
+  doc.getText('t').insert(0, text)
+  return doc
+}
