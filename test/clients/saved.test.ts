@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import * as Y from 'yjs'
 import WebSocket from 'ws'
 import * as decoding from 'lib0/decoding'
-import { SAVED_MESSAGE_TYPE, ServiceSubjects, ServiceUser, SubjectPatterns, decodeCommittedNotice, encodeCommittedNotice } from '../../contracts/mod.ts'
+import { SAVED_MESSAGE_TYPE, ServiceSubjects, ServiceUser, SubjectPatterns, decodeCommittedNotice, encodeCommittedNotice, type CommittedNotice } from '../../contracts/mod.ts'
 import { CommitWatch } from '../../edge/commit-watch.ts'
 import { UpdatePublisher } from '../../edge/publisher.ts'
 import { createEdgeMetrics } from '../../edge/metrics.ts'
@@ -188,57 +188,55 @@ t.test('clients - core sends committed notices only for messages carrying an edi
   t.equal(notices[0]?.length, 1)
 })
 
-t.test('clients - an edit core dead-letters is never counted saved and closes its socket with 4422; the other edits of its stream message are saved', async (t) => {
+/**
+ * An edge's saved receipts (SavedReceipts over a started CommitWatch as `edgeId`), the counts
+ * they tell the socket, and core's connection to send notices on.
+ */
+async function receiptsOf(t: Test, edgeId: string) {
   const nc = await stack.connect(ServiceUser.Edge)
-  const commits = new CommitWatch(nc, 'receipts-edge', createEdgeMetrics(createRegistry('edge-test', false)), createLogger('test', 'silent'))
+  const commits = new CommitWatch(nc, edgeId, createEdgeMetrics(createRegistry('edge-test', false)), createLogger('test', 'silent'))
   commits.start()
   t.teardown(() => commits.stop())
   await nc.flush()
-  const core = await stack.connect(ServiceUser.Core)
   const told: number[] = []
-  let closed = 0
-  const countOf = (frame: Uint8Array) => {
+  const refusals = { closed: 0 }
+  const receipts = new SavedReceipts((frame) => {
     const d = decoding.createDecoder(frame)
     if (decoding.readVarUint(d) !== SAVED_MESSAGE_TYPE) throw new Error('not a saved frame')
-    return decoding.readVarUint(d)
-  }
-  const receipts = new SavedReceipts((frame) => told.push(countOf(frame)), commits, () => closed++)
+    told.push(decoding.readVarUint(d))
+  }, commits, () => refusals.closed++)
+  const core = await stack.connect(ServiceUser.Core)
+  const notify = (notice: CommittedNotice) => core.publish(ServiceSubjects.committed(edgeId), encodeCommittedNotice(notice))
+  return { commits, receipts, told, refusals, notify }
+}
+
+t.test('clients - an edit core dead-letters is never counted saved and closes its socket with 4422; the other edits of its stream message are saved', async (t) => {
+  const { receipts, told, refusals, notify } = await receiptsOf(t, 'receipts-edge')
   const [first, second, third] = [receipts.open(), receipts.open(), receipts.open()]
   first.published(Promise.resolve({ msgId: 'acme:b:x:1', item: 0 }), false)
   second.published(Promise.resolve({ msgId: 'acme:b:x:1', item: 1 }), false)
   third.published(Promise.resolve({ msgId: 'acme:b:x:2', item: 0 }), false)
   // As core sends it (core/commit-outcomes.ts): both messages committed, the second update of the first refused.
-  core.publish(ServiceSubjects.committed('receipts-edge'), encodeCommittedNotice({ msgIds: ['acme:b:x:1', 'acme:b:x:2'], refused: [{ msgId: 'acme:b:x:1', items: [1] }] }))
-  await until('the refusal is told', () => closed === 1)
+  notify({ msgIds: ['acme:b:x:1', 'acme:b:x:2'], refused: [{ msgId: 'acme:b:x:1', items: [1] }] })
+  await until('the refusal is told', () => refusals.closed === 1)
   await until('the edit before it is saved', () => told.length > 0)
   t.same(told, [1], 'saved through the first edit only: the refused one never settles, nor anything after it')
 })
 
 t.test('clients - a frame the edge dropped is saved with the sync step 2 that answers the edge\'s ask, never with an edit typed meanwhile', async (t) => {
-  const nc = await stack.connect(ServiceUser.Edge)
-  const commits = new CommitWatch(nc, 'dropped-edge', createEdgeMetrics(createRegistry('edge-test', false)), createLogger('test', 'silent'))
-  commits.start()
-  t.teardown(() => commits.stop())
-  await nc.flush()
-  const core = await stack.connect(ServiceUser.Core)
-  const told: number[] = []
-  const receipts = new SavedReceipts((frame) => {
-    const d = decoding.createDecoder(frame)
-    decoding.readVarUint(d)
-    told.push(decoding.readVarUint(d))
-  }, commits, () => {})
+  const { commits, receipts, told, notify } = await receiptsOf(t, 'dropped-edge')
   const [dropped, typed, answer] = [receipts.open(), receipts.open(), receipts.open()]
   dropped.dropped()
   // A delete typed before the client's answer: committed, yet it carries nothing of the dropped frame.
   typed.published(Promise.resolve({ msgId: 'acme:d:x:1', item: 0 }), false)
   let typedCommitted = false
   commits.watch('acme:d:x:1', () => (typedCommitted = true))
-  core.publish(ServiceSubjects.committed('dropped-edge'), encodeCommittedNotice({ msgIds: ['acme:d:x:1'], refused: [] }))
+  notify({ msgIds: ['acme:d:x:1'], refused: [] })
   await until('the typed edit is committed', () => typedCommitted)
   await new Promise((r) => setImmediate(r))
   t.same(told, [], 'nothing told saved: the dropped frame before it is not')
   answer.published(Promise.resolve({ msgId: 'acme:d:x:2', item: 0 }), true)
-  core.publish(ServiceSubjects.committed('dropped-edge'), encodeCommittedNotice({ msgIds: ['acme:d:x:2'], refused: [] }))
+  notify({ msgIds: ['acme:d:x:2'], refused: [] })
   await until('the answer is committed', () => told.length > 0)
   t.same(told, [3], 'the answer settles the dropped frame with it: all three saved')
 })
