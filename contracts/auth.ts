@@ -1,12 +1,12 @@
 import { z } from 'zod'
-import { TenantId } from './ids.ts'
+import { TenantId, UserId } from './ids.ts'
 
 export const Role = { Editor: 'editor', Viewer: 'viewer' } as const
 export type Role = (typeof Role)[keyof typeof Role]
 
 /** Claims of a DocFlow JWT (HS256). The tenant comes from here only, never from a URL. */
 export const Claims = z.object({
-  sub: z.string().min(1).max(256),
+  sub: UserId,
   tenant: TenantId,
   /** Doc-id patterns: "*" is every doc, a trailing or inner "*" matches any run of characters. */
   docs: z.array(z.string().min(1).max(256)).min(1),
@@ -34,7 +34,7 @@ export const REVOCATION_TTL_MS = 7 * 24 * 3_600_000
 export const Revocation = z
   .object({
     tenant: TenantId,
-    userId: z.string().min(1).max(256).optional(),
+    userId: UserId.optional(),
     tokenId: z.string().min(1).max(256).optional(),
     /** ms since epoch. */
     revokedAt: z.number().int().positive(),

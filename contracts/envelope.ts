@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { z } from 'zod'
-import { DocId, TenantId } from './ids.ts'
+import { DocId, EdgeId, TenantId, UserId } from './ids.ts'
 import { Bytes, pack, unpack } from './codec.ts'
 import { MAX_EDIT_PARTITIONS } from './subjects.ts'
 
@@ -16,7 +16,7 @@ export const EditEnvelope = z.object({
   tenant: TenantId,
   docId: DocId,
   /** `sub` of the token that sent it. */
-  userId: z.string().min(1).max(256),
+  userId: UserId,
   /** The Yjs update (v1 encoding), as the client sent it. */
   update: Bytes.refine((b) => b.length > 0, 'empty update'),
   /** Edge wall clock (ms since epoch) when the update arrived from the client. */
@@ -27,7 +27,7 @@ export const EditEnvelope = z.object({
    * carries no time) and in messages from before it existed: the event time is then ingestTs.
    */
   eventTs: z.number().int().positive().optional(),
-  edgeId: z.string().min(1).max(128),
+  edgeId: EdgeId,
   /**
    * 'http': HTTP ingest published it without trying it on the document (the edge may hold no
    * room for it), so core checks its items in the document's context. Absent: an edge's room
@@ -73,7 +73,7 @@ export const EditBatch = z.object({
   tenant: TenantId,
   /** editPartitionOf of every update's document. */
   partition: z.number().int().min(0).max(MAX_EDIT_PARTITIONS - 1),
-  edgeId: z.string().min(1).max(128),
+  edgeId: EdgeId,
   updates: z.array(BatchedUpdate).min(1).max(MAX_BATCH_UPDATES),
 })
 export type EditBatch = z.infer<typeof EditBatch>

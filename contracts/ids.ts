@@ -25,14 +25,29 @@ export const TenantId = z
   })
 export type TenantId = z.infer<typeof TenantId>
 
+/**
+ * 1 to `max` characters, none a control character (`what` names it in the messages). Stored as
+ * text, which PostgreSQL refuses to hold a NUL in: one such user id in an edit failed every
+ * commit of its partition, forever.
+ */
+const plainText = (what: string, max: number) =>
+  z
+    .string()
+    .min(1, `${what}: empty`)
+    .max(max, `${what}: longer than ${max} characters`)
+    // eslint-disable-next-line no-control-regex
+    .regex(/^[^\u0000-\u001f\u007f]+$/, `${what}: contains control characters`)
+
 /** Doc ids are whatever the editor names a room: 1-256 characters, no control characters. */
-export const DocId = z
-  .string()
-  .min(1, 'docId: empty')
-  .max(256, 'docId: longer than 256 characters')
-  // eslint-disable-next-line no-control-regex
-  .regex(/^[^\u0000-\u001f\u007f]+$/, 'docId: contains control characters')
+export const DocId = plainText('docId', 256)
 export type DocId = z.infer<typeof DocId>
+
+/** A user id (a token's `sub`). */
+export const UserId = plainText('user id', 256)
+export type UserId = z.infer<typeof UserId>
+
+/** An edge's id, in every envelope it publishes (op_log.edge_id). */
+export const EdgeId = plainText('edge id', 128)
 
 const PLAIN = /[A-Za-z0-9_-]/
 const HEX_BYTE = /^~[0-9A-F]{2}/

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { UserId } from './ids.ts'
 
 /**
  * Staleness headers on every read answer about a document (core's read API, port 8081): the
@@ -128,7 +129,7 @@ export const ROLLBACK_MAX_BODY_BYTES = 4_096
 export const RollbackRequest = z.union([
   // `to` is what parsePointInTime takes (a sequence past MAX_POINT_SEQ is a bad request, not an unprocessable state).
   z.strictObject({ to: z.union([z.number().int().positive().max(MAX_POINT_SEQ), PointSeqText, PointTime]) }),
-  z.strictObject({ user: z.string().min(1).max(256), since: PointTime }),
+  z.strictObject({ user: UserId, since: PointTime }),
 ])
 export type RollbackRequest = z.infer<typeof RollbackRequest>
 
