@@ -37,7 +37,8 @@ const leaseSessionName = (pid = process.pid) => `${LEASE_SESSION_PREFIX}pid${pid
  *   with it: a stale owner cannot write (fencing without epochs).
  * - Batches of all partitions that wait while a commit is in flight are committed together in
  *   one statement (group commit: store.ts commitBatches), so the number of transactions follows
- *   the commit latency, not the number of partitions or messages.
+ *   the commit latency, not the number of partitions or messages. A group whose statement fails
+ *   is committed again batch by batch, so one partition's failing batch fails no other.
  * - The holder renews every `leaseRenewMs` (a query, so the session's `state_change` in
  *   pg_stat_activity moves); a standby may end a session quiet for longer than `leaseTtlMs`
  *   (a paused or cut-off holder), which frees the locks. The holder refuses to commit once it has
@@ -160,18 +161,29 @@ export class LeaseSession {
     if (this.committing || this.waiting.length === 0) return
     this.committing = true
     this.lastCommitAtMs = Date.now()
-    const group = this.takeGroup()
+    try {
+      await this.commitGroup(this.takeGroup(), true)
+    } finally {
+      this.committing = false
+    }
+    if (this.waiting.length > 0) this.scheduleCommit()
+  }
+
+  /**
+   * One statement for the group's batches. When it fails for a group of several, each batch is
+   * committed alone (`split`): data one partition's batch carries that PostgreSQL refuses fails
+   * the statement for every partition in it, and must fail only that one.
+   */
+  private async commitGroup(group: typeof this.waiting, split: boolean): Promise<void> {
     try {
       this.check()
       const through = await this.serial(() => commitBatches(this.client, group.map((w) => w.batch)))
       this.confirmed()
       for (const w of group) w.resolve(through)
     } catch (err) {
-      for (const w of group) w.reject(err)
-    } finally {
-      this.committing = false
+      if (split && group.length > 1 && !this.lost) for (const w of group) await this.commitGroup([w], false)
+      else for (const w of group) w.reject(err)
     }
-    if (this.waiting.length > 0) this.scheduleCommit()
   }
 
   /**

@@ -3,6 +3,7 @@ import * as Y from 'yjs'
 import { jetstream } from '@nats-io/jetstream'
 import { ServiceUser } from '../../contracts/mod.ts'
 import { DEFAULT_LEASE_TIMING, LeaseHolder } from '../../core/lease.ts'
+import { migrate } from '../../core/migrate.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
@@ -66,4 +67,25 @@ t.test('core - callers that find the lease session lost at once share one new se
   // count as another live core in the fair share.
   const [a, b] = await Promise.all([holder.open(), holder.open()])
   t.equal(a, b, 'both get the same new session')
+})
+
+t.test('core - a group commit PostgreSQL refuses for one batch commits the other batches of the group alone', async (t) => {
+  const c = await stack.db.connect()
+  await migrate(c).finally(() => c.release()) // as core does at start: this test runs none
+  const holder = new LeaseHolder(stack.pg.url, DEFAULT_LEASE_TIMING)
+  t.teardown(() => holder.close())
+  const [bad, good] = [await holder.tryAcquire(9_001), await holder.tryAcquire(9_002)]
+  const batch = (docId: string, userId: string) => ({
+    consumer: `test/${docId}`,
+    streamSeq: 1,
+    ops: [{ tenant: 'acme', docId, streamSeq: 1, msgId: `${docId}-1`, userId, edgeId: 'test', update: edit('x', 1), status: 'applied' as const, ingestTs: Date.now(), eventTs: Date.now() }],
+    docs: [],
+    deadLetters: [],
+  })
+  // Handed in together, so they share one group commit. PostgreSQL holds no NUL in text.
+  const [refused, other] = await Promise.allSettled([bad!.commit(batch('group-bad', 'nul\u0000')), good!.commit(batch('group-good', 'alice'))])
+  t.equal(refused.status, 'rejected', 'the batch PostgreSQL refuses fails')
+  t.equal(other.status, 'fulfilled', 'the other batch of its group commits')
+  const rows = await stack.db.query("SELECT doc_id FROM op_log WHERE doc_id IN ('group-bad', 'group-good')")
+  t.same(rows.rows, [{ doc_id: 'group-good' }])
 })
