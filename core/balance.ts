@@ -50,6 +50,8 @@ export class PartitionBalance {
   private readonly handingBack = new Set<OwnedPartition>()
   /** Set once this core took an orphan; cleared when the live cores change. */
   private keepOrphans = false
+  /** False while this core cannot reach NATS (streamReachable). */
+  private reachable = true
   private lastMembers = ''
 
   constructor(
@@ -66,6 +68,7 @@ export class PartitionBalance {
    * back would only leave it unowned again).
    */
   reserve(orphaned = false): boolean {
+    if (!this.reachable) return false
     if (this.owned.size + this.reserved >= this.share) {
       if (!orphaned) return false
       this.keepOrphans = true
@@ -88,6 +91,25 @@ export class PartitionBalance {
     this.handingBack.delete(owned)
   }
 
+  /**
+   * Whether this core reaches NATS. While it does not, it can consume nothing, yet its lease
+   * session (PostgreSQL) would keep every partition it owns from the cores that can: it hands
+   * them all back and takes none until it reaches NATS again; the others take them as orphans.
+   */
+  streamReachable(reachable: boolean): void {
+    this.reachable = reachable
+    if (reachable) return
+    this.log.warn({ owned: this.owned.size }, 'NATS away: handing back every partition until it is back')
+    for (const owned of this.owned) this.handBack(owned)
+  }
+
+  private handBack(owned: OwnedPartition): void {
+    if (this.handingBack.has(owned)) return
+    this.handingBack.add(owned)
+    this.metrics.partitionsHandedBack.inc()
+    owned.handBack()
+  }
+
   /** A new look at the live cores: the share follows it, and a surplus is handed back. */
   update(view: CoreView): void {
     const share = fairShare(this.partitions, view)
@@ -101,10 +123,6 @@ export class PartitionBalance {
     const surplus = this.owned.size - this.handingBack.size - share
     if (surplus <= 0 || this.keepOrphans) return
     const keep = [...this.owned].filter((o) => !this.handingBack.has(o)).sort((a, b) => a.partition - b.partition)
-    for (const owned of keep.slice(keep.length - surplus)) {
-      this.handingBack.add(owned)
-      this.metrics.partitionsHandedBack.inc()
-      owned.handBack()
-    }
+    for (const owned of keep.slice(keep.length - surplus)) this.handBack(owned)
   }
 }

@@ -102,6 +102,8 @@ export class Core {
   private stateSub: Subscription | null = null
   private readonly committed = new CommittedMemory()
   private committedSub: Subscription | null = null
+  /** Runs while NATS is away: hands the partitions back once a lease has lived out (watchNats). */
+  private natsAway: NodeJS.Timeout | undefined
   private monitor: StreamMonitor | null = null
   private tenants: TenantDirectory | null = null
   private revocations: Revocations | null = null
@@ -169,6 +171,7 @@ export class Core {
     // Open before the first look, so this core counts itself among the live ones from the start.
     await leases.open()
     const balance = new PartitionBalance(this.o.editPartitions, this.log, this.metrics)
+    this.watchNats(balance, leases, timing.leaseTtlMs)
     this.leaseProbe = new LeaseProbe({ databaseUrl: this.o.databaseUrl, leaseRetryMs: this.o.leaseRetryMs, ...timing, ownSession: () => leases.open(), onView: (view) => balance.update(view) }, this.log, this.metrics)
     for (const p of corePartitions(this.o.editPartitions)) {
       const onHoleCheck = (hole: StreamHole | null) => this.holeChecked(p.partition, hole)
@@ -211,6 +214,7 @@ export class Core {
   /** Stops the workers (each commits and acks what it holds), then the API and the pool. */
   async stop(): Promise<void> {
     this.ready = false
+    clearTimeout(this.natsAway)
     this.monitor?.stop()
     this.tenants?.stop()
     this.revocations?.stop()
@@ -244,6 +248,31 @@ export class Core {
         this.log.warn({ err, edgeId }, 'committed notice not sent')
       }
     }
+  }
+
+  /**
+   * NATS away longer than a lease lives: the partitions go to cores that reach it (balance.ts
+   * streamReachable), within about two lease lives, as if this core had died. Once it is back, a
+   * new lease session makes the others see a core join, so they give its share back.
+   */
+  private watchNats(balance: PartitionBalance, leases: LeaseHolder, awayMs: number): void {
+    let handedBack = false
+    void (async () => {
+      for await (const status of this.nc.status()) {
+        if (status.type === 'disconnect') {
+          this.natsAway ??= setTimeout(() => {
+            handedBack = true
+            balance.streamReachable(false)
+          }, awayMs)
+        } else if (status.type === 'reconnect') {
+          clearTimeout(this.natsAway)
+          this.natsAway = undefined
+          if (handedBack) await leases.restart()
+          handedBack = false
+          balance.streamReachable(true)
+        }
+      }
+    })().catch((err: unknown) => this.log.error({ err }, 'NATS status watch ended'))
   }
 
   /** A partition whose stream lost uncommitted messages refuses to go on: loud log, counter, blocked gauge. */

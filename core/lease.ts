@@ -291,6 +291,18 @@ export class LeaseHolder {
     return (await session.tryLock(partition)) ? new PartitionLease(session, partition) : null
   }
 
+  /**
+   * Ends the session (with whatever leases it holds); the next open() starts a new one, which the
+   * other cores see as a core joining: the ones that took this core's partitions as orphans give
+   * its share back (balance.ts).
+   */
+  async restart(): Promise<void> {
+    const session = this.session
+    this.session = null
+    const s = await session?.catch(() => null)
+    await s?.close()
+  }
+
   /** Ends the session; no other opens after it (a lease session left open would count as a live core). */
   async close(): Promise<void> {
     this.closed = true
