@@ -16,9 +16,6 @@ import { Bytes, pack, unpack } from './codec.ts'
  *   clock going down) though Yjs took it;
  * - sequence-gap: a report, not a refusal — the update waits in the document for clocks that did
  *   not arrive within the configured time (it stays in the op log and applies if they come);
- * - missing-dependencies: an update from HTTP ingest needing structs the document does not hold
- *   (a clock gap, or an origin, parent or delete beyond them): refused whole, as edges refuse
- *   such a socket update, for it would wait pending and integrate under a later, innocent one;
  * - apply: Yjs threw on it; state: the document's stored state did not load.
  */
 export const DeadLetterReason = {
@@ -31,7 +28,6 @@ export const DeadLetterReason = {
   MalformedItem: 'malformed-item',
   VersionRegression: 'version-regression',
   SequenceGap: 'sequence-gap',
-  MissingDependencies: 'missing-dependencies',
 } as const
 export type DeadLetterReason = (typeof DeadLetterReason)[keyof typeof DeadLetterReason]
 

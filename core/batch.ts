@@ -7,7 +7,6 @@ import { isVersionRegressionError } from './errors.ts'
 import type { PendingDoc } from './gap-watch.ts'
 import { describeOverlap, findOverlapViolation, type OverlapViolation } from '../runtime/overlap.ts'
 import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
-import { updateLacksDependencies } from '../runtime/update-shape.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
 import type { CoreMetrics } from './metrics.ts'
 import { itemKey, type DeadLetterRow, type DocRow, type OpRow, type StoredDoc } from './store.ts'
@@ -150,13 +149,6 @@ export class BatchBuilder {
     const malformed = malformedUpdate(edit.update)
     if (malformed) {
       this.deadLetter(msg, item, edit, `${DeadLetterReason.MalformedItem}: ${malformed}`)
-      return
-    }
-    // HTTP ingest published it untried (an edge tries a socket's update on its room and holds
-    // back one that lacks dependencies): waiting pending, it would integrate under a later,
-    // innocent update, which takes the blame when it throws, and Yjs throws on every one after.
-    if (edit.source === 'http' && updateLacksDependencies(edit.update, cached.doc)) {
-      this.deadLetter(msg, item, edit, `${DeadLetterReason.MissingDependencies}: needs structs the document does not hold; the sender must sync first`)
       return
     }
     // A violation is recorded, and the update is still applied as Yjs applies it everywhere: the

@@ -15,11 +15,8 @@ export interface FanLinkOptions {
 
 /** What a room does with what its peers fan out. */
 export interface FanHandlers {
-  /**
-   * A durable update from a peer edge; `gap`: at least one of that peer's updates was missed;
-   * `untried`: HTTP ingest published it without a room to try it on (sendFanUpdate).
-   */
-  update(payload: Uint8Array, gap: boolean, stream: string, seq: number, untried: boolean): void
+  /** A durable update from a peer edge; `gap`: at least one of that peer's updates was missed. */
+  update(payload: Uint8Array, gap: boolean, stream: string, seq: number): void
   /** Presence from the peer edge `edgeId`. */
   awareness(payload: Uint8Array, edgeId: string): void
   /** Core holds an update no edge fanned out: pull it. */
@@ -66,11 +63,6 @@ export class FanLink {
     this.send({ kind: FanKind.Update, edgeId: this.o.edgeId, stream: this.stream, seq: ++this.seq, payload: update })
   }
 
-  /** An update HTTP ingest published that this room could not try (sendFanUpdate): every peer tries it. */
-  sendUntried(update: Uint8Array): void {
-    sendFanUpdate(this.o.nc, this.o.tenant, this.o.docId, this.o.edgeId, update, this.o.log, this.o.metrics)
-  }
-
   sendAwareness(update: Uint8Array): void {
     this.send({ kind: FanKind.Awareness, edgeId: this.o.edgeId, payload: update })
   }
@@ -92,7 +84,7 @@ export class FanLink {
     // A refetch comes from HTTP ingest, not from a room: it says nothing of peers.
     if (msg.kind === FanKind.Refetch) return handlers.refetch()
     this.peers = true
-    if (msg.kind === FanKind.Update) handlers.update(msg.payload, !msg.single && this.trackPeerSeq(msg.stream, msg.seq), msg.stream, msg.seq, msg.single === true)
+    if (msg.kind === FanKind.Update) handlers.update(msg.payload, !msg.single && this.trackPeerSeq(msg.stream, msg.seq), msg.stream, msg.seq)
     else handlers.awareness(msg.payload, msg.edgeId)
   }
 

@@ -6,7 +6,7 @@ import type { EdgeMetrics } from './metrics.ts'
 const RESYNC_ATTEMPTS = 5
 
 /** Why the room refetches from core. */
-export type ResyncReason = 'open' | 'gap' | 'reconnect' | 'http-duplicate' | 'untried-pending'
+export type ResyncReason = 'open' | 'gap' | 'reconnect' | 'http-duplicate'
 
 export interface RoomResyncOptions {
   tenant: string

@@ -3,7 +3,7 @@ import type { Subscription } from '@nats-io/transport-node'
 import { CloseCode, Limit, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
 import { requestState, respondState } from '../runtime/state-transfer.ts'
 import { describeOverlap } from '../runtime/overlap.ts'
-import { shapeOf, shapeOfUpdate, type UpdateShape } from '../runtime/update-shape.ts'
+import { shapeOf, type UpdateShape } from '../runtime/update-shape.ts'
 import {
   MalformedUpdateError,
   decodeClientUpdate,
@@ -94,7 +94,7 @@ export class Room {
     })
     // Subscribe before loading so nothing acked meanwhile is missed.
     this.fanLink = new FanLink(o, {
-      update: (payload, gap, stream, seq, untried) => this.onFanUpdate(payload, gap, stream, seq, untried),
+      update: (payload, gap, stream, seq) => this.onFanUpdate(payload, gap, stream, seq),
       awareness: (payload, edgeId) => {
         if (!this.closed) this.presence.receiveFromPeer(payload, edgeId)
       },
@@ -412,7 +412,6 @@ export class Room {
   /** A durable update that came without a socket (HTTP ingest): to the clients and the peers. */
   acceptDurable(update: Uint8Array): void {
     if (this.closed) return
-    if (this.heldBack(update)) return this.fanLink.sendUntried(update)
     this.fanLink.sendUpdate(update)
     this.proveAndApply(update, 'http')
   }
@@ -422,19 +421,6 @@ export class Room {
     return this.ready && this.state.probe.lacks(shape)
   }
 
-  /**
-   * An update HTTP ingest published untried that needs structs this room lacks: not applied, for
-   * held pending it would integrate under a later client update, whose trial would then throw.
-   * Core judges it (it refuses one that lacks them there too); the room looks at core's state
-   * now and again shortly, as after a missed update.
-   */
-  private heldBack(update: Uint8Array): boolean {
-    const shape = shapeOfUpdate(update)
-    if (shape === null || !this.state.probe.lacks(shape)) return false
-    this.o.metrics.roomApplyFailures.inc({ source: 'untried-pending' })
-    this.coreResync.start('untried-pending')
-    return true
-  }
 
   /** An update from core, a peer or HTTP ingest; one that does not apply is skipped and counted. */
   private proveAndApply(update: Uint8Array, source: 'core' | 'fan' | 'http'): void {
@@ -455,8 +441,8 @@ export class Room {
     for (const client of this.clients.keys()) if (client !== origin) client.send(frame)
   }
 
-  private onFanUpdate(payload: Uint8Array, gap: boolean, stream: string, seq: number, untried: boolean): void {
-    if (this.closed || (untried && this.heldBack(payload))) return
+  private onFanUpdate(payload: Uint8Array, gap: boolean, stream: string, seq: number): void {
+    if (this.closed) return
     this.documentBytes += payload.byteLength
     const taken = this.state.acceptPeer(payload)
     if (taken === true) this.sendToOthers(payload, null)

@@ -1,7 +1,7 @@
 import * as Y from 'yjs'
 
-// What a Yjs update touches and needs, judged against a document without applying it: shared by
-// the edge (a socket's update against its room) and core (an HTTP update against the document).
+// What a Yjs update touches and needs, judged against a document without applying it: an edge
+// judges a socket's update and an HTTP one against its room.
 
 /** What a decoded update touches. */
 export interface UpdateShape {
@@ -92,10 +92,4 @@ export function shapeOfUpdate(update: Uint8Array): UpdateShape | null {
   } catch {
     return null
   }
-}
-
-/** lacksDependencies of an update's bytes; false when they do not decode. */
-export function updateLacksDependencies(update: Uint8Array, doc: Y.Doc): boolean {
-  const shape = shapeOfUpdate(update)
-  return shape !== null && lacksDependencies(shape, doc)
 }
