@@ -1,6 +1,6 @@
 import * as Y from 'yjs'
 import type { Subscription } from '@nats-io/transport-node'
-import { CloseCode, Limit, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
+import { CloseCode, Limit, ServiceSubjects, decodeStateRequest, type StateReply } from '../contracts/mod.ts'
 import { requestState, respondState } from '../runtime/state-transfer.ts'
 import { describeOverlap } from '../runtime/overlap.ts'
 import { shapeOf, type UpdateShape } from '../runtime/update-shape.ts'
@@ -65,6 +65,8 @@ export class Room {
   private readonly stopReconnectWatch: () => void
   private readonly coreResync: RoomResync
   private ready = false
+  /** The request to the peer rooms after a fan-out gap, while one is out (fromPeers). */
+  private peerFetch: Promise<void> | null = null
   private closed = false
   /**
    * The document's size as this room counts it: the state it loaded plus every update since
@@ -108,13 +110,16 @@ export class Room {
           // even while this room still loads (what it holds is durable, maybe not all yet), so the
           // asker learns that this edge holds the document too and fans its updates out to it.
           this.fanLink.peerSeen()
+          let stateVector: Uint8Array | undefined
           try {
-            respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(this.state.current()) })
+            // Only what the asker lacks: a room that missed a fan-out asks with what it holds.
+            stateVector = decodeStateRequest(msg.data).stateVector
+            respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(this.state.current(), stateVector) })
           } catch (err) {
             this.o.log.warn({ err, tenant: o.tenant, docId: o.docId }, 'room state reply not sent')
           }
-          // The asker's clients see our clients' presence now, not when each next renews it (15 s).
-          const presence = this.presence.ownUpdate()
+          // A room opening there (it holds nothing yet): its clients see ours now, not when each next renews their presence (15 s).
+          const presence = stateVector === undefined || isEmptyStateVector(stateVector) ? this.presence.ownUpdate() : null
           if (presence) this.fanLink.sendAwareness(presence)
         },
       }),
@@ -453,10 +458,13 @@ export class Room {
     if (!this.ready) return
     this.coreResync.start('gap')
     // Core may not hold it yet (behind, or down past the resync's retries): the room that fanned it does.
-    void this.fromPeers()
+    this.peerFetch ??= this.fromPeers().finally(() => (this.peerFetch = null))
   }
 
-  /** What the rooms of this document on other edges hold (the first to answer), applied like a fan-out. */
+  /**
+   * What the rooms of this document on other edges hold beyond this one (the first to answer),
+   * applied like a fan-out. One at a time: gaps come in bursts when NATS is overloaded.
+   */
   private async fromPeers(): Promise<void> {
     try {
       const reply = await this.requestState(ServiceSubjects.room(this.o.tenant, this.o.docId))

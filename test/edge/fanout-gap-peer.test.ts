@@ -2,12 +2,12 @@
 // noticed the gap asks the peer rooms too, and the one that fanned it holds it (edge/room.ts).
 import t from 'tap'
 import * as Y from 'yjs'
-import { FanKind, ServiceSubjects, encodeFan } from '../../contracts/mod.ts'
+import { FanKind, ServiceSubjects, ServiceUser, encodeFan } from '../../contracts/mod.ts'
 import { UpdatePublisher } from '../../edge/publisher.ts'
 import { createEdgeMetrics } from '../../edge/metrics.ts'
 import { createRegistry } from '../../runtime/metrics.ts'
 import { createLogger } from '../../runtime/log.ts'
-import { respondState } from '../../runtime/state-transfer.ts'
+import { requestState, respondState } from '../../runtime/state-transfer.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 
@@ -52,4 +52,27 @@ t.test('edge - a missed fan-out core cannot give yet is fetched from the room on
   const back = await stack.core()
   t.teardown(() => back.stop())
   await until('core, back, materialized the same', async () => (await materializedText(back.url, 'peer-gap', tok)) === expected, 20_000)
+})
+
+t.test('edge - a room answers a peer room with what the asker lacks, by the state vector it sends, not the whole document each time', async (t) => {
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  const tok = await token({ tenant: 'acme' })
+  const writer = yclient(edge.url, 'peer-diff', tok)
+  t.teardown(() => writer.destroy())
+  await writer.synced()
+  writer.text.insert(0, 'x'.repeat(20_000))
+  const nc = await stack.connect(ServiceUser.Edge)
+  const ask = async (stateVector: Uint8Array) => {
+    const reply = await requestState(nc, ServiceSubjects.room('acme', 'peer-diff'), { tenant: 'acme', docId: 'peer-diff', stateVector }, 5_000)
+    if (reply?.status !== 'found') throw new Error(`the room answered ${JSON.stringify(reply)}`)
+    return reply.update
+  }
+  await until('the room holds the text', async () => (await ask(new Uint8Array([0]))).byteLength > 20_000)
+  const lacking = Y.encodeStateVector(writer.doc)
+  writer.text.insert(0, 'new ')
+  await until('the room holds the new edit', async () => Y.diffUpdate(await ask(new Uint8Array([0])), lacking).byteLength < 100)
+  const answer = await ask(lacking)
+  t.ok(answer.byteLength < 100, `an asker holding all but the last edit gets ${answer.byteLength} bytes`)
+  t.ok((await ask(new Uint8Array([0]))).byteLength > 20_000, 'an asker holding nothing gets the whole document')
 })
