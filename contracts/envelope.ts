@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { z } from 'zod'
-import { DocId, EdgeId, TenantId, UserId } from './ids.ts'
+import { DocId, EdgeId, EnvelopeUserId, TenantId } from './ids.ts'
 import { Bytes, pack, unpack } from './codec.ts'
 import { MAX_EDIT_PARTITIONS } from './subjects.ts'
 
@@ -16,7 +16,7 @@ export const EditEnvelope = z.object({
   tenant: TenantId,
   docId: DocId,
   /** `sub` of the token that sent it. */
-  userId: UserId,
+  userId: EnvelopeUserId,
   /** The Yjs update (v1 encoding), as the client sent it. */
   update: Bytes.refine((b) => b.length > 0, 'empty update'),
   /** Edge wall clock (ms since epoch) when the update arrived from the client. */

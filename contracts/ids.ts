@@ -26,9 +26,9 @@ export const TenantId = z
 export type TenantId = z.infer<typeof TenantId>
 
 /**
- * 1 to `max` characters, none a control character (`what` names it in the messages). Stored as
- * text, which PostgreSQL refuses to hold a NUL in: one such user id in an edit failed every
- * commit of its partition, forever.
+ * 1 to `max` characters, none a control character (`what` names it in the messages). Such ids
+ * are stored as text, which PostgreSQL refuses to hold a NUL in: one user id with a NUL in an
+ * edit failed every commit of its partition, forever.
  */
 const plainText = (what: string, max: number) =>
   z
@@ -46,8 +46,18 @@ export type DocId = z.infer<typeof DocId>
 export const UserId = plainText('user id', 256)
 export type UserId = z.infer<typeof UserId>
 
-/** An edge's id, in every envelope it publishes (op_log.edge_id). */
-export const EdgeId = plainText('edge id', 128)
+/**
+ * Text core stores from an envelope (op_log.user_id, edge_id): no NUL, which PostgreSQL cannot
+ * hold in text; other control characters pass, as they did before a token's `sub` refused them,
+ * so a replay of older stream messages stores what it stored then.
+ */
+const storedText = (what: string, max: number) => z.string().min(1).max(max).refine((s) => !s.includes('\u0000'), `${what}: contains a NUL character`)
+
+/** An envelope's user id (the `sub` of the token that sent it). */
+export const EnvelopeUserId = storedText('user id', 256)
+
+/** An edge's id, in every envelope it publishes. */
+export const EdgeId = storedText('edge id', 128)
 
 const PLAIN = /[A-Za-z0-9_-]/
 const HEX_BYTE = /^~[0-9A-F]{2}/
