@@ -34,8 +34,9 @@ export interface BlobStore {
   delete(key: string): Promise<void>
   /**
    * Removes the blobs (nothing there is not an error): S3 in requests of up to 1,000 keys, not
-   * one per key. Returns the keys it could not remove, with why; throws when a request failed
-   * as a whole (which of that request's keys went is then unknown).
+   * one per key. Returns the keys it could not remove, with why (a key outside the layout among
+   * them, untouched); throws when a request failed as a whole (which of its keys went is then
+   * unknown).
    */
   deleteMany(keys: readonly string[]): Promise<BlobDeleteFailure[]>
   /**

@@ -122,7 +122,6 @@ export class FsBlobStore implements BlobStore {
   }
 
   async deleteMany(keys: readonly string[]): Promise<BlobDeleteFailure[]> {
-    for (const key of keys) checkBlobKey(key) // every key checked before any I/O
     const failures: BlobDeleteFailure[] = []
     for (const key of keys) {
       await this.delete(key).catch((err: unknown) => failures.push({ key, reason: (err as Error).message }))

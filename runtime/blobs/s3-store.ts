@@ -158,8 +158,15 @@ export class S3BlobStore implements BlobStore {
   }
 
   async deleteMany(keys: readonly string[]): Promise<BlobDeleteFailure[]> {
-    const objectKeys = keys.map((key) => this.objectKey(key)) // every key checked before any request
     const failures: BlobDeleteFailure[] = []
+    const objectKeys: string[] = []
+    for (const key of keys) {
+      try {
+        objectKeys.push(this.objectKey(key))
+      } catch (err) {
+        failures.push({ key, reason: (err as Error).message }) // outside the layout: not ours to touch
+      }
+    }
     for (let i = 0; i < objectKeys.length; i += this.deleteBatchSize) {
       const objects = objectKeys.slice(i, i + this.deleteBatchSize).map((Key) => ({ Key }))
       let answer

@@ -189,15 +189,16 @@ for (const makeBackend of [fsBackend, s3Backend]) {
       if (backend.folder) t.same(tree(backend.folder), ['keep', 'keep/this'], 'no folder named after the erased document stays')
     })
 
-    t.test(`blob store - ${probe.name}: deleteMany removes every key given, over several requests; a missing key is no failure; a bad key refuses them all`, async (t) => {
+    t.test(`blob store - ${probe.name}: deleteMany removes every key given, over several requests; a missing key is no failure; a bad key is one, the others go`, async (t) => {
       const backend = makeBackend()
       const store = await backend.open()
       t.teardown(() => store.close())
       const keys = Array.from({ length: 8 }, (_, i) => snapshotKey('acme', `many ${i}`, i + 1))
       for (const key of keys) await store.put(key, binary(5, key.length))
       await store.put('keep/that', binary(5, 7))
-      await t.rejects(store.deleteMany([...keys, 'snapshots/../escape']), { name: 'BlobKeyError' }, 'a key outside the layout is refused')
-      t.equal((await listed(store, 'snapshots/')).length, keys.length, 'before any key went')
+      const refused = await store.deleteMany([keys[0]!, 'snapshots/../escape'])
+      t.same(refused.map((f) => f.key), ['snapshots/../escape'], 'a key outside the layout is a failure, and touches nothing')
+      t.equal((await listed(store, 'snapshots/')).length, keys.length - 1, 'the other key went')
       t.same(await store.deleteMany([...keys, snapshotKey('acme', 'never there', 1)]), [], 'no failures')
       t.same(await listed(store, ''), ['keep/that'], `all ${keys.length} went (${Math.ceil(keys.length / DELETE_BATCH_SIZE)} S3 requests), nothing else`)
       t.same(await store.deleteMany([]), [])
