@@ -82,7 +82,10 @@ export class PartitionBalance {
   /** Ends a reservation: with the partition now owned, or null when another core had it. */
   settle(owned: OwnedPartition | null): void {
     this.reserved--
-    if (owned) this.owned.add(owned)
+    if (!owned) return
+    this.owned.add(owned)
+    // Reserved just before NATS went away: given back like the others.
+    if (!this.reachable) this.handBack(owned)
   }
 
   /** The partition is owned no more (handed back, its lease lost, or the worker stopped). */
