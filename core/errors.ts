@@ -77,3 +77,12 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   }
   return false
 }
+
+/** SQLSTATEs of a statement PostgreSQL refused for what it carries: data (22), integrity (23), size (54), a statement timeout. */
+const PG_REFUSED_STATEMENT_CODE = /^(22|23|54)...$|^57014$/
+
+/** PostgreSQL refused the statement for its contents or size, not for the connection: a smaller one may pass. */
+export function isRefusedStatement(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && PG_REFUSED_STATEMENT_CODE.test(code)
+}

@@ -1,5 +1,5 @@
 import pg from 'pg'
-import { LeaseLostError } from './errors.ts'
+import { LeaseLostError, isRefusedStatement } from './errors.ts'
 import { commitBatches, type Batch, type ThroughOpIds } from './store.ts'
 
 // First key of the two-int advisory lock; the partition is the second.
@@ -170,9 +170,10 @@ export class LeaseSession {
   }
 
   /**
-   * One statement for the group's batches. When it fails for a group of several, each batch is
-   * committed alone (`split`): data one partition's batch carries that PostgreSQL refuses fails
-   * the statement for every partition in it, and must fail only that one.
+   * One statement for the group's batches. When PostgreSQL refuses it for what it carries (or its
+   * size, or its time) for a group of several, each batch is committed alone (`split`): data one
+   * partition's batch carries fails the statement for every partition in it, and must fail only
+   * that one. A lost connection is not retried here: every batch fails with it.
    */
   private async commitGroup(group: typeof this.waiting, split: boolean): Promise<void> {
     try {
@@ -181,7 +182,7 @@ export class LeaseSession {
       this.confirmed()
       for (const w of group) w.resolve(through)
     } catch (err) {
-      if (split && group.length > 1 && !this.lost) for (const w of group) await this.commitGroup([w], false)
+      if (split && group.length > 1 && !this.lost && isRefusedStatement(err)) for (const w of group) await this.commitGroup([w], false)
       else for (const w of group) w.reject(err)
     }
   }
