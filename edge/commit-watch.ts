@@ -22,17 +22,20 @@ const NONE_REFUSED: Refused = new Set()
  * the message's updates core refused. A
  * notice that comes before its watch (core was faster than our PubAck) is remembered for a
  * while. Core NATS loses a notice sent while this edge is away from NATS: a watch still waiting
- * after a reconnect, or askAfterMs after it began, is asked of the cores (CommittedQuery), which
+ * after a reconnect, or askAfterMs after it began (then twice as long each time, one ask at a
+ * time), is asked of the cores (CommittedQuery), which
  * remember what they told (core/committed-memory.ts). A watch that never hears (a core restarted
  * meanwhile) is dropped after WATCH_MS and counted — its client is never told "saved", which
  * errs on the safe side.
  */
 export class CommitWatch {
-  private readonly watching = new Map<string, { since: number; askedAt: number; then: ((refused: Refused) => void)[] }>()
+  private readonly watching = new Map<string, { since: number; nextAskAt: number; askEvery: number; then: ((refused: Refused) => void)[] }>()
   private readonly committed = new Map<string, { at: number; refused: Refused }>()
   private sub: Subscription | null = null
   private sweeper: NodeJS.Timeout | undefined
   private stopReconnectWatch: () => void = () => undefined
+  /** The ask in progress: one at a time, however many ids are overdue. */
+  private asking: Promise<void> | null = null
 
   constructor(
     private readonly nc: NatsConnection,
@@ -69,7 +72,7 @@ export class CommitWatch {
     if (known) return then(known.refused)
     const entry = this.watching.get(msgId)
     if (entry) entry.then.push(then)
-    else this.watching.set(msgId, { since: Date.now(), askedAt: 0, then: [then] })
+    else this.watching.set(msgId, { since: Date.now(), nextAskAt: Date.now() + this.askAfterMs, askEvery: this.askAfterMs, then: [then] })
   }
 
   private onNotice({ msgIds, refused }: CommittedNotice): void {
@@ -93,8 +96,10 @@ export class CommitWatch {
       if (now - entry.since > WATCH_MS) {
         this.watching.delete(msgId)
         this.metrics.savedUnconfirmed.inc(entry.then.length)
-      } else if (now - entry.since >= this.askAfterMs && now - entry.askedAt >= this.askAfterMs) {
-        entry.askedAt = now
+      } else if (now >= entry.nextAskAt && !this.asking) {
+        // Each id asked after 5, 10, 20... s: while core is behind, nobody knows them yet.
+        entry.askEvery *= 2
+        entry.nextAskAt = now + entry.askEvery
         overdue.push(msgId)
       }
     }
@@ -103,6 +108,12 @@ export class CommitWatch {
 
   /** Asks every core which of `msgIds` they told us were committed (a notice lost on core NATS); what they answer settles. */
   private async ask(msgIds: string[]): Promise<void> {
+    if (msgIds.length === 0 || this.asking) return
+    this.asking = this.askNow(msgIds).finally(() => (this.asking = null))
+    await this.asking
+  }
+
+  private async askNow(msgIds: string[]): Promise<void> {
     for (let i = 0; i < msgIds.length; i += COMMITTED_QUERY_MAX_IDS) {
       const query = encodeCommittedQuery({ edgeId: this.edgeId, msgIds: msgIds.slice(i, i + COMMITTED_QUERY_MAX_IDS) })
       try {
