@@ -6,7 +6,7 @@ import { isJetStreamApiError } from '../runtime/nats.ts'
 import type { EdgeMetrics } from './metrics.ts'
 import type { EdgeLimiter } from './limits.ts'
 import { ProtocolError, inspectUpdate } from './protocol.ts'
-import type { UpdateShape } from '../runtime/update-shape.ts'
+import type { UpdateShape } from './update-shape.ts'
 
 /** Who a request is, or why not (a socket's close code, mapped to an HTTP status here). */
 export type Admission = { ok: true; tenant: string; claims: Claims } | { ok: false; code: number; reason: string }

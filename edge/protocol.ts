@@ -3,7 +3,7 @@ import * as decoding from 'lib0/decoding'
 import * as syncProtocol from 'y-protocols/sync'
 import * as Y from 'yjs'
 import { malformedItem, type UpdateMeta } from '../runtime/yjs-items.ts'
-import { shapeOf, type UpdateShape } from '../runtime/update-shape.ts'
+import { shapeOf, type UpdateShape } from './update-shape.ts'
 
 /** Top-level message types of the y-websocket protocol. */
 export const MessageType = { Sync: 0, Awareness: 1, Auth: 2, QueryAwareness: 3 } as const

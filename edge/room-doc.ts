@@ -2,7 +2,7 @@ import * as Y from 'yjs'
 import type { Logger } from '../runtime/log.ts'
 import type { EdgeMetrics } from './metrics.ts'
 import { decodeClientUpdate, syncStep2Frame, syncStep2Message, updateMessage, type DecodedUpdate } from './protocol.ts'
-import { isAlreadyApplied, shapeOf } from '../runtime/update-shape.ts'
+import { isAlreadyApplied, shapeOf } from './update-shape.ts'
 import { UpdateProbe } from './update-probe.ts'
 
 /**

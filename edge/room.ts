@@ -3,7 +3,7 @@ import type { Subscription } from '@nats-io/transport-node'
 import { CloseCode, Limit, ServiceSubjects, decodeStateRequest, type StateReply } from '../contracts/mod.ts'
 import { requestState, respondState } from '../runtime/state-transfer.ts'
 import { describeOverlap } from '../runtime/overlap.ts'
-import { shapeOf, type UpdateShape } from '../runtime/update-shape.ts'
+import { shapeOf, type UpdateShape } from './update-shape.ts'
 import {
   MalformedUpdateError,
   decodeClientUpdate,

@@ -1,7 +1,7 @@
 import * as Y from 'yjs'
 import { misplacedItem, type UpdateMeta } from '../runtime/yjs-items.ts'
 import { findOverlapViolation, type OverlapViolation } from '../runtime/overlap.ts'
-import { isAlreadyApplied, lacksDependencies, type UpdateShape } from '../runtime/update-shape.ts'
+import { isAlreadyApplied, lacksDependencies, type UpdateShape } from './update-shape.ts'
 
 /**
  * What trial-applying an update to the probe showed:
@@ -96,7 +96,7 @@ export class UpdateProbe {
     return true
   }
 
-  /** True when the update needs structs the probe does not hold (runtime/update-shape.ts lacksDependencies). */
+  /** True when the update needs structs the probe does not hold (update-shape.ts lacksDependencies). */
   lacks(shape: UpdateShape): boolean {
     return lacksDependencies(shape, this.view)
   }

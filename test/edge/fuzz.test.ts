@@ -7,8 +7,8 @@ import { docContents, readState, until, yclient } from '../helpers/client.ts'
 import { RawSocket, awarenessUpdate, frames, type Closed } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate } from '../../edge/protocol.ts'
-import { lacksDependencies, shapeOfUpdate } from '../../runtime/update-shape.ts'
-import { mutate, richEdit, seeded, trial } from '../helpers/mutants.ts'
+import { lacksDependencies, shapeOf } from '../../edge/update-shape.ts'
+import { decodes, mutate, richEdit, seeded, trial } from '../helpers/mutants.ts'
 
 // CI runs the full property (10K frames); locally FUZZ_RUNS (default 1_000) while iterating.
 const RUNS = process.env.CI === 'true' ? 10_000 : Number(process.env.FUZZ_RUNS ?? 1_000)
@@ -73,9 +73,8 @@ function poisonedSamples(state: Uint8Array, count: number): Uint8Array[] {
     doc.clientID = 3_000_000 + samples.length
     Y.applyUpdate(doc, state)
     const update = mutate(edited(doc, () => richEdit(doc))!, rand)
-    const shape = shapeOfUpdate(update)
-    if (shape === null) continue // not even an update
-    if (lacksDependencies(shape, base)) continue // held back as incomplete, not poisoned
+    if (!decodes(update)) continue // not even an update
+    if (lacksDependencies(shapeOf(Y.decodeUpdate(update)), base)) continue // held back as incomplete, not poisoned
     if (trial([state], update) === 'throws') samples.push(update)
   }
   return samples

@@ -6,7 +6,7 @@ import { docContents, materializedText, readState, until, yclient } from '../hel
 import { RawSocket, frames, upgradeStatus } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate } from '../../edge/protocol.ts'
-import { lacksDependencies } from '../../runtime/update-shape.ts'
+import { lacksDependencies } from '../../edge/update-shape.ts'
 import { decodes, mutateUntil, richEdit, trial } from '../helpers/mutants.ts'
 import { itemsUpdate, malformedEdit, misplacedEdit, resplicedEdit, textItem } from '../helpers/edits.ts'
 import { malformedUpdate } from '../../runtime/yjs-items.ts'

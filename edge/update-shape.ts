@@ -1,7 +1,7 @@
 import * as Y from 'yjs'
 
-// What a Yjs update touches and needs, judged against a document without applying it: an edge
-// judges a socket's update and an HTTP one against its room.
+// What a Yjs update touches and needs, judged against a document without applying it: the edge
+// judges a socket's update, and an HTTP one, against its room.
 
 /** What a decoded update touches. */
 export interface UpdateShape {
@@ -83,13 +83,4 @@ export function lacksDependencies(shape: UpdateShape, doc: Y.Doc): boolean {
   for (const [client, end] of shape.refs) if (end > known(client)) return true
   for (const [client, ranges] of shape.deletes) for (const [clock, len] of ranges) if (clock + len > known(client)) return true
   return false
-}
-
-/** shapeOf an update's bytes; null when they do not decode (applying them says why). */
-export function shapeOfUpdate(update: Uint8Array): UpdateShape | null {
-  try {
-    return shapeOf(Y.decodeUpdate(update))
-  } catch {
-    return null
-  }
 }
