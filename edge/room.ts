@@ -426,7 +426,6 @@ export class Room {
     return this.ready && this.state.probe.lacks(shape)
   }
 
-
   /** An update from core, a peer or HTTP ingest; one that does not apply is skipped and counted. */
   private proveAndApply(update: Uint8Array, source: 'core' | 'fan' | 'http'): void {
     this.documentBytes += update.byteLength
