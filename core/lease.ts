@@ -37,8 +37,9 @@ const leaseSessionName = (pid = process.pid) => `${LEASE_SESSION_PREFIX}pid${pid
  *   with it: a stale owner cannot write (fencing without epochs).
  * - Batches of all partitions that wait while a commit is in flight are committed together in
  *   one statement (group commit: store.ts commitBatches), so the number of transactions follows
- *   the commit latency, not the number of partitions or messages. A group whose statement fails
- *   is committed again batch by batch, so one partition's failing batch fails no other.
+ *   the commit latency, not the number of partitions or messages. A group whose statement
+ *   PostgreSQL refuses for its contents, size or time is committed again batch by batch, so one
+ *   partition's refused batch fails no other.
  * - The holder renews every `leaseRenewMs` (a query, so the session's `state_change` in
  *   pg_stat_activity moves); a standby may end a session quiet for longer than `leaseTtlMs`
  *   (a paused or cut-off holder), which frees the locks. The holder refuses to commit once it has

@@ -23,8 +23,8 @@ const NONE_REFUSED: Refused = new Set()
  * notice that comes before its watch (core was faster than our PubAck) is remembered for a
  * while. Core NATS loses a notice sent while this edge is away from NATS: a watch still waiting
  * after a reconnect, or askAfterMs after it began (then twice as long each time, one ask at a
- * time), is asked of the cores (CommittedQuery), which
- * remember what they told (core/committed-memory.ts). A watch that never hears (a core restarted
+ * time), is asked of the cores (CommittedQuery), which remember what they told
+ * (core/committed-memory.ts). A watch that never hears (a core restarted
  * meanwhile) is dropped after WATCH_MS and counted — its client is never told "saved", which
  * errs on the safe side.
  */
