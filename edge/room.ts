@@ -1,7 +1,6 @@
 import * as Y from 'yjs'
-import type { Subscription } from '@nats-io/transport-node'
-import { CloseCode, Limit, ServiceSubjects, decodeStateRequest, type StateReply } from '../contracts/mod.ts'
-import { requestState, respondState } from '../runtime/state-transfer.ts'
+import { CloseCode, Limit, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
+import { requestState } from '../runtime/state-transfer.ts'
 import { describeOverlap } from '../runtime/overlap.ts'
 import { shapeOf, type UpdateShape } from './update-shape.ts'
 import {
@@ -24,6 +23,7 @@ import { FanLink } from './fan-link.ts'
 import { ClientOwners } from './client-owners.ts'
 import type { RoomClient, RoomOptions } from './room-options.ts'
 import { RoomResync } from './room-resync.ts'
+import { RoomPeers } from './room-peers.ts'
 
 /** Least time between two sync step 1s asking one client to resync (Member.resyncAskedAt). */
 const RESYNC_ASK_INTERVAL_MS = 1_000
@@ -60,13 +60,11 @@ export class Room {
   /** Client updates published and not yet stored in JetStream (the probe holds them already). */
   private readonly inFlight = new Set<Promise<PublishedRef>>()
   private readonly owners = new ClientOwners<RoomClient>()
-  private readonly subs: Subscription[] = []
+  private readonly peers: RoomPeers
   private readonly fanLink: FanLink
   private readonly stopReconnectWatch: () => void
   private readonly coreResync: RoomResync
   private ready = false
-  /** The request to the peer rooms after a fan-out gap, while one is out (fromPeers). */
-  private peerFetch: Promise<void> | null = null
   private closed = false
   /**
    * The document's size as this room counts it: the state it loaded plus every update since
@@ -102,28 +100,14 @@ export class Room {
       },
       refetch: () => this.refetch('http-duplicate'),
     })
-    this.subs.push(
-      o.nc.subscribe(ServiceSubjects.room(o.tenant, o.docId), {
-        callback: (err, msg) => {
-          if (err) return
-          // noEcho: a question on this subject comes from a room on another edge. It is answered
-          // even while this room still loads (what it holds is durable, maybe not all yet), so the
-          // asker learns that this edge holds the document too and fans its updates out to it.
-          this.fanLink.peerSeen()
-          let stateVector: Uint8Array | undefined
-          try {
-            // Only what the asker lacks: a room that missed a fan-out asks with what it holds.
-            stateVector = decodeStateRequest(msg.data).stateVector
-            respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(this.state.current(), stateVector) })
-          } catch (err) {
-            this.o.log.warn({ err, tenant: o.tenant, docId: o.docId }, 'room state reply not sent')
-          }
-          // A room opening there (it holds nothing yet): its clients see ours now, not when each next renews their presence (15 s).
-          const presence = stateVector === undefined || isEmptyStateVector(stateVector) ? this.presence.ownUpdate() : null
-          if (presence) this.fanLink.sendAwareness(presence)
-        },
-      }),
-    )
+    this.peers = new RoomPeers(o, {
+      current: () => this.state.current(),
+      peerSeen: () => this.fanLink.peerSeen(),
+      ownPresence: () => this.presence.ownUpdate(),
+      sendAwareness: (update) => this.fanLink.sendAwareness(update),
+      request: (subject) => this.requestState(subject),
+      apply: (update) => this.proveAndApply(update, 'fan'),
+    })
     this.coreResync = new RoomResync({
       ...o,
       fetch: () => this.requestState(ServiceSubjects.coreState),
@@ -189,7 +173,7 @@ export class Room {
     this.coreResync.stop()
     this.stopReconnectWatch()
     this.fanLink.close()
-    for (const sub of this.subs) sub.unsubscribe()
+    this.peers.close()
     this.state.destroy()
     this.o.onClosed(this)
   }
@@ -198,7 +182,7 @@ export class Room {
     const started = performance.now()
     let replies: (StateReply | null)[]
     try {
-      replies = await Promise.all([this.requestState(ServiceSubjects.coreState), this.requestState(ServiceSubjects.room(this.o.tenant, this.o.docId))])
+      replies = await Promise.all([this.requestState(ServiceSubjects.coreState), this.peers.ask()])
       if (replies.every((r) => r === null)) throw new RoomLoadError('no state source answered (core down?)')
     } catch (err) {
       this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId }, 'room load failed')
@@ -457,20 +441,6 @@ export class Room {
     if (!this.ready) return
     this.coreResync.start('gap')
     // Core may not hold it yet (behind, or down past the resync's retries): the room that fanned it does.
-    this.peerFetch ??= this.fromPeers().finally(() => (this.peerFetch = null))
-  }
-
-  /**
-   * What the rooms of this document on other edges hold beyond this one (the first to answer),
-   * applied like a fan-out. One at a time: gaps come in bursts when NATS is overloaded.
-   */
-  private async fromPeers(): Promise<void> {
-    try {
-      const reply = await this.requestState(ServiceSubjects.room(this.o.tenant, this.o.docId))
-      if (reply?.status !== 'found' || this.closed) return
-      for (const update of reply.tail ? [reply.update, reply.tail] : [reply.update]) this.proveAndApply(update, 'fan')
-    } catch (err) {
-      this.o.log.warn({ err, tenant: this.o.tenant, docId: this.o.docId }, 'peer state after a fan-out gap not read')
-    }
+    this.peers.afterGap()
   }
 }
