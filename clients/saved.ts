@@ -1,13 +1,15 @@
 import type * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import * as decoding from 'lib0/decoding'
-import { SAVED_MESSAGE_TYPE, SAVED_QUERY_PARAM } from '../contracts/saved.ts'
+import { READ_ONLY_MESSAGE_TYPE, SAVED_MESSAGE_TYPE, SAVED_QUERY_PARAM } from '../contracts/saved.ts'
 
 export interface SavedStatus {
   /** True when every local edit is committed to PostgreSQL (or needed no commit). */
   saved: boolean
   /** Local edits not known to be durable yet, including those made offline. */
   unsaved: number
+  /** The edge said this connection's token is a viewer's: its edits are never saved and stay unsaved. */
+  readOnly: boolean
 }
 
 type ProviderOptions = NonNullable<ConstructorParameters<typeof WebsocketProvider>[3]>
@@ -35,6 +37,7 @@ export class SavedProvider {
   private readonly listeners = new Set<(status: SavedStatus) => void>()
   private socket = 0
   private framesSent = 0
+  private readOnly = false
   /** The frame number of an update frame sent during the current doc update, for the edit it carries. */
   private carrying: number | null = null
 
@@ -51,6 +54,10 @@ export class SavedProvider {
     }
     this.provider = new WebsocketProvider(serverUrl, room, doc, { ...opts, params: { ...opts.params, [SAVED_QUERY_PARAM]: '1' }, WebSocketPolyfill: Counting as typeof WebSocket })
     this.provider.messageHandlers[SAVED_MESSAGE_TYPE] = (_encoder, decoder) => this.settled(decoding.readVarUint(decoder))
+    this.provider.messageHandlers[READ_ONLY_MESSAGE_TYPE] = () => {
+      this.readOnly = true
+      this.emit()
+    }
     // Registered after the provider's own handler, which sends the edit's frame first.
     doc.on('update', (_update: Uint8Array, origin: unknown) => {
       if (origin === this.provider) return
@@ -61,7 +68,7 @@ export class SavedProvider {
   }
 
   get status(): SavedStatus {
-    return { saved: this.edits.length === 0, unsaved: this.edits.length }
+    return { saved: this.edits.length === 0, unsaved: this.edits.length, readOnly: this.readOnly }
   }
 
   /** Calls `listener` with the status whenever it changes; returns the unsubscribe. */
@@ -77,6 +84,7 @@ export class SavedProvider {
 
   private newSocket(): number {
     this.framesSent = 0
+    this.readOnly = false // until the new socket's edge says so
     this.carrying = null
     return ++this.socket
   }
@@ -102,6 +110,7 @@ export class SavedProvider {
   }
 
   private settled(through: number): void {
+    if (this.readOnly) return // settled as refused: never saved
     const before = this.edits.length
     for (let i = this.edits.length - 1; i >= 0; i--) {
       const edit = this.edits[i]!

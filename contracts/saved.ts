@@ -7,3 +7,9 @@
  */
 export const SAVED_QUERY_PARAM = 'saved'
 export const SAVED_MESSAGE_TYPE = 100
+/**
+ * A frame of this type alone (no payload) goes first, once, to an opted-in socket whose token is
+ * a viewer's: its edits are never applied or published, so the saved frames' count of its
+ * settled (refused) update frames never means they are saved.
+ */
+export const READ_ONLY_MESSAGE_TYPE = 101

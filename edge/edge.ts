@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import uWS from 'uWebSockets.js'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream } from '@nats-io/jetstream'
-import { CloseCode, SAVED_QUERY_PARAM, revokes, Limit, type Claims, type Revocation } from '../contracts/mod.ts'
+import { CloseCode, READ_ONLY_MESSAGE_TYPE, SAVED_QUERY_PARAM, revokes, Limit, type Claims, type Revocation } from '../contracts/mod.ts'
 import { DEFAULT_CLOCK_TOLERANCE_S } from '../runtime/jwt.ts'
 import type { Logger } from '../runtime/log.ts'
 import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
@@ -278,7 +278,10 @@ export class Edge {
     }
     this.metrics.connections.inc()
     const client = new SocketClient(ws, admission, this.maxBufferedBytes, this.metrics, this.log)
-    if (admission.saved) client.receipts = new SavedReceipts((frame) => client.send(frame), this.commits, () => client.close(CloseCode.InvalidUpdate, 'an edit was refused by core'))
+    if (admission.saved) {
+      client.receipts = new SavedReceipts((frame) => client.send(frame), this.commits, () => client.close(CloseCode.InvalidUpdate, 'an edit was refused by core'))
+      if (!client.canEdit) client.send(READ_ONLY_FRAME)
+    }
     client.expireAt((claims.exp + (this.opts.tokens.clockToleranceS ?? DEFAULT_CLOCK_TOLERANCE_S)) * 1000)
     const room = this.room(tenant, docId)
     data.admitted = { ...admission, client, room, budget: new ConnectionBudget(this.limiter.limits, this.maxMessageBytes) }
@@ -431,3 +434,6 @@ const UWS_TOO_BIG_REASON = 'Received too big message'
 
 /** Key of a room in Edge.rooms. */
 const roomKey = (tenant: string, docId: string) => `${tenant}\0${docId}`
+
+/** Tells an opted-in viewer's socket that its edits are never saved (contracts/saved.ts). */
+const READ_ONLY_FRAME = new Uint8Array([READ_ONLY_MESSAGE_TYPE])

@@ -47,7 +47,7 @@ t.test('clients - "saved" comes only once core has committed the edits, not at t
   await until('saved once core committed', () => writer.client.status.saved, 20_000)
   const log = await opLogReplay(stack.db, 'acme', 'saved-doc')
   t.equal(log.text, '01234', 'when "saved" was reported, the op log held every edit')
-  t.same(writer.seen.at(-1), { saved: true, unsaved: 0 })
+  t.same(writer.seen.at(-1), { saved: true, unsaved: 0, readOnly: false })
 
   // Typing on with core running: saved again after each burst.
   writer.text.insert(5, 'more')
@@ -55,6 +55,25 @@ t.test('clients - "saved" comes only once core has committed the edits, not at t
   await until('saved again', () => writer.client.status.saved, 20_000)
   t.equal((await opLogReplay(stack.db, 'acme', 'saved-doc')).text, '01234more')
   await core.stop()
+})
+
+t.test('clients - a viewer is told its edits are never saved, not "saved"', async (t) => {
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  const viewer = savedClient(t, 'saved-viewer', await token({ tenant: 'acme', sub: 'viewer-1', role: 'viewer' }))
+  await synced(viewer.client.provider)
+  await until('told read-only', () => viewer.client.status.readOnly)
+  t.same(viewer.client.status, { saved: true, unsaved: 0, readOnly: true }, 'nothing typed yet: nothing unsaved')
+  const dropped = await counterValue(edge.edge.metrics.viewerUpdatesDropped)
+  viewer.text.insert(0, 'never stored')
+  await until('the edge refused the edit', async () => (await counterValue(edge.edge.metrics.viewerUpdatesDropped)) > dropped)
+  // The edge counts the refused frame as settled; a round trip later its count has come.
+  const editor = savedClient(t, 'saved-viewer', await token({ tenant: 'acme' }))
+  await synced(editor.client.provider)
+  editor.text.insert(0, 'x')
+  await until('an editor\'s edit is saved meanwhile', () => editor.client.status.saved, 20_000)
+  t.same(viewer.client.status, { saved: false, unsaved: 1, readOnly: true }, 'the viewer\'s edit stays unsaved')
+  t.notOk(viewer.seen.some((s) => s.unsaved > 0 && s.saved), 'never reported saved with an edit outstanding')
 })
 
 t.test('clients - edits made offline count as unsaved and are saved after the reconnect', async (t) => {
@@ -66,7 +85,7 @@ t.test('clients - edits made offline count as unsaved and are saved after the re
   writer.client.provider.disconnect()
   writer.text.insert(0, 'offline ')
   writer.text.insert(8, 'edits')
-  t.same(writer.client.status, { saved: false, unsaved: 2 })
+  t.same(writer.client.status, { saved: false, unsaved: 2, readOnly: false })
   writer.client.provider.connect()
   await until('saved after the reconnect', () => writer.client.status.saved, 20_000)
   t.equal((await opLogReplay(stack.db, 'acme', 'offline-doc')).text, 'offline edits')
