@@ -16,7 +16,9 @@ import { Bytes, pack, unpack } from './codec.ts'
  *   clock going down) though Yjs took it;
  * - sequence-gap: a report, not a refusal — the update waits in the document for clocks that did
  *   not arrive within the configured time (it stays in the op log and applies if they come);
- * - apply: Yjs threw on it; state: the document's stored state did not load.
+ * - apply: Yjs threw on it; state: the document's stored state did not load;
+ * - refused: PostgreSQL refused to store its op-log row (the reason says why); the rest of its
+ *   batch committed without it.
  */
 export const DeadLetterReason = {
   Schema: 'schema',
@@ -28,6 +30,7 @@ export const DeadLetterReason = {
   MalformedItem: 'malformed-item',
   VersionRegression: 'version-regression',
   SequenceGap: 'sequence-gap',
+  Refused: 'refused',
 } as const
 export type DeadLetterReason = (typeof DeadLetterReason)[keyof typeof DeadLetterReason]
 

@@ -78,11 +78,22 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   return false
 }
 
-/** SQLSTATEs of a statement PostgreSQL refused for what it carries: data (22), integrity (23), size (54), a statement timeout. */
-const PG_REFUSED_STATEMENT_CODE = /^(22|23|54)...$|^57014$/
+/** SQLSTATEs of data PostgreSQL refuses to store: data exceptions (22), integrity (23), size limits (54). */
+const PG_REFUSED_DATA_CODE = /^(22|23|54)...$/
 
-/** PostgreSQL refused the statement for its contents or size, not for the connection: a smaller one may pass. */
-export function isRefusedStatement(err: unknown): boolean {
+const sqlState = (err: unknown): string | undefined => {
   const code = (err as { code?: unknown } | null)?.code
-  return typeof code === 'string' && PG_REFUSED_STATEMENT_CODE.test(code)
+  return typeof code === 'string' ? code : undefined
+}
+
+/** PostgreSQL refused the statement for its contents or size, or it ran past its timeout, not for the connection: a smaller one may pass. */
+export function isRefusedStatement(err: unknown): boolean {
+  const code = sqlState(err)
+  return code !== undefined && (PG_REFUSED_DATA_CODE.test(code) || code === '57014')
+}
+
+/** PostgreSQL refused what the statement carries (not its time): storing the same rows again fails again. */
+export function isRefusedData(err: unknown): boolean {
+  const code = sqlState(err)
+  return code !== undefined && PG_REFUSED_DATA_CODE.test(code)
 }

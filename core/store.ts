@@ -2,6 +2,7 @@ import type pg from 'pg'
 import * as Y from 'yjs'
 import { mergeMany } from '../runtime/yjs-items.ts'
 import { docKey } from './doc-cache.ts'
+import { isRefusedData } from './errors.ts'
 
 /** One row of the op log. */
 export interface OpRow {
@@ -249,6 +250,51 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
     ],
   })
   return new Map((r.rows[0]?.states ?? []).map(([tenant, docId, id]) => [docKey(tenant, docId), id]))
+}
+
+/** Consumer name of the rolled-back probes of refusedOps (never committed). */
+const PROBE_CONSUMER = 'docflow-refusal-probe'
+
+/**
+ * The op rows of `ops` PostgreSQL refuses to store, each with its error: halves of a refused set
+ * are stored again in transactions that are rolled back, down to single rows (about log2 of the
+ * rows in round trips per refused row). Empty when all of `ops` together store: the refusal was
+ * of something else in the batch.
+ */
+export async function refusedOps(pool: pg.Pool, ops: OpRow[]): Promise<Map<OpRow, string>> {
+  const refused = new Map<OpRow, string>()
+  const client = await pool.connect()
+  try {
+    const probe = async (rows: OpRow[]): Promise<void> => {
+      const err = await refusal(client, rows)
+      if (err === null) return
+      if (rows.length === 1) {
+        refused.set(rows[0]!, err)
+        return
+      }
+      const half = Math.ceil(rows.length / 2)
+      await probe(rows.slice(0, half))
+      await probe(rows.slice(half))
+    }
+    await probe(ops)
+  } finally {
+    client.release()
+  }
+  return refused
+}
+
+/** PostgreSQL's error when it refuses to store `rows`, else null; nothing stays stored either way. */
+async function refusal(client: pg.PoolClient, rows: OpRow[]): Promise<string | null> {
+  await client.query('BEGIN')
+  try {
+    await commitBatches(client, [{ consumer: PROBE_CONSUMER, streamSeq: 0, ops: rows, docs: [], deadLetters: [] }])
+    return null
+  } catch (err) {
+    if (!isRefusedData(err)) throw err
+    return (err as Error).message
+  } finally {
+    await client.query('ROLLBACK')
+  }
 }
 
 /** The op-log id each compacted state of a commit holds every row through, by docKey. */

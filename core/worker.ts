@@ -1,16 +1,16 @@
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
 import type pg from 'pg'
 import type { Logger } from '../runtime/log.ts'
-import type { CommittedNotice } from '../contracts/mod.ts'
-import { BatchBuilder, decodeMessage, type BatchFeeds } from './batch.ts'
+import { DeadLetterReason, type CommittedNotice } from '../contracts/mod.ts'
+import { BatchBuilder, decodeMessage, type BatchFeeds, type DecodedItem } from './batch.ts'
 import { DeliveryRun, type Delivery } from './delivery-run.ts'
 import { DocCache, type DocCacheBudget } from './doc-cache.ts'
-import { DeliveryGapError, isLeaseLostError } from './errors.ts'
+import { DeliveryGapError, isLeaseLostError, isRefusedData } from './errors.ts'
 import type { LeaseHolder, PartitionLease } from './lease.ts'
 import type { LeaseProbe } from './lease-probe.ts'
 import type { OwnedPartition, PartitionBalance } from './balance.ts'
 import type { CoreMetrics } from './metrics.ts'
-import { findCommitted, itemKey, readCheckpointRange, readDocParts } from './store.ts'
+import { findCommitted, itemKey, readCheckpointRange, readDocParts, refusedOps, type OpRow } from './store.ts'
 import { committedByEdge, compactedStates } from './commit-outcomes.ts'
 import type { CompactedState } from './snapshots.ts'
 import { resetConsumer, type PartitionConsumer } from './streams.ts'
@@ -61,6 +61,10 @@ export interface WorkerOptions extends PartitionConsumer {
  *   message in dead_letters); messages at or below M — redeliveries, and what a previous owner
  *   committed past C — are looked up, anything above M cannot be committed yet;
  * - so a redelivery behind later committed messages, or a delivery lost in flight, is applied.
+ *
+ * An update whose op-log row PostgreSQL refuses to store (a constraint, a value out of range)
+ * would fail its batch at every retry and stall the partition for every tenant in it: the
+ * refused rows are found (store.ts refusedOps) and dead-lettered on the retry instead.
  */
 export class PartitionWorker implements OwnedPartition {
   private lease: PartitionLease | null = null
@@ -86,6 +90,8 @@ export class PartitionWorker implements OwnedPartition {
   /** The newest committed delivery of the contiguous run, acked at the next ack tick. */
   private ackDue: JsMsg | null = null
   private ackTimer: NodeJS.Timeout | null = null
+  /** Updates (itemKey) whose op-log rows PostgreSQL refused, with its reason: dead-lettered when they come again. */
+  private readonly refusedByDb = new Map<string, string>()
 
   constructor(
     private readonly options: WorkerOptions,
@@ -313,8 +319,11 @@ export class PartitionWorker implements OwnedPartition {
     try {
       for (const d of decoded) {
         maxSeq = Math.max(maxSeq, d.msg.seq)
+        const refused = this.refusedByDb.get(itemKey(d.msg.seq, d.item))
         if (committed.has(itemKey(d.msg.seq, d.item))) this.metrics.updates.inc({ outcome: 'redelivered' })
         else if ('failure' in d) batch.deadLetter(d.msg, d.item, d.edit, d.failure)
+        // Without its envelope: the row keeps the subject's tenant and doc and the message's bytes, which PostgreSQL stores.
+        else if (refused !== undefined) batch.deadLetter(d.msg, d.item, undefined, refused)
         else await batch.apply(d.msg, d.item, d.edit, d.msgId)
       }
       const checkpoint = this.run.peek(deliveries)
@@ -333,16 +342,34 @@ export class PartitionWorker implements OwnedPartition {
       }
     } catch (err) {
       for (const cached of batch.touchedDocs) this.cache.evict(cached.tenant, cached.docId)
+      if (isRefusedData(err) && batch.ops.length > 0) await this.findRefused(decoded, batch.ops)
       throw err
     } finally {
       this.cache.unpinAll()
     }
+    if (this.refusedByDb.size > 0) for (const d of decoded) this.refusedByDb.delete(itemKey(d.msg.seq, d.item))
     this.run.commit(deliveries)
     this.maxCommitted = maxSeq
     this.options.onCommitted?.(committedByEdge(decoded, batch.refused))
     this.options.onFeeds?.(batch.feeds())
     this.ack(msgs)
     this.watchGap()
+  }
+
+  /** Marks the updates of a refused batch whose rows PostgreSQL refuses alone; the session then restarts from the checkpoint. */
+  private async findRefused(decoded: DecodedItem[], ops: OpRow[]): Promise<void> {
+    const partition = this.options.partition
+    try {
+      const refused = await refusedOps(this.db, ops)
+      for (const [op, reason] of refused) {
+        const d = decoded.find((x) => 'msgId' in x && x.msgId === op.msgId && x.msg.seq === op.streamSeq)
+        if (d) this.refusedByDb.set(itemKey(d.msg.seq, d.item), `${DeadLetterReason.Refused}: ${reason}`)
+      }
+      if (refused.size > 0) this.log.error({ partition, refused: refused.size }, 'PostgreSQL refuses to store updates of a batch: they are dead-lettered when the batch is retried')
+      else this.log.error({ partition }, 'PostgreSQL refused a batch but none of its updates alone; retrying it')
+    } catch (err) {
+      this.log.warn({ err, partition }, 'could not learn which updates PostgreSQL refused')
+    }
   }
 
   /**
