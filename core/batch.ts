@@ -9,7 +9,7 @@ import { describeOverlap, findOverlapViolation, type OverlapViolation } from '..
 import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
 import type { CoreMetrics } from './metrics.ts'
-import { itemKey, type DeadLetterRow, type DocRow, type OpRow, type StoredDoc } from './store.ts'
+import { fencedKey, itemKey, type DeadLetterRow, type DocRow, type OpRow, type StoredDoc } from './store.ts'
 
 /**
  * One update of a stream message after schema checks (a batch message carries several; `item`
@@ -254,6 +254,26 @@ export class BatchBuilder {
       else settled.push({ tenant, docId })
     }
     return { deadLetters: this.deadLetters, cleanEvents: this.cleanEvents, pending, settled }
+  }
+
+  /**
+   * After the commit: the updates it did not store (`fenced`: store.ts fencedKey; their document
+   * is deleted, or was erased after they came) count as refused, with no cleaned event. Their
+   * documents' in-memory copies are stale; the caller drops them.
+   */
+  fencedOut(fenced: Set<string>, items: readonly DecodedItem[]): { tenant: string; docId: string }[] {
+    if (fenced.size === 0) return []
+    const gone = new Map<string, { tenant: string; docId: string }>()
+    const skipped = new Set<string>()
+    for (const d of items) {
+      if (!('msgId' in d) || !fenced.has(fencedKey(d.edit.tenant, d.edit.docId, d.msgId))) continue
+      this.refused.add(itemKey(d.msg.seq, d.item))
+      skipped.add(itemKey(d.msg.seq, d.item))
+      gone.set(docKey(d.edit.tenant, d.edit.docId), { tenant: d.edit.tenant, docId: d.edit.docId })
+      this.metrics.updates.inc({ outcome: 'fenced' })
+    }
+    for (let i = this.cleanEvents.length - 1; i >= 0; i--) if (skipped.has(itemKey(this.cleanEvents[i]!.sourceSeq, this.cleanEvents[i]!.item))) this.cleanEvents.splice(i, 1)
+    return [...gone.values()]
   }
 
   /** Replaces a doc Yjs threw on with its stored state plus this batch's ops for it. */

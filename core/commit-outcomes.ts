@@ -37,15 +37,19 @@ export function committedByEdge(decoded: DecodedItem[], refused: ReadonlySet<str
   return byEdge
 }
 
-/** The states a commit wrote, each with the ingest time of its newest update (in this batch: its document was touched). */
+/**
+ * The states a commit wrote (those in `through`: a fenced one was not), each with the ingest time
+ * of its newest update (in this batch: its document was touched).
+ */
 export function compactedStates(docs: DocRow[], ops: OpRow[], through: ThroughOpIds): CompactedState[] {
   const newest = new Map<string, number>()
   for (const op of ops) {
     const k = docKey(op.tenant, op.docId)
     newest.set(k, Math.max(newest.get(k) ?? 0, op.ingestTs))
   }
-  return docs.map((d) => {
+  return docs.flatMap((d) => {
     const k = docKey(d.tenant, d.docId)
-    return { tenant: d.tenant, docId: d.docId, state: d.state, lastStreamSeq: d.lastStreamSeq, throughOpId: through.get(k) ?? null, lastIngestTs: newest.get(k) ?? Date.now() }
+    const throughOpId = through.get(k)
+    return throughOpId === undefined ? [] : [{ tenant: d.tenant, docId: d.docId, state: d.state, lastStreamSeq: d.lastStreamSeq, throughOpId, lastIngestTs: newest.get(k) ?? Date.now() }]
   })
 }

@@ -20,8 +20,8 @@ export const DEFAULT_ERASURE_POLL_MS = 1_000
  * erased content back for good. Erasures older than AGG keeps messages cannot have any left.
  *
  * The erased notice (core/doc-notices.ts) is best effort; this reads the erasures table at
- * start and every pollMs after, so a core that missed the notice drops its copy too, before
- * the erasure's second look (core/erasure.ts settleMs).
+ * start and every pollMs after, so a core that missed the notice drops its copy too (what it
+ * would write back is fenced anyway: migration 011).
  */
 export class ErasureWatch {
   /** Erasure time (ms) by document key, and by tenant ("" doc) for a tenant's removal. */

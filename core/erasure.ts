@@ -16,10 +16,12 @@ import { ensureDeleted, hasDocRows, type DocChange } from './deletion.ts'
 //   still holds its content cannot sync it back in; a restore shows an empty document;
 // - every removal is audited: the erasures row (actor, reason, rows per table), and the counts
 //   of snapshot blobs and stream messages this returns for the caller to print and log;
-// - cores drop their in-memory copy on the erased notice (a worker's next compaction would
-//   write it back), after the batch in hand committed; a batch in flight at that moment could
-//   still commit, so once the notice has settled the erasure looks again and erases what
-//   reappeared (a second audited erasure).
+// - nothing writes it back (migration 011): a commit stores no update of a deleted document, or
+//   of one erased after the update came, and no state of a document without op-log rows; cores
+//   also drop their in-memory copy on the erased notice. A commit whose statement started before
+//   the deletion mark could not see it: once the rows are gone, the erasure waits for every
+//   commit in flight (docflow_write_barrier), looks again and erases what such a commit wrote (a
+//   second audited erasure).
 //
 // Raw messages: in AGG (the service account's aggregate stream) the messages that carried the
 // document's updates — the op log and dead letters name their sequences — are deleted by
@@ -49,8 +51,6 @@ export interface ErasureStores {
   tenantJsm: JetStreamManager | null
   /** Publishes a document notice to every edge and core (ServiceSubjects.docNotice). */
   notify: (notice: DocNotice) => Promise<void>
-  /** After the erased notice, how long a batch in flight may take to commit before the second look. Default 2_000. */
-  settleMs?: number
   /** Told how far the one-request-per-item steps are (see ErasureProgress). Default none. */
   progress?: (progress: ErasureProgress) => void
   /** Least time between two progress reports of a step. Default 1_000. */
@@ -88,11 +88,10 @@ export interface ErasureReport {
   streams: StreamErasure[]
   /** The document was not deleted before: the erasure marked it. */
   markedDeleted: boolean
-  /** Rows that reappeared after the erased notice (a batch in flight) and were erased again. */
+  /** Rows a commit in flight wrote after the first pass, erased by the second. */
   rewrittenRows: number
 }
 
-const DEFAULT_SETTLE_MS = 2_000
 const DEFAULT_PROGRESS_INTERVAL_MS = 1_000
 
 /**
@@ -109,8 +108,8 @@ export async function eraseDocument(stores: ErasureStores, change: DocChange): P
   report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores, tenant, docId, first.snapshotKeys)
   report.streams = await eraseRawMessages(stores, tenant, docId, first.streamSeqs)
   await stores.notify({ tenant, docId, event: DocEvent.Erased })
-  await new Promise((resolve) => setTimeout(resolve, stores.settleMs ?? DEFAULT_SETTLE_MS))
-  if (await hasDocRows(stores.pool, tenant, docId, ['op_log', 'docs', 'snapshots'])) {
+  await writeBarrier(stores.pool)
+  if (await hasDocRows(stores.pool, tenant, docId, ['op_log', 'docs', 'dead_letters', 'snapshots'])) {
     const again = await eraseRows(stores.pool, { ...change, reason: `${change.reason} (written back by a batch in flight)` })
     report.erasureIds.push(again.id)
     for (const [table, n] of Object.entries(again.rows)) {
@@ -126,6 +125,14 @@ export async function eraseDocument(stores: ErasureStores, change: DocChange): P
     report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores, tenant, docId, [])
   }
   return report
+}
+
+/**
+ * Returns once every commit that was writing when it was called has ended (migration 011): a
+ * statement that started before a deletion mark or an erasures row did not see it.
+ */
+export async function writeBarrier(db: pg.Pool | pg.ClientBase): Promise<void> {
+  await db.query('SELECT docflow_write_barrier()')
 }
 
 interface RowsErased {

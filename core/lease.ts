@@ -1,6 +1,6 @@
 import pg from 'pg'
 import { LeaseLostError, isRefusedStatement } from './errors.ts'
-import { commitBatches, type Batch, type ThroughOpIds } from './store.ts'
+import { commitBatches, type Batch, type Committed } from './store.ts'
 
 // First key of the two-int advisory lock; the partition is the second.
 export const LEASE_NAMESPACE = 0x64660002
@@ -55,7 +55,7 @@ export class LeaseSession {
   private onLost: (err: LeaseLostError) => void = () => undefined
   /** Resolves (never rejects) with the reason once the session is lost. */
   readonly whenLost = new Promise<LeaseLostError>((resolve) => (this.onLost = resolve))
-  private waiting: { batch: Batch; resolve: (through: ThroughOpIds) => void; reject: (err: unknown) => void }[] = []
+  private waiting: { batch: Batch; resolve: (committed: Committed) => void; reject: (err: unknown) => void }[] = []
   private committing = false
   private nextCommit: NodeJS.Timeout | null = null
   private lastCommitAtMs = 0
@@ -111,7 +111,7 @@ export class LeaseSession {
    * Commits `batch` together with whatever other partitions hand in meanwhile: at the next group
    * commit, which starts GROUP_COMMIT_INTERVAL_MS after the previous one started (or when it ends).
    */
-  commit(batch: Batch): Promise<ThroughOpIds> {
+  commit(batch: Batch): Promise<Committed> {
     return new Promise((resolve, reject) => {
       this.waiting.push({ batch, resolve, reject })
       this.scheduleCommit()
@@ -257,7 +257,7 @@ export class PartitionLease {
   }
 
   /** Resolves with the op-log id each compacted state holds rows through (store.ts commitBatches). */
-  commit(batch: Batch): Promise<ThroughOpIds> {
+  commit(batch: Batch): Promise<Committed> {
     return this.session.commit(batch)
   }
 

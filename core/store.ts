@@ -166,6 +166,10 @@ function onlyExtends({ state, stateVector, tail }: StoredDoc): boolean {
   return true
 }
 
+/** SQL: the document (tenant, doc) is not deleted (its newest doc_deletions row, migration 008). */
+const notDeleted = (t: string, d: string) =>
+  `(SELECT dd.action FROM doc_deletions dd WHERE dd.tenant = ${t} AND dd.doc_id = ${d} ORDER BY dd.id DESC LIMIT 1) IS DISTINCT FROM 'delete'`
+
 /**
  * Commits the batches of several partitions in ONE statement (data-modifying CTEs run once, to
  * completion, atomically): op-log rows, compacted document states, dead letters and every
@@ -173,37 +177,49 @@ function onlyExtends({ state, stateVector, tail }: StoredDoc): boolean {
  * round trip and one WAL flush per group. A compacted state is marked with the highest op-log id
  * of its document, the ones this statement inserts included (lease.ts: only the owner writes it);
  * resolves with those ids by docKey (a snapshot of the state records it: point-in-time.ts).
+ *
+ * Fenced (migration 011): no op-log row of a deleted document, or of one whose document or
+ * tenant was erased after the update was ingested; no dead letter of a deleted document; no
+ * state of a document left without op-log rows. What an erasure removed stays removed when a
+ * batch in flight, or a core's memory of the document, would write it back.
  */
-export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[]): Promise<ThroughOpIds> {
+export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[]): Promise<Committed> {
   const ops = batches.flatMap((b) => b.ops)
   const docs = batches.flatMap((b) => b.docs)
   const dls = batches.flatMap((b) => b.deadLetters)
   // Updates and states travel as one binary parameter each (a bytea[] would go as hex text).
   const updates = concatenated(ops.map((o) => o.update))
   const states = concatenated(docs.map((d) => d.state))
-  const r = await c.query<{ states: [string, string, number][] | null }>({
+  const r = await c.query<{ states: [string, string, number][] | null; fenced: [string, string, string][] | null }>({
     // Named: parsed and planned once per session, not for every group commit.
     name: 'docflow-commit-batches',
-    text: `WITH ops AS (
-       INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts, event_ts)
-       SELECT t, d, s, m, u, e, substring($27::bytea FROM o FOR n), st, to_timestamp(i / 1000.0), to_timestamp(ev / 1000.0)
+    text: `WITH input AS (
+       SELECT x.*, NOT (${notDeleted('x.t', 'x.d')}) OR EXISTS (SELECT 1 FROM erasures er
+           WHERE er.tenant = x.t AND (er.doc_id = x.d OR er.doc_id IS NULL) AND er.at >= to_timestamp(x.i / 1000.0)) AS fenced
        FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::float8[], $28::int[], $31::float8[])
          AS x(t, d, s, m, u, e, o, st, i, n, ev)
+     ), ops AS (
+       INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts, event_ts)
+       SELECT t, d, s, m, u, e, substring($27::bytea FROM o FOR n), st, to_timestamp(i / 1000.0), to_timestamp(ev / 1000.0)
+       FROM input WHERE NOT fenced
        ON CONFLICT (tenant, doc_id, msg_id) DO NOTHING
        RETURNING tenant, doc_id, id
      ), states AS (
        INSERT INTO docs (tenant, doc_id, state, state_vector, last_stream_seq, op_count, through_op_id)
-       SELECT x.t, x.d, substring($29::bytea FROM x.so FOR x.sn), x.sv, x.s, x.n, GREATEST(
+       SELECT y.t, y.d, substring($29::bytea FROM y.so FOR y.sn), y.sv, y.s, y.n, y.through
+       FROM (SELECT x.*, GREATEST(
            (SELECT max(o.id) FROM ops o WHERE o.tenant = x.t AND o.doc_id = x.d),
-           (SELECT max(o.id) FROM op_log o WHERE o.tenant = x.t AND o.doc_id = x.d), 0)
-       FROM unnest($10::text[], $11::text[], $12::int[], $13::bytea[], $14::bigint[], $15::bigint[], $30::int[]) AS x(t, d, so, sv, s, n, sn)
+           (SELECT max(o.id) FROM op_log o WHERE o.tenant = x.t AND o.doc_id = x.d)) AS through
+         FROM unnest($10::text[], $11::text[], $12::int[], $13::bytea[], $14::bigint[], $15::bigint[], $30::int[]) AS x(t, d, so, sv, s, n, sn)) y
+       WHERE y.through IS NOT NULL
        ON CONFLICT (tenant, doc_id) DO UPDATE SET
          state = excluded.state, state_vector = excluded.state_vector, last_stream_seq = GREATEST(docs.last_stream_seq, excluded.last_stream_seq),
          op_count = docs.op_count + excluded.op_count, through_op_id = excluded.through_op_id, updated_at = now()
        RETURNING tenant, doc_id, through_op_id
      ), dead AS (
        INSERT INTO dead_letters (stream, stream_seq, item, subject, tenant, doc_id, reason, payload)
-       SELECT * FROM unnest($16::text[], $17::bigint[], $18::int[], $19::text[], $20::text[], $21::text[], $22::text[], $23::bytea[])
+       SELECT * FROM unnest($16::text[], $17::bigint[], $18::int[], $19::text[], $20::text[], $21::text[], $22::text[], $23::bytea[]) AS y(st, sq, it, sj, t, d, r, p)
+       WHERE y.d IS NULL OR ${notDeleted('y.t', 'y.d')}
        ON CONFLICT (stream, stream_seq, item) DO NOTHING
        RETURNING 1
      ), checkpoints AS (
@@ -214,7 +230,8 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
        RETURNING 1
      )
      SELECT (SELECT count(*) FROM checkpoints) AS checkpoints,
-       (SELECT json_agg(json_build_array(s.tenant, s.doc_id, s.through_op_id)) FROM states s) AS states`,
+       (SELECT json_agg(json_build_array(s.tenant, s.doc_id, s.through_op_id)) FROM states s) AS states,
+       (SELECT json_agg(json_build_array(f.t, f.d, f.m)) FROM input f WHERE f.fenced) AS fenced`,
     values: [
       ops.map((o) => o.tenant),
       ops.map((o) => o.docId),
@@ -249,8 +266,22 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
       ops.map((o) => o.eventTs),
     ],
   })
-  return new Map((r.rows[0]?.states ?? []).map(([tenant, docId, id]) => [docKey(tenant, docId), id]))
+  return {
+    through: new Map((r.rows[0]?.states ?? []).map(([tenant, docId, id]) => [docKey(tenant, docId), id])),
+    fenced: new Set((r.rows[0]?.fenced ?? []).map(([tenant, docId, msgId]) => fencedKey(tenant, docId, msgId))),
+  }
 }
+
+/** What a group commit stored, for each batch of it to read its own part from. */
+export interface Committed {
+  /** The op-log id each compacted state of the commit holds every row through, by docKey. */
+  through: ThroughOpIds
+  /** Updates not stored because their document is deleted or was erased after they came (fencedKey). */
+  fenced: Set<string>
+}
+
+/** Key of an op row in Committed.fenced. */
+export const fencedKey = (tenant: string, docId: string, msgId: string) => `${docKey(tenant, docId)}\0${msgId}`
 
 /** Consumer name of the rolled-back probes of refusedOps (never committed). */
 const PROBE_CONSUMER = 'docflow-refusal-probe'

@@ -47,6 +47,7 @@ import { waitFor } from './proc.ts'
 import type { NatsConfigOptions } from './nats-config.ts'
 import { Registry, formatSize, parseSize } from './registry.ts'
 import { inTransaction } from '../../runtime/pg-transaction.ts'
+import { writeBarrier } from '../../core/erasure.ts'
 
 /** PostgreSQL's SQLSTATE for a function that does not exist. */
 const UNDEFINED_FUNCTION = '42883'
@@ -261,25 +262,40 @@ export class Provisioner {
     await this.reload()
   }
 
-  /** The audited erasure of the tenant's rows (op log, state, dead letters, snapshot rows, deletion history). */
+  /**
+   * The audited erasure of the tenant's rows (op log, state, dead letters, snapshot rows, deletion
+   * history). A commit in flight as they went could not see the erasure (its statement started
+   * before): once every such commit has ended (writeBarrier), what it wrote is erased too, in a
+   * second audited erasure. Later commits are fenced (core migration 011).
+   */
   private async eraseRows(tenant: string, databaseUrl: string, erasure: { actor?: string; reason?: string }): Promise<void> {
     const db = new pg.Client(databaseUrl)
     await db.connect()
     try {
       const actor = erasure.actor ?? `provisioner@${hostname()}`
       const reason = erasure.reason ?? 'tenant removed'
-      const { id, removed } = await inTransaction(db, 'erasure', async () => {
-        const r = await db.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, NULL, $2, $3)', [tenant, reason, actor]).catch((err: unknown) => {
-          if ((err as { code?: string }).code !== UNDEFINED_FUNCTION) throw err
-          throw new Error('this database has no audited erasure yet (core migration 005_immutable_op_log): start core once to migrate it, then remove again', { cause: err })
+      const erase = (why: string) =>
+        inTransaction(db, 'erasure', async () => {
+          const r = await db.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, NULL, $2, $3)', [tenant, why, actor]).catch((err: unknown) => {
+            if ((err as { code?: string }).code !== UNDEFINED_FUNCTION) throw err
+            throw new Error('this database has no audited erasure yet (core migration 005_immutable_op_log): start core once to migrate it, then remove again', { cause: err })
+          })
+          const { id, rows_removed: removed } = r.rows[0]!
+          // An erasure from before migration 009 leaves the snapshot rows and deletion history:
+          // erase nothing rather than half.
+          if (!('snapshots' in removed)) throw new Error('this database\'s erasure keeps snapshots (core migration 009_tenant_erasure is not applied): start core once to migrate it, then remove again')
+          return { id, removed }
         })
-        const { id, rows_removed: removed } = r.rows[0]!
-        // An erasure from before migration 009 leaves the snapshot rows and deletion history:
-        // erase nothing rather than half.
-        if (!('snapshots' in removed)) throw new Error('this database\'s erasure keeps snapshots (core migration 009_tenant_erasure is not applied): start core once to migrate it, then remove again')
-        return { id, removed }
-      })
-      this.say(`removing tenant ${tenant}: erasure ${id} deleted ${Object.entries(removed).map(([table, n]) => `${n} rows from ${table}`).join(', ')}`)
+      const say = ({ id, removed }: { id: string; removed: Record<string, number> }) =>
+        this.say(`removing tenant ${tenant}: erasure ${id} deleted ${Object.entries(removed).map(([table, n]) => `${n} rows from ${table}`).join(', ')}`)
+      say(await erase(reason))
+      await writeBarrier(db)
+      const left = await db.query<{ found: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM op_log WHERE tenant = $1) OR EXISTS (SELECT 1 FROM docs WHERE tenant = $1)
+           OR EXISTS (SELECT 1 FROM dead_letters WHERE tenant = $1) OR EXISTS (SELECT 1 FROM snapshots WHERE tenant = $1) AS found`,
+        [tenant],
+      )
+      if (left.rows[0]!.found) say(await erase(`${reason} (written back by a commit in flight)`))
     } finally {
       await db.end()
     }

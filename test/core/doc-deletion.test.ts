@@ -92,7 +92,7 @@ t.test('core - an erased document is gone everywhere, and a core that had it in 
   const closed = writer.nextClose()
 
   const report = await eraseDocument(
-    { pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: await jetstreamManager(await stack.connect({ tenant: 'acme', kind: 'admin' })), notify, settleMs: 0 },
+    { pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: await jetstreamManager(await stack.connect({ tenant: 'acme', kind: 'admin' })), notify },
     { tenant: 'acme', docId: 'secret', actor: 'dpo@test', reason: 'GDPR art. 17' },
   )
   t.equal((await within(closed, 'open socket closed')).code, CloseCode.DocumentDeleted, 'the open socket is closed with 4410')
@@ -158,7 +158,7 @@ t.test('core - erasing a document leaves the snapshots of a longer id whose blob
   const longKey = snapshotKey('acme', long, 7)
   const shortKey = snapshotKey('acme', short, 3)
   for (const key of [longKey, shortKey]) await blobs.put(key, new Uint8Array([0, 0]))
-  const report = await eraseDocument({ pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: null, notify: async () => {}, settleMs: 0 }, { tenant: 'acme', docId: short, actor: 'dpo@test', reason: 'erase the short id only' })
+  const report = await eraseDocument({ pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: null, notify: async () => {} }, { tenant: 'acme', docId: short, actor: 'dpo@test', reason: 'erase the short id only' })
   t.equal(report.snapshotBlobsDeleted, 1, 'one blob erased, counted for the short id')
   t.equal(await blobs.get(shortKey), null, 'the short id\'s snapshot is gone')
   t.not(await blobs.get(longKey), null, 'the long id\'s snapshot stays')

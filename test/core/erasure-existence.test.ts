@@ -25,7 +25,7 @@ client.release()
 const blobs = await FsBlobStore.open(mkdtempSync(join(tmpdir(), 'docflow-erasure-existence-')))
 const aggJsm = await jetstreamManager(await stack.connect(ServiceUser.Admin))
 const js = jetstream(await stack.connect())
-const stores = (more: Partial<ErasureStores> = {}): ErasureStores => ({ pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: null, notify: async () => {}, settleMs: 0, ...more })
+const stores = (more: Partial<ErasureStores> = {}): ErasureStores => ({ pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: null, notify: async () => {}, ...more })
 const change = (docId: string) => ({ tenant: 'acme', docId, actor: 'dpo@test', reason: 'GDPR art. 17' })
 const count = async (table: string, docId: string) => (await stack.db.query(`SELECT count(*)::int AS n FROM ${table} WHERE tenant = 'acme' AND doc_id = $1`, [docId])).rows[0].n as number
 const addOp = (docId: string, seq: number) =>
