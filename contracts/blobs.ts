@@ -138,6 +138,14 @@ export function snapshotKey(tenant: string, docId: string, seq: number): string 
   return key
 }
 
+/**
+ * False for a document whose id encodes too long for any snapshot key (a long non-ASCII id: up to
+ * 9 bytes a character): it has no snapshot, and nothing to delete under a snapshot folder.
+ */
+export function hasSnapshotKeys(tenant: string, docId: string): boolean {
+  return isBlobKey(`${docSnapshotsPrefix(tenant, docId)}${'0'.repeat(SNAPSHOT_SEQ_DIGITS)}${SNAPSHOT_SUFFIX}`)
+}
+
 export interface SnapshotKeyParts {
   tenant: string
   docId: string

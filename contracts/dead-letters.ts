@@ -46,6 +46,9 @@ export function deadLetterSubject(tenant: string | null, reasonClass: string): s
   return `dlq.${tenant === null ? UNKNOWN_TENANT_TOKEN : TenantId.parse(tenant)}.${token}`
 }
 
+/** The subjects of one tenant's dead letters in DLQ_STREAM. */
+export const tenantDeadLetterSubjects = (tenant: string) => `dlq.${TenantId.parse(tenant)}.>`
+
 /** Every subject of DLQ_STREAM. */
 export const DEAD_LETTER_SUBJECTS = 'dlq.>'
 

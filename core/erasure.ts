@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import { JetStreamApiCodes, type JetStreamManager } from '@nats-io/jetstream'
-import { DocEvent, docEditSubjects, docSnapshotsPrefix, parseSnapshotKey, tenantStreamName, type DocNotice } from '../contracts/mod.ts'
+import { DLQ_STREAM, DocEvent, decodeDeadLetterEvent, docEditSubjects, docSnapshotsPrefix, hasSnapshotKeys, parseSnapshotKey, tenantDeadLetterSubjects, tenantStreamName, type DocNotice } from '../contracts/mod.ts'
 import { deleteAll, type BlobStore } from '../runtime/blobs/blob-store.ts'
 import { isJetStreamApiError } from '../runtime/nats.ts'
 import { inTransaction } from '../runtime/pg-transaction.ts'
@@ -124,6 +124,8 @@ export async function eraseDocument(stores: ErasureStores, change: DocChange): P
     // A blob whose row never landed (its writer failed or was taken back midway).
     report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores, tenant, docId, [])
   }
+  // Last: core publishes a dead letter after committing it, the second look's included.
+  report.streams.push(await eraseDeadLetterCopies(stores, tenant, docId))
   return report
 }
 
@@ -181,6 +183,7 @@ async function hasSnapshotBlobs(blobs: BlobStore, tenant: string, docId: string)
  * keys of this id count.
  */
 async function* snapshotBlobsOf(blobs: BlobStore, tenant: string, docId: string): AsyncGenerator<string> {
+  if (!hasSnapshotKeys(tenant, docId)) return
   for await (const key of blobs.list(docSnapshotsPrefix(tenant, docId))) if (snapshotOf(key) === docId) yield key
 }
 
@@ -195,6 +198,35 @@ function snapshotOf(key: string): string | null {
     return parseSnapshotKey(key).docId
   } catch {
     return null // not a snapshot key: not ours to delete
+  }
+}
+
+/**
+ * The document's dead letters on DLQ_STREAM (each holds an update's bytes), deleted by sequence:
+ * found by reading the tenant's dead letters (a subject names tenant and reason, not the document).
+ */
+async function eraseDeadLetterCopies(stores: ErasureStores, tenant: string, docId: string): Promise<StreamErasure> {
+  const filter = tenantDeadLetterSubjects(tenant)
+  const held = Object.values((await stores.aggJsm.streams.info(DLQ_STREAM, { subjects_filter: filter })).state.subjects ?? {}).reduce((a, n) => a + n, 0)
+  const erasure = { stream: DLQ_STREAM, removed: 0 }
+  if (held === 0) return erasure
+  const seqs: number[] = []
+  const consumer = await stores.aggJsm.jetstream().consumers.get(DLQ_STREAM, { filter_subjects: filter })
+  const messages = await consumer.consume()
+  for await (const m of messages) {
+    if (deadLetterDocOf(m.data) === docId) seqs.push(m.seq)
+    if (m.info.pending === 0) break
+  }
+  await messages.close()
+  for (const seq of seqs) if (await deleteStreamMessage(stores.aggJsm, DLQ_STREAM, seq)) erasure.removed++
+  return erasure
+}
+
+function deadLetterDocOf(data: Uint8Array): string | null {
+  try {
+    return decodeDeadLetterEvent(data).docId
+  } catch {
+    return null // not a dead letter of ours: not this document's
   }
 }
 
@@ -222,15 +254,15 @@ async function deleteAggMessages(stores: ErasureStores, seqs: number[]): Promise
   let removed = 0
   let done = 0
   for (const seq of seqs) {
-    if (held(seq) && (await deleteAggMessage(stores, seq))) removed++
+    if (held(seq) && (await deleteStreamMessage(stores.aggJsm, stores.aggStream, seq))) removed++
     tick(++done)
   }
   return removed
 }
 
-async function deleteAggMessage(stores: ErasureStores, seq: number): Promise<boolean> {
+async function deleteStreamMessage(jsm: JetStreamManager, stream: string, seq: number): Promise<boolean> {
   try {
-    return await stores.aggJsm.streams.deleteMessage(stores.aggStream, seq, true)
+    return await jsm.streams.deleteMessage(stream, seq, true)
   } catch (err) {
     if (!isJetStreamApiError(err, JetStreamApiCodes.NoMessageFound) && !/no message found/i.test((err as Error).message)) throw err
     return false

@@ -1,5 +1,5 @@
 import type pg from 'pg'
-import { snapshotKey, snapshotMetadata } from '../contracts/mod.ts'
+import { hasSnapshotKeys, snapshotKey, snapshotMetadata } from '../contracts/mod.ts'
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import type { Logger } from '../runtime/log.ts'
 import { docKey } from './doc-cache.ts'
@@ -74,6 +74,10 @@ export class Snapshots {
   /** After a commit: queues the states whose document is due a snapshot. Never throws. */
   offer(states: CompactedState[]): void {
     for (const s of states) {
+      if (!hasSnapshotKeys(s.tenant, s.docId)) {
+        this.metrics.snapshots.inc({ outcome: 'unkeyable' })
+        continue
+      }
       if (this.queue.length >= this.opts.maxQueuedSnapshots) {
         this.metrics.snapshots.inc({ outcome: 'skipped' })
         continue

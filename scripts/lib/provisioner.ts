@@ -31,6 +31,8 @@ import {
   encodeTenantRecord,
   storedEditSubjects,
   tenantEditSubjects,
+  tenantDeadLetterSubjects,
+  cleanSubject,
   tenantSnapshotsPrefix,
   tenantSourceApi,
   tenantSourceDeliver,
@@ -240,6 +242,11 @@ export class Provisioner {
     // Purges do not propagate from a source (NATS-TENANCY pitfall 4): purge AGG explicitly.
     const purged = await this.jsm.streams.purge(AGG_STREAM, { filter: tenantEditSubjects(tenant) })
     this.say(`removing tenant ${tenant}: purged ${purged.purged} messages from ${AGG_STREAM}`)
+    // Core's feeds: its dead letters hold updates' bytes, its cleaned events name its documents and users.
+    for (const [stream, filter] of [[DLQ_STREAM, tenantDeadLetterSubjects(tenant)], [CLEAN_STREAM, cleanSubject(tenant)]] as const) {
+      if (!(await streamInfo(this.jsm, stream))) continue
+      this.say(`removing tenant ${tenant}: purged ${(await this.jsm.streams.purge(stream, { filter })).purged} messages from ${stream}`)
+    }
     await this.withTenantAdmin(tenant, registry, async (jsm) => {
       try {
         await jsm.streams.delete(tenantStreamName(tenant))

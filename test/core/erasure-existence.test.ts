@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, ServiceUser, docEditSubjects, snapshotKey } from '../../contracts/mod.ts'
+import { AGG_STREAM, ServiceUser, docEditSubjects, hasSnapshotKeys, snapshotKey } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { deleteDocument, restoreDocument } from '../../core/deletion.ts'
 import { eraseDocument, type ErasureProgress, type ErasureStores } from '../../core/erasure.ts'
@@ -16,6 +16,7 @@ import { migrate } from '../../core/migrate.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
+import { counterValue } from '../helpers/metric-value.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -37,6 +38,21 @@ async function inAgg(docId: string, n: number): Promise<number[]> {
   await until(`${n} messages of ${docId} in AGG`, async () => (await aggJsm.streams.info(AGG_STREAM)).state.last_seq >= before + n)
   return Array.from({ length: n }, (_, i) => before + 1 + i)
 }
+
+// First: a core started after an erasure deleted AGG messages finds a hole in the partitions it never read (core/streams.ts findHole).
+t.test('core - a document whose id encodes too long for a snapshot key erases, and takes no snapshot', async (t) => {
+  const docId = '議事録'.repeat(40) // 120 characters, 9 bytes each in a blob path
+  t.notOk(hasSnapshotKeys('acme', docId), 'no snapshot key can hold it')
+  const core = await stack.core({ blobs, compactEveryOps: 1, snapshotIntervalMs: 1 })
+  t.teardown(() => core.stop())
+  await publishEdit(js, 'acme', docId, edit('minutes', 5))
+  await until('committed and compacted', async () => (await count('docs', docId)) === 1)
+  await until('its snapshot counted unkeyable', async () => (await counterValue(core.core.metrics.snapshots, { outcome: 'unkeyable' })) >= 1)
+  t.equal(await counterValue(core.core.metrics.snapshots, { outcome: 'failed' }), 0, 'no snapshot failed')
+  const report = await eraseDocument(stores(), change(docId))
+  t.equal(report.rowsRemoved.op_log, 1, 'its op log erased')
+  t.equal(await count('docs', docId), 0, 'and its state')
+})
 
 t.test('core - erasing an id with nothing stored is refused and leaves no deletion mark', async (t) => {
   const err = await eraseDocument(stores(), change('never-written')).then(() => null, (e: unknown) => e)

@@ -3,10 +3,10 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, ServiceSubjects, ServiceUser, encodeDocNotice, type DocNotice } from '../../contracts/mod.ts'
+import { AGG_STREAM, DLQ_STREAM, ServiceSubjects, ServiceUser, decodeDeadLetterEvent, encodeDocNotice, type DocNotice } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { eraseDocument } from '../../core/erasure.ts'
-import { edit, publishEdit } from '../helpers/edits.ts'
+import { edit, malformedEdit, publishEdit } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 
@@ -77,4 +77,27 @@ t.test('core - a commit in flight during a tenant removal (held after its snapsh
   await removing
   await new Promise((r) => setTimeout(r, 1_000))
   t.same(await contentOf('tenant = $1', 'globex'), [], 'nothing of the removed tenant is stored')
+})
+
+t.test("core - an erasure deletes the document's dead letters from the dead-letter stream, and no other's", async (t) => {
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  const dlqDocs = async () => {
+    const info = await aggJsm.streams.info(DLQ_STREAM)
+    const docs: string[] = []
+    for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
+      const m = await aggJsm.streams.getMessage(DLQ_STREAM, { seq }).catch(() => null)
+      if (m) docs.push(decodeDeadLetterEvent(m.data).docId!)
+    }
+    return docs.sort()
+  }
+  for (const docId of ['dlq-erased', 'dlq-kept']) {
+    const { base, malformed } = malformedEdit()
+    await publishEdit(js, 'acme', docId, base)
+    await publishEdit(js, 'acme', docId, malformed)
+  }
+  await until('both dead letters on the stream', async () => (await dlqDocs()).length === 2)
+  const report = await eraseDocument({ pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: null, notify }, { tenant: 'acme', docId: 'dlq-erased', actor: 'dpo@test', reason: 'GDPR' })
+  t.match(report.streams.find((s) => s.stream === DLQ_STREAM), { removed: 1 }, 'reported')
+  t.same(await dlqDocs(), ['dlq-kept'], "the other document's dead letter stays")
 })

@@ -89,7 +89,7 @@ t.test('scripts - docflow doc delete, restore and erase: exit 0 with --json, exi
   const report = JSON.parse(erased.stdout)
   t.match(report, { ok: true, tenant: 'acme', docId: 'cli-doc', markedDeleted: true, rowsRemoved: { op_log: 1, docs: 0, snapshots: 1 }, snapshotBlobsDeleted: 1 })
   t.equal(report.erasureIds.length, 1)
-  t.same(report.streams.map((s: { stream: string }) => s.stream), ['AGG', 'EDITS_acme'], 'stream copies reported per stream')
+  t.same(report.streams.map((s: { stream: string }) => s.stream), ['AGG', 'EDITS_acme', 'DLQ'], 'stream copies reported per stream')
   t.equal(await blobs.get(key), null, 'the snapshot blob is gone')
   t.same((await stack.db.query("SELECT actor, reason FROM erasures WHERE doc_id = 'cli-doc'")).rows, [{ actor: 'ops@cli', reason: 'erase test' }], 'the erasure is audited')
   t.equal((await stack.db.query("SELECT count(*)::int AS n FROM op_log WHERE doc_id = 'cli-doc'")).rows[0].n, 0)

@@ -4,8 +4,8 @@ import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { jetstream } from '@nats-io/jetstream'
-import { tenantSnapshotsPrefix } from '../../contracts/mod.ts'
+import { jetstream, jetstreamManager } from '@nats-io/jetstream'
+import { CLEAN_STREAM, DLQ_STREAM, ServiceUser, cleanSubject, tenantDeadLetterSubjects, tenantSnapshotsPrefix } from '../../contracts/mod.ts'
 import { deleteDocument } from '../../core/deletion.ts'
 import type { BlobStore } from '../../runtime/blobs/blob-store.ts'
 import { BLOB_STORE_VARS } from '../../runtime/config.ts'
@@ -13,9 +13,9 @@ import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { Provisioner } from '../../scripts/lib/provisioner.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, readState, until } from '../helpers/client.ts'
-import { edit, publishEdit } from '../helpers/edits.ts'
+import { edit, malformedEdit, publishEdit } from '../helpers/edits.ts'
 
-const stack = await setup({ tenants: { acme: 64 * 1024 ** 2, initech: 16 * 1024 ** 2, umbrella: 16 * 1024 ** 2, hooli: 16 * 1024 ** 2, wonka: 16 * 1024 ** 2 } })
+const stack = await setup({ tenants: { acme: 64 * 1024 ** 2, initech: 16 * 1024 ** 2, umbrella: 16 * 1024 ** 2, hooli: 16 * 1024 ** 2, wonka: 16 * 1024 ** 2, stark: 16 * 1024 ** 2 } })
 // The folder stack.core() writes snapshots to, as `npm run tenant` opens core's store.
 const blobs: BlobStore = await FsBlobStore.open(join(stack.dir, 'blobs'))
 const progress: string[] = []
@@ -173,4 +173,26 @@ t.test('tenancy - npm run tenant -- remove deletes the snapshot blobs in the fol
   })
   t.match(stdout, `  removing tenant wonka: deleting snapshot blobs under snapshots/wonka/ in ${blobs.location}\n  removing tenant wonka: deleted 1 snapshot blobs\n`, 'it names the store and the count')
   t.same(await snapshotBlobs('wonka'), [], 'the blob is gone')
+})
+
+t.test("tenancy - removal purges the tenant's dead letters and cleaned events from core's feeds, and no other tenant's", async (t) => {
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  const js = jetstream(await stack.connect())
+  const svc = await jetstreamManager(await stack.connect(ServiceUser.Admin))
+  const held = async (stream: string, filter: string) => Object.values((await svc.streams.info(stream, { subjects_filter: filter })).state.subjects ?? {}).reduce((a, n) => a + n, 0)
+  for (const tenant of ['stark', 'acme']) {
+    const { base, malformed } = malformedEdit()
+    await publishEdit(js, tenant, 'feeds', base)
+    await publishEdit(js, tenant, 'feeds', malformed)
+  }
+  await until('both tenants on both feeds', async () => {
+    for (const tenant of ['stark', 'acme']) if ((await held(DLQ_STREAM, tenantDeadLetterSubjects(tenant))) === 0 || (await held(CLEAN_STREAM, cleanSubject(tenant))) === 0) return false
+    return true
+  }, 20_000)
+  const acme = { dlq: await held(DLQ_STREAM, tenantDeadLetterSubjects('acme')), clean: await held(CLEAN_STREAM, cleanSubject('acme')) }
+  await provisioner.remove('stark', { actor: 'ops', reason: 'contract ended' })
+  t.equal(await held(DLQ_STREAM, tenantDeadLetterSubjects('stark')), 0, 'no dead letter of the removed tenant')
+  t.equal(await held(CLEAN_STREAM, cleanSubject('stark')), 0, 'no cleaned event of it')
+  t.same({ dlq: await held(DLQ_STREAM, tenantDeadLetterSubjects('acme')), clean: await held(CLEAN_STREAM, cleanSubject('acme')) }, acme, "acme's stay")
 })
