@@ -6,7 +6,7 @@ import { cleanEvent } from './clean-events.ts'
 import { isVersionRegressionError } from './errors.ts'
 import type { PendingDoc } from './gap-watch.ts'
 import { describeOverlap, findOverlapViolation, type OverlapViolation } from '../runtime/overlap.ts'
-import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
+import { malformedItem, malformedUpdate, misplacedItem, misplacedNeighbours } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
 import type { CoreMetrics } from './metrics.ts'
 import { fencedKey, itemKey, type DeadLetterRow, type DocRow, type OpRow, type StoredDoc } from './store.ts'
@@ -37,6 +37,17 @@ export function decodeMessage(msg: JsMsg, partitions: number): DecodedItem[] {
       return { msg, item, failure: decodeFailureReason(err), edit }
     }
   })
+}
+
+/** malformedUpdate, and for an update no edge tried: misplacedNeighbours in `doc`. */
+function malformedHttpUpdate(doc: Y.Doc, update: Uint8Array): string | null {
+  let structs
+  try {
+    ;({ structs } = Y.decodeUpdate(update))
+  } catch {
+    return null // applying it says why
+  }
+  return malformedItem(structs) ?? misplacedNeighbours(doc, structs)
 }
 
 /** Tenant and doc of a stored edit subject; null when it is not one. */
@@ -146,7 +157,9 @@ export class BatchBuilder {
       }
     }
     this.cache.pin(cached)
-    const malformed = malformedUpdate(edit.update)
+    // HTTP ingest tried it on no document: neighbours in different lists are refused before it
+    // touches the document, since undoing an apply costs a rebuild of the whole document.
+    const malformed = edit.source === 'http' ? malformedHttpUpdate(cached.doc, edit.update) : malformedUpdate(edit.update)
     if (malformed) {
       this.deadLetter(msg, item, edit, `${DeadLetterReason.MalformedItem}: ${malformed}`)
       return
@@ -278,6 +291,7 @@ export class BatchBuilder {
 
   /** Replaces a doc Yjs threw on with its stored state plus this batch's ops for it. */
   private async rebuild(tenant: string, docId: string): Promise<void> {
+    this.metrics.docRebuilds.inc({ tenant })
     // Out of the cache while the stored state loads: an edge's state request must not get it.
     this.cache.evict(tenant, docId)
     const cached = this.cache.add(tenant, docId, await this.loadDoc(tenant, docId))

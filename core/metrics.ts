@@ -14,6 +14,8 @@ export function createCoreMetrics(registry: Registry = createRegistry('core')) {
     batches: new Counter({ name: 'docflow_core_batches_total', help: 'Batches committed to PostgreSQL', registers }),
     batchSize: new Histogram({ name: 'docflow_core_batch_messages', help: 'Messages per committed batch', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], registers }),
     updates: new Counter({ name: 'docflow_core_updates_total', help: 'Stream messages by outcome', labelNames: ['outcome'], registers }),
+    readStateMerges: new Counter({ name: 'docflow_core_read_state_merges_total', help: 'GET /state of documents with an op-log tail: merged (tail merged into the state) or cached (the same parts merged before)', labelNames: ['outcome'], registers }),
+    docRebuilds: new Counter({ name: 'docflow_core_doc_rebuilds_total', help: 'Documents reloaded from PostgreSQL after an update was refused once applied (Yjs threw, a version regression, a misplaced item): each costs a read and an apply of the whole document', labelNames: ['tenant'], registers }),
     deadLetters: new Counter({ name: 'docflow_core_dead_letters_total', help: 'Updates dead-lettered, by reason class and tenant (unknown: the message did not decode that far)', labelNames: ['reason', 'tenant'], registers }),
     duplicateUpdates: new Counter({ name: 'docflow_core_duplicate_updates_total', help: 'Updates whose (clientID, clock) ranges were all applied already (retries), dropped', labelNames: ['tenant'], registers }),
     sequenceGaps: new Counter({ name: 'docflow_core_sequence_gaps_total', help: 'Documents reported with pending updates that did not fill within CORE_GAP_REPORT_AFTER_MS', labelNames: ['tenant'], registers }),
@@ -40,7 +42,7 @@ export function createCoreMetrics(registry: Registry = createRegistry('core')) {
     partitionBlocked: new Gauge({ name: 'docflow_core_partition_blocked', help: '1 while a partition refuses to continue past a hole in the stream', labelNames: ['partition'], registers }),
     stateRequests: new Counter({ name: 'docflow_core_state_requests_total', help: 'Document state requests from edges, by result', labelNames: ['result'], registers }),
     committedNoticeFailures: new Counter({ name: 'docflow_core_committed_notice_failures_total', help: 'Committed notices to edges (the saved signal) that could not be sent', registers }),
-    snapshots: new Counter({ name: 'docflow_core_snapshots_total', help: 'Document snapshots to the blob store: written, skipped (queue full), failed, forgotten (its document deleted or erased while it was written: taken back), or untagged (its predecessor not tagged superseded for the S3 lifecycle rule)', labelNames: ['outcome'], registers }),
+    snapshots: new Counter({ name: 'docflow_core_snapshots_total', help: 'Document snapshots to the blob store: written, skipped (queue full), unkeyable (its id encodes too long for a blob key: none taken), failed, forgotten (its document deleted or erased while it was written: taken back), or untagged (its predecessor not tagged superseded for the S3 lifecycle rule)', labelNames: ['outcome'], registers }),
     snapshotBytes: new Counter({ name: 'docflow_core_snapshot_bytes_total', help: 'Bytes of document snapshots written to the blob store', registers }),
     readRequests: new Counter({ name: 'docflow_core_read_requests_total', help: 'Read API requests by status', labelNames: ['status'], registers }),
   }

@@ -4,7 +4,7 @@ import { EVENT_TIME_HEADER, HTTP_INGEST_PATH, Role } from '../../contracts/mod.t
 import { setup, token } from '../helpers/setup.ts'
 import { docContents, materializedText, readState, until, yclient } from '../helpers/client.ts'
 import { counterValue } from '../helpers/metric-value.ts'
-import { edit, itemsUpdate, resplicedEdit, textItem } from '../helpers/edits.ts'
+import { edit, itemsUpdate, mapEntryWithRightNeighbour, misplacedEdit, resplicedEdit, textItem } from '../helpers/edits.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -92,6 +92,33 @@ t.test('edge, core - a POSTed item that would hang in another list is dead-lette
   const doc = await readState(core.url, docId, tok)
   t.same(doc instanceof Y.Doc && docContents(doc), { t: '', m: { k: 'v' }, a: [] }, 'the document as it was')
   t.equal(await opRows(docId), 1, 'not in the op log')
+})
+
+t.test('core - a POSTed item whose neighbours lie in different lists is refused before it touches the document: no rebuild', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const headers = (key: string) => ({ authorization: `Bearer ${tok}`, 'idempotency-key': key })
+  const reasons = async (docId: string) => (await stack.db.query('SELECT reason FROM dead_letters WHERE doc_id = $1', [docId])).rows.map((r) => r.reason as string)
+  // A right neighbour in another list (misplacedEdit), and a map entry named as a right neighbour
+  // (14 bytes that cost a rebuild of the whole document each when judged after applying).
+  const map = new Y.Doc()
+  map.clientID = 21
+  map.getMap('m').set('k', 1)
+  const cases = [
+    { docId: 'http-misplaced', ...(({ base, misplaced }) => ({ base, bad: misplaced }))(misplacedEdit()), reason: /^malformed-item: item 10:0 names a map entry as its right neighbour/ },
+    { docId: 'http-map-right', base: Y.encodeStateAsUpdate(map), bad: mapEntryWithRightNeighbour(22, { client: 21, clock: 0 }), reason: /^malformed-item: item 22:0 names a map entry as its right neighbour/ },
+  ]
+  for (const c of cases) {
+    t.equal((await post(edge.url, c.docId, c.base, headers(`${c.docId}-base`))).status, 202)
+    await until('the base is in the op log', async () => (await opRows(c.docId)) === 1)
+  }
+  const rebuilds = await counterValue(core.core.metrics.docRebuilds, { tenant: 'acme' })
+  for (const c of cases) t.equal((await post(edge.url, c.docId, c.bad, headers(`${c.docId}-bad`))).status, 202, 'no room holds it: accepted')
+  for (const c of cases) {
+    await until(`core dead-lettered ${c.docId}`, async () => (await reasons(c.docId)).length > 0)
+    t.match(await reasons(c.docId), [c.reason])
+    t.equal(await opRows(c.docId), 1, 'not in the op log')
+  }
+  t.equal(await counterValue(core.core.metrics.docRebuilds, { tenant: 'acme' }), rebuilds, 'no document rebuilt')
 })
 
 t.test('edge - a bad POST gets a clear 4xx with its reason and stores nothing', async (t) => {

@@ -91,3 +91,19 @@ export function itemsUpdate(items: Y.Item[]): Uint8Array {
   encoding.writeVarUint(encoder.restEncoder, 0) // an empty delete set
   return encoder.toUint8Array()
 }
+
+/** An update of `client` (clock 0): a map entry whose right neighbour is the item `right` (no Yjs client makes one). */
+export function mapEntryWithRightNeighbour(client: number, right: { client: number; clock: number }): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, 1) // clients
+  encoding.writeVarUint(e, 1) // structs
+  encoding.writeVarUint(e, client)
+  encoding.writeVarUint(e, 0) // clock
+  encoding.writeUint8(e, 8 | 0x40) // ContentAny, a right origin
+  encoding.writeVarUint(e, right.client)
+  encoding.writeVarUint(e, right.clock)
+  encoding.writeVarUint(e, 1) // one value
+  encoding.writeAny(e, 'x')
+  encoding.writeVarUint(e, 0) // empty delete set
+  return encoding.toUint8Array(e)
+}
