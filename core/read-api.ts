@@ -7,7 +7,7 @@ import type { CoreMetrics } from './metrics.ts'
 import type { TenantReadStatus } from '../runtime/tenant-directory.ts'
 import { RevocationsUnavailableError } from '../runtime/revocations.ts'
 import { parseHistoryQuery, readHistoryPage, readLastApplied, type LastApplied } from './history.ts'
-import { readDocState } from './store.ts'
+import { MergedStates } from './merged-states.ts'
 import { isDocDeleted } from './deletion.ts'
 import { nextTurn, parsePointInTime, readStateAt } from './point-in-time.ts'
 import { isDatabaseUnavailable } from './errors.ts'
@@ -72,6 +72,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
    * forEachSliced), and this bound keeps many at once from adding up to a stall. One tenant holds
    * at most half the slots (rounded up), so its burst leaves room for the other tenants' reads.
    */
+  const mergedStates = new MergedStates(pool, metrics)
   let heavyReads = 0
   const tenantShare = Math.ceil(maxHeavyReads / 2)
   const tenantHeavyReads = new Map<string, number>()
@@ -96,7 +97,7 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
     async state(r, res) {
       const at = r.query.get(STATE_AT_PARAM)
       if (at !== null) return heavy(res, r.tenant, () => stateAt(r, res, at))
-      const state = await readDocState(pool, r.tenant, r.docId)
+      const state = await mergedStates.read(r.tenant, r.docId)
       if (!state) return reply(res, 404, { error: 'no such document' })
       return sendState(res, state)
     },

@@ -122,8 +122,13 @@ export async function readDocParts(c: pg.ClientBase | pg.Pool, tenant: string, d
 
 /** The materialized document as one Yjs update (compacted state + tail), or null when there is none. */
 export async function readDocState(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<Uint8Array | null> {
-  const stored = await readDocStateAndTail(c, tenant, docId)
-  if (!stored) return null
+  const parts = await readDocParts(c, tenant, docId)
+  return parts && mergedState(parts)
+}
+
+/** The document of parts read already, as one update. */
+export function mergedState(parts: StoredDoc): Uint8Array {
+  const stored = stateAndTail(parts)
   // Merged without a Y.Doc (half the time of applying a big state and encoding it).
   return stored.tail ? Y.mergeUpdates([stored.state, stored.tail]) : stored.state
 }
@@ -139,7 +144,11 @@ export async function readDocState(c: pg.ClientBase | pg.Pool, tenant: string, d
  */
 export async function readDocStateAndTail(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<{ state: Uint8Array; tail: Uint8Array | null } | null> {
   const parts = await readDocParts(c, tenant, docId)
-  if (!parts) return null
+  return parts && stateAndTail(parts)
+}
+
+/** readDocStateAndTail of parts read already. */
+export function stateAndTail(parts: StoredDoc): { state: Uint8Array; tail: Uint8Array | null } {
   if (parts.tail.length === 0) return { state: parts.state!, tail: null }
   if (onlyExtends(parts)) {
     const tail = mergeMany(parts.tail)

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, readState, until, yclient } from '../helpers/client.ts'
+import { counterValue } from '../helpers/metric-value.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -42,4 +43,23 @@ t.test('core - its read connections stay open while idle, so a load after a quie
   await readState(core.url, 'quiet-doc', tok)
   const after = await readSessions()
   t.same(after.filter((pid) => before.includes(pid)), before, 'every session of the first read is still open')
+})
+
+t.test('core - GET /state merges a document\'s op-log tail once per change, not per read', async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const c = yclient(edge.url, 'tailed', tok)
+  t.teardown(() => c.destroy())
+  await c.synced()
+  c.text.insert(0, 'first')
+  await until('materialized', async () => (await materializedText(core.url, 'tailed', tok)) === 'first')
+  // The first edit made the document's state; the next one is its op-log tail (compaction waits for CORE_COMPACT_EVERY_OPS).
+  c.text.insert(5, ' second')
+  await until('the tail is read', async () => (await materializedText(core.url, 'tailed', tok)) === 'first second')
+  const merges = async () => ({ merged: await counterValue(core.core.metrics.readStateMerges, { outcome: 'merged' }), cached: await counterValue(core.core.metrics.readStateMerges, { outcome: 'cached' }) })
+  const before = await merges()
+  for (let i = 0; i < 5; i++) t.equal(await materializedText(core.url, 'tailed', tok), 'first second')
+  t.same(await merges(), { merged: before.merged, cached: before.cached + 5 }, 'five reads, no merge')
+  c.text.insert(12, ' third')
+  await until('the new tail is read', async () => (await materializedText(core.url, 'tailed', tok)) === 'first second third')
+  t.ok((await merges()).merged > before.merged, 'merged again once it changed')
 })
