@@ -25,6 +25,19 @@ export const serviceInboxPrefix = (user: ServiceUser) => `_INBOX_${user}`
 /** A tenant's edit stream, in the tenant's own account. */
 export const tenantStreamName = (tenant: string) => `EDITS_${TenantId.parse(tenant)}`
 
+/** Header nats-server puts on a message it sourced into a stream: `<source stream>[:<api hash>] <sequence> …`. */
+export const STREAM_SOURCE_HEADER = 'Nats-Stream-Source'
+
+/**
+ * True when a message AGG holds came from `tenant`'s own stream (its STREAM_SOURCE_HEADER value).
+ * A tenant account's admin can give its stream another tenant's subjects, and AGG sources every
+ * message of it: the subject alone does not prove the tenant.
+ */
+export function sourcedFromTenant(header: string | undefined, tenant: string): boolean {
+  const stream = header?.split(' ', 1)[0]?.split(':', 1)[0]
+  return stream === tenantStreamName(tenant)
+}
+
 /** Users inside a tenant's account: `admin` manages its stream (provisioning only); `app` may read, never edit or delete. */
 export const tenantUser = (tenant: string, kind: TenantUserKind) => tenantUserName(TenantId.parse(tenant), kind)
 

@@ -1,6 +1,6 @@
 import * as Y from 'yjs'
 import type { JsMsg } from '@nats-io/jetstream'
-import { DeadLetterReason, decodeEdits, decodeFailureReason, deadLetterReasonClass, editMsgId, encodeEnvelope, editPartitionOf, parseEditSubject, type CleanEvent, type EditEnvelope } from '../contracts/mod.ts'
+import { DeadLetterReason, STREAM_SOURCE_HEADER, sourcedFromTenant, decodeEdits, decodeFailureReason, deadLetterReasonClass, editMsgId, encodeEnvelope, editPartitionOf, parseEditSubject, type CleanEvent, type EditEnvelope } from '../contracts/mod.ts'
 import { applyTracked, type ApplyResult } from './apply.ts'
 import { cleanEvent } from './clean-events.ts'
 import { isVersionRegressionError } from './errors.ts'
@@ -24,6 +24,7 @@ export function decodeMessage(msg: JsMsg, partitions: number): DecodedItem[] {
   let subject
   try {
     subject = parseEditSubject(msg.subject)
+    if (!sourcedFromTenant(msg.headers?.get(STREAM_SOURCE_HEADER), subject.tenant)) throw new Error(`not from tenant ${subject.tenant}'s stream (${STREAM_SOURCE_HEADER}: ${msg.headers?.get(STREAM_SOURCE_HEADER) || 'none'})`)
     edits = decodeEdits(msg.data)
   } catch (err) {
     return [{ msg, item: 0, failure: decodeFailureReason(err) }]

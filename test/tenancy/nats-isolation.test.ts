@@ -1,6 +1,6 @@
 import t from 'tap'
 import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, ServiceUser, tenantSourceDeliver, tenantStreamName } from '../../contracts/mod.ts'
+import { AGG_STREAM, ServiceUser, editStoredSubject, encodeEnvelope, tenantSourceDeliver, tenantStreamName } from '../../contracts/mod.ts'
 import { setup } from '../helpers/setup.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
 import { until } from '../helpers/client.ts'
@@ -88,4 +88,21 @@ t.test("tenancy - a tenant user cannot create or delete consumers, so AGG keeps 
   await publishEdit(svc, 'acme', 'after-attempts', edit('still sourced', 6))
   const admin = await jetstreamManager(await stack.connect(ServiceUser.Admin))
   await until('the edit reaches AGG', async () => Object.keys((await admin.streams.info(AGG_STREAM, { subjects_filter: 'ten.acme.ed.*.after-attempts' })).state.subjects ?? {}).length === 1)
+})
+
+t.test("tenancy - a tenant admin who gives its stream another tenant's subjects writes nothing of that tenant's", async (t) => {
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  const admin = await stack.connect({ tenant: 'acme', kind: 'admin' })
+  const jsm = await jetstreamManager(admin)
+  const stream = tenantStreamName('acme')
+  const config = (await jsm.streams.info(stream)).config
+  await jsm.streams.update(stream, { ...config, subjects: [...config.subjects, 'ten.globex.ed.>'] })
+  t.teardown(() => jsm.streams.update(stream, config))
+  const forged = await jetstream(admin).publish(editStoredSubject('globex', 0, 'roadmap'), encodeEnvelope({ v: 1, tenant: 'globex', docId: 'roadmap', userId: 'g-user', update: edit('INJECTED', 666), ingestTs: Date.now(), edgeId: 'x' }))
+  t.equal(forged.stream, stream, "stored in acme's own stream, which AGG sources")
+  const dead = async () => (await stack.db.query("SELECT reason FROM dead_letters WHERE tenant = 'globex'")).rows.map((r) => r.reason as string)
+  await until('core refused it', async () => (await dead()).length > 0)
+  t.match(await dead(), [/^decode: not from tenant globex's stream \(Nats-Stream-Source: EDITS_acme/])
+  t.equal((await stack.db.query("SELECT count(*)::int AS n FROM op_log WHERE tenant = 'globex' AND doc_id = 'roadmap'")).rows[0].n, 0, 'nothing in its op log')
 })
