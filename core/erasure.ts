@@ -169,7 +169,9 @@ async function eraseRows(pool: pg.Pool, change: DocChange): Promise<RowsErased> 
 async function deleteSnapshotBlobs(stores: ErasureStores, tenant: string, docId: string, keys: string[]): Promise<number> {
   const all = new Set(keys)
   for await (const key of snapshotBlobsOf(stores.blobs, tenant, docId)) all.add(key)
-  return await deleteAll(stores.blobs, all, progressOf(stores, 'snapshot-blobs', all.size))
+  const deleted = await deleteAll(stores.blobs, all, progressOf(stores, 'snapshot-blobs', all.size))
+  // Not recursive: a longer id's snapshots can lie in a subfolder (snapshotBlobsOf).
+  return deleted + (hasSnapshotKeys(tenant, docId) ? await stores.blobs.deleteLeftovers(docSnapshotsPrefix(tenant, docId), false) : 0)
 }
 
 async function hasSnapshotBlobs(blobs: BlobStore, tenant: string, docId: string): Promise<boolean> {

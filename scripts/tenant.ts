@@ -2,7 +2,8 @@
 //   add <tenant> [--max-storage 1GB]     account, quota, edit stream, aggregate source
 //   quota <tenant> --max-storage 20GB    change the storage quota
 //   suspend <tenant> | resume <tenant>   stop / restore writes (data kept)
-//   remove <tenant> --yes                delete everything the tenant has, everywhere
+//   remove <tenant> --yes --actor <who> --reason <why>
+//                                        delete everything the tenant has, everywhere (audited)
 //   list [--json]                        tenants with their usage
 //   revoke <tenant> [--user <id> | --token <jti>] [--reason <text>]
 //                                        close and refuse the tokens (all of the tenant's, or
@@ -22,7 +23,7 @@ import { formatSize, parseSize } from './lib/registry.ts'
 const USAGE = `usage: npm run tenant -- add <tenant> [--max-storage 1GB]
        npm run tenant -- quota <tenant> --max-storage <size>
        npm run tenant -- suspend <tenant> | resume <tenant>
-       npm run tenant -- remove <tenant> --yes
+       npm run tenant -- remove <tenant> --yes --actor <who> --reason <why>
        npm run tenant -- list [--json]
        npm run tenant -- revoke <tenant> [--user <id> | --token <jti>] [--reason <text>]`
 
@@ -45,7 +46,7 @@ const { values, positionals } = (() => {
   try {
     return parseArgs({
       allowPositionals: true,
-      options: { 'max-storage': { type: 'string' }, user: { type: 'string' }, token: { type: 'string' }, reason: { type: 'string' }, yes: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      options: { 'max-storage': { type: 'string' }, user: { type: 'string' }, token: { type: 'string' }, reason: { type: 'string' }, actor: { type: 'string' }, yes: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     })
   } catch (err) {
     return fail((err as Error).message)
@@ -62,7 +63,11 @@ if (!command) {
 }
 if (!['add', 'quota', 'suspend', 'resume', 'remove', 'list', 'revoke'].includes(command)) fail(`unknown command ${JSON.stringify(command)}`)
 if (extra.length > 0) fail(`unexpected arguments: ${extra.join(' ')}`)
-if (command !== 'revoke' && (values.user !== undefined || values.token !== undefined || values.reason !== undefined)) fail('--user, --token and --reason are for revoke')
+if (command !== 'revoke' && (values.user !== undefined || values.token !== undefined)) fail('--user and --token are for revoke')
+if (command !== 'revoke' && command !== 'remove' && values.reason !== undefined) fail('--reason is for revoke and remove')
+if (command !== 'remove' && values.actor !== undefined) fail('--actor is for remove')
+// The erasures audit row says who asked and why (SOC 2, GDPR), as `docflow doc erase` does.
+if (command === 'remove' && (!values.actor?.trim() || !values.reason?.trim())) fail('remove needs --actor <who asked> and --reason <why>: the erasure records both')
 if (values.user !== undefined && values.token !== undefined) fail('revoke names a user or a token, not both')
 const tenant = command === 'list' ? '' : parseTenant(tenantArg)
 if (values['max-storage'] !== undefined && command !== 'add' && command !== 'quota') fail('--max-storage is for add and quota')
@@ -144,7 +149,7 @@ try {
     }
     case 'remove':
       if (!values.yes) fail(`remove deletes every edit and document of ${tenant}; add --yes to confirm`)
-      await provisioner.remove(tenant)
+      await provisioner.remove(tenant, { actor: values.actor!, reason: values.reason! })
       console.log(`removed ${tenant}`)
       break
     case 'revoke': {

@@ -45,6 +45,12 @@ export interface BlobStore {
    * rule, so nothing reads a mark there: it does nothing (core's retention prunes both).
    */
   supersede(key: string): Promise<void>
+  /**
+   * Removes what puts that never finished left in the folder of `prefix` (a prefix ending in "/"),
+   * and in its subfolders when `recursive` — content no key names, so no listing finds it. Returns
+   * how many it removed. An erasure calls it: such leftovers hold the document's content.
+   */
+  deleteLeftovers(prefix: string, recursive: boolean): Promise<number>
   /** Releases the backend's connections; the store is unusable after. */
   close(): Promise<void>
 }

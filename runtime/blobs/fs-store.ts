@@ -129,6 +129,32 @@ export class FsBlobStore implements BlobStore {
     return failures
   }
 
+  /** The temp files of puts a crash cut short (writeAtomically: `.<name>.<random>.tmp`). */
+  async deleteLeftovers(prefix: string, recursive: boolean): Promise<number> {
+    checkBlobKeyPrefix(prefix)
+    if (!prefix.endsWith('/')) throw new BlobKeyError(`deleteLeftovers takes a folder prefix ending in "/", not ${JSON.stringify(prefix)}`)
+    const sweep = async (folder: string): Promise<number> => {
+      let entries
+      try {
+        entries = await readdir(folder, { withFileTypes: true })
+      } catch (err) {
+        if (isAbsent(err)) return 0
+        throw new BlobStoreError(`sweep ${folder}: ${(err as Error).message}`, { cause: err })
+      }
+      let removed = 0
+      for (const e of entries) {
+        if (e.isFile() && TEMP_FILE.test(e.name)) {
+          await rm(join(folder, e.name), { force: true })
+          removed++
+        } else if (recursive && e.isDirectory()) removed += await sweep(join(folder, e.name))
+      }
+      // A folder is named after its document: none stays behind empty.
+      if (removed > 0) await this.removeEmptyFolders(folder)
+      return removed
+    }
+    return await sweep(join(this.root, ...prefix.split('/').filter(Boolean)))
+  }
+
   async close(): Promise<void> {}
 
   /** The file of `key`, checked to lie inside the root (keys have no "." or ".." segments; this is the second guard). */
@@ -180,6 +206,9 @@ export class FsBlobStore implements BlobStore {
 function sidecarOf(path: string): string {
   return join(dirname(path), `.${path.slice(dirname(path).length + 1)}${SIDECAR_SUFFIX}`)
 }
+
+/** A temp file of writeAtomically. */
+const TEMP_FILE = /^\..+\.[0-9a-f]{12}\.tmp$/
 
 /** Writes `bytes` to `path` through a temp file beside it: write, fsync, rename, fsync the folder. */
 async function writeAtomically(path: string, bytes: Uint8Array): Promise<void> {

@@ -315,6 +315,8 @@ export class Provisioner {
     // A line per batch of 1,000: the last one gives the total.
     const deleted = await deleteAll(blobs, blobs.list(prefix), (done) => this.say(`removing tenant ${tenant}: deleted ${done} snapshot blobs`))
     if (deleted === 0) this.say(`removing tenant ${tenant}: deleted 0 snapshot blobs`)
+    const leftovers = await blobs.deleteLeftovers(prefix, true)
+    if (leftovers > 0) this.say(`removing tenant ${tenant}: deleted ${leftovers} leftovers of unfinished puts`)
   }
 
   async list(): Promise<TenantUsage[]> {

@@ -4,10 +4,10 @@
 // progress of its one-request-per-item steps (core/erasure.ts).
 import t from 'tap'
 import { join } from 'node:path'
-import { mkdtempSync } from 'node:fs'
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, ServiceUser, docEditSubjects, hasSnapshotKeys, snapshotKey } from '../../contracts/mod.ts'
+import { AGG_STREAM, ServiceUser, docEditSubjects, docSnapshotsPrefix, hasSnapshotKeys, snapshotKey } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { deleteDocument, restoreDocument } from '../../core/deletion.ts'
 import { eraseDocument, type ErasureProgress, type ErasureStores } from '../../core/erasure.ts'
@@ -69,6 +69,12 @@ t.test('core - erasing a document stored only as a snapshot blob or an uncommitt
   t.ok(fromBlob.markedDeleted, 'marked deleted')
   t.equal(fromBlob.snapshotBlobsDeleted, 1)
   t.equal(await blobs.get(key), null, 'the blob whose row never landed is gone')
+  // A put a crash cut short leaves its temp file (runtime/blobs/fs-store.ts), content no key names.
+  const folder = join(blobs.location, ...docSnapshotsPrefix('acme', 'crashed-put').split('/'))
+  await blobs.put(snapshotKey('acme', 'crashed-put', 1), edit('snapshot', 7))
+  writeFileSync(join(folder, '.0000000000000999.ydoc.0123456789ab.tmp'), 'half a snapshot')
+  t.equal((await eraseDocument(stores(), change('crashed-put'))).snapshotBlobsDeleted, 2, 'the blob and the leftover')
+  t.notOk(existsSync(folder), 'no folder named after it is left')
 
   await inAgg('agg-only', 1)
   const fromAgg = await eraseDocument(stores(), change('agg-only'))

@@ -305,6 +305,19 @@ t.test('blob store - fs: a reader never sees part of a put, and a crashed put le
   writeFileSync(join(backend.folder!, 'atomic', '.blob.0123456789ab.tmp'), versions[0]!.subarray(0, 1_000))
   t.same(await store.get(key), versions[1], 'the last complete put')
   t.same(await listed(store, 'atomic/'), [key])
+  // An erasure removes such leftovers (they hold content no key names): in the folder, and below it when asked.
+  mkdirSync(join(backend.folder!, 'atomic', 'deeper'))
+  writeFileSync(join(backend.folder!, 'atomic', 'deeper', '.other.ba9876543210.tmp'), versions[0]!.subarray(0, 10))
+  t.equal(await store.deleteLeftovers('atomic/', false), 1, 'the temp file of the folder')
+  t.equal(await store.deleteLeftovers('atomic/', true), 1, 'then the one below')
+  t.same(readdirSync(join(backend.folder!, 'atomic')).sort(), ['blob'], 'the blob stays; the empty subfolder too goes')
+  await t.rejects(store.deleteLeftovers('atomic', true), /folder prefix/, 'a prefix that is no folder is refused')
+})
+
+t.test('blob store - s3: an unfinished put leaves nothing to delete', async (t) => {
+  const store = await s3Backend().open()
+  t.teardown(() => store.close())
+  t.equal(await store.deleteLeftovers('atomic/', true), 0)
 })
 
 t.test('blob store - snapshot keys and their parser', async (t) => {

@@ -139,6 +139,7 @@ t.test('tenancy - a removal that dies while deleting snapshot blobs says how far
     head: (key) => blobs.head(key),
     list: (prefix) => blobs.list(prefix),
     delete: (key) => blobs.delete(key),
+    deleteLeftovers: (prefix, recursive) => blobs.deleteLeftovers(prefix, recursive),
     deleteMany: async (keys) => {
       if (++batches > 1) throw new Error('killed')
       return await blobs.deleteMany(keys)
@@ -167,12 +168,17 @@ t.test('tenancy - npm run tenant -- remove deletes the snapshot blobs in the fol
   // The stack's folder is laid out as `npm start` leaves its data folder; no blob store variable set.
   const env: NodeJS.ProcessEnv = { ...process.env, DOCFLOW_DATA_DIR: stack.dir, DATABASE_URL: stack.pg.url }
   for (const name of Object.values(BLOB_STORE_VARS)) delete env[name]
-  const stdout = await new Promise<string>((resolve, reject) => {
-    const script = fileURLToPath(new URL('../../scripts/tenant.ts', import.meta.url))
-    execFile(process.execPath, ['--import', 'tsx', script, 'remove', 'wonka', '--yes'], { env, timeout: 60_000 }, (err, out, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(out)))
+  const script = fileURLToPath(new URL('../../scripts/tenant.ts', import.meta.url))
+  const run = (...args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', script, ...args], { env, timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code) : 0, stdout, stderr }))
   })
+  const unaudited = await run('remove', 'wonka', '--yes')
+  t.match(unaudited, { code: 2, stderr: /remove needs --actor <who asked> and --reason <why>/ }, 'refused without who and why')
+  const { code, stdout, stderr } = await run('remove', 'wonka', '--yes', '--actor', 'alice@ops', '--reason', 'contract ended')
+  t.equal(code, 0, stderr)
   t.match(stdout, `  removing tenant wonka: deleting snapshot blobs under snapshots/wonka/ in ${blobs.location}\n  removing tenant wonka: deleted 1 snapshot blobs\n`, 'it names the store and the count')
   t.same(await snapshotBlobs('wonka'), [], 'the blob is gone')
+  t.match((await stack.db.query("SELECT actor, reason FROM erasures WHERE tenant = 'wonka' AND doc_id IS NULL ORDER BY id DESC LIMIT 1")).rows[0], { actor: 'alice@ops', reason: 'contract ended' }, 'the erasure records who asked and why')
 })
 
 t.test("tenancy - removal purges the tenant's dead letters and cleaned events from core's feeds, and no other tenant's", async (t) => {
