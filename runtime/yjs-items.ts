@@ -88,12 +88,14 @@ export function misplacedNeighbours(doc: Y.Doc, structs: readonly (Y.Item | Y.GC
   const own = new Map<number, Y.Item[]>()
   for (const s of structs) if (s instanceof Y.Item) own.set(s.id.client, [...(own.get(s.id.client) ?? []), s])
   const places = new Map<Y.Item, Place | null>()
+  // What the document holds first: an update may carry again structs the document has (a client
+  // resending since an older state vector), and its decoded copy of a type is not the document's.
   const itemAt = (id: Y.ID): Y.Item | null => {
-    const mine = own.get(id.client)?.find((i) => id.clock >= i.id.clock && id.clock < i.id.clock + i.length)
-    if (mine) return mine
-    if (id.clock >= Y.getState(doc.store, id.client)) return null
-    const held = Y.getItem(doc.store, id)
-    return held instanceof Y.Item ? held : null
+    if (id.clock < Y.getState(doc.store, id.client)) {
+      const held = Y.getItem(doc.store, id)
+      return held instanceof Y.Item ? held : null
+    }
+    return own.get(id.client)?.find((i) => id.clock >= i.id.clock && id.clock < i.id.clock + i.length) ?? null
   }
   const placeOf = (item: Y.Item): Place | null => {
     if (places.has(item)) return places.get(item)!
