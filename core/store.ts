@@ -3,6 +3,7 @@ import * as Y from 'yjs'
 import { mergeMany } from '../runtime/yjs-items.ts'
 import { docKey } from './doc-cache.ts'
 import { isRefusedData } from './errors.ts'
+import { ERASURE_CLOCK_SKEW_MS } from './erasure-watch.ts'
 
 /** One row of the op log. */
 export interface OpRow {
@@ -175,9 +176,15 @@ function onlyExtends({ state, stateVector, tail }: StoredDoc): boolean {
   return true
 }
 
-/** SQL: the document (tenant, doc) is not deleted (its newest doc_deletions row, migration 008). */
-const notDeleted = (t: string, d: string) =>
-  `(SELECT dd.action FROM doc_deletions dd WHERE dd.tenant = ${t} AND dd.doc_id = ${d} ORDER BY dd.id DESC LIMIT 1) IS DISTINCT FROM 'delete'`
+/** SQL: how far an edge's clock may be from the database's (core/erasure-watch.ts). */
+const SKEW = `interval '${ERASURE_CLOCK_SKEW_MS} milliseconds'`
+
+/**
+ * SQL: the document (tenant, doc) was deleted (its newest doc_deletions row, migration 008) before
+ * `ms` (ms since epoch) by more than SKEW. An update that came earlier is kept: a restore shows it.
+ */
+const deletedBefore = (t: string, d: string, ms: string) =>
+  `((SELECT dd.action = 'delete' AND dd.at + ${SKEW} < to_timestamp(${ms} / 1000.0) FROM doc_deletions dd WHERE dd.tenant = ${t} AND dd.doc_id = ${d} ORDER BY dd.id DESC LIMIT 1) IS TRUE)`
 
 /**
  * Commits the batches of several partitions in ONE statement (data-modifying CTEs run once, to
@@ -187,10 +194,12 @@ const notDeleted = (t: string, d: string) =>
  * of its document, the ones this statement inserts included (lease.ts: only the owner writes it);
  * resolves with those ids by docKey (a snapshot of the state records it: point-in-time.ts).
  *
- * Fenced (migration 011): no op-log row of a deleted document, or of one whose document or
- * tenant was erased after the update was ingested; no dead letter of a deleted document; no
- * state of a document left without op-log rows. What an erasure removed stays removed when a
- * batch in flight, or a core's memory of the document, would write it back.
+ * Fenced (migration 011): no op-log row of an update that came after its document was deleted
+ * or before its document or tenant was erased (give or take ERASURE_CLOCK_SKEW_MS: the edge
+ * stamps it, PostgreSQL the marks), and no state of a document left without op-log rows or with
+ * an update fenced here (the batch applied it in memory). What an erasure removed stays removed
+ * when a batch in flight, or a core's memory of the document, would write it back; an update
+ * accepted before a soft delete is kept, and a restore shows it.
  */
 export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[]): Promise<Committed> {
   const ops = batches.flatMap((b) => b.ops)
@@ -203,8 +212,8 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
     // Named: parsed and planned once per session, not for every group commit.
     name: 'docflow-commit-batches',
     text: `WITH input AS (
-       SELECT x.*, NOT (${notDeleted('x.t', 'x.d')}) OR EXISTS (SELECT 1 FROM erasures er
-           WHERE er.tenant = x.t AND (er.doc_id = x.d OR er.doc_id IS NULL) AND er.at >= to_timestamp(x.i / 1000.0)) AS fenced
+       SELECT x.*, ${deletedBefore('x.t', 'x.d', 'x.i')} OR EXISTS (SELECT 1 FROM erasures er
+           WHERE er.tenant = x.t AND (er.doc_id = x.d OR er.doc_id IS NULL) AND er.at + ${SKEW} >= to_timestamp(x.i / 1000.0)) AS fenced
        FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::float8[], $28::int[], $31::float8[])
          AS x(t, d, s, m, u, e, o, st, i, n, ev)
      ), ops AS (
@@ -220,15 +229,14 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
            (SELECT max(o.id) FROM ops o WHERE o.tenant = x.t AND o.doc_id = x.d),
            (SELECT max(o.id) FROM op_log o WHERE o.tenant = x.t AND o.doc_id = x.d)) AS through
          FROM unnest($10::text[], $11::text[], $12::int[], $13::bytea[], $14::bigint[], $15::bigint[], $30::int[]) AS x(t, d, so, sv, s, n, sn)) y
-       WHERE y.through IS NOT NULL
+       WHERE y.through IS NOT NULL AND NOT EXISTS (SELECT 1 FROM input f WHERE f.fenced AND f.t = y.t AND f.d = y.d)
        ON CONFLICT (tenant, doc_id) DO UPDATE SET
          state = excluded.state, state_vector = excluded.state_vector, last_stream_seq = GREATEST(docs.last_stream_seq, excluded.last_stream_seq),
          op_count = docs.op_count + excluded.op_count, through_op_id = excluded.through_op_id, updated_at = now()
        RETURNING tenant, doc_id, through_op_id
      ), dead AS (
        INSERT INTO dead_letters (stream, stream_seq, item, subject, tenant, doc_id, reason, payload)
-       SELECT * FROM unnest($16::text[], $17::bigint[], $18::int[], $19::text[], $20::text[], $21::text[], $22::text[], $23::bytea[]) AS y(st, sq, it, sj, t, d, r, p)
-       WHERE y.d IS NULL OR ${notDeleted('y.t', 'y.d')}
+       SELECT * FROM unnest($16::text[], $17::bigint[], $18::int[], $19::text[], $20::text[], $21::text[], $22::text[], $23::bytea[])
        ON CONFLICT (stream, stream_seq, item) DO NOTHING
        RETURNING 1
      ), checkpoints AS (

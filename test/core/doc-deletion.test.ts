@@ -2,7 +2,7 @@ import t from 'tap'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, CloseCode, DocEvent, ServiceSubjects, ServiceUser, docEditSubjects, encodeDocNotice, snapshotKey, tenantStreamName, type DocNotice } from '../../contracts/mod.ts'
+import { AGG_STREAM, CloseCode, DocEvent, ServiceSubjects, ServiceUser, docEditSubjects, editIngestSubject, editMsgId, encodeDocNotice, encodeEnvelope, snapshotKey, tenantStreamName, type DocNotice } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { deleteDocument, restoreDocument } from '../../core/deletion.ts'
 import { eraseDocument } from '../../core/erasure.ts'
@@ -162,4 +162,29 @@ t.test('core - erasing a document leaves the snapshots of a longer id whose blob
   t.equal(report.snapshotBlobsDeleted, 1, 'one blob erased, counted for the short id')
   t.equal(await blobs.get(shortKey), null, 'the short id\'s snapshot is gone')
   t.not(await blobs.get(longKey), null, 'the long id\'s snapshot stays')
+})
+
+t.test('core - an edit accepted before a delete is stored when core catches up, and a restore shows it; one that came after is not, nor its state', async (t) => {
+  let core = await stack.core({ compactEveryOps: 1 })
+  const textOf = async () => {
+    const doc = new Y.Doc()
+    const state = (await stack.db.query<{ state: Buffer }>("SELECT state FROM docs WHERE tenant = 'acme' AND doc_id = 'catch-up'")).rows[0]?.state
+    if (state) Y.applyUpdate(doc, state)
+    return doc.getText('t').toString()
+  }
+  await publishEdit(js, 'acme', 'catch-up', edit('hello ', 31))
+  await until('first edit committed', async () => (await textOf()) === 'hello ')
+  await core.stop() // core behind: the next edits wait in JetStream
+  await publishEdit(js, 'acme', 'catch-up', edit('world', 32)) // accepted before the delete
+  await deleteDocument(stack.db, { tenant: 'acme', docId: 'catch-up', actor: 'ops@test', reason: 'ticket 12' })
+  // Sent past the edges (an HTTP POST; edges close a deleted document's sockets) once it is deleted.
+  const late = edit('!', 33)
+  await js.publish(editIngestSubject('acme', 'catch-up'), encodeEnvelope({ v: 1, tenant: 'acme', docId: 'catch-up', userId: 'u', update: late, ingestTs: Date.now() + 10_000, edgeId: 'test' }), { msgID: editMsgId('acme', 'catch-up', late) })
+  core = await stack.core({ compactEveryOps: 1 })
+  t.teardown(() => core.stop())
+  await until('the late edit fenced', async () => (await counterValue(core.core.metrics.updates, { outcome: 'fenced' })) === 1, 20_000)
+  t.equal(await rows('op_log', 'catch-up'), 2, 'the edit accepted before the delete is in the op log, the late one not')
+  t.notOk((await textOf()).includes('!'), 'and no state holds the late one')
+  await restoreDocument(stack.db, { tenant: 'acme', docId: 'catch-up', actor: 'ops@test', reason: 'deleted by mistake' })
+  t.equal(await materializedText(core.url, 'catch-up', await token({ tenant: 'acme' })), 'hello world', 'the restore shows everything it had')
 })
