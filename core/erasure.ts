@@ -20,7 +20,7 @@ import { ensureDeleted, hasDocRows, type DocChange } from './deletion.ts'
 //   of one erased after the update came, and no state of a document without op-log rows; cores
 //   also drop their in-memory copy on the erased notice. A commit whose statement started before
 //   the deletion mark could not see it: once the rows are gone, the erasure waits for every
-//   commit in flight (docflow_write_barrier), looks again and erases what such a commit wrote (a
+//   commit in flight (writeBarrier), looks again and erases what such a commit wrote (a
 //   second audited erasure).
 //
 // Raw messages: in AGG (the service account's aggregate stream) the messages that carried the
@@ -93,6 +93,8 @@ export interface ErasureReport {
 }
 
 const DEFAULT_PROGRESS_INTERVAL_MS = 1_000
+/** How long the read of a tenant's dead letters waits for the next one before it is done. */
+const DLQ_FETCH_EXPIRES_MS = 2_000
 
 /**
  * Erases one document everywhere (see above). Throws DocDeletionError (not-found) when nothing of
@@ -129,12 +131,26 @@ export async function eraseDocument(stores: ErasureStores, change: DocChange): P
   return report
 }
 
+/** How often writeBarrier looks whether the commits it waits for have ended. */
+const BARRIER_POLL_MS = 20
+
 /**
- * Returns once every commit that was writing when it was called has ended (migration 011): a
- * statement that started before a deletion mark or an erasures row did not see it.
+ * Returns once every transaction that was writing the op log when it was called has ended
+ * (migration 011): a commit statement that started before a deletion mark or an erasures row did
+ * not see it. A commit takes its lock before its snapshot, so every such commit holds one now.
+ * Watches pg_locks rather than queueing a lock of its own: a lock request waiting behind a long
+ * holder (a vacuum, another erasure's transaction) would hold every later commit up behind it.
  */
 export async function writeBarrier(db: pg.Pool | pg.ClientBase): Promise<void> {
-  await db.query('SELECT docflow_write_barrier()')
+  const writers = (c: { text: string; values: unknown[] }) => db.query<{ v: string }>(c).then((r) => r.rows.map((row) => row.v))
+  let waiting = await writers({
+    text: "SELECT DISTINCT virtualtransaction AS v FROM pg_locks WHERE relation = 'op_log'::regclass AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid()",
+    values: [],
+  })
+  while (waiting.length > 0) {
+    await new Promise((resolve) => setTimeout(resolve, BARRIER_POLL_MS))
+    waiting = await writers({ text: "SELECT DISTINCT virtualtransaction AS v FROM pg_locks WHERE relation = 'op_log'::regclass AND virtualtransaction = ANY($1)", values: [waiting] })
+  }
 }
 
 interface RowsErased {
@@ -209,17 +225,20 @@ function snapshotOf(key: string): string | null {
  */
 async function eraseDeadLetterCopies(stores: ErasureStores, tenant: string, docId: string): Promise<StreamErasure> {
   const filter = tenantDeadLetterSubjects(tenant)
-  const held = Object.values((await stores.aggJsm.streams.info(DLQ_STREAM, { subjects_filter: filter })).state.subjects ?? {}).reduce((a, n) => a + n, 0)
+  const { state } = await stores.aggJsm.streams.info(DLQ_STREAM, { subjects_filter: filter })
   const erasure = { stream: DLQ_STREAM, removed: 0 }
-  if (held === 0) return erasure
+  if (Object.keys(state.subjects ?? {}).length === 0) return erasure
   const seqs: number[] = []
   const consumer = await stores.aggJsm.jetstream().consumers.get(DLQ_STREAM, { filter_subjects: filter })
-  const messages = await consumer.consume()
-  for await (const m of messages) {
-    if (deadLetterDocOf(m.data) === docId) seqs.push(m.seq)
-    if (m.info.pending === 0) break
+  try {
+    // Up to what the stream held at the start; a message gone meanwhile (aged out, purged) leaves
+    // a gap, so an empty fetch ends it too rather than waiting for what will not come.
+    for (let m = await consumer.next({ expires: DLQ_FETCH_EXPIRES_MS }); m; m = m.seq >= state.last_seq ? null : await consumer.next({ expires: DLQ_FETCH_EXPIRES_MS })) {
+      if (deadLetterDocOf(m.data) === docId) seqs.push(m.seq)
+    }
+  } finally {
+    await consumer.delete().catch(() => undefined) // an ordered consumer goes with its inactivity anyway
   }
-  await messages.close()
   for (const seq of seqs) if (await deleteStreamMessage(stores.aggJsm, DLQ_STREAM, seq)) erasure.removed++
   return erasure
 }

@@ -53,6 +53,8 @@ import { writeBarrier } from '../../core/erasure.ts'
 
 /** PostgreSQL's SQLSTATE for a function that does not exist. */
 const UNDEFINED_FUNCTION = '42883'
+/** How long after its commit core may still be publishing a commit's dead letters and cleaned events. */
+const FEED_PUBLISH_SETTLE_MS = 1_000
 
 export interface ProvisionerOptions {
   /** Folder of the nats-server (registry, config, pid). */
@@ -242,11 +244,6 @@ export class Provisioner {
     // Purges do not propagate from a source (NATS-TENANCY pitfall 4): purge AGG explicitly.
     const purged = await this.jsm.streams.purge(AGG_STREAM, { filter: tenantEditSubjects(tenant) })
     this.say(`removing tenant ${tenant}: purged ${purged.purged} messages from ${AGG_STREAM}`)
-    // Core's feeds: its dead letters hold updates' bytes, its cleaned events name its documents and users.
-    for (const [stream, filter] of [[DLQ_STREAM, tenantDeadLetterSubjects(tenant)], [CLEAN_STREAM, cleanSubject(tenant)]] as const) {
-      if (!(await streamInfo(this.jsm, stream))) continue
-      this.say(`removing tenant ${tenant}: purged ${(await this.jsm.streams.purge(stream, { filter })).purged} messages from ${stream}`)
-    }
     await this.withTenantAdmin(tenant, registry, async (jsm) => {
       try {
         await jsm.streams.delete(tenantStreamName(tenant))
@@ -264,9 +261,23 @@ export class Provisioner {
       // Without the rows gone, deleting the blobs would leave rows naming missing blobs.
       this.say(`removing tenant ${tenant}: no DATABASE_URL, PostgreSQL rows and snapshot blobs left in place`)
     }
+    // After the rows: core publishes a commit's dead letters and cleaned events once it committed,
+    // the commits in flight that the erasure waited for included; so again a moment later.
+    await this.purgeFeeds(tenant)
+    await new Promise((resolve) => setTimeout(resolve, FEED_PUBLISH_SETTLE_MS))
+    await this.purgeFeeds(tenant)
     registry.removeTenant(tenant)
     registry.save()
     await this.reload()
+  }
+
+  /** Core's feeds: the tenant's dead letters hold updates' bytes, its cleaned events name its documents and users. */
+  private async purgeFeeds(tenant: string): Promise<void> {
+    for (const [stream, filter] of [[DLQ_STREAM, tenantDeadLetterSubjects(tenant)], [CLEAN_STREAM, cleanSubject(tenant)]] as const) {
+      if (!(await streamInfo(this.jsm, stream))) continue
+      const { purged } = await this.jsm.streams.purge(stream, { filter })
+      if (purged > 0) this.say(`removing tenant ${tenant}: purged ${purged} messages from ${stream}`)
+    }
   }
 
   /**

@@ -3,7 +3,7 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, DLQ_STREAM, ServiceSubjects, ServiceUser, decodeDeadLetterEvent, encodeDocNotice, type DocNotice } from '../../contracts/mod.ts'
+import { AGG_STREAM, CLEAN_STREAM, DLQ_STREAM, ServiceSubjects, cleanSubject, ServiceUser, decodeDeadLetterEvent, encodeDocNotice, tenantDeadLetterSubjects, type DocNotice } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { eraseDocument } from '../../core/erasure.ts'
 import { edit, malformedEdit, publishEdit } from '../helpers/edits.ts'
@@ -77,6 +77,8 @@ t.test('core - a commit in flight during a tenant removal (held after its snapsh
   await removing
   await new Promise((r) => setTimeout(r, 1_000))
   t.same(await contentOf('tenant = $1', 'globex'), [], 'nothing of the removed tenant is stored')
+  const clean = await aggJsm.streams.info(CLEAN_STREAM, { subjects_filter: cleanSubject('globex') })
+  t.same(clean.state.subjects ?? {}, {}, 'nor any cleaned event of it, the held commit\'s included')
 })
 
 t.test("core - an erasure deletes the document's dead letters from the dead-letter stream, and no other's", async (t) => {
@@ -100,4 +102,56 @@ t.test("core - an erasure deletes the document's dead letters from the dead-lett
   const report = await eraseDocument({ pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: null, notify }, { tenant: 'acme', docId: 'dlq-erased', actor: 'dpo@test', reason: 'GDPR' })
   t.match(report.streams.find((s) => s.stream === DLQ_STREAM), { removed: 1 }, 'reported')
   t.same(await dlqDocs(), ['dlq-kept'], "the other document's dead letter stays")
+})
+
+t.test('core - an erasure whose tenant dead letters leave the stream meanwhile still ends', async (t) => {
+  const { base, malformed } = malformedEdit()
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  const held = async () => Object.values((await aggJsm.streams.info(DLQ_STREAM, { subjects_filter: tenantDeadLetterSubjects('acme') })).state.subjects ?? {}).reduce((a, n) => a + n, 0)
+  const before = await held()
+  await publishEdit(js, 'acme', 'dlq-gone', base)
+  await publishEdit(js, 'acme', 'dlq-gone', malformed)
+  await until('its dead letter on the stream', async () => (await held()) === before + 1)
+  // The tenant's dead letters go between the erasure's look at the stream and its read of them
+  // (another erasure of the tenant, a purge, the stream's max age).
+  const streams = new Proxy(aggJsm.streams, {
+    get(target, prop, receiver) {
+      if (prop !== 'info') return Reflect.get(target, prop, receiver)
+      return async (name: string, opts?: Parameters<typeof target.info>[1]) => {
+        const info = await target.info(name, opts)
+        if (name === DLQ_STREAM) await target.purge(DLQ_STREAM, { filter: tenantDeadLetterSubjects('acme') })
+        return info
+      }
+    },
+  })
+  const jsm = new Proxy(aggJsm, { get: (target, prop, receiver) => (prop === 'streams' ? streams : Reflect.get(target, prop, receiver)) })
+  const report = await eraseDocument({ pool: stack.db, blobs, aggJsm: jsm, aggStream: AGG_STREAM, tenantJsm: null, notify }, { tenant: 'acme', docId: 'dlq-gone', actor: 'dpo@test', reason: 'GDPR' })
+  t.match(report.streams.find((s) => s.stream === DLQ_STREAM), { removed: 0 }, 'it ended, with nothing left to delete')
+})
+
+t.test("core - an erasure's wait for commits in flight holds no commit up behind a long lock on the op log", async (t) => {
+  const core = await stack.core()
+  t.teardown(() => core.stop())
+  await publishEdit(js, 'acme', 'vacuumed', edit('first', 71))
+  await until('first committed', async () => (await contentOf("tenant = 'acme' AND doc_id = $1", 'vacuumed')).length > 0)
+  // A vacuum's lock (SHARE UPDATE EXCLUSIVE) held for the whole erasure, and another erasure's open transaction.
+  const vacuum = await stack.db.connect()
+  await vacuum.query('BEGIN')
+  await vacuum.query('LOCK TABLE op_log IN SHARE UPDATE EXCLUSIVE MODE')
+  const other = await stack.db.connect()
+  await other.query('BEGIN')
+  await other.query("DELETE FROM op_log WHERE false") // holds the op log's write lock, as an erasure's transaction does
+  const erasing = eraseDocument({ pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: null, notify }, { tenant: 'acme', docId: 'vacuumed', actor: 'dpo@test', reason: 'GDPR' })
+  let done = false
+  void erasing.then(() => (done = true), () => (done = true))
+  await publishEdit(js, 'acme', 'meanwhile', edit('another document', 72))
+  await until("another document's edit commits while the erasure waits", async () => (await contentOf("tenant = 'acme' AND doc_id = $1", 'meanwhile')).length > 0, 5_000)
+  t.notOk(done, 'the erasure waits for the open write transaction')
+  await other.query('ROLLBACK')
+  other.release()
+  await erasing
+  t.pass('and ends once it ended')
+  await vacuum.query('ROLLBACK')
+  vacuum.release()
 })
