@@ -11,6 +11,7 @@ import { serveOps, type OpsServer } from '../runtime/ops-server.ts'
 import { createCoreMetrics, type CoreMetrics } from './metrics.ts'
 import { fixEditPartitions, migrate } from './migrate.ts'
 import { createReadApi } from './read-api.ts'
+import { MergedStates } from './merged-states.ts'
 import { serveDocState } from './state-service.ts'
 import { StreamMonitor } from './stream-monitor.ts'
 import { waitForStream, type StreamHole } from './streams.ts'
@@ -110,6 +111,8 @@ export class Core {
   private ops: OpsServer | null = null
   private ready = false
   private readonly snapshots: Snapshots
+  /** GET /state's merged states (read API): dropped with a document's deletion or erasure. */
+  private readonly mergedStates: MergedStates
   private readonly docCacheBudget: DocCacheBudget
   private readonly retention: SnapshotRetention
   private docNotices: Subscription | null = null
@@ -131,6 +134,7 @@ export class Core {
     this.docCacheBudget = new DocCacheBudget(o.maxDocCacheBytes ?? DEFAULT_DOC_CACHE_BYTES, { bytes: (delta) => this.metrics.docCacheBytes.inc(delta), evicted: () => this.metrics.docCacheEvictions.inc() })
     this.retention = new SnapshotRetention(o.blobs, this.pool, log, this.metrics, { ...(o.snapshotRetentionDays !== undefined ? { retentionDays: o.snapshotRetentionDays } : {}), ...(o.snapshotPruneIntervalMs !== undefined ? { pruneIntervalMs: o.snapshotPruneIntervalMs } : {}) })
     this.erasures = new ErasureWatch(this.pool, log, o.erasurePollMs ?? DEFAULT_ERASURE_POLL_MS, (tenant, docId) => this.erased(tenant, docId))
+    this.mergedStates = new MergedStates(this.pool, this.metrics)
     this.snapshots = new Snapshots(o.blobs, this.pool, log, this.metrics, {
       ...(o.snapshotIntervalMs !== undefined ? { snapshotIntervalMs: o.snapshotIntervalMs } : {}),
       ...(o.snapshotsPerSecond !== undefined ? { maxPerSecond: o.snapshotsPerSecond } : {}),
@@ -189,7 +193,7 @@ export class Core {
     const healthy = () => this.ready && !this.nc.isClosed()
     const tenants = this.tenants
     const revocations = this.revocations
-    this.server = createReadApi({ tokens: this.o.tokens, healthy, tenantStatus: (t) => tenants.status(t), revoked: (claims) => revocations.revoked(claims), blobs: this.o.blobs, edgeUrl: this.o.edgeUrl ?? null, ...(this.o.maxHeavyReads ? { maxHeavyReads: this.o.maxHeavyReads } : {}) }, this.pool, this.log, this.metrics)
+    this.server = createReadApi({ tokens: this.o.tokens, healthy, tenantStatus: (t) => tenants.status(t), revoked: (claims) => revocations.revoked(claims), blobs: this.o.blobs, edgeUrl: this.o.edgeUrl ?? null, ...(this.o.maxHeavyReads ? { maxHeavyReads: this.o.maxHeavyReads } : {}) }, this.pool, this.log, this.metrics, this.mergedStates)
     this.server.listen(this.o.port, this.o.host)
     await once(this.server, 'listening')
     this.ops = await serveOps({ port: this.o.opsPort, host: this.o.opsHost, registry: this.metrics.registry, healthy })
@@ -287,6 +291,7 @@ export class Core {
   private forget(tenant: string, docId: string, event: string): void {
     this.metrics.docsForgotten.inc({ event })
     this.snapshots.forget(tenant, docId)
+    this.mergedStates.forget(tenant, docId)
     for (const w of this.workers) {
       w.forget(tenant, docId).catch((err: unknown) => this.log.error({ err, tenant, docId }, 'document not dropped from memory'))
     }
@@ -296,6 +301,7 @@ export class Core {
   private erased(tenant: string, docId: string | null): void {
     if (docId !== null) return this.forget(tenant, docId, 'erasure-seen')
     this.snapshots.forget(tenant, null)
+    this.mergedStates.forget(tenant, null)
     for (const w of this.workers) {
       w.forgetTenant(tenant).catch((err: unknown) => this.log.error({ err, tenant }, 'documents of a removed tenant not dropped from memory'))
     }

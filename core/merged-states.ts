@@ -46,6 +46,12 @@ export class MergedStates {
     return state
   }
 
+  /** A document was deleted or erased (null: every document of a removed tenant): its merged state goes from memory. */
+  forget(tenant: string, docId: string | null): void {
+    if (docId !== null) return this.drop(docKey(tenant, docId))
+    for (const k of [...this.states.keys()]) if (k.startsWith(docKey(tenant, ''))) this.drop(k)
+  }
+
   private keep(k: string, entry: { parts: string; state: Uint8Array }): void {
     if (entry.state.byteLength > this.maxBytes) return
     this.states.set(k, entry)
@@ -54,6 +60,7 @@ export class MergedStates {
       if (this.bytes <= this.maxBytes) break
       this.drop(oldest)
     }
+    this.metrics.readStateCacheBytes.set(this.bytes)
   }
 
   private drop(k: string): void {
@@ -61,5 +68,6 @@ export class MergedStates {
     if (!entry) return
     this.states.delete(k)
     this.bytes -= entry.state.byteLength
+    this.metrics.readStateCacheBytes.set(this.bytes)
   }
 }

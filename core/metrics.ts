@@ -14,6 +14,7 @@ export function createCoreMetrics(registry: Registry = createRegistry('core')) {
     batches: new Counter({ name: 'docflow_core_batches_total', help: 'Batches committed to PostgreSQL', registers }),
     batchSize: new Histogram({ name: 'docflow_core_batch_messages', help: 'Messages per committed batch', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], registers }),
     updates: new Counter({ name: 'docflow_core_updates_total', help: 'Stream messages by outcome', labelNames: ['outcome'], registers }),
+    readStateCacheBytes: new Gauge({ name: 'docflow_core_read_state_cache_bytes', help: 'Bytes of merged document states GET /state keeps (core/merged-states.ts)', registers }),
     readStateMerges: new Counter({ name: 'docflow_core_read_state_merges_total', help: 'GET /state of documents with an op-log tail: merged (tail merged into the state) or cached (the same parts merged before)', labelNames: ['outcome'], registers }),
     docRebuilds: new Counter({ name: 'docflow_core_doc_rebuilds_total', help: 'Documents reloaded from PostgreSQL after an update was refused once applied (Yjs threw, a version regression, a misplaced item): each costs a read and an apply of the whole document', labelNames: ['tenant'], registers }),
     deadLetters: new Counter({ name: 'docflow_core_dead_letters_total', help: 'Updates dead-lettered, by reason class and tenant (unknown: the message did not decode that far)', labelNames: ['reason', 'tenant'], registers }),

@@ -7,7 +7,7 @@ import type { CoreMetrics } from './metrics.ts'
 import type { TenantReadStatus } from '../runtime/tenant-directory.ts'
 import { RevocationsUnavailableError } from '../runtime/revocations.ts'
 import { parseHistoryQuery, readHistoryPage, readLastApplied, type LastApplied } from './history.ts'
-import { MergedStates } from './merged-states.ts'
+import type { MergedStates } from './merged-states.ts'
 import { isDocDeleted } from './deletion.ts'
 import { nextTurn, parsePointInTime, readStateAt } from './point-in-time.ts'
 import { isDatabaseUnavailable } from './errors.ts'
@@ -63,7 +63,7 @@ type DocHandler = (r: DocRequest, res: ServerResponse, req: IncomingMessage) => 
  * port). Every view answer about an existing document carries the staleness headers
  * (contracts/read-api.ts), set before the view is read.
  */
-export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, metrics: CoreMetrics): Server {
+export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, metrics: CoreMetrics, mergedStates: MergedStates): Server {
   const maxHeavyReads = o.maxHeavyReads ?? DEFAULT_MAX_HEAVY_READS
   if (!Number.isInteger(maxHeavyReads) || maxHeavyReads < 1) throw new RangeError(`maxHeavyReads must be a positive integer, not ${maxHeavyReads}`)
   /**
@@ -72,7 +72,6 @@ export function createReadApi(o: ReadApiOptions, pool: pg.Pool, log: Logger, met
    * forEachSliced), and this bound keeps many at once from adding up to a stall. One tenant holds
    * at most half the slots (rounded up), so its burst leaves room for the other tenants' reads.
    */
-  const mergedStates = new MergedStates(pool, metrics)
   let heavyReads = 0
   const tenantShare = Math.ceil(maxHeavyReads / 2)
   const tenantHeavyReads = new Map<string, number>()

@@ -2,6 +2,8 @@ import t from 'tap'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, readState, until, yclient } from '../helpers/client.ts'
 import { counterValue } from '../helpers/metric-value.ts'
+import { DocEvent, ServiceSubjects, ServiceUser, encodeDocNotice } from '../../contracts/mod.ts'
+import { deleteDocument } from '../../core/deletion.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -62,4 +64,11 @@ t.test('core - GET /state merges a document\'s op-log tail once per change, not 
   c.text.insert(12, ' third')
   await until('the new tail is read', async () => (await materializedText(core.url, 'tailed', tok)) === 'first second third')
   t.ok((await merges()).merged > before.merged, 'merged again once it changed')
+  t.ok((await counterValue(core.core.metrics.readStateCacheBytes)) > 0, 'kept in memory')
+  // Deleted (or erased): the merged state goes from memory too, not only from the answers.
+  await deleteDocument(stack.db, { tenant: 'acme', docId: 'tailed', actor: 'ops@test', reason: 'test' })
+  const admin = await stack.connect(ServiceUser.Admin)
+  admin.publish(ServiceSubjects.docNotice, encodeDocNotice({ tenant: 'acme', docId: 'tailed', event: DocEvent.Deleted }))
+  await admin.flush()
+  await until('dropped on the notice', async () => (await counterValue(core.core.metrics.readStateCacheBytes)) === 0)
 })
