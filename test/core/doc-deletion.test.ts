@@ -2,11 +2,12 @@ import t from 'tap'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, CloseCode, DocEvent, ServiceSubjects, ServiceUser, docEditSubjects, editIngestSubject, editMsgId, encodeDocNotice, encodeEnvelope, snapshotKey, tenantStreamName, type DocNotice } from '../../contracts/mod.ts'
+import { AGG_STREAM, CloseCode, DocEvent, ServiceUser, docEditSubjects, editIngestSubject, editMsgId, encodeEnvelope, snapshotKey, tenantStreamName } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { deleteDocument, restoreDocument } from '../../core/deletion.ts'
 import { eraseDocument } from '../../core/erasure.ts'
 import { edit, publishEdit } from '../helpers/edits.ts'
+import { docNotifier } from '../helpers/doc-notices.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, readState, until, yclient } from '../helpers/client.ts'
 import { counterValue } from '../helpers/metric-value.ts'
@@ -16,10 +17,7 @@ t.teardown(() => stack.cleanup())
 const js = jetstream(await stack.connect())
 const admin = await stack.connect(ServiceUser.Admin)
 const aggJsm = await jetstreamManager(admin)
-const notify = async (notice: DocNotice) => {
-  admin.publish(ServiceSubjects.docNotice, encodeDocNotice(notice))
-  await admin.flush()
-}
+const notify = docNotifier(admin)
 /** `p`, or a rejection naming `what` after `ms` (a socket that is never closed fails fast). */
 const within = <T>(p: Promise<T>, what: string, ms = 10_000) =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms).unref())])

@@ -6,10 +6,11 @@ import { join } from 'node:path'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, ServiceSubjects, ServiceUser, editIngestSubject, editMsgId, encodeDocNotice, encodeEnvelope, type DocNotice } from '../../contracts/mod.ts'
+import { AGG_STREAM, ServiceUser, editIngestSubject, editMsgId, encodeEnvelope, type DocNotice } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { eraseDocument } from '../../core/erasure.ts'
 import { restoreDocument } from '../../core/deletion.ts'
+import { docNotifier } from '../helpers/doc-notices.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { edit } from '../helpers/edits.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
@@ -21,10 +22,7 @@ const blobs = await FsBlobStore.open(mkdtempSync(join(tmpdir(), 'docflow-erasure
 const admin = await stack.connect(ServiceUser.Admin)
 const aggJsm = await jetstreamManager(admin)
 const js = jetstream(await stack.connect())
-const notify = async (notice: DocNotice) => {
-  admin.publish(ServiceSubjects.docNotice, encodeDocNotice(notice))
-  await admin.flush()
-}
+const notify = docNotifier(admin)
 const rows = async (table: string, docId: string) => (await stack.db.query(`SELECT count(*)::int AS n FROM ${table} WHERE tenant = 'acme' AND doc_id = $1`, [docId])).rows[0].n as number
 // The missed-notice test runs first: erasing deletes AGG messages by sequence, and a core started
 // after that finds the stream's first sequences gone for partitions it never read (core/streams.ts findHole).

@@ -3,10 +3,11 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, CLEAN_STREAM, DLQ_STREAM, ServiceSubjects, cleanSubject, ServiceUser, decodeDeadLetterEvent, encodeDocNotice, tenantDeadLetterSubjects, type DocNotice } from '../../contracts/mod.ts'
+import { AGG_STREAM, CLEAN_STREAM, DLQ_STREAM, cleanSubject, ServiceUser, decodeDeadLetterEvent, tenantDeadLetterSubjects } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { eraseDocument } from '../../core/erasure.ts'
 import { edit, malformedEdit, publishEdit } from '../helpers/edits.ts'
+import { docNotifier } from '../helpers/doc-notices.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 
@@ -15,10 +16,7 @@ t.teardown(() => stack.cleanup())
 const js = jetstream(await stack.connect())
 const admin = await stack.connect(ServiceUser.Admin)
 const aggJsm = await jetstreamManager(admin)
-const notify = async (notice: DocNotice) => {
-  admin.publish(ServiceSubjects.docNotice, encodeDocNotice(notice))
-  await admin.flush()
-}
+const notify = docNotifier(admin)
 const blobs = await FsBlobStore.open(join(stack.dir, 'blobs'))
 
 /**

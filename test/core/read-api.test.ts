@@ -2,7 +2,8 @@ import t from 'tap'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, readState, until, yclient } from '../helpers/client.ts'
 import { counterValue } from '../helpers/metric-value.ts'
-import { DocEvent, ServiceSubjects, ServiceUser, encodeDocNotice } from '../../contracts/mod.ts'
+import { DocEvent, ServiceUser } from '../../contracts/mod.ts'
+import { docNotifier } from '../helpers/doc-notices.ts'
 import { deleteDocument } from '../../core/deletion.ts'
 
 const stack = await setup()
@@ -67,8 +68,6 @@ t.test('core - GET /state merges a document\'s op-log tail once per change, not 
   t.ok((await counterValue(core.core.metrics.readStateCacheBytes)) > 0, 'kept in memory')
   // Deleted (or erased): the merged state goes from memory too, not only from the answers.
   await deleteDocument(stack.db, { tenant: 'acme', docId: 'tailed', actor: 'ops@test', reason: 'test' })
-  const admin = await stack.connect(ServiceUser.Admin)
-  admin.publish(ServiceSubjects.docNotice, encodeDocNotice({ tenant: 'acme', docId: 'tailed', event: DocEvent.Deleted }))
-  await admin.flush()
+  await docNotifier(await stack.connect(ServiceUser.Admin))({ tenant: 'acme', docId: 'tailed', event: DocEvent.Deleted })
   await until('dropped on the notice', async () => (await counterValue(core.core.metrics.readStateCacheBytes)) === 0)
 })
