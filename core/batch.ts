@@ -6,7 +6,7 @@ import { cleanEvent } from './clean-events.ts'
 import { isVersionRegressionError } from './errors.ts'
 import type { PendingDoc } from './gap-watch.ts'
 import { describeOverlap, findOverlapViolation, type OverlapViolation } from '../runtime/overlap.ts'
-import { malformedItem, malformedUpdate, misplacedItem, misplacedNeighbours } from '../runtime/yjs-items.ts'
+import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
 import type { CoreMetrics } from './metrics.ts'
 import { fencedKey, itemKey, type DeadLetterRow, type DocRow, type OpRow, type StoredDoc } from './store.ts'
@@ -38,17 +38,6 @@ export function decodeMessage(msg: JsMsg, partitions: number): DecodedItem[] {
       return { msg, item, failure: decodeFailureReason(err), edit }
     }
   })
-}
-
-/** malformedUpdate, and for an update no edge tried: misplacedNeighbours in `doc`. */
-function malformedHttpUpdate(doc: Y.Doc, update: Uint8Array): string | null {
-  let structs
-  try {
-    ;({ structs } = Y.decodeUpdate(update))
-  } catch {
-    return null // applying it says why
-  }
-  return malformedItem(structs) ?? misplacedNeighbours(doc, structs)
 }
 
 /** Tenant and doc of a stored edit subject; null when it is not one. */
@@ -160,7 +149,7 @@ export class BatchBuilder {
     this.cache.pin(cached)
     // HTTP ingest tried it on no document: neighbours in different lists are refused before it
     // touches the document, since undoing an apply costs a rebuild of the whole document.
-    const malformed = edit.source === 'http' ? malformedHttpUpdate(cached.doc, edit.update) : malformedUpdate(edit.update)
+    const malformed = malformedUpdate(edit.update, edit.source === 'http' ? cached.doc : undefined)
     if (malformed) {
       this.deadLetter(msg, item, edit, `${DeadLetterReason.MalformedItem}: ${malformed}`)
       return
@@ -278,15 +267,14 @@ export class BatchBuilder {
   fencedOut(fenced: Set<string>, items: readonly DecodedItem[]): { tenant: string; docId: string }[] {
     if (fenced.size === 0) return []
     const gone = new Map<string, { tenant: string; docId: string }>()
-    const skipped = new Set<string>()
     for (const d of items) {
       if (!('msgId' in d) || !fenced.has(fencedKey(d.edit.tenant, d.edit.docId, d.msgId))) continue
       this.refused.add(itemKey(d.msg.seq, d.item))
-      skipped.add(itemKey(d.msg.seq, d.item))
       gone.set(docKey(d.edit.tenant, d.edit.docId), { tenant: d.edit.tenant, docId: d.edit.docId })
       this.metrics.updates.inc({ outcome: 'fenced' })
     }
-    for (let i = this.cleanEvents.length - 1; i >= 0; i--) if (skipped.has(itemKey(this.cleanEvents[i]!.sourceSeq, this.cleanEvents[i]!.item))) this.cleanEvents.splice(i, 1)
+    // Refused before (dead letters) had no cleaned event: only the fenced ones go.
+    for (let i = this.cleanEvents.length - 1; i >= 0; i--) if (this.refused.has(itemKey(this.cleanEvents[i]!.sourceSeq, this.cleanEvents[i]!.item))) this.cleanEvents.splice(i, 1)
     return [...gone.values()]
   }
 

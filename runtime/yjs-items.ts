@@ -27,15 +27,18 @@ export function malformedItem(structs: readonly (Y.Item | Y.GC | Y.Skip)[]): str
   return null
 }
 
-/** malformedItem of an update's structs; null too when the bytes do not decode (applying them says why). */
-export function malformedUpdate(update: Uint8Array): string | null {
+/**
+ * malformedItem of an update's structs, and misplacedNeighbours in `doc` when given (an update no
+ * edge tried on the document); null too when the bytes do not decode (applying them says why).
+ */
+export function malformedUpdate(update: Uint8Array, doc?: Y.Doc): string | null {
   let structs
   try {
     ;({ structs } = Y.decodeUpdate(update))
   } catch {
     return null
   }
-  return malformedItem(structs)
+  return malformedItem(structs) ?? (doc ? misplacedNeighbours(doc, structs) : null)
 }
 
 /** Per client, the clock an update's structs start at and the one past their end (Y.parseUpdateMeta). */
