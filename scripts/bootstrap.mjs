@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// First step of `npm start` / `npm test` on any machine: installs what is missing (npm
+// First step of `npm start` / `npm test` / `npm run bench` on any machine: installs what is missing (npm
 // packages, nats-server, PostgreSQL), then hands over to the TypeScript entry point.
 // Plain JavaScript with no dependencies, because node_modules may not exist yet.
 import { execFileSync, spawn } from 'node:child_process'
@@ -14,7 +14,7 @@ import { alreadyRunning, runningSupervisor, supervisorPidFile } from './lib/supe
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const STAMP = `${ROOT}node_modules/.docflow-installed`
 /** @type {Record<string, string>} */
-const ENTRY = { start: 'scripts/start.ts', test: 'scripts/test.ts' }
+const ENTRY = { start: 'scripts/start.ts', test: 'scripts/test.ts', bench: 'loadtest/bench.ts' }
 
 const mode = process.argv[2] ?? ''
 const entry = ENTRY[mode]
@@ -26,7 +26,7 @@ ensureNpmPackages()
 ensureSystemPackages()
 
 // The supervisor runs as plain JavaScript (scripts/lib/supervisor-bundle.mjs: imported once esbuild
-// is installed); the test runner with tsx.
+// is installed); the test runner and the benchmark with tsx.
 const program = mode === 'start' ? [await (await import('./lib/supervisor-bundle.mjs')).bundleSupervisor(ROOT)] : ['--import', 'tsx', entry]
 const child = spawn(process.execPath, [...program, ...process.argv.slice(3)], { cwd: ROOT, stdio: 'inherit' })
 // The entry point handles SIGINT/SIGTERM itself; forward them instead of dying first.
@@ -60,7 +60,7 @@ function ensureNpmPackages() {
 function ensureSystemPackages() {
   const missing = []
   if (!natsServerBin()) missing.push('nats-server')
-  const needPostgres = mode === 'test' || !process.env.DATABASE_URL
+  const needPostgres = mode !== 'start' || !process.env.DATABASE_URL
   if (needPostgres && !postgresBinDir()) missing.push('postgresql')
   if (missing.length === 0) return
   if (process.getuid?.() !== 0) {
