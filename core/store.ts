@@ -186,6 +186,46 @@ const SKEW = `interval '${ERASURE_CLOCK_SKEW_MS} milliseconds'`
 const deletedBefore = (t: string, d: string, ms: string) =>
   `((SELECT dd.action = 'delete' AND dd.at + ${SKEW} < to_timestamp(${ms} / 1000.0) FROM doc_deletions dd WHERE dd.tenant = ${t} AND dd.doc_id = ${d} ORDER BY dd.id DESC LIMIT 1) IS TRUE)`
 
+/** commitBatches' statement, built once. */
+const COMMIT_BATCHES_SQL = `WITH input AS (
+     SELECT x.*, ${deletedBefore('x.t', 'x.d', 'x.i')} OR EXISTS (SELECT 1 FROM erasures er
+         WHERE er.tenant = x.t AND (er.doc_id = x.d OR er.doc_id IS NULL) AND er.at + ${SKEW} >= to_timestamp(x.i / 1000.0)) AS fenced
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::float8[], $28::int[], $31::float8[])
+       AS x(t, d, s, m, u, e, o, st, i, n, ev)
+   ), ops AS (
+     INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts, event_ts)
+     SELECT t, d, s, m, u, e, substring($27::bytea FROM o FOR n), st, to_timestamp(i / 1000.0), to_timestamp(ev / 1000.0)
+     FROM input WHERE NOT fenced
+     ON CONFLICT (tenant, doc_id, msg_id) DO NOTHING
+     RETURNING tenant, doc_id, id
+   ), states AS (
+     INSERT INTO docs (tenant, doc_id, state, state_vector, last_stream_seq, op_count, through_op_id)
+     SELECT y.t, y.d, substring($29::bytea FROM y.so FOR y.sn), y.sv, y.s, y.n, y.through
+     FROM (SELECT x.*, GREATEST(
+         (SELECT max(o.id) FROM ops o WHERE o.tenant = x.t AND o.doc_id = x.d),
+         (SELECT max(o.id) FROM op_log o WHERE o.tenant = x.t AND o.doc_id = x.d)) AS through
+       FROM unnest($10::text[], $11::text[], $12::int[], $13::bytea[], $14::bigint[], $15::bigint[], $30::int[]) AS x(t, d, so, sv, s, n, sn)) y
+     WHERE y.through IS NOT NULL AND NOT EXISTS (SELECT 1 FROM input f WHERE f.fenced AND f.t = y.t AND f.d = y.d)
+     ON CONFLICT (tenant, doc_id) DO UPDATE SET
+       state = excluded.state, state_vector = excluded.state_vector, last_stream_seq = GREATEST(docs.last_stream_seq, excluded.last_stream_seq),
+       op_count = docs.op_count + excluded.op_count, through_op_id = excluded.through_op_id, updated_at = now()
+     RETURNING tenant, doc_id, through_op_id
+   ), dead AS (
+     INSERT INTO dead_letters (stream, stream_seq, item, subject, tenant, doc_id, reason, payload)
+     SELECT * FROM unnest($16::text[], $17::bigint[], $18::int[], $19::text[], $20::text[], $21::text[], $22::text[], $23::bytea[])
+     ON CONFLICT (stream, stream_seq, item) DO NOTHING
+     RETURNING 1
+   ), checkpoints AS (
+     INSERT INTO consumer_checkpoints (consumer, stream_seq, max_seq)
+     SELECT * FROM unnest($24::text[], $25::bigint[], $26::bigint[])
+     ON CONFLICT (consumer) DO UPDATE SET stream_seq = excluded.stream_seq,
+       max_seq = GREATEST(consumer_checkpoints.max_seq, excluded.max_seq), updated_at = now()
+     RETURNING 1
+   )
+   SELECT (SELECT count(*) FROM checkpoints) AS checkpoints,
+     (SELECT json_agg(json_build_array(s.tenant, s.doc_id, s.through_op_id)) FROM states s) AS states,
+     (SELECT json_agg(json_build_array(f.t, f.d, f.m)) FROM input f WHERE f.fenced) AS fenced`
+
 /**
  * Commits the batches of several partitions in ONE statement (data-modifying CTEs run once, to
  * completion, atomically): op-log rows, compacted document states, dead letters and every
@@ -211,44 +251,7 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
   const r = await c.query<{ states: [string, string, number][] | null; fenced: [string, string, string][] | null }>({
     // Named: parsed and planned once per session, not for every group commit.
     name: 'docflow-commit-batches',
-    text: `WITH input AS (
-       SELECT x.*, ${deletedBefore('x.t', 'x.d', 'x.i')} OR EXISTS (SELECT 1 FROM erasures er
-           WHERE er.tenant = x.t AND (er.doc_id = x.d OR er.doc_id IS NULL) AND er.at + ${SKEW} >= to_timestamp(x.i / 1000.0)) AS fenced
-       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::float8[], $28::int[], $31::float8[])
-         AS x(t, d, s, m, u, e, o, st, i, n, ev)
-     ), ops AS (
-       INSERT INTO op_log (tenant, doc_id, stream_seq, msg_id, user_id, edge_id, update, status, ingest_ts, event_ts)
-       SELECT t, d, s, m, u, e, substring($27::bytea FROM o FOR n), st, to_timestamp(i / 1000.0), to_timestamp(ev / 1000.0)
-       FROM input WHERE NOT fenced
-       ON CONFLICT (tenant, doc_id, msg_id) DO NOTHING
-       RETURNING tenant, doc_id, id
-     ), states AS (
-       INSERT INTO docs (tenant, doc_id, state, state_vector, last_stream_seq, op_count, through_op_id)
-       SELECT y.t, y.d, substring($29::bytea FROM y.so FOR y.sn), y.sv, y.s, y.n, y.through
-       FROM (SELECT x.*, GREATEST(
-           (SELECT max(o.id) FROM ops o WHERE o.tenant = x.t AND o.doc_id = x.d),
-           (SELECT max(o.id) FROM op_log o WHERE o.tenant = x.t AND o.doc_id = x.d)) AS through
-         FROM unnest($10::text[], $11::text[], $12::int[], $13::bytea[], $14::bigint[], $15::bigint[], $30::int[]) AS x(t, d, so, sv, s, n, sn)) y
-       WHERE y.through IS NOT NULL AND NOT EXISTS (SELECT 1 FROM input f WHERE f.fenced AND f.t = y.t AND f.d = y.d)
-       ON CONFLICT (tenant, doc_id) DO UPDATE SET
-         state = excluded.state, state_vector = excluded.state_vector, last_stream_seq = GREATEST(docs.last_stream_seq, excluded.last_stream_seq),
-         op_count = docs.op_count + excluded.op_count, through_op_id = excluded.through_op_id, updated_at = now()
-       RETURNING tenant, doc_id, through_op_id
-     ), dead AS (
-       INSERT INTO dead_letters (stream, stream_seq, item, subject, tenant, doc_id, reason, payload)
-       SELECT * FROM unnest($16::text[], $17::bigint[], $18::int[], $19::text[], $20::text[], $21::text[], $22::text[], $23::bytea[])
-       ON CONFLICT (stream, stream_seq, item) DO NOTHING
-       RETURNING 1
-     ), checkpoints AS (
-       INSERT INTO consumer_checkpoints (consumer, stream_seq, max_seq)
-       SELECT * FROM unnest($24::text[], $25::bigint[], $26::bigint[])
-       ON CONFLICT (consumer) DO UPDATE SET stream_seq = excluded.stream_seq,
-         max_seq = GREATEST(consumer_checkpoints.max_seq, excluded.max_seq), updated_at = now()
-       RETURNING 1
-     )
-     SELECT (SELECT count(*) FROM checkpoints) AS checkpoints,
-       (SELECT json_agg(json_build_array(s.tenant, s.doc_id, s.through_op_id)) FROM states s) AS states,
-       (SELECT json_agg(json_build_array(f.t, f.d, f.m)) FROM input f WHERE f.fenced) AS fenced`,
+    text: COMMIT_BATCHES_SQL,
     values: [
       ops.map((o) => o.tenant),
       ops.map((o) => o.docId),
