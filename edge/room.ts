@@ -312,6 +312,8 @@ export class Room {
     // is not decoded for this (runtime/overlap.ts reads the first client's clock off its header).
     const overlap = this.state.probe.overlapViolation(update)
     if (overlap) return this.refusePoisoned(client, update, describeOverlap(overlap))
+    const misplaced = this.state.probe.misplaced(decoded.structs)
+    if (misplaced) return this.refusePoisoned(client, update, `malformed update: ${misplaced}`)
     const proof = this.state.probe.prove(update, { shape, meta: decoded.meta })
     if (proof.kind === 'poisoned') return this.refusePoisoned(client, update, proof.reason)
     if (proof.kind === 'pending') {

@@ -1,5 +1,5 @@
 import * as Y from 'yjs'
-import { misplacedItem, type UpdateMeta } from '../runtime/yjs-items.ts'
+import { misplacedItem, misplacedNeighbours, type UpdateMeta } from '../runtime/yjs-items.ts'
 import { findOverlapViolation, type OverlapViolation } from '../runtime/overlap.ts'
 import { isAlreadyApplied, lacksDependencies, type UpdateShape } from './update-shape.ts'
 
@@ -94,6 +94,16 @@ export class UpdateProbe {
       if (first > state || (meta.to.get(client) ?? 0) <= state) return false
     }
     return true
+  }
+
+  /**
+   * Why the decoded `structs` of an update would land next to a neighbour of another list, from
+   * what the probe holds, or null (runtime/yjs-items.ts misplacedNeighbours): refused untried, so
+   * a flood of such frames from many sockets costs no probe rebuild each (the encode and apply of
+   * the whole document that a failed trial costs). What this cannot decide, a trial still judges.
+   */
+  misplaced(structs: Parameters<typeof misplacedNeighbours>[1]): string | null {
+    return misplacedNeighbours(this.view, structs)
   }
 
   /** True when the update needs structs the probe does not hold (update-shape.ts lacksDependencies). */

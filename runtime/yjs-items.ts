@@ -88,6 +88,8 @@ type Place = { parent: object | string; sub: string | null }
  * update (core rebuilds one it applied a misplaced update to).
  */
 export function misplacedNeighbours(doc: Y.Doc, structs: readonly (Y.Item | Y.GC | Y.Skip)[]): string | null {
+  // Only a right neighbour can be misplaced: most typing (at a text's end) names none.
+  if (!structs.some((s) => s instanceof Y.Item && s.rightOrigin)) return null
   const own = new Map<number, Y.Item[]>()
   for (const s of structs) if (s instanceof Y.Item) own.set(s.id.client, [...(own.get(s.id.client) ?? []), s])
   const places = new Map<Y.Item, Place | null>()

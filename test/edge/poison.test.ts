@@ -8,7 +8,7 @@ import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate } from '../../edge/protocol.ts'
 import { lacksDependencies } from '../../edge/update-shape.ts'
 import { decodes, mutateUntil, richEdit, trial } from '../helpers/mutants.ts'
-import { itemsUpdate, malformedEdit, misplacedEdit, resplicedEdit, textItem } from '../helpers/edits.ts'
+import { itemsUpdate, malformedEdit, mapEntryWithRightNeighbour, misplacedEdit, resplicedEdit, textItem } from '../helpers/edits.ts'
 import { malformedUpdate } from '../../runtime/yjs-items.ts'
 
 const stack = await setup()
@@ -247,6 +247,36 @@ for (const [what, forged] of [
     watcher.close()
   })
 }
+
+t.test("edge - a flood of misplaced frames from many sockets is refused untried: none costs the room a probe rebuild (an encode and apply of the whole document)", async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const docId = 'probe-flood'
+  const base = new Y.Doc()
+  base.clientID = 21
+  base.getMap('m').set('k', 1)
+  base.getText('t').insert(0, 'x'.repeat(10_000))
+  const seeder = await RawSocket.open(url, docId, tok)
+  seeder.send(frames.update(Y.encodeStateAsUpdate(base)))
+  await until('the base is materialized', async () => (await readState(core.url, docId, tok)) instanceof Y.Doc)
+  seeder.close()
+  const watcher = await RawSocket.open(url, docId, tok)
+  t.teardown(() => watcher.close())
+  const builds = await counterValue(edge.metrics.probeBuilds)
+  const poisonedBefore = await counterValue(edge.metrics.updatesRejected, { reason: 'poisoned' })
+  // 14 bytes each: an item naming the map entry 21:0 as its right neighbour (no Yjs client makes one).
+  const codes = await Promise.all(
+    Array.from({ length: 12 }, async (_, i) => {
+      const raw = await RawSocket.open(url, docId, tok)
+      raw.send(frames.update(mapEntryWithRightNeighbour(100 + i, { client: 21, clock: 0 })))
+      return (await raw.closed).code
+    }),
+  )
+  t.same(new Set(codes), new Set([CloseCode.InvalidUpdate]), 'each sender closed with 4422')
+  t.equal(await counterValue(edge.metrics.updatesRejected, { reason: 'poisoned' }), poisonedBefore + 12, 'each counted as poisoned')
+  t.equal(await counterValue(edge.metrics.probeBuilds), builds, 'no probe was built for them')
+  t.equal(await watcher.ping(), 'alive', 'the room serves its other socket')
+  t.same(docContents(watcher.mirror).m, { k: 1 }, 'the room never took one')
+})
 
 t.test('edge - an update reusing ids the document holds with other content (a client id from another session) is refused with 4422 and never published', async (t) => {
   const tok = await token({ tenant: 'acme' })
