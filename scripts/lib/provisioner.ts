@@ -41,18 +41,14 @@ import {
   type TenantRecord,
 } from '../../contracts/mod.ts'
 import { readFileSync } from 'node:fs'
-import { hostname } from 'node:os'
-import { deleteAll, type BlobStore } from '../../runtime/blobs/blob-store.ts'
+import type { BlobStore } from '../../runtime/blobs/blob-store.ts'
 import { isJetStreamApiError, streamInfo } from '../../runtime/nats.ts'
 import { natsFiles, reloadNats } from './nats-server.ts'
 import { waitFor } from './proc.ts'
 import type { NatsConfigOptions } from './nats-config.ts'
 import { Registry, formatSize, parseSize } from './registry.ts'
-import { inTransaction } from '../../runtime/pg-transaction.ts'
-import { writeBarrier } from '../../core/erasure.ts'
+import { deleteTenantSnapshotBlobs, eraseTenantRows } from './tenant-erasure.ts'
 
-/** PostgreSQL's SQLSTATE for a function that does not exist. */
-const UNDEFINED_FUNCTION = '42883'
 /** How long after its commit core may still be publishing a commit's dead letters and cleaned events. */
 const FEED_PUBLISH_SETTLE_MS = 1_000
 
@@ -253,9 +249,9 @@ export class Provisioner {
     })
     await this.kv.purge(tenant)
     if (this.o.databaseUrl) {
-      await this.eraseRows(tenant, this.o.databaseUrl, erasure)
+      await eraseTenantRows(this.o.databaseUrl, tenant, erasure, (line) => this.say(`removing tenant ${tenant}: ${line}`))
       // After the rows: a snapshot row always names a blob whose put completed (core/snapshots.ts).
-      if (this.o.blobs) await this.deleteSnapshotBlobs(tenant, this.o.blobs)
+      if (this.o.blobs) await deleteTenantSnapshotBlobs(this.o.blobs, tenant, (line) => this.say(`removing tenant ${tenant}: ${line}`))
       else this.say(`removing tenant ${tenant}: no blob store, snapshot blobs under ${tenantSnapshotsPrefix(tenant)} left in place`)
     } else {
       // Without the rows gone, deleting the blobs would leave rows naming missing blobs.
@@ -278,56 +274,6 @@ export class Provisioner {
       const { purged } = await this.jsm.streams.purge(stream, { filter })
       if (purged > 0) this.say(`removing tenant ${tenant}: purged ${purged} messages from ${stream}`)
     }
-  }
-
-  /**
-   * The audited erasure of the tenant's rows (op log, state, dead letters, snapshot rows, deletion
-   * history). A commit in flight as they went could not see the erasure (its statement started
-   * before): once every such commit has ended (writeBarrier), what it wrote is erased too, in a
-   * second audited erasure. Later commits are fenced (core migration 011).
-   */
-  private async eraseRows(tenant: string, databaseUrl: string, erasure: { actor?: string; reason?: string }): Promise<void> {
-    const db = new pg.Client(databaseUrl)
-    await db.connect()
-    try {
-      const actor = erasure.actor ?? `provisioner@${hostname()}`
-      const reason = erasure.reason ?? 'tenant removed'
-      const erase = (why: string) =>
-        inTransaction(db, 'erasure', async () => {
-          const r = await db.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, NULL, $2, $3)', [tenant, why, actor]).catch((err: unknown) => {
-            if ((err as { code?: string }).code !== UNDEFINED_FUNCTION) throw err
-            throw new Error('this database has no audited erasure yet (core migration 005_immutable_op_log): start core once to migrate it, then remove again', { cause: err })
-          })
-          const { id, rows_removed: removed } = r.rows[0]!
-          // An erasure from before migration 009 leaves the snapshot rows and deletion history:
-          // erase nothing rather than half.
-          if (!('snapshots' in removed)) throw new Error('this database\'s erasure keeps snapshots (core migration 009_tenant_erasure is not applied): start core once to migrate it, then remove again')
-          return { id, removed }
-        })
-      const say = ({ id, removed }: { id: string; removed: Record<string, number> }) =>
-        this.say(`removing tenant ${tenant}: erasure ${id} deleted ${Object.entries(removed).map(([table, n]) => `${n} rows from ${table}`).join(', ')}`)
-      say(await erase(reason))
-      await writeBarrier(db)
-      const left = await db.query<{ found: boolean }>(
-        `SELECT EXISTS (SELECT 1 FROM op_log WHERE tenant = $1) OR EXISTS (SELECT 1 FROM docs WHERE tenant = $1)
-           OR EXISTS (SELECT 1 FROM dead_letters WHERE tenant = $1) OR EXISTS (SELECT 1 FROM snapshots WHERE tenant = $1) AS found`,
-        [tenant],
-      )
-      if (left.rows[0]!.found) say(await erase(`${reason} (written back by a commit in flight)`))
-    } finally {
-      await db.end()
-    }
-  }
-
-  /** Every blob under the tenant's snapshot prefix, whether or not a row named it (a put whose row never landed). */
-  private async deleteSnapshotBlobs(tenant: string, blobs: BlobStore): Promise<void> {
-    const prefix = tenantSnapshotsPrefix(tenant)
-    this.say(`removing tenant ${tenant}: deleting snapshot blobs under ${prefix} in ${blobs.location}`)
-    // A line per batch of 1,000: the last one gives the total.
-    const deleted = await deleteAll(blobs, blobs.list(prefix), (done) => this.say(`removing tenant ${tenant}: deleted ${done} snapshot blobs`))
-    if (deleted === 0) this.say(`removing tenant ${tenant}: deleted 0 snapshot blobs`)
-    const leftovers = await blobs.deleteLeftovers(prefix, true)
-    if (leftovers > 0) this.say(`removing tenant ${tenant}: deleted ${leftovers} leftovers of unfinished puts`)
   }
 
   async list(): Promise<TenantUsage[]> {

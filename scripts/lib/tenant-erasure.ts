@@ -1,0 +1,60 @@
+// A removed tenant's data in PostgreSQL and the blob store (scripts/lib/provisioner.ts remove).
+import pg from 'pg'
+import { hostname } from 'node:os'
+import { tenantSnapshotsPrefix } from '../../contracts/mod.ts'
+import { deleteAll, type BlobStore } from '../../runtime/blobs/blob-store.ts'
+import { inTransaction } from '../../runtime/pg-transaction.ts'
+import { writeBarrier } from '../../core/erasure.ts'
+
+/** PostgreSQL's SQLSTATE for a function that does not exist. */
+const UNDEFINED_FUNCTION = '42883'
+
+/**
+ * The audited erasure of the tenant's rows (op log, state, dead letters, snapshot rows, deletion
+ * history). A commit in flight as they went could not see the erasure (its statement started
+ * before): once every such commit has ended (writeBarrier), what it wrote is erased too, in a
+ * second audited erasure. Later commits are fenced (core migration 011).
+ */
+export async function eraseTenantRows(databaseUrl: string, tenant: string, erasure: { actor?: string; reason?: string }, say: (line: string) => void): Promise<void> {
+  const db = new pg.Client(databaseUrl)
+  await db.connect()
+  try {
+    const actor = erasure.actor ?? `provisioner@${hostname()}`
+    const reason = erasure.reason ?? 'tenant removed'
+    const erase = (why: string) =>
+      inTransaction(db, 'erasure', async () => {
+        const r = await db.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, NULL, $2, $3)', [tenant, why, actor]).catch((err: unknown) => {
+          if ((err as { code?: string }).code !== UNDEFINED_FUNCTION) throw err
+          throw new Error('this database has no audited erasure yet (core migration 005_immutable_op_log): start core once to migrate it, then remove again', { cause: err })
+        })
+        const { id, rows_removed: removed } = r.rows[0]!
+        // An erasure from before migration 009 leaves the snapshot rows and deletion history:
+        // erase nothing rather than half.
+        if (!('snapshots' in removed)) throw new Error('this database\'s erasure keeps snapshots (core migration 009_tenant_erasure is not applied): start core once to migrate it, then remove again')
+        return { id, removed }
+      })
+    const said = ({ id, removed }: { id: string; removed: Record<string, number> }) =>
+      say(`erasure ${id} deleted ${Object.entries(removed).map(([table, n]) => `${n} rows from ${table}`).join(', ')}`)
+    said(await erase(reason))
+    await writeBarrier(db)
+    const left = await db.query<{ found: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM op_log WHERE tenant = $1) OR EXISTS (SELECT 1 FROM docs WHERE tenant = $1)
+         OR EXISTS (SELECT 1 FROM dead_letters WHERE tenant = $1) OR EXISTS (SELECT 1 FROM snapshots WHERE tenant = $1) AS found`,
+      [tenant],
+    )
+    if (left.rows[0]!.found) said(await erase(`${reason} (written back by a commit in flight)`))
+  } finally {
+    await db.end()
+  }
+}
+
+/** Every blob under the tenant's snapshot prefix, whether or not a row named it (a put whose row never landed). */
+export async function deleteTenantSnapshotBlobs(blobs: BlobStore, tenant: string, say: (line: string) => void): Promise<void> {
+  const prefix = tenantSnapshotsPrefix(tenant)
+  say(`deleting snapshot blobs under ${prefix} in ${blobs.location}`)
+  // A line per batch of 1,000: the last one gives the total.
+  const deleted = await deleteAll(blobs, blobs.list(prefix), (done) => say(`deleted ${done} snapshot blobs`))
+  if (deleted === 0) say(`deleted 0 snapshot blobs`)
+  const leftovers = await blobs.deleteLeftovers(prefix, true)
+  if (leftovers > 0) say(`deleted ${leftovers} leftovers of unfinished puts`)
+}
