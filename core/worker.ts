@@ -1,7 +1,7 @@
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
 import type pg from 'pg'
 import type { Logger } from '../runtime/log.ts'
-import { DeadLetterReason, type CommittedNotice } from '../contracts/mod.ts'
+import type { CommittedNotice } from '../contracts/mod.ts'
 import { BatchBuilder, decodeMessage, type BatchFeeds, type DecodedItem } from './batch.ts'
 import { DeliveryRun, type Delivery } from './delivery-run.ts'
 import { DocCache, type DocCacheBudget } from './doc-cache.ts'
@@ -10,7 +10,9 @@ import type { LeaseHolder, PartitionLease } from './lease.ts'
 import type { LeaseProbe } from './lease-probe.ts'
 import type { OwnedPartition, PartitionBalance } from './balance.ts'
 import type { CoreMetrics } from './metrics.ts'
-import { findCommitted, itemKey, readCheckpointRange, readDocParts, refusedOps, type OpRow } from './store.ts'
+import { findCommitted, itemKey, readCheckpointRange, readDocParts } from './store.ts'
+import { PartitionAcks } from './partition-acks.ts'
+import { RefusedRows } from './refused-rows.ts'
 import { committedByEdge, compactedStates } from './commit-outcomes.ts'
 import type { CompactedState } from './snapshots.ts'
 import { resetConsumer, type PartitionConsumer } from './streams.ts'
@@ -62,9 +64,8 @@ export interface WorkerOptions extends PartitionConsumer {
  *   committed past C — are looked up, anything above M cannot be committed yet;
  * - so a redelivery behind later committed messages, or a delivery lost in flight, is applied.
  *
- * An update whose op-log row PostgreSQL refuses to store (a constraint, a value out of range)
- * would fail its batch at every retry and stall the partition for every tenant in it: the
- * refused rows are found (store.ts refusedOps) and dead-lettered on the retry instead.
+ * An update whose op-log row PostgreSQL refuses to store is dead-lettered on the batch's retry
+ * (refused-rows.ts), so it cannot stall the partition for every tenant in it.
  */
 export class PartitionWorker implements OwnedPartition {
   private lease: PartitionLease | null = null
@@ -85,13 +86,8 @@ export class PartitionWorker implements OwnedPartition {
   /** Ends the current consumer session with an error (set by consume). */
   private failSession: (err: unknown) => void = () => undefined
   private gapTimer: NodeJS.Timeout | null = null
-  /** Committed messages not acked yet because an earlier delivery is missing (ack policy all). */
-  private readonly unacked = new Map<number, JsMsg>()
-  /** The newest committed delivery of the contiguous run, acked at the next ack tick. */
-  private ackDue: JsMsg | null = null
-  private ackTimer: NodeJS.Timeout | null = null
-  /** Updates (itemKey) whose op-log rows PostgreSQL refused, with its reason: dead-lettered when they come again. */
-  private readonly refusedByDb = new Map<string, string>()
+  private readonly acks = new PartitionAcks()
+  private readonly refusedRows: RefusedRows
 
   constructor(
     private readonly options: WorkerOptions,
@@ -105,6 +101,7 @@ export class PartitionWorker implements OwnedPartition {
     private readonly log: Logger,
     private readonly metrics: CoreMetrics,
   ) {
+    this.refusedRows = new RefusedRows(db, log, options.partition)
     this.cache = new DocCache({ maxDocs: options.maxDocs, ...(options.docCacheBudget ? { budget: options.docCacheBudget } : {}), ...(options.compactAfterMs !== undefined ? { compactAfterMs: options.compactAfterMs } : {}) })
   }
 
@@ -198,9 +195,8 @@ export class PartitionWorker implements OwnedPartition {
       if (this.gapTimer) clearTimeout(this.gapTimer)
       this.gapTimer = null
       await this.processing
-      this.sendAck()
+      this.acks.endSession()
       this.queue.length = 0
-      this.unacked.clear()
       this.cache.clear()
       if (this.lease && (this.lease.isLost || this.stopped || this.handingBack)) await this.dropLease()
       if (!this.stopped) await this.pause(this.options.retryDelayMs)
@@ -319,7 +315,7 @@ export class PartitionWorker implements OwnedPartition {
     try {
       for (const d of decoded) {
         maxSeq = Math.max(maxSeq, d.msg.seq)
-        const refused = this.refusedByDb.get(itemKey(d.msg.seq, d.item))
+        const refused = this.refusedRows.reason(d.msg.seq, d.item)
         if (committed.has(itemKey(d.msg.seq, d.item))) this.metrics.updates.inc({ outcome: 'redelivered' })
         else if ('failure' in d) batch.deadLetter(d.msg, d.item, d.edit, d.failure)
         // Without its envelope: the row keeps the subject's tenant and doc and the message's bytes, which PostgreSQL stores.
@@ -343,62 +339,18 @@ export class PartitionWorker implements OwnedPartition {
       }
     } catch (err) {
       for (const cached of batch.touchedDocs) this.cache.evict(cached.tenant, cached.docId)
-      if (isRefusedData(err) && batch.ops.length > 0) await this.findRefused(decoded, batch.ops)
+      if (isRefusedData(err) && batch.ops.length > 0) await this.refusedRows.learn(decoded, batch.ops)
       throw err
     } finally {
       this.cache.unpinAll()
     }
-    if (this.refusedByDb.size > 0) for (const d of decoded) this.refusedByDb.delete(itemKey(d.msg.seq, d.item))
+    this.refusedRows.settled(decoded)
     this.run.commit(deliveries)
     this.maxCommitted = maxSeq
     this.options.onCommitted?.(committedByEdge(decoded, batch.refused))
     this.options.onFeeds?.(batch.feeds())
-    this.ack(msgs)
+    this.acks.committed(msgs, this.run.contiguousThrough)
     this.watchGap()
-  }
-
-  /** Marks the updates of a refused batch whose rows PostgreSQL refuses alone; the session then restarts from the checkpoint. */
-  private async findRefused(decoded: DecodedItem[], ops: OpRow[]): Promise<void> {
-    const partition = this.options.partition
-    try {
-      const refused = await refusedOps(this.db, ops)
-      for (const [op, reason] of refused) {
-        const d = decoded.find((x) => 'msgId' in x && x.msgId === op.msgId && x.msg.seq === op.streamSeq)
-        if (d) this.refusedByDb.set(itemKey(d.msg.seq, d.item), `${DeadLetterReason.Refused}: ${reason}`)
-      }
-      if (refused.size > 0) this.log.error({ partition, refused: refused.size }, 'PostgreSQL refuses to store updates of a batch: they are dead-lettered when the batch is retried')
-      else this.log.error({ partition }, 'PostgreSQL refused a batch but none of its updates alone; retrying it')
-    } catch (err) {
-      this.log.warn({ err, partition }, 'could not learn which updates PostgreSQL refused')
-    }
-  }
-
-  /**
-   * The consumer acks all up to the acked delivery (ack policy all): one ack per ACK_INTERVAL_MS
-   * at most, for the last delivery of the committed contiguous run. Deliveries past a missing one
-   * stay unacked. An ack only frees the consumer's window: a session always restarts from the
-   * checkpoint in PostgreSQL, so an ack that never went out loses nothing.
-   */
-  private ack(msgs: JsMsg[]): void {
-    for (const m of msgs) if (m.info.deliverySequence > this.run.contiguousThrough) this.unacked.set(m.info.deliverySequence, m)
-    let last: JsMsg | undefined
-    for (const m of msgs) if (m.info.deliverySequence === this.run.contiguousThrough) last = m
-    for (const [delivery, m] of this.unacked) {
-      if (delivery > this.run.contiguousThrough) continue
-      if (delivery === this.run.contiguousThrough) last = m
-      this.unacked.delete(delivery)
-    }
-    if (!last) return
-    this.ackDue = last
-    this.ackTimer ??= setTimeout(() => this.sendAck(), ACK_INTERVAL_MS)
-  }
-
-  private sendAck(): void {
-    if (this.ackTimer) clearTimeout(this.ackTimer)
-    this.ackTimer = null
-    const due = this.ackDue
-    this.ackDue = null
-    due?.ack()
   }
 
   /**
@@ -459,9 +411,6 @@ const MIN_AGE_CHECK_MS = 250
  * pulls and their heartbeats cost nats-server a message per partition every few seconds.
  */
 const PULL_EXPIRES_MS = 5_000
-
-/** Acks of a partition go out at most this often (each covers every delivery before it). */
-const ACK_INTERVAL_MS = 100
 
 /** A message delivered twice into one batch (an ack-wait redelivery) is processed once. */
 function uniqueBySeq(msgs: JsMsg[]): JsMsg[] {
