@@ -281,11 +281,15 @@ async function deleteAggMessages(stores: ErasureStores, seqs: number[]): Promise
   return removed
 }
 
+/** nats-server's err_code for a sequence inside the stream whose message is gone (deleted, or purged by subject). */
+const SEQUENCE_NOT_FOUND = 10043
+
+/** False when the message is gone already: the first look's purge of the document's subjects takes single-update messages a second look then names. */
 async function deleteStreamMessage(jsm: JetStreamManager, stream: string, seq: number): Promise<boolean> {
   try {
     return await jsm.streams.deleteMessage(stream, seq, true)
   } catch (err) {
-    if (!isJetStreamApiError(err, JetStreamApiCodes.NoMessageFound) && !/no message found/i.test((err as Error).message)) throw err
+    if (!isJetStreamApiError(err, JetStreamApiCodes.NoMessageFound) && !isJetStreamApiError(err, SEQUENCE_NOT_FOUND) && !/no message found/i.test((err as Error).message)) throw err
     return false
   }
 }
