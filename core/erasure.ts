@@ -105,14 +105,15 @@ export async function eraseDocument(stores: ErasureStores, change: DocChange): P
   const storedElsewhere = (await hasSnapshotBlobs(stores.blobs, tenant, docId)) || (await hasAggMessages(stores, tenant, docId))
   const markedDeleted = await ensureDeleted(stores.pool, { ...change, reason: `erase: ${change.reason}` }, storedElsewhere)
   await stores.notify({ tenant, docId, event: DocEvent.Deleted })
-  const first = await eraseRows(stores.pool, change)
+  const first = await eraseRows(stores.pool, stores.aggStream, change)
   const report: ErasureReport = { tenant, docId, erasureIds: [first.id], rowsRemoved: first.rows, snapshotBlobsDeleted: 0, streams: [], markedDeleted, rewrittenRows: 0 }
   report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores, tenant, docId, first.snapshotKeys)
   report.streams = await eraseRawMessages(stores, tenant, docId, first.streamSeqs)
+  await messagesDeleted(stores.pool, first.id)
   await stores.notify({ tenant, docId, event: DocEvent.Erased })
   await writeBarrier(stores.pool)
   if (await hasDocRows(stores.pool, tenant, docId, ['op_log', 'docs', 'dead_letters', 'snapshots'])) {
-    const again = await eraseRows(stores.pool, { ...change, reason: `${change.reason} (written back by a batch in flight)` })
+    const again = await eraseRows(stores.pool, stores.aggStream, { ...change, reason: `${change.reason} (written back by a batch in flight)` })
     report.erasureIds.push(again.id)
     for (const [table, n] of Object.entries(again.rows)) {
       report.rowsRemoved[table] = (report.rowsRemoved[table] ?? 0) + n
@@ -120,6 +121,7 @@ export async function eraseDocument(stores: ErasureStores, change: DocChange): P
     }
     report.snapshotBlobsDeleted += await deleteSnapshotBlobs(stores, tenant, docId, again.snapshotKeys)
     const aggAgain = await deleteAggMessages(stores, again.streamSeqs)
+    await messagesDeleted(stores.pool, again.id)
     const agg = report.streams.find((s) => s.stream === stores.aggStream)
     if (agg) agg.removed += aggAgain
   } else {
@@ -157,28 +159,41 @@ interface RowsErased {
   id: number
   rows: Record<string, number>
   snapshotKeys: string[]
-  /** AGG sequences of the messages that carried the document's updates. */
+  /** AGG sequences of the messages that carried the document's updates, and those an earlier run could not delete. */
   streamSeqs: number[]
 }
 
-/** docflow_erase and the snapshot rows, in one transaction; the AGG sequences are read first, in it. */
-async function eraseRows(pool: pg.Pool, change: DocChange): Promise<RowsErased> {
+/**
+ * docflow_erase and the snapshot rows, in one transaction; the AGG sequences are read first, in
+ * it, with those an earlier run left pending, and are kept pending (migration 012) until
+ * messagesDeleted: a run that fails before then leaves them to its rerun.
+ */
+async function eraseRows(pool: pg.Pool, stream: string, change: DocChange): Promise<RowsErased> {
   const c = await pool.connect()
   try {
     return await inTransaction(c, 'erasure', async () => {
       const seqs = await c.query<{ s: string }>(
         `SELECT stream_seq AS s FROM op_log WHERE tenant = $1 AND doc_id = $2
-         UNION SELECT stream_seq FROM dead_letters WHERE tenant = $1 AND doc_id = $2`,
-        [change.tenant, change.docId],
+         UNION SELECT stream_seq FROM dead_letters WHERE tenant = $1 AND doc_id = $2
+         UNION SELECT unnest(seqs) FROM erasure_pending_messages WHERE tenant = $1 AND doc_id = $2 AND stream = $3`,
+        [change.tenant, change.docId, stream],
       )
       const erased = await c.query<{ id: string; rows_removed: Record<string, number> }>('SELECT id, rows_removed FROM docflow_erase($1, $2, $3, $4)', [change.tenant, change.docId, change.reason, change.actor])
       const snaps = await c.query<{ blob_key: string }>('DELETE FROM snapshots WHERE tenant = $1 AND doc_id = $2 RETURNING blob_key', [change.tenant, change.docId])
       const row = erased.rows[0]!
-      return { id: Number(row.id), rows: { ...row.rows_removed, snapshots: snaps.rowCount ?? 0 }, snapshotKeys: snaps.rows.map((r) => r.blob_key), streamSeqs: seqs.rows.map((r) => Number(r.s)) }
+      const streamSeqs = seqs.rows.map((r) => Number(r.s))
+      await c.query('DELETE FROM erasure_pending_messages WHERE tenant = $1 AND doc_id = $2 AND stream = $3', [change.tenant, change.docId, stream])
+      if (streamSeqs.length > 0) await c.query('INSERT INTO erasure_pending_messages (erasure_id, tenant, doc_id, stream, seqs) VALUES ($1, $2, $3, $4, $5)', [row.id, change.tenant, change.docId, stream, streamSeqs])
+      return { id: Number(row.id), rows: { ...row.rows_removed, snapshots: snaps.rowCount ?? 0 }, snapshotKeys: snaps.rows.map((r) => r.blob_key), streamSeqs }
     })
   } finally {
     c.release()
   }
+}
+
+/** The messages eraseRows kept pending under erasure `id` are deleted. */
+async function messagesDeleted(pool: pg.Pool, id: number): Promise<void> {
+  await pool.query('DELETE FROM erasure_pending_messages WHERE erasure_id = $1', [id])
 }
 
 /** The blobs the rows named and any other snapshot of the document (a put whose row never landed). */

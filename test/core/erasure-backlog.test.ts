@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { AGG_STREAM, ServiceUser, editIngestSubject, editMsgId, encodeEnvelope, type DocNotice } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
-import { eraseDocument } from '../../core/erasure.ts'
+import { eraseDocument, type ErasureStores } from '../../core/erasure.ts'
 import { restoreDocument } from '../../core/deletion.ts'
 import { docNotifier } from '../helpers/doc-notices.ts'
 import { setup, token } from '../helpers/setup.ts'
@@ -23,11 +23,14 @@ const admin = await stack.connect(ServiceUser.Admin)
 const aggJsm = await jetstreamManager(admin)
 const js = jetstream(await stack.connect())
 const notify = docNotifier(admin)
+// A message no test erases holds AGG's first sequence, as older messages do in production: an
+// erasure of the newest messages of a stream holding nothing older moves its head past what
+// other partitions' consumers looked at, and the next core would take that for lost messages
+// (core/streams.ts findHole; a known limit).
+await js.publish(editIngestSubject('acme', 'keeps-agg-head'), encodeEnvelope({ v: 1, tenant: 'acme', docId: 'keeps-agg-head', userId: 'u', update: edit('kept', 50), ingestTs: Date.now(), edgeId: 'test' }))
 const rows = async (table: string, docId: string) => (await stack.db.query(`SELECT count(*)::int AS n FROM ${table} WHERE tenant = 'acme' AND doc_id = $1`, [docId])).rows[0].n as number
-// The missed-notice test runs first: erasing deletes AGG messages by sequence, and a core started
-// after that finds the stream's first sequences gone for partitions it never read (core/streams.ts findHole).
-const erase = (docId: string, tell: (notice: DocNotice) => Promise<void>) =>
-  eraseDocument({ pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: null, notify: tell }, { tenant: 'acme', docId, actor: 'dpo@test', reason: 'GDPR art. 17' })
+const erase = (docId: string, tell: (notice: DocNotice) => Promise<void>, stores: Partial<ErasureStores> = {}) =>
+  eraseDocument({ pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: null, notify: tell, ...stores }, { tenant: 'acme', docId, actor: 'dpo@test', reason: 'GDPR art. 17' })
 
 t.test('core - a core that missed the erased notice drops its copy and the updates ingested before the erasure; nothing applies while the document stays deleted, later ones after a restore', async (t) => {
   const core = await stack.core({ blobs, compactEveryOps: 1, erasurePollMs: 200 })
@@ -86,4 +89,33 @@ t.test('core - socket edits waiting in AGG when their document is erased are nev
   for await (const k of blobs.list('snapshots/acme/secret/')) left.push(k)
   t.same(left, [], 'no snapshot blob of it')
   t.equal(await rows('dead_letters', 'secret'), 0, 'and no dead letter holding its bytes')
+})
+
+t.test("core - an erasure that failed at its AGG step deletes, when run again, the socket edits' messages its first run read from the rows it removed", async (t) => {
+  const core = await stack.core({ blobs })
+  t.teardown(() => core.stop())
+  const edge = await stack.edge()
+  t.teardown(() => edge.stop())
+  const tok = await token({ tenant: 'acme' })
+  const writer = yclient(edge.url, 'rerun', tok)
+  t.teardown(() => writer.destroy())
+  await writer.synced()
+  writer.text.insert(0, 'IBAN DE89 3704 0044 0532 0130 00')
+  await until('materialized', async () => (await materializedText(core.url, 'rerun', tok)) === 'IBAN DE89 3704 0044 0532 0130 00')
+  // Socket edits travel in partition batches: only their sequences, read from the rows, find them.
+  const seqs = (await stack.db.query("SELECT DISTINCT stream_seq::int AS s FROM op_log WHERE tenant = 'acme' AND doc_id = 'rerun'")).rows.map((r) => r.s as number)
+  const inAgg = async () => (await Promise.all(seqs.map((seq) => aggJsm.streams.getMessage(AGG_STREAM, { seq }).then((m) => (m ? 1 : 0), () => 0)))).reduce((a: number, b: number) => a + b, 0)
+  t.equal(await inAgg(), seqs.length, `AGG holds the edit's ${seqs.length} message(s)`)
+  // NATS goes away at the first delete: the run fails after the rows went.
+  const streams = new Proxy(aggJsm.streams, {
+    get: (target, key) => (key === 'deleteMessage' ? () => Promise.reject(new Error('NATS away')) : Reflect.get(target, key, target)),
+  })
+  const failing = new Proxy(aggJsm, { get: (target, key) => (key === 'streams' ? streams : Reflect.get(target, key, target)) })
+  await t.rejects(erase('rerun', notify, { aggJsm: failing }), /NATS away/, 'the first run fails at its AGG step')
+  t.equal(await rows('op_log', 'rerun'), 0, 'after the rows went')
+  t.equal(await inAgg(), seqs.length, 'the messages stay')
+  const report = await erase('rerun', notify)
+  t.equal(await inAgg(), 0, 'the run again deleted them')
+  t.match(report.streams.find((s) => s.stream === AGG_STREAM), { removed: seqs.length })
+  t.equal((await stack.db.query("SELECT count(*)::int AS n FROM erasure_pending_messages WHERE tenant = 'acme' AND doc_id = 'rerun'")).rows[0].n, 0, 'nothing is left pending')
 })
