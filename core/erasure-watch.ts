@@ -6,7 +6,7 @@ import type { Logger } from '../runtime/log.ts'
  * An edge stamps an update's ingest time with its own clock, an erasure its time with
  * PostgreSQL's: updates this much past an erasure still count as before it. Edges refuse a
  * document once it is deleted, which an erasure does first, so no later update of it nears this;
- * but a tenant removed and added again under its name within this time loses its first edits.
+ * and a tenant's name is given again only after this time (scripts/lib/tenant-erasure.ts).
  */
 export const ERASURE_CLOCK_SKEW_MS = 5_000
 

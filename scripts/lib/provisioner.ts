@@ -47,7 +47,7 @@ import { natsFiles, reloadNats } from './nats-server.ts'
 import { waitFor } from './proc.ts'
 import type { NatsConfigOptions } from './nats-config.ts'
 import { Registry, formatSize, parseSize } from './registry.ts'
-import { deleteTenantSnapshotBlobs, eraseTenantRows } from './tenant-erasure.ts'
+import { deleteTenantSnapshotBlobs, eraseTenantRows, erasureSettleMs } from './tenant-erasure.ts'
 
 /** How long after its commit core may still be publishing a commit's dead letters and cleaned events. */
 const FEED_PUBLISH_SETTLE_MS = 1_000
@@ -184,6 +184,11 @@ export class Provisioner {
     TenantId.parse(tenant)
     const registry = this.registry
     if (registry.tenant(tenant)) throw new Error(`tenant ${tenant} already exists`)
+    const settleMs = this.o.databaseUrl ? await erasureSettleMs(this.o.databaseUrl, tenant) : 0
+    if (settleMs > 0) {
+      this.say(`adding tenant ${tenant}: removed moments ago; waiting ${settleMs} ms so that core does not take its first edits for ones ingested before the removal`)
+      await new Promise((resolve) => setTimeout(resolve, settleMs))
+    }
     registry.addTenant(tenant, maxStorageBytes)
     this.checkStorageBudget(registry)
     this.say(`adding tenant ${tenant}: account and quota`)

@@ -1,10 +1,12 @@
-// A removed tenant's data in PostgreSQL and the blob store (scripts/lib/provisioner.ts remove).
+// A removed tenant's data in PostgreSQL and the blob store (scripts/lib/provisioner.ts remove), and
+// when its name may be given again.
 import pg from 'pg'
 import { hostname } from 'node:os'
 import { tenantSnapshotsPrefix } from '../../contracts/mod.ts'
 import { deleteAll, type BlobStore } from '../../runtime/blobs/blob-store.ts'
 import { inTransaction } from '../../runtime/pg-transaction.ts'
 import { writeBarrier } from '../../core/erasure.ts'
+import { ERASURE_CLOCK_SKEW_MS } from '../../core/erasure-watch.ts'
 
 /** PostgreSQL's SQLSTATE for a function that does not exist. */
 const UNDEFINED_FUNCTION = '42883'
@@ -60,4 +62,25 @@ export async function deleteTenantSnapshotBlobs(blobs: BlobStore, tenant: string
   if (deleted === 0) say(`deleted 0 snapshot blobs`)
   const leftovers = await blobs.deleteLeftovers(prefix, true)
   if (leftovers > 0) say(`deleted ${leftovers} leftovers of unfinished puts`)
+}
+
+/**
+ * How long a tenant added under `tenant`'s name must wait for its last removal to settle: core
+ * counts updates ingested up to ERASURE_CLOCK_SKEW_MS after a tenant's erasure as ingested before
+ * it (the edge's clock against PostgreSQL's) and drops them, so a tenant added sooner would lose
+ * its first edits. 0 when it was never removed (or the database holds no erasures table yet).
+ */
+export async function erasureSettleMs(databaseUrl: string, tenant: string): Promise<number> {
+  const db = new pg.Client(databaseUrl)
+  await db.connect()
+  try {
+    if (!(await db.query("SELECT to_regclass('erasures') IS NOT NULL AS t")).rows[0].t) return 0
+    const r = await db.query<{ ms: number | null }>(
+      `SELECT ceil(EXTRACT(EPOCH FROM max(at) + make_interval(secs => $2 / 1000.0) - clock_timestamp()) * 1000)::float8 AS ms FROM erasures WHERE tenant = $1 AND doc_id IS NULL`,
+      [tenant, ERASURE_CLOCK_SKEW_MS],
+    )
+    return Math.max(0, r.rows[0]?.ms ?? 0)
+  } finally {
+    await db.end()
+  }
 }
