@@ -12,7 +12,7 @@ import { eraseDocument, type ErasureStores } from '../../core/erasure.ts'
 import { restoreDocument } from '../../core/deletion.ts'
 import { docNotifier } from '../helpers/doc-notices.ts'
 import { setup, token } from '../helpers/setup.ts'
-import { edit } from '../helpers/edits.ts'
+import { edit, holdAggHead } from '../helpers/edits.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 
@@ -23,11 +23,7 @@ const admin = await stack.connect(ServiceUser.Admin)
 const aggJsm = await jetstreamManager(admin)
 const js = jetstream(await stack.connect())
 const notify = docNotifier(admin)
-// A message no test erases holds AGG's first sequence, as older messages do in production: an
-// erasure of the newest messages of a stream holding nothing older moves its head past what
-// other partitions' consumers looked at, and the next core would take that for lost messages
-// (core/streams.ts findHole; a known limit).
-await js.publish(editIngestSubject('acme', 'keeps-agg-head'), encodeEnvelope({ v: 1, tenant: 'acme', docId: 'keeps-agg-head', userId: 'u', update: edit('kept', 50), ingestTs: Date.now(), edgeId: 'test' }))
+await holdAggHead(js)
 const rows = async (table: string, docId: string) => (await stack.db.query(`SELECT count(*)::int AS n FROM ${table} WHERE tenant = 'acme' AND doc_id = $1`, [docId])).rows[0].n as number
 const erase = (docId: string, tell: (notice: DocNotice) => Promise<void>, stores: Partial<ErasureStores> = {}) =>
   eraseDocument({ pool: stack.db, blobs, aggJsm, aggStream: AGG_STREAM, tenantJsm: null, notify: tell, ...stores }, { tenant: 'acme', docId, actor: 'dpo@test', reason: 'GDPR art. 17' })

@@ -6,7 +6,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { AGG_STREAM, CLEAN_STREAM, DLQ_STREAM, cleanSubject, ServiceUser, decodeDeadLetterEvent, tenantDeadLetterSubjects } from '../../contracts/mod.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { eraseDocument } from '../../core/erasure.ts'
-import { edit, malformedEdit, publishEdit } from '../helpers/edits.ts'
+import { edit, holdAggHead, malformedEdit, publishEdit } from '../helpers/edits.ts'
 import { docNotifier } from '../helpers/doc-notices.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
@@ -18,10 +18,7 @@ const admin = await stack.connect(ServiceUser.Admin)
 const aggJsm = await jetstreamManager(admin)
 const notify = docNotifier(admin)
 const blobs = await FsBlobStore.open(join(stack.dir, 'blobs'))
-// A message no test erases holds AGG's first sequence: an erasure of the newest messages of a
-// stream holding nothing older moves its head past what other partitions' consumers looked at,
-// and the next core would take that for lost messages (streams.ts findHole; a known limit).
-await publishEdit(js, 'acme', 'keeps-agg-head', edit('kept', 50))
+await holdAggHead(js)
 
 /**
  * Holds core's next group commit (it upserts consumer_checkpoints) until `release`: `before` its

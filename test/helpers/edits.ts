@@ -18,6 +18,16 @@ export function publishEdit(js: JetStreamClient, tenant: string, docId: string, 
 }
 
 /**
+ * Puts a message no test erases at AGG's head, as older messages are in production: an erasure
+ * of the newest messages of a stream that holds nothing older moves its head past what other
+ * partitions' consumers looked at, and the next core takes that for lost messages (core/streams.ts
+ * findHole; a known limit). Call it before a file's first erasure.
+ */
+export function holdAggHead(js: JetStreamClient) {
+  return publishEdit(js, 'acme', 'holds-agg-head', edit('kept', 50))
+}
+
+/**
  * `base`: client 7 types "ab"; `malformed`: client 8's "X" between them, its right neighbour
  * rewritten to its left one (7:0), which no Yjs client makes (runtime/yjs-items.ts).
  */
