@@ -264,10 +264,14 @@ t.test('clients - an edge that missed a committed notice (away from NATS when co
   const core = await stack.core()
   t.teardown(() => core.stop())
   const nc = await stack.connect(ServiceUser.Edge)
+  // The test's own ear on the edge's notice subject: the notice goes out a moment after the
+  // commit, and a watch started before it would hear it live rather than miss it.
+  const sent = nc.subscribe(ServiceSubjects.committed('away-edge'), { max: 1 })
   const publisher = new UpdatePublisher(nc, 'away-edge', createEdgeMetrics(createRegistry('away-publisher', false)), createLogger('test', 'silent'), { ackTimeoutMs: 2_000, attempts: 3 })
   const ref = await publisher.publish('acme', 'missed-notice', 'u', Y.encodeStateAsUpdate(textDoc('saved while away')), true)
   // Committed, and its notice sent to this edge's subject while nothing of the edge listened.
   await until('committed', async () => (await opLogReplay(stack.db, 'acme', 'missed-notice')).text === 'saved while away')
+  for await (const _ of sent) break
   const metrics = createEdgeMetrics(createRegistry('away-edge', false))
   const commits = new CommitWatch(nc, 'away-edge', metrics, createLogger('test', 'silent'), 200)
   commits.start()
