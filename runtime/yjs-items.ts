@@ -90,9 +90,30 @@ type Place = { parent: object | string; sub: string | null }
 export function misplacedNeighbours(doc: Y.Doc, structs: readonly (Y.Item | Y.GC | Y.Skip)[]): string | null {
   // Only a right neighbour can be misplaced: most typing (at a text's end) names none.
   if (!structs.some((s) => s instanceof Y.Item && s.rightOrigin)) return null
+  // Linear in the update's structs (a paste carries tens of thousands): each client's own items
+  // in clock order, found by binary search; each item's place decided once, chains walked in a loop.
   const own = new Map<number, Y.Item[]>()
-  for (const s of structs) if (s instanceof Y.Item) own.set(s.id.client, [...(own.get(s.id.client) ?? []), s])
-  const places = new Map<Y.Item, Place | null>()
+  for (const s of structs) {
+    if (!(s instanceof Y.Item)) continue
+    const list = own.get(s.id.client)
+    if (list) list.push(s)
+    else own.set(s.id.client, [s])
+  }
+  for (const list of own.values()) list.sort((x, y) => x.id.clock - y.id.clock)
+  const ownItemAt = (id: Y.ID): Y.Item | null => {
+    const list = own.get(id.client)
+    if (!list) return null
+    let lo = 0
+    let hi = list.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1
+      const item = list[mid]!
+      if (id.clock < item.id.clock) hi = mid - 1
+      else if (id.clock >= item.id.clock + item.length) lo = mid + 1
+      else return item
+    }
+    return null
+  }
   // What the document holds first: an update may carry again structs the document has (a client
   // resending since an older state vector), and its decoded copy of a type is not the document's.
   const itemAt = (id: Y.ID): Y.Item | null => {
@@ -100,22 +121,36 @@ export function misplacedNeighbours(doc: Y.Doc, structs: readonly (Y.Item | Y.GC
       const held = Y.getItem(doc.store, id)
       return held instanceof Y.Item ? held : null
     }
-    return own.get(id.client)?.find((i) => id.clock >= i.id.clock && id.clock < i.id.clock + i.length) ?? null
+    return ownItemAt(id)
   }
-  const placeOf = (item: Y.Item): Place | null => {
-    if (places.has(item)) return places.get(item)!
-    places.set(item, null) // a cycle of neighbours decides nothing
-    let place: Place | null = null
-    if (item.parent !== null && !(item.parent instanceof Y.ID) && typeof item.parent !== 'string') place = { parent: item.parent, sub: item.parentSub }
-    else if (typeof item.parent === 'string') place = { parent: doc.share.get(item.parent) ?? item.parent, sub: item.parentSub }
-    else if (item.parent instanceof Y.ID) {
+  /** An item's place from its own parent, or undefined when its neighbours decide it. */
+  const parentPlace = (item: Y.Item): Place | null | undefined => {
+    if (item.parent !== null && !(item.parent instanceof Y.ID) && typeof item.parent !== 'string') return { parent: item.parent, sub: item.parentSub }
+    if (typeof item.parent === 'string') return { parent: doc.share.get(item.parent) ?? item.parent, sub: item.parentSub }
+    if (item.parent instanceof Y.ID) {
       const type = itemAt(item.parent)
-      place = type && type.content instanceof Y.ContentType ? { parent: type.content.type, sub: item.parentSub } : null
-    } else {
-      const neighbour = (item.origin && itemAt(item.origin)) || (item.rightOrigin && itemAt(item.rightOrigin))
-      place = neighbour ? placeOf(neighbour) : null
+      return type && type.content instanceof Y.ContentType ? { parent: type.content.type, sub: item.parentSub } : null
     }
-    places.set(item, place)
+    return undefined
+  }
+  const places = new Map<Y.Item, Place | null>()
+  const placeOf = (start: Y.Item): Place | null => {
+    const chain: Y.Item[] = []
+    let place: Place | null = null
+    for (let item: Y.Item | null = start; item; item = (item.origin && itemAt(item.origin)) || (item.rightOrigin && itemAt(item.rightOrigin))) {
+      if (places.has(item)) {
+        place = places.get(item)!
+        break
+      }
+      places.set(item, null) // a cycle of neighbours decides nothing
+      chain.push(item)
+      const own = parentPlace(item)
+      if (own !== undefined) {
+        place = own
+        break
+      }
+    }
+    for (const item of chain) places.set(item, place)
     return place
   }
   for (const s of structs) {
