@@ -182,13 +182,16 @@ export class Provisioner {
 
   async add(tenant: string, maxStorageBytes: number): Promise<TenantRecord> {
     TenantId.parse(tenant)
-    const registry = this.registry
-    if (registry.tenant(tenant)) throw new Error(`tenant ${tenant} already exists`)
+    if (this.registry.tenant(tenant)) throw new Error(`tenant ${tenant} already exists`)
     const settleMs = this.o.databaseUrl ? await erasureSettleMs(this.o.databaseUrl, tenant) : 0
     if (settleMs > 0) {
       this.say(`adding tenant ${tenant}: removed moments ago; waiting ${settleMs} ms so that core does not take its first edits for ones ingested before the removal`)
       await new Promise((resolve) => setTimeout(resolve, settleMs))
     }
+    // Read after every wait and saved before the next: a tenant another provisioner added
+    // meanwhile (auto-provisioning, a second operator) stays in the registry.
+    const registry = this.registry
+    if (registry.tenant(tenant)) throw new Error(`tenant ${tenant} already exists`)
     registry.addTenant(tenant, maxStorageBytes)
     this.checkStorageBudget(registry)
     this.say(`adding tenant ${tenant}: account and quota`)

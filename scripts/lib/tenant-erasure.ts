@@ -64,11 +64,16 @@ export async function deleteTenantSnapshotBlobs(blobs: BlobStore, tenant: string
   if (leftovers > 0) say(`deleted ${leftovers} leftovers of unfinished puts`)
 }
 
+/** How long after a tenant's removal its name may be given again (erasureSettleMs). */
+const REMOVAL_SETTLE_MS = 2 * ERASURE_CLOCK_SKEW_MS
+
 /**
  * How long a tenant added under `tenant`'s name must wait for its last removal to settle: core
- * counts updates ingested up to ERASURE_CLOCK_SKEW_MS after a tenant's erasure as ingested before
- * it (the edge's clock against PostgreSQL's) and drops them, so a tenant added sooner would lose
- * its first edits. 0 when it was never removed (or the database holds no erasures table yet).
+ * counts updates an edge stamped up to ERASURE_CLOCK_SKEW_MS after a tenant's erasure (PostgreSQL
+ * time) as ingested before it, and drops them; an edge whose clock is up to that much behind
+ * stamps that much earlier. So twice that after the erasure (by PostgreSQL's clock; never longer,
+ * whatever a clock step says), the new tenant's first edits are its own. 0 when it was never
+ * removed (or the database holds no erasures table yet).
  */
 export async function erasureSettleMs(databaseUrl: string, tenant: string): Promise<number> {
   const db = new pg.Client(databaseUrl)
@@ -77,9 +82,9 @@ export async function erasureSettleMs(databaseUrl: string, tenant: string): Prom
     if (!(await db.query("SELECT to_regclass('erasures') IS NOT NULL AS t")).rows[0].t) return 0
     const r = await db.query<{ ms: number | null }>(
       `SELECT ceil(EXTRACT(EPOCH FROM max(at) + make_interval(secs => $2 / 1000.0) - clock_timestamp()) * 1000)::float8 AS ms FROM erasures WHERE tenant = $1 AND doc_id IS NULL`,
-      [tenant, ERASURE_CLOCK_SKEW_MS],
+      [tenant, REMOVAL_SETTLE_MS],
     )
-    return Math.max(0, r.rows[0]?.ms ?? 0)
+    return Math.min(REMOVAL_SETTLE_MS, Math.max(0, r.rows[0]?.ms ?? 0))
   } finally {
     await db.end()
   }

@@ -10,6 +10,8 @@ import type { BlobStore } from '../../runtime/blobs/blob-store.ts'
 import { BLOB_STORE_VARS } from '../../runtime/config.ts'
 import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
 import { Provisioner } from '../../scripts/lib/provisioner.ts'
+import { Registry } from '../../scripts/lib/registry.ts'
+import { natsFiles } from '../../scripts/lib/nats-server.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, readState, until } from '../helpers/client.ts'
 import { edit, malformedEdit, publishEdit } from '../helpers/edits.ts'
@@ -106,11 +108,19 @@ t.test('tenancy - removal erases the tenant\'s document deletion history: a re-a
 
   // At once: the add waits until core no longer takes new edits of the name for ones ingested
   // before the removal (core/erasure-watch.ts ERASURE_CLOCK_SKEW_MS), and past the second whose tokens the removal revoked.
-  await provisioner.add('umbrella', 16 * 1024 ** 2)
-  t.ok(progress.some((line) => /^adding tenant umbrella: removed moments ago; waiting \d+ ms/.test(line)), 'it said why it waited')
+  const readding = provisioner.add('umbrella', 16 * 1024 ** 2)
+  await until('it says why it waits', () => progress.some((line) => /^adding tenant umbrella: removed moments ago; waiting \d+ ms/.test(line)))
+  // Meanwhile another provisioner (auto-provisioning, a second operator) adds a tenant: it stays.
+  const other = await Provisioner.open({ natsDir: join(stack.dir, 'nats'), natsUrl: stack.nats.url, databaseUrl: stack.pg.url })
+  await other.add('gringotts', 16 * 1024 ** 2)
+  await other.close()
+  await readding
+  const registry = Registry.open(natsFiles(join(stack.dir, 'nats')).registry)
+  t.ok(registry.tenant('umbrella') && registry.tenant('gringotts'), 'both tenants are in the registry')
   const core2 = await stack.core()
   t.teardown(() => core2.stop())
-  await publishEdit(js, 'umbrella', 'memo', edit('new memo', 13))
+  // From an edge whose clock is 4 s behind PostgreSQL's (the fence allows 5 s either way).
+  await publishEdit(js, 'umbrella', 'memo', edit('new memo', 13), undefined, Date.now() - 4_000)
   const tok = await token({ tenant: 'umbrella' })
   await until('the new tenant\'s memo committed', async () => (await count('SELECT count(*) AS n FROM op_log WHERE tenant = $1', ['umbrella'])) === 1, 20_000)
   t.equal(await materializedText(core2.url, 'memo', tok), 'new memo', 'the new tenant reads its document of the reused id')
