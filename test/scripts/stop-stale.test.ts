@@ -38,8 +38,9 @@ t.test('scripts - stopStale leaves alone a process that started after its pid fi
 })
 
 t.test('scripts - alive is false for a zombie (a part orphaned by a killed supervisor waits for init to reap it)', async (t) => {
-  // The shell starts a child that exits at once, then becomes a `sleep` that never reaps it.
-  const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] })
+  // The shell starts a child that exits a moment later, once the shell has become a `sleep` that
+  // never reaps it (a child that exited before the exec could be reaped by the shell: CI saw it).
+  const parent = spawn('sh', ['-c', 'sleep 1 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] })
   t.teardown(() => parent.kill('SIGKILL'))
   const zombie = Number(await new Promise<string>((resolve) => parent.stdout.once('data', (b: Buffer) => resolve(b.toString()))))
   await waitFor('the child to exit', async () => readStat(zombie)?.state === 'Z', 5_000)
