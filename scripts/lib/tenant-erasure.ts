@@ -35,7 +35,7 @@ export async function eraseTenantRows(databaseUrl: string, tenant: string, erasu
         if (!('snapshots' in removed)) throw new Error('this database\'s erasure keeps snapshots (core migration 009_tenant_erasure is not applied): start core once to migrate it, then remove again')
         // The AGG messages of its documents' failed erasures went with the tenant's purge (provisioner.ts remove).
         // (The table comes with core migration 012; a database not migrated that far has none.)
-        if ((await db.query("SELECT to_regclass('erasure_pending_messages') IS NOT NULL AS t")).rows[0].t) await db.query('DELETE FROM erasure_pending_messages WHERE tenant = $1', [tenant])
+        if (await hasTable(db, 'erasure_pending_messages')) await db.query('DELETE FROM erasure_pending_messages WHERE tenant = $1', [tenant])
         return { id, removed }
       })
     const said = ({ id, removed }: { id: string; removed: Record<string, number> }) =>
@@ -79,7 +79,7 @@ export async function erasureSettleMs(databaseUrl: string, tenant: string): Prom
   const db = new pg.Client(databaseUrl)
   await db.connect()
   try {
-    if (!(await db.query("SELECT to_regclass('erasures') IS NOT NULL AS t")).rows[0].t) return 0
+    if (!(await hasTable(db, 'erasures'))) return 0
     const r = await db.query<{ ms: number | null }>(
       `SELECT ceil(EXTRACT(EPOCH FROM max(at) + make_interval(secs => $2 / 1000.0) - clock_timestamp()) * 1000)::float8 AS ms FROM erasures WHERE tenant = $1 AND doc_id IS NULL`,
       [tenant, REMOVAL_SETTLE_MS],
@@ -88,4 +88,9 @@ export async function erasureSettleMs(databaseUrl: string, tenant: string): Prom
   } finally {
     await db.end()
   }
+}
+
+/** A table a core migration creates exists: the provisioner may run against a database core has not migrated that far. */
+async function hasTable(db: pg.ClientBase, name: string): Promise<boolean> {
+  return (await db.query<{ t: boolean }>('SELECT to_regclass($1) IS NOT NULL AS t', [name])).rows[0]!.t
 }
