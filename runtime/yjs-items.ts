@@ -62,7 +62,9 @@ export function misplacedItem(doc: Y.Doc, { from, to }: UpdateMeta): string | nu
   }
   for (const [client, start] of from) {
     const structs = doc.store.clients.get(client)
-    const end = to.get(client) ?? start
+    // Only what integrated: clocks from the client's state on wait pending (a sequence gap) and
+    // are in no list yet; an HTTP client posting out of order sends such updates.
+    const end = Math.min(to.get(client) ?? start, Y.getState(doc.store, client))
     if (!structs || start >= end) continue
     for (let i = Y.findIndexSS(structs, start); i < structs.length && structs[i]!.id.clock < end; i++) {
       const item = structs[i]!

@@ -204,6 +204,28 @@ t.test('core - a gap that does not fill in time is reported per document, and cl
   t.pass('gauge back to 0 and the row resolved')
 })
 
+t.test('core - HTTP updates posted out of order wait pending without stalling their partition, and apply once the gap fills', async (t) => {
+  const docId = 'dq-http-gap'
+  const author = new Y.Doc()
+  author.clientID = 11
+  const typed: Uint8Array[] = []
+  author.on('update', (u: Uint8Array) => typed.push(u))
+  for (const [i, c] of [...'xyz'].entries()) author.getText('t').insert(i, c)
+  const post = (u: Uint8Array) => publishEdit(js, 'acme', docId, u, undefined, undefined, 'http')
+
+  await post(typed[0]!)
+  await post(typed[2]!) // its client's clock 1 has not arrived: Yjs holds it pending
+  const neighbour = neighbourOf(docId)
+  await publishEdit(js, 'acme', neighbour, edit('after', 12))
+  await until('the same partition moves on', async () => (await readDocState(stack.db, 'acme', neighbour)) !== null)
+  t.equal(await text(docId), 'x', 'what arrived in order is materialized')
+  t.same(await deadRows(docId), [], 'nothing refused')
+
+  await post(typed[1]!)
+  await until('the gap filled', async () => (await text(docId)) === 'xyz')
+  t.same(await deadRows(docId), [], 'still nothing refused')
+})
+
 t.test('core - a document version that would go backwards is a violation', async (t) => {
   t.equal(versionTransition(new Map([[1, 5]]), new Map([[1, 4]]), true), 'regressed', 'a client clock going down')
   t.equal(versionTransition(new Map([[1, 5]]), new Map([[1, 5]]), false), 'unchanged', 'nothing moved: a duplicate')

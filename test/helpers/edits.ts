@@ -11,9 +11,9 @@ export function edit(text: string, clientID: number): Uint8Array {
   return Y.encodeStateAsUpdate(doc)
 }
 
-/** Publishes an update the way an edge does (envelope, subject, msg id; the edge's clock `ingestTs`) and returns the PubAck. */
-export function publishEdit(js: JetStreamClient, tenant: string, docId: string, update: Uint8Array, msgID = editMsgId(tenant, docId, update), ingestTs = Date.now()) {
-  const env = encodeEnvelope({ v: 1, tenant, docId, userId: 'u', update, ingestTs, edgeId: 'test' })
+/** Publishes an update the way an edge does (envelope, subject, msg id; the edge's clock `ingestTs`; `source` 'http' as HTTP ingest marks it) and returns the PubAck. */
+export function publishEdit(js: JetStreamClient, tenant: string, docId: string, update: Uint8Array, msgID = editMsgId(tenant, docId, update), ingestTs = Date.now(), source?: 'http') {
+  const env = encodeEnvelope({ v: 1, tenant, docId, userId: 'u', update, ingestTs, edgeId: 'test', ...(source && { source }) })
   return js.publish(editIngestSubject(tenant, docId), env, { msgID })
 }
 
