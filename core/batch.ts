@@ -1,11 +1,11 @@
 import * as Y from 'yjs'
 import type { JsMsg } from '@nats-io/jetstream'
 import { DeadLetterReason, STREAM_SOURCE_HEADER, sourcedFromTenant, decodeEdits, decodeFailureReason, deadLetterReasonClass, editMsgId, encodeEnvelope, editPartitionOf, parseEditSubject, type CleanEvent, type EditEnvelope } from '../contracts/mod.ts'
-import { applyTracked, type ApplyResult } from './apply.ts'
+import { applyTracked, type ApplyResult, type ApplySummary } from './apply.ts'
 import { cleanEvent } from './clean-events.ts'
 import { isVersionRegressionError } from './errors.ts'
 import type { PendingDoc } from './gap-watch.ts'
-import { describeOverlap, findOverlapViolation, type OverlapViolation } from '../runtime/overlap.ts'
+import { describeOverlap, findOverlapViolation } from '../runtime/overlap.ts'
 import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
 import type { CoreMetrics } from './metrics.ts'
@@ -57,6 +57,40 @@ const MAX_COMPACTIONS_PER_BATCH = 8
 
 const reasonOf = (prefix: string, err: unknown) => `${prefix}: ${err instanceof Error ? err.message : String(err)}`
 
+/**
+ * What becomes of an update in its document: refused (a dead letter's reason; `rebuild` when the
+ * document took part of it first), or applied with the violation it was recorded with.
+ */
+type Verdict = { refusal: string; rebuild: boolean } | { result: ApplyResult; violation: string | null; summary: ApplySummary | null }
+
+/** Runs the data-quality checks around applying `edit` to `doc`; writes nothing but the document. */
+function judgeAndApply(doc: Y.Doc, edit: EditEnvelope): Verdict {
+  // HTTP ingest tried it on no document: neighbours in different lists are refused before it
+  // touches the document, since undoing an apply costs a rebuild of the whole document.
+  const malformed = malformedUpdate(edit.update, edit.source === 'http' ? doc : undefined)
+  if (malformed) return { refusal: `${DeadLetterReason.MalformedItem}: ${malformed}`, rebuild: false }
+  // A violation is recorded, and the update is still applied as Yjs applies it everywhere: the
+  // document keeps the content it holds for those clocks, and what the update adds past them
+  // goes in — as on every edge and client that already received it (edges fan an update out
+  // once JetStream has it). Refusing it here would leave the materialized state short of what
+  // every client shows, for good.
+  const found = findOverlapViolation(doc, edit.update)
+  const violation = found && describeOverlap(found)
+  let result: ApplyResult
+  try {
+    result = applyTracked(doc, edit.update)
+  } catch (err) {
+    // One dead letter per update (its key is the stream message and item): the refusal, naming the violation too.
+    const refusal = reasonOf(isVersionRegressionError(err) ? DeadLetterReason.VersionRegression : DeadLetterReason.Apply, err)
+    return { refusal: violation ? `${refusal}; it was also a ${violation}` : refusal, rebuild: true }
+  }
+  // HTTP ingest tried it on no document (the edge may hold no room for it): its items are judged
+  // here, in the document's context, as an edge's probe judges a socket's (runtime/yjs-items.ts).
+  const misplaced = edit.source === 'http' ? misplacedItem(doc, Y.parseUpdateMeta(edit.update)) : null
+  if (misplaced) return { refusal: `${DeadLetterReason.MalformedItem}: ${misplaced}`, rebuild: true }
+  return { result, violation, summary: result.summary ?? null }
+}
+
 /** What a committed batch hands to core's feeds and its sequence-gap watch (core.ts), after the commit. */
 export interface BatchFeeds {
   deadLetters: DeadLetterRow[]
@@ -77,10 +111,11 @@ export interface BatchFeeds {
  * decode, or Yjs throws on it, or its document's stored state does not load — becomes a dead
  * letter with its reason and bytes and never blocks the partition; a document Yjs threw on is
  * rebuilt from its stored state plus the batch's earlier ops for it, since a throw can leave
- * the in-memory doc half-modified. Data quality in Yjs terms (overlap.ts, apply.ts): an update
- * whose already-seen clocks carry other content than the doc holds, or that would move the doc's
- * version backwards, is a dead letter too, and never enters state; a retry is counted per tenant
- * and dropped. Each applied update yields its cleaned event. The op log is the record: a document's state is written
+ * the in-memory doc half-modified; so is one a check of ours throws on. Data quality in Yjs
+ * terms (overlap.ts, apply.ts): an update that would move the doc's version backwards is a dead
+ * letter and never enters state; one whose already-seen clocks carry other content than the doc
+ * holds is recorded as a violation and applied as every client applied it; a retry is counted
+ * per tenant and dropped. Each applied update yields its cleaned event. The op log is the record: a document's state is written
  * (compacted) only when it is new or `compactEveryOps` ops have gathered since its last state,
  * so a cold load replays at most that many ops on top of it.
  */
@@ -147,48 +182,23 @@ export class BatchBuilder {
       }
     }
     this.cache.pin(cached)
-    // HTTP ingest tried it on no document: neighbours in different lists are refused before it
-    // touches the document, since undoing an apply costs a rebuild of the whole document.
-    const malformed = malformedUpdate(edit.update, edit.source === 'http' ? cached.doc : undefined)
-    if (malformed) {
-      this.deadLetter(msg, item, edit, `${DeadLetterReason.MalformedItem}: ${malformed}`)
-      return
-    }
-    // A violation is recorded, and the update is still applied as Yjs applies it everywhere: the
-    // document keeps the content it holds for those clocks, and what the update adds past them
-    // goes in — as on every edge and client that already received it (edges fan an update out
-    // once JetStream has it). Refusing it here would leave the materialized state short of what
-    // every client shows, for good.
-    let violation: OverlapViolation | null
+    let verdict: Verdict
     try {
-      violation = findOverlapViolation(cached.doc, edit.update)
+      verdict = judgeAndApply(cached.doc, edit)
     } catch (err) {
-      // Content no check foresaw: refused before it touches the document, like an update Yjs
-      // throws on — a throw here would fail the batch at every retry and stall the partition.
-      this.deadLetter(msg, item, edit, reasonOf(DeadLetterReason.Apply, err))
+      // A check of ours throwing on content it did not foresee: refused like an update Yjs throws
+      // on. Thrown out of here it would fail the batch at every retry and stall the partition for
+      // every tenant in it. The document may hold part of the update: rebuilt.
+      verdict = { refusal: reasonOf(DeadLetterReason.Apply, err), rebuild: true }
+    }
+    if ('refusal' in verdict) {
+      this.deadLetter(msg, item, edit, verdict.refusal)
+      if (verdict.rebuild) await this.rebuild(edit.tenant, edit.docId)
       return
     }
-    const recordViolation = () => violation && this.deadLetter(msg, item, edit, describeOverlap(violation), true)
-    let result: ApplyResult
-    try {
-      result = applyTracked(cached.doc, edit.update)
-    } catch (err) {
-      // One dead letter per update (its key is the stream message and item): the refusal, naming the violation too.
-      const refusal = reasonOf(isVersionRegressionError(err) ? DeadLetterReason.VersionRegression : DeadLetterReason.Apply, err)
-      this.deadLetter(msg, item, edit, violation ? `${refusal}; it was also a ${describeOverlap(violation)}` : refusal)
-      await this.rebuild(edit.tenant, edit.docId)
-      return
-    }
-    // HTTP ingest tried it on no document (the edge may hold no room for it): its items are judged
-    // here, in the document's context, as an edge's probe judges a socket's (runtime/yjs-items.ts).
-    const misplaced = edit.source === 'http' ? misplacedItem(cached.doc, Y.parseUpdateMeta(edit.update)) : null
-    if (misplaced) {
-      this.deadLetter(msg, item, edit, `${DeadLetterReason.MalformedItem}: ${misplaced}`)
-      await this.rebuild(edit.tenant, edit.docId)
-      return
-    }
-    recordViolation()
-    const { outcome, summary } = result
+    const { result, violation, summary } = verdict
+    if (violation) this.deadLetter(msg, item, edit, violation, true)
+    const { outcome } = result
     this.metrics.updates.inc({ outcome })
     if (outcome === 'duplicate') {
       this.metrics.duplicateUpdates.inc({ tenant: edit.tenant })
