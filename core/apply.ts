@@ -1,6 +1,7 @@
 import * as Y from 'yjs'
 import { COMMENTS_ROOT, OpKind } from '../contracts/mod.ts'
 import { VersionRegressionError } from './errors.ts'
+import type { UpdateMeta } from '../runtime/yjs-items.ts'
 
 /**
  * What an update did to a document:
@@ -28,6 +29,11 @@ export interface ApplyResult {
   outcome: ApplyOutcome
   /** Set when the outcome is 'applied'. */
   summary?: ApplySummary
+  /**
+   * Set when the outcome is 'applied': per client, the clocks the document took (from its state
+   * before, to after) — the update's and the pending structs it released, in Y.parseUpdateMeta's shape.
+   */
+  integrated?: UpdateMeta
 }
 
 /**
@@ -54,6 +60,7 @@ export function applyTracked(doc: Y.Doc, update: Uint8Array): ApplyResult {
   const pendingBefore = store.pendingStructs?.update
   const pendingDsBefore = store.pendingDs
   let summary: ApplySummary | undefined
+  const integrated: UpdateMeta = { from: new Map(), to: new Map() }
   let regressed = false
   // What Yjs itself tests before emitting 'update' (new clocks or deletions), without an
   // 'update' listener, which would make it encode every transaction's update. Runs before Yjs
@@ -61,7 +68,14 @@ export function applyTracked(doc: Y.Doc, update: Uint8Array): ApplyResult {
   const onTransaction = (tr: Y.Transaction) => {
     const transition = versionTransition(tr.beforeState, tr.afterState, tr.deleteSet.clients.size > 0)
     if (transition === 'regressed') regressed = true
-    if (transition === 'forward') summary = summarize(doc, tr, summary)
+    if (transition !== 'forward') return
+    summary = summarize(doc, tr, summary)
+    for (const [client, clock] of tr.afterState) {
+      const from = tr.beforeState.get(client) ?? 0
+      if (clock <= from) continue
+      integrated.from.set(client, Math.min(from, integrated.from.get(client) ?? from))
+      integrated.to.set(client, Math.max(clock, integrated.to.get(client) ?? clock))
+    }
   }
   doc.on('afterTransaction', onTransaction)
   try {
@@ -70,7 +84,7 @@ export function applyTracked(doc: Y.Doc, update: Uint8Array): ApplyResult {
     doc.off('afterTransaction', onTransaction)
   }
   if (regressed) throw new VersionRegressionError('the document version would go backwards (a client clock went down)')
-  if (summary) return { outcome: 'applied', summary }
+  if (summary) return { outcome: 'applied', summary, integrated }
   if (!sameBytes(store.pendingStructs?.update, pendingBefore) || !sameBytes(store.pendingDs, pendingDsBefore)) return { outcome: 'pending' }
   return { outcome: 'duplicate' }
 }

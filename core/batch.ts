@@ -85,8 +85,9 @@ function judgeAndApply(doc: Y.Doc, edit: EditEnvelope): Verdict {
     return { refusal: violation ? `${refusal}; it was also a ${violation}` : refusal, rebuild: true }
   }
   // HTTP ingest tried it on no document (the edge may hold no room for it): its items are judged
-  // here, in the document's context, as an edge's probe judges a socket's (runtime/yjs-items.ts).
-  const misplaced = edit.source === 'http' ? misplacedItem(doc, Y.parseUpdateMeta(edit.update)) : null
+  // here, in the document's context, as an edge's probe judges a socket's (runtime/yjs-items.ts) —
+  // all the document took, so structs an out-of-order post left pending are judged when they go in.
+  const misplaced = edit.source === 'http' && result.integrated ? misplacedItem(doc, result.integrated) : null
   if (misplaced) return { refusal: `${DeadLetterReason.MalformedItem}: ${misplaced}`, rebuild: true }
   return { result, violation, summary: result.summary ?? null }
 }

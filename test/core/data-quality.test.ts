@@ -226,6 +226,40 @@ t.test('core - HTTP updates posted out of order wait pending without stalling th
   t.same(await deadRows(docId), [], 'still nothing refused')
 })
 
+t.test('core - an HTTP update left pending is judged when a later post releases it: a misplaced item never goes in', async (t) => {
+  const docId = 'dq-http-released'
+  const doc = new Y.Doc()
+  doc.clientID = 9
+  doc.getMap('m').set('k', 'v') // 9:0
+  doc.getArray('a').insert(0, [1, 2]) // 9:1, 9:2
+  const base = Y.encodeStateAsUpdate(doc)
+  doc.clientID = 10
+  let mapEntry: Uint8Array | undefined
+  doc.once('update', (u: Uint8Array) => (mapEntry = u))
+  doc.getMap('m').set('k2', 'w') // 10:0
+  const sv = Y.encodeStateVector(doc)
+  doc.getArray('a').insert(1, [3]) // 10:1 between 9:1 and 9:2
+  const arrayItem = Y.encodeStateAsUpdate(doc, sv)
+  // Its right neighbour rewritten to 10:0, the map entry: not there yet, so no check before applying can place it.
+  const at = arrayItem.findIndex((_, i) => arrayItem[i] === 9 && arrayItem[i + 1] === 1 && arrayItem[i + 2] === 9 && arrayItem[i + 3] === 2)
+  t.ok(at >= 0, 'the neighbours were where expected')
+  arrayItem.set([10, 0], at + 2)
+  const post = (u: Uint8Array) => publishEdit(js, 'acme', docId, u, undefined, undefined, 'http')
+
+  await post(base)
+  await post(arrayItem) // pending: its clock 0 has not arrived
+  await post(mapEntry!) // releases it
+  await until('the release refused', async () => (await deadRows(docId)).length === 1)
+  const [row] = await deadRows(docId)
+  t.match(row.reason, /^malformed-item: item 10:1 names a right neighbour in another list/, 'names the released item')
+  const neighbour = neighbourOf(docId)
+  await publishEdit(js, 'acme', neighbour, edit('after', 13))
+  await until('the same partition moves on', async () => (await readDocState(stack.db, 'acme', neighbour)) !== null)
+  const stored = new Y.Doc()
+  Y.applyUpdate(stored, (await readDocState(stack.db, 'acme', docId))!)
+  t.same(stored.getArray('a').toJSON(), [1, 2], 'the misplaced item is not in the stored state')
+})
+
 t.test('core - a document version that would go backwards is a violation', async (t) => {
   t.equal(versionTransition(new Map([[1, 5]]), new Map([[1, 4]]), true), 'regressed', 'a client clock going down')
   t.equal(versionTransition(new Map([[1, 5]]), new Map([[1, 5]]), false), 'unchanged', 'nothing moved: a duplicate')
