@@ -10,12 +10,13 @@ import {
   editPartitionOf,
   DEFAULT_EDIT_PARTITIONS,
   encodeBatch,
-  type BatchedUpdate,
 } from '../contracts/mod.ts'
 import { inboxPrefixOf } from '../runtime/nats.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { EdgeMetrics } from './metrics.ts'
 import { PublishError } from './errors.ts'
+import { BATCH_FRAMING_BYTES, UPDATE_FRAMING_BYTES, batchBytesLimit, isPayloadTooLarge, payloadLimit } from './batch-bytes.ts'
+import { takeBatch, takeQueuedOf, type Batch, type Lane, type PublishedRef } from './publish-lanes.ts'
 
 export interface PublisherOptions {
   /** Partitions of the deployment (DOCFLOW_EDIT_PARTITIONS): one lane per tenant and partition. Default DEFAULT_EDIT_PARTITIONS. */
@@ -54,54 +55,11 @@ export const PUBLISHER_DEFAULTS = { partitions: DEFAULT_EDIT_PARTITIONS, ackTime
 const LINGER_TICK_MS = 5
 /** Over how long the publisher's update rate is measured (busyUpdatesPerS). */
 const RATE_WINDOW_MS = 250
-/** Room for the Nats-Msg-Id header and its framing on top of the batch. */
-const HEADERS_MARGIN_BYTES = 1024
-/** Upper bound of the msgpack framing of one update in a batch (keys, lengths, ingestTs). */
-const UPDATE_FRAMING_BYTES = 64
-/** Upper bound of the batch's own fields (v, tenant, partition, edgeId, array header). */
-const BATCH_FRAMING_BYTES = 512
 /** nats-server's status on a request nobody (no stream) answered. */
 const NO_RESPONDERS = 503
 /** After a no-responders status, the next attempt comes this much later (not at the ack deadline). */
 const NO_RESPONDERS_RETRY_MS = 250
 const utf8 = new TextDecoder()
-
-/** Where an acked update is: the Nats-Msg-Id of the stream message that carried it and its index there. */
-export interface PublishedRef {
-  msgId: string
-  item: number
-}
-
-/** One client update waiting for its stream ack. */
-interface QueuedUpdate extends BatchedUpdate {
-  bytes: number
-  /** When it joined its lane's queue (Date.now()). */
-  queuedAtMs: number
-  /** Its socket asked for the saved signal: its message asks core for a CommittedNotice. */
-  savedNotice: boolean
-  resolve: (ref: PublishedRef) => void
-  reject: (err: PublishError) => void
-}
-
-/** Updates of one tenant partition, published one batch at a time so a document stays in order. */
-interface Lane {
-  tenant: string
-  partition: number
-  queue: QueuedUpdate[]
-  queuedBytes: number
-  inFlight: Batch | null
-}
-
-/** A stream message on its way: sent, retried with the same msg id until acked or out of attempts. */
-interface Batch {
-  lane: Lane
-  token: string
-  msgId: string
-  payload: Uint8Array
-  updates: QueuedUpdate[]
-  attempt: number
-  deadline: number
-}
 
 /** The JetStream PubAck as nats-server sends it. */
 interface PubAck {
@@ -179,7 +137,7 @@ export class UpdatePublisher {
     const bytes = update.byteLength + docId.length + userId.length + UPDATE_FRAMING_BYTES
     // The edge's frame limit keeps this from happening; a server with a smaller max_payload
     // (after a reconnect) must still cost only the writer, never the room.
-    const limit = this.payloadLimit()
+    const limit = payloadLimit(this.nc)
     if (limit !== undefined && bytes + BATCH_FRAMING_BYTES > limit) {
       this.metrics.tooBigRejections.inc({ tenant })
       return Promise.reject(new PublishError(`update for ${tenant}/${docId} is ${update.byteLength} bytes; the server takes at most ${limit}`, 'too-big'))
@@ -230,7 +188,7 @@ export class UpdatePublisher {
    */
   private schedule(lane: Lane): void {
     if (lane.inFlight) return // sent when the batch in flight settles
-    if (lane.queue.length >= this.opts.maxBatchUpdates || lane.queuedBytes >= this.batchBytesLimit()) {
+    if (lane.queue.length >= this.opts.maxBatchUpdates || lane.queuedBytes >= batchBytesLimit(this.nc, this.opts.maxBatchBytes)) {
       this.sendNext(lane)
       return
     }
@@ -257,16 +215,7 @@ export class UpdatePublisher {
   private sendNext(lane: Lane): void {
     this.lingering.delete(lane)
     if (lane.inFlight || lane.queue.length === 0) return
-    const maxBytes = this.batchBytesLimit()
-    let count = 0
-    let bytes = 0
-    for (const u of lane.queue) {
-      if (count === this.opts.maxBatchUpdates || (count > 0 && bytes + u.bytes > maxBytes)) break
-      count++
-      bytes += u.bytes
-    }
-    const updates = lane.queue.splice(0, count)
-    lane.queuedBytes -= bytes
+    const updates = takeBatch(lane, this.opts.maxBatchUpdates, batchBytesLimit(this.nc, this.opts.maxBatchBytes))
     const n = ++this.batchCount
     const payload = encodeBatch({
       v: 2,
@@ -332,7 +281,7 @@ export class UpdatePublisher {
 
   /** Every update of the batch fails with `kind`, as unavailable with its documents' queued ones; the lane moves on. */
   private fail(batch: Batch, kind: PublishError['kind'], reason: string, cause?: unknown): void {
-    const behind = kind === 'unavailable' ? this.takeQueuedOf(batch) : []
+    const behind = kind === 'unavailable' ? takeQueuedOf(batch) : []
     this.settle(batch)
     const { tenant } = batch.lane
     const n = batch.updates.length + behind.length
@@ -341,22 +290,6 @@ export class UpdatePublisher {
     else this.metrics.publishFailures.inc(n)
     for (const u of batch.updates) u.reject(new PublishError(`update for ${tenant}/${u.docId} not stored: ${reason}`, kind, { cause }))
     for (const u of behind) u.reject(new PublishError(`update for ${tenant}/${u.docId} not published: an earlier one of its document failed (${reason})`, kind, { cause }))
-  }
-
-  /**
-   * Takes the updates of the batch's documents out of its lane's queue. Published, they would
-   * wait in core for the failed ones they build on, and the resync that brings those (from the
-   * clients the rooms close on the failure) carries them again in one update that core logs whole.
-   */
-  private takeQueuedOf(batch: Batch): QueuedUpdate[] {
-    const { lane } = batch
-    const docs = new Set(batch.updates.map((u) => u.docId))
-    const kept: QueuedUpdate[] = []
-    const taken: QueuedUpdate[] = []
-    for (const u of lane.queue) (docs.has(u.docId) ? taken : kept).push(u)
-    lane.queue = kept
-    for (const u of taken) lane.queuedBytes -= u.bytes
-    return taken
   }
 
   /** The batch leaves flight; what its lane gathered meanwhile goes with the next linger. */
@@ -422,21 +355,4 @@ export class UpdatePublisher {
     // Closed for good: a resend throws, so the sweep fails what is still in flight.
     this.connected = true
   }
-
-  private payloadLimit(): number | undefined {
-    const maxPayload = this.nc.info?.max_payload
-    return maxPayload === undefined ? undefined : maxPayload - HEADERS_MARGIN_BYTES
-  }
-
-  private batchBytesLimit(): number {
-    const limit = this.payloadLimit()
-    const bytes = this.opts.maxBatchBytes
-    return limit === undefined ? bytes : Math.min(bytes, limit - BATCH_FRAMING_BYTES)
-  }
-}
-
-/** nats.js refuses a payload above max_payload before sending; the server says "maximum payload exceeded". */
-function isPayloadTooLarge(err: unknown): boolean {
-  const message = err instanceof Error ? err.message : ''
-  return /max_payload|maximum payload/i.test(message)
 }

@@ -3,7 +3,7 @@ import type { Limit } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { AwarenessLimits } from './awareness-guard.ts'
 import type { EdgeMetrics } from './metrics.ts'
-import type { PublishedRef } from './publisher.ts'
+import type { PublishedRef } from './publish-lanes.ts'
 import type { Room } from './room.ts'
 
 /** One client socket as a room sees it. */

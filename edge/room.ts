@@ -14,7 +14,7 @@ import {
   type DecodedUpdate,
 } from './protocol.ts'
 import { RoomLoadError, isPublishError } from './errors.ts'
-import type { PublishedRef } from './publisher.ts'
+import type { PublishedRef } from './publish-lanes.ts'
 import type { Receipt } from './saved-receipts.ts'
 import { RoomPresence } from './room-presence.ts'
 import { RoomDoc } from './room-doc.ts'

@@ -1,7 +1,7 @@
 import * as encoding from 'lib0/encoding'
 import { SAVED_MESSAGE_TYPE } from '../contracts/mod.ts'
 import type { CommitWatch } from './commit-watch.ts'
-import type { PublishedRef } from './publisher.ts'
+import type { PublishedRef } from './publish-lanes.ts'
 
 /** The fate of one update frame of an opted-in socket (contracts/saved.ts). */
 export interface Receipt {
