@@ -1,54 +1,34 @@
 import * as Y from 'yjs'
-import { CloseCode, Limit, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
+import { CloseCode, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
 import { requestState } from '../runtime/state-transfer.ts'
-import { describeOverlap } from '../runtime/overlap.ts'
-import { shapeOf, type UpdateShape } from './update-shape.ts'
+import type { UpdateShape } from './update-shape.ts'
 import {
-  MalformedUpdateError,
-  decodeClientUpdate,
   isEmptyStateVector,
   syncStep1Message,
   syncStep2Message,
   updateMessage,
   type ClientMessage,
-  type DecodedUpdate,
 } from './protocol.ts'
 import { RoomLoadError, isPublishError } from './errors.ts'
-import type { PublishedRef } from './publish-lanes.ts'
 import type { Receipt } from './saved-receipts.ts'
 import { RoomPresence } from './room-presence.ts'
 import { RoomDoc } from './room-doc.ts'
 import { onReconnect } from './nats-reconnect.ts'
 import { FanLink } from './fan-link.ts'
-import { ClientOwners } from './client-owners.ts'
 import type { RoomClient, RoomOptions } from './room-options.ts'
 import { RoomResync } from './room-resync.ts'
 import { RoomPeers } from './room-peers.ts'
-
-/** Least time between two sync step 1s asking one client to resync (Member.resyncAskedAt). */
-const RESYNC_ASK_INTERVAL_MS = 1_000
-
-/** Per-socket state a room keeps. */
-interface Member {
-  /**
-   * When we last sent this client a sync step 1 after dropping its update (0: none since one
-   * applied). Asked again at most every RESYNC_ASK_INTERVAL_MS while its updates keep being
-   * dropped: its answer can be dropped too (a client id a lingering socket of it still holds).
-   */
-  resyncAskedAt: number
-  /** One of its updates passed the clock check and still missed dependencies: inspect each whole from now on. */
-  inspectAll: boolean
-}
+import { RoomIngest, type Member } from './room-ingest.ts'
 
 /**
  * A document open on this edge. Invariants:
  * - the room's doc holds only updates JetStream has acked (edge/room-doc.ts), so whatever the
  *   room serves (to clients, peers, fan-out) is durable, and a client whose edit failed to
  *   publish still holds it and resends it on resync;
- * - what the room publishes always applies: a client update is first tried on the probe
- *   (edge/update-probe.ts) and published only when it integrated whole; a poisoned one closes
- *   its sender alone with 4422, one with missing dependencies is dropped and its sender asked
- *   to resync (its reply carries the dependencies);
+ * - what the room publishes always applies (edge/room-ingest.ts): a client update is first
+ *   tried on the probe (edge/update-probe.ts) and published only when it integrated whole; a
+ *   poisoned one closes its sender alone with 4422, one with missing dependencies is dropped and
+ *   its sender asked to resync (its reply carries the dependencies);
  * - every acked update is fanned out with this room's stream id and the next sequence number,
  *   even when the room closed meanwhile; a peer that sees a gap refetches from core.
  */
@@ -57,9 +37,7 @@ export class Room {
   private readonly presence: RoomPresence
   private readonly clients = new Map<RoomClient, Member>()
   private readonly waiting = new Map<RoomClient, [ClientMessage, Receipt | undefined][]>()
-  /** Client updates published and not yet stored in JetStream (the probe holds them already). */
-  private readonly inFlight = new Set<Promise<PublishedRef>>()
-  private readonly owners = new ClientOwners<RoomClient>()
+  private readonly ingest: RoomIngest
   private readonly peers: RoomPeers
   private readonly fanLink: FanLink
   private readonly stopReconnectWatch: () => void
@@ -86,6 +64,11 @@ export class Room {
       o.log,
       { tenant: o.tenant, docId: o.docId },
     )
+    this.ingest = new RoomIngest(o, this.state, {
+      wouldPassSizeLimit: (bytes) => this.wouldPassSizeLimit(bytes),
+      acked: (client, update) => this.acked(client, update),
+      publishFailed: (client, update, err) => this.publishFailed(client, update, err),
+    })
     this.presence = new RoomPresence({
       ...o,
       clients: () => this.clients.keys(),
@@ -152,7 +135,7 @@ export class Room {
   }
 
   leave(client: RoomClient): void {
-    this.owners.release(client)
+    this.ingest.release(client)
     this.clients.delete(client)
     this.waiting.delete(client)
     this.presence.leave(client)
@@ -241,10 +224,10 @@ export class Room {
         else for (const frame of this.state.fullState()) client.send(frame)
         return
       case 'update': {
-        const outcome = this.ingest(client, msg.update, receipt !== undefined)
+        const outcome = this.ingest.take(client, this.clients.get(client), msg.update, receipt !== undefined)
         if (!receipt) return
         if (typeof outcome !== 'string') receipt.published(outcome, msg.step2)
-        else if (outcome === 'held') receipt.held([...this.inFlight], msg.step2)
+        else if (outcome === 'held') receipt.held([...this.ingest.inFlight], msg.step2)
         else if (outcome === 'dropped') receipt.dropped()
         else if (outcome === 'settled') receipt.settle()
         return
@@ -256,112 +239,6 @@ export class Room {
         client.send(this.presence.queryFrame())
         return
     }
-  }
-
-  /**
-   * Publishes a client update when it is new and applies (`savedNotice`: core is to tell when it
-   * is committed). The publish (its stream message id), or what became of the update: `held`
-   * (the room has it all, maybe still on its way to JetStream), `dropped` (its sender is asked
-   * to sync again), `settled` (a viewer's: never saved, nothing to wait for) or `closed` (its
-   * sender is being closed).
-   */
-  private ingest(client: RoomClient, update: Uint8Array, savedNotice: boolean): Promise<PublishedRef> | 'held' | 'dropped' | 'settled' | 'closed' {
-    if (!client.canEdit) {
-      this.o.metrics.viewerUpdatesDropped.inc()
-      return 'settled'
-    }
-    const member = this.clients.get(client)
-    // A typing client's update continues its own clocks, so it is no no-op: it skips the check
-    // against what the probe holds. Anything else (a sync step 2, deletions only, a gap) is
-    // checked, and so is every update of a client one of whose fast updates still went pending.
-    // Decoded once for every check below (each Y.parseUpdateMeta would decode it again).
-    let decoded: DecodedUpdate
-    try {
-      decoded = decodeClientUpdate(update)
-    } catch (err) {
-      if (!(err instanceof MalformedUpdateError)) throw err
-      return this.refusePoisoned(client, update, err.message)
-    }
-    const fast = member !== undefined && !member.inspectAll && this.state.probe.extendsClocks(decoded.meta)
-    // Shaped even when fast: an update that would go pending in the probe (a Skip inside it, an
-    // origin past the doc) drops the probe, and rebuilding it costs the whole document.
-    const shape = shapeOf(decoded)
-    // Against the probe: what is in the room doc, waits for it, or is on its way to the stream.
-    if (!fast && this.state.probe.holdsAll(shape)) {
-      this.o.metrics.updatesAlreadyApplied.inc()
-      return 'held'
-    }
-    if (this.wouldPassSizeLimit(update.byteLength)) {
-      this.o.overLimit(client, Limit.DocumentBytes)
-      return 'closed'
-    }
-    const ids = this.owners.check(client, decoded.meta.from.keys())
-    if (ids === null) {
-      // Structs for a client id another live socket owns: a forgery, or (two tabs sharing a doc)
-      // the owner's own edits not in the room yet. Not published; the sender is asked to sync
-      // again, and once the owner's update is in, its reply no longer carries them.
-      this.o.metrics.updatesRejected.inc({ reason: 'foreign-client' })
-      this.askResync(client, member)
-      return 'dropped'
-    }
-    // Ids the document holds with other content (a client id reused from another session, a
-    // clock gone backwards): Yjs would keep what it holds for them and place what follows by
-    // neighbours that mean other items to it, and replicas that apply it in another order can
-    // end up differently (fuzz seed 585552572: a reload's array order differed from the live
-    // clients'). Refused before anyone gets it. A typing client's update starts at its clock and
-    // is not decoded for this (runtime/overlap.ts reads the first client's clock off its header).
-    const overlap = this.state.probe.overlapViolation(update)
-    if (overlap) return this.refusePoisoned(client, update, describeOverlap(overlap))
-    const misplaced = this.state.probe.misplaced(decoded.structs)
-    if (misplaced) return this.refusePoisoned(client, update, `malformed update: ${misplaced}`)
-    const proof = this.state.probe.prove(update, { shape, meta: decoded.meta })
-    if (proof.kind === 'poisoned') return this.refusePoisoned(client, update, proof.reason)
-    if (proof.kind === 'pending') {
-      if (fast && member) member.inspectAll = true
-      // Not published: it would sit pending in core and could later integrate under an innocent
-      // update. A stock client sent it before its sync step 2 (or lost its dependencies); asking
-      // it to sync again brings the dependencies and this edit in one self-contained update.
-      this.o.metrics.updatesRejected.inc({ reason: 'missing-dependencies' })
-      this.askResync(client, member)
-      return 'dropped'
-    }
-    if (member) member.resyncAskedAt = 0
-    this.owners.claim(client, ids)
-    this.state.probe.hold(update)
-    const published = this.o.publish(update, client.userId, savedNotice)
-    this.inFlight.add(published)
-    published
-      .then(
-        () => {
-          this.inFlight.delete(published)
-          this.acked(client, update)
-        },
-        (err: unknown) => {
-          this.inFlight.delete(published)
-          this.publishFailed(client, update, err)
-        },
-      )
-      .catch((err: unknown) => {
-        this.o.metrics.roomApplyFailures.inc({ source: 'ack' })
-        this.o.log.error({ err, tenant: this.o.tenant, docId: this.o.docId }, 'handling a publish outcome failed')
-      })
-    return published
-  }
-
-  /** An update that must not be applied (Yjs throws on it, or it is malformed): not published, its sender closed. */
-  private refusePoisoned(client: RoomClient, update: Uint8Array, reason: string): 'closed' {
-    this.o.metrics.updatesRejected.inc({ reason: 'poisoned' })
-    this.o.log.warn({ tenant: this.o.tenant, docId: this.o.docId, userId: client.userId, reason, bytes: update.byteLength }, 'update does not apply; not published, sender closed')
-    client.close(CloseCode.InvalidUpdate, 'update does not apply to the document')
-    this.o.poisoned(client)
-    return 'closed'
-  }
-
-  /** Asks a client to sync again (a sync step 1), at most every RESYNC_ASK_INTERVAL_MS until one of its updates is taken. */
-  private askResync(client: RoomClient, member: Member | undefined): void {
-    if (!member || Date.now() - member.resyncAskedAt < RESYNC_ASK_INTERVAL_MS) return
-    member.resyncAskedAt = Date.now()
-    client.send(syncStep1Message(this.state.current()))
   }
 
   /**

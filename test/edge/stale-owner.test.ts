@@ -2,7 +2,7 @@
 // reconnects to the same edge and types. Its edits are dropped as 'foreign-client' while the old
 // socket lingers (its client id is that socket's), and once the old socket closes they wait on
 // what was dropped: the edge asks the client to resync again until its answer gets through
-// (edge/room.ts askResync).
+// (edge/room-ingest.ts askResync).
 import t from 'tap'
 import net from 'node:net'
 import { setup, token } from '../helpers/setup.ts'
