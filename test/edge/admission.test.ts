@@ -1,4 +1,4 @@
-// Sockets upgrade at once and are authorized after open (edge.ts: a uWS defect drops sockets
+// Sockets upgrade at once and are authorized after open (edge-sockets.ts: a uWS defect drops sockets
 // upgraded from a later tick). A slow identity provider (JWKS) makes the window visible.
 import t from 'tap'
 import { once } from 'node:events'

@@ -76,7 +76,7 @@ t.test('loadtest - the idle scenario opens authenticated sockets on one edge and
   t.ok(row, `a table row for the idle sockets\n${out}`)
   const cells = (row ?? '').split('|').slice(1, -1).map((c) => c.trim())
   // A socket of a connect storm is sometimes dropped (1006) right after its upgrade by a uWS
-  // defect (edge/edge.ts, upgrade): the scenario reports it; a stock client reconnects.
+  // defect (edge/edge-sockets.ts, upgrade): the scenario reports it; a stock client reconnects.
   const [answered, failed] = (/^(\d+) \((\d+)\)$/.exec(cells[2] ?? '') ?? []).slice(1).map(Number)
   t.ok(answered! + failed! === 300 && answered! >= 295, `at least 295 of 300 sockets answered (${cells[2]})`)
   if (failed! > 0) t.match(out, /- not answered \(a stock client would reconnect\): idle-\d+: closed \d+/, 'the drops are listed with their close codes')
