@@ -31,4 +31,5 @@ const capped = peakHeapMb(true)
 const commandLine = peakHeapMb(true, [FOUR_TIMES])
 
 t.ok(capped < fourTimes * 0.75, `capped heap peaks at ${capped} MB, under 0.75× the ${fourTimes} MB of 4× growth`)
-t.ok(commandLine > capped / 0.75, `${FOUR_TIMES} on the command line wins over the cap: ${commandLine} MB against the cap's ${capped} MB`)
+// Judged against 4× growth, as the cap is: the two stay apart on a loaded box, where the heap peaks vary.
+t.ok(commandLine > fourTimes * 0.75, `${FOUR_TIMES} on the command line wins over the cap: ${commandLine} MB, near the ${fourTimes} MB of 4× growth (the cap's ${capped} MB)`)
