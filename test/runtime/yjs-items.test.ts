@@ -4,6 +4,7 @@
 import t from 'tap'
 import * as Y from 'yjs'
 import { misplacedItem, misplacedNeighbours } from '../../runtime/yjs-items.ts'
+import { applyTracked } from '../../core/apply.ts'
 import { mapEntryWithRightNeighbour, misplacedEdit } from '../helpers/edits.ts'
 
 const structsOf = (update: Uint8Array) => Y.decodeUpdate(update).structs
@@ -46,7 +47,7 @@ t.test('yjs items - a retry resending a nested type the document holds passes', 
   t.equal(misplacedItem(server, Y.parseUpdateMeta(retry)), null)
 })
 
-t.test('yjs items - no update of random concurrent edits is refused (text, formats, arrays, maps, nested types, XML; out of order, merged retries)', async (t) => {
+t.test('yjs items - no update of random concurrent edits is refused or makes a check throw (text, formats, arrays, maps, nested types, XML; out of order, merged retries)', async (t) => {
   let seed = 7
   const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff
   const pick = <T>(a: T[]) => a[Math.floor(rnd() * a.length)]!
@@ -101,11 +102,14 @@ t.test('yjs items - no update of random concurrent edits is refused (text, forma
         xml.insert(Math.floor(rnd() * (xml.length + 1)), [el])
       }
     }
+    // As core judges an HTTP update: before applying, and what the document took (pending structs an out-of-order update released too).
     const deliver = (u: Uint8Array) => {
       checked++
       const why = misplacedNeighbours(server, structsOf(u))
       if (why) refused.push(why)
-      Y.applyUpdate(server, u)
+      const { integrated } = applyTracked(server, u)
+      const misplaced = integrated && misplacedItem(server, integrated)
+      if (misplaced) refused.push(misplaced)
     }
     for (let step = 0; step < 60; step++) {
       const r = rnd()
