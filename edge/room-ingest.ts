@@ -1,6 +1,6 @@
 /**
  * What a room does with its clients' updates (edge/room.ts): each is decoded, checked against
- * the probe (edge/update-probe.ts) and the ids other live sockets own (edge/client-owners.ts), and
+ * the probe (edge/update-probe.ts) and the ids other live sockets or users own (edge/client-owners.ts), and
  * published only when it integrated whole. Invariant: what the room publishes always applies.
  */
 import { CloseCode, Limit } from '../contracts/mod.ts'
@@ -97,8 +97,9 @@ export class RoomIngest {
     }
     const ids = this.owners.check(client, decoded.meta.from.keys())
     if (ids === null) {
-      // Structs for a client id another live socket owns: a forgery, or (two tabs sharing a doc)
-      // the owner's own edits not in the room yet. Not published; the sender is asked to sync
+      // Structs for a client id another live socket, or another user, owns: a forgery (of a
+      // live client's next clocks, or of an offline one's), or (two tabs sharing a doc) the
+      // owner's own edits not in the room yet. Not published; the sender is asked to sync
       // again, and once the owner's update is in, its reply no longer carries them.
       this.opts.metrics.updatesRejected.inc({ reason: 'foreign-client' })
       this.askResync(client, member)

@@ -180,6 +180,39 @@ t.test("edge - a socket cannot write into another live client's clock range: the
   t.equal(author.text.toString(), 'mine real', 'the author and the server agree')
 })
 
+t.test("edge - a co-editor cannot write into the clocks an offline author has not sent yet: the author's offline edit wins everywhere on its return", async (t) => {
+  const authorTok = await token({ tenant: 'acme', sub: 'author' })
+  const coEditorTok = await token({ tenant: 'acme', sub: 'co-editor' })
+  const authorDoc = new Y.Doc()
+  authorDoc.clientID = 7_008
+  const author = yclient(url, 'offline-forged', authorTok, authorDoc)
+  const reader = yclient(url, 'offline-forged', coEditorTok)
+  t.teardown(() => reader.destroy())
+  await Promise.all([author.synced(), reader.synced()])
+  author.text.insert(0, 'mine ')
+  await until('the reader has the author edit', () => reader.text.toString() === 'mine ')
+  author.destroy()
+  authorDoc.getText('t').insert(5, 'offline') // typed with no connection: clocks the server has not seen
+
+  // The co-editor (its reader keeps the room open) sends other content under those clocks first.
+  const forgerDoc = new Y.Doc()
+  Y.applyUpdate(forgerDoc, Y.encodeStateAsUpdate(reader.doc))
+  forgerDoc.clientID = 7_008
+  const before = Y.encodeStateVector(forgerDoc)
+  forgerDoc.getText('t').insert(5, 'FORGED')
+  const forger = await RawSocket.open(url, 'offline-forged', coEditorTok)
+  t.teardown(() => forger.close())
+  const refused = await counterValue(edge.metrics.updatesRejected, { reason: 'foreign-client' })
+  forger.send(frames.update(Y.encodeStateAsUpdate(forgerDoc, before)))
+  await until('the forgery is refused', async () => (await counterValue(edge.metrics.updatesRejected, { reason: 'foreign-client' })) === refused + 1)
+
+  const back = yclient(url, 'offline-forged', authorTok, authorDoc)
+  t.teardown(() => back.destroy())
+  await until('the reader has the offline edit', () => reader.text.toString() === 'mine offline')
+  await until('core materialized it', async () => (await materializedText(core.url, 'offline-forged', coEditorTok)) === 'mine offline', 20_000)
+  t.equal(authorDoc.getText('t').toString(), 'mine offline', 'the author and the server agree')
+})
+
 t.test('edge - an item naming one struct as both its neighbours is refused as poisoned (4422) and never published, over a socket and over HTTP (400)', async (t) => {
   const tok = await token({ tenant: 'acme' })
   const { base, malformed } = malformedEdit()
