@@ -4,7 +4,7 @@ import { DeadLetterReason, STREAM_SOURCE_HEADER, sourcedFromTenant, decodeEdits,
 import { applyTracked, type ApplyResult, type ApplySummary } from './apply.ts'
 import { cleanEvent } from './clean-events.ts'
 import { isVersionRegressionError } from './errors.ts'
-import type { PendingDoc } from './gap-watch.ts'
+import type { PendingDoc, SettledDoc } from './gap-watch.ts'
 import { describeOverlap, findOverlapViolation } from '../runtime/overlap.ts'
 import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
@@ -100,7 +100,7 @@ export interface BatchFeeds {
   /** Touched documents holding pending structs now. */
   pending: PendingDoc[]
   /** Touched documents holding none. */
-  settled: { tenant: string; docId: string }[]
+  settled: SettledDoc[]
 }
 
 /**
@@ -128,6 +128,8 @@ export class BatchBuilder {
   readonly refused = new Set<string>()
   /** Per touched doc key: its first update of this batch that went pending. */
   private readonly pendingSources = new Map<string, PendingDoc['source']>()
+  /** Doc keys this batch loaded from the store holding pending structs (gap-watch.ts takes over their reports). */
+  private readonly loadedPending = new Set<string>()
   private readonly touched = new Map<string, { cached: CachedDoc; ops: number; lastStreamSeq: number }>()
   private compacting: { cached: CachedDoc; stateBytes: number }[] = []
 
@@ -181,6 +183,7 @@ export class BatchBuilder {
         this.deadLetter(msg, item, edit, reasonOf('state', err))
         return
       }
+      if (cached.doc.store.pendingStructs || cached.doc.store.pendingDs) this.loadedPending.add(docKey(edit.tenant, edit.docId))
     }
     this.cache.pin(cached)
     let verdict: Verdict
@@ -265,7 +268,7 @@ export class BatchBuilder {
     for (const [k, { cached }] of this.touched) {
       const { tenant, docId } = cached
       if (cached.doc.store.pendingStructs || cached.doc.store.pendingDs) pending.push({ tenant, docId, source: this.pendingSources.get(k) ?? null })
-      else settled.push({ tenant, docId })
+      else settled.push({ tenant, docId, ...(this.loadedPending.has(k) && { loadedPending: true }) })
     }
     return { deadLetters: this.deadLetters, cleanEvents: this.cleanEvents, pending, settled }
   }

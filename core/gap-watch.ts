@@ -15,6 +15,16 @@ export interface PendingDoc {
   source: Omit<DeadLetterRow, 'reason'> | null
 }
 
+/** A touched document that holds no pending structs after a batch; `loadedPending`: it came from the store with some. */
+export interface SettledDoc {
+  tenant: string
+  docId: string
+  loadedPending?: boolean
+}
+
+/** Which dead letter a report is. */
+export type GapReportKey = Pick<DeadLetterRow, 'stream' | 'streamSeq' | 'item'>
+
 export interface GapWatchOptions {
   /** Report a gap that has not filled after this long. Default DEFAULT_GAP_REPORT_AFTER_MS. */
   gapReportAfterMs: number
@@ -26,7 +36,9 @@ export interface GapSinks {
   /** Records a report (dead_letters row + dead-letter stream). */
   report: (row: DeadLetterRow) => Promise<void>
   /** Marks a report resolved: the gap filled. */
-  resolve: (row: DeadLetterRow) => Promise<void>
+  resolve: (row: GapReportKey) => Promise<void>
+  /** A document's reports not resolved yet: made by an earlier process, for pending structs that came from the store. */
+  openReports: (tenant: string, docId: string) => Promise<GapReportKey[]>
 }
 
 interface Watched {
@@ -34,8 +46,9 @@ interface Watched {
   docId: string
   since: number
   source: PendingDoc['source']
-  report: DeadLetterRow | null
-  /** Settles once the report is recorded (a resolution must not overtake it). */
+  /** Its reports: the one this process made, or the open ones an earlier process made. */
+  reports: GapReportKey[]
+  /** Settles once the reports are recorded or found (a resolution must not overtake them). */
   recorded: Promise<void>
   /** The report went out: it counts in the gauge until cleared. */
   reported: boolean
@@ -54,7 +67,9 @@ interface Watched {
  *
  * Invariant: a document counts in the gauge exactly while it is watched, reported and not
  * cleared. A document no worker of this process holds any more (evicted, partition moved) is
- * dropped unreported: whoever loads it next sees its pending structs again and watches it.
+ * dropped unreported: whoever loads it next sees its pending structs again and watches it, and
+ * takes over the reports still open (a restart, a partition moving): it resolves them when the
+ * gap fills, in that batch or later.
  */
 export class SequenceGapWatch {
   private readonly watched = new Map<string, Watched>()
@@ -78,18 +93,44 @@ export class SequenceGapWatch {
   }
 
   /** After a commit: the touched documents that hold pending structs, and those that do not any more. */
-  observe(pending: PendingDoc[], settled: { tenant: string; docId: string }[]): void {
+  observe(pending: PendingDoc[], settled: SettledDoc[]): void {
     for (const p of pending) {
       const key = JSON.stringify([p.tenant, p.docId])
       const w = this.watched.get(key)
-      if (!w) this.watched.set(key, { tenant: p.tenant, docId: p.docId, since: Date.now(), source: p.source, report: null, recorded: Promise.resolve(), reported: false })
-      else w.source ??= p.source
+      if (w) w.source ??= p.source
+      else {
+        const watched: Watched = { tenant: p.tenant, docId: p.docId, since: Date.now(), source: p.source, reports: [], recorded: Promise.resolve(), reported: false }
+        this.watched.set(key, watched)
+        if (!p.source) this.takeOver(key, watched)
+      }
     }
     for (const s of settled) {
       const key = JSON.stringify([s.tenant, s.docId])
       const w = this.watched.get(key)
       if (w) this.clear(key, w, true)
+      else if (s.loadedPending) this.resolveOpen(s.tenant, s.docId)
     }
+  }
+
+  /** A document that came pending from the store: the reports an earlier process left open are its own. */
+  private takeOver(key: string, w: Watched): void {
+    w.recorded = this.sinks.openReports(w.tenant, w.docId).then(
+      (open) => {
+        w.reports.push(...open)
+        if (open.length === 0 || w.reported || this.watched.get(key) !== w) return
+        w.reported = true
+        this.metrics.docsWithSequenceGaps.inc({ tenant: w.tenant })
+      },
+      (err: unknown) => this.log.error({ err, tenant: w.tenant, docId: w.docId }, 'open sequence gap reports not read'),
+    )
+  }
+
+  /** Filled in the batch that loaded it pending: what an earlier process reported is resolved. */
+  private resolveOpen(tenant: string, docId: string): void {
+    this.sinks
+      .openReports(tenant, docId)
+      .then((open) => Promise.all(open.map((r) => this.sinks.resolve(r))))
+      .catch((err: unknown) => this.log.error({ err, tenant, docId }, 'sequence gap resolution not recorded'))
   }
 
   /** Reports what waited too long, clears what filled. */
@@ -111,18 +152,19 @@ export class SequenceGapWatch {
     this.log.warn({ tenant: w.tenant, docId: w.docId, clients, waitedMs, pendingDeletes: doc.store.pendingDs !== null, sourceSeq: w.source?.streamSeq }, 'sequence gap: updates wait for clocks that did not arrive')
     if (!w.source) return // came pending from the store: no update of this process's to name (logged and counted)
     const what = clients.map((c) => `client ${c.client} expected clock ${c.expectedClock}`).join(', ') || 'deletions of structs not seen'
-    w.report = { ...w.source, reason: `${DeadLetterReason.SequenceGap}: ${what}; waiting ${waitedMs} ms` }
-    const row = w.report
+    const row = { ...w.source, reason: `${DeadLetterReason.SequenceGap}: ${what}; waiting ${waitedMs} ms` }
+    w.reports.push(row)
     w.recorded = this.sinks.report(row).catch((err: unknown) => this.log.error({ err, tenant: w.tenant, docId: w.docId }, 'sequence gap report not recorded'))
   }
 
   private clear(key: string, w: Watched, filled: boolean): void {
     this.watched.delete(key)
-    if (!w.reported) return
-    this.metrics.docsWithSequenceGaps.dec({ tenant: w.tenant })
+    if (w.reported) this.metrics.docsWithSequenceGaps.dec({ tenant: w.tenant })
     if (!filled) return
-    this.log.info({ tenant: w.tenant, docId: w.docId, waitedMs: Date.now() - w.since }, 'sequence gap filled')
-    const row = w.report
-    if (row) w.recorded.then(() => this.sinks.resolve(row)).catch((err: unknown) => this.log.error({ err, tenant: w.tenant, docId: w.docId }, 'sequence gap resolution not recorded'))
+    if (w.reported) this.log.info({ tenant: w.tenant, docId: w.docId, waitedMs: Date.now() - w.since }, 'sequence gap filled')
+    // After the reports are recorded or found: an earlier process's may still be on their way here.
+    w.recorded
+      .then(() => Promise.all(w.reports.map((r) => this.sinks.resolve(r))))
+      .catch((err: unknown) => this.log.error({ err, tenant: w.tenant, docId: w.docId }, 'sequence gap resolution not recorded'))
   }
 }

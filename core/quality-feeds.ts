@@ -9,7 +9,7 @@ import { deadLetterMessage } from './dead-letter-feed.ts'
 import { FeedPublisher } from './feed-publisher.ts'
 import { SequenceGapWatch, type GapWatchOptions } from './gap-watch.ts'
 import type { CoreMetrics } from './metrics.ts'
-import { recordDeadLetter, resolveDeadLetter } from './store.ts'
+import { openGapReports, recordDeadLetter, resolveDeadLetter } from './store.ts'
 
 /**
  * What core tells the world after each commit, besides the committed notice: every dead letter
@@ -35,6 +35,7 @@ export class QualityFeeds {
           this.deadLetters.offer([deadLetterMessage(row)])
         },
         resolve: (row) => resolveDeadLetter(pool, row),
+        openReports: (tenant, docId) => openGapReports(pool, tenant, docId),
       },
       log,
       metrics,

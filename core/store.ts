@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import * as Y from 'yjs'
+import { DeadLetterReason } from '../contracts/mod.ts'
 import { mergeMany } from '../runtime/yjs-items.ts'
 import { docKey } from './doc-cache.ts'
 import { isRefusedData } from './errors.ts'
@@ -372,6 +373,15 @@ export async function recordDeadLetter(c: pg.ClientBase | pg.Pool, d: DeadLetter
      ON CONFLICT (stream, stream_seq, item) DO NOTHING`,
     [d.stream, d.streamSeq, d.item, d.subject, d.tenant, d.docId, d.reason, buf(d.payload)],
   )
+}
+
+/** A document's sequence-gap reports not resolved yet (migration 007). */
+export async function openGapReports(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<Pick<DeadLetterRow, 'stream' | 'streamSeq' | 'item'>[]> {
+  const r = await c.query<{ stream: string; stream_seq: string; item: number }>(
+    `SELECT stream, stream_seq, item FROM dead_letters WHERE tenant = $1 AND doc_id = $2 AND resolved_at IS NULL AND reason LIKE $3`,
+    [tenant, docId, `${DeadLetterReason.SequenceGap}:%`],
+  )
+  return r.rows.map((row) => ({ stream: row.stream, streamSeq: Number(row.stream_seq), item: row.item }))
 }
 
 /** Marks a reported dead letter resolved (a sequence gap that filled; migration 007). */

@@ -12,7 +12,8 @@ import { until } from '../helpers/client.ts'
 const GAP_REPORT_AFTER_MS = 1_000
 const stack = await setup()
 t.teardown(() => stack.cleanup())
-const { core } = await stack.core({ gapReportAfterMs: GAP_REPORT_AFTER_MS })
+let running = await stack.core({ gapReportAfterMs: GAP_REPORT_AFTER_MS })
+let core = running.core
 const js = jetstream(await stack.connect())
 const jsm = await jetstreamManager(await stack.connect(ServiceUser.Admin))
 
@@ -202,6 +203,35 @@ t.test('core - a gap that does not fill in time is reported per document, and cl
   await until('the gap filled', async () => (await text(docId)) === 'abcdef')
   await until('the report cleared', async () => (await metric(core.metrics.docsWithSequenceGaps, { tenant: 'acme' })) === 0 && (await deadRows(docId))[0].resolved_at !== null)
   t.pass('gauge back to 0 and the row resolved')
+})
+
+for (const [name, meanwhile] of [['in the batch that loads it', false], ['later', true]] as const) t.test(`core - a gap reported before a restart is resolved when it fills after it, ${name}`, async (t) => {
+  const docId = `dq-gap-restart-${meanwhile}`
+  const author = new Y.Doc()
+  author.clientID = 14
+  author.getText('t').insert(0, 'abc')
+  const first = Y.encodeStateAsUpdate(author)
+  const sv = Y.encodeStateVector(author)
+  author.getText('t').insert(3, 'def')
+  await publishEdit(js, 'acme', docId, Y.encodeStateAsUpdate(author, sv))
+  await until('the gap reported', async () => (await deadRows(docId)).length === 1, 10_000 + GAP_REPORT_AFTER_MS)
+
+  await running.stop()
+  running = await stack.core({ gapReportAfterMs: GAP_REPORT_AFTER_MS })
+  core = running.core
+  if (meanwhile) {
+    // Another client's edit loads the document, its gap still open: the new core takes the report over.
+    const other = new Y.Doc()
+    other.clientID = 15
+    other.getMap('m').set('k', 'v')
+    await publishEdit(js, 'acme', docId, Y.encodeStateAsUpdate(other))
+    await until('the open report counted again', async () => (await metric(core.metrics.docsWithSequenceGaps, { tenant: 'acme' })) === 1)
+  }
+  await publishEdit(js, 'acme', docId, first)
+  await until('the gap filled', async () => (await text(docId)) === 'abcdef')
+  await until('the earlier report resolved', async () => (await deadRows(docId))[0].resolved_at !== null)
+  t.equal((await deadRows(docId)).length, 1, 'no second report')
+  t.equal(await metric(core.metrics.docsWithSequenceGaps, { tenant: 'acme' }), 0, 'the gauge is back to 0')
 })
 
 t.test('core - HTTP updates posted out of order wait pending without stalling their partition, and apply once the gap fills', async (t) => {
