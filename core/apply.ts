@@ -34,6 +34,8 @@ export interface ApplyResult {
    * before, to after) — the update's and the pending structs it released, in Y.parseUpdateMeta's shape.
    */
   integrated?: UpdateMeta
+  /** True when the apply also took pending structs of earlier updates (they waited for clocks this one brought). */
+  released?: boolean
 }
 
 /**
@@ -84,7 +86,7 @@ export function applyTracked(doc: Y.Doc, update: Uint8Array): ApplyResult {
     doc.off('afterTransaction', onTransaction)
   }
   if (regressed) throw new VersionRegressionError('the document version would go backwards (a client clock went down)')
-  if (summary) return { outcome: 'applied', summary, integrated }
+  if (summary) return { outcome: 'applied', summary, integrated, ...(pendingBefore && store.pendingStructs?.update !== pendingBefore && { released: true }) }
   if (!sameBytes(store.pendingStructs?.update, pendingBefore) || !sameBytes(store.pendingDs, pendingDsBefore)) return { outcome: 'pending' }
   return { outcome: 'duplicate' }
 }

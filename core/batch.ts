@@ -86,8 +86,12 @@ function judgeAndApply(doc: Y.Doc, edit: EditEnvelope): Verdict {
   }
   // HTTP ingest tried it on no document (the edge may hold no room for it): its items are judged
   // here, in the document's context, as an edge's probe judges a socket's (runtime/yjs-items.ts) —
-  // all the document took, so structs an out-of-order post left pending are judged when they go in.
-  const misplaced = edit.source === 'http' && result.integrated ? misplacedItem(doc, result.integrated) : null
+  // all the document took, with pending structs of earlier posts it released, which the edge
+  // never saw; so is any update that released some. A pending struct waits only for clocks of its
+  // own client (unplacedNeighbour), so the update answering for a misplaced release is that
+  // client's own: refused, it costs no one else an edit.
+  const judged = edit.source === 'http' || result.released
+  const misplaced = judged && result.integrated ? misplacedItem(doc, result.integrated) : null
   if (misplaced) return { refusal: `${DeadLetterReason.MalformedItem}: ${misplaced}`, rebuild: true }
   return { result, violation, summary: result.summary ?? null }
 }

@@ -28,8 +28,9 @@ export function malformedItem(structs: readonly (Y.Item | Y.GC | Y.Skip)[]): str
 }
 
 /**
- * malformedItem of an update's structs, and misplacedNeighbours in `doc` when given (an update no
- * edge tried on the document); null too when the bytes do not decode (applying them says why).
+ * malformedItem of an update's structs, and misplacedNeighbours and unplacedNeighbour in `doc`
+ * when given (an update no edge tried on the document); null too when the bytes do not decode
+ * (applying them says why).
  */
 export function malformedUpdate(update: Uint8Array, doc?: Y.Doc): string | null {
   let structs
@@ -38,7 +39,51 @@ export function malformedUpdate(update: Uint8Array, doc?: Y.Doc): string | null 
   } catch {
     return null
   }
-  return malformedItem(structs) ?? (doc ? misplacedNeighbours(doc, structs) : null)
+  return malformedItem(structs) ?? (doc ? (misplacedNeighbours(doc, structs) ?? unplacedNeighbour(doc, structs)) : null)
+}
+
+/**
+ * Why an item of an update no edge tried, one that names a right neighbour, names a struct of
+ * another client that neither `doc` nor the update holds, or null. Such an item would wait
+ * pending, its place unjudged (misplacedNeighbours cannot decide it), and go in with whatever
+ * update brings that struct — the other client's, innocent, which judging the release would
+ * refuse instead. In stream order a client's update names only what reached core before it. A
+ * neighbour of the item's own client may be missing (its posts out of order): the update that
+ * brings it is that client's, which then answers for the release (core/batch.ts). An item with
+ * no right neighbour links no lists.
+ */
+export function unplacedNeighbour(doc: Y.Doc, structs: readonly (Y.Item | Y.GC | Y.Skip)[]): string | null {
+  if (!structs.some((s) => s instanceof Y.Item && s.rightOrigin)) return null
+  // The update's own structs per client, in clock order (Skips hold nothing).
+  const own = new Map<number, (Y.Item | Y.GC)[]>()
+  for (const s of structs) {
+    if (s instanceof Y.Skip) continue
+    const list = own.get(s.id.client)
+    if (list) list.push(s)
+    else own.set(s.id.client, [s])
+  }
+  for (const list of own.values()) list.sort((x, y) => x.id.clock - y.id.clock)
+  const holds = (id: Y.ID): boolean => {
+    if (id.clock < Y.getState(doc.store, id.client)) return true
+    const list = own.get(id.client)
+    let lo = 0
+    let hi = (list?.length ?? 0) - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1
+      const s = list![mid]!
+      if (id.clock < s.id.clock) hi = mid - 1
+      else if (id.clock >= s.id.clock + s.length) lo = mid + 1
+      else return true
+    }
+    return false
+  }
+  for (const s of structs) {
+    if (!(s instanceof Y.Item) || !s.rightOrigin) continue
+    for (const n of [s.origin, s.rightOrigin]) {
+      if (n && n.client !== s.id.client && !holds(n)) return `item ${s.id.client}:${s.id.clock} names ${n.client}:${n.clock}, another client's struct the document does not have yet, as a neighbour`
+    }
+  }
+  return null
 }
 
 /** Per client, the clock an update's structs start at and the one past their end (Y.parseUpdateMeta). */

@@ -256,38 +256,73 @@ t.test('core - HTTP updates posted out of order wait pending without stalling th
   t.same(await deadRows(docId), [], 'still nothing refused')
 })
 
-t.test('core - an HTTP update left pending is judged when a later post releases it: a misplaced item never goes in', async (t) => {
-  const docId = 'dq-http-released'
+/**
+ * `base`: client 9 sets map key "k" (9:0) and inserts [1, 2] into array "a" (9:1, 9:2); `mapEntry`:
+ * client `writer` sets "k2" (writer:0); `arrayItem`: client `item` inserts 3 between 1 and 2, its
+ * right neighbour rewritten to writer:0 — the map entry, not there yet, so no check before
+ * applying can place it.
+ */
+function releaseCase(writer: number, item: number) {
   const doc = new Y.Doc()
   doc.clientID = 9
-  doc.getMap('m').set('k', 'v') // 9:0
-  doc.getArray('a').insert(0, [1, 2]) // 9:1, 9:2
+  doc.getMap('m').set('k', 'v')
+  doc.getArray('a').insert(0, [1, 2])
   const base = Y.encodeStateAsUpdate(doc)
-  doc.clientID = 10
-  let mapEntry: Uint8Array | undefined
-  doc.once('update', (u: Uint8Array) => (mapEntry = u))
-  doc.getMap('m').set('k2', 'w') // 10:0
-  const sv = Y.encodeStateVector(doc)
-  doc.getArray('a').insert(1, [3]) // 10:1 between 9:1 and 9:2
-  const arrayItem = Y.encodeStateAsUpdate(doc, sv)
-  // Its right neighbour rewritten to 10:0, the map entry: not there yet, so no check before applying can place it.
-  const at = arrayItem.findIndex((_, i) => arrayItem[i] === 9 && arrayItem[i + 1] === 1 && arrayItem[i + 2] === 9 && arrayItem[i + 3] === 2)
-  t.ok(at >= 0, 'the neighbours were where expected')
-  arrayItem.set([10, 0], at + 2)
-  const post = (u: Uint8Array) => publishEdit(js, 'acme', docId, u, undefined, undefined, 'http')
+  const w = new Y.Doc()
+  Y.applyUpdate(w, base)
+  w.clientID = writer
+  const sv = Y.encodeStateVector(w)
+  w.getMap('m').set('k2', 'w')
+  const mapEntry = Y.encodeStateAsUpdate(w, sv)
+  const i = new Y.Doc()
+  Y.applyUpdate(i, item === writer ? Y.encodeStateAsUpdate(w) : base)
+  i.clientID = item
+  const before = Y.encodeStateVector(i)
+  i.getArray('a').insert(1, [3])
+  const arrayItem = Y.encodeStateAsUpdate(i, before)
+  const at = arrayItem.findIndex((_, n) => arrayItem[n] === 9 && arrayItem[n + 1] === 1 && arrayItem[n + 2] === 9 && arrayItem[n + 3] === 2)
+  if (at < 0) throw new Error('the neighbours were not where expected')
+  arrayItem.set([writer, 0], at + 2)
+  return { base, mapEntry, arrayItem }
+}
 
-  await post(base)
-  await post(arrayItem) // pending: its clock 0 has not arrived
-  await post(mapEntry!) // releases it
-  await until('the release refused', async () => (await deadRows(docId)).length === 1)
-  const [row] = await deadRows(docId)
-  t.match(row.reason, /^malformed-item: item 10:1 names a right neighbour in another list/, 'names the released item')
+async function storedOf(docId: string): Promise<Y.Doc> {
   const neighbour = neighbourOf(docId)
-  await publishEdit(js, 'acme', neighbour, edit('after', 13))
-  await until('the same partition moves on', async () => (await readDocState(stack.db, 'acme', neighbour)) !== null)
+  await publishEdit(js, 'acme', neighbour, edit(docId, 13))
+  await until('the same partition moved on', async () => (await readDocState(stack.db, 'acme', neighbour)) !== null)
   const stored = new Y.Doc()
   Y.applyUpdate(stored, (await readDocState(stack.db, 'acme', docId))!)
-  t.same(stored.getArray('a').toJSON(), [1, 2], 'the misplaced item is not in the stored state')
+  return stored
+}
+
+for (const releaser of ['http', 'socket'] as const) {
+  t.test(`core - a pending item released by its own client's later update (${releaser}) is judged then: a misplaced one never goes in`, async (t) => {
+    const docId = `dq-own-release-${releaser}`
+    const { base, mapEntry, arrayItem } = releaseCase(10, 10) // 10:1 waits for its own client's clock 0
+    const post = (u: Uint8Array, source?: 'http') => publishEdit(js, 'acme', docId, u, undefined, undefined, source)
+    await post(base, 'http')
+    await post(arrayItem, 'http') // pending: its clock 0 has not arrived
+    await post(mapEntry, releaser === 'http' ? 'http' : undefined) // releases it
+    await until('the release refused', async () => (await deadRows(docId)).length === 1)
+    const [row] = await deadRows(docId)
+    t.match(row.reason, /^malformed-item: item 10:1 names a right neighbour in another list/, 'names the released item')
+    t.same((await storedOf(docId)).getArray('a').toJSON(), [1, 2], 'the misplaced item is not in the stored state')
+  })
+}
+
+t.test("core - an HTTP item naming another client's struct the document does not have is refused at once: that client's update goes in", async (t) => {
+  const docId = 'dq-foreign-release'
+  const { base, mapEntry, arrayItem } = releaseCase(30, 20) // 20:0 names 30:0, which client 30 has not sent
+  const post = (u: Uint8Array) => publishEdit(js, 'acme', docId, u, undefined, undefined, 'http')
+  await post(base)
+  await post(arrayItem)
+  await until('refused', async () => (await deadRows(docId)).length === 1)
+  t.match((await deadRows(docId))[0].reason, /^malformed-item: item 20:0 names 30:0, another client's struct the document does not have yet/)
+  await post(mapEntry)
+  const stored = await storedOf(docId)
+  t.same(stored.getMap('m').toJSON(), { k: 'v', k2: 'w' }, "client 30's edit is stored")
+  t.same(stored.getArray('a').toJSON(), [1, 2], 'the refused item is not')
+  t.equal((await deadRows(docId)).length, 1, 'nothing else refused')
 })
 
 t.test('core - a document version that would go backwards is a violation', async (t) => {

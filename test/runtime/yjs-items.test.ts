@@ -3,7 +3,7 @@
 // an update a real Yjs client made.
 import t from 'tap'
 import * as Y from 'yjs'
-import { misplacedItem, misplacedNeighbours } from '../../runtime/yjs-items.ts'
+import { malformedUpdate, misplacedItem, misplacedNeighbours } from '../../runtime/yjs-items.ts'
 import { applyTracked } from '../../core/apply.ts'
 import { mapEntryWithRightNeighbour, misplacedEdit } from '../helpers/edits.ts'
 
@@ -102,10 +102,10 @@ t.test('yjs items - no update of random concurrent edits is refused or makes a c
         xml.insert(Math.floor(rnd() * (xml.length + 1)), [el])
       }
     }
-    // As core judges an HTTP update: before applying, and what the document took (pending structs an out-of-order update released too).
+    // As core judges an HTTP update (core/batch.ts): before applying, and all the document took (pending structs it released too).
     const deliver = (u: Uint8Array) => {
       checked++
-      const why = misplacedNeighbours(server, structsOf(u))
+      const why = malformedUpdate(u, server)
       if (why) refused.push(why)
       const { integrated } = applyTracked(server, u)
       const misplaced = integrated && misplacedItem(server, integrated)
