@@ -179,15 +179,20 @@ t.test('core - an item naming one struct as both its neighbours is dead-lettered
   t.ok((await metric(core.metrics.deadLetters, { reason: 'malformed-item', tenant: 'acme' })) >= 1, 'counted with reason and tenant')
 })
 
-t.test('core - a gap that does not fill in time is reported per document, and cleared when it fills', async (t) => {
-  const docId = 'dq-gap'
+/** `clientID` types "abc" (`first`), then "def" (`second`): `second` alone waits for clocks 0-2. */
+function gapEdits(clientID: number): { first: Uint8Array; second: Uint8Array } {
   const author = new Y.Doc()
-  author.clientID = 9
+  author.clientID = clientID
   author.getText('t').insert(0, 'abc')
   const first = Y.encodeStateAsUpdate(author)
   const sv = Y.encodeStateVector(author)
   author.getText('t').insert(3, 'def')
-  const second = Y.encodeStateAsUpdate(author, sv)
+  return { first, second: Y.encodeStateAsUpdate(author, sv) }
+}
+
+t.test('core - a gap that does not fill in time is reported per document, and cleared when it fills', async (t) => {
+  const docId = 'dq-gap'
+  const { first, second } = gapEdits(9)
 
   await publishEdit(js, 'acme', docId, second)
   await until('the gap reported', async () => (await deadRows(docId)).length === 1, 10_000 + GAP_REPORT_AFTER_MS)
@@ -207,13 +212,8 @@ t.test('core - a gap that does not fill in time is reported per document, and cl
 
 for (const [name, meanwhile] of [['in the batch that loads it', false], ['later', true]] as const) t.test(`core - a gap reported before a restart is resolved when it fills after it, ${name}`, async (t) => {
   const docId = `dq-gap-restart-${meanwhile}`
-  const author = new Y.Doc()
-  author.clientID = 14
-  author.getText('t').insert(0, 'abc')
-  const first = Y.encodeStateAsUpdate(author)
-  const sv = Y.encodeStateVector(author)
-  author.getText('t').insert(3, 'def')
-  await publishEdit(js, 'acme', docId, Y.encodeStateAsUpdate(author, sv))
+  const { first, second } = gapEdits(14)
+  await publishEdit(js, 'acme', docId, second)
   await until('the gap reported', async () => (await deadRows(docId)).length === 1, 10_000 + GAP_REPORT_AFTER_MS)
 
   await running.stop()
