@@ -70,14 +70,7 @@ export function applyTracked(doc: Y.Doc, update: Uint8Array): ApplyResult {
   const onTransaction = (tr: Y.Transaction) => {
     const transition = versionTransition(tr.beforeState, tr.afterState, tr.deleteSet.clients.size > 0)
     if (transition === 'regressed') regressed = true
-    if (transition !== 'forward') return
-    summary = summarize(doc, tr, summary)
-    for (const [client, clock] of tr.afterState) {
-      const from = tr.beforeState.get(client) ?? 0
-      if (clock <= from) continue
-      integrated.from.set(client, Math.min(from, integrated.from.get(client) ?? from))
-      integrated.to.set(client, Math.max(clock, integrated.to.get(client) ?? clock))
-    }
+    if (transition === 'forward') summary = summarize(doc, tr, summary, integrated)
   }
   doc.on('afterTransaction', onTransaction)
   try {
@@ -93,8 +86,8 @@ export function applyTracked(doc: Y.Doc, update: Uint8Array): ApplyResult {
 
 const KIND_ORDER = [OpKind.Insert, OpKind.Delete, OpKind.Format, OpKind.Comment] as const
 
-/** Adds one transaction's changes to `into` (an update applies in one transaction; kept general). */
-function summarize(doc: Y.Doc, tr: Y.Transaction, into: ApplySummary | undefined): ApplySummary {
+/** Adds one transaction's changes to `into`, and the clocks it took to `integrated` (an update applies in one transaction; kept general). */
+function summarize(doc: Y.Doc, tr: Y.Transaction, into: ApplySummary | undefined, integrated: UpdateMeta): ApplySummary {
   const kinds = new Set<OpKind>(into?.opKinds)
   const clients = into?.clients ?? []
   let insertedChars = into?.insertedChars ?? 0
@@ -104,6 +97,8 @@ function summarize(doc: Y.Doc, tr: Y.Transaction, into: ApplySummary | undefined
   for (const [client, clock] of tr.afterState) {
     const from = tr.beforeState.get(client) ?? 0
     if (clock <= from) continue
+    integrated.from.set(client, Math.min(from, integrated.from.get(client) ?? from))
+    integrated.to.set(client, Math.max(clock, integrated.to.get(client) ?? clock))
     if (!clients.includes(client)) clients.push(client)
     const structs = doc.store.clients.get(client) ?? []
     for (let i = structs.length - 1; i >= 0 && structs[i]!.id.clock >= from; i--) {
