@@ -65,6 +65,8 @@ export class UpdateProbe {
   prove(update: Uint8Array, known: { shape?: UpdateShape | undefined; meta?: UpdateMeta } = {}): Proof {
     // Cheap first: most updates with missing dependencies are seen without applying or building.
     if (known.shape && this.lacks(known.shape)) return { kind: 'pending' }
+    const released = this.misplacedRelease(update, known.meta)
+    if (released) return { kind: 'poisoned', reason: `malformed update: ${released}` }
     try {
       Y.applyUpdate(this.probe, update)
     } catch (err) {
@@ -79,6 +81,38 @@ export class UpdateProbe {
     }
     this.drop()
     return { kind: 'pending' }
+  }
+
+  /**
+   * Why structs the room doc holds pending (core's state carries those of an HTTP post out of
+   * order, and the room's clients got them with it) would land misplaced once this update brings
+   * the clocks they wait for, or null. The probe leaves them out, so its trial cannot tell; core
+   * refuses such an update (core/batch.ts), and a room that took it would hand its clients
+   * what core never stores. Tried on a copy of the room doc, only when the update fills a clock
+   * they wait for (a pending struct waits only on its own client, whose socket alone sends it).
+   */
+  private misplacedRelease(update: Uint8Array, meta: UpdateMeta | undefined): string | null {
+    const pending = this.room().store.pendingStructs
+    if (!pending) return null
+    const { from, to } = meta ?? Y.parseUpdateMeta(update)
+    const fills = [...pending.missing].some(([client, clock]) => (from.get(client) ?? Infinity) <= clock && clock < (to.get(client) ?? 0))
+    if (!fills) return null
+    const copy = new Y.Doc()
+    Y.applyUpdate(copy, Y.encodeStateAsUpdate(this.room()))
+    const before = Y.decodeStateVector(Y.encodeStateVector(copy))
+    try {
+      Y.applyUpdate(copy, update)
+    } catch {
+      return null // the trial on the probe says why
+    }
+    const took: UpdateMeta = { from: new Map(), to: new Map() }
+    for (const [client, clock] of Y.decodeStateVector(Y.encodeStateVector(copy))) {
+      const start = before.get(client) ?? 0
+      if (clock > start) (took.from.set(client, start), took.to.set(client, clock))
+    }
+    const misplaced = misplacedItem(copy, took)
+    copy.destroy()
+    return misplaced
   }
 
   /**

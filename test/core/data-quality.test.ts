@@ -5,7 +5,7 @@ import { AGG_STREAM, DLQ_STREAM, MSG_ID_HEADER, ServiceUser, decodeDeadLetterEve
 import { pack } from '../../contracts/codec.ts'
 import { versionTransition } from '../../core/apply.ts'
 import { readDocState } from '../../core/store.ts'
-import { edit, malformedEdit, publishEdit } from '../helpers/edits.ts'
+import { edit, malformedEdit, publishEdit, releaseCase } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 
@@ -255,36 +255,6 @@ t.test('core - HTTP updates posted out of order wait pending without stalling th
   await until('the gap filled', async () => (await text(docId)) === 'xyz')
   t.same(await deadRows(docId), [], 'still nothing refused')
 })
-
-/**
- * `base`: client 9 sets map key "k" (9:0) and inserts [1, 2] into array "a" (9:1, 9:2); `mapEntry`:
- * client `writer` sets "k2" (writer:0); `arrayItem`: client `item` inserts 3 between 1 and 2, its
- * right neighbour rewritten to writer:0 — the map entry, not there yet, so no check before
- * applying can place it.
- */
-function releaseCase(writer: number, item: number) {
-  const doc = new Y.Doc()
-  doc.clientID = 9
-  doc.getMap('m').set('k', 'v')
-  doc.getArray('a').insert(0, [1, 2])
-  const base = Y.encodeStateAsUpdate(doc)
-  const w = new Y.Doc()
-  Y.applyUpdate(w, base)
-  w.clientID = writer
-  const sv = Y.encodeStateVector(w)
-  w.getMap('m').set('k2', 'w')
-  const mapEntry = Y.encodeStateAsUpdate(w, sv)
-  const i = new Y.Doc()
-  Y.applyUpdate(i, item === writer ? Y.encodeStateAsUpdate(w) : base)
-  i.clientID = item
-  const before = Y.encodeStateVector(i)
-  i.getArray('a').insert(1, [3])
-  const arrayItem = Y.encodeStateAsUpdate(i, before)
-  const at = arrayItem.findIndex((_, n) => arrayItem[n] === 9 && arrayItem[n + 1] === 1 && arrayItem[n + 2] === 9 && arrayItem[n + 3] === 2)
-  if (at < 0) throw new Error('the neighbours were not where expected')
-  arrayItem.set([writer, 0], at + 2)
-  return { base, mapEntry, arrayItem }
-}
 
 async function storedOf(docId: string): Promise<Y.Doc> {
   const neighbour = neighbourOf(docId)

@@ -8,7 +8,7 @@ import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate } from '../../edge/protocol.ts'
 import { lacksDependencies } from '../../edge/update-shape.ts'
 import { decodes, mutateUntil, richEdit, trial } from '../helpers/mutants.ts'
-import { itemsUpdate, malformedEdit, mapEntryWithRightNeighbour, misplacedEdit, resplicedEdit, textItem } from '../helpers/edits.ts'
+import { itemsUpdate, malformedEdit, mapEntryWithRightNeighbour, misplacedEdit, releaseCase, resplicedEdit, textItem } from '../helpers/edits.ts'
 import { malformedUpdate } from '../../runtime/yjs-items.ts'
 
 const stack = await setup()
@@ -211,6 +211,29 @@ t.test("edge - a co-editor cannot write into the clocks an offline author has no
   await until('the reader has the offline edit', () => reader.text.toString() === 'mine offline')
   await until('core materialized it', async () => (await materializedText(core.url, 'offline-forged', coEditorTok)) === 'mine offline', 20_000)
   t.equal(authorDoc.getText('t').toString(), 'mine offline', 'the author and the server agree')
+})
+
+t.test("edge - a socket update releasing a misplaced item core holds pending is refused by the room as by core: no client gets it", async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const docId = 'room-release'
+  const { base, mapEntry, arrayItem } = releaseCase(10, 10) // 10:1, its right neighbour the map entry 10:0
+  const post = (body: Uint8Array, key: string) =>
+    fetch(`${url.replace(/^ws/, 'http')}${HTTP_INGEST_PATH}/${docId}/updates`, { method: 'POST', headers: { authorization: `Bearer ${tok}`, 'idempotency-key': key, 'content-type': 'application/octet-stream' }, body: body as BodyInit })
+  t.equal((await post(base, 'release-base')).status, 202)
+  t.equal((await post(arrayItem, 'release-item')).status, 202, 'no room holds the document: published untried')
+  await until('core holds both (the item pending)', async () => (await stack.db.query('SELECT count(*)::int AS n FROM op_log WHERE doc_id = $1', [docId])).rows[0].n === 2)
+
+  const reader = yclient(url, docId, tok)
+  t.teardown(() => reader.destroy())
+  await reader.synced()
+  const releaser = await RawSocket.open(url, docId, tok)
+  t.teardown(() => releaser.close())
+  releaser.send(frames.update(mapEntry))
+  const closed = await Promise.race([releaser.closed, new Promise<null>((r) => setTimeout(() => r(null), 3_000))])
+  t.equal(closed?.code, CloseCode.InvalidUpdate, 'its sender is closed as poisoned')
+  const stored = await readState(core.url, docId, tok)
+  t.same(stored instanceof Y.Doc && docContents(stored).a, [1, 2], 'core has no misplaced item')
+  t.same(docContents(reader.doc), stored instanceof Y.Doc ? docContents(stored) : null, 'the reader has what core has')
 })
 
 t.test('edge - an item naming one struct as both its neighbours is refused as poisoned (4422) and never published, over a socket and over HTTP (400)', async (t) => {

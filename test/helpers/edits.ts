@@ -117,3 +117,33 @@ export function mapEntryWithRightNeighbour(client: number, right: { client: numb
   encoding.writeVarUint(e, 0) // empty delete set
   return encoding.toUint8Array(e)
 }
+
+/**
+ * `base`: client 9 sets map key "k" (9:0) and inserts [1, 2] into array "a" (9:1, 9:2); `mapEntry`:
+ * client `writer` sets "k2" (writer:0); `arrayItem`: client `item` inserts 3 between 1 and 2, its
+ * right neighbour rewritten to writer:0 — the map entry, not there yet, so no check before
+ * applying can place it.
+ */
+export function releaseCase(writer: number, item: number) {
+  const doc = new Y.Doc()
+  doc.clientID = 9
+  doc.getMap('m').set('k', 'v')
+  doc.getArray('a').insert(0, [1, 2])
+  const base = Y.encodeStateAsUpdate(doc)
+  const w = new Y.Doc()
+  Y.applyUpdate(w, base)
+  w.clientID = writer
+  const sv = Y.encodeStateVector(w)
+  w.getMap('m').set('k2', 'w')
+  const mapEntry = Y.encodeStateAsUpdate(w, sv)
+  const i = new Y.Doc()
+  Y.applyUpdate(i, item === writer ? Y.encodeStateAsUpdate(w) : base)
+  i.clientID = item
+  const before = Y.encodeStateVector(i)
+  i.getArray('a').insert(1, [3])
+  const arrayItem = Y.encodeStateAsUpdate(i, before)
+  const at = arrayItem.findIndex((_, n) => arrayItem[n] === 9 && arrayItem[n + 1] === 1 && arrayItem[n + 2] === 9 && arrayItem[n + 3] === 2)
+  if (at < 0) throw new Error('the neighbours were not where expected')
+  arrayItem.set([writer, 0], at + 2)
+  return { base, mapEntry, arrayItem }
+}
