@@ -91,7 +91,7 @@ export class RoomDoc {
         log.warn({ err, ...context, what }, 'update probe fault; probe rebuilt')
       },
       built: () => metrics.probeBuilds.inc(),
-    })
+    }, () => this.loading.length > 0 || this.doc.store.pendingStructs !== null)
   }
 
   /**

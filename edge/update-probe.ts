@@ -34,11 +34,13 @@ export class UpdateProbe {
 
   /**
    * `room` gives the doc the probe mirrors, with everything acked in it (it may merge what
-   * waits); call `mirror` with what each of its applies integrates.
+   * waits); call `mirror` with what each of its applies integrates. `roomMayHoldPending` says,
+   * without merging what waits, whether that doc holds (or its load may bring) pending structs.
    */
   constructor(
     private readonly room: () => Y.Doc,
     private readonly hooks: ProbeHooks,
+    private readonly roomMayHoldPending: () => boolean,
   ) {}
 
   /** What the probe would hold, without building it: the room doc while nothing is in flight. */
@@ -92,6 +94,8 @@ export class UpdateProbe {
    * they wait for (a pending struct waits only on its own client, whose socket alone sends it).
    */
   private misplacedRelease(update: Uint8Array, meta: UpdateMeta | undefined): string | null {
+    // Not room(): merging the acked updates that wait for the doc on every trial would undo their batching.
+    if (!this.roomMayHoldPending()) return null
     const pending = this.room().store.pendingStructs
     if (!pending) return null
     const { from, to } = meta ?? Y.parseUpdateMeta(update)
