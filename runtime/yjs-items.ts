@@ -54,29 +54,8 @@ export function malformedUpdate(update: Uint8Array, doc?: Y.Doc): string | null 
  */
 export function unplacedNeighbour(doc: Y.Doc, structs: readonly (Y.Item | Y.GC | Y.Skip)[]): string | null {
   if (!structs.some((s) => s instanceof Y.Item && s.rightOrigin)) return null
-  // The update's own structs per client, in clock order (Skips hold nothing).
-  const own = new Map<number, (Y.Item | Y.GC)[]>()
-  for (const s of structs) {
-    if (s instanceof Y.Skip) continue
-    const list = own.get(s.id.client)
-    if (list) list.push(s)
-    else own.set(s.id.client, [s])
-  }
-  for (const list of own.values()) list.sort((x, y) => x.id.clock - y.id.clock)
-  const holds = (id: Y.ID): boolean => {
-    if (id.clock < Y.getState(doc.store, id.client)) return true
-    const list = own.get(id.client)
-    let lo = 0
-    let hi = (list?.length ?? 0) - 1
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1
-      const s = list![mid]!
-      if (id.clock < s.id.clock) hi = mid - 1
-      else if (id.clock >= s.id.clock + s.length) lo = mid + 1
-      else return true
-    }
-    return false
-  }
+  const own = structLookup(structs)
+  const holds = (id: Y.ID): boolean => id.clock < Y.getState(doc.store, id.client) || own(id) !== null
   for (const s of structs) {
     if (!(s instanceof Y.Item) || !s.rightOrigin) continue
     for (const n of [s.origin, s.rightOrigin]) {
@@ -137,29 +116,12 @@ type Place = { parent: object | string; sub: string | null }
 export function misplacedNeighbours(doc: Y.Doc, structs: readonly (Y.Item | Y.GC | Y.Skip)[]): string | null {
   // Only a right neighbour can be misplaced: most typing (at a text's end) names none.
   if (!structs.some((s) => s instanceof Y.Item && s.rightOrigin)) return null
-  // Linear in the update's structs (a paste carries tens of thousands): each client's own items
-  // in clock order, found by binary search; each item's place decided once, chains walked in a loop.
-  const own = new Map<number, Y.Item[]>()
-  for (const s of structs) {
-    if (!(s instanceof Y.Item)) continue
-    const list = own.get(s.id.client)
-    if (list) list.push(s)
-    else own.set(s.id.client, [s])
-  }
-  for (const list of own.values()) list.sort((x, y) => x.id.clock - y.id.clock)
+  // Linear in the update's structs (a paste carries tens of thousands): its own structs found by
+  // binary search (structLookup); each item's place decided once, chains walked in a loop.
+  const own = structLookup(structs)
   const ownItemAt = (id: Y.ID): Y.Item | null => {
-    const list = own.get(id.client)
-    if (!list) return null
-    let lo = 0
-    let hi = list.length - 1
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1
-      const item = list[mid]!
-      if (id.clock < item.id.clock) hi = mid - 1
-      else if (id.clock >= item.id.clock + item.length) lo = mid + 1
-      else return item
-    }
-    return null
+    const s = own(id)
+    return s instanceof Y.Item ? s : null
   }
   // What the document holds first: an update may carry again structs the document has (a client
   // resending since an older state vector), and its decoded copy of a type is not the document's.
@@ -212,6 +174,36 @@ export function misplacedNeighbours(doc: Y.Doc, structs: readonly (Y.Item | Y.GC
     if (leftPlace && (leftPlace.parent !== rightPlace.parent || leftPlace.sub !== rightPlace.sub)) return `${name} names neighbours in different lists`
   }
   return null
+}
+
+/**
+ * The struct of an update's decoded `structs` that covers an id, or null (Skips hold nothing):
+ * each client's structs in clock order, found by binary search, so a lookup per struct of a
+ * paste of tens of thousands stays linear overall.
+ */
+function structLookup(structs: readonly (Y.Item | Y.GC | Y.Skip)[]): (id: Y.ID) => Y.Item | Y.GC | null {
+  const byClient = new Map<number, (Y.Item | Y.GC)[]>()
+  for (const s of structs) {
+    if (s instanceof Y.Skip) continue
+    const list = byClient.get(s.id.client)
+    if (list) list.push(s)
+    else byClient.set(s.id.client, [s])
+  }
+  for (const list of byClient.values()) list.sort((x, y) => x.id.clock - y.id.clock)
+  return (id) => {
+    const list = byClient.get(id.client)
+    if (!list) return null
+    let lo = 0
+    let hi = list.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1
+      const s = list[mid]!
+      if (id.clock < s.id.clock) hi = mid - 1
+      else if (id.clock >= s.id.clock + s.length) lo = mid + 1
+      else return s
+    }
+    return null
+  }
 }
 
 /** Inputs per Y.mergeUpdates call in mergeMany. */
