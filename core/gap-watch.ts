@@ -2,7 +2,7 @@ import * as Y from 'yjs'
 import { DeadLetterReason } from '../contracts/mod.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
-import type { DeadLetterRow } from './store.ts'
+import type { DeadLetterKey, DeadLetterRow } from './store.ts'
 
 /** How long an update may wait in a document for missing clocks before the gap is reported: 30 s. */
 export const DEFAULT_GAP_REPORT_AFTER_MS = 30_000
@@ -22,9 +22,6 @@ export interface SettledDoc {
   loadedPending?: boolean
 }
 
-/** Which dead letter a report is. */
-export type GapReportKey = Pick<DeadLetterRow, 'stream' | 'streamSeq' | 'item'>
-
 export interface GapWatchOptions {
   /** Report a gap that has not filled after this long. Default DEFAULT_GAP_REPORT_AFTER_MS. */
   gapReportAfterMs: number
@@ -36,9 +33,9 @@ export interface GapSinks {
   /** Records a report (dead_letters row + dead-letter stream). */
   report: (row: DeadLetterRow) => Promise<void>
   /** Marks a report resolved: the gap filled. */
-  resolve: (row: GapReportKey) => Promise<void>
+  resolve: (row: DeadLetterKey) => Promise<void>
   /** A document's reports not resolved yet: made by an earlier process, for pending structs that came from the store. */
-  openReports: (tenant: string, docId: string) => Promise<GapReportKey[]>
+  openReports: (tenant: string, docId: string) => Promise<DeadLetterKey[]>
 }
 
 interface Watched {
@@ -47,7 +44,7 @@ interface Watched {
   since: number
   source: PendingDoc['source']
   /** Its reports: the one this process made, or the open ones an earlier process made. */
-  reports: GapReportKey[]
+  reports: DeadLetterKey[]
   /** Settles once the reports are recorded or found (a resolution must not overtake them). */
   recorded: Promise<void>
   /** The report went out: it counts in the gauge until cleared. */

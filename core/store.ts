@@ -45,6 +45,9 @@ export interface DeadLetterRow {
   payload: Uint8Array
 }
 
+/** Which dead letter a row is: its UNIQUE (stream, stream_seq, item). */
+export type DeadLetterKey = Pick<DeadLetterRow, 'stream' | 'streamSeq' | 'item'>
+
 export interface Batch {
   consumer: string
   /** The consumer's new checkpoint: every stream sequence up to it is committed (worker.ts). */
@@ -376,7 +379,7 @@ export async function recordDeadLetter(c: pg.ClientBase | pg.Pool, d: DeadLetter
 }
 
 /** A document's sequence-gap reports not resolved yet (migration 007). */
-export async function openGapReports(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<Pick<DeadLetterRow, 'stream' | 'streamSeq' | 'item'>[]> {
+export async function openGapReports(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<DeadLetterKey[]> {
   const r = await c.query<{ stream: string; stream_seq: string; item: number }>(
     `SELECT stream, stream_seq, item FROM dead_letters WHERE tenant = $1 AND doc_id = $2 AND resolved_at IS NULL AND reason LIKE $3`,
     [tenant, docId, `${DeadLetterReason.SequenceGap}:%`],
@@ -385,6 +388,6 @@ export async function openGapReports(c: pg.ClientBase | pg.Pool, tenant: string,
 }
 
 /** Marks a reported dead letter resolved (a sequence gap that filled; migration 007). */
-export async function resolveDeadLetter(c: pg.ClientBase | pg.Pool, d: Pick<DeadLetterRow, 'stream' | 'streamSeq' | 'item'>): Promise<void> {
+export async function resolveDeadLetter(c: pg.ClientBase | pg.Pool, d: DeadLetterKey): Promise<void> {
   await c.query('UPDATE dead_letters SET resolved_at = now() WHERE stream = $1 AND stream_seq = $2 AND item = $3 AND resolved_at IS NULL', [d.stream, d.streamSeq, d.item])
 }
