@@ -12,6 +12,9 @@ import { Bytes, pack, unpack } from './codec.ts'
  * - malformed-item: an item whose left and right neighbours are the same struct, or a clock of its
  *   own client not made before it (runtime/yjs-items.ts): replicas would place it differently,
  *   so it is not applied (edges refuse such updates; only a publisher that bypassed them sends one);
+ * - foreign-client: new structs under a Yjs client id another user first wrote with (a forgery of
+ *   that user's next clocks: Yjs would keep them, and drop the real author's edits at those
+ *   clocks wherever they came second); edges refuse such updates where they know the owner;
  * - version-regression: applying it would not move the document's version forward (a client
  *   clock going down) though Yjs took it;
  * - sequence-gap: a report, not a refusal — the update waits in the document for clocks that did
@@ -28,6 +31,7 @@ export const DeadLetterReason = {
   ConflictingDuplicate: 'conflicting-duplicate',
   ClockRegression: 'clock-regression',
   MalformedItem: 'malformed-item',
+  ForeignClient: 'foreign-client',
   VersionRegression: 'version-regression',
   SequenceGap: 'sequence-gap',
   Refused: 'refused',

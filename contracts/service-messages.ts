@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { DocId, TenantId } from './ids.ts'
+import { DocId, EnvelopeUserId, TenantId } from './ids.ts'
 import { Bytes, pack, unpack } from './codec.ts'
 
 export const FanKind = { Update: 'u', Awareness: 'a', Refetch: 'r' } as const
@@ -15,8 +15,11 @@ export type FanKind = (typeof FanKind)[keyof typeof FanKind]
  * PubAck lost): each pulls it from core.
  */
 export const FanMessage = z.discriminatedUnion('kind', [
-  /** `single`: the stream holds only this update (HTTP ingest's), so a receiver keeps no sequence for it. */
-  z.object({ kind: z.literal(FanKind.Update), edgeId: z.string().min(1), stream: z.string().min(1).max(128), seq: z.number().int().min(1), payload: Bytes, single: z.literal(true).optional() }),
+  /**
+   * `single`: the stream holds only this update (HTTP ingest's), so a receiver keeps no sequence for it.
+   * `userId`: who sent it, so the receiving room learns that user owns its Yjs client ids (ClientOwners).
+   */
+  z.object({ kind: z.literal(FanKind.Update), edgeId: z.string().min(1), stream: z.string().min(1).max(128), seq: z.number().int().min(1), payload: Bytes, single: z.literal(true).optional(), userId: EnvelopeUserId.optional() }),
   z.object({ kind: z.literal(FanKind.Awareness), edgeId: z.string().min(1), payload: Bytes }),
   z.object({ kind: z.literal(FanKind.Refetch), edgeId: z.string().min(1) }),
 ])
@@ -42,13 +45,24 @@ export type StateRequest = z.infer<typeof StateRequest>
 export const encodeStateRequest = (m: StateRequest) => pack(m)
 export const decodeStateRequest = (b: Uint8Array) => unpack(StateRequest, b)
 
+/**
+ * Which user first wrote with each Yjs client id of a document: [client id, user id] pairs. A
+ * client id belongs to that user for good (core refuses another user's structs under it, as
+ * DeadLetterReason.ForeignClient), so a room learns them with the state and refuses a forgery
+ * before its clients get it.
+ */
+export const ClientUsers = z.array(z.tuple([z.number().int().min(0).max(0xffffffff), EnvelopeUserId]))
+export type ClientUsers = z.infer<typeof ClientUsers>
+export const encodeClientUsers = (m: ClientUsers) => pack(m)
+export const decodeClientUsers = (b: Uint8Array) => unpack(ClientUsers, b)
+
 export const StateReply = z.discriminatedUnion('status', [
   /**
    * `tail`, only to an asker that accepts one: an update to apply after `update` (core's stored
    * state and the op-log rows after it, merged: merging them into the large state would cost
-   * core tens of ms on every cold load).
+   * core tens of ms on every cold load). `owners`: ClientUsers of what the state holds.
    */
-  z.object({ status: z.literal('found'), update: Bytes, tail: Bytes.optional() }),
+  z.object({ status: z.literal('found'), update: Bytes, tail: Bytes.optional(), owners: ClientUsers.optional() }),
   z.object({ status: z.literal('missing') }),
   /** An operator deleted the document (hidden until restored): the edge closes its sockets with CloseCode.DocumentDeleted. */
   z.object({ status: z.literal('deleted') }),
@@ -68,8 +82,12 @@ export const STATE_PART_BYTES = 512 * 1024
  * transfer and ignores the rest).
  */
 export const StateReplyPart = z.discriminatedUnion('status', [
-  /** The parts carry `update` then `tail` as one run of bytes; the tail starts at byte `tailAt`. */
-  z.object({ status: z.literal('found'), transfer: z.string().min(1).max(64), part: z.number().int().min(0), parts: z.number().int().min(1).max(65_536), update: Bytes, tailAt: z.number().int().min(0).optional() }),
+  /**
+   * The parts carry `update`, `tail` and the encoded `owners` (encodeClientUsers: a document's
+   * writers can outgrow a message too) as one run of bytes; the tail starts at byte `tailAt`,
+   * the owners at `ownersAt`.
+   */
+  z.object({ status: z.literal('found'), transfer: z.string().min(1).max(64), part: z.number().int().min(0), parts: z.number().int().min(1).max(65_536), update: Bytes, tailAt: z.number().int().min(0).optional(), ownersAt: z.number().int().min(0).optional() }),
   z.object({ status: z.literal('missing'), transfer: z.string().min(1).max(64) }),
   z.object({ status: z.literal('deleted'), transfer: z.string().min(1).max(64) }),
   z.object({ status: z.literal('error'), transfer: z.string().min(1).max(64), message: z.string() }),

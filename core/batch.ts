@@ -8,6 +8,7 @@ import type { PendingDoc, SettledDoc } from './gap-watch.ts'
 import { describeOverlap, findOverlapViolation } from '../runtime/overlap.ts'
 import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
+import { claim, foreignClient, ownersJson, type ClientOwners } from './client-users.ts'
 import type { CoreMetrics } from './metrics.ts'
 import { fencedKey, itemKey, type DeadLetterRow, type DocRow, type OpRow, type StoredDoc } from './store.ts'
 
@@ -63,8 +64,8 @@ const reasonOf = (prefix: string, err: unknown) => `${prefix}: ${err instanceof 
  */
 type Verdict = { refusal: string; rebuild: boolean } | { result: ApplyResult; violation: string | null; summary: ApplySummary | null }
 
-/** Runs the data-quality checks around applying `edit` to `doc`; writes nothing but the document. */
-function judgeAndApply(doc: Y.Doc, edit: EditEnvelope): Verdict {
+/** Runs the data-quality checks around applying `edit` to `doc` (whose client ids `owners` names); writes nothing but the document. */
+function judgeAndApply(doc: Y.Doc, owners: ClientOwners, edit: EditEnvelope): Verdict {
   // HTTP ingest tried it on no document: neighbours in different lists are refused before it
   // touches the document, since undoing an apply costs a rebuild of the whole document.
   const malformed = malformedUpdate(edit.update, edit.source === 'http' ? doc : undefined)
@@ -93,6 +94,9 @@ function judgeAndApply(doc: Y.Doc, edit: EditEnvelope): Verdict {
   const judged = edit.source === 'http' || result.released
   const misplaced = judged && result.integrated ? misplacedItem(doc, result.integrated) : null
   if (misplaced) return { refusal: `${DeadLetterReason.MalformedItem}: ${misplaced}`, rebuild: true }
+  // Judged after the apply, from the clocks it took (no decode of its own): only a forgery pays the rebuild.
+  const foreign = result.integrated ? foreignClient(owners, result.integrated, edit.userId) : null
+  if (foreign) return { refusal: `${DeadLetterReason.ForeignClient}: ${foreign}`, rebuild: true }
   return { result, violation, summary: result.summary ?? null }
 }
 
@@ -192,7 +196,7 @@ export class BatchBuilder {
     this.cache.pin(cached)
     let verdict: Verdict
     try {
-      verdict = judgeAndApply(cached.doc, edit)
+      verdict = judgeAndApply(cached.doc, cached.owners, edit)
     } catch (err) {
       // A check of ours throwing on content it did not foresee: refused like an update Yjs throws
       // on. Thrown out of here it would fail the batch at every retry and stall the partition for
@@ -205,6 +209,7 @@ export class BatchBuilder {
       return
     }
     const { result, violation, summary } = verdict
+    if (result.integrated) claim(cached.owners, result.integrated.to.keys(), edit.userId)
     if (violation) this.deadLetter(msg, item, edit, violation, true)
     const { outcome } = result
     this.metrics.updates.inc({ outcome })
@@ -243,6 +248,7 @@ export class BatchBuilder {
       stateVector: Y.encodeStateVector(cached.doc),
       lastStreamSeq,
       ops: cached.uncompacted + ops,
+      clientUsers: ownersJson(cached.owners),
     }))
     this.compacting = due.map(({ cached }, i) => ({ cached, stateBytes: rows[i]!.state.byteLength }))
     return rows
@@ -303,7 +309,11 @@ export class BatchBuilder {
     this.cache.evict(tenant, docId)
     const cached = this.cache.add(tenant, docId, await this.loadDoc(tenant, docId))
     this.cache.pin(cached)
-    for (const op of this.ops) if (op.tenant === tenant && op.docId === docId) Y.applyUpdate(cached.doc, op.update)
+    for (const op of this.ops) {
+      if (op.tenant !== tenant || op.docId !== docId) continue
+      Y.applyUpdate(cached.doc, op.update)
+      claim(cached.owners, Y.parseUpdateMeta(op.update).from.keys(), op.userId)
+    }
     const entry = this.touched.get(docKey(tenant, docId))
     if (entry) entry.cached = cached
   }

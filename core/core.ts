@@ -166,7 +166,7 @@ export class Core {
     // Core holds no sockets to close on a revocation; the read API checks each request against the list.
     this.revocations = await Revocations.open(this.nc, this.o.retryDelayMs, this.log, () => {})
     const js = jetstream(this.nc)
-    const feeds = new QualityFeeds(this.nc, this.pool, (t, d) => this.cachedDoc(t, d), { gapReportAfterMs: this.o.gapReportAfterMs ?? DEFAULT_GAP_REPORT_AFTER_MS }, this.log, this.metrics)
+    const feeds = new QualityFeeds(this.nc, this.pool, (t, d) => this.cachedDoc(t, d)?.doc, { gapReportAfterMs: this.o.gapReportAfterMs ?? DEFAULT_GAP_REPORT_AFTER_MS }, this.log, this.metrics)
     this.feeds = feeds
     feeds.start()
     const timing = { leaseTtlMs: this.o.leaseTtlMs ?? DEFAULT_LEASE_TIMING.leaseTtlMs, leaseRenewMs: this.o.leaseRenewMs ?? DEFAULT_LEASE_TIMING.leaseRenewMs }

@@ -1,5 +1,6 @@
 import * as Y from 'yjs'
 import type { StoredDoc } from './store.ts'
+import { storedOwners, type ClientOwners } from './client-users.ts'
 
 export interface CachedDoc {
   readonly tenant: string
@@ -17,6 +18,8 @@ export interface CachedDoc {
   lastStreamSeq: number
   /** Ingest time of that op, ms since epoch; 0 when unknown. */
   lastIngestTs: number
+  /** Who owns each Yjs client id, the doc's updates not committed yet included (client-users.ts). */
+  readonly owners: ClientOwners
 }
 
 export const docKey = (tenant: string, docId: string) => `${tenant}\0${docId}`
@@ -139,7 +142,8 @@ export class DocCache {
     })
     const tail = stored?.tail.length ?? 0
     const bytes = (stored?.state?.byteLength ?? 0) + (stored?.tail ?? []).reduce((n, u) => n + u.byteLength, 0)
-    const entry: CachedDoc = { tenant, docId, doc, uncompacted: tail, compacted: Boolean(stored?.state), bytes, uncompactedSince: tail > 0 ? Date.now() : null, lastStreamSeq: stored?.maxSeq ?? 0, lastIngestTs: 0 }
+    const owners = stored ? storedOwners(stored.stateOwners, stored.tail, stored.tailUsers) : new Map<number, string>()
+    const entry: CachedDoc = { tenant, docId, doc, uncompacted: tail, compacted: Boolean(stored?.state), bytes, uncompactedSince: tail > 0 ? Date.now() : null, lastStreamSeq: stored?.maxSeq ?? 0, lastIngestTs: 0, owners }
     const k = docKey(tenant, docId)
     this.drop(k)
     this.docs.set(k, entry)

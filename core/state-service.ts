@@ -5,7 +5,9 @@ import { QueueGroups, ServiceSubjects, decodeStateRequest, type StateReply } fro
 import { respondState } from '../runtime/state-transfer.ts'
 import type { Logger } from '../runtime/log.ts'
 import type { CoreMetrics } from './metrics.ts'
-import { readDocStateAndTail } from './store.ts'
+import { readDocParts, stateAndTail } from './store.ts'
+import { ownerPairs, storedOwners } from './client-users.ts'
+import type { CachedDoc } from './doc-cache.ts'
 import { isDocDeleted } from './deletion.ts'
 
 /**
@@ -16,7 +18,7 @@ import { isDocDeleted } from './deletion.ts'
 export function serveDocState(
   nc: NatsConnection,
   pool: pg.Pool,
-  cachedDoc: (tenant: string, docId: string) => Y.Doc | undefined,
+  cachedDoc: (tenant: string, docId: string) => CachedDoc | undefined,
   log: Logger,
   metrics: CoreMetrics,
 ): Subscription {
@@ -37,17 +39,19 @@ export function serveDocState(
     try {
       const req = decodeStateRequest(data)
       const sv = req.stateVector ?? new Uint8Array([0])
-      const doc = cachedDoc(req.tenant, req.docId)
+      const cached = cachedDoc(req.tenant, req.docId)
       // Both at once: a cold read is what a user opening the document waits for.
-      const [deleted, stored] = await Promise.all([isDocDeleted(pool, req.tenant, req.docId), doc ? null : readDocStateAndTail(pool, req.tenant, req.docId)])
+      const [deleted, parts] = await Promise.all([isDocDeleted(pool, req.tenant, req.docId), cached ? null : readDocParts(pool, req.tenant, req.docId)])
       if (deleted) return { status: 'deleted' }
-      if (doc) return { status: 'found', update: Y.encodeStateAsUpdate(doc, sv) }
-      if (!stored) return { status: 'missing' }
+      if (cached) return { status: 'found', update: Y.encodeStateAsUpdate(cached.doc, sv), owners: ownerPairs(cached.owners) }
+      if (!parts) return { status: 'missing' }
+      const stored = stateAndTail(parts)
+      const owners = ownerPairs(storedOwners(parts.stateOwners, parts.tail, parts.tailUsers))
       // A room opening asks with an empty state vector: the answer is the whole state, as stored
       // (diffUpdate would only decode and re-encode it: hundreds of ms for a 100K-update document).
-      if (isEmptyStateVector(sv) && (!stored.tail || req.acceptsTail)) return { status: 'found', update: stored.state, ...(stored.tail ? { tail: stored.tail } : {}) }
+      if (isEmptyStateVector(sv) && (!stored.tail || req.acceptsTail)) return { status: 'found', update: stored.state, ...(stored.tail ? { tail: stored.tail } : {}), owners }
       const state = stored.tail ? Y.mergeUpdates([stored.state, stored.tail]) : stored.state
-      return { status: 'found', update: isEmptyStateVector(sv) ? state : Y.diffUpdate(state, sv) }
+      return { status: 'found', update: isEmptyStateVector(sv) ? state : Y.diffUpdate(state, sv), owners }
     } catch (err) {
       log.error({ err }, 'state request failed')
       return { status: 'error', message: (err as Error).message }

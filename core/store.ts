@@ -31,6 +31,8 @@ export interface DocRow {
   lastStreamSeq: number
   /** Op-log rows folded into this state since the last compaction. */
   ops: number
+  /** core/client-users.ts ownersJson of the document as of this state. */
+  clientUsers: string
 }
 
 export interface DeadLetterRow {
@@ -101,6 +103,10 @@ export interface StoredDoc {
   stateVector?: Uint8Array | null
   /** Updates after the compacted state, in commit order. */
   tail: Uint8Array[]
+  /** Who sent each tail update (op_log.user_id). */
+  tailUsers: string[]
+  /** docs.client_users: the client ids' owners as of the compacted state (null: none known). */
+  stateOwners: Record<string, string> | null
   /** The highest stream sequence of the document's updates (a late redelivery commits after higher ones). */
   maxSeq?: number
 }
@@ -109,20 +115,21 @@ export interface StoredDoc {
 export async function readDocParts(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<StoredDoc | null> {
   // The tail as rows, not as an array column: node-postgres parses a bytea array's text one
   // character at a time (measured: 8 s for a 12 MB tail, 0.3 s as rows). The state row first.
-  const r = await c.query<{ id: string; state: Buffer | null; state_vector: Buffer | null; update: Buffer | null; seq: string }>(
-    `SELECT 0::bigint AS id, d.state, d.state_vector, NULL::bytea AS update, d.last_stream_seq AS seq FROM docs d WHERE d.tenant = $1 AND d.doc_id = $2
+  const r = await c.query<{ id: string; state: Buffer | null; state_vector: Buffer | null; owners: Record<string, string> | null; update: Buffer | null; user_id: string | null; seq: string }>(
+    `SELECT 0::bigint AS id, d.state, d.state_vector, d.client_users AS owners, NULL::bytea AS update, NULL AS user_id, d.last_stream_seq AS seq FROM docs d WHERE d.tenant = $1 AND d.doc_id = $2
      UNION ALL
-     SELECT o.id, NULL, NULL, o.update, o.stream_seq FROM op_log o WHERE o.tenant = $1 AND o.doc_id = $2
+     SELECT o.id, NULL, NULL, NULL, o.update, o.user_id, o.stream_seq FROM op_log o WHERE o.tenant = $1 AND o.doc_id = $2
        AND o.id > COALESCE((SELECT through_op_id FROM docs WHERE tenant = $1 AND doc_id = $2), 0)
      ORDER BY id`,
     [tenant, docId],
   )
   const head = r.rows[0]?.id === '0' ? r.rows[0] : null
   const state = head?.state ?? null
-  const tail = (head ? r.rows.slice(1) : r.rows).map((row) => row.update!)
+  const tailRows = head ? r.rows.slice(1) : r.rows
+  const tail = tailRows.map((row) => row.update!)
   if (state === null && tail.length === 0) return null
   const maxSeq = r.rows.reduce((max, row) => Math.max(max, Number(row.seq)), 0)
-  return { state, stateVector: state === null ? null : head!.state_vector, tail, maxSeq }
+  return { state, stateVector: state === null ? null : head!.state_vector, tail, tailUsers: tailRows.map((row) => row.user_id!), stateOwners: head?.owners ?? null, maxSeq }
 }
 
 /** The materialized document as one Yjs update (compacted state + tail), or null when there is none. */
@@ -139,20 +146,14 @@ export function mergedState(parts: StoredDoc): Uint8Array {
 }
 
 /**
- * The materialized document as its stored state and, apart, the op-log tail after it merged into
- * one update (null when there is none), or null when there is no document. Apart, because
+ * The stored document's parts as its compacted state and, apart, the op-log tail after it merged
+ * into one update (null when there is none). Apart, because
  * merging the tail into a large state costs tens of ms that an asker applying both in turn never
  * pays (the edge's room load). Merging is applying in order only when no two parts carry the
  * same ids; else the parts are applied in stream order, as core applied them, into one state
  * (Y.mergeUpdates keeps other content for ids carried twice with different content: the
  * data-quality violations core records and applies; Yjs keeps the first).
  */
-export async function readDocStateAndTail(c: pg.ClientBase | pg.Pool, tenant: string, docId: string): Promise<{ state: Uint8Array; tail: Uint8Array | null } | null> {
-  const parts = await readDocParts(c, tenant, docId)
-  return parts && stateAndTail(parts)
-}
-
-/** readDocStateAndTail of parts read already. */
 export function stateAndTail(parts: StoredDoc): { state: Uint8Array; tail: Uint8Array | null } {
   if (parts.tail.length === 0) return { state: parts.state!, tail: null }
   if (onlyExtends(parts)) {
@@ -203,16 +204,16 @@ const COMMIT_BATCHES_SQL = `WITH input AS (
      ON CONFLICT (tenant, doc_id, msg_id) DO NOTHING
      RETURNING tenant, doc_id, id
    ), states AS (
-     INSERT INTO docs (tenant, doc_id, state, state_vector, last_stream_seq, op_count, through_op_id)
-     SELECT y.t, y.d, substring($29::bytea FROM y.so FOR y.sn), y.sv, y.s, y.n, y.through
+     INSERT INTO docs (tenant, doc_id, state, state_vector, last_stream_seq, op_count, through_op_id, client_users)
+     SELECT y.t, y.d, substring($29::bytea FROM y.so FOR y.sn), y.sv, y.s, y.n, y.through, y.cu
      FROM (SELECT x.*, GREATEST(
          (SELECT max(o.id) FROM ops o WHERE o.tenant = x.t AND o.doc_id = x.d),
          (SELECT max(o.id) FROM op_log o WHERE o.tenant = x.t AND o.doc_id = x.d)) AS through
-       FROM unnest($10::text[], $11::text[], $12::int[], $13::bytea[], $14::bigint[], $15::bigint[], $30::int[]) AS x(t, d, so, sv, s, n, sn)) y
+       FROM unnest($10::text[], $11::text[], $12::int[], $13::bytea[], $14::bigint[], $15::bigint[], $30::int[], $32::jsonb[]) AS x(t, d, so, sv, s, n, sn, cu)) y
      WHERE y.through IS NOT NULL AND NOT EXISTS (SELECT 1 FROM input f WHERE f.fenced AND f.t = y.t AND f.d = y.d)
      ON CONFLICT (tenant, doc_id) DO UPDATE SET
        state = excluded.state, state_vector = excluded.state_vector, last_stream_seq = GREATEST(docs.last_stream_seq, excluded.last_stream_seq),
-       op_count = docs.op_count + excluded.op_count, through_op_id = excluded.through_op_id, updated_at = now()
+       op_count = docs.op_count + excluded.op_count, through_op_id = excluded.through_op_id, client_users = excluded.client_users, updated_at = now()
      RETURNING tenant, doc_id, through_op_id
    ), dead AS (
      INSERT INTO dead_letters (stream, stream_seq, item, subject, tenant, doc_id, reason, payload)
@@ -288,6 +289,7 @@ export async function commitBatches(c: pg.ClientBase, batches: readonly Batch[])
       states.blob,
       states.lengths,
       ops.map((o) => o.eventTs),
+      docs.map((d) => d.clientUsers),
     ],
   })
   return {

@@ -134,7 +134,7 @@ export class PartitionWorker implements OwnedPartition {
 
   /** The in-memory doc, when this worker has it (it may hold updates not yet committed). */
   cachedDoc(tenant: string, docId: string) {
-    return this.cache.get(tenant, docId)?.doc
+    return this.cache.get(tenant, docId)
   }
 
   start(): void {

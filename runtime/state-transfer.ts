@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { createInbox, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { inboxPrefixOf } from './nats.ts'
-import { STATE_PART_BYTES, decodeStateReplyPart, encodeStateReplyPart, encodeStateRequest, type StateReply, type StateRequest } from '../contracts/mod.ts'
+import { STATE_PART_BYTES, decodeStateReplyPart, encodeStateReplyPart, encodeStateRequest, decodeClientUsers, encodeClientUsers, type StateReply, type StateRequest } from '../contracts/mod.ts'
 
 /** nats-server's status code on a request nobody is subscribed to answer. */
 const NO_RESPONDERS = 503
@@ -25,12 +25,15 @@ export function respondState(msg: Msg, reply: StateReply): void {
     msg.respond(encodeStateReplyPart({ ...reply, transfer }))
     return
   }
-  const bytes = reply.tail ? Buffer.concat([reply.update, reply.tail]) : reply.update
+  const runs = [reply.update, ...(reply.tail ? [reply.tail] : [])]
   const tailAt = reply.tail ? { tailAt: reply.update.byteLength } : {}
+  const ownersAt = reply.owners ? { ownersAt: runs.reduce((n, r) => n + r.byteLength, 0) } : {}
+  if (reply.owners) runs.push(encodeClientUsers(reply.owners))
+  const bytes = runs.length === 1 ? runs[0]! : Buffer.concat(runs)
   const parts = Math.max(1, Math.ceil(bytes.byteLength / STATE_PART_BYTES))
   for (let part = 0; part < parts; part++) {
     const update = bytes.subarray(part * STATE_PART_BYTES, (part + 1) * STATE_PART_BYTES)
-    msg.respond(encodeStateReplyPart({ status: 'found', transfer, part, parts, update, ...tailAt }))
+    msg.respond(encodeStateReplyPart({ status: 'found', transfer, part, parts, update, ...tailAt, ...ownersAt }))
   }
 }
 
@@ -75,10 +78,18 @@ export function requestState(nc: NatsConnection, subject: string, request: State
       chunks[part.part] = part.update
       timer.refresh()
       if (received < chunks.length) return
-      const bytes = Buffer.concat(chunks as Uint8Array[])
-      if (part.tailAt === undefined) return finish({ status: 'found', update: bytes })
-      if (part.tailAt > bytes.byteLength) return finish(new StateTransferError(`state reply from ${subject} puts its tail past its end`))
-      finish({ status: 'found', update: bytes.subarray(0, part.tailAt), tail: bytes.subarray(part.tailAt) })
+      const all = Buffer.concat(chunks as Uint8Array[])
+      const end = part.ownersAt ?? all.byteLength
+      if (end > all.byteLength || (part.tailAt ?? 0) > end) return finish(new StateTransferError(`state reply from ${subject} puts its tail or owners past its end`))
+      let owners
+      try {
+        owners = part.ownersAt === undefined ? {} : { owners: decodeClientUsers(all.subarray(end)) }
+      } catch (err) {
+        return finish(new StateTransferError(`bad owners in the state reply from ${subject}`, { cause: err }))
+      }
+      const bytes = all.subarray(0, end)
+      if (part.tailAt === undefined) return finish({ status: 'found', update: bytes, ...owners })
+      finish({ status: 'found', update: bytes.subarray(0, part.tailAt), tail: bytes.subarray(part.tailAt), ...owners })
     }
     // Reset by every part: a large document still arriving on a busy process is not cut off.
     const timer = setTimeout(() => failed(`incomplete: ${received}/${chunks.length} parts, none in the last ${timeoutMs} ms`), timeoutMs)

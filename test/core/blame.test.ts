@@ -84,15 +84,16 @@ t.test('core - blame attributes each range to the first update that carried it, 
     t.equal(res.status, 202, `${sub}'s post stored`)
   }
   await post('carol', 'first', '2026-01-02T03:04:05.000Z', Y.encodeStateAsUpdate(author))
-  // Mallory resends carol's ranges along with a new one: Yjs kept carol's content; so does blame.
-  // The new character continues carol's clocks, so the document holds "abcd" as ONE item: blame splits it.
+  // Carol's phone resends her ranges along with a new one, made a day later: Yjs kept the first
+  // content; so does blame. The new character continues her clocks, so the document holds "abcd"
+  // as ONE item: blame splits it.
   author.getText('notes').insert(3, 'd')
-  await post('mallory', 'again', '2026-01-03T03:04:05.000Z', Y.encodeStateAsUpdate(author))
-  await until('both rows logged', async () => (await eventTimes(doc)).size === 2)
+  await post('carol', 'again', '2026-01-03T03:04:05.000Z', Y.encodeStateAsUpdate(author))
+  await until('both rows logged', async () => (await eventTimes(doc)).get('carol')?.length === 2)
   const tok = await token({ tenant: 'acme' })
   t.same((await blame(doc, tok, '?type=notes')).spans, [
     { text: 'abc', index: 0, user: 'carol', ts: '2026-01-02T03:04:05.000Z' },
-    { text: 'd', index: 3, user: 'mallory', ts: '2026-01-03T03:04:05.000Z' },
+    { text: 'd', index: 3, user: 'carol', ts: '2026-01-03T03:04:05.000Z' },
   ], 'the first writer of each range, with its X-Event-Time')
   t.same((await blame(doc, tok, '?type=absent')).spans, [], 'a root with no text: no spans')
 })

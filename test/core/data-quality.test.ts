@@ -5,7 +5,7 @@ import { AGG_STREAM, DLQ_STREAM, MSG_ID_HEADER, ServiceUser, decodeDeadLetterEve
 import { pack } from '../../contracts/codec.ts'
 import { versionTransition } from '../../core/apply.ts'
 import { readDocState } from '../../core/store.ts'
-import { edit, malformedEdit, publishEdit, releaseCase } from '../helpers/edits.ts'
+import { edit, forgeNextClocks, malformedEdit, publishEdit, releaseCase } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 
@@ -232,6 +232,46 @@ for (const [name, meanwhile] of [['in the batch that loads it', false], ['later'
   await until('the earlier report resolved', async () => (await deadRows(docId))[0].resolved_at !== null)
   t.equal((await deadRows(docId)).length, 1, 'no second report')
   t.equal(await metric(core.metrics.docsWithSequenceGaps, { tenant: 'acme' }), 0, 'the gauge is back to 0')
+})
+
+t.test("core - structs under a Yjs client id another user first wrote with are refused (foreign-client), after a restart too; the owner's next edit is stored", async (t) => {
+  const docId = 'dq-foreign-client'
+  const as = (user: string) => (update: Uint8Array) => publishEdit(js, 'acme', docId, update, undefined, undefined, undefined, user)
+  // The author writes with client 61 (the document is new: its state and owners are written at
+  // once) and then with client 62 (an op-log row after that state: its owner is in the tail).
+  const author = new Y.Doc()
+  author.clientID = 61
+  author.getText('t').insert(0, 'mine ')
+  await as('author')(Y.encodeStateAsUpdate(author))
+  await until('the first edit stored', async () => (await opRows(docId)) === 1)
+  const tab = new Y.Doc()
+  Y.applyUpdate(tab, Y.encodeStateAsUpdate(author))
+  tab.clientID = 62
+  const tabBefore = Y.encodeStateVector(tab)
+  tab.getText('t').insert(5, 'too ')
+  await as('author')(Y.encodeStateAsUpdate(tab, tabBefore))
+  await until('the second edit stored', async () => (await opRows(docId)) === 2)
+  Y.applyUpdate(author, Y.encodeStateAsUpdate(tab, Y.encodeStateVector(author)))
+
+  const forge = (client: number, what: string) => forgeNextClocks(author, client, what)
+  const refusals = async () => (await deadRows(docId)).filter((r) => r.reason.startsWith('foreign-client')).length
+  await as('co-editor')(forge(61, 'FORGED '))
+  await until('the forgery refused', async () => (await refusals()) === 1)
+  t.equal(await text(docId), 'mine too ', 'not stored')
+
+  // A new core knows the owners from the stored state (61) and from the op-log tail after it (62).
+  await running.stop()
+  running = await stack.core({ gapReportAfterMs: GAP_REPORT_AFTER_MS })
+  core = running.core
+  await as('co-editor')(forge(61, 'AGAIN '))
+  await as('co-editor')(forge(62, 'TAIL '))
+  await until('both forgeries refused', async () => (await refusals()) === 3)
+
+  const before = Y.encodeStateVector(author)
+  author.getText('t').insert(9, 'offline')
+  await as('author')(Y.encodeStateAsUpdate(author, before))
+  await until("the author's edit stored", async () => (await text(docId)) === 'mine too offline')
+  t.equal(await opRows(docId), 3, 'only the author\'s updates are in the op log')
 })
 
 t.test('core - HTTP updates posted out of order wait pending without stalling their partition, and apply once the gap fills', async (t) => {

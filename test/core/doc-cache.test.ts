@@ -54,7 +54,7 @@ t.test('core - a batch touching more documents than the doc cache holds commits 
 })
 
 /** A stored document of about `bytes` bytes (one insert of that many characters). */
-const storedDoc = (bytes: number, clientID: number) => ({ state: edit('x'.repeat(bytes), clientID), tail: [] })
+const storedDoc = (bytes: number, clientID: number) => ({ state: edit('x'.repeat(bytes), clientID), tail: [], tailUsers: [], stateOwners: null })
 
 t.test('core - the doc cache evicts least recently used unpinned docs past its byte budget, and reports bytes and evictions', async (t) => {
   let reported = 0

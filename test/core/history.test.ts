@@ -78,7 +78,9 @@ t.test('core - history pages cover every entry exactly once with event times, an
   const doc = new Y.Doc()
   const offline = '2026-01-02T03:04:05.000Z'
   await postEdits('paged', 'carol', doc, 12, 'acme', offline)
-  await postEdits('paged', 'dave', doc, 11)
+  const daveDoc = new Y.Doc() // dave's own Yjs client: one user's client id is not another's to write with
+  Y.applyUpdate(daveDoc, Y.encodeStateAsUpdate(doc))
+  await postEdits('paged', 'dave', daveDoc, 11)
   await until('23 updates committed', async () => (await opLog('paged')).length === 23)
 
   const seen: HistoryPage['entries'] = []

@@ -11,10 +11,20 @@ export function edit(text: string, clientID: number): Uint8Array {
   return Y.encodeStateAsUpdate(doc)
 }
 
-/** Publishes an update the way an edge does (envelope, subject, msg id; the edge's clock `ingestTs`; `source` 'http' as HTTP ingest marks it) and returns the PubAck. */
-export function publishEdit(js: JetStreamClient, tenant: string, docId: string, update: Uint8Array, msgID = editMsgId(tenant, docId, update), ingestTs = Date.now(), source?: 'http') {
-  const env = encodeEnvelope({ v: 1, tenant, docId, userId: 'u', update, ingestTs, edgeId: 'test', ...(source && { source }) })
+/** Publishes an update the way an edge does (envelope, subject, msg id; the edge's clock `ingestTs`; `source` 'http' as HTTP ingest marks it; its sender `userId`) and returns the PubAck. */
+export function publishEdit(js: JetStreamClient, tenant: string, docId: string, update: Uint8Array, msgID = editMsgId(tenant, docId, update), ingestTs = Date.now(), source?: 'http', userId = 'u') {
+  const env = encodeEnvelope({ v: 1, tenant, docId, userId, update, ingestTs, edgeId: 'test', ...(source && { source }) })
   return js.publish(editIngestSubject(tenant, docId), env, { msgID })
+}
+
+/** `what` inserted at `at` under `client`'s next clocks on top of `doc`: other content than that client's author will send there, as a forger sends it. */
+export function forgeNextClocks(doc: Y.Doc, client: number, what: string, at = 0): Uint8Array {
+  const forger = new Y.Doc()
+  Y.applyUpdate(forger, Y.encodeStateAsUpdate(doc))
+  forger.clientID = client // after the apply: Yjs gives a doc a new id when remote structs carry its own
+  const before = Y.encodeStateVector(forger)
+  forger.getText('t').insert(at, what)
+  return Y.encodeStateAsUpdate(forger, before)
 }
 
 /**

@@ -40,16 +40,20 @@ t.test('runtime - a state transfer whose parts stop coming fails after the timeo
   t.match((err as Error).message, /incomplete: 1\/3 parts, none in the last 400 ms/)
 })
 
-t.test('runtime - a state and its tail come back apart, whatever parts they were cut into', async (t) => {
-  // The state ends inside the second part and the tail spans the second and third.
+for (const withTail of [true, false]) t.test(`runtime - a state${withTail ? ', its tail' : ''} and its owners come back apart, whatever parts they were cut into`, async (t) => {
+  // The state ends inside the second part, the tail spans the second and third, and the owners
+  // (a document with many writers' client ids) outgrow a part of their own.
   const update = randomBytes(STATE_PART_BYTES + 10)
-  const tail = randomBytes(STATE_PART_BYTES)
-  const sub = responder.subscribe('test.state.tail', { callback: (_err, msg) => respondState(msg, { status: 'found', update, tail }) })
+  const tail = withTail ? randomBytes(STATE_PART_BYTES) : undefined
+  const owners = Array.from({ length: 60_000 }, (_, i) => [i * 7, `user-${i % 97}`] as [number, string])
+  const subject = `test.state.tail.${withTail}`
+  const sub = responder.subscribe(subject, { callback: (_err, msg) => respondState(msg, { status: 'found', update, ...(tail && { tail }), owners }) })
   t.teardown(() => sub.unsubscribe())
   await responder.flush()
-  const reply = await requestState(requester, 'test.state.tail', { tenant: 'acme', docId: 'd', acceptsTail: true }, TIMEOUT_MS)
+  const reply = await requestState(requester, subject, { tenant: 'acme', docId: 'd', acceptsTail: true }, TIMEOUT_MS)
   if (reply?.status !== 'found') return t.fail(`no state: ${reply?.status}`)
   // Compared as booleans: a diff of megabytes takes tap a minute to print.
   t.ok(update.equals(reply.update), `the state, ${reply.update.byteLength} of ${update.byteLength} bytes`)
-  t.ok(reply.tail && tail.equals(reply.tail), `the tail, ${reply.tail?.byteLength} of ${tail.byteLength} bytes`)
+  t.ok(tail ? reply.tail && tail.equals(reply.tail) : reply.tail === undefined, `the tail, ${reply.tail?.byteLength} of ${tail?.byteLength} bytes`)
+  t.ok(JSON.stringify(reply.owners) === JSON.stringify(owners), `the owners, ${reply.owners?.length} of ${owners.length}`)
 })
