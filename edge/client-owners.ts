@@ -1,12 +1,13 @@
 /**
  * Which socket, and which user, speaks for which Yjs client id in a room. Invariants: new
  * structs of a client id are taken only from the socket that first sent structs for it while
- * that socket is connected, and for as long as the room is open only from sockets of that
- * socket's user — so no socket can write into another live client's clock range, and no user
- * can write into the clocks another user's client has not sent yet (its offline edits). Yjs
- * keeps whichever content of an id arrives first and ignores the other: a forged id would make
- * the server's document and its real author's diverge for good. Ids of peer edges' clients are
- * free, and so are all ids once the room closes; a forger there is core's data-quality check to catch.
+ * that socket is connected, and only from sockets of the user that first wrote with it — so no
+ * socket can write into another live client's clock range, and no user can write into the
+ * clocks another user's client has not sent yet (its offline edits). Yjs keeps whichever
+ * content of an id arrives first and ignores the other: a forged id would make the server's
+ * document and its real author's diverge for good. Users are learnt from this room's writers,
+ * from core's state replies (every committed update's writer: core/client-users.ts, where core
+ * refuses what slips past an edge), from peer rooms' replies and from their fanned-out updates.
  */
 export class ClientOwners<S extends { readonly userId: string }> {
   private readonly sockets = new Map<number, S>()
@@ -30,6 +31,33 @@ export class ClientOwners<S extends { readonly userId: string }> {
       if (!this.sockets.has(id)) this.sockets.set(id, socket)
       if (!this.users.has(id)) this.users.set(id, socket.userId)
     }
+  }
+
+  /**
+   * Owners learnt from a state reply: core's (`authoritative`: its stream order decides who
+   * wrote an id first, over a claim here that core will refuse), or a peer room's (fills unknown ids).
+   */
+  learn(owners: Iterable<readonly [number, string]>, authoritative: boolean): void {
+    for (const [id, user] of owners) if (authoritative || !this.users.has(id)) this.users.set(id, user)
+  }
+
+  /** `userId` wrote under `clientIds` elsewhere (over HTTP, on a peer edge): it owns those nobody owned. */
+  wroteElsewhere(userId: string, clientIds: Iterable<number>): void {
+    for (const id of clientIds) if (!this.users.has(id)) this.users.set(id, userId)
+  }
+
+  /** Every id's user, to answer a peer room's state request with. */
+  known(): [number, string][] {
+    return [...this.users]
+  }
+
+  /** True when one of `clientIds` belongs to a user other than `userId` (an HTTP post, which has no socket). */
+  foreignTo(userId: string, clientIds: Iterable<number>): boolean {
+    for (const id of clientIds) {
+      const user = this.users.get(id)
+      if (user !== undefined && user !== userId) return true
+    }
+    return false
   }
 
   /** The socket left: its ids are free for its user's other sockets (a reload, another tab). */

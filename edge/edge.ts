@@ -111,12 +111,13 @@ export class Edge {
       maxBodyBytes: this.maxMessageBytes,
       ackTimeoutMs: this.opts.publishAckTimeoutMs,
       edgeId: this.opts.edgeId,
-      stored: (tenant, docId, update, duplicate) => this.storedOverHttp(tenant, docId, update, duplicate),
+      stored: (tenant, docId, userId, update, duplicate) => this.storedOverHttp(tenant, docId, userId, update, duplicate),
       stopping: () => this.stopping,
       limiter: this.limiter,
       clientIp: (res, req) => this.admission.clientIp(res, req),
       wouldPassSizeLimit: (tenant, docId, bytes) => this.rooms.get(roomKey(tenant, docId))?.wouldPassSizeLimit(bytes) ?? false,
       lacksDependencies: (tenant, docId, shape) => this.rooms.get(roomKey(tenant, docId))?.lacksDependencies(shape) ?? false,
+      foreignClient: (tenant, docId, userId, shape) => this.rooms.get(roomKey(tenant, docId))?.foreignClient(userId, shape) ?? false,
     }, this.metrics, this.log)
     app.ws<SocketData>('/*', {
       // uWS holds a message's fragments until it completes: it reads at most what the socket's
@@ -187,13 +188,13 @@ export class Edge {
    * duplicate, whose first try may never have been fanned out, every room of the document
    * refetches from core instead (this edge's own fan-out never comes back to it: noEcho).
    */
-  private storedOverHttp(tenant: string, docId: string, update: Uint8Array, duplicate: boolean): void {
+  private storedOverHttp(tenant: string, docId: string, userId: string, update: Uint8Array, duplicate: boolean): void {
     const room = this.rooms.get(roomKey(tenant, docId))
     if (duplicate) {
       room?.refetch('http-duplicate')
       sendFanRefetch(this.nc, tenant, docId, `${this.opts.edgeId}/http`, this.log, this.metrics)
-    } else if (room) room.acceptDurable(update)
-    else sendFanUpdate(this.nc, tenant, docId, `${this.opts.edgeId}/http`, update, this.log, this.metrics)
+    } else if (room) room.acceptDurable(update, userId)
+    else sendFanUpdate(this.nc, tenant, docId, `${this.opts.edgeId}/http`, update, userId, this.log, this.metrics)
   }
 
   /** A tenant was suspended or removed: its sockets go now, not at their next reconnect. */

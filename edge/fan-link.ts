@@ -15,8 +15,8 @@ export interface FanLinkOptions {
 
 /** What a room does with what its peers fan out. */
 export interface FanHandlers {
-  /** A durable update from a peer edge; `gap`: at least one of that peer's updates was missed. */
-  update(payload: Uint8Array, gap: boolean, stream: string, seq: number): void
+  /** A durable update from a peer edge, sent by `userId` when named; `gap`: at least one of that peer's updates was missed. */
+  update(payload: Uint8Array, gap: boolean, stream: string, seq: number, userId: string | undefined): void
   /** Presence from the peer edge `edgeId`. */
   awareness(payload: Uint8Array, edgeId: string): void
   /** Core holds an update no edge fanned out: pull it. */
@@ -58,9 +58,9 @@ export class FanLink {
     this.peers = true
   }
 
-  sendUpdate(update: Uint8Array): void {
+  sendUpdate(update: Uint8Array, userId: string): void {
     if (!this.peers) return
-    this.send({ kind: FanKind.Update, edgeId: this.o.edgeId, stream: this.stream, seq: ++this.seq, payload: update })
+    this.send({ kind: FanKind.Update, edgeId: this.o.edgeId, stream: this.stream, seq: ++this.seq, payload: update, userId })
   }
 
   sendAwareness(update: Uint8Array): void {
@@ -84,7 +84,7 @@ export class FanLink {
     // A refetch comes from HTTP ingest, not from a room: it says nothing of peers.
     if (msg.kind === FanKind.Refetch) return handlers.refetch()
     this.peers = true
-    if (msg.kind === FanKind.Update) handlers.update(msg.payload, !msg.single && this.trackPeerSeq(msg.stream, msg.seq), msg.stream, msg.seq)
+    if (msg.kind === FanKind.Update) handlers.update(msg.payload, !msg.single && this.trackPeerSeq(msg.stream, msg.seq), msg.stream, msg.seq, msg.userId)
     else handlers.awareness(msg.payload, msg.edgeId)
   }
 
@@ -109,8 +109,8 @@ export class FanLink {
  * with this single update as seq 1, marked `single` so rooms keep no sequence for it (one entry
  * per POST would pile up in an open room). A room that gets it counts a peer.
  */
-export function sendFanUpdate(nc: NatsConnection, tenant: string, docId: string, sender: string, update: Uint8Array, log: Logger, metrics: EdgeMetrics): void {
-  sendFan(nc, tenant, docId, { kind: FanKind.Update, edgeId: sender, stream: `${sender}/${randomBytes(6).toString('base64url')}`, seq: 1, payload: update, single: true }, log, metrics)
+export function sendFanUpdate(nc: NatsConnection, tenant: string, docId: string, sender: string, update: Uint8Array, userId: string, log: Logger, metrics: EdgeMetrics): void {
+  sendFan(nc, tenant, docId, { kind: FanKind.Update, edgeId: sender, stream: `${sender}/${randomBytes(6).toString('base64url')}`, seq: 1, payload: update, single: true, userId }, log, metrics)
 }
 
 /** Tells the document's rooms on every other edge to refetch from core (FanKind.Refetch). */

@@ -23,7 +23,7 @@ export interface IngestOptions {
    * duplicate (a retry whose first try was stored, its answer lost) may never have reached them,
    * and its stored bytes are not these (a retry may change the body), so the room refetches.
    */
-  stored(tenant: string, docId: string, update: Uint8Array, duplicate: boolean): void
+  stored(tenant: string, docId: string, userId: string, update: Uint8Array, duplicate: boolean): void
   stopping(): boolean
   /** The socket path's limits: per IP, per tenant, and the body bytes read before the token is checked. */
   limiter: EdgeLimiter
@@ -33,6 +33,8 @@ export interface IngestOptions {
   wouldPassSizeLimit(tenant: string, docId: string, bytes: number): boolean
   /** True when this edge's loaded room of the document holds less than the update needs (a clock gap, or structs it refers to). */
   lacksDependencies(tenant: string, docId: string, shape: UpdateShape): boolean
+  /** True when this edge's room of the document knows another user owns a client id the update writes under (edge/client-owners.ts). */
+  foreignClient(tenant: string, docId: string, userId: string, shape: UpdateShape): boolean
 }
 
 /** Longest Idempotency-Key accepted: a UUID fits many times over. */
@@ -132,6 +134,8 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
       }
       // Held pending, it would integrate under a later client's update (core refuses it too).
       if (o.lacksDependencies(tenant, docId, shape)) throw new Refusal(409, 'the document lacks edits this update depends on: sync the document, then send what it lacks')
+      // Core refuses it too (foreign-client); refused here, the room's clients never get it.
+      if (o.foreignClient(tenant, docId, admission.claims.sub, shape)) throw new Refusal(403, 'the update writes under a Yjs client id another user owns')
       const ingestTs = Date.now()
       const clamped = eventTs !== undefined && eventTs - ingestTs > EVENT_TIME_SKEW_MS
       const event = eventTs === undefined ? {} : { eventTs: Math.min(eventTs, ingestTs) }
@@ -142,7 +146,7 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
       } catch (err) {
         throw publishRefusal(err)
       }
-      o.stored(tenant, docId, update, ack.duplicate)
+      o.stored(tenant, docId, admission.claims.sub, update, ack.duplicate)
       return { duplicate: ack.duplicate, seq: ack.seq, ...(clamped ? { eventTimeClamped: true } : {}) }
     }
     readBody(res, o.maxBodyBytes, (bytes) => {

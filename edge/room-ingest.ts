@@ -54,6 +54,11 @@ export class RoomIngest {
     private readonly handlers: RoomIngestHandlers,
   ) {}
 
+  /** Who owns which Yjs client id, as learnt from core, peers and this room's writers (edge/client-owners.ts). */
+  get clientOwners(): Pick<ClientOwners<RoomClient>, 'learn' | 'wroteElsewhere' | 'known' | 'foreignTo'> {
+    return this.owners
+  }
+
   /** The client left: the client ids it owned are free. */
   release(client: RoomClient): void {
     this.owners.release(client)

@@ -26,6 +26,8 @@ export interface RoomPeersHandlers {
   request(subject: string): Promise<StateReply | null>
   /** An update a peer room held that this one lacked. */
   apply(update: Uint8Array): void
+  /** Who owns which Yjs client id, as this room knows (edge/client-owners.ts). */
+  owners(): [number, string][]
 }
 
 /**
@@ -54,7 +56,7 @@ export class RoomPeers {
         let stateVector: Uint8Array | undefined
         try {
           stateVector = decodeStateRequest(msg.data).stateVector
-          respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(room.current(), stateVector) })
+          respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(room.current(), stateVector), owners: room.owners() })
         } catch (err) {
           o.log.warn({ err, tenant: o.tenant, docId: o.docId }, 'room state reply not sent')
         }

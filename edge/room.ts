@@ -77,7 +77,7 @@ export class Room {
     })
     // Subscribe before loading so nothing acked meanwhile is missed.
     this.fanLink = new FanLink(o, {
-      update: (payload, gap, stream, seq) => this.onFanUpdate(payload, gap, stream, seq),
+      update: (payload, gap, stream, seq, userId) => this.onFanUpdate(payload, gap, stream, seq, userId),
       awareness: (payload, edgeId) => {
         if (!this.closed) this.presence.receiveFromPeer(payload, edgeId)
       },
@@ -90,6 +90,7 @@ export class Room {
       sendAwareness: (update) => this.fanLink.sendAwareness(update),
       request: (subject) => this.requestState(subject),
       apply: (update) => this.proveAndApply(update, 'fan'),
+      owners: () => this.ingest.clientOwners.known(),
     })
     this.coreResync = new RoomResync({
       ...o,
@@ -197,6 +198,7 @@ export class Room {
     // Null: no responders (no peer has the doc open) or a timeout; this source has nothing for us.
     const reply = await requestState(this.o.nc, subject, { tenant: this.o.tenant, docId: this.o.docId, stateVector: Y.encodeStateVector(this.state.current()), acceptsTail: true }, this.o.stateTimeoutMs)
     if (reply?.status === 'error') throw new RoomLoadError(`state source failed: ${reply.message}`)
+    if (reply?.status === 'found' && reply.owners) this.ingest.clientOwners.learn(reply.owners, subject === ServiceSubjects.coreState)
     return reply
   }
 
@@ -248,7 +250,7 @@ export class Room {
    */
   private acked(client: RoomClient, update: Uint8Array): void {
     this.documentBytes += update.byteLength
-    this.fanLink.sendUpdate(update)
+    this.fanLink.sendUpdate(update, client.userId)
     if (this.closed || !this.state.acked(update, client)) return
     this.sendToOthers(update, client)
   }
@@ -277,11 +279,17 @@ export class Room {
     if (this.ready) this.coreResync.start(reason)
   }
 
-  /** A durable update that came without a socket (HTTP ingest): to the clients and the peers. */
-  acceptDurable(update: Uint8Array): void {
+  /** A durable update `userId` sent without a socket (HTTP ingest): to the clients and the peers. */
+  acceptDurable(update: Uint8Array, userId: string): void {
     if (this.closed) return
-    this.fanLink.sendUpdate(update)
+    this.ingest.clientOwners.wroteElsewhere(userId, this.state.probe.clientsPast(Y.parseUpdateMeta(update).to))
+    this.fanLink.sendUpdate(update, userId)
     this.proveAndApply(update, 'http')
+  }
+
+  /** True when `shape` (an HTTP update by `userId`) has new structs under a client id another user owns: HTTP ingest refuses it (403). */
+  foreignClient(userId: string, shape: UpdateShape): boolean {
+    return this.ingest.clientOwners.foreignTo(userId, this.state.probe.clientsPast([...shape.structs].map(([client, [, end]]) => [client, end] as const)))
   }
 
   /** True when this room is loaded and holds less than `shape` (an HTTP update) needs: HTTP ingest refuses it (409). */
@@ -308,10 +316,11 @@ export class Room {
     for (const client of this.clients.keys()) if (client !== origin) client.send(frame)
   }
 
-  private onFanUpdate(payload: Uint8Array, gap: boolean, stream: string, seq: number): void {
+  private onFanUpdate(payload: Uint8Array, gap: boolean, stream: string, seq: number, userId: string | undefined): void {
     if (this.closed) return
     this.documentBytes += payload.byteLength
-    const taken = this.state.acceptPeer(payload)
+    const foreign = userId !== undefined && this.foreignFromPeer(payload, userId)
+    const taken = foreign ? 'structs under a client id another user owns' : this.state.acceptPeer(payload)
     if (taken === true) this.sendToOthers(payload, null)
     else if (taken !== false) this.skipped('fan', taken)
     if (!gap) return
@@ -321,5 +330,19 @@ export class Room {
     this.coreResync.start('gap')
     // Core may not hold it yet (behind, or down past the resync's retries): the room that fanned it does.
     this.peers.afterGap()
+  }
+
+  /**
+   * True when a peer's update by `userId` writes new structs under a client id another user owns: a peer's
+   * HTTP post that its edge, holding no room, could not refuse. Core refuses it, so the clients
+   * here must not get it either (the real author's next update would overlap it and be refused).
+   * In stream order nobody can name a client id before its owner's first update, so what this
+   * room knows of it is what core knows. Otherwise the room learns that the sender owns its ids.
+   */
+  private foreignFromPeer(update: Uint8Array, userId: string): boolean {
+    const ids = this.state.probe.clientsPast(Y.parseUpdateMeta(update).to)
+    if (this.ingest.clientOwners.foreignTo(userId, ids)) return true
+    this.ingest.clientOwners.wroteElsewhere(userId, ids)
+    return false
   }
 }

@@ -144,6 +144,14 @@ export class UpdateProbe {
     return misplacedNeighbours(this.view, structs)
   }
 
+  /** The clients among `ends` (one past an update's last clock of each) with clocks the probe does not hold: those the update writes under. */
+  clientsPast(ends: Iterable<readonly [number, number]>): number[] {
+    const { store } = this.view
+    const past: number[] = []
+    for (const [client, end] of ends) if (end > Y.getState(store, client)) past.push(client)
+    return past
+  }
+
   /** True when the update needs structs the probe does not hold (update-shape.ts lacksDependencies). */
   lacks(shape: UpdateShape): boolean {
     return lacksDependencies(shape, this.view)

@@ -93,7 +93,7 @@ t.test('edge - a room keeps a sequence per peer room stream, none for HTTP inges
   t.teardown(() => link.close())
   await nc.flush()
   const posts = 20
-  for (let i = 0; i < posts; i++) sendFanUpdate(nc, 'acme', 'fan-streams', 'http-edge', editOn(new Y.Doc(), (text) => text.insert(0, `post ${i}`)), log, metrics)
+  for (let i = 0; i < posts; i++) sendFanUpdate(nc, 'acme', 'fan-streams', 'http-edge', editOn(new Y.Doc(), (text) => text.insert(0, `post ${i}`)), 'poster', log, metrics)
   fanOut('fan-streams', 1, editOn(new Y.Doc(), (text) => text.insert(0, 'from a room')))
   await until('every fan-out arrived', () => updates.length === posts + 1)
   const tracked = (link as unknown as { peerSeqs: Map<string, number> }).peerSeqs

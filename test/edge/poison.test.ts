@@ -8,7 +8,7 @@ import { counterValue } from '../helpers/metric-value.ts'
 import { inspectUpdate } from '../../edge/protocol.ts'
 import { lacksDependencies } from '../../edge/update-shape.ts'
 import { decodes, mutateUntil, richEdit, trial } from '../helpers/mutants.ts'
-import { itemsUpdate, malformedEdit, mapEntryWithRightNeighbour, misplacedEdit, releaseCase, resplicedEdit, textItem } from '../helpers/edits.ts'
+import { forgeNextClocks, itemsUpdate, malformedEdit, mapEntryWithRightNeighbour, misplacedEdit, releaseCase, resplicedEdit, textItem } from '../helpers/edits.ts'
 import { malformedUpdate } from '../../runtime/yjs-items.ts'
 
 const stack = await setup()
@@ -210,6 +210,43 @@ t.test("edge - a co-editor cannot write into the clocks an offline author has no
   t.teardown(() => back.destroy())
   await until('the reader has the offline edit', () => reader.text.toString() === 'mine offline')
   await until('core materialized it', async () => (await materializedText(core.url, 'offline-forged', coEditorTok)) === 'mine offline', 20_000)
+  t.equal(authorDoc.getText('t').toString(), 'mine offline', 'the author and the server agree')
+})
+
+t.test("edge - a room opened after an author left knows from core whose client ids are whose: a co-editor's forgery over a socket or HTTP is refused, the offline edit wins", async (t) => {
+  const docId = 'reopen-forged'
+  const authorTok = await token({ tenant: 'acme', sub: 'author' })
+  const coEditorTok = await token({ tenant: 'acme', sub: 'co-editor' })
+  const authorDoc = new Y.Doc()
+  authorDoc.clientID = 7_009
+  const author = yclient(url, docId, authorTok, authorDoc)
+  await author.synced()
+  author.text.insert(0, 'mine ')
+  await until('core materialized it', async () => (await materializedText(core.url, docId, authorTok)) === 'mine ', 20_000)
+  author.destroy()
+  await until('the room closed', async () => (await counterValue(edge.metrics.rooms)) === 0)
+  authorDoc.getText('t').insert(5, 'offline')
+
+  // A new room: its only knowledge of client 7_009 is core's state reply.
+  const reader = yclient(url, docId, coEditorTok)
+  t.teardown(() => reader.destroy())
+  await reader.synced()
+  const forger = await RawSocket.open(url, docId, coEditorTok)
+  t.teardown(() => forger.close())
+  const refused = await counterValue(edge.metrics.updatesRejected, { reason: 'foreign-client' })
+  forger.send(frames.update(forgeNextClocks(reader.doc, 7_009, 'FORGED', 5)))
+  await until('the socket forgery is refused', async () => (await counterValue(edge.metrics.updatesRejected, { reason: 'foreign-client' })) === refused + 1)
+  const post = await fetch(`${url.replace(/^ws/, 'http')}${HTTP_INGEST_PATH}/${docId}/updates`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${coEditorTok}`, 'idempotency-key': 'reopen-forged', 'content-type': 'application/octet-stream' },
+    body: forgeNextClocks(reader.doc, 7_009, 'POSTED', 5) as BodyInit,
+  })
+  t.equal(post.status, 403, `the HTTP forgery is refused: ${await post.text()}`)
+
+  const back = yclient(url, docId, authorTok, authorDoc)
+  t.teardown(() => back.destroy())
+  await until('the reader has the offline edit', () => reader.text.toString() === 'mine offline')
+  await until('core materialized it', async () => (await materializedText(core.url, docId, coEditorTok)) === 'mine offline', 20_000)
   t.equal(authorDoc.getText('t').toString(), 'mine offline', 'the author and the server agree')
 })
 

@@ -1,7 +1,10 @@
 import t from 'tap'
+import * as Y from 'yjs'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
-import { RawSocket } from '../helpers/raw-socket.ts'
+import { RawSocket, frames } from '../helpers/raw-socket.ts'
+import { forgeNextClocks } from '../helpers/edits.ts'
+import { HTTP_INGEST_PATH } from '../../contracts/mod.ts'
 import { counterValue } from '../helpers/metric-value.ts'
 import { seeded } from '../helpers/mutants.ts'
 
@@ -62,6 +65,47 @@ t.test('edge - a document open on one edge fans nothing out; once a second edge 
   await until('A sees B', () => a1.text.toString() === 'alone, then A, then B' && a2.text.toString() === a1.text.toString())
   t.ok((await fanned()) > before.fanned, 'both edges fan out once they know of each other')
   t.equal(await gaps(), before.gaps, 'and no peer saw a gap')
+})
+
+t.test("edge - a room learns from a peer's fan-out whose client ids are whose: a co-editor's forgery there, over a socket or posted to another edge, never reaches its clients", async (t) => {
+  const docId = 'cross-forged'
+  const authorTok = await token({ tenant: 'acme', sub: 'author' })
+  const coEditorTok = await token({ tenant: 'acme', sub: 'co-editor' })
+  // No resync from core for this room: what it knows of the author's client comes from edge A's fan-out.
+  const edgeC = await stack.edge({ resyncDelayMs: 120_000 })
+  t.teardown(() => edgeC.stop())
+  const reader = yclient(edgeC.url, docId, coEditorTok)
+  t.teardown(() => reader.destroy())
+  await reader.synced()
+  const authorDoc = new Y.Doc()
+  authorDoc.clientID = 7_010
+  const author = yclient(edgeA.url, docId, authorTok, authorDoc)
+  await author.synced()
+  author.text.insert(0, 'mine ')
+  await until('the reader on another edge has it', () => reader.text.toString() === 'mine ')
+  author.destroy()
+  authorDoc.getText('t').insert(5, 'offline')
+
+  const forger = await RawSocket.open(edgeC.url, docId, coEditorTok)
+  t.teardown(() => forger.close())
+  forger.send(frames.update(forgeNextClocks(reader.doc, 7_010, 'FORGED', 5)))
+  await until('the socket forgery is refused', async () => (await counterValue(edgeC.edge.metrics.updatesRejected, { reason: 'foreign-client' })) === 1)
+
+  await until("edge A's room closed", async () => (await counterValue(edgeA.edge.metrics.rooms)) === 0)
+  const skipped = await counterValue(edgeC.edge.metrics.roomApplyFailures, { source: 'fan' })
+  const post = await fetch(`${edgeA.url.replace(/^ws/, 'http')}${HTTP_INGEST_PATH}/${docId}/updates`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${coEditorTok}`, 'idempotency-key': 'cross-forged', 'content-type': 'application/octet-stream' },
+    body: forgeNextClocks(reader.doc, 7_010, 'POSTED', 5) as BodyInit,
+  })
+  t.equal(post.status, 202, 'edge A holds no room of the document: nothing to judge the post by there')
+  await until('the room on edge C skips it', async () => (await counterValue(edgeC.edge.metrics.roomApplyFailures, { source: 'fan' })) === skipped + 1)
+
+  const back = yclient(edgeC.url, docId, authorTok, authorDoc)
+  t.teardown(() => back.destroy())
+  await until('the reader has the offline edit', () => reader.text.toString() === 'mine offline')
+  await until('core materialized it', async () => (await materializedText(core.url, docId, coEditorTok)) === 'mine offline', 20_000)
+  t.equal(authorDoc.getText('t').toString(), 'mine offline', 'the author and the server agree')
 })
 
 t.test('edge - a doc opened on a fresh edge starts from the materialized state', async (t) => {
