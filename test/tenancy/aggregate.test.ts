@@ -5,7 +5,7 @@ import { AGG_STREAM, ServiceUser, parseEditSubject, tenantStreamName } from '../
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 import { publishEdit } from '../helpers/edits.ts'
-import { aggMaxBytes } from '../../scripts/lib/provisioner.ts'
+import { aggMaxBytes } from '../../scripts/lib/stream-configs.ts'
 import { natsFiles } from '../../scripts/lib/nats-server.ts'
 import { Registry } from '../../scripts/lib/registry.ts'
 
