@@ -40,6 +40,8 @@ export const StateRequest = z.object({
   stateVector: Bytes.optional(),
   /** The asker applies a `tail` apart from the state (StateReply): core need not merge them first. */
   acceptsTail: z.boolean().optional(),
+  /** The asker reads `owners` (StateReply): a room that opens asks once; older askers would take their bytes for the tail. */
+  wantsOwners: z.boolean().optional(),
 })
 export type StateRequest = z.infer<typeof StateRequest>
 export const encodeStateRequest = (m: StateRequest) => pack(m)

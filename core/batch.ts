@@ -8,7 +8,7 @@ import type { PendingDoc, SettledDoc } from './gap-watch.ts'
 import { describeOverlap, findOverlapViolation } from '../runtime/overlap.ts'
 import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
-import { claim, foreignClient, ownersJson, type ClientOwners } from './client-users.ts'
+import { claim, foreignClient, ownersJson, writtenClients, type ClientOwners } from './client-users.ts'
 import type { CoreMetrics } from './metrics.ts'
 import { fencedKey, itemKey, type DeadLetterRow, type DocRow, type OpRow, type StoredDoc } from './store.ts'
 
@@ -62,7 +62,18 @@ const reasonOf = (prefix: string, err: unknown) => `${prefix}: ${err instanceof 
  * What becomes of an update in its document: refused (a dead letter's reason; `rebuild` when the
  * document took part of it first), or applied with the violation it was recorded with.
  */
-type Verdict = { refusal: string; rebuild: boolean } | { result: ApplyResult; violation: string | null; summary: ApplySummary | null }
+type Verdict = { refusal: string; rebuild: boolean } | { result: ApplyResult; violation: string | null; summary: ApplySummary | null; written: number[] }
+
+/**
+ * The clients `update` writes under (client-users.ts): read off the apply where it took the
+ * update whole and released nothing (a typing client's), else from the update's own clocks
+ * (pending, partly pending, or releasing earlier pending structs, whose clients are not its own).
+ */
+function writtenBy(doc: Y.Doc, update: Uint8Array, result: ApplyResult, pendingBefore: Uint8Array | undefined): number[] {
+  if (result.outcome === 'duplicate') return []
+  if (result.outcome === 'applied' && doc.store.pendingStructs?.update === pendingBefore) return [...result.integrated!.to.keys()]
+  return writtenClients(Y.parseUpdateMeta(update).to, (client) => result.integrated?.from.get(client) ?? Y.getState(doc.store, client))
+}
 
 /** Runs the data-quality checks around applying `edit` to `doc` (whose client ids `owners` names); writes nothing but the document. */
 function judgeAndApply(doc: Y.Doc, owners: ClientOwners, edit: EditEnvelope): Verdict {
@@ -77,6 +88,7 @@ function judgeAndApply(doc: Y.Doc, owners: ClientOwners, edit: EditEnvelope): Ve
   // every client shows, for good.
   const found = findOverlapViolation(doc, edit.update)
   const violation = found && describeOverlap(found)
+  const pendingBefore = doc.store.pendingStructs?.update
   let result: ApplyResult
   try {
     result = applyTracked(doc, edit.update)
@@ -94,10 +106,12 @@ function judgeAndApply(doc: Y.Doc, owners: ClientOwners, edit: EditEnvelope): Ve
   const judged = edit.source === 'http' || result.released
   const misplaced = judged && result.integrated ? misplacedItem(doc, result.integrated) : null
   if (misplaced) return { refusal: `${DeadLetterReason.MalformedItem}: ${misplaced}`, rebuild: true }
-  // Judged after the apply, from the clocks it took (no decode of its own): only a forgery pays the rebuild.
-  const foreign = result.integrated ? foreignClient(owners, result.integrated, edit.userId) : null
+  // Judged after the apply (a typing client's update needs no decode of its own): only a forgery
+  // pays the rebuild. A pending one too, at once: released later, it would be judged as the releaser's.
+  const written = writtenBy(doc, edit.update, result, pendingBefore)
+  const foreign = foreignClient(owners, written, edit.userId)
   if (foreign) return { refusal: `${DeadLetterReason.ForeignClient}: ${foreign}`, rebuild: true }
-  return { result, violation, summary: result.summary ?? null }
+  return { result, violation, summary: result.summary ?? null, written }
 }
 
 /** What a committed batch hands to core's feeds and its sequence-gap watch (core.ts), after the commit. */
@@ -139,7 +153,7 @@ export class BatchBuilder {
   /** Doc keys this batch loaded from the store holding pending structs (gap-watch.ts takes over their reports). */
   private readonly loadedPending = new Set<string>()
   private readonly touched = new Map<string, { cached: CachedDoc; ops: number; lastStreamSeq: number }>()
-  private compacting: { cached: CachedDoc; stateBytes: number }[] = []
+  private compacting: { cached: CachedDoc; stateBytes: number; owners: number }[] = []
 
   constructor(
     private readonly stream: string,
@@ -208,8 +222,8 @@ export class BatchBuilder {
       if (verdict.rebuild) await this.rebuild(edit.tenant, edit.docId)
       return
     }
-    const { result, violation, summary } = verdict
-    if (result.integrated) claim(cached.owners, result.integrated.to.keys(), edit.userId)
+    const { result, violation, summary, written } = verdict
+    claim(cached.owners, written, edit.userId)
     if (violation) this.deadLetter(msg, item, edit, violation, true)
     const { outcome } = result
     this.metrics.updates.inc({ outcome })
@@ -248,9 +262,10 @@ export class BatchBuilder {
       stateVector: Y.encodeStateVector(cached.doc),
       lastStreamSeq,
       ops: cached.uncompacted + ops,
-      clientUsers: ownersJson(cached.owners),
+      // Rewritten only when a writer was added: a document's writers can number thousands.
+      clientUsers: cached.owners.size > cached.ownersStored ? ownersJson(cached.owners) : null,
     }))
-    this.compacting = due.map(({ cached }, i) => ({ cached, stateBytes: rows[i]!.state.byteLength }))
+    this.compacting = due.map(({ cached }, i) => ({ cached, stateBytes: rows[i]!.state.byteLength, owners: cached.owners.size }))
     return rows
   }
 
@@ -265,7 +280,7 @@ export class BatchBuilder {
       written.set(k, w)
     }
     for (const [k, { cached, ops, lastStreamSeq }] of this.touched) this.cache.committedOps(cached, ops, written.get(k)?.bytes ?? 0, lastStreamSeq, written.get(k)?.ingestTs ?? 0)
-    for (const { cached, stateBytes } of this.compacting) this.cache.compactedState(cached, stateBytes)
+    for (const { cached, stateBytes, owners } of this.compacting) this.cache.compactedState(cached, stateBytes, owners)
     this.metrics.compactions.inc(this.compacting.length)
     // Counted here, after the commit: a batch that fails is retried and would count its ops twice.
     for (const op of this.ops) if (op.ingestTs - op.eventTs > this.lateAfterMs) this.metrics.lateUpdates.inc({ tenant: op.tenant })
@@ -311,8 +326,8 @@ export class BatchBuilder {
     this.cache.pin(cached)
     for (const op of this.ops) {
       if (op.tenant !== tenant || op.docId !== docId) continue
+      claim(cached.owners, writtenClients(Y.parseUpdateMeta(op.update).to, (client) => Y.getState(cached.doc.store, client)), op.userId)
       Y.applyUpdate(cached.doc, op.update)
-      claim(cached.owners, Y.parseUpdateMeta(op.update).from.keys(), op.userId)
     }
     const entry = this.touched.get(docKey(tenant, docId))
     if (entry) entry.cached = cached

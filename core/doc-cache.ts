@@ -20,6 +20,8 @@ export interface CachedDoc {
   lastIngestTs: number
   /** Who owns each Yjs client id, the doc's updates not committed yet included (client-users.ts). */
   readonly owners: ClientOwners
+  /** How many of `owners` docs.client_users holds (owners only grow): compaction rewrites it only when more are known. */
+  ownersStored: number
 }
 
 export const docKey = (tenant: string, docId: string) => `${tenant}\0${docId}`
@@ -142,8 +144,9 @@ export class DocCache {
     })
     const tail = stored?.tail.length ?? 0
     const bytes = (stored?.state?.byteLength ?? 0) + (stored?.tail ?? []).reduce((n, u) => n + u.byteLength, 0)
-    const owners = stored ? storedOwners(stored.stateOwners, stored.tail, stored.tailUsers) : new Map<number, string>()
-    const entry: CachedDoc = { tenant, docId, doc, uncompacted: tail, compacted: Boolean(stored?.state), bytes, uncompactedSince: tail > 0 ? Date.now() : null, lastStreamSeq: stored?.maxSeq ?? 0, lastIngestTs: 0, owners }
+    const owners = stored ? storedOwners(stored) : new Map<number, string>()
+    const ownersStored = Object.keys(stored?.stateOwners ?? {}).length
+    const entry: CachedDoc = { tenant, docId, doc, uncompacted: tail, compacted: Boolean(stored?.state), bytes, uncompactedSince: tail > 0 ? Date.now() : null, lastStreamSeq: stored?.maxSeq ?? 0, lastIngestTs: 0, owners, ownersStored }
     const k = docKey(tenant, docId)
     this.drop(k)
     this.docs.set(k, entry)
@@ -192,10 +195,11 @@ export class DocCache {
   }
 
   /** After a commit that wrote `entry`'s state (`stateBytes` long): nothing of it is uncompacted. */
-  compactedState(entry: CachedDoc, stateBytes: number): void {
+  compactedState(entry: CachedDoc, stateBytes: number, ownersStored: number): void {
     const k = docKey(entry.tenant, entry.docId)
     if (this.docs.get(k) === entry) this.budget.change(stateBytes - entry.bytes)
     entry.bytes = stateBytes
+    entry.ownersStored = ownersStored
     entry.uncompacted = 0
     entry.compacted = true
     entry.uncompactedSince = null

@@ -43,15 +43,15 @@ export function serveDocState(
       // Both at once: a cold read is what a user opening the document waits for.
       const [deleted, parts] = await Promise.all([isDocDeleted(pool, req.tenant, req.docId), cached ? null : readDocParts(pool, req.tenant, req.docId)])
       if (deleted) return { status: 'deleted' }
-      if (cached) return { status: 'found', update: Y.encodeStateAsUpdate(cached.doc, sv), owners: ownerPairs(cached.owners) }
+      if (cached) return { status: 'found', update: Y.encodeStateAsUpdate(cached.doc, sv), ...(req.wantsOwners && { owners: ownerPairs(cached.owners) }) }
       if (!parts) return { status: 'missing' }
       const stored = stateAndTail(parts)
-      const owners = ownerPairs(storedOwners(parts.stateOwners, parts.tail, parts.tailUsers))
+      const owners = req.wantsOwners ? ownerPairs(storedOwners(parts)) : undefined
       // A room opening asks with an empty state vector: the answer is the whole state, as stored
       // (diffUpdate would only decode and re-encode it: hundreds of ms for a 100K-update document).
-      if (isEmptyStateVector(sv) && (!stored.tail || req.acceptsTail)) return { status: 'found', update: stored.state, ...(stored.tail ? { tail: stored.tail } : {}), owners }
+      if (isEmptyStateVector(sv) && (!stored.tail || req.acceptsTail)) return { status: 'found', update: stored.state, ...(stored.tail ? { tail: stored.tail } : {}), ...(owners && { owners }) }
       const state = stored.tail ? Y.mergeUpdates([stored.state, stored.tail]) : stored.state
-      return { status: 'found', update: isEmptyStateVector(sv) ? state : Y.diffUpdate(state, sv), owners }
+      return { status: 'found', update: isEmptyStateVector(sv) ? state : Y.diffUpdate(state, sv), ...(owners && { owners }) }
     } catch (err) {
       log.error({ err }, 'state request failed')
       return { status: 'error', message: (err as Error).message }

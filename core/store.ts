@@ -31,8 +31,8 @@ export interface DocRow {
   lastStreamSeq: number
   /** Op-log rows folded into this state since the last compaction. */
   ops: number
-  /** core/client-users.ts ownersJson of the document as of this state. */
-  clientUsers: string
+  /** core/client-users.ts ownersJson of the document as of this state; null when docs.client_users holds them all already. */
+  clientUsers: string | null
 }
 
 export interface DeadLetterRow {
@@ -213,7 +213,7 @@ const COMMIT_BATCHES_SQL = `WITH input AS (
      WHERE y.through IS NOT NULL AND NOT EXISTS (SELECT 1 FROM input f WHERE f.fenced AND f.t = y.t AND f.d = y.d)
      ON CONFLICT (tenant, doc_id) DO UPDATE SET
        state = excluded.state, state_vector = excluded.state_vector, last_stream_seq = GREATEST(docs.last_stream_seq, excluded.last_stream_seq),
-       op_count = docs.op_count + excluded.op_count, through_op_id = excluded.through_op_id, client_users = excluded.client_users, updated_at = now()
+       op_count = docs.op_count + excluded.op_count, through_op_id = excluded.through_op_id, client_users = COALESCE(excluded.client_users, docs.client_users), updated_at = now()
      RETURNING tenant, doc_id, through_op_id
    ), dead AS (
      INSERT INTO dead_letters (stream, stream_seq, item, subject, tenant, doc_id, reason, payload)

@@ -100,7 +100,8 @@ export class RoomIngest {
       this.opts.overLimit(client, Limit.DocumentBytes)
       return 'closed'
     }
-    const ids = this.owners.check(client, decoded.meta.from.keys())
+    // Only the clients it writes new clocks for: a client's resync may resend others' structs the room lacks.
+    const ids = this.owners.check(client, this.doc.probe.clientsPast(decoded.meta.to))
     if (ids === null) {
       // Structs for a client id another live socket, or another user, owns: a forgery (of a
       // live client's next clocks, or of an offline one's), or (two tabs sharing a doc) the

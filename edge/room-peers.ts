@@ -55,8 +55,9 @@ export class RoomPeers {
         room.peerSeen()
         let stateVector: Uint8Array | undefined
         try {
-          stateVector = decodeStateRequest(msg.data).stateVector
-          respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(room.current(), stateVector), owners: room.owners() })
+          const request = decodeStateRequest(msg.data)
+          stateVector = request.stateVector
+          respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(room.current(), stateVector), ...(request.wantsOwners && { owners: room.owners() }) })
         } catch (err) {
           o.log.warn({ err, tenant: o.tenant, docId: o.docId }, 'room state reply not sent')
         }

@@ -196,7 +196,9 @@ export class Room {
   /** Core's state or null when nobody answered; throws when core answered with an error. */
   private async requestState(subject: string): Promise<StateReply | null> {
     // Null: no responders (no peer has the doc open) or a timeout; this source has nothing for us.
-    const reply = await requestState(this.o.nc, subject, { tenant: this.o.tenant, docId: this.o.docId, stateVector: Y.encodeStateVector(this.state.current()), acceptsTail: true }, this.o.stateTimeoutMs)
+    // Owners only with the load: later, the room learns them from its writers and the fan-out.
+    const request = { tenant: this.o.tenant, docId: this.o.docId, stateVector: Y.encodeStateVector(this.state.current()), acceptsTail: true, wantsOwners: !this.ready }
+    const reply = await requestState(this.o.nc, subject, request, this.o.stateTimeoutMs)
     if (reply?.status === 'error') throw new RoomLoadError(`state source failed: ${reply.message}`)
     if (reply?.status === 'found' && reply.owners) this.ingest.clientOwners.learn(reply.owners, subject === ServiceSubjects.coreState)
     return reply
@@ -282,7 +284,8 @@ export class Room {
   /** A durable update `userId` sent without a socket (HTTP ingest): to the clients and the peers. */
   acceptDurable(update: Uint8Array, userId: string): void {
     if (this.closed) return
-    this.ingest.clientOwners.wroteElsewhere(userId, this.state.probe.clientsPast(Y.parseUpdateMeta(update).to))
+    // Before the load, the room holds nothing to tell new clocks by; the load brings the owners.
+    if (this.ready) this.ingest.clientOwners.wroteElsewhere(userId, this.state.probe.clientsPast(Y.parseUpdateMeta(update).to))
     this.fanLink.sendUpdate(update, userId)
     this.proveAndApply(update, 'http')
   }
@@ -319,7 +322,7 @@ export class Room {
   private onFanUpdate(payload: Uint8Array, gap: boolean, stream: string, seq: number, userId: string | undefined): void {
     if (this.closed) return
     this.documentBytes += payload.byteLength
-    const foreign = userId !== undefined && this.foreignFromPeer(payload, userId)
+    const foreign = userId !== undefined && this.ready && this.foreignFromPeer(payload, userId)
     const taken = foreign ? 'structs under a client id another user owns' : this.state.acceptPeer(payload)
     if (taken === true) this.sendToOthers(payload, null)
     else if (taken !== false) this.skipped('fan', taken)

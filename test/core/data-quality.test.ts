@@ -1,7 +1,7 @@
 import t from 'tap'
 import * as Y from 'yjs'
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
-import { AGG_STREAM, DLQ_STREAM, MSG_ID_HEADER, ServiceUser, decodeDeadLetterEvent, decodeEnvelope, deadLetterMsgId, editIngestSubject, editPartitionOf, type DeadLetterEvent } from '../../contracts/mod.ts'
+import { AGG_STREAM, DLQ_STREAM, MSG_ID_HEADER, ServiceUser, decodeDeadLetterEvent, decodeEnvelope, deadLetterMsgId, editBatchMsgId, editBatchSubject, editIngestSubject, editPartitionOf, encodeBatch, type DeadLetterEvent } from '../../contracts/mod.ts'
 import { pack } from '../../contracts/codec.ts'
 import { versionTransition } from '../../core/apply.ts'
 import { readDocState } from '../../core/store.ts'
@@ -272,6 +272,104 @@ t.test("core - structs under a Yjs client id another user first wrote with are r
   await as('author')(Y.encodeStateAsUpdate(author, before))
   await until("the author's edit stored", async () => (await text(docId)) === 'mine too offline')
   t.equal(await opRows(docId), 3, 'only the author\'s updates are in the op log')
+})
+
+/** Publishes to `docId` as `user` (over HTTP when `source` says so). */
+const by = (docId: string, user: string, source?: 'http') => (update: Uint8Array) => publishEdit(js, 'acme', docId, update, undefined, undefined, source, user)
+/** Waits until `n` of the document's updates are settled: stored or dead-lettered. */
+const settled = (docId: string, n: number) => until(`${n} updates settled`, async () => (await opRows(docId)) + (await deadRows(docId)).length === n)
+const restartCore = async () => {
+  await running.stop()
+  running = await stack.core({ gapReportAfterMs: GAP_REPORT_AFTER_MS })
+  core = running.core
+}
+/** The next edit of `doc` (by its own client), encoded alone. */
+const nextEdit = (doc: Y.Doc, change: (text: Y.Text) => void) => {
+  const before = Y.encodeStateVector(doc)
+  change(doc.getText('t'))
+  return Y.encodeStateAsUpdate(doc, before)
+}
+
+t.test("core - an update releasing another user's pending structs (a redelivery applied out of stream order) answers only for its own: both go in", async (t) => {
+  const docId = 'dq-owners-release-other'
+  const bob = new Y.Doc()
+  bob.clientID = 71
+  bob.getText('t').insert(0, 'b ')
+  await by(docId, 'bob')(Y.encodeStateAsUpdate(bob))
+  const alice = new Y.Doc()
+  Y.applyUpdate(alice, Y.encodeStateAsUpdate(bob))
+  alice.clientID = 72
+  const hers = nextEdit(alice, (text) => text.insert(2, 'A'))
+  Y.applyUpdate(bob, hers)
+  await by(docId, 'bob')(nextEdit(bob, (text) => text.insert(3, 'B'))) // next to her char: pending without it
+  await by(docId, 'alice')(hers)
+  await settled(docId, 3)
+  t.same(await deadRows(docId), [], 'nothing refused')
+  t.equal(await text(docId), 'b AB', 'both edits stored')
+})
+
+t.test("core - a forgery with a clock gap is refused on arrival: it cannot wait pending for its owner's next edit to release it", async (t) => {
+  const docId = 'dq-owners-pending-forgery'
+  const alice = new Y.Doc()
+  alice.clientID = 73
+  alice.getText('t').insert(0, 'mine ')
+  await by(docId, 'alice')(Y.encodeStateAsUpdate(alice))
+  const forger = new Y.Doc()
+  Y.applyUpdate(forger, Y.encodeStateAsUpdate(alice))
+  forger.clientID = 73
+  nextEdit(forger, (text) => text.insert(5, 'x')) // clock 5, never sent: the gap
+  const forged = nextEdit(forger, (text) => text.insert(6, 'FORGED'.repeat(5)))
+  t.same([...Y.parseUpdateMeta(forged).from], [[73, 6]], 'the forgery skips a clock of hers')
+  await by(docId, 'mallory', 'http')(forged)
+  await settled(docId, 2)
+  t.match((await deadRows(docId)).map((r) => r.reason), [/^foreign-client/], 'refused at once')
+  await by(docId, 'alice')(nextEdit(alice, (text) => text.insert(5, 'offline')))
+  await until("her offline edit stored, and nothing else", async () => (await text(docId)) === 'mine offline')
+})
+
+t.test("core - a pending first update claims its client: the writer filling its gap under that id is refused, live and after a restart alike", async (t) => {
+  const docId = 'dq-owners-pending-claim'
+  await by(docId, 'bob')(edit('m', 90)) // the document's state: what follows is its op-log tail
+  const alice = new Y.Doc()
+  alice.clientID = 91
+  alice.getText('t').insert(0, 'abcde')
+  await by(docId, 'alice', 'http')(nextEdit(alice, (text) => text.insert(5, 'fghij'))) // waits for 91:0..4
+  await by(docId, 'mallory', 'http')(edit('ZZZZZ', 91)) // 91:0..4 from another user
+  await settled(docId, 3)
+  t.match((await deadRows(docId)).map((r) => r.reason), [/^foreign-client/], "mallory's fill refused")
+  await restartCore()
+  await by(docId, 'alice', 'http')(Y.encodeStateAsUpdate(alice)) // her whole client: fills the gap
+  await until('her text stored whole', async () => (await text(docId)).includes('abcdefghij'))
+  t.equal((await deadRows(docId)).length, 1, 'accepted after the restart as it would have been before')
+})
+
+t.test("core - an old state with no owners and a relay in its tail: the author keeps her client id after a rebuild and after a restart", async (t) => {
+  const docId = 'dq-owners-relay'
+  const alice = new Y.Doc()
+  alice.clientID = 81
+  alice.getText('t').insert(0, 'old ')
+  await by(docId, 'alice')(Y.encodeStateAsUpdate(alice))
+  await settled(docId, 1)
+  await stack.db.query('UPDATE docs SET client_users = NULL WHERE doc_id = $1', [docId]) // compacted before migration 013
+  await restartCore()
+  // Bob's phone resends the whole document (her structs too) with a char of its own; in the same
+  // stream message, a forgery under bob's client: refused, and the document rebuilt from the
+  // store plus bob's update, which the batch holds uncommitted.
+  const bob = new Y.Doc()
+  Y.applyUpdate(bob, Y.encodeStateAsUpdate(alice))
+  bob.clientID = 82
+  bob.getText('t').insert(4, 'b')
+  const partition = editPartitionOf(docId, stack.partitions)
+  const updates = [{ docId, userId: 'bob', update: Y.encodeStateAsUpdate(bob), ingestTs: Date.now() }, { docId, userId: 'mallory', update: forgeNextClocks(bob, 82, 'M'), ingestTs: Date.now() }]
+  await js.publish(editBatchSubject('acme', partition), encodeBatch({ v: 2, tenant: 'acme', partition, edgeId: 'test', updates }), { msgID: editBatchMsgId('acme', 'dq-owners-relay', 1) })
+  await by(docId, 'alice')(nextEdit(alice, (text) => text.insert(0, '1')))
+  await by(docId, 'alice')(nextEdit(alice, (text) => text.insert(0, '2')))
+  await settled(docId, 5)
+  await restartCore()
+  await by(docId, 'alice')(nextEdit(alice, (text) => text.insert(0, '3')))
+  await settled(docId, 6)
+  t.match((await deadRows(docId)).map((r) => r.reason), [/^foreign-client: client 82 /], 'only the forgery refused')
+  t.equal(await text(docId), '321old b')
 })
 
 t.test('core - HTTP updates posted out of order wait pending without stalling their partition, and apply once the gap fills', async (t) => {

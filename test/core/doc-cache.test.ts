@@ -83,7 +83,7 @@ t.test('core - the doc cache evicts least recently used unpinned docs past its b
   const before = d.bytes
   cache.committedOps(d, 2, 300, 10, Date.now())
   t.equal(d.bytes, before + 300, 'each committed update adds its bytes')
-  cache.compactedState(d, 4_100)
+  cache.compactedState(d, 4_100, 0)
   t.equal(d.bytes, 4_100, 'a compaction sets the state size')
   t.equal(reported, cache.bytes)
   cache.clear()

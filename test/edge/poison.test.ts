@@ -242,12 +242,26 @@ t.test("edge - a room opened after an author left knows from core whose client i
     body: forgeNextClocks(reader.doc, 7_009, 'POSTED', 5) as BodyInit,
   })
   t.equal(post.status, 403, `the HTTP forgery is refused: ${await post.text()}`)
+  // A relay of the author's structs the room holds, with the co-editor's own new ones, is no forgery.
+  const relay = new Y.Doc()
+  Y.applyUpdate(relay, Y.encodeStateAsUpdate(reader.doc))
+  relay.getText('t').insert(0, '>')
+  const relayed = await fetch(`${url.replace(/^ws/, 'http')}${HTTP_INGEST_PATH}/${docId}/updates`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${coEditorTok}`, 'idempotency-key': 'reopen-relay', 'content-type': 'application/octet-stream' },
+    body: Y.encodeStateAsUpdate(relay) as BodyInit,
+  })
+  t.equal(relayed.status, 202, 'a whole-document post with its own new char is taken')
+  await until('the reader has the relay', () => reader.text.toString() === '>mine ')
+  relay.getText('t').insert(1, '>') // and over a socket
+  forger.send(frames.update(Y.encodeStateAsUpdate(relay)))
+  await until('the reader has the socket relay', () => reader.text.toString() === '>>mine ')
 
   const back = yclient(url, docId, authorTok, authorDoc)
   t.teardown(() => back.destroy())
-  await until('the reader has the offline edit', () => reader.text.toString() === 'mine offline')
-  await until('core materialized it', async () => (await materializedText(core.url, docId, coEditorTok)) === 'mine offline', 20_000)
-  t.equal(authorDoc.getText('t').toString(), 'mine offline', 'the author and the server agree')
+  await until('the reader has the offline edit', () => reader.text.toString() === '>>mine offline')
+  await until('core materialized it', async () => (await materializedText(core.url, docId, coEditorTok)) === '>>mine offline', 20_000)
+  t.equal(authorDoc.getText('t').toString(), '>>mine offline', 'the author and the server agree')
 })
 
 t.test("edge - a socket update releasing a misplaced item core holds pending is refused by the room as by core: no client gets it", async (t) => {
