@@ -5,7 +5,7 @@ import { AGG_STREAM, DLQ_STREAM, MSG_ID_HEADER, ServiceUser, decodeDeadLetterEve
 import { pack } from '../../contracts/codec.ts'
 import { versionTransition } from '../../core/apply.ts'
 import { readDocState } from '../../core/store.ts'
-import { edit, forgeNextClocks, malformedEdit, publishEdit, releaseCase } from '../helpers/edits.ts'
+import { edit, forgeNextClocks, malformedEdit, publishEdit, releaseCase, replicaOf, typed } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 
@@ -239,14 +239,10 @@ t.test("core - structs under a Yjs client id another user first wrote with are r
   const as = (user: string) => (update: Uint8Array) => publishEdit(js, 'acme', docId, update, undefined, undefined, undefined, user)
   // The author writes with client 61 (the document is new: its state and owners are written at
   // once) and then with client 62 (an op-log row after that state: its owner is in the tail).
-  const author = new Y.Doc()
-  author.clientID = 61
-  author.getText('t').insert(0, 'mine ')
+  const author = typed(61, 'mine ')
   await as('author')(Y.encodeStateAsUpdate(author))
   await until('the first edit stored', async () => (await opRows(docId)) === 1)
-  const tab = new Y.Doc()
-  Y.applyUpdate(tab, Y.encodeStateAsUpdate(author))
-  tab.clientID = 62
+  const tab = replicaOf(author, 62)
   const tabBefore = Y.encodeStateVector(tab)
   tab.getText('t').insert(5, 'too ')
   await as('author')(Y.encodeStateAsUpdate(tab, tabBefore))
@@ -292,13 +288,9 @@ const nextEdit = (doc: Y.Doc, change: (text: Y.Text) => void) => {
 
 t.test("core - an update releasing another user's pending structs (a redelivery applied out of stream order) answers only for its own: both go in", async (t) => {
   const docId = 'dq-owners-release-other'
-  const bob = new Y.Doc()
-  bob.clientID = 71
-  bob.getText('t').insert(0, 'b ')
+  const bob = typed(71, 'b ')
   await by(docId, 'bob')(Y.encodeStateAsUpdate(bob))
-  const alice = new Y.Doc()
-  Y.applyUpdate(alice, Y.encodeStateAsUpdate(bob))
-  alice.clientID = 72
+  const alice = replicaOf(bob, 72)
   const hers = nextEdit(alice, (text) => text.insert(2, 'A'))
   Y.applyUpdate(bob, hers)
   await by(docId, 'bob')(nextEdit(bob, (text) => text.insert(3, 'B'))) // next to her char: pending without it
@@ -310,13 +302,9 @@ t.test("core - an update releasing another user's pending structs (a redelivery 
 
 t.test("core - a forgery with a clock gap is refused on arrival: it cannot wait pending for its owner's next edit to release it", async (t) => {
   const docId = 'dq-owners-pending-forgery'
-  const alice = new Y.Doc()
-  alice.clientID = 73
-  alice.getText('t').insert(0, 'mine ')
+  const alice = typed(73, 'mine ')
   await by(docId, 'alice')(Y.encodeStateAsUpdate(alice))
-  const forger = new Y.Doc()
-  Y.applyUpdate(forger, Y.encodeStateAsUpdate(alice))
-  forger.clientID = 73
+  const forger = replicaOf(alice, 73)
   nextEdit(forger, (text) => text.insert(5, 'x')) // clock 5, never sent: the gap
   const forged = nextEdit(forger, (text) => text.insert(6, 'FORGED'.repeat(5)))
   t.same([...Y.parseUpdateMeta(forged).from], [[73, 6]], 'the forgery skips a clock of hers')
@@ -330,9 +318,7 @@ t.test("core - a forgery with a clock gap is refused on arrival: it cannot wait 
 t.test("core - a pending first update claims its client: the writer filling its gap under that id is refused, live and after a restart alike", async (t) => {
   const docId = 'dq-owners-pending-claim'
   await by(docId, 'bob')(edit('m', 90)) // the document's state: what follows is its op-log tail
-  const alice = new Y.Doc()
-  alice.clientID = 91
-  alice.getText('t').insert(0, 'abcde')
+  const alice = typed(91, 'abcde')
   await by(docId, 'alice', 'http')(nextEdit(alice, (text) => text.insert(5, 'fghij'))) // waits for 91:0..4
   await by(docId, 'mallory', 'http')(edit('ZZZZZ', 91)) // 91:0..4 from another user
   await settled(docId, 3)
@@ -345,9 +331,7 @@ t.test("core - a pending first update claims its client: the writer filling its 
 
 t.test("core - an old state with no owners and a relay in its tail: the author keeps her client id after a rebuild and after a restart", async (t) => {
   const docId = 'dq-owners-relay'
-  const alice = new Y.Doc()
-  alice.clientID = 81
-  alice.getText('t').insert(0, 'old ')
+  const alice = typed(81, 'old ')
   await by(docId, 'alice')(Y.encodeStateAsUpdate(alice))
   await settled(docId, 1)
   await stack.db.query('UPDATE docs SET client_users = NULL WHERE doc_id = $1', [docId]) // compacted before migration 013
@@ -355,9 +339,7 @@ t.test("core - an old state with no owners and a relay in its tail: the author k
   // Bob's phone resends the whole document (her structs too) with a char of its own; in the same
   // stream message, a forgery under bob's client: refused, and the document rebuilt from the
   // store plus bob's update, which the batch holds uncommitted.
-  const bob = new Y.Doc()
-  Y.applyUpdate(bob, Y.encodeStateAsUpdate(alice))
-  bob.clientID = 82
+  const bob = replicaOf(alice, 82)
   bob.getText('t').insert(4, 'b')
   const partition = editPartitionOf(docId, stack.partitions)
   const updates = [{ docId, userId: 'bob', update: Y.encodeStateAsUpdate(bob), ingestTs: Date.now() }, { docId, userId: 'mallory', update: forgeNextClocks(bob, 82, 'M'), ingestTs: Date.now() }]

@@ -17,11 +17,25 @@ export function publishEdit(js: JetStreamClient, tenant: string, docId: string, 
   return js.publish(editIngestSubject(tenant, docId), env, { msgID })
 }
 
+/** A document whose client `clientID` typed `text` into its text 't'. */
+export function typed(clientID: number, text: string): Y.Doc {
+  const doc = new Y.Doc()
+  doc.clientID = clientID
+  doc.getText('t').insert(0, text)
+  return doc
+}
+
+/** A replica of `doc` writing as `clientID` (set after the apply: Yjs gives a doc a new id when remote structs carry its own). */
+export function replicaOf(doc: Y.Doc, clientID: number): Y.Doc {
+  const replica = new Y.Doc()
+  Y.applyUpdate(replica, Y.encodeStateAsUpdate(doc))
+  replica.clientID = clientID
+  return replica
+}
+
 /** `what` inserted at `at` under `client`'s next clocks on top of `doc`: other content than that client's author will send there, as a forger sends it. */
 export function forgeNextClocks(doc: Y.Doc, client: number, what: string, at = 0): Uint8Array {
-  const forger = new Y.Doc()
-  Y.applyUpdate(forger, Y.encodeStateAsUpdate(doc))
-  forger.clientID = client // after the apply: Yjs gives a doc a new id when remote structs carry its own
+  const forger = replicaOf(doc, client)
   const before = Y.encodeStateVector(forger)
   forger.getText('t').insert(at, what)
   return Y.encodeStateAsUpdate(forger, before)
