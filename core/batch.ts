@@ -8,7 +8,7 @@ import type { PendingDoc, SettledDoc } from './gap-watch.ts'
 import { describeOverlap, findOverlapViolation } from '../runtime/overlap.ts'
 import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
-import { claim, foreignClient, ownersJson, writtenClients, type ClientOwners } from './client-users.ts'
+import { claim, foreignClient, heldIn, ownersJson, writtenClients, type ClientOwners } from './client-users.ts'
 import type { CoreMetrics } from './metrics.ts'
 import { fencedKey, itemKey, type DeadLetterRow, type DocRow, type OpRow, type StoredDoc } from './store.ts'
 
@@ -66,13 +66,13 @@ type Verdict = { refusal: string; rebuild: boolean } | { result: ApplyResult; vi
 
 /**
  * The clients `update` writes under (client-users.ts): read off the apply where it took the
- * update whole and released nothing (a typing client's), else from the update's own clocks
- * (pending, partly pending, or releasing earlier pending structs, whose clients are not its own).
+ * update whole into a doc holding nothing pending (a typing client's), else from the update's
+ * own structs against what the doc held before: its clocks then and its pending structs.
  */
 function writtenBy(doc: Y.Doc, update: Uint8Array, result: ApplyResult, pendingBefore: Uint8Array | undefined): number[] {
   if (result.outcome === 'duplicate') return []
-  if (result.outcome === 'applied' && doc.store.pendingStructs?.update === pendingBefore) return [...result.integrated!.to.keys()]
-  return writtenClients(Y.parseUpdateMeta(update).to, (client) => result.integrated?.from.get(client) ?? Y.getState(doc.store, client))
+  if (result.outcome === 'applied' && pendingBefore === undefined && doc.store.pendingStructs === null) return [...result.integrated!.to.keys()]
+  return writtenClients(update, heldIn(doc, { state: (client) => result.integrated?.from.get(client) ?? Y.getState(doc.store, client), pending: pendingBefore ?? null }))
 }
 
 /** Runs the data-quality checks around applying `edit` to `doc` (whose client ids `owners` names); writes nothing but the document. */
@@ -326,7 +326,7 @@ export class BatchBuilder {
     this.cache.pin(cached)
     for (const op of this.ops) {
       if (op.tenant !== tenant || op.docId !== docId) continue
-      claim(cached.owners, writtenClients(Y.parseUpdateMeta(op.update).to, (client) => Y.getState(cached.doc.store, client)), op.userId)
+      claim(cached.owners, writtenClients(op.update, heldIn(cached.doc)), op.userId)
       Y.applyUpdate(cached.doc, op.update)
     }
     const entry = this.touched.get(docKey(tenant, docId))

@@ -1,5 +1,6 @@
 import * as Y from 'yjs'
 import type { ClientUsers } from '../contracts/mod.ts'
+import { writtenRanges } from '../runtime/yjs-items.ts'
 import type { StoredDoc } from './store.ts'
 
 /**
@@ -9,36 +10,56 @@ import type { StoredDoc } from './store.ts'
  * under an offline author's next clocks, and Yjs, which keeps whichever content of an id comes
  * first, would drop the author's offline edits wherever the forgery came first.
  *
- * One rule everywhere (live in batch.ts, in a rebuild, and read back from the store): an update
- * writes under the clients whose clocks it carries past what the document held of them when it
- * came (writtenClients) — its own new structs, applied or left pending; not the structs of
- * others it resends, nor pending structs of others it releases.
+ * One rule everywhere (live in batch.ts, in a rebuild, and on a load from the store): an update
+ * writes under the clients of which it carries clocks the document holds neither integrated nor
+ * pending when it comes (writtenClients) — its own new structs, applied or left pending; not
+ * the structs of others it resends (a reconnecting client's sync step 2 carries pending ones
+ * too), nor pending structs of others it releases, nor a Skip.
  */
 export type ClientOwners = Map<number, string>
 
-/** The clients `ends` (one past the last clock of each client in an update) carries past `held(client)`. */
-export function writtenClients(ends: Map<number, number>, held: (client: number) => number): number[] {
+/** Whether a document held clocks [start, end) of `client`: integrated (below `state`) or pending. */
+export type Held = (client: number, start: number, end: number) => boolean
+
+/** What `doc` holds now; or, given `before`, what it held before an apply: those clocks and those pending structs (null: none). */
+export function heldIn(doc: Y.Doc, before?: { state: (client: number) => number; pending: Uint8Array | null }): Held {
+  const state = before?.state ?? ((client: number) => Y.getState(doc.store, client))
+  const pending = before ? before.pending : (doc.store.pendingStructs?.update ?? null)
+  // Yjs keeps pending structs as a V2 update.
+  const waiting = pending ? writtenRanges(Y.decodeUpdateV2(pending).structs) : null
+  return (client, start, end) => end <= state(client) || (waiting?.get(client)?.some(([s, e]) => s <= start && end <= e) ?? false)
+}
+
+/** The clients of whose clocks `update` carries some that `held` says the document did not hold. */
+export function writtenClients(update: Uint8Array, held: Held): number[] {
   const written: number[] = []
-  for (const [client, end] of ends) if (end > held(client)) written.push(client)
+  for (const [client, ranges] of writtenRanges(Y.decodeUpdate(update).structs)) if (ranges.some(([start, end]) => !held(client, start, end))) written.push(client)
   return written
 }
 
 /**
- * The owners stored with a document's state (docs.client_users, as of that state), plus the
- * writers of its op-log tail, in order. A pending tail row counts as held for the rows after it;
- * a client whose clocks only that makes look held was claimed by that row already, so the
- * claims are the ones made live.
+ * Applies a stored document's state and op-log tail to `doc` and returns its owners: those
+ * stored with the state (docs.client_users) plus the writers of the tail rows, each judged
+ * against the document as it was before it, as core judged it live.
  */
-export function storedOwners({ state, stateVector, stateOwners, tail, tailUsers }: StoredDoc): ClientOwners {
+export function applyStored(doc: Y.Doc, { state, stateOwners, tail, tailUsers }: StoredDoc): ClientOwners {
   const owners: ClientOwners = new Map(Object.entries(stateOwners ?? {}).map(([client, user]) => [Number(client), user]))
-  const vector = stateVector ?? (state && Y.encodeStateVectorFromUpdate(state))
-  const held = vector ? Y.decodeStateVector(vector) : new Map<number, number>()
+  if (state) Y.applyUpdate(doc, state)
   tail.forEach((update, i) => {
-    const { to } = Y.parseUpdateMeta(update)
-    claim(owners, writtenClients(to, (client) => held.get(client) ?? 0), tailUsers[i]!)
-    for (const [client, end] of to) held.set(client, Math.max(end, held.get(client) ?? 0))
+    claim(owners, writtenClients(update, heldIn(doc)), tailUsers[i]!)
+    Y.applyUpdate(doc, update)
   })
   return owners
+}
+
+/** The owners of a stored document, read without keeping it (applyStored on a doc of its own). */
+export function storedOwners(parts: StoredDoc): ClientOwners {
+  const doc = new Y.Doc()
+  try {
+    return applyStored(doc, parts)
+  } finally {
+    doc.destroy()
+  }
 }
 
 /** Why `userId` may not write under `clients` (another user owns one of them), or null. */

@@ -1,6 +1,6 @@
 import * as Y from 'yjs'
 import type { StoredDoc } from './store.ts'
-import { storedOwners, type ClientOwners } from './client-users.ts'
+import { applyStored, type ClientOwners } from './client-users.ts'
 
 export interface CachedDoc {
   readonly tenant: string
@@ -138,13 +138,9 @@ export class DocCache {
     // One transaction for state and tail, applied in order: each transaction's cleanup costs
     // (measured on the 100K-update bench document, 394 KB + 128 tail rows: median 40–45 ms one
     // transaction per update, 29–35 ms in one).
-    doc.transact(() => {
-      if (stored?.state) Y.applyUpdate(doc, stored.state)
-      for (const update of stored?.tail ?? []) Y.applyUpdate(doc, update)
-    })
+    const owners = doc.transact(() => (stored ? applyStored(doc, stored) : new Map<number, string>()))
     const tail = stored?.tail.length ?? 0
     const bytes = (stored?.state?.byteLength ?? 0) + (stored?.tail ?? []).reduce((n, u) => n + u.byteLength, 0)
-    const owners = stored ? storedOwners(stored) : new Map<number, string>()
     const ownersStored = Object.keys(stored?.stateOwners ?? {}).length
     const entry: CachedDoc = { tenant, docId, doc, uncompacted: tail, compacted: Boolean(stored?.state), bytes, uncompactedSince: tail > 0 ? Date.now() : null, lastStreamSeq: stored?.maxSeq ?? 0, lastIngestTs: 0, owners, ownersStored }
     const k = docKey(tenant, docId)

@@ -117,7 +117,7 @@ export class Edge {
       clientIp: (res, req) => this.admission.clientIp(res, req),
       wouldPassSizeLimit: (tenant, docId, bytes) => this.rooms.get(roomKey(tenant, docId))?.wouldPassSizeLimit(bytes) ?? false,
       lacksDependencies: (tenant, docId, shape) => this.rooms.get(roomKey(tenant, docId))?.lacksDependencies(shape) ?? false,
-      foreignClient: (tenant, docId, userId, shape) => this.rooms.get(roomKey(tenant, docId))?.foreignClient(userId, shape) ?? false,
+      foreignClient: (tenant, docId, userId, update) => this.rooms.get(roomKey(tenant, docId))?.foreignClient(userId, update) ?? false,
     }, this.metrics, this.log)
     app.ws<SocketData>('/*', {
       // uWS holds a message's fragments until it completes: it reads at most what the socket's

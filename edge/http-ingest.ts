@@ -34,7 +34,7 @@ export interface IngestOptions {
   /** True when this edge's loaded room of the document holds less than the update needs (a clock gap, or structs it refers to). */
   lacksDependencies(tenant: string, docId: string, shape: UpdateShape): boolean
   /** True when this edge's room of the document knows another user owns a client id the update writes under (edge/client-owners.ts). */
-  foreignClient(tenant: string, docId: string, userId: string, shape: UpdateShape): boolean
+  foreignClient(tenant: string, docId: string, userId: string, update: Uint8Array): boolean
 }
 
 /** Longest Idempotency-Key accepted: a UUID fits many times over. */
@@ -135,7 +135,7 @@ export function serveIngest(app: uWS.TemplatedApp, js: JetStreamClient, o: Inges
       // Held pending, it would integrate under a later client's update (core refuses it too).
       if (o.lacksDependencies(tenant, docId, shape)) throw new Refusal(409, 'the document lacks edits this update depends on: sync the document, then send what it lacks')
       // Core refuses it too (foreign-client); refused here, the room's clients never get it.
-      if (o.foreignClient(tenant, docId, admission.claims.sub, shape)) throw new Refusal(403, 'the update writes under a Yjs client id another user owns')
+      if (o.foreignClient(tenant, docId, admission.claims.sub, update)) throw new Refusal(403, 'the update writes under a Yjs client id another user owns')
       const ingestTs = Date.now()
       const clamped = eventTs !== undefined && eventTs - ingestTs > EVENT_TIME_SKEW_MS
       const event = eventTs === undefined ? {} : { eventTs: Math.min(eventTs, ingestTs) }

@@ -10,6 +10,7 @@ import { MalformedUpdateError, decodeClientUpdate, syncStep1Message, type Decode
 import type { PublishedRef } from './publish-lanes.ts'
 import type { RoomDoc } from './room-doc.ts'
 import { ClientOwners } from './client-owners.ts'
+import { writtenEnds } from '../runtime/yjs-items.ts'
 import type { RoomClient, RoomOptions } from './room-options.ts'
 
 /** Least time between two sync step 1s asking one client to resync (Member.resyncAskedAt). */
@@ -100,8 +101,8 @@ export class RoomIngest {
       this.opts.overLimit(client, Limit.DocumentBytes)
       return 'closed'
     }
-    // Only the clients it writes new clocks for: a client's resync may resend others' structs the room lacks.
-    const ids = this.owners.check(client, this.doc.probe.clientsPast(decoded.meta.to))
+    // Only the clients it writes new clocks for (a Skip writes none): a client's resync resends others' structs.
+    const ids = this.owners.check(client, this.doc.probe.clientsPast(writtenEnds(decoded.structs)))
     if (ids === null) {
       // Structs for a client id another live socket, or another user, owns: a forgery (of a
       // live client's next clocks, or of an offline one's), or (two tabs sharing a doc) the
@@ -133,7 +134,9 @@ export class RoomIngest {
       return 'dropped'
     }
     if (member) member.resyncAskedAt = 0
-    this.owners.claim(client, ids)
+    // A typing update writes one client: its sender's. Several are a resync resending structs the
+    // room lacks (its load older than a peer's fan-out): none is claimed for the resender.
+    if (ids.length === 1) this.owners.claim(client, ids)
     this.doc.probe.hold(update)
     const published = this.opts.publish(update, client.userId, savedNotice)
     this.inFlight.add(published)

@@ -1,6 +1,7 @@
 import * as Y from 'yjs'
 import { CloseCode, ServiceSubjects, type StateReply } from '../contracts/mod.ts'
 import { requestState } from '../runtime/state-transfer.ts'
+import { writtenEnds } from '../runtime/yjs-items.ts'
 import type { UpdateShape } from './update-shape.ts'
 import {
   isEmptyStateVector,
@@ -285,14 +286,14 @@ export class Room {
   acceptDurable(update: Uint8Array, userId: string): void {
     if (this.closed) return
     // Before the load, the room holds nothing to tell new clocks by; the load brings the owners.
-    if (this.ready) this.ingest.clientOwners.wroteElsewhere(userId, this.state.probe.clientsPast(Y.parseUpdateMeta(update).to))
+    if (this.ready) this.ingest.clientOwners.wroteElsewhere(userId, this.state.probe.clientsPast(writtenEnds(Y.decodeUpdate(update).structs)))
     this.fanLink.sendUpdate(update, userId)
     this.proveAndApply(update, 'http')
   }
 
-  /** True when `shape` (an HTTP update by `userId`) has new structs under a client id another user owns: HTTP ingest refuses it (403). */
-  foreignClient(userId: string, shape: UpdateShape): boolean {
-    return this.ingest.clientOwners.foreignTo(userId, this.state.probe.clientsPast([...shape.structs].map(([client, [, end]]) => [client, end] as const)))
+  /** True when `update` (an HTTP update by `userId`) has new structs under a client id another user owns: HTTP ingest refuses it (403). */
+  foreignClient(userId: string, update: Uint8Array): boolean {
+    return this.ingest.clientOwners.foreignTo(userId, this.state.probe.clientsPast(writtenEnds(Y.decodeUpdate(update).structs)))
   }
 
   /** True when this room is loaded and holds less than `shape` (an HTTP update) needs: HTTP ingest refuses it (409). */
@@ -343,7 +344,7 @@ export class Room {
    * room knows of it is what core knows. Otherwise the room learns that the sender owns its ids.
    */
   private foreignFromPeer(update: Uint8Array, userId: string): boolean {
-    const ids = this.state.probe.clientsPast(Y.parseUpdateMeta(update).to)
+    const ids = this.state.probe.clientsPast(writtenEnds(Y.decodeUpdate(update).structs))
     if (this.ingest.clientOwners.foreignTo(userId, ids)) return true
     this.ingest.clientOwners.wroteElsewhere(userId, ids)
     return false

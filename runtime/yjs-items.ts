@@ -228,3 +228,33 @@ export function mergeMany(updates: readonly Uint8Array[]): Uint8Array {
   }
   return round[0]!
 }
+
+/**
+ * Per client, the clock ranges [start, end) of `structs` that carry content, adjacent ones
+ * joined; a Skip (the gap Y.mergeUpdates leaves between non-adjacent updates) writes no clock.
+ */
+export function writtenRanges(structs: readonly (Y.Item | Y.GC | Y.Skip)[]): Map<number, [number, number][]> {
+  const ranges = new Map<number, [number, number][]>()
+  for (const s of structs) {
+    if (s instanceof Y.Skip) continue
+    const list = ranges.get(s.id.client) ?? []
+    list.push([s.id.clock, s.id.clock + s.length])
+    ranges.set(s.id.client, list)
+  }
+  for (const [client, list] of ranges) {
+    list.sort((a, b) => a[0] - b[0])
+    const joined: [number, number][] = []
+    for (const r of list) {
+      const last = joined.at(-1)
+      if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1])
+      else joined.push([r[0], r[1]])
+    }
+    ranges.set(client, joined)
+  }
+  return ranges
+}
+
+/** Per client, one past the last clock `structs` write (writtenRanges). */
+export function writtenEnds(structs: readonly (Y.Item | Y.GC | Y.Skip)[]): Map<number, number> {
+  return new Map([...writtenRanges(structs)].map(([client, list]) => [client, list.at(-1)![1]]))
+}

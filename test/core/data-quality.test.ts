@@ -5,7 +5,7 @@ import { AGG_STREAM, DLQ_STREAM, MSG_ID_HEADER, ServiceUser, decodeDeadLetterEve
 import { pack } from '../../contracts/codec.ts'
 import { versionTransition } from '../../core/apply.ts'
 import { readDocState } from '../../core/store.ts'
-import { edit, forgeNextClocks, malformedEdit, publishEdit, releaseCase, replicaOf, typed } from '../helpers/edits.ts'
+import { edit, forgeNextClocks, malformedEdit, publishEdit, releaseCase, replicaOf, typed, withTrailingSkip } from '../helpers/edits.ts'
 import { setup } from '../helpers/setup.ts'
 import { until } from '../helpers/client.ts'
 
@@ -352,6 +352,44 @@ t.test("core - an old state with no owners and a relay in its tail: the author k
   await settled(docId, 6)
   t.match((await deadRows(docId)).map((r) => r.reason), [/^foreign-client: client 82 /], 'only the forgery refused')
   t.equal(await text(docId), '321old b')
+})
+
+t.test("core - a client's clocks resent while the document holds them pending are no writing under its id: a reconnecting co-editor's offline edit goes in", async (t) => {
+  const docId = 'dq-owners-pending-resend'
+  const bob = typed(74, 'b ')
+  await by(docId, 'bob')(Y.encodeStateAsUpdate(bob))
+  const alice = replicaOf(bob, 75)
+  const first = nextEdit(alice, (text) => text.insert(2, 'A'))
+  const second = nextEdit(alice, (text) => text.insert(3, 'a'))
+  await by(docId, 'alice', 'http')(second) // out of order: pending, and alice's client claimed
+  await settled(docId, 2)
+  // Carol's client got the pending struct (rooms fan posts out); its sync step 2 on reconnecting
+  // carries it with her offline edit.
+  const carol = replicaOf(bob, 76)
+  Y.applyUpdate(carol, second)
+  const served = Y.encodeStateVector(bob)
+  carol.getText('t').insert(0, 'C')
+  await by(docId, 'carol')(Y.encodeStateAsUpdate(carol, served))
+  await by(docId, 'alice', 'http')(first)
+  await settled(docId, 4)
+  t.same((await deadRows(docId)).map((r) => r.reason), [], 'nothing refused')
+  await until('every edit stored', async () => (await text(docId)) === 'Cb Aa')
+})
+
+t.test('core - a Skip writes no clock: an update ending in a Skip of a client no one wrote with claims nothing, before or after a restart', async (t) => {
+  const docId = 'dq-owners-skip'
+  const bob = typed(77, 'base ')
+  await by(docId, 'bob')(Y.encodeStateAsUpdate(bob))
+  const mallory = replicaOf(bob, 78)
+  await by(docId, 'mallory')(withTrailingSkip(nextEdit(mallory, (text) => text.insert(0, 'm')), 79, 100))
+  const alice = replicaOf(bob, 79) // her new tab happens to be client 79
+  Y.applyUpdate(alice, Y.encodeStateAsUpdate(mallory))
+  await by(docId, 'alice')(nextEdit(alice, (text) => text.insert(0, 'A')))
+  await settled(docId, 3)
+  await restartCore()
+  await by(docId, 'alice')(nextEdit(alice, (text) => text.insert(0, 'B')))
+  await until('her edits stored', async () => (await text(docId)) === 'BAmbase ')
+  t.same(await deadRows(docId), [], 'nothing refused')
 })
 
 t.test('core - HTTP updates posted out of order wait pending without stalling their partition, and apply once the gap fills', async (t) => {

@@ -41,6 +41,23 @@ export function forgeNextClocks(doc: Y.Doc, client: number, what: string, at = 0
   return Y.encodeStateAsUpdate(forger, before)
 }
 
+/** `update` (one client's structs) followed by a client block of `skipClient` holding only a Skip of `len` clocks: what no Yjs encoder writes. */
+export function withTrailingSkip(update: Uint8Array, skipClient: number, len: number): Uint8Array {
+  const structs = Y.decodeUpdate(update).structs
+  const enc = new Y.UpdateEncoderV1()
+  encoding.writeVarUint(enc.restEncoder, 2)
+  encoding.writeVarUint(enc.restEncoder, structs.length)
+  enc.writeClient(structs[0]!.id.client)
+  encoding.writeVarUint(enc.restEncoder, structs[0]!.id.clock)
+  for (const s of structs) s.write(enc, 0)
+  encoding.writeVarUint(enc.restEncoder, 1)
+  enc.writeClient(skipClient)
+  encoding.writeVarUint(enc.restEncoder, 0)
+  new Y.Skip(Y.createID(skipClient, 0), len).write(enc, 0)
+  encoding.writeVarUint(enc.restEncoder, 0) // delete set
+  return enc.toUint8Array()
+}
+
 /**
  * Puts a message no test erases at AGG's head, as older messages are in production: an erasure
  * of the newest messages of a stream that holds nothing older moves its head past what other
