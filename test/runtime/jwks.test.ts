@@ -161,9 +161,7 @@ t.test('runtime - fields that could carry a token are censored in log lines', as
 
 // End to end: a real edge (its log lines captured) and core, verifying against a local JWKS.
 const stack = await setup()
-t.teardown(() => stack.cleanup())
 const jwks = await new JwksServer().start()
-t.teardown(() => jwks.stop())
 const rsa = await signingKey('RS256', 'prod-rsa')
 const ec = await signingKey('ES256', 'prod-ec')
 jwks.keys = [rsa.jwk, ec.jwk]
@@ -177,7 +175,13 @@ const edge = new Edge(
   createEdgeMetrics(createRegistry('edge', false)),
 )
 const port = await edge.start()
-t.teardown(() => edge.stop())
+// One teardown, in order: the edge stops while NATS still runs (stopped after, it dialled a
+// server already gone and crashed the file with an unhandled ConnectionError).
+t.teardown(async () => {
+  await edge.stop()
+  await jwks.stop()
+  await stack.cleanup()
+})
 const wsUrl = `ws://127.0.0.1:${port}`
 const httpUrl = `http://127.0.0.1:${port}`
 const closeOf = async (tok: string, docId = 'jwks-doc') => {
