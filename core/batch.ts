@@ -8,7 +8,8 @@ import type { PendingDoc, SettledDoc } from './gap-watch.ts'
 import { describeOverlap, findOverlapViolation } from '../runtime/overlap.ts'
 import { malformedUpdate, misplacedItem } from '../runtime/yjs-items.ts'
 import { docKey, type CachedDoc, type DocCache } from './doc-cache.ts'
-import { claim, foreignClient, heldIn, ownersJson, writtenClients, type ClientOwners } from './client-users.ts'
+import { foreignClient, heldIn, ownersJson, writtenClients, type ClientOwners } from './client-users.ts'
+import { claimUnowned } from '../runtime/client-users.ts'
 import type { CoreMetrics } from './metrics.ts'
 import { fencedKey, itemKey, type DeadLetterRow, type DocRow, type OpRow, type StoredDoc } from './store.ts'
 
@@ -223,7 +224,7 @@ export class BatchBuilder {
       return
     }
     const { result, violation, summary, written } = verdict
-    claim(cached.owners, written, edit.userId)
+    claimUnowned(cached.owners, written, edit.userId)
     if (violation) this.deadLetter(msg, item, edit, violation, true)
     const { outcome } = result
     this.metrics.updates.inc({ outcome })
@@ -326,7 +327,7 @@ export class BatchBuilder {
     this.cache.pin(cached)
     for (const op of this.ops) {
       if (op.tenant !== tenant || op.docId !== docId) continue
-      claim(cached.owners, writtenClients(op.update, heldIn(cached.doc)), op.userId)
+      claimUnowned(cached.owners, writtenClients(op.update, heldIn(cached.doc)), op.userId)
       Y.applyUpdate(cached.doc, op.update)
     }
     const entry = this.touched.get(docKey(tenant, docId))

@@ -1,6 +1,7 @@
 import * as Y from 'yjs'
 import type { ClientUsers } from '../contracts/mod.ts'
 import { writtenRanges } from '../runtime/yjs-items.ts'
+import { claimUnowned, foreignClientOf, type ClientUsers as UserMap } from '../runtime/client-users.ts'
 import type { StoredDoc } from './store.ts'
 
 /**
@@ -16,7 +17,7 @@ import type { StoredDoc } from './store.ts'
  * the structs of others it resends (a reconnecting client's sync step 2 carries pending ones
  * too), nor pending structs of others it releases, nor a Skip.
  */
-export type ClientOwners = Map<number, string>
+export type ClientOwners = UserMap
 
 /** Whether a document held clocks [start, end) of `client`: integrated (below `state`) or pending. */
 export type Held = (client: number, start: number, end: number) => boolean
@@ -46,7 +47,7 @@ export function applyStored(doc: Y.Doc, { state, stateOwners, tail, tailUsers }:
   const owners: ClientOwners = new Map(Object.entries(stateOwners ?? {}).map(([client, user]) => [Number(client), user]))
   if (state) Y.applyUpdate(doc, state)
   tail.forEach((update, i) => {
-    claim(owners, writtenClients(update, heldIn(doc)), tailUsers[i]!)
+    claimUnowned(owners, writtenClients(update, heldIn(doc)), tailUsers[i]!)
     Y.applyUpdate(doc, update)
   })
   return owners
@@ -64,16 +65,8 @@ export function storedOwners(parts: StoredDoc): ClientOwners {
 
 /** Why `userId` may not write under `clients` (another user owns one of them), or null. */
 export function foreignClient(owners: ClientOwners, clients: readonly number[], userId: string): string | null {
-  for (const client of clients) {
-    const owner = owners.get(client)
-    if (owner !== undefined && owner !== userId) return `client ${client} belongs to another user`
-  }
-  return null
-}
-
-/** `userId` owns every client among `clients` nobody owned. */
-export function claim(owners: ClientOwners, clients: Iterable<number>, userId: string): void {
-  for (const client of clients) if (!owners.has(client)) owners.set(client, userId)
+  const client = foreignClientOf(owners, clients, userId)
+  return client === null ? null : `client ${client} belongs to another user`
 }
 
 /** As stored in docs.client_users. */

@@ -1,7 +1,7 @@
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
 import type pg from 'pg'
 import type { Logger } from '../runtime/log.ts'
-import { BatchBuilder, decodeMessage, type DecodedItem } from './batch.ts'
+import { BatchBuilder, decodeMessage } from './batch.ts'
 import { DeliveryRun, type Delivery } from './delivery-run.ts'
 import { DocCache } from './doc-cache.ts'
 import { DeliveryGapError, isLeaseLostError, isRefusedData } from './errors.ts'

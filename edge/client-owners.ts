@@ -1,3 +1,5 @@
+import { claimUnowned, foreignClientOf, type ClientUsers } from '../runtime/client-users.ts'
+
 /**
  * Which socket, and which user, speaks for which Yjs client id in a room. Invariants: new
  * structs of a client id are taken only from the socket that first sent structs for it while
@@ -11,7 +13,7 @@
  */
 export class ClientOwners<S extends { readonly userId: string }> {
   private readonly sockets = new Map<number, S>()
-  private readonly users = new Map<number, string>()
+  private readonly users: ClientUsers = new Map()
 
   /** The client ids with new structs in `update`; null when another live socket or another user owns one of them. */
   check(socket: S, clientIds: Iterable<number>): number[] | null {
@@ -19,18 +21,14 @@ export class ClientOwners<S extends { readonly userId: string }> {
     for (const id of ids) {
       const owner = this.sockets.get(id)
       if (owner !== undefined && owner !== socket) return null
-      const user = this.users.get(id)
-      if (user !== undefined && user !== socket.userId) return null
     }
-    return ids
+    return foreignClientOf(this.users, ids, socket.userId) === null ? ids : null
   }
 
   /** The socket's update was taken: it owns the ids nobody owned, and its user owns them while the room is open. */
   claim(socket: S, ids: number[]): void {
-    for (const id of ids) {
-      if (!this.sockets.has(id)) this.sockets.set(id, socket)
-      if (!this.users.has(id)) this.users.set(id, socket.userId)
-    }
+    for (const id of ids) if (!this.sockets.has(id)) this.sockets.set(id, socket)
+    claimUnowned(this.users, ids, socket.userId)
   }
 
   /**
@@ -43,7 +41,7 @@ export class ClientOwners<S extends { readonly userId: string }> {
 
   /** `userId` wrote under `clientIds` elsewhere (over HTTP, on a peer edge): it owns those nobody owned. */
   wroteElsewhere(userId: string, clientIds: Iterable<number>): void {
-    for (const id of clientIds) if (!this.users.has(id)) this.users.set(id, userId)
+    claimUnowned(this.users, clientIds, userId)
   }
 
   /** Every id's user, to answer a peer room's state request with. */
@@ -53,11 +51,7 @@ export class ClientOwners<S extends { readonly userId: string }> {
 
   /** True when one of `clientIds` belongs to a user other than `userId` (an HTTP post, which has no socket). */
   foreignTo(userId: string, clientIds: Iterable<number>): boolean {
-    for (const id of clientIds) {
-      const user = this.users.get(id)
-      if (user !== undefined && user !== userId) return true
-    }
-    return false
+    return foreignClientOf(this.users, clientIds, userId) !== null
   }
 
   /** The socket left: its ids are free for its user's other sockets (a reload, another tab). */

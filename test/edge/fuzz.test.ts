@@ -6,7 +6,6 @@ import { LOOPBACK_LIMITS, setup, token } from '../helpers/setup.ts'
 import { docContents, readState, until, yclient } from '../helpers/client.ts'
 import { RawSocket, awarenessUpdate, frames, type Closed } from '../helpers/raw-socket.ts'
 import { counterValue } from '../helpers/metric-value.ts'
-import { inspectUpdate } from '../../edge/protocol.ts'
 import { lacksDependencies, shapeOf } from '../../edge/update-shape.ts'
 import { decodes, mutate, richEdit, seeded, trial } from '../helpers/mutants.ts'
 
