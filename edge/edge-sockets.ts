@@ -48,6 +48,12 @@ export interface SocketData {
 
 type Socket = uWS.WebSocket<SocketData>
 
+/** The refusal of a socket whose token check ends while the edge drains (1012: reconnect elsewhere). */
+const RESTARTING: SocketAdmission = { ok: false, code: CloseCode.ServiceRestart, reason: 'edge restarting' }
+
+/** What a frame held before its token is checked counts beside its payload (its copy's objects on the heap), against unauthenticatedBodyBytes. */
+const EARLY_FRAME_COST_BYTES = 256
+
 export interface EdgeSocketsOptions {
   admission: EdgeAdmission
   limiter: EdgeLimiter
@@ -98,16 +104,19 @@ export class EdgeSockets {
   open(ws: Socket): void {
     const data = ws.getUserData()
     // Whatever fails on the way (NATS slow or away) refuses this socket with 1013, never the process.
-    const admission: Promise<SocketAdmission> = this.opts.stopping() ? Promise.resolve({ ok: false, code: CloseCode.ServiceRestart, reason: 'edge restarting' }) : this.opts.admission.socket(data.path, data.token, data.saved)
+    const admission: Promise<SocketAdmission> = this.opts.stopping() ? Promise.resolve(RESTARTING) : this.opts.admission.socket(data.path, data.token, data.saved)
     admission
       .finally(() => this.opts.limiter.admitted(data.ip))
       .catch((err: unknown): SocketAdmission => {
+        // Stopping ends the tenant directory under the checks still running: no failure, a drain.
+        if (this.opts.stopping()) return RESTARTING
         this.opts.metrics.admissionFailures.inc()
         this.opts.log.warn({ err, path: data.path }, 'could not authorize a socket; refusing it with 1013')
         return { ok: false, code: CloseCode.TryAgainLater, reason: 'admission unavailable, retry' }
       })
       .then((admission) => {
-        if (!data.closed) this.opened(ws, data, admission)
+        // A check that ended after the drain began opens no room: the client goes to another edge.
+        if (!data.closed) this.opened(ws, data, this.opts.stopping() ? RESTARTING : admission)
       })
       .catch((err: unknown) => this.opts.log.error({ err, path: data.path }, 'opening a socket failed'))
   }
@@ -150,7 +159,8 @@ export class EdgeSockets {
     // uWS reuses the buffer after this callback returns; frame() checks it before copying it.
     if (data.admitted) return this.frame(data.admitted, new Uint8Array(message))
     if (!data.early) return // refused; its close is on the way
-    data.earlyBytes += message.byteLength
+    // Each held frame costs its copy's objects too: a flood of empty frames is bounded like one of bytes.
+    data.earlyBytes += message.byteLength + EARLY_FRAME_COST_BYTES
     if (data.earlyBytes > this.opts.limiter.limits.unauthenticatedBodyBytes) {
       const { close } = this.opts.limiter.refused(Limit.UnauthenticatedBytes, { ip: data.ip })
       data.early = null

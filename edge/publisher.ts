@@ -134,7 +134,7 @@ export class UpdatePublisher {
 
   /** `savedNotice`: the sender wants the saved signal, so core is asked to say when the update's message is committed. */
   publish(tenant: string, docId: string, userId: string, update: Uint8Array, savedNotice = false, ingestTs = Date.now()): Promise<PublishedRef> {
-    const bytes = update.byteLength + docId.length + userId.length + UPDATE_FRAMING_BYTES
+    const bytes = update.byteLength + Buffer.byteLength(docId) + Buffer.byteLength(userId) + UPDATE_FRAMING_BYTES // msgpack writes UTF-8
     // The edge's frame limit keeps this from happening; a server with a smaller max_payload
     // (after a reconnect) must still cost only the writer, never the room.
     const limit = payloadLimit(this.nc)

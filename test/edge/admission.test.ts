@@ -71,6 +71,27 @@ t.test('edge - a socket that sends more than the cap before its token is checked
   t.equal(await counterValue(edge.edge.metrics.limitRefusals, { tenant: '', limit: Limit.UnauthenticatedBytes }), refusedBefore + 1, 'counted by its limit')
 })
 
+t.test('edge - empty frames before the token is checked count against the cap too: each held frame costs memory', async (t) => {
+  const s = connect('early-empty', await slowToken('early-empty'))
+  t.teardown(() => s.ws.terminate())
+  const started = await s.opened
+  for (let i = 0; i < 1_000; i++) s.ws.send(new Uint8Array(0))
+  const close = await s.closed
+  t.equal(close.code, CloseCode.TryAgainLater)
+  t.match(close.reason, /before the token was checked/)
+  t.ok(performance.now() - started < KEY_SET_DELAY_MS, 'closed without waiting for the token')
+})
+
+t.test('edge - a socket whose token check ends after the drain began is closed with 1012 (no admission failure)', async (t) => {
+  const draining = await stack.edge({ tokens: { secret: JWT_SECRET, jwksUrl: jwks.url, jwksCooldownMs: 0 } })
+  const ws = new WebSocket(`${draining.url}/late-admission?token=${await slowToken('late-admission')}`)
+  const closed = once(ws, 'close').then(([code]) => code as number)
+  await once(ws, 'open')
+  await draining.edge.stop() // the token check is still waiting for the key set
+  t.equal(await closed, CloseCode.ServiceRestart, 'told to reconnect elsewhere, as every socket of a drain')
+  t.equal(await counterValue(draining.edge.metrics.admissionFailures), 0, 'no admission failure counted')
+})
+
 t.test('edge - what a socket sent before its token was refused is dropped with it', async (t) => {
   const bad = await slowToken('early-unknown-key', false)
   const s = connect('early-refused', bad)

@@ -170,3 +170,16 @@ t.test("edge - a document's updates queued behind a batch that failed fail with 
     'the update behind the failed batch never reached the stream',
   )
 })
+
+t.test('edge - a batch is cut by the UTF-8 bytes of its ids: non-ASCII document and user ids never take it past max_payload', async (t) => {
+  const maxPayload = nc.info!.max_payload
+  // maxBatchBytes as high as the server allows (EDGE_PUBLISH_MAX_BATCH_BYTES): the estimate alone keeps the message within max_payload.
+  const { p } = publisher({ maxBatchBytes: maxPayload, lingerMs: 60_000, batchTarget: 10_000, busyUpdatesPerS: 0 })
+  const docId = '文'.repeat(256) // 768 UTF-8 bytes
+  const userId = 'ü'.repeat(256) // 512
+  // 16 updates that fill a batch if the ids were counted by their UTF-16 length.
+  const each = Math.floor((maxPayload - 1_536) / 16) - (docId.length + userId.length + 64)
+  const outcomes = await Promise.allSettled(Array.from({ length: 16 }, (_, i) => p.publish('acme', docId, userId, new Uint8Array(each).fill(i + 1))))
+  const failed = outcomes.flatMap((o) => (o.status === 'rejected' ? [(o.reason as Error).message.slice(-60)] : []))
+  t.equal(failed.length, 0, `every update stored (${failed[0] ?? 'none failed'})`)
+})
