@@ -89,7 +89,7 @@ export async function readBlame(pool: pg.Pool, blobs: BlobStore, tenant: string,
   if (!built) return null
   try {
     const attribution = new Attribution()
-    await forEachSliced(docRows(pool, tenant, docId, 0, built.seq), (row) => {
+    await forEachSliced(docRows(pool, tenant, docId, { afterSeq: 0, uptoSeq: built.seq, uptoTime: built.time }), (row) => {
       const writer = { user: row.user, ts: row.eventTs.toISOString() }
       // Skips are the gaps of a merged update: clocks it does not carry.
       for (const s of Y.decodeUpdate(row.update).structs) if (!(s instanceof Y.Skip)) attribution.claim(s.id.client, s.id.clock, s.id.clock + s.length, writer)

@@ -29,13 +29,13 @@ const UPDATE_ONLY: PageShape = { inner: '', outer: '', rows: 5_000 }
 const WHOLE_ROW: PageShape = { inner: ', stream_seq, user_id, ingest_ts, COALESCE(event_ts, ingest_ts) AS event_ts', outer: ', stream_seq, user_id, ingest_ts, event_ts', rows: 1_000 }
 
 /**
- * A document's op-log rows with afterSeq < stream_seq <= uptoSeq and an id past `afterId`, in
+ * A document's op-log rows in `range` (RowRange) with an id past `afterId`, in
  * stream order (op-log id: history.ts says why), a page per query: at most shape.rows rows and,
  * past its first row, PAGE_BYTES of updates (summed in SQL, so a page of large updates is never
  * fetched whole).
  */
 async function* pages<R extends { id: string; update: Buffer }>(pool: pg.Pool, tenant: string, docId: string, range: RowRange, shape: PageShape): AsyncGenerator<R[]> {
-  const { afterSeq, uptoSeq } = range
+  const { afterSeq, uptoSeq, afterTime = null, uptoTime = null } = range
   let afterId = String(range.afterId ?? 0)
   for (;;) {
     // `ahead`: the rows the page looked at before the byte cut. Fewer than shape.rows and none cut:
@@ -45,10 +45,12 @@ async function* pages<R extends { id: string; update: Buffer }>(pool: pg.Pool, t
       `SELECT id, update${shape.outer}, ahead FROM (
          SELECT *, count(*) OVER () AS ahead,
                 sum(octet_length(update)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - octet_length(update) AS before
-         FROM (SELECT id, update${shape.inner} FROM op_log WHERE tenant = $1 AND doc_id = $2 AND id > $3::bigint AND stream_seq > $4 AND stream_seq <= $5
+         FROM (SELECT id, update${shape.inner} FROM op_log WHERE tenant = $1 AND doc_id = $2 AND id > $3::bigint
+                 AND (stream_seq > $4 OR (stream_seq = $4 AND ingest_ts > $6::timestamptz))
+                 AND (stream_seq < $5 OR (stream_seq = $5 AND ($7::timestamptz IS NULL OR ingest_ts <= $7::timestamptz)))
                ORDER BY id LIMIT ${shape.rows}) ahead
        ) page WHERE before < ${PAGE_BYTES} ORDER BY id`,
-      [tenant, docId, afterId, afterSeq, uptoSeq],
+      [tenant, docId, afterId, afterSeq, uptoSeq, afterTime, uptoTime],
     )
     if (r.rows.length === 0) return
     yield r.rows
@@ -58,17 +60,26 @@ async function* pages<R extends { id: string; update: Buffer }>(pool: pg.Pool, t
   }
 }
 
-/** Which rows: afterSeq < stream_seq <= uptoSeq, and an op-log id past afterId (default 0). */
+/**
+ * Which rows: afterSeq < stream_seq <= uptoSeq, and an op-log id past afterId (default 0). A
+ * time cuts a stream message: one message carries an edge's updates of several moments, each
+ * with its ingest time, so a point in time can fall inside it (PointInTime). `uptoTime`: of the
+ * rows at uptoSeq, only those ingested by then; `afterTime`: the rows at afterSeq ingested after
+ * it are in the range too.
+ */
 export interface RowRange {
   afterSeq: number
   uptoSeq: number
   afterId?: number
+  /** Ingest times as PostgreSQL writes a timestamptz (point-in-time.ts Cut). */
+  afterTime?: string | undefined
+  uptoTime?: string | undefined
 }
 
 /** The rows (pages) as blame and rollback replay them. */
-export async function* docRows(pool: pg.Pool, tenant: string, docId: string, afterSeq: number, uptoSeq: number): AsyncGenerator<OpLogRow> {
+export async function* docRows(pool: pg.Pool, tenant: string, docId: string, range: RowRange): AsyncGenerator<OpLogRow> {
   type Row = { id: string; update: Buffer; stream_seq: string; user_id: string; ingest_ts: Date; event_ts: Date }
-  for await (const page of pages<Row>(pool, tenant, docId, { afterSeq, uptoSeq }, WHOLE_ROW)) {
+  for await (const page of pages<Row>(pool, tenant, docId, range, WHOLE_ROW)) {
     for (const row of page) yield { id: row.id, seq: Number(row.stream_seq), user: row.user_id, ingestTs: row.ingest_ts, eventTs: row.event_ts, update: row.update }
   }
 }

@@ -13,10 +13,19 @@ export function parsePointInTime(at: string): PointInTime | null {
   return PointTime.safeParse(at).success ? { time: new Date(at) } : null
 }
 
-/** The document as it was at a point, and the last stream sequence it holds. */
-export interface StateAt {
-  update: Uint8Array
+/**
+ * Where a point in time cuts the op log: the rows up to stream sequence `seq` — of the rows at
+ * `seq` only those ingested by `time` when set (a time inside that message: RowRange uptoTime).
+ */
+export interface Cut {
   seq: number
+  /** An ingest time as PostgreSQL writes a timestamptz. */
+  time?: string | undefined
+}
+
+/** The document as it was at a point, and where that point cuts the op log (`seq`: the last stream sequence it holds). */
+export interface StateAt extends Cut {
+  update: Uint8Array
 }
 
 /** Synchronous work a replay does before it lets the event loop run (every tenant's commits share it). */
@@ -58,37 +67,45 @@ export async function forEachSliced<T>(rows: AsyncIterable<T> | Iterable<T>, eac
 
 /**
  * The document as it was at `at`, as a Y.Doc the caller destroys: every op-log update of it up
- * to the stream sequence `at` names (or, for a time, up to the last one ingested by then), built
- * from the newest snapshot at or before that sequence plus the op-log rows after it. Null when
- * the document had no update by then. A snapshot whose blob is gone (expired by the store's
- * lifecycle rule) is passed over for an older one, down to replaying the op log from its start.
+ * to the stream sequence `at` names (or, for a time, up to the last message with one ingested by
+ * then, less that message's updates ingested later), built from the newest snapshot before that
+ * cut plus the op-log rows after it. Null when the document had no update by then. A snapshot
+ * whose blob is gone (expired by the store's lifecycle rule) is passed over for an older one,
+ * down to replaying the op log from its start.
  */
-export async function readDocAt(pool: pg.Pool, blobs: BlobStore, tenant: string, docId: string, at: PointInTime): Promise<{ doc: Y.Doc; seq: number } | null> {
-  const target = await pool.query<{ seq: string | null }>(
+export async function readDocAt(pool: pg.Pool, blobs: BlobStore, tenant: string, docId: string, at: PointInTime): Promise<({ doc: Y.Doc } & Cut) | null> {
+  // For a time: the last message with an update ingested by then and, when that message holds
+  // later ones too, the ingest time of its last update the point takes (exact, as PostgreSQL
+  // writes it: the same rows give the same cut, whatever time between them was asked).
+  const target = await pool.query<{ seq: string | null; upto: string | null }>(
     'seq' in at
-      ? 'SELECT max(stream_seq) AS seq FROM op_log WHERE tenant = $1 AND doc_id = $2 AND stream_seq <= $3'
-      : 'SELECT max(stream_seq) AS seq FROM op_log WHERE tenant = $1 AND doc_id = $2 AND ingest_ts <= $3',
+      ? 'SELECT max(stream_seq) AS seq, NULL AS upto FROM op_log WHERE tenant = $1 AND doc_id = $2 AND stream_seq <= $3'
+      : `WITH cut AS (SELECT max(stream_seq) AS seq FROM op_log WHERE tenant = $1 AND doc_id = $2 AND ingest_ts <= $3)
+         SELECT cut.seq, CASE WHEN bool_or(o.ingest_ts > $3) THEN (max(o.ingest_ts) FILTER (WHERE o.ingest_ts <= $3))::text END AS upto
+         FROM cut LEFT JOIN op_log o ON o.tenant = $1 AND o.doc_id = $2 AND o.stream_seq = cut.seq GROUP BY cut.seq`,
     [tenant, docId, 'seq' in at ? at.seq : at.time],
   )
   const seqText = target.rows[0]?.seq
   if (seqText === null || seqText === undefined) return null
   const seq = Number(seqText)
+  const time = target.rows[0]?.upto ?? undefined
+  // A snapshot at the cut's own message holds all its updates: only an older one serves a cut inside it.
   const snapshots = await pool.query<{ stream_seq: string; blob_key: string; through_op_id: string | null }>(
     'SELECT stream_seq, blob_key, through_op_id FROM snapshots WHERE tenant = $1 AND doc_id = $2 AND stream_seq <= $3 ORDER BY stream_seq DESC',
-    [tenant, docId, seq],
+    [tenant, docId, time ? seq - 1 : seq],
   )
   let base: Uint8Array | null = null
   // The rows after the snapshot: those committed after its state (a redelivered update commits
   // after later ones, so a lower sequence may come later), else, for a snapshot taken before
   // through_op_id was recorded, those past its sequence.
-  let rows: RowRange = { afterSeq: 0, uptoSeq: seq }
+  let rows: RowRange = { afterSeq: 0, uptoSeq: seq, uptoTime: time }
   for (const s of snapshots.rows) {
     // A blob the store fails to give (S3 erroring or timing out) is passed over like a gone one:
     // the op log holds every update, so the answer is only slower. Not logged: readDocAt has no
     // logger, and giving it one would change every heavy read's signature for this one case.
     base = await blobs.get(s.blob_key).catch(() => null)
     if (base) {
-      rows = s.through_op_id === null ? { afterSeq: Number(s.stream_seq), uptoSeq: seq } : { afterSeq: 0, uptoSeq: seq, afterId: Number(s.through_op_id) }
+      rows = s.through_op_id === null ? { ...rows, afterSeq: Number(s.stream_seq) } : { ...rows, afterId: Number(s.through_op_id) }
       break
     }
   }
@@ -109,7 +126,7 @@ export async function readDocAt(pool: pg.Pool, blobs: BlobStore, tenant: string,
         })
       }
     }
-    return { doc, seq }
+    return { doc, seq, time }
   } catch (err) {
     doc.destroy()
     throw err
@@ -121,7 +138,7 @@ export async function readStateAt(pool: pg.Pool, blobs: BlobStore, tenant: strin
   const built = await readDocAt(pool, blobs, tenant, docId, at)
   if (!built) return null
   try {
-    return { update: Y.encodeStateAsUpdate(built.doc), seq: built.seq }
+    return { update: Y.encodeStateAsUpdate(built.doc), seq: built.seq, time: built.time }
   } finally {
     built.doc.destroy()
   }

@@ -5,7 +5,7 @@ import { HTTP_INGEST_PATH, RollbackRequest, editMsgId, type RollbackAnswer } fro
 import type { BlobStore } from '../runtime/blobs/blob-store.ts'
 import type { Logger } from '../runtime/log.ts'
 import { docRows } from './op-log-rows.ts'
-import { forEachSliced, parsePointInTime, readStateAt } from './point-in-time.ts'
+import { forEachSliced, parsePointInTime, readStateAt, type StateAt } from './point-in-time.ts'
 
 /**
  * Rollback as a NEW Yjs update, computed here and sent through the normal edit path.
@@ -104,7 +104,7 @@ export async function rollback(deps: RollbackDeps, target: RollbackTarget, body:
 async function planUpdate(pool: pg.Pool, blobs: BlobStore, target: RollbackTarget, request: RollbackRequest): Promise<{ update: null } | { update: Uint8Array; key: string } | { error: string }> {
   const { tenant, docId, basedOnSeq } = target
   let since: Date | null = null
-  let base: { update: Uint8Array; seq: number } | null
+  let base: StateAt | null
   if ('to' in request) {
     const point = parsePointInTime(String(request.to))
     if (!point) return { error: 'to takes an ISO 8601 time or a stream sequence' }
@@ -128,10 +128,10 @@ async function planUpdate(pool: pg.Pool, blobs: BlobStore, target: RollbackTarge
     if (base) Y.applyUpdate(doc, base.update, UNTRACKED)
     const undo = new Y.UndoManager(doc, { captureTimeout: Number.POSITIVE_INFINITY, trackedOrigins: new Set([TRACKED]) })
     // A transaction per row: its origin decides whether the undo tracks it.
-    await forEachSliced(docRows(pool, tenant, docId, base?.seq ?? 0, basedOnSeq), (row) => Y.applyUpdate(doc, row.update, tracked(row) ? TRACKED : UNTRACKED))
+    await forEachSliced(docRows(pool, tenant, docId, { afterSeq: base?.seq ?? 0, afterTime: base?.time, uptoSeq: basedOnSeq }), (row) => Y.applyUpdate(doc, row.update, tracked(row) ? TRACKED : UNTRACKED))
     if (undo.undoStack.length === 0) return { update: null }
     const current = visibleContent(doc)
-    const hash = createHash('sha256').update(JSON.stringify([tenant, docId, basedOnSeq, base?.seq ?? null, user, since?.toISOString() ?? null])).digest()
+    const hash = createHash('sha256').update(JSON.stringify([tenant, docId, basedOnSeq, base?.seq ?? null, user, since?.toISOString() ?? null, ...(base?.time ? [base.time] : [])])).digest()
     doc.clientID = freshClientId(doc, hash.readUInt32BE(18))
     const updates: Uint8Array[] = []
     doc.on('update', (update: Uint8Array, origin: unknown) => {

@@ -32,7 +32,7 @@ t.test('core - op-log pages hold at most 4 MiB of updates past their first row, 
   t.same(fetched, [3, 3, 3, 1], 'and no query fetched more')
   fetched = []
   const seqs: number[] = []
-  for await (const row of docRows(pool, 'acme', 'pages/large', 101, 108)) {
+  for await (const row of docRows(pool, 'acme', 'pages/large', { afterSeq: 101, uptoSeq: 108 })) {
     t.ok(Buffer.from(row.update).equals(updates[row.seq - 100]!), `row ${row.seq} whole`)
     seqs.push(row.seq)
   }
