@@ -27,9 +27,10 @@ import { forEachSliced, parsePointInTime, readStateAt, type StateAt } from './po
  * Limits (UndoManager's): text and array items come back where they were; a Y.Map key another
  * (untracked) user wrote since is left as they wrote it; an item still pending in the op log
  * (its dependencies never arrived) is not reverted. Cost: replaying the rows
- * after the point — bounded by the point's age, not by the document's (~4 s per 100K
- * one-character updates on the 2-core dev box), letting the event loop run every few ms
- * (forEachSliced); the final undo is one synchronous step.
+ * after the point — bounded by the point's age, not by the document's (75K one-character
+ * updates, a delete in four: 2.1 s on the 2-core dev box, state?at= 1.4 s for the same rows),
+ * letting the event loop run every few ms (forEachSliced, RowRun); the final undo is one
+ * synchronous step.
  *
  * Why through the edge's HTTP ingest (POST /v1/docs/<docId>/updates) with the CALLER's token:
  * it is the path every client edit takes — the edge checks the token (editor, document allowed,
@@ -127,8 +128,13 @@ async function planUpdate(pool: pg.Pool, blobs: BlobStore, target: RollbackTarge
   try {
     if (base) Y.applyUpdate(doc, base.update, UNTRACKED)
     const undo = new Y.UndoManager(doc, { captureTimeout: Number.POSITIVE_INFINITY, trackedOrigins: new Set([TRACKED]) })
-    // A transaction per row: its origin decides whether the undo tracks it.
-    await forEachSliced(docRows(pool, tenant, docId, { afterSeq: base?.seq ?? 0, afterTime: base?.time, uptoSeq: basedOnSeq }), (row) => Y.applyUpdate(doc, row.update, tracked(row) ? TRACKED : UNTRACKED))
+    // A transaction's origin decides whether the undo tracks it. One per run of rows alike, not
+    // per row: the undo merges each tracked transaction's deletes into all it holds, so a
+    // transaction per row cost time quadratic in the rows (75K typed rows: 14.7 s, against 1.3 s
+    // for state?at= replaying them).
+    const run = new RowRun(doc)
+    await forEachSliced(docRows(pool, tenant, docId, { afterSeq: base?.seq ?? 0, afterTime: base?.time, uptoSeq: basedOnSeq }), (row) => run.add(row.update, tracked(row) ? TRACKED : UNTRACKED))
+    run.apply()
     if (undo.undoStack.length === 0) return { update: null }
     const current = visibleContent(doc)
     const hash = createHash('sha256').update(JSON.stringify([tenant, docId, basedOnSeq, base?.seq ?? null, user, since?.toISOString() ?? null, ...(base?.time ? [base.time] : [])])).digest()
@@ -142,6 +148,34 @@ async function planUpdate(pool: pg.Pool, blobs: BlobStore, target: RollbackTarge
     return { update: Y.mergeUpdates(updates), key: `rollback-${hash.subarray(0, 18).toString('base64url')}` }
   } finally {
     doc.destroy()
+  }
+}
+
+/** Rows, and their bytes, applied together at most: a run is about a slice of work (point-in-time.ts), applied in one step. */
+const MAX_RUN_ROWS = 256
+const MAX_RUN_BYTES = 256 * 1024
+
+/** Consecutive op-log rows of one origin, applied in one transaction (in stream order with the others). */
+class RowRun {
+  private updates: Uint8Array[] = []
+  private bytes = 0
+  private origin: symbol = UNTRACKED
+
+  constructor(private readonly doc: Y.Doc) {}
+
+  add(update: Uint8Array, origin: symbol): void {
+    if (origin !== this.origin || this.updates.length === MAX_RUN_ROWS || this.bytes >= MAX_RUN_BYTES) this.apply()
+    this.origin = origin
+    this.updates.push(update)
+    this.bytes += update.byteLength
+  }
+
+  apply(): void {
+    if (this.updates.length === 0) return
+    const updates = this.updates
+    this.updates = []
+    this.bytes = 0
+    Y.transact(this.doc, () => updates.forEach((u) => Y.applyUpdate(this.doc, u)), this.origin)
   }
 }
 
