@@ -116,10 +116,16 @@ export class Snapshots {
 
   private async drain(): Promise<void> {
     for (let s = this.queue.shift(); s; s = this.queue.shift()) {
+      // In hand from here on: a forget() while due() asks PostgreSQL reaches it too.
+      const inHand = { state: s, forgotten: false }
+      this.inHand = inHand
       try {
-        if (!(await this.due(s))) continue
+        if (!(await this.due(s)) || inHand.forgotten) {
+          this.inHand = null
+          continue
+        }
         const started = Date.now()
-        await this.write(s)
+        await this.write(inHand)
         await this.pause(started + 1000 / this.opts.maxPerSecond - Date.now())
       } catch (err) {
         this.metrics.snapshots.inc({ outcome: 'failed' })
@@ -153,11 +159,10 @@ export class Snapshots {
     return Date.now() - last >= this.opts.snapshotIntervalMs
   }
 
-  private async write(s: CompactedState): Promise<void> {
+  private async write(inHand: { state: CompactedState; forgotten: boolean }): Promise<void> {
+    const s = inHand.state
     const key = snapshotKey(s.tenant, s.docId, s.lastStreamSeq)
     const time = new Date(s.lastIngestTs)
-    const inHand = { state: s, forgotten: false }
-    this.inHand = inHand
     try {
       await this.blobs.put(key, s.state, snapshotMetadata({ seq: s.lastStreamSeq, time }))
       if (!inHand.forgotten) {

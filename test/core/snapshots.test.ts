@@ -193,3 +193,19 @@ t.test('core - a new snapshot tags its document\'s previous one superseded (what
   await write('tagged', 12)
   t.same(superseded, [snapshotKey('acme', 'tagged', 3), snapshotKey('acme', 'tagged', 8)], 'the third tags the second; the newest stays untagged')
 })
+
+t.test('core - a document forgotten (deleted or erased) while its snapshot waits to be judged due gets no snapshot', async (t) => {
+  const snapshots = new Snapshots(blobs, stack.db, createLogger('test', 'silent'), createCoreMetrics(createRegistry('core', false)), { snapshotIntervalMs: 1 })
+  // Another session holds the table: the due() lookup of the document's last snapshot waits on it.
+  const holder = await stack.db.connect()
+  t.teardown(() => holder.release(true)) // ends the lock whatever failed
+  await holder.query('BEGIN')
+  await holder.query('LOCK TABLE snapshots IN ACCESS EXCLUSIVE MODE')
+  snapshots.offer([{ tenant: 'acme', docId: 'forgotten-while-due', state: Y.encodeStateAsUpdate(new Y.Doc()), lastStreamSeq: 7, throughOpId: null, lastIngestTs: Date.now() }])
+  await until('the lookup waits on the lock', async () => (await stack.db.query("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%max(taken_at)%'")).rowCount === 1)
+  snapshots.forget('acme', 'forgotten-while-due') // the delete or erase notice
+  await holder.query('COMMIT')
+  await snapshots.flush()
+  t.equal(await blobs.get(snapshotKey('acme', 'forgotten-while-due', 7)), null, 'no blob')
+  t.equal((await stack.db.query("SELECT 1 FROM snapshots WHERE doc_id = 'forgotten-while-due'")).rowCount, 0, 'no row')
+})
