@@ -51,6 +51,13 @@ function subjectOf(subject: string): { tenant: string; docId: string | null } | 
   }
 }
 
+/**
+ * `text` as a text column can hold it: PostgreSQL refuses a NUL, and a dead letter's texts come
+ * from outside (a subject, an error message quoting the update's bytes). One refused dead-letter
+ * row failed its partition's every commit, for every tenant, forever.
+ */
+const storableText = (text: string) => text.replaceAll('\u0000', '\\u0000')
+
 /** Ingest time past event time beyond which a committed update counts as late (an offline edit): 60 s. */
 export const DEFAULT_LATE_AFTER_MS = 60_000
 
@@ -186,7 +193,8 @@ export class BatchBuilder {
   deadLetter(msg: JsMsg, item: number, edit: EditEnvelope | undefined, reason: string, applied = false): void {
     if (!applied) this.refused.add(itemKey(msg.seq, item))
     const where = edit ?? subjectOf(msg.subject)
-    this.deadLetters.push({ stream: this.stream, streamSeq: msg.seq, item, subject: msg.subject, tenant: where?.tenant ?? null, docId: where?.docId ?? null, reason, payload: edit ? encodeEnvelope(edit) : msg.data })
+    const docId = where?.docId ?? null
+    this.deadLetters.push({ stream: this.stream, streamSeq: msg.seq, item, subject: storableText(msg.subject), tenant: where?.tenant ?? null, docId: docId && storableText(docId), reason: storableText(reason), payload: edit ? encodeEnvelope(edit) : msg.data })
     this.metrics.deadLetters.inc({ reason: deadLetterReasonClass(reason), tenant: where?.tenant ?? 'unknown' })
   }
 

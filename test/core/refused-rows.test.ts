@@ -1,5 +1,6 @@
 import t from 'tap'
 import * as Y from 'yjs'
+import * as encoding from 'lib0/encoding'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { ServiceUser, editIngestSubject, editMsgId, encodeEnvelope } from '../../contracts/mod.ts'
 import { readDocState } from '../../core/store.ts'
@@ -49,4 +50,33 @@ t.test('core - an update whose op-log row PostgreSQL refuses is dead-lettered; i
 
   await publishEdit(js, 'acme', 'refusing', edit('later', 4))
   await until('a later update commits too', async () => (await opRows(['refusing'])) === 3, 20_000)
+})
+
+/** One (legacy) ContentJSON item holding `"\0x"`: Yjs throws a SyntaxError quoting the NUL while it decodes it. */
+function jsonContentWithNul(client: number): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, 1) // clients
+  encoding.writeVarUint(e, 1) // structs
+  encoding.writeVarUint(e, client)
+  encoding.writeVarUint(e, 0) // clock
+  encoding.writeUint8(e, 2) // info: ContentJSON, no origins, no parentSub
+  encoding.writeVarUint(e, 1) // the parent is a root type, by name
+  encoding.writeVarString(e, 'arr')
+  encoding.writeVarUint(e, 1) // one JSON value
+  encoding.writeVarString(e, '\u0000x')
+  encoding.writeVarUint(e, 0) // empty delete set
+  return encoding.toUint8Array(e)
+}
+
+t.test('core - a dead letter whose reason quotes a NUL (PostgreSQL text holds none) is stored escaped; its partition goes on', async (t) => {
+  const bad = jsonContentWithNul(77)
+  t.throws(() => Y.applyUpdate(new Y.Doc(), bad), 'Yjs throws on it')
+  await publishEdit(js, 'acme', 'nul-reason', edit('before', 1))
+  await until('the first edit committed', async () => (await opRows(['nul-reason'])) === 1)
+  await publishEdit(js, 'acme', 'nul-reason', bad)
+  await publishEdit(js, 'acme', 'nul-reason', edit('after', 2))
+  await until('the edit after it committed', async () => (await opRows(['nul-reason'])) === 2, 20_000)
+  const dead = (await stack.db.query("SELECT reason FROM dead_letters WHERE doc_id = 'nul-reason'")).rows
+  t.equal(dead.length, 1, 'dead-lettered once')
+  t.match(dead[0].reason, /\\u0000/, 'the NUL written as \\u0000')
 })
