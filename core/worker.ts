@@ -141,12 +141,15 @@ export class PartitionWorker implements OwnedPartition {
           let lease: PartitionLease | null = null
           try {
             lease = await this.leases.tryAcquire(this.options.partition)
+            // Held before settle: settle hands it back at once when NATS went away meanwhile.
+            if (lease) {
+              this.lease = lease
+              this.metrics.leasesHeld.inc()
+            }
           } finally {
             this.balance.settle(lease ? this : null)
           }
-          if (!lease) continue
-          this.lease = lease
-          this.metrics.leasesHeld.inc()
+          if (!this.lease) continue
         }
         await this.consume(this.lease)
       } catch (err) {
