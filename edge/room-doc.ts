@@ -191,7 +191,9 @@ export class RoomDoc {
    * (its clients retry) rather than open the document without its state.
    */
   load(update: Uint8Array, tail?: Uint8Array): void {
-    const empty = this.doc.store.clients.size === 0 && this.unmerged.count === 0 && this.loading.length === 0
+    // Pending structs count: a peer's fan-out that came before the load waits there, and goes in with it.
+    const { clients, pendingStructs, pendingDs } = this.doc.store
+    const empty = clients.size === 0 && pendingStructs === null && pendingDs === null && this.unmerged.count === 0 && this.loading.length === 0
     this.probe.drop()
     this.loading.push(update, ...(tail ? [tail] : []))
     this.fullStateFrames = empty ? [...(tail ? [updateMessage(tail)] : []), syncStep2Frame(update)] : null
