@@ -220,6 +220,11 @@ export class RoomDoc {
     return null
   }
 
+  /** True when the doc (acked updates only) holds all of `update`: applying it would change nothing. */
+  holds(update: Uint8Array): boolean {
+    return isAlreadyApplied(shapeOf(decodeClientUpdate(update)), this.current())
+  }
+
   /** An update tried on the probe goes into the doc now, after what waits for it. */
   private applyProven(update: Uint8Array, source: string, proven: boolean): void {
     this.current()

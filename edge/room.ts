@@ -211,6 +211,18 @@ export class Room {
     if (presence) client.send(presence)
   }
 
+  /**
+   * After a publish the room had in flight failed (another writer's, refused for quota or size):
+   * true when the room doc holds all of a client's held `update` anyway; else the client is asked
+   * to sync again, and its answer carries what it has.
+   */
+  private stillHolds(client: RoomClient, update: Uint8Array): boolean {
+    if (this.closed) return false
+    if (this.state.holds(update)) return true
+    client.send(syncStep1Message(this.state.current()))
+    return false
+  }
+
   /** A frame that is not valid Yjs or awareness closes only its own socket. */
   private handleOrReject(client: RoomClient, msg: ClientMessage, receipt: Receipt | undefined): void {
     try {
@@ -232,7 +244,7 @@ export class Room {
         const outcome = this.ingest.take(client, this.clients.get(client), msg.update, receipt !== undefined)
         if (!receipt) return
         if (typeof outcome !== 'string') receipt.published(outcome, msg.step2)
-        else if (outcome === 'held') receipt.held([...this.ingest.inFlight], msg.step2)
+        else if (outcome === 'held') receipt.held([...this.ingest.inFlight], msg.step2, () => this.stillHolds(client, msg.update))
         else if (outcome === 'dropped') receipt.dropped()
         else if (outcome === 'settled') receipt.settle()
         return

@@ -13,8 +13,13 @@ export interface Receipt {
    * by core, its socket is told; a failed publish never settles.
    */
   published(publish: Promise<PublishedRef>, resync: boolean): void
-  /** The room held all of it already, maybe still on its way: settled (with the dropped frames when a sync step 2) once `inFlight` (the room's publishes not yet stored) are in JetStream; never when one fails. */
-  held(inFlight: Promise<unknown>[], resync: boolean): void
+  /**
+   * The room held all of it already, maybe still on its way: settled (with the dropped frames
+   * when a sync step 2) once `inFlight` (the room's publishes not yet stored) are in JetStream.
+   * When one failed, settled if `stillHeld()` (the room doc has it all anyway), else waiting like
+   * a dropped frame (stillHeld asked the client to sync again).
+   */
+  held(inFlight: Promise<unknown>[], resync: boolean, stillHeld: () => boolean): void
   /** Not published, its sender asked to sync again: settled with the socket's next sync step 2 that is committed or held. */
   dropped(): void
 }
@@ -53,12 +58,12 @@ export class SavedReceipts {
           () => {}, // the room closes the socket (or every socket) on a failed publish
         )
       },
-      held: (inFlight, resync) => {
+      held: (inFlight, resync, stillHeld) => {
         const frames = this.withDropped(n, resync)
-        Promise.all(inFlight).then(
-          () => frames.forEach((f) => this.settle(f)),
-          () => {},
-        )
+        void Promise.allSettled(inFlight)
+          .then((outcomes) => outcomes.every((o) => o.status === 'fulfilled') || stillHeld())
+          .catch(() => false) // the room could not tell: waits like a dropped frame
+          .then((held) => (held ? frames.forEach((f) => this.settle(f)) : this.dropped.push(...frames)))
       },
       dropped: () => this.dropped.push(n),
     }
