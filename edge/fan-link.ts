@@ -24,6 +24,14 @@ export interface FanHandlers {
 }
 
 /**
+ * Peer room streams a room keeps the last sequence of. Each room instance on another edge that
+ * fanned out is one, and rooms come and go with their clients: without a bound, a long-lived
+ * room kept one per visit of a writer elsewhere. A stream forgotten and heard again counts as a
+ * gap (first seen past seq 1): one refetch, nothing missed.
+ */
+const MAX_PEER_STREAMS = 64
+
+/**
  * A room's link to the rooms of the same document on other edges, over core NATS (which may
  * drop a message). Invariants:
  * - every update a room fans out carries the next sequence of its own stream (one per room
@@ -95,7 +103,10 @@ export class FanLink {
   private trackPeerSeq(stream: string, seq: number): boolean {
     const last = this.peerSeqs.get(stream) ?? 0
     if (seq <= last) return false // a late duplicate; applying it again is a no-op
+    // Most recently heard last; past the bound the longest quiet goes (a closed peer room's, mostly).
+    this.peerSeqs.delete(stream)
     this.peerSeqs.set(stream, seq)
+    if (this.peerSeqs.size > MAX_PEER_STREAMS) this.peerSeqs.delete(this.peerSeqs.keys().next().value!)
     return seq !== last + 1
   }
 

@@ -100,6 +100,25 @@ t.test('edge - a room keeps a sequence per peer room stream, none for HTTP inges
   t.same([...tracked.keys()], ['phantom-edge/1'], 'only the room stream is tracked')
 })
 
+t.test("edge - a room keeps the sequences of a bounded number of peer room streams; one forgotten and heard again counts as a gap", async (t) => {
+  const gaps: boolean[] = []
+  const log = createLogger('fan-test', 'silent')
+  const metrics = createEdgeMetrics(createRegistry('fan-test', false))
+  const link = new FanLink({ nc, tenant: 'acme', docId: 'fan-visits', edgeId: 'listener', log, metrics }, { update: (_payload, gap) => gaps.push(gap), awareness: () => {}, refetch: () => {} })
+  t.teardown(() => link.close())
+  await nc.flush()
+  // A writer visiting from another edge 200 times: each visit a room of its own, a stream of its own.
+  const visit = (i: number, seq: number) => nc.publish(ServiceSubjects.fan('acme', 'fan-visits'), encodeFan({ kind: FanKind.Update, edgeId: 'visitor-edge', stream: `visitor-edge/${i}`, seq, payload: editOn(new Y.Doc(), (text) => text.insert(0, 'x')) }))
+  for (let i = 0; i < 200; i++) visit(i, 1)
+  await until('every fan-out arrived', () => gaps.length === 200)
+  const tracked = (link as unknown as { peerSeqs: Map<string, number> }).peerSeqs
+  t.ok(tracked.size <= 64, `${tracked.size} streams kept`)
+  t.notOk(gaps.includes(true), 'no gap among them')
+  visit(0, 2) // the first visit's room, long forgotten, fans out again
+  await until('it arrived', () => gaps.length === 201)
+  t.equal(gaps.at(-1), true, 'a gap: the room refetches rather than trust it missed nothing')
+})
+
 t.test('edge - every open room refetches from core when its NATS connection comes back', async (t) => {
   const tok = await token({ tenant: 'acme' })
   const b = yclient(edgeB.url, 'reconnect', tok)
