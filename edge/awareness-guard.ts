@@ -48,15 +48,25 @@ export interface Admitted {
 }
 
 /**
+ * How long a socket's presence ids stay its user's after it left: a stock client reconnecting
+ * (a network blip, a reload keeps no id but a reconnect does) names the same id again, and
+ * another user's socket must not take it over meanwhile.
+ */
+const RESERVED_FOR_USER_MS = 60_000
+
+/**
  * Who may speak for which awareness client id, and how fast. Invariant: a presence entry is
  * applied only by the owner of its client id — the socket that introduced it (first seen from
  * that socket) or, for ids first seen in a peer's fan-out, the peer edges. An owner keeps its
  * ids until it leaves (a socket) or their state is removed (a peer), so nobody else can
- * overwrite or remove another client's presence. Over-rate frames are dropped, not closed: the
- * stock client renews its state every 15 s, which repairs a dropped last frame.
+ * overwrite or remove another client's presence; a socket's ids then stay its user's for
+ * RESERVED_FOR_USER_MS. Over-rate frames are dropped, not closed: the stock client renews its
+ * state every 15 s, which repairs a dropped last frame.
  */
-export class AwarenessGuard<S> {
+export class AwarenessGuard<S extends { readonly userId: string }> {
   private readonly owners = new Map<number, Owner<S>>()
+  /** Ids of sockets that left, oldest first: only their user may introduce them again until `untilMs`. */
+  private readonly reserved = new Map<number, { userId: string; untilMs: number }>()
   /** How many ids each socket owns (peers' ids are bounded by their own edges). */
   private readonly owned = new Map<Owner<S>, number>()
   private readonly buckets = new Map<S, TokenBucket>()
@@ -71,14 +81,22 @@ export class AwarenessGuard<S> {
   }
 
   /** Filters an update to the entries `owner` may apply, claiming ids nobody owns yet. Throws ProtocolError on malformed bytes. */
-  admit(owner: Owner<S>, update: Uint8Array): Admitted {
+  admit(owner: Owner<S>, update: Uint8Array, nowMs = Date.now()): Admitted {
     const entries = decodeAwareness(update)
     let refused = 0
     let overCap = 0
+    this.expireReservations(nowMs)
     const kept = entries.filter((e) => {
       const current = this.owners.get(e.clientId)
       if (current === owner) return true
       if (current !== undefined) return void refused++
+      // Removing an id nobody owns removes nothing; and a stock client relays every removal it
+      // hears, which must not claim the id of the client that left (it would refuse its return).
+      if (e.state === 'null') return false
+      const reservedFor = this.reserved.get(e.clientId)?.userId
+      // A peer's may: the client reconnected to another edge (a drain sends it there).
+      if (reservedFor !== undefined && owner !== PEER && owner.userId !== reservedFor) return void refused++
+      this.reserved.delete(e.clientId)
       if (owner !== PEER) {
         const n = this.owned.get(owner) ?? 0
         if (n >= this.limits.awarenessIdsPerSocket) return void overCap++
@@ -92,17 +110,26 @@ export class AwarenessGuard<S> {
     return { update: kept.length === entries.length ? update : encodeAwareness(kept), ids, refused, overCap }
   }
 
-  /** The ids a socket owned, now free; the caller removes their states. */
-  release(socket: S): number[] {
+  /** The ids a socket owned, now free for its user's sockets; the caller removes their states. */
+  release(socket: S, nowMs = Date.now()): number[] {
     this.buckets.delete(socket)
     this.owned.delete(socket)
     const ids: number[] = []
     for (const [id, owner] of this.owners) {
       if (owner !== socket) continue
       this.owners.delete(id)
+      this.reserved.delete(id)
+      this.reserved.set(id, { userId: socket.userId, untilMs: nowMs + RESERVED_FOR_USER_MS })
       ids.push(id)
     }
     return ids
+  }
+
+  private expireReservations(nowMs: number): void {
+    for (const [id, r] of this.reserved) {
+      if (r.untilMs > nowMs) return
+      this.reserved.delete(id)
+    }
   }
 
   /** States removed (a peer's client left, or timed out): a peer's ids become free again. */

@@ -114,6 +114,30 @@ t.test('edge - a socket cannot overwrite or remove presence it did not introduce
   t.equal(presence(bob, alice)?.user, 'alice', 'alice is still present after mallory left')
 })
 
+t.test("edge - while a client reconnects, another user's socket cannot take over its presence id and relayed removals claim nothing; the client's own user can", async (t) => {
+  const victim = await token({ tenant: 'acme', sub: 'victim' })
+  const mallory = await RawSocket.open(edgeA.url, 'presence-takeover', await token({ tenant: 'acme', sub: 'mallory', role: 'viewer' }))
+  t.teardown(() => mallory.close())
+  const v = yclient(edgeA.url, 'presence-takeover', victim)
+  const o = yclient(edgeA.url, 'presence-takeover', await token({ tenant: 'acme', sub: 'observer' })) // relays every presence change it hears, as stock clients do
+  const tab = yclient(edgeA.url, 'presence-takeover', victim) // the victim's other tab relays them too
+  t.teardown(() => (v.destroy(), o.destroy(), tab.destroy()))
+  await Promise.all([v.synced(), o.synced(), tab.synced()])
+  v.provider.awareness.setLocalState({ user: 'victim' })
+  await until('o sees the victim', () => presence(o, v)?.user === 'victim')
+  v.provider.disconnect() // a network blip: the stock client reconnects with the same id
+  await until('the victim is gone for o', () => presence(o, v) === undefined)
+  const refusedBefore = await counterValue(edgeA.edge.metrics.awarenessRefused, { reason: 'not-owner' })
+  mallory.send(frames.awareness(awarenessUpdate([{ clientId: v.doc.clientID, clock: 1_000_000, state: { user: 'mallory as victim' } }])))
+  await until('refused', async () => (await counterValue(edgeA.edge.metrics.awarenessRefused, { reason: 'not-owner' })) === refusedBefore + 1)
+  v.provider.connect()
+  await v.synced()
+  // Twice: the room removed the state at the clock after the last it had, so the next one ties with it.
+  v.provider.awareness.setLocalState({ user: 'victim back' })
+  v.provider.awareness.setLocalState({ user: 'victim again' })
+  await until("o sees the victim's own presence", () => presence(o, v)?.user === 'victim again')
+})
+
 t.test('edge - an edge killed with -9: the other edges drop its clients presence within seconds', async (t) => {
   const tok = await token({ tenant: 'acme' })
   const doomed = await stack.process('edge')
