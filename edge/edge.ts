@@ -20,12 +20,14 @@ import { EdgeLimiter, connectionBurstBytes } from './limits.ts'
 import { DEFAULT_MAX_BUFFERED_BYTES, messageLimit, type EdgeOptions } from './options.ts'
 import { CommitWatch } from './commit-watch.ts'
 import { watchDocNotices } from './doc-notices.ts'
+import { ClosedRooms } from './closed-rooms.ts'
 import { EdgeSockets, type SocketData } from './edge-sockets.ts'
 
 /** Serves the y-websocket protocol to clients and publishes their updates to JetStream. */
 export class Edge {
   readonly metrics: EdgeMetrics
   private readonly rooms = new Map<string, Room>()
+  private readonly closedRooms = new ClosedRooms()
   private readonly publisher: UpdatePublisher
   private readonly inFlight = new Set<Promise<unknown>>()
   private tenants: TenantAdmission | null = null
@@ -101,7 +103,10 @@ export class Edge {
     this.revocations = await Revocations.open(this.nc, 1_000, this.log, (r) => this.sockets.closeRevoked(r))
     this.peers.start()
     this.commits.start()
-    this.docNotices = watchDocNotices(this.nc, this.log, (tenant, docId) => this.rooms.get(roomKey(tenant, docId))?.fail(CloseCode.DocumentDeleted, 'document deleted'))
+    this.docNotices = watchDocNotices(this.nc, this.log, (tenant, docId) => {
+      this.closedRooms.forget((key) => key === roomKey(tenant, docId))
+      this.rooms.get(roomKey(tenant, docId))?.fail(CloseCode.DocumentDeleted, 'document deleted')
+    })
     const healthy = () => !this.stopping && !this.nc.isClosed() && this.listenSocket !== null
     this.ops = await serveOps({ port: this.opts.opsPort, host: this.opts.opsHost ?? '127.0.0.1', registry: this.metrics.registry, healthy })
     const app = uWS.App()
@@ -199,6 +204,7 @@ export class Edge {
 
   /** A tenant was suspended or removed: its sockets go now, not at their next reconnect. */
   private revoke(tenant: string, reason: string): void {
+    this.closedRooms.forget((key) => key.startsWith(roomKey(tenant, '')))
     for (const room of [...this.rooms.values()]) {
       if (room.tenant !== tenant) continue
       this.metrics.tenantRefusals.inc(room.size)
@@ -225,9 +231,16 @@ export class Edge {
         overLimit: (client, limit) => this.sockets.closeOverLimit(client, tenant, docId, limit),
         poisoned: (client) => this.limiter.poisoned(tenant, client.userId),
         publish: (update, userId, savedNotice) => this.track(this.publisher.publish(tenant, docId, userId, update, savedNotice)),
-        onClosed: (closed) => {
+        leftover: this.closedRooms.take(key),
+        onClosed: (closed, leftover) => {
           if (this.rooms.get(key) === closed) this.rooms.delete(key)
+          if (leftover) this.closedRooms.keep(key, leftover)
           this.metrics.rooms.set(this.rooms.size)
+        },
+        ackedAfterClose: (update, userId) => {
+          const successor = this.rooms.get(key)
+          if (successor) successor.acceptDurable(update, userId)
+          else this.closedRooms.addLate(key, update)
         },
       })
       this.rooms.set(key, room)

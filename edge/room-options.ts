@@ -5,6 +5,7 @@ import type { AwarenessLimits } from './awareness-guard.ts'
 import type { EdgeMetrics } from './metrics.ts'
 import type { PublishedRef } from './publish-lanes.ts'
 import type { Room } from './room.ts'
+import type { RoomLeftover } from './closed-rooms.ts'
 
 /** One client socket as a room sees it. */
 export interface RoomClient {
@@ -36,6 +37,10 @@ export interface RoomOptions extends Partial<AwarenessLimits> {
   overLimit: (client: RoomClient, limit: Limit) => void
   /** A client's update did not apply (it is being closed with 4422): the edge holds its user off for a while. */
   poisoned: (client: RoomClient) => void
-  /** Called once the room is closed for good. */
-  onClosed: (room: Room) => void
+  /** What the last room of this document on this edge held when it closed a moment ago (edge/closed-rooms.ts): loaded beside core's state. */
+  leftover: RoomLeftover | null
+  /** Called once the room is closed for good; with what it holds when it closed as its last client left after recent writes. */
+  onClosed: (room: Room, leftover: RoomLeftover | null) => void
+  /** An update acked after the room closed, by `userId`: for the document's next room. */
+  ackedAfterClose: (update: Uint8Array, userId: string) => void
 }

@@ -17,6 +17,7 @@ import { RoomDoc } from './room-doc.ts'
 import { onReconnect } from './nats-reconnect.ts'
 import { FanLink } from './fan-link.ts'
 import type { RoomClient, RoomOptions } from './room-options.ts'
+import { LEFTOVER_KEEP_MS } from './closed-rooms.ts'
 import { RoomResync } from './room-resync.ts'
 import { RoomPeers } from './room-peers.ts'
 import { RoomIngest, type Member } from './room-ingest.ts'
@@ -50,6 +51,8 @@ export class Room {
    * (acked, from peers, from core). Overlaps count twice, so it errs high, never low.
    */
   private documentBytes = 0
+  /** When a client update of this room was last acked (0: never): a room closing soon after leaves its state for its successor. */
+  private lastAckedAtMs = 0
 
   constructor(private readonly o: RoomOptions) {
     this.state = new RoomDoc(
@@ -141,7 +144,7 @@ export class Room {
     this.clients.delete(client)
     this.waiting.delete(client)
     this.presence.leave(client)
-    if (this.clients.size === 0) this.close()
+    if (this.clients.size === 0) this.close(true)
   }
 
   /** Closes every client with `code` (they reconnect and resync) and drops the room. */
@@ -151,8 +154,10 @@ export class Room {
     this.close()
   }
 
-  close(): void {
+  /** `leaveState`: the last client left; after recent writes, what the room holds goes to its successor (edge/closed-rooms.ts). */
+  close(leaveState = false): void {
     if (this.closed) return
+    const leftover = leaveState && this.ready && Date.now() - this.lastAckedAtMs < LEFTOVER_KEEP_MS ? { updates: [Y.encodeStateAsUpdate(this.state.current())], owners: this.ingest.clientOwners.known() } : null
     this.presence.close()
     this.closed = true
     this.coreResync.stop()
@@ -160,7 +165,7 @@ export class Room {
     this.fanLink.close()
     this.peers.close()
     this.state.destroy()
-    this.o.onClosed(this)
+    this.o.onClosed(this, leftover)
   }
 
   private async load(): Promise<void> {
@@ -181,6 +186,12 @@ export class Room {
       if (this.closed || reply?.status !== 'found') continue
       this.documentBytes += reply.update.byteLength + (reply.tail?.byteLength ?? 0)
       this.state.load(reply.update, reply.tail)
+    }
+    // After core's answer, as a peer's: what the last room here held may be newer than core. Most
+    // often core has it all: then it changes nothing (no probe built, joiners get core's state as it came).
+    if (this.o.leftover && !this.closed) {
+      this.ingest.clientOwners.learn(this.o.leftover.owners, false)
+      for (const update of this.o.leftover.updates) this.proveAndApply(update, 'fan')
     }
     if (this.closed) return
     this.o.metrics.roomLoadSeconds.observe((performance.now() - started) / 1000)
@@ -265,8 +276,10 @@ export class Room {
    */
   private acked(client: RoomClient, update: Uint8Array): void {
     this.documentBytes += update.byteLength
+    this.lastAckedAtMs = Date.now()
     this.fanLink.sendUpdate(update, client.userId)
-    if (this.closed || !this.state.acked(update, client)) return
+    if (this.closed) return this.o.ackedAfterClose(update, client.userId)
+    if (!this.state.acked(update, client)) return
     this.sendToOthers(update, client)
   }
 

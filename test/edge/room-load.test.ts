@@ -1,9 +1,13 @@
 // A room's first state comes from core, or from a room on another edge while core is slow or
 // away; fan-outs of peers can come before it.
 import t from 'tap'
-import { ServiceSubjects, ServiceUser } from '../../contracts/mod.ts'
+import * as Y from 'yjs'
+import { ServiceSubjects, ServiceUser, decodeStateRequest } from '../../contracts/mod.ts'
+import { respondState } from '../../runtime/state-transfer.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
+import { RawSocket, frames } from '../helpers/raw-socket.ts'
+import { counterValue } from '../helpers/metric-value.ts'
 
 const stack = await setup()
 t.teardown(() => stack.cleanup())
@@ -22,7 +26,8 @@ t.test("edge - a peer's fan-out that comes while a room loads reaches the room's
   await core.stop()
   const nc = await stack.connect(ServiceUser.Core)
   let asked = 0
-  nc.subscribe(ServiceSubjects.coreState, { callback: () => void asked++ })
+  const silent = nc.subscribe(ServiceSubjects.coreState, { callback: () => void asked++ })
+  t.teardown(() => silent.unsubscribe())
   await nc.flush()
 
   const b = yclient(edgeB.url, 'load-race', tok)
@@ -33,4 +38,45 @@ t.test("edge - a peer's fan-out that comes while a room loads reaches the room's
   await until('the client on B has it', () => b.text.toString() === 'hello world')
   a.text.insert(11, '!')
   await until('and what builds on it', () => b.text.toString() === 'hello world!')
+})
+
+t.test("edge - a room opening right after the document's last room on this edge closed gets that room's newest edits, which core has not committed yet", async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const core = await stack.core()
+  const first = yclient(edgeA.url, 'successor', tok)
+  await first.synced()
+  first.text.insert(0, 'hello')
+  await until('materialized', async () => (await materializedText(core.url, 'successor', tok)) === 'hello')
+  const committed = Y.encodeStateAsUpdate(first.doc)
+  first.destroy()
+  await until('the room closed', async () => (await counterValue(edgeA.edge.metrics.rooms)) === 0)
+
+  // Core falls behind the stream (a partition changing owner): it answers with what it committed.
+  await core.stop()
+  const nc = await stack.connect(ServiceUser.Core)
+  const behind = nc.subscribe(ServiceSubjects.coreState, {
+    callback: (err, msg) => {
+      const stale = new Y.Doc()
+      Y.applyUpdate(stale, committed)
+      if (!err) respondState(msg, { status: 'found', update: Y.encodeStateAsUpdate(stale, decodeStateRequest(msg.data).stateVector) })
+    },
+  })
+  t.teardown(() => behind.unsubscribe())
+  await nc.flush()
+
+  // A writer opens it, types and goes (its tab closed): its room closes.
+  const writer = await RawSocket.open(edgeA.url, 'successor', tok)
+  const w = new Y.Doc()
+  Y.applyUpdate(w, committed)
+  const before = Y.encodeStateVector(w)
+  w.getText('t').insert(5, ' world')
+  writer.send(frames.update(Y.encodeStateAsUpdate(w, before)))
+  await until('acked', async () => (await counterValue(edgeA.edge.metrics.updatesPublished)) >= 2)
+  writer.close()
+  await until('the room closed', async () => (await counterValue(edgeA.edge.metrics.rooms)) === 0)
+
+  const reader = yclient(edgeA.url, 'successor', tok)
+  t.teardown(() => reader.destroy())
+  await reader.synced()
+  await until('the reader has the edit', () => reader.text.toString() === 'hello world')
 })
