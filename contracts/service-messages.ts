@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { DocId, EnvelopeUserId, TenantId } from './ids.ts'
 import { Bytes, pack, unpack } from './codec.ts'
 
-export const FanKind = { Update: 'u', Awareness: 'a', Refetch: 'r' } as const
+export const FanKind = { Update: 'u', Awareness: 'a', Refetch: 'r', Last: 'l' } as const
 export type FanKind = (typeof FanKind)[keyof typeof FanKind]
 
 /**
@@ -12,7 +12,9 @@ export type FanKind = (typeof FanKind)[keyof typeof FanKind]
  * seq other than the last plus one knows it missed a fan-out and fetches it from core.
  * Presence is best effort and carries no sequence. A refetch tells every room of the document
  * that core holds an update none was sent (an HTTP retry whose first try JetStream stored, its
- * PubAck lost): each pulls it from core.
+ * PubAck lost): each pulls it from core. A last marks a stream's last update so far, sent once
+ * the stream has been quiet a moment: a receiver that holds less missed the burst's end (which no
+ * later update would reveal) and fetches it.
  */
 export const FanMessage = z.discriminatedUnion('kind', [
   /**
@@ -22,6 +24,7 @@ export const FanMessage = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal(FanKind.Update), edgeId: z.string().min(1), stream: z.string().min(1).max(128), seq: z.number().int().min(1), payload: Bytes, single: z.literal(true).optional(), userId: EnvelopeUserId.optional() }),
   z.object({ kind: z.literal(FanKind.Awareness), edgeId: z.string().min(1), payload: Bytes }),
   z.object({ kind: z.literal(FanKind.Refetch), edgeId: z.string().min(1) }),
+  z.object({ kind: z.literal(FanKind.Last), edgeId: z.string().min(1), stream: z.string().min(1).max(128), seq: z.number().int().min(1) }),
 ])
 export type FanMessage = z.infer<typeof FanMessage>
 export const encodeFan = (m: FanMessage) => pack(m)

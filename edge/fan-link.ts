@@ -14,6 +14,9 @@ export interface FanLinkOptions {
 }
 
 /** What a room does with what its peers fan out. */
+/** How long a room's fan stream stays quiet before its last sequence is sent (FanKind.Last). */
+export const FAN_LAST_AFTER_MS = 1_000
+
 export interface FanHandlers {
   /** A durable update from a peer edge, sent by `userId` when named; `gap`: at least one of that peer's updates was missed. */
   update(payload: Uint8Array, gap: boolean, stream: string, seq: number, userId: string | undefined): void
@@ -21,6 +24,8 @@ export interface FanHandlers {
   awareness(payload: Uint8Array, edgeId: string): void
   /** Core holds an update no edge fanned out: pull it. */
   refetch(): void
+  /** A peer stream's last update never came (its burst's end was lost on the way): fetch it. */
+  missed(stream: string, seq: number): void
 }
 
 /**
@@ -42,7 +47,9 @@ const MAX_PEER_STREAMS = 64
  *   state before anything of ours can reach it, and everything acked before that question is
  *   in the answer, so skipping the fan-out while alone loses nothing; the first update sent
  *   is seq 1 of the stream, so a new peer sees no gap. Most documents are open on one edge:
- *   they cost no fan-out message at all.
+ *   they cost no fan-out message at all;
+ * - once its stream has been quiet FAN_LAST_AFTER_MS, a room sends its last sequence: the last
+ *   update of a burst, lost, has no next one to reveal the gap.
  */
 export class FanLink {
   private readonly stream: string
@@ -50,6 +57,9 @@ export class FanLink {
   private readonly peerSeqs = new Map<string, number>()
   private peers = false
   private readonly sub: Subscription
+  /** When the stream's last update went out; the timer that sends its last sequence once quiet. */
+  private lastSentAtMs = 0
+  private lastTimer: NodeJS.Timeout | null = null
 
   constructor(
     private readonly o: FanLinkOptions,
@@ -69,12 +79,26 @@ export class FanLink {
   sendUpdate(update: Uint8Array, userId: string): void {
     if (!this.peers) return
     this.send({ kind: FanKind.Update, edgeId: this.o.edgeId, stream: this.stream, seq: ++this.seq, payload: update, userId })
+    this.lastSentAtMs = Date.now()
+    this.lastTimer ??= setTimeout(() => this.sendLastWhenQuiet(), FAN_LAST_AFTER_MS)
+  }
+
+  /** One timer per burst, not one per update: it waits out the rest of the quiet time when updates came meanwhile. */
+  private sendLastWhenQuiet(): void {
+    const quietMs = Date.now() - this.lastSentAtMs
+    if (quietMs < FAN_LAST_AFTER_MS) {
+      this.lastTimer = setTimeout(() => this.sendLastWhenQuiet(), FAN_LAST_AFTER_MS - quietMs)
+      return
+    }
+    this.lastTimer = null
+    this.send({ kind: FanKind.Last, edgeId: this.o.edgeId, stream: this.stream, seq: this.seq })
   }
 
   sendAwareness(update: Uint8Array): void {
     this.send({ kind: FanKind.Awareness, edgeId: this.o.edgeId, payload: update })
   }
 
+  /** Stops listening; a last sequence still due goes out (updates acked after the close are fanned out too). */
   close(): void {
     this.sub.unsubscribe()
   }
@@ -93,7 +117,11 @@ export class FanLink {
     if (msg.kind === FanKind.Refetch) return handlers.refetch()
     this.peers = true
     if (msg.kind === FanKind.Update) handlers.update(msg.payload, !msg.single && this.trackPeerSeq(msg.stream, msg.seq), msg.stream, msg.seq, msg.userId)
-    else handlers.awareness(msg.payload, msg.edgeId)
+    else if (msg.kind === FanKind.Last) {
+      if ((this.peerSeqs.get(msg.stream) ?? 0) >= msg.seq) return
+      this.heard(msg.stream, msg.seq)
+      handlers.missed(msg.stream, msg.seq)
+    } else handlers.awareness(msg.payload, msg.edgeId)
   }
 
   /**
@@ -103,11 +131,15 @@ export class FanLink {
   private trackPeerSeq(stream: string, seq: number): boolean {
     const last = this.peerSeqs.get(stream) ?? 0
     if (seq <= last) return false // a late duplicate; applying it again is a no-op
-    // Most recently heard last; past the bound the longest quiet goes (a closed peer room's, mostly).
+    this.heard(stream, seq)
+    return seq !== last + 1
+  }
+
+  /** `stream` is at `seq`: most recently heard last; past the bound the longest quiet goes (a closed peer room's, mostly). */
+  private heard(stream: string, seq: number): void {
     this.peerSeqs.delete(stream)
     this.peerSeqs.set(stream, seq)
     if (this.peerSeqs.size > MAX_PEER_STREAMS) this.peerSeqs.delete(this.peerSeqs.keys().next().value!)
-    return seq !== last + 1
   }
 
   private send(msg: FanMessage): void {

@@ -86,6 +86,7 @@ export class Room {
         if (!this.closed) this.presence.receiveFromPeer(payload, edgeId)
       },
       refetch: () => this.refetch('http-duplicate'),
+      missed: (stream, seq) => this.missedFanOut(stream, seq),
     })
     this.peers = new RoomPeers(o, {
       current: () => this.state.current(),
@@ -352,7 +353,12 @@ export class Room {
     const taken = foreign ? 'structs under a client id another user owns' : this.state.acceptPeer(payload)
     if (taken === true) this.sendToOthers(payload, null)
     else if (taken !== false) this.skipped('fan', taken)
-    if (!gap) return
+    if (gap) this.missedFanOut(stream, seq)
+  }
+
+  /** A peer's fanned-out update before `seq` of `stream` never came: fetched from core and the peers. */
+  private missedFanOut(stream: string, seq: number): void {
+    if (this.closed) return
     this.o.metrics.fanGaps.inc()
     this.o.log.info({ tenant: this.o.tenant, docId: this.o.docId, stream, seq }, 'missed a fanned-out update; refetching from core and the peers')
     if (!this.ready) return

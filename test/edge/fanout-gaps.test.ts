@@ -1,6 +1,6 @@
 import t from 'tap'
 import * as Y from 'yjs'
-import { FanKind, ServiceSubjects, encodeFan } from '../../contracts/mod.ts'
+import { FanKind, ServiceSubjects, decodeFan, encodeFan } from '../../contracts/mod.ts'
 import { UpdatePublisher } from '../../edge/publisher.ts'
 import { FanLink, sendFanUpdate } from '../../edge/fan-link.ts'
 import { createEdgeMetrics } from '../../edge/metrics.ts'
@@ -71,6 +71,47 @@ t.test('edge - a missed fan-out (a delete) is noticed by its sequence gap and fe
   await until('materialized', async () => (await materializedText(core.url, 'gap', tok)) === expected)
 })
 
+t.test("edge - a burst's last fan-out, lost, is fetched when its stream's last sequence comes", async (t) => {
+  const tok = await token({ tenant: 'acme' })
+  const b = yclient(edgeB.url, 'last-lost', tok)
+  t.teardown(() => b.destroy())
+  await b.synced()
+  b.text.insert(0, 'hello')
+  await until('materialized', async () => (await materializedText(core.url, 'last-lost', tok)) === 'hello')
+  await openResyncsDone()
+
+  const phantom = new Y.Doc()
+  Y.applyUpdate(phantom, Y.encodeStateAsUpdate(b.doc))
+  const first = editOn(phantom, (text) => text.insert(5, ' world'))
+  const last = editOn(phantom, (text) => text.insert(11, '!'))
+  for (const update of [first, last]) await publisher.publish('acme', 'last-lost', 'phantom', update)
+  fanOut('last-lost', 1, first) // seq 2, the burst's last, never arrives: no later update reveals it
+  await until('B has the first', () => b.text.toString() === 'hello world')
+  nc.publish(ServiceSubjects.fan('acme', 'last-lost'), encodeFan({ kind: FanKind.Last, edgeId: 'phantom-edge', stream: 'phantom-edge/1', seq: 2 }))
+  await until('B fetched the last', () => b.text.toString() === 'hello world!')
+})
+
+t.test('edge - a room sends its fan stream\'s last sequence once, when the stream has been quiet a second', async (t) => {
+  const log = createLogger('fan-test', 'silent')
+  const metrics = createEdgeMetrics(createRegistry('fan-test', false))
+  const heard: { kind: string; seq?: number; atMs: number }[] = []
+  const sub = nc.subscribe(ServiceSubjects.fan('acme', 'fan-last'), { callback: (_err, msg) => void heard.push({ ...decodeFan(msg.data), atMs: Date.now() }) })
+  t.teardown(() => sub.unsubscribe())
+  const sender = new FanLink({ nc, tenant: 'acme', docId: 'fan-last', edgeId: 'sender', log, metrics }, { update: () => {}, awareness: () => {}, refetch: () => {}, missed: () => {} })
+  t.teardown(() => sender.close())
+  sender.peerSeen()
+  const startedMs = Date.now()
+  for (let i = 0; i < 3; i++) {
+    sender.sendUpdate(editOn(new Y.Doc(), (text) => text.insert(0, `${i}`)), 'writer')
+    await new Promise((r) => setTimeout(r, 300))
+  }
+  await until('the last sequence went out', () => heard.some((m) => m.kind === FanKind.Last))
+  await new Promise((r) => setTimeout(r, 1_200))
+  const lasts = heard.filter((m) => m.kind === FanKind.Last)
+  t.same(lasts.map((m) => m.seq), [3], 'once, with the last sequence')
+  t.ok(lasts[0]!.atMs - startedMs >= 600 + 1_000, 'a second after the last update, not during the burst')
+})
+
 t.test('edge - an edit acked after its room closed still reaches the other edge', async (t) => {
   const tok = await token({ tenant: 'acme' })
   const b = yclient(edgeB.url, 'late-ack', tok)
@@ -89,7 +130,7 @@ t.test('edge - a room keeps a sequence per peer room stream, none for HTTP inges
   const updates: Uint8Array[] = []
   const log = createLogger('fan-test', 'silent')
   const metrics = createEdgeMetrics(createRegistry('fan-test', false))
-  const link = new FanLink({ nc, tenant: 'acme', docId: 'fan-streams', edgeId: 'listener', log, metrics }, { update: (payload) => updates.push(payload), awareness: () => {}, refetch: () => {} })
+  const link = new FanLink({ nc, tenant: 'acme', docId: 'fan-streams', edgeId: 'listener', log, metrics }, { update: (payload) => updates.push(payload), awareness: () => {}, refetch: () => {}, missed: () => {} })
   t.teardown(() => link.close())
   await nc.flush()
   const posts = 20
@@ -104,7 +145,7 @@ t.test("edge - a room keeps the sequences of a bounded number of peer room strea
   const gaps: boolean[] = []
   const log = createLogger('fan-test', 'silent')
   const metrics = createEdgeMetrics(createRegistry('fan-test', false))
-  const link = new FanLink({ nc, tenant: 'acme', docId: 'fan-visits', edgeId: 'listener', log, metrics }, { update: (_payload, gap) => gaps.push(gap), awareness: () => {}, refetch: () => {} })
+  const link = new FanLink({ nc, tenant: 'acme', docId: 'fan-visits', edgeId: 'listener', log, metrics }, { update: (_payload, gap) => gaps.push(gap), awareness: () => {}, refetch: () => {}, missed: () => {} })
   t.teardown(() => link.close())
   await nc.flush()
   // A writer visiting from another edge 200 times: each visit a room of its own, a stream of its own.
