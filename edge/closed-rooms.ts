@@ -23,6 +23,8 @@ export class ClosedRooms {
   /** Oldest first. */
   private readonly leftovers = new Map<string, RoomLeftover & { atMs: number }>()
   private bytes = 0
+  /** Documents deleted or erased a moment ago, oldest first, with when they stop counting. */
+  private readonly tombstones = new Map<string, number>()
 
   keep(key: string, leftover: RoomLeftover, nowMs = Date.now()): void {
     this.drop(key)
@@ -31,10 +33,10 @@ export class ClosedRooms {
     this.expire(nowMs)
   }
 
-  /** An update of `key`'s closed room acked after it closed (a writer's last keystroke, its tab gone). */
+  /** An update of `key`'s closed room acked after it closed (a writer's last keystroke, its tab gone): added to its leftover, if it left one. */
   addLate(key: string, update: Uint8Array, nowMs = Date.now()): void {
     const kept = this.leftovers.get(key)
-    this.keep(key, { updates: [...(kept?.updates ?? []), update], owners: kept?.owners ?? [] }, nowMs)
+    if (kept) this.keep(key, { updates: [...kept.updates, update], owners: kept.owners }, nowMs)
   }
 
   /** The leftover of `key`'s last room, once: its successor loads it beside core's state. */
@@ -48,6 +50,22 @@ export class ClosedRooms {
   /** Forgets leftovers whose key `matches` (a deleted or erased document, a revoked tenant). */
   forget(matches: (key: string) => boolean): void {
     for (const key of [...this.leftovers.keys()]) if (matches(key)) this.drop(key)
+  }
+
+  /** Marks `key` forgotten for LEFTOVER_KEEP_MS: what its old rooms acked after that goes to no room (a deleted or erased document's in-flight edit). */
+  forgotten(key: string, nowMs = Date.now()): void {
+    this.forget((k) => k === key)
+    this.tombstones.delete(key)
+    this.tombstones.set(key, nowMs + LEFTOVER_KEEP_MS)
+  }
+
+  /** True when `key` was marked forgotten less than LEFTOVER_KEEP_MS ago. */
+  isForgotten(key: string, nowMs = Date.now()): boolean {
+    for (const [k, untilMs] of this.tombstones) {
+      if (untilMs > nowMs) break
+      this.tombstones.delete(k)
+    }
+    return this.tombstones.has(key)
   }
 
   private expire(nowMs: number): void {

@@ -53,6 +53,8 @@ export class Room {
   private documentBytes = 0
   /** When a client update of this room was last acked (0: never): a room closing soon after leaves its state for its successor. */
   private lastAckedAtMs = 0
+  /** The room closed as its last client left after recent writes: its state, and what is acked later, go to its successor. */
+  private leftState = false
 
   constructor(private readonly o: RoomOptions) {
     this.state = new RoomDoc(
@@ -158,7 +160,10 @@ export class Room {
   /** `leaveState`: the last client left; after recent writes, what the room holds goes to its successor (edge/closed-rooms.ts). */
   close(leaveState = false): void {
     if (this.closed) return
-    const leftover = leaveState && this.ready && Date.now() - this.lastAckedAtMs < LEFTOVER_KEEP_MS ? { updates: [Y.encodeStateAsUpdate(this.state.current())], owners: this.ingest.clientOwners.known() } : null
+    // Publishes still in flight count as recent writes: their acks join the leftover (ackedAfterClose).
+    const recent = Date.now() - this.lastAckedAtMs < LEFTOVER_KEEP_MS || this.ingest.inFlight.size > 0
+    this.leftState = leaveState && this.ready && recent
+    const leftover = this.leftState ? { updates: [Y.encodeStateAsUpdate(this.state.current())], owners: this.ingest.clientOwners.known() } : null
     this.presence.close()
     this.closed = true
     this.coreResync.stop()
@@ -279,7 +284,8 @@ export class Room {
     this.documentBytes += update.byteLength
     this.lastAckedAtMs = Date.now()
     this.fanLink.sendUpdate(update, client.userId)
-    if (this.closed) return this.o.ackedAfterClose(update, client.userId)
+    // Only a room that left its state to its successor: one closed otherwise (deleted, erased, failed) hands on nothing.
+    if (this.closed) return this.leftState ? this.o.ackedAfterClose(update, client.userId) : undefined
     if (!this.state.acked(update, client)) return
     this.sendToOthers(update, client)
   }

@@ -1,9 +1,15 @@
 // A room's first state comes from core, or from a room on another edge while core is slow or
 // away; fan-outs of peers can come before it.
 import t from 'tap'
+import { join } from 'node:path'
 import * as Y from 'yjs'
-import { ServiceSubjects, ServiceUser, decodeStateRequest } from '../../contracts/mod.ts'
+import { jetstreamManager } from '@nats-io/jetstream'
+import { AGG_STREAM, CloseCode, DocEvent, ServiceSubjects, ServiceUser, decodeStateRequest } from '../../contracts/mod.ts'
 import { respondState } from '../../runtime/state-transfer.ts'
+import { FsBlobStore } from '../../runtime/blobs/fs-store.ts'
+import { restoreDocument } from '../../core/deletion.ts'
+import { eraseDocument } from '../../core/erasure.ts'
+import { docNotifier } from '../helpers/doc-notices.ts'
 import { setup, token } from '../helpers/setup.ts'
 import { materializedText, until, yclient } from '../helpers/client.ts'
 import { RawSocket, frames } from '../helpers/raw-socket.ts'
@@ -79,4 +85,48 @@ t.test("edge - a room opening right after the document's last room on this edge 
   t.teardown(() => reader.destroy())
   await reader.synced()
   await until('the reader has the edit', () => reader.text.toString() === 'hello world')
+})
+
+t.test('edge - an edit acked after an erasure closed its room goes to no later room: the restored document shows none of it', async (t) => {
+  const core = await stack.core()
+  const tok = await token({ tenant: 'acme' })
+  const admin = await stack.connect(ServiceUser.Admin)
+  const notify = docNotifier(admin)
+  const writer = yclient(edgeA.url, 'gdpr', tok)
+  t.teardown(() => writer.destroy())
+  await writer.synced()
+  writer.text.insert(0, 'secret body')
+  await until('materialized', async () => (await materializedText(core.url, 'gdpr', tok)) === 'secret body')
+
+  // PubAcks come back slowly from here (JetStream busy, a leader change).
+  const publisher = (edgeA.edge as unknown as { publisher: { publish: (...args: unknown[]) => Promise<unknown> } }).publisher
+  const publish = publisher.publish.bind(publisher)
+  let release!: () => void
+  const released = new Promise<void>((r) => (release = r))
+  let slowAck: Promise<unknown> | null = null
+  publisher.publish = (...args) => (slowAck = publish(...args).then(async (r) => (await released, r)))
+  t.teardown(() => void (publisher.publish = publish))
+  // A co-editor's first edit (self-contained: its client's clock 0): in flight when the erasure comes.
+  const coeditor = yclient(edgeA.url, 'gdpr', tok)
+  t.teardown(() => coeditor.destroy())
+  await coeditor.synced()
+  const closed = coeditor.nextClose()
+  coeditor.doc.getMap('meta').set('title', 'SECRET TITLE')
+  await until('in flight', () => slowAck !== null)
+  const blobs = await FsBlobStore.open(join(stack.dir, 'blobs'))
+  await eraseDocument({ pool: stack.db, blobs, aggJsm: await jetstreamManager(admin), aggStream: AGG_STREAM, tenantJsm: null, notify }, { tenant: 'acme', docId: 'gdpr', actor: 'dpo@test', reason: 'GDPR' })
+  t.equal((await closed).code, CloseCode.DocumentDeleted)
+  writer.destroy()
+  coeditor.destroy()
+  release()
+  await slowAck
+  await new Promise((r) => setImmediate(r)) // the ack reached the closed room
+
+  await restoreDocument(stack.db, { tenant: 'acme', docId: 'gdpr', actor: 'ops@test', reason: 'restore after erase' })
+  await notify({ tenant: 'acme', docId: 'gdpr', event: DocEvent.Restored })
+  const reader = yclient(edgeA.url, 'gdpr', tok)
+  t.teardown(() => reader.destroy())
+  await reader.synced()
+  t.equal(reader.doc.getMap('meta').get('title'), undefined, 'not the erased title')
+  t.equal(reader.text.toString(), '', 'nor the erased body')
 })
