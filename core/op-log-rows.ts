@@ -46,8 +46,8 @@ async function* pages<R extends { id: string; update: Buffer }>(pool: pg.Pool, t
          SELECT *, count(*) OVER () AS ahead,
                 sum(octet_length(update)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - octet_length(update) AS before
          FROM (SELECT id, update${shape.inner} FROM op_log WHERE tenant = $1 AND doc_id = $2 AND id > $3::bigint
-                 AND (stream_seq > $4 OR (stream_seq = $4 AND ingest_ts > $6::timestamptz))
-                 AND (stream_seq < $5 OR (stream_seq = $5 AND ($7::timestamptz IS NULL OR ingest_ts <= $7::timestamptz)))
+                 AND (stream_seq > $4 OR ingest_ts > $6::timestamptz)
+                 AND stream_seq <= $5 AND ($7::timestamptz IS NULL OR ingest_ts <= $7::timestamptz)
                ORDER BY id LIMIT ${shape.rows}) ahead
        ) page WHERE before < ${PAGE_BYTES} ORDER BY id`,
       [tenant, docId, afterId, afterSeq, uptoSeq, afterTime, uptoTime],
@@ -61,11 +61,11 @@ async function* pages<R extends { id: string; update: Buffer }>(pool: pg.Pool, t
 }
 
 /**
- * Which rows: afterSeq < stream_seq <= uptoSeq, and an op-log id past afterId (default 0). A
- * time cuts a stream message: one message carries an edge's updates of several moments, each
- * with its ingest time, so a point in time can fall inside it (PointInTime). `uptoTime`: of the
- * rows at uptoSeq, only those ingested by then; `afterTime`: the rows at afterSeq ingested after
- * it are in the range too.
+ * Which rows: afterSeq < stream_seq <= uptoSeq, and an op-log id past afterId (default 0). A time
+ * cuts across stream order: one message carries an edge's updates of several moments, each with
+ * its ingest time, and messages of several edges interleave, so the updates ingested by a point
+ * in time are no stream prefix (point-in-time.ts Cut). `uptoTime`: only rows ingested by then;
+ * `afterTime`: rows ingested after it are in the range too, whatever their sequence.
  */
 export interface RowRange {
   afterSeq: number

@@ -14,8 +14,8 @@ export function parsePointInTime(at: string): PointInTime | null {
 }
 
 /**
- * Where a point in time cuts the op log: the rows up to stream sequence `seq` — of the rows at
- * `seq` only those ingested by `time` when set (a time inside that message: RowRange uptoTime).
+ * Where a point in time cuts the op log: the rows up to stream sequence `seq` — only those
+ * ingested by `time` when set (a time that stream order does not follow: RowRange uptoTime).
  */
 export interface Cut {
   seq: number
@@ -67,32 +67,33 @@ export async function forEachSliced<T>(rows: AsyncIterable<T> | Iterable<T>, eac
 
 /**
  * The document as it was at `at`, as a Y.Doc the caller destroys: every op-log update of it up
- * to the stream sequence `at` names (or, for a time, up to the last message with one ingested by
- * then, less that message's updates ingested later), built from the newest snapshot before that
- * cut plus the op-log rows after it. Null when the document had no update by then. A snapshot
+ * to the stream sequence `at` names (or, for a time, every one ingested by then), built from the
+ * newest snapshot before that cut plus the op-log rows after it. Null when the document had no update by then. A snapshot
  * whose blob is gone (expired by the store's lifecycle rule) is passed over for an older one,
  * down to replaying the op log from its start.
  */
 export async function readDocAt(pool: pg.Pool, blobs: BlobStore, tenant: string, docId: string, at: PointInTime): Promise<({ doc: Y.Doc } & Cut) | null> {
-  // For a time: the last message with an update ingested by then and, when that message holds
-  // later ones too, the ingest time of its last update the point takes (exact, as PostgreSQL
-  // writes it: the same rows give the same cut, whatever time between them was asked).
-  const target = await pool.query<{ seq: string | null; upto: string | null }>(
+  // For a time: the last message with an update ingested by then and, when an update at or before
+  // it in the stream was ingested later (an edge's batch spans the point, or another edge's message
+  // came first), the newest ingest time the point takes (exact, as PostgreSQL writes it: the same
+  // rows give the same cut, whatever time between them was asked) and the first message it leaves
+  // out, before which a snapshot holds only updates ingested by then.
+  const target = await pool.query<{ seq: string | null; upto: string | null; before: string | null }>(
     'seq' in at
-      ? 'SELECT max(stream_seq) AS seq, NULL AS upto FROM op_log WHERE tenant = $1 AND doc_id = $2 AND stream_seq <= $3'
-      : `WITH cut AS (SELECT max(stream_seq) AS seq FROM op_log WHERE tenant = $1 AND doc_id = $2 AND ingest_ts <= $3)
-         SELECT cut.seq, CASE WHEN bool_or(o.ingest_ts > $3) THEN (max(o.ingest_ts) FILTER (WHERE o.ingest_ts <= $3))::text END AS upto
-         FROM cut LEFT JOIN op_log o ON o.tenant = $1 AND o.doc_id = $2 AND o.stream_seq = cut.seq GROUP BY cut.seq`,
+      ? 'SELECT max(stream_seq) AS seq, NULL AS upto, NULL AS before FROM op_log WHERE tenant = $1 AND doc_id = $2 AND stream_seq <= $3'
+      : `WITH cut AS (SELECT max(stream_seq) AS seq, max(ingest_ts) AS upto FROM op_log WHERE tenant = $1 AND doc_id = $2 AND ingest_ts <= $3),
+              later AS (SELECT min(stream_seq) AS first FROM op_log WHERE tenant = $1 AND doc_id = $2 AND ingest_ts > $3)
+         SELECT cut.seq, CASE WHEN later.first <= cut.seq THEN cut.upto::text END AS upto, CASE WHEN later.first <= cut.seq THEN later.first END AS before
+         FROM cut, later`,
     [tenant, docId, 'seq' in at ? at.seq : at.time],
   )
   const seqText = target.rows[0]?.seq
   if (seqText === null || seqText === undefined) return null
   const seq = Number(seqText)
   const time = target.rows[0]?.upto ?? undefined
-  // A snapshot at the cut's own message holds all its updates: only an older one serves a cut inside it.
   const snapshots = await pool.query<{ stream_seq: string; blob_key: string; through_op_id: string | null }>(
     'SELECT stream_seq, blob_key, through_op_id FROM snapshots WHERE tenant = $1 AND doc_id = $2 AND stream_seq <= $3 ORDER BY stream_seq DESC',
-    [tenant, docId, time ? seq - 1 : seq],
+    [tenant, docId, time ? Number(target.rows[0]!.before) - 1 : seq],
   )
   let base: Uint8Array | null = null
   // The rows after the snapshot: those committed after its state (a redelivered update commits

@@ -15,8 +15,11 @@ const js = jetstream(await stack.connect())
 const alice = await token({ tenant: 'acme', sub: 'alice' })
 const headers = { authorization: `Bearer ${alice}` }
 
-/** Alice's "a" at t0 and "b" a second later in one stream message; the time between them. */
-async function twoMomentsInOneMessage(docId: string, clientID: number, n: number): Promise<string> {
+/**
+ * Alice's "a" at t0 and "b" a second later in one stream message; with `otherEdge`, another edge's
+ * message right after it, ingested between them (a map entry). The time between "a" and "b".
+ */
+async function twoMomentsInOneMessage(docId: string, clientID: number, n: number, otherEdge = false): Promise<string> {
   const doc = new Y.Doc()
   doc.clientID = clientID
   const updates: Uint8Array[] = []
@@ -30,6 +33,13 @@ async function twoMomentsInOneMessage(docId: string, clientID: number, n: number
     { docId, userId: 'alice', update: updates[1]!, ingestTs: t0 + 1_000 },
   ] })
   await js.publish(editBatchSubject('acme', partition), batch, { msgID: editBatchMsgId('acme', 'e1', n) })
+  if (otherEdge) {
+    const other = new Y.Doc()
+    other.clientID = clientID + 1_000
+    other.getMap('m').set('x', 'from edge 2')
+    const message = encodeBatch({ v: 2, tenant: 'acme', partition, edgeId: 'e2', updates: [{ docId, userId: 'bob', update: Y.encodeStateAsUpdate(other), ingestTs: t0 + 200 }] })
+    await js.publish(editBatchSubject('acme', partition), message, { msgID: editBatchMsgId('acme', 'e2', n) })
+  }
   await until('committed', async () => (await materializedText(core.url, docId, alice)) === 'ab')
   return new Date(t0 + 500).toISOString()
 }
@@ -52,4 +62,16 @@ t.test('core - rollback to a time inside a stream message reverts its updates in
   t.equal(res.status, 202)
   t.equal(body.status, 'accepted', JSON.stringify(body))
   await until('the rollback is materialized', async () => (await materializedText(core.url, 'cut-rollback', alice)) === 'a')
+})
+
+t.test("core - a time inside one edge's stream message, followed by another edge's message ingested before it: state holds what was ingested by then, rollback reverts the rest", async (t) => {
+  const between = await twoMomentsInOneMessage('cut-two-edges', 79, 3, true)
+  const at = new Y.Doc()
+  const res = await fetch(`${core.url}/v1/docs/cut-two-edges/state?at=${between}`, { headers })
+  Y.applyUpdate(at, new Uint8Array(await res.arrayBuffer()))
+  t.equal(at.getMap('m').get('x'), 'from edge 2', "the other edge's update (ingested before) is in")
+  t.equal(at.getText('t').toString(), 'a', '"b" came after')
+  const rolled = await fetch(`${core.url}/v1/docs/cut-two-edges/rollback`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify({ to: between }) })
+  t.equal(((await rolled.json()) as { status: string }).status, 'accepted')
+  await until('the rollback is materialized', async () => (await materializedText(core.url, 'cut-two-edges', alice)) === 'a')
 })
