@@ -22,7 +22,8 @@ export const FanMessage = z.discriminatedUnion('kind', [
    * `userId`: who sent it, so the receiving room learns that user owns its Yjs client ids (ClientOwners).
    */
   z.object({ kind: z.literal(FanKind.Update), edgeId: z.string().min(1), stream: z.string().min(1).max(128), seq: z.number().int().min(1), payload: Bytes, single: z.literal(true).optional(), userId: EnvelopeUserId.optional() }),
-  z.object({ kind: z.literal(FanKind.Awareness), edgeId: z.string().min(1), payload: Bytes }),
+  /** `users`: the user of each of its presence ids the sending edge's sockets introduced, so a peer keeps a left client's id for its user (awareness-guard.ts). */
+  z.object({ kind: z.literal(FanKind.Awareness), edgeId: z.string().min(1), payload: Bytes, users: z.array(z.tuple([z.number().int().nonnegative(), EnvelopeUserId])).max(4_096).optional() }),
   z.object({ kind: z.literal(FanKind.Refetch), edgeId: z.string().min(1) }),
   z.object({ kind: z.literal(FanKind.Last), edgeId: z.string().min(1), stream: z.string().min(1).max(128), seq: z.number().int().min(1) }),
 ])

@@ -67,6 +67,8 @@ export class AwarenessGuard<S extends { readonly userId: string }> {
   private readonly owners = new Map<number, Owner<S>>()
   /** Ids of sockets that left, oldest first: only their user may introduce them again until `untilMs`. */
   private readonly reserved = new Map<number, { userId: string; untilMs: number }>()
+  /** The users of peer-owned ids, as their edges said: kept for them too once removed. */
+  private readonly peerUsers = new Map<number, string>()
   /** How many ids each socket owns (peers' ids are bounded by their own edges). */
   private readonly owned = new Map<Owner<S>, number>()
   private readonly buckets = new Map<S, TokenBucket>()
@@ -81,7 +83,7 @@ export class AwarenessGuard<S extends { readonly userId: string }> {
   }
 
   /** Filters an update to the entries `owner` may apply, claiming ids nobody owns yet. Throws ProtocolError on malformed bytes. */
-  admit(owner: Owner<S>, update: Uint8Array, nowMs = Date.now()): Admitted {
+  admit(owner: Owner<S>, update: Uint8Array, nowMs = Date.now(), peerUsers: [number, string][] = []): Admitted {
     const entries = decodeAwareness(update)
     let refused = 0
     let overCap = 0
@@ -106,6 +108,7 @@ export class AwarenessGuard<S extends { readonly userId: string }> {
       return true
     })
     const ids = kept.map((e) => e.clientId)
+    if (owner === PEER) for (const [id, userId] of peerUsers) if (this.owners.get(id) === PEER) this.peerUsers.set(id, userId)
     if (kept.length === 0) return { update: null, ids, refused, overCap }
     return { update: kept.length === entries.length ? update : encodeAwareness(kept), ids, refused, overCap }
   }
@@ -132,9 +135,28 @@ export class AwarenessGuard<S extends { readonly userId: string }> {
     }
   }
 
-  /** States removed (a peer's client left, or timed out): a peer's ids become free again. */
-  removed(ids: number[]): void {
-    for (const id of ids) if (this.owners.get(id) === PEER) this.owners.delete(id)
+  /** States removed (a peer's client left, or timed out): a peer's ids become free again, for their user's sockets first. */
+  removed(ids: number[], nowMs = Date.now()): void {
+    for (const id of ids) {
+      if (this.owners.get(id) !== PEER) continue
+      this.owners.delete(id)
+      const userId = this.peerUsers.get(id)
+      if (userId === undefined) continue
+      this.peerUsers.delete(id)
+      this.reserved.delete(id)
+      this.reserved.set(id, { userId, untilMs: nowMs + RESERVED_FOR_USER_MS })
+    }
+  }
+
+  /** The users of the presence ids in `update` that this edge's sockets introduced (and left a moment ago): for the peers. */
+  usersIn(update: Uint8Array): [number, string][] {
+    const users: [number, string][] = []
+    for (const { clientId } of decodeAwareness(update)) {
+      const owner = this.owners.get(clientId)
+      const userId = owner !== undefined && owner !== PEER ? owner.userId : owner === undefined ? this.reserved.get(clientId)?.userId : undefined
+      if (userId !== undefined) users.push([clientId, userId])
+    }
+    return users
   }
 }
 

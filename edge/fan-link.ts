@@ -20,8 +20,8 @@ export const FAN_LAST_AFTER_MS = 1_000
 export interface FanHandlers {
   /** A durable update from a peer edge, sent by `userId` when named; `gap`: at least one of that peer's updates was missed. */
   update(payload: Uint8Array, gap: boolean, stream: string, seq: number, userId: string | undefined): void
-  /** Presence from the peer edge `edgeId`. */
-  awareness(payload: Uint8Array, edgeId: string): void
+  /** Presence from the peer edge `edgeId`, with the users of the ids its sockets introduced. */
+  awareness(payload: Uint8Array, edgeId: string, users: [number, string][]): void
   /** Core holds an update no edge fanned out: pull it. */
   refetch(): void
   /** A peer stream's last update never came (its burst's end was lost on the way): fetch it. */
@@ -94,8 +94,9 @@ export class FanLink {
     this.send({ kind: FanKind.Last, edgeId: this.o.edgeId, stream: this.stream, seq: this.seq })
   }
 
-  sendAwareness(update: Uint8Array): void {
-    this.send({ kind: FanKind.Awareness, edgeId: this.o.edgeId, payload: update })
+  /** `users`: the user of each presence id in it that this edge's sockets introduced. */
+  sendAwareness(update: Uint8Array, users: [number, string][]): void {
+    this.send({ kind: FanKind.Awareness, edgeId: this.o.edgeId, payload: update, ...(users.length > 0 && { users }) })
   }
 
   /** Stops listening; a last sequence still due goes out (updates acked after the close are fanned out too). */
@@ -121,7 +122,7 @@ export class FanLink {
       if ((this.peerSeqs.get(msg.stream) ?? 0) >= msg.seq) return
       this.heard(msg.stream, msg.seq)
       handlers.missed(msg.stream, msg.seq)
-    } else handlers.awareness(msg.payload, msg.edgeId)
+    } else handlers.awareness(msg.payload, msg.edgeId, msg.users ?? [])
   }
 
   /**

@@ -62,6 +62,11 @@ export class RoomPresence {
     return ids.length > 0 ? awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids) : null
   }
 
+  /** The users of the presence ids in `update` that this edge's sockets introduced, for the peers. */
+  usersIn(update: Uint8Array): [number, string][] {
+    return this.guard.usersIn(update)
+  }
+
   /** Every presence state as one frame, even an empty one (the answer to a query). */
   queryFrame(): Uint8Array {
     return awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(this.awareness, [...this.awareness.getStates().keys()]))
@@ -84,10 +89,10 @@ export class RoomPresence {
     if (admitted.update) awarenessProtocol.applyAwarenessUpdate(this.awareness, admitted.update, client)
   }
 
-  /** Presence a peer edge fanned out; a malformed one is dropped. */
-  receiveFromPeer(payload: Uint8Array, edgeId: string): void {
+  /** Presence a peer edge fanned out (`users`: those of the ids its sockets introduced); a malformed one is dropped. */
+  receiveFromPeer(payload: Uint8Array, edgeId: string, users: [number, string][]): void {
     try {
-      const admitted = this.guard.admit(PEER, payload)
+      const admitted = this.guard.admit(PEER, payload, Date.now(), users)
       if (admitted.refused > 0) this.o.metrics.awarenessRefused.inc({ reason: 'not-owner' }, admitted.refused)
       for (const id of admitted.ids) this.fromPeer.set(id, edgeId)
       if (admitted.update) awarenessProtocol.applyAwarenessUpdate(this.awareness, admitted.update, 'fan')

@@ -79,13 +79,13 @@ export class Room {
       ...o,
       clients: () => this.clients.keys(),
       isClient: (origin) => this.clients.has(origin as RoomClient),
-      fan: (update) => this.fanLink.sendAwareness(update),
+      fan: (update) => this.fanLink.sendAwareness(update, this.presence.usersIn(update)),
     })
     // Subscribe before loading so nothing acked meanwhile is missed.
     this.fanLink = new FanLink(o, {
       update: (payload, gap, stream, seq, userId) => this.onFanUpdate(payload, gap, stream, seq, userId),
-      awareness: (payload, edgeId) => {
-        if (!this.closed) this.presence.receiveFromPeer(payload, edgeId)
+      awareness: (payload, edgeId, users) => {
+        if (!this.closed) this.presence.receiveFromPeer(payload, edgeId, users)
       },
       refetch: () => this.refetch('http-duplicate'),
       missed: (stream, seq) => this.missedFanOut(stream, seq),
@@ -94,7 +94,7 @@ export class Room {
       current: () => this.state.current(),
       peerSeen: () => this.fanLink.peerSeen(),
       ownPresence: () => this.presence.ownUpdate(),
-      sendAwareness: (update) => this.fanLink.sendAwareness(update),
+      sendAwareness: (update) => this.fanLink.sendAwareness(update, this.presence.usersIn(update)),
       request: (subject) => this.requestState(subject),
       apply: (update) => this.proveAndApply(update, 'fan'),
       owners: () => this.ingest.clientOwners.known(),

@@ -138,6 +138,28 @@ t.test("edge - while a client reconnects, another user's socket cannot take over
   await until("o sees the victim's own presence", () => presence(o, v)?.user === 'victim again')
 })
 
+t.test("edge - while a client reconnects, another user's socket on a peer edge cannot take over its presence id either", async (t) => {
+  const victim = await token({ tenant: 'acme', sub: 'victim' })
+  const v = yclient(edgeA.url, 'presence-takeover-peer', victim)
+  const o = yclient(edgeB.url, 'presence-takeover-peer', await token({ tenant: 'acme', sub: 'observer' }))
+  t.teardown(() => (v.destroy(), o.destroy()))
+  await Promise.all([v.synced(), o.synced()])
+  const mallory = await RawSocket.open(edgeB.url, 'presence-takeover-peer', await token({ tenant: 'acme', sub: 'mallory', role: 'viewer' }))
+  t.teardown(() => mallory.close())
+  v.provider.awareness.setLocalState({ user: 'victim' })
+  await until('o (edge B) sees the victim', () => presence(o, v)?.user === 'victim')
+  v.provider.disconnect()
+  await until('the victim is gone for o', () => presence(o, v) === undefined)
+  const refusedBefore = await counterValue(edgeB.edge.metrics.awarenessRefused, { reason: 'not-owner' })
+  mallory.send(frames.awareness(awarenessUpdate([{ clientId: v.doc.clientID, clock: 1_000_000, state: { user: 'mallory as victim' } }])))
+  await until('refused on edge B', async () => (await counterValue(edgeB.edge.metrics.awarenessRefused, { reason: 'not-owner' })) > refusedBefore)
+  v.provider.connect()
+  await v.synced()
+  v.provider.awareness.setLocalState({ user: 'victim back' })
+  v.provider.awareness.setLocalState({ user: 'victim again' })
+  await until("o sees the victim's own presence", () => presence(o, v)?.user === 'victim again')
+})
+
 t.test('edge - an edge killed with -9: the other edges drop its clients presence within seconds', async (t) => {
   const tok = await token({ tenant: 'acme' })
   const doomed = await stack.process('edge')
