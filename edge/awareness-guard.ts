@@ -148,10 +148,10 @@ export class AwarenessGuard<S extends { readonly userId: string }> {
     }
   }
 
-  /** The users of the presence ids in `update` that this edge's sockets introduced (and left a moment ago): for the peers. */
-  usersIn(update: Uint8Array): [number, string][] {
+  /** The users of those of `ids` that this edge's sockets introduced (and left a moment ago): for the peers. */
+  usersOf(ids: Iterable<number>): [number, string][] {
     const users: [number, string][] = []
-    for (const { clientId } of decodeAwareness(update)) {
+    for (const clientId of ids) {
       const owner = this.owners.get(clientId)
       const userId = owner !== undefined && owner !== PEER ? owner.userId : owner === undefined ? this.reserved.get(clientId)?.userId : undefined
       if (userId !== undefined) users.push([clientId, userId])

@@ -52,20 +52,25 @@ export class ClosedRooms {
     for (const key of [...this.leftovers.keys()]) if (matches(key)) this.drop(key)
   }
 
-  /** Marks `key` forgotten for LEFTOVER_KEEP_MS: what its old rooms acked after that goes to no room (a deleted or erased document's in-flight edit). */
-  forgotten(key: string, nowMs = Date.now()): void {
+  /** `key`'s document was deleted or erased: its leftover goes, and for LEFTOVER_KEEP_MS what its old rooms ack goes to no room (an in-flight edit). */
+  deleted(key: string, nowMs = Date.now()): void {
     this.forget((k) => k === key)
+    this.expireTombstones(nowMs)
     this.tombstones.delete(key)
     this.tombstones.set(key, nowMs + LEFTOVER_KEEP_MS)
   }
 
-  /** True when `key` was marked forgotten less than LEFTOVER_KEEP_MS ago. */
-  isForgotten(key: string, nowMs = Date.now()): boolean {
+  /** True when `key`'s document was deleted or erased less than LEFTOVER_KEEP_MS ago. */
+  deletedLately(key: string, nowMs = Date.now()): boolean {
+    this.expireTombstones(nowMs)
+    return this.tombstones.has(key)
+  }
+
+  private expireTombstones(nowMs: number): void {
     for (const [k, untilMs] of this.tombstones) {
-      if (untilMs > nowMs) break
+      if (untilMs > nowMs) return
       this.tombstones.delete(k)
     }
-    return this.tombstones.has(key)
   }
 
   private expire(nowMs: number): void {

@@ -104,7 +104,7 @@ export class Edge {
     this.peers.start()
     this.commits.start()
     this.docNotices = watchDocNotices(this.nc, this.log, (tenant, docId) => {
-      this.closedRooms.forgotten(roomKey(tenant, docId))
+      this.closedRooms.deleted(roomKey(tenant, docId))
       this.rooms.get(roomKey(tenant, docId))?.fail(CloseCode.DocumentDeleted, 'document deleted')
     })
     const healthy = () => !this.stopping && !this.nc.isClosed() && this.listenSocket !== null
@@ -238,7 +238,7 @@ export class Edge {
           this.metrics.rooms.set(this.rooms.size)
         },
         ackedAfterClose: (update, userId) => {
-          if (this.closedRooms.isForgotten(key)) return // deleted or erased since: its content goes nowhere
+          if (this.closedRooms.deletedLately(key)) return // deleted or erased since: its content goes nowhere
           const successor = this.rooms.get(key)
           if (successor) successor.acceptDurable(update, userId)
           else this.closedRooms.addLate(key, update)

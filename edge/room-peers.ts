@@ -19,9 +19,9 @@ export interface RoomPeersHandlers {
   /** Another edge holds the document: the room fans its updates out from now on. */
   peerSeen(): void
   /** The presence of the room's own clients, or null when none. */
-  ownPresence(): Uint8Array | null
+  ownPresence(): { update: Uint8Array; users: [number, string][] } | null
   /** Fans presence out to the peer rooms. */
-  sendAwareness(update: Uint8Array): void
+  sendAwareness(update: Uint8Array, users: [number, string][]): void
   /** Asks `subject` for what the room lacks (null: nobody answered). */
   request(subject: string): Promise<StateReply | null>
   /** An update a peer room held that this one lacked. */
@@ -63,7 +63,7 @@ export class RoomPeers {
         }
         // A room opening there (it holds nothing yet): its clients see ours now, not when each next renews their presence (15 s).
         const presence = stateVector === undefined || isEmptyStateVector(stateVector) ? room.ownPresence() : null
-        if (presence) room.sendAwareness(presence)
+        if (presence) room.sendAwareness(presence.update, presence.users)
       },
     })
   }

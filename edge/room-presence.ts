@@ -19,8 +19,8 @@ export interface RoomPresenceOptions extends Partial<AwarenessLimits> {
   clients(): Iterable<RoomClient>
   /** Whether `origin` is one of the room's clients (its changes are fanned out). */
   isClient(origin: unknown): boolean
-  /** Fans an awareness update out to the document's rooms on other edges. */
-  fan(update: Uint8Array): void
+  /** Fans an awareness update out to the document's rooms on other edges, with the users of the ids this edge's sockets introduced. */
+  fan(update: Uint8Array, users: [number, string][]): void
 }
 
 /**
@@ -56,15 +56,10 @@ export class RoomPresence {
     return ids.length > 0 ? awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids)) : null
   }
 
-  /** The presence states this edge's clients introduced, as one awareness update for the peers; null when there is none. */
-  ownUpdate(): Uint8Array | null {
+  /** The presence states this edge's clients introduced, as one awareness update for the peers, with their users; null when there is none. */
+  ownUpdate(): { update: Uint8Array; users: [number, string][] } | null {
     const ids = [...this.awareness.getStates().keys()].filter((id) => !this.fromPeer.has(id))
-    return ids.length > 0 ? awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids) : null
-  }
-
-  /** The users of the presence ids in `update` that this edge's sockets introduced, for the peers. */
-  usersIn(update: Uint8Array): [number, string][] {
-    return this.guard.usersIn(update)
+    return ids.length > 0 ? { update: awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids), users: this.guard.usersOf(ids) } : null
   }
 
   /** Every presence state as one frame, even an empty one (the answer to a query). */
@@ -151,7 +146,7 @@ export class RoomPresence {
       for (const client of this.o.clients()) client.send(frame)
     }
     if (this.toFan.size > 0) {
-      this.o.fan(awarenessProtocol.encodeAwarenessUpdate(this.awareness, [...this.toFan]))
+      this.o.fan(awarenessProtocol.encodeAwarenessUpdate(this.awareness, [...this.toFan]), this.guard.usersOf(this.toFan))
       this.toFan.clear()
     }
   }

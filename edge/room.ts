@@ -79,7 +79,7 @@ export class Room {
       ...o,
       clients: () => this.clients.keys(),
       isClient: (origin) => this.clients.has(origin as RoomClient),
-      fan: (update) => this.fanLink.sendAwareness(update, this.presence.usersIn(update)),
+      fan: (update, users) => this.fanLink.sendAwareness(update, users),
     })
     // Subscribe before loading so nothing acked meanwhile is missed.
     this.fanLink = new FanLink(o, {
@@ -94,7 +94,7 @@ export class Room {
       current: () => this.state.current(),
       peerSeen: () => this.fanLink.peerSeen(),
       ownPresence: () => this.presence.ownUpdate(),
-      sendAwareness: (update) => this.fanLink.sendAwareness(update, this.presence.usersIn(update)),
+      sendAwareness: (update, users) => this.fanLink.sendAwareness(update, users),
       request: (subject) => this.requestState(subject),
       apply: (update) => this.proveAndApply(update, 'fan'),
       owners: () => this.ingest.clientOwners.known(),
